@@ -1,0 +1,53 @@
+#!lua flags=no-writes
+-- state: where a job is now, read atomically.
+--
+-- KEYS[1]  index hash (job id -> entry id)
+-- KEYS[2]  delayed sorted set
+-- KEYS[3]  scheduled stream
+-- KEYS[4]  ready stream
+-- KEYS[5]  job record hash
+-- KEYS[6]  dead index hash (job id -> dead-letter entry id)
+-- ARGV[1]  consumer group
+-- ARGV[2]  job id
+--
+-- Returns {state, entry id, attempts made, owner, deliveries}, state one of:
+--   'delayed'    in the delayed set, never attempted        (entry id: scheduled entry)
+--   'failed'     in the delayed set after a failed attempt, waiting for its retry
+--   'waiting'    on the ready stream, not delivered         (entry id: ready entry)
+--   'active'     on the ready stream and pending            (owner: consumer, deliveries: delivery count)
+--   'completed'  finished; its record is within retention   (entry id: '')
+--   'dead'       in the dead-letter stream                   (entry id: dead-letter entry)
+--   'unknown'    none of the above (never existed, or its record expired)
+local index, delayed, scheduled, ready, job, deadids = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6]
+local group, jid = ARGV[1], ARGV[2]
+local function attempts_of(fields)
+  for i = 1, #fields, 2 do
+    if fields[i] == 'attempts' then return math.max(0, math.floor(tonumber(fields[i + 1]) or 0)) end
+  end
+  return 0
+end
+local loc = redis.call('HGET', index, jid)
+if redis.call('ZSCORE', delayed, jid) then
+  local r = {}
+  if loc then r = redis.call('XRANGE', scheduled, loc, loc) end
+  local made = 0
+  if r[1] then made = attempts_of(r[1][2]) end
+  if made > 0 then return {'failed', loc or '', made, '', 0} end
+  return {'delayed', loc or '', made, '', 0}
+end
+local eid = loc or jid
+if string.match(eid, '^%d+%-%d+$') then
+  local r = redis.call('XRANGE', ready, eid, eid)
+  if r[1] then
+    local made = attempts_of(r[1][2])
+    local p = redis.pcall('XPENDING', ready, group, eid, eid, 1) -- no group yet: nothing is active
+    if p[1] then return {'active', eid, made, p[1][2], p[1][4]} end
+    return {'waiting', eid, made, '', 0}
+  end
+end
+if redis.call('HGET', job, 'state') == 'completed' then
+  return {'completed', '', tonumber(redis.call('HGET', job, 'attempt')) or 0, '', 0}
+end
+local did = redis.call('HGET', deadids, jid)
+if did then return {'dead', did, 0, '', 0} end
+return {'unknown', '', 0, '', 0}

@@ -1,0 +1,230 @@
+//! The shared client: one per process, cloned into every queue and worker. It owns the one multiplexed
+//! command connection (reconnecting, opened lazily) and opens dedicated connections for blocking readers.
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use redis::aio::{ConnectionManager, ConnectionManagerConfig, MultiplexedConnection};
+use serde::{Serialize, de::DeserializeOwned};
+
+use crate::error::{Error, Result};
+use crate::keys::{self, QueueKeys};
+use crate::producer::Queue;
+
+/// Connection and limit settings shared by everything built from a [`Client`].
+#[derive(Debug, Clone)]
+pub struct ClientConfig {
+    /// First key segment (default `rill`). Lets several independent deployments share one Redis.
+    pub namespace: String,
+    /// Time allowed to open a connection (default 2 s).
+    pub connect_timeout: Duration,
+    /// Time allowed for one command's reply on the shared connection (default 5 s).
+    pub response_timeout: Duration,
+    /// Largest encoded payload accepted by producers and workers (default 1 MiB).
+    pub max_payload_bytes: usize,
+}
+
+impl Default for ClientConfig {
+    fn default() -> Self {
+        ClientConfig {
+            namespace: keys::DEFAULT_NAMESPACE.to_owned(),
+            connect_timeout: Duration::from_secs(2),
+            response_timeout: Duration::from_secs(5),
+            max_payload_bytes: 1 << 20,
+        }
+    }
+}
+
+/// Handle to one Redis deployment. Cheap to clone; all clones share one command connection.
+///
+/// ```no_run
+/// # async fn f() -> rill::Result<()> {
+/// let client = rill::Client::new("redis://127.0.0.1:6379")?; // no I/O yet
+/// client.connect().await?; // optional: fail fast at start-up
+/// # Ok(()) }
+/// ```
+#[derive(Clone)]
+pub struct Client {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    redis: redis::Client,
+    url: String,
+    config: ClientConfig,
+    conn: Mutex<Conn>,
+}
+
+enum Conn {
+    Idle,
+    Open(ConnectionManager),
+    Closed,
+}
+
+impl std::fmt::Debug for Client {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Client")
+            .field("url", &self.inner.url)
+            .field("namespace", &self.inner.config.namespace)
+            .finish()
+    }
+}
+
+impl Client {
+    /// A client for `url` (`redis://host:port/db`, `rediss://`, `redis+unix:///path`) with default settings.
+    /// Does no I/O.
+    ///
+    /// # Errors
+    /// [`Error::InvalidUrl`] if the URL does not parse.
+    pub fn new(url: &str) -> Result<Self> {
+        Self::with_config(url, ClientConfig::default())
+    }
+
+    /// Like [`Client::new`] with explicit settings.
+    ///
+    /// # Errors
+    /// [`Error::InvalidUrl`], or [`Error::InvalidName`] for a bad namespace.
+    pub fn with_config(url: &str, config: ClientConfig) -> Result<Self> {
+        keys::validate_name(&config.namespace)?;
+        let redis = redis::Client::open(url).map_err(|source| Error::InvalidUrl {
+            url: url.to_owned(),
+            source,
+        })?;
+        Ok(Client {
+            inner: Arc::new(Inner {
+                redis,
+                url: url.to_owned(),
+                config,
+                conn: Mutex::new(Conn::Idle),
+            }),
+        })
+    }
+
+    /// The settings this client was built with.
+    pub fn config(&self) -> &ClientConfig {
+        &self.inner.config
+    }
+
+    /// A typed handle on queue `name`.
+    ///
+    /// # Errors
+    /// [`Error::InvalidName`] if the name is not allowed (checked before any I/O).
+    pub fn queue<T: Serialize + DeserializeOwned>(&self, name: &str) -> Result<Queue<T>> {
+        Ok(Queue::new(self.clone(), self.keys(name)?))
+    }
+
+    /// The keys of queue `name` under this client's namespace.
+    ///
+    /// # Errors
+    /// [`Error::InvalidName`].
+    pub fn keys(&self, queue: &str) -> Result<QueueKeys> {
+        QueueKeys::new(&self.inner.config.namespace, queue)
+    }
+
+    /// Opens the shared connection now (otherwise the first command does). Idempotent.
+    ///
+    /// # Errors
+    /// [`Error::Redis`] if Redis cannot be reached; [`Error::Closed`] after [`Client::close`].
+    pub async fn connect(&self) -> Result<()> {
+        let mut conn = self.conn().await?;
+        redis::cmd("PING").query_async::<()>(&mut conn).await?;
+        Ok(())
+    }
+
+    /// Whether Redis answers a PING on the shared connection right now (never opens one).
+    pub async fn is_connected(&self) -> bool {
+        let conn = match &*self.inner.conn.lock().expect("client lock") {
+            Conn::Open(c) => c.clone(),
+            _ => return false,
+        };
+        let mut conn = conn;
+        let cmd = redis::cmd("PING");
+        let ping = cmd.query_async::<()>(&mut conn);
+        matches!(
+            tokio::time::timeout(self.inner.config.response_timeout, ping).await,
+            Ok(Ok(()))
+        )
+    }
+
+    /// Closes the shared connection. Idempotent; afterwards every operation returns [`Error::Closed`].
+    /// Workers built from this client stop claiming at their next read.
+    pub fn close(&self) {
+        *self.inner.conn.lock().expect("client lock") = Conn::Closed;
+    }
+
+    /// Whether [`Client::close`] was called.
+    pub fn is_closed(&self) -> bool {
+        matches!(*self.inner.conn.lock().expect("client lock"), Conn::Closed)
+    }
+
+    /// The shared command connection, opened on first use. It reconnects by itself after errors.
+    pub(crate) async fn conn(&self) -> Result<ConnectionManager> {
+        match &*self.inner.conn.lock().expect("client lock") {
+            Conn::Open(c) => return Ok(c.clone()),
+            Conn::Closed => return Err(Error::Closed),
+            Conn::Idle => {}
+        }
+        let cfg = &self.inner.config;
+        let manager_config = ConnectionManagerConfig::new()
+            .set_connection_timeout(Some(cfg.connect_timeout))
+            .set_response_timeout(Some(cfg.response_timeout))
+            .set_number_of_retries(4)
+            .set_min_delay(Duration::from_millis(50))
+            .set_max_delay(Duration::from_secs(1));
+        let manager =
+            ConnectionManager::new_with_config(self.inner.redis.clone(), manager_config).await?;
+        let mut slot = self.inner.conn.lock().expect("client lock");
+        match &*slot {
+            // Another task won the race: share its connection.
+            Conn::Open(c) => Ok(c.clone()),
+            Conn::Closed => Err(Error::Closed),
+            Conn::Idle => {
+                *slot = Conn::Open(manager.clone());
+                Ok(manager)
+            }
+        }
+    }
+
+    /// A dedicated connection for a loop that blocks for up to `block`: its response timeout exceeds the block
+    /// time, so the client never gives up on a read the server is still serving (a phantom delivery).
+    pub(crate) async fn blocking_conn(&self, block: Duration) -> Result<MultiplexedConnection> {
+        if self.is_closed() {
+            return Err(Error::Closed);
+        }
+        let cfg = redis::AsyncConnectionConfig::new()
+            .set_connection_timeout(Some(self.inner.config.connect_timeout))
+            .set_response_timeout(Some(block + self.inner.config.response_timeout));
+        Ok(self
+            .inner
+            .redis
+            .get_multiplexed_async_connection_with_config(&cfg)
+            .await?)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn construction_does_no_io_and_validates() {
+        let c = Client::new("redis://127.0.0.1:1").unwrap();
+        assert!(!c.is_closed());
+        assert!(matches!(
+            Client::new("nope://x"),
+            Err(Error::InvalidUrl { .. })
+        ));
+        let bad = ClientConfig {
+            namespace: "a:b".into(),
+            ..ClientConfig::default()
+        };
+        assert!(matches!(
+            Client::with_config("redis://127.0.0.1", bad),
+            Err(Error::InvalidName { .. })
+        ));
+        assert!(c.queue::<u32>("bad name").is_err());
+        c.close();
+        c.close();
+        assert!(c.is_closed());
+    }
+}

@@ -1,0 +1,109 @@
+//! The library's error type. Handler outcomes (retry, discard) are not errors of the library: see
+//! [`crate::JobError`].
+
+use std::time::Duration;
+
+/// Everything that can go wrong in rill itself (not in a job handler).
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// A queue name or namespace that would not make a safe key (see SPEC.md, "Names").
+    #[error("invalid queue name {name:?}: {reason}")]
+    InvalidName {
+        /// The rejected name.
+        name: String,
+        /// Why it was rejected.
+        reason: &'static str,
+    },
+    /// A caller-supplied job id or dedup key that is not allowed.
+    #[error("invalid job id {id:?}: {reason}")]
+    InvalidJobId {
+        /// The rejected id.
+        id: String,
+        /// Why it was rejected.
+        reason: &'static str,
+    },
+    /// The Redis URL could not be parsed.
+    #[error("invalid Redis URL {url:?}: {source}")]
+    InvalidUrl {
+        /// The rejected URL.
+        url: String,
+        /// The parser's complaint.
+        source: redis::RedisError,
+    },
+    /// An encoded payload is larger than the client's limit.
+    #[error("payload of {size} bytes exceeds the limit of {limit} bytes")]
+    PayloadTooLarge {
+        /// Encoded size.
+        size: usize,
+        /// Configured limit.
+        limit: usize,
+    },
+    /// A value could not be encoded to CBOR.
+    #[error("cannot encode as CBOR: {0}")]
+    Encode(String),
+    /// Stored bytes could not be decoded (a result, a progress value).
+    #[error("cannot decode CBOR: {0}")]
+    Decode(String),
+    /// This delivery no longer owns the job: its lease expired and the job was reclaimed, or it finished
+    /// elsewhere. The operation had no effect.
+    #[error("stale delivery of job {job} (entry {entry}): another delivery owns it now")]
+    Stale {
+        /// Job id.
+        job: String,
+        /// Stream entry id of the stale delivery.
+        entry: String,
+    },
+    /// Redis answered with an error, or the connection failed.
+    #[error("redis: {0}")]
+    Redis(#[from] redis::RedisError),
+    /// A script or command answered in a shape rill does not expect (a server that does not follow SPEC.md).
+    #[error("unexpected reply from {what}: {detail}")]
+    Protocol {
+        /// Which script or command.
+        what: &'static str,
+        /// What was wrong.
+        detail: String,
+    },
+    /// The client was closed with [`crate::Client::close`].
+    #[error("the rill client is closed")]
+    Closed,
+    /// An operation did not finish in time.
+    #[error("timed out after {0:?}")]
+    Timeout(Duration),
+}
+
+impl Error {
+    /// Whether trying the same operation again later can succeed (connection trouble, timeouts, a Redis that
+    /// is loading or failing over). Invalid input, stale deliveries and a closed client are not retryable.
+    pub fn is_retryable(&self) -> bool {
+        match self {
+            Error::Redis(e) => {
+                e.is_io_error()
+                    || e.is_timeout()
+                    || e.is_connection_dropped()
+                    || e.is_connection_refusal()
+                    || matches!(
+                        e.kind(),
+                        redis::ErrorKind::Server(
+                            redis::ServerErrorKind::BusyLoading
+                                | redis::ServerErrorKind::TryAgain
+                                | redis::ServerErrorKind::ClusterDown
+                                | redis::ServerErrorKind::MasterDown
+                                | redis::ServerErrorKind::ReadOnly
+                        )
+                    )
+            }
+            Error::Timeout(_) => true,
+            _ => false,
+        }
+    }
+
+    /// Whether this is a fencing rejection: the caller's delivery was superseded.
+    pub fn is_stale(&self) -> bool {
+        matches!(self, Error::Stale { .. })
+    }
+}
+
+/// `Result` with [`Error`].
+pub type Result<T, E = Error> = std::result::Result<T, E>;

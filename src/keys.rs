@@ -1,0 +1,201 @@
+//! The one place that builds Redis keys. Every key of a queue carries the hash tag `{queue}`, so all of a
+//! queue's keys live in one Redis Cluster slot and every script runs unchanged on a cluster. SPEC.md has the
+//! same table.
+
+use crate::error::{Error, Result};
+
+/// The consumer group every worker of a queue joins.
+pub const GROUP: &str = "workers";
+
+/// Default key namespace (the first key segment).
+pub const DEFAULT_NAMESPACE: &str = "rill";
+
+/// Longest queue name or namespace, in bytes.
+pub const MAX_NAME_LEN: usize = 128;
+
+/// Longest caller-supplied job id or dedup key, in bytes.
+pub const MAX_JOB_ID_LEN: usize = 256;
+
+/// Checks a queue name or namespace: 1–128 bytes of ASCII letters, digits, `.`, `_` and `-`. Braces would
+/// move the hash tag, `:` would collide with the key layout, and whitespace breaks `redis-cli`.
+///
+/// # Errors
+/// [`Error::InvalidName`] with the reason.
+pub fn validate_name(name: &str) -> Result<()> {
+    let reason = if name.is_empty() {
+        Some("empty")
+    } else if name.len() > MAX_NAME_LEN {
+        Some("longer than 128 bytes")
+    } else if name.contains(['{', '}']) {
+        Some("contains a brace, which would change the Redis Cluster hash tag")
+    } else if name.contains(':') {
+        Some("contains ':', the key separator")
+    } else if !name
+        .bytes()
+        .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'))
+    {
+        Some("only ASCII letters, digits, '.', '_' and '-' are allowed")
+    } else {
+        None
+    };
+    match reason {
+        None => Ok(()),
+        Some(reason) => Err(Error::InvalidName {
+            name: name.to_owned(),
+            reason,
+        }),
+    }
+}
+
+/// Checks a caller-supplied job id or dedup key: 1–256 bytes of UTF-8 without control characters or
+/// whitespace. (It follows the hash tag in a key, so braces and `:` are harmless there.)
+///
+/// # Errors
+/// [`Error::InvalidJobId`] with the reason.
+pub fn validate_job_id(id: &str) -> Result<()> {
+    let reason = if id.is_empty() {
+        Some("empty")
+    } else if id.len() > MAX_JOB_ID_LEN {
+        Some("longer than 256 bytes")
+    } else if id.chars().any(|c| c.is_control() || c.is_whitespace()) {
+        Some("contains whitespace or a control character")
+    } else {
+        None
+    };
+    match reason {
+        None => Ok(()),
+        Some(reason) => Err(Error::InvalidJobId {
+            id: id.to_owned(),
+            reason,
+        }),
+    }
+}
+
+/// All the keys of one queue.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct QueueKeys {
+    /// Queue name.
+    pub queue: String,
+    /// Stream of jobs ready to run (consumer group [`GROUP`]).
+    pub ready: String,
+    /// Sorted set of delayed job ids, score = due time (ms).
+    pub delayed: String,
+    /// Stream holding the bodies of delayed jobs.
+    pub scheduled: String,
+    /// Hash: job id -> current entry id, for jobs whose id is not their ready entry's id.
+    pub index: String,
+    /// Dead-letter stream.
+    pub dead: String,
+    /// Hash: job id -> dead-letter entry id.
+    pub dead_index: String,
+    /// Lifecycle events stream (trimmed by MAXLEN).
+    pub events: String,
+    prefix: String,
+}
+
+impl QueueKeys {
+    /// Keys of `queue` under `namespace`.
+    ///
+    /// # Errors
+    /// [`Error::InvalidName`] if either name is not allowed.
+    pub fn new(namespace: &str, queue: &str) -> Result<Self> {
+        validate_name(namespace)?;
+        validate_name(queue)?;
+        let prefix = format!("{namespace}:{{{queue}}}");
+        Ok(QueueKeys {
+            queue: queue.to_owned(),
+            ready: format!("{prefix}:ready"),
+            delayed: format!("{prefix}:delayed"),
+            scheduled: format!("{prefix}:scheduled"),
+            index: format!("{prefix}:index"),
+            dead: format!("{prefix}:dead"),
+            dead_index: format!("{prefix}:dead:index"),
+            events: format!("{prefix}:events"),
+            prefix,
+        })
+    }
+
+    /// Record hash of one job: progress, data updates, and its result once completed.
+    pub fn job(&self, job_id: &str) -> String {
+        format!("{}:job:{job_id}", self.prefix)
+    }
+
+    /// Dedup record of one key (a string holding the job id).
+    pub fn dedup(&self, key: &str) -> String {
+        format!("{}:dedup:{key}", self.prefix)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn layout_matches_spec() {
+        let k = QueueKeys::new("rill", "emails").unwrap();
+        assert_eq!(k.ready, "rill:{emails}:ready");
+        assert_eq!(k.delayed, "rill:{emails}:delayed");
+        assert_eq!(k.scheduled, "rill:{emails}:scheduled");
+        assert_eq!(k.index, "rill:{emails}:index");
+        assert_eq!(k.dead, "rill:{emails}:dead");
+        assert_eq!(k.dead_index, "rill:{emails}:dead:index");
+        assert_eq!(k.events, "rill:{emails}:events");
+        assert_eq!(k.job("order-42"), "rill:{emails}:job:order-42");
+        assert_eq!(k.dedup("k1"), "rill:{emails}:dedup:k1");
+    }
+
+    #[test]
+    fn every_key_shares_the_hash_tag() {
+        let k = QueueKeys::new("ns", "q.1").unwrap();
+        for key in [
+            &k.ready,
+            &k.delayed,
+            &k.scheduled,
+            &k.index,
+            &k.dead,
+            &k.dead_index,
+            &k.events,
+            &k.job("a{b}"),
+            &k.dedup("x}y"),
+        ] {
+            let open = key.find('{').unwrap();
+            let close = open + key[open..].find('}').unwrap();
+            assert_eq!(&key[open + 1..close], "q.1", "{key}");
+        }
+    }
+
+    #[test]
+    fn names_are_validated() {
+        for bad in [
+            "",
+            "a{b",
+            "a}b",
+            "a:b",
+            "a b",
+            "a\tb",
+            "é",
+            "a\nb",
+            &"x".repeat(129),
+        ] {
+            assert!(
+                matches!(validate_name(bad), Err(Error::InvalidName { .. })),
+                "{bad:?}"
+            );
+        }
+        for good in ["emails", "a", "A-b_c.9", &"x".repeat(128)] {
+            validate_name(good).unwrap();
+        }
+        assert!(QueueKeys::new("ns", "bad:name").is_err());
+        assert!(QueueKeys::new("bad ns", "q").is_err());
+    }
+
+    #[test]
+    fn job_ids_are_validated() {
+        for bad in ["", "a b", "a\u{0}b", "tab\t", &"x".repeat(257)] {
+            assert!(validate_job_id(bad).is_err(), "{bad:?}");
+        }
+        for good in ["order-42", "a:b{c}", "ünï", &"x".repeat(256)] {
+            validate_job_id(good).unwrap();
+        }
+    }
+}

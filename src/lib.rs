@@ -1,0 +1,62 @@
+//! rill: a job queue that lives natively on Redis Streams.
+//!
+//! Producers append jobs to a stream; workers join its consumer group and run them at least once. Every state
+//! change is one Lua script (in `lua/`) that checks the caller still owns the delivery, so a stale worker can
+//! never complete, fail or extend a job someone else now holds. SPEC.md is the wire contract for other
+//! languages.
+//!
+//! The layout, by role:
+//! - [`client`]: the shared [`Client`] (one command connection per process, lazily opened).
+//! - [`keys`]: the one place that builds Redis keys (hash tag `{queue}`).
+//! - [`wire`]: stream entry fields, CBOR payloads, strict parsing of foreign entries.
+//! - [`scripts`]: the Lua scripts and typed calls to them.
+//! - [`producer`]: [`Queue`] and [`Enqueue`] options.
+//! - [`worker`]: [`Worker`]: fetch loop, job tasks, batched acks, graceful shutdown.
+//! - [`job`]: what a handler gets ([`Job`]) and returns ([`JobResult`], [`JobError`]).
+//! - `lease`: the lease keeper thread that renews leases in batches.
+//! - `reclaim`: stalled-job recovery; `schedule`: delayed-job promotion.
+//! - [`inspect`]: job state, counts, dead letters, events.
+//! - [`error`]: the library's [`Error`].
+//!
+//! ```no_run
+//! use serde::{Deserialize, Serialize};
+//!
+//! #[derive(Serialize, Deserialize)]
+//! struct SendEmail { to: String }
+//!
+//! # async fn f() -> rill::Result<()> {
+//! let client = rill::Client::new("redis://127.0.0.1:6379")?;
+//! let queue = client.queue::<SendEmail>("emails")?;
+//! queue.enqueue(&SendEmail { to: "a@example.com".into() }).await?;
+//! rill::Worker::new(client, "emails")?
+//!     .concurrency(64)
+//!     .run(
+//!         |job: rill::Job<SendEmail>| async move {
+//!             println!("sending to {}", job.data().to);
+//!             rill::JobResult::Ok(())
+//!         },
+//!         async { tokio::signal::ctrl_c().await.ok(); },
+//!     )
+//!     .await?;
+//! # Ok(()) }
+//! ```
+
+pub mod client;
+pub mod error;
+pub mod inspect;
+pub mod job;
+pub mod keys;
+mod lease;
+pub mod producer;
+mod reclaim;
+mod schedule;
+pub mod scripts;
+pub mod wire;
+pub mod worker;
+
+pub use client::{Client, ClientConfig};
+pub use error::{Error, Result};
+pub use inspect::{Counts, DeadLetter, Event, JobInfo, JobState};
+pub use job::{Delivery, Job, JobError, JobResult};
+pub use producer::{Enqueue, Queue};
+pub use worker::{Handler, Worker, WorkerConfig, WorkerReport, WorkerStats};

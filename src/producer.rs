@@ -1,0 +1,308 @@
+//! Producing jobs: [`Queue`] (typed handle on one queue) and [`Enqueue`] options. A plain job is one `XADD`
+//! (pipelined for bulk); a job with an id, a dedup key or a delay goes through `enqueue.lua`.
+
+use std::marker::PhantomData;
+use std::time::{Duration, SystemTime};
+
+use serde::{Serialize, de::DeserializeOwned};
+
+use crate::client::Client;
+use crate::error::{Error, Result};
+use crate::keys::{self, QueueKeys};
+use crate::scripts::{self, Enqueued};
+use crate::wire::{self, field};
+
+/// Default lifetime of a dedup record: a second enqueue with the same id or key within this time is a no-op.
+pub const DEFAULT_DEDUP_TTL: Duration = Duration::from_secs(24 * 3600);
+
+/// Jobs per pipeline in [`Queue::enqueue_many`].
+const BULK_CHUNK: usize = 1000;
+
+/// Options for one enqueue.
+///
+/// ```
+/// use std::time::Duration;
+/// let opts = rill::Enqueue::new().id("order-42").delay(Duration::from_secs(30)).max_attempts(5);
+/// ```
+#[derive(Debug, Clone, Default)]
+#[must_use]
+pub struct Enqueue {
+    id: Option<String>,
+    dedup_key: Option<String>,
+    dedup_ttl: Option<Duration>,
+    run_at: Option<SystemTime>,
+    delay: Option<Duration>,
+    max_attempts: Option<u32>,
+}
+
+impl Enqueue {
+    /// No options: a plain job.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Use this job id. It also dedups: enqueueing the same id again while the job is live, or within the dedup
+    /// TTL, adds nothing and returns the id.
+    pub fn id(mut self, id: impl Into<String>) -> Self {
+        self.id = Some(id.into());
+        self
+    }
+
+    /// Dedup by this key (an idempotency key) while letting rill choose the job id.
+    pub fn dedup_key(mut self, key: impl Into<String>) -> Self {
+        self.dedup_key = Some(key.into());
+        self
+    }
+
+    /// How long the dedup record lives (default 24 h).
+    pub fn dedup_ttl(mut self, ttl: Duration) -> Self {
+        self.dedup_ttl = Some(ttl);
+        self
+    }
+
+    /// Run no earlier than `delay` from now.
+    pub fn delay(mut self, delay: Duration) -> Self {
+        self.delay = Some(delay);
+        self
+    }
+
+    /// Run no earlier than `at`.
+    pub fn run_at(mut self, at: SystemTime) -> Self {
+        self.run_at = Some(at);
+        self
+    }
+
+    /// Most attempts (deliveries that fail or stall) before the job is dead-lettered. At least 1.
+    pub fn max_attempts(mut self, n: u32) -> Self {
+        self.max_attempts = Some(n);
+        self
+    }
+
+    fn is_plain(&self) -> bool {
+        self.id.is_none() && self.dedup_key.is_none() && self.due_ms(0) == 0
+    }
+
+    fn due_ms(&self, now_ms: u64) -> u64 {
+        let at = self.run_at.map(|t| {
+            t.duration_since(SystemTime::UNIX_EPOCH)
+                .map_or(0, |d| d.as_millis() as u64)
+        });
+        let after = self.delay.map(|d| now_ms + d.as_millis() as u64);
+        match (at, after) {
+            (Some(a), Some(b)) => a.max(b),
+            (Some(a), None) => a,
+            (None, Some(b)) => b,
+            (None, None) => 0,
+        }
+    }
+}
+
+/// Milliseconds since the Unix epoch, from the local clock.
+pub(crate) fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
+
+/// A random 128-bit job id in hex (for jobs that are not simply their first entry).
+pub(crate) fn random_id() -> String {
+    format!("{:032x}", rand::random::<u128>())
+}
+
+/// Typed handle on one queue: enqueue jobs, look them up.
+pub struct Queue<T> {
+    pub(crate) client: Client,
+    pub(crate) keys: QueueKeys,
+    _job: PhantomData<fn(T) -> T>,
+}
+
+impl<T> Clone for Queue<T> {
+    fn clone(&self) -> Self {
+        Queue {
+            client: self.client.clone(),
+            keys: self.keys.clone(),
+            _job: PhantomData,
+        }
+    }
+}
+
+impl<T> std::fmt::Debug for Queue<T> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Queue")
+            .field("name", &self.keys.queue)
+            .finish()
+    }
+}
+
+impl<T: Serialize + DeserializeOwned> Queue<T> {
+    pub(crate) fn new(client: Client, keys: QueueKeys) -> Self {
+        Queue {
+            client,
+            keys,
+            _job: PhantomData,
+        }
+    }
+
+    /// Queue name.
+    pub fn name(&self) -> &str {
+        &self.keys.queue
+    }
+
+    /// This queue's keys.
+    pub fn keys(&self) -> &QueueKeys {
+        &self.keys
+    }
+
+    fn payload(&self, job: &T) -> Result<Vec<u8>> {
+        let p = wire::encode(job)?;
+        let limit = self.client.config().max_payload_bytes;
+        if p.len() > limit {
+            return Err(Error::PayloadTooLarge {
+                size: p.len(),
+                limit,
+            });
+        }
+        Ok(p)
+    }
+
+    /// Adds a job to run as soon as a worker is free. Returns its id (its stream entry id).
+    ///
+    /// # Errors
+    /// [`Error::PayloadTooLarge`], [`Error::Encode`], or a Redis error.
+    pub async fn enqueue(&self, job: &T) -> Result<String> {
+        self.enqueue_with(job, Enqueue::new()).await
+    }
+
+    /// Adds a job with options. With an id or dedup key, a duplicate returns the existing job's id.
+    ///
+    /// # Errors
+    /// [`Error::InvalidJobId`], [`Error::PayloadTooLarge`], [`Error::Encode`], or a Redis error.
+    pub async fn enqueue_with(&self, job: &T, opts: Enqueue) -> Result<String> {
+        let payload = self.payload(job)?;
+        if let Some(id) = &opts.id {
+            keys::validate_job_id(id)?;
+        }
+        if let Some(k) = &opts.dedup_key {
+            keys::validate_job_id(k)?;
+        }
+        if opts.max_attempts == Some(0) {
+            return Err(Error::InvalidJobId {
+                id: opts.id.clone().unwrap_or_default(),
+                reason: "max_attempts must be at least 1",
+            });
+        }
+        let mut conn = self.client.conn().await?;
+        let max = opts.max_attempts.map(|m| m.to_string());
+        if opts.is_plain() {
+            let mut cmd = redis::cmd("XADD");
+            cmd.arg(&self.keys.ready)
+                .arg("*")
+                .arg(field::V)
+                .arg(wire::FORMAT_VERSION)
+                .arg(field::PAYLOAD)
+                .arg(&payload);
+            if let Some(m) = &max {
+                cmd.arg(field::MAX_ATTEMPTS).arg(m);
+            }
+            return Ok(cmd.query_async(&mut conn).await?);
+        }
+        let now = now_ms();
+        let job_id = opts.id.clone().unwrap_or_else(random_id);
+        let dedup = opts.dedup_key.as_deref().unwrap_or(&job_id).to_owned();
+        let ttl = opts.dedup_ttl.unwrap_or(DEFAULT_DEDUP_TTL).as_millis() as u64;
+        let dedup_ttl = if opts.id.is_some() || opts.dedup_key.is_some() {
+            ttl.max(1)
+        } else {
+            0
+        };
+        let now_s = now.to_string();
+        let mut fields: Vec<(&str, &[u8])> = vec![
+            (field::V, wire::FORMAT_VERSION.as_bytes()),
+            (field::PAYLOAD, &payload),
+            (field::ENQUEUED_MS, now_s.as_bytes()),
+        ];
+        if let Some(m) = &max {
+            fields.push((field::MAX_ATTEMPTS, m.as_bytes()));
+        }
+        let out = scripts::enqueue(
+            &mut conn,
+            &self.keys,
+            &job_id,
+            &dedup,
+            dedup_ttl,
+            opts.due_ms(now),
+            now,
+            &fields,
+        )
+        .await?;
+        if let Enqueued::Duplicate(id) = &out {
+            tracing::debug!(queue = %self.keys.queue, job = %id, "duplicate enqueue ignored");
+        }
+        Ok(out.id().to_owned())
+    }
+
+    /// Adds many plain jobs, pipelined (1,000 per round trip). Returns their ids in order. On error some jobs
+    /// may have been added; the error says which call failed, not which jobs landed.
+    ///
+    /// # Errors
+    /// [`Error::PayloadTooLarge`] (checked for every job before anything is sent), [`Error::Encode`], or a Redis
+    /// error.
+    pub async fn enqueue_many(&self, jobs: &[T]) -> Result<Vec<String>> {
+        let payloads = jobs
+            .iter()
+            .map(|j| self.payload(j))
+            .collect::<Result<Vec<_>>>()?;
+        let mut conn = self.client.conn().await?;
+        let mut ids = Vec::with_capacity(jobs.len());
+        for chunk in payloads.chunks(BULK_CHUNK) {
+            let mut pipe = redis::pipe();
+            for p in chunk {
+                pipe.cmd("XADD")
+                    .arg(&self.keys.ready)
+                    .arg("*")
+                    .arg(field::V)
+                    .arg(wire::FORMAT_VERSION)
+                    .arg(field::PAYLOAD)
+                    .arg(p);
+            }
+            let got: Vec<String> = pipe.query_async(&mut conn).await?;
+            ids.extend(got);
+        }
+        Ok(ids)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn due_time_takes_the_later_of_delay_and_run_at() {
+        let now = 1_000_000;
+        assert_eq!(Enqueue::new().due_ms(now), 0);
+        assert_eq!(
+            Enqueue::new().delay(Duration::from_secs(2)).due_ms(now),
+            1_002_000
+        );
+        let at = SystemTime::UNIX_EPOCH + Duration::from_millis(5_000_000);
+        assert_eq!(Enqueue::new().run_at(at).due_ms(now), 5_000_000);
+        assert_eq!(
+            Enqueue::new()
+                .run_at(at)
+                .delay(Duration::from_secs(1))
+                .due_ms(now),
+            5_000_000
+        );
+        assert!(Enqueue::new().is_plain());
+        assert!(!Enqueue::new().id("x").is_plain());
+        assert!(Enqueue::new().max_attempts(3).is_plain());
+    }
+
+    #[test]
+    fn random_ids_are_hex_and_distinct() {
+        let a = random_id();
+        assert_eq!(a.len(), 32);
+        assert!(a.bytes().all(|b| b.is_ascii_hexdigit()));
+        assert_ne!(a, random_id());
+    }
+}

@@ -1,0 +1,40 @@
+//! Delayed jobs and retries: the promoter moves due jobs from the delayed set to the ready stream through
+//! `promote.lua`, in bounded batches, sleeping until the next due time (at most `promote_interval`, since
+//! another process may add an earlier job).
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio_util::sync::CancellationToken;
+
+use crate::producer::now_ms;
+use crate::scripts;
+use crate::worker::Shared;
+
+/// Jobs moved per call.
+const BATCH: usize = 500;
+
+pub(crate) async fn promote_loop(shared: Arc<Shared>, stop: CancellationToken) {
+    loop {
+        let now = now_ms();
+        let r = async {
+            let mut c = shared.client.conn().await?;
+            scripts::promote(&mut c, &shared.keys, now, BATCH, shared.config.events_maxlen.max(1)).await
+        }
+        .await;
+        let wait = match r {
+            Ok((moved, _)) if moved as usize >= BATCH => Duration::ZERO,
+            Ok((_, Some(next))) => Duration::from_millis(next.saturating_sub(now)).min(shared.config.promote_interval),
+            Ok((_, None)) => shared.config.promote_interval,
+            Err(e) => {
+                tracing::warn!(error = %e, "promote failed");
+                shared.config.promote_interval.max(Duration::from_millis(500))
+            }
+        };
+        tokio::select! {
+            biased;
+            _ = stop.cancelled() => return,
+            _ = tokio::time::sleep(wait) => {}
+        }
+    }
+}

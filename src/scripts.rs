@@ -1,0 +1,547 @@
+//! The Lua scripts of `lua/` and typed calls to them. Scripts return codes; this module turns codes into
+//! enums, never parsing error text. Each call passes every key in KEYS (all under the queue's hash tag) and
+//! the clock as ARGV, so tests control time.
+
+use std::sync::LazyLock;
+
+use redis::{Script, Value, aio::ConnectionLike};
+
+use crate::error::{Error, Result};
+use crate::keys::{GROUP, QueueKeys};
+use crate::wire::{self, RawEntry};
+
+macro_rules! script {
+    ($name:ident, $file:literal) => {
+        pub(crate) static $name: LazyLock<Script> =
+            LazyLock::new(|| Script::new(include_str!(concat!("../lua/", $file))));
+    };
+}
+script!(ACK, "ack.lua");
+script!(EXTEND, "extend.lua");
+script!(FAIL, "fail.lua");
+script!(RECLAIM, "reclaim.lua");
+script!(RELEASE, "release.lua");
+script!(PROMOTE, "promote.lua");
+script!(ENQUEUE, "enqueue.lua");
+script!(UPDATE, "update.lua");
+script!(RETIRE, "retire.lua");
+script!(STATE, "state.lua");
+
+/// The source of every script, by file name (for tests and for tools that load them elsewhere).
+pub const SOURCES: &[(&str, &str)] = &[
+    ("ack.lua", include_str!("../lua/ack.lua")),
+    ("extend.lua", include_str!("../lua/extend.lua")),
+    ("fail.lua", include_str!("../lua/fail.lua")),
+    ("reclaim.lua", include_str!("../lua/reclaim.lua")),
+    ("release.lua", include_str!("../lua/release.lua")),
+    ("promote.lua", include_str!("../lua/promote.lua")),
+    ("enqueue.lua", include_str!("../lua/enqueue.lua")),
+    ("update.lua", include_str!("../lua/update.lua")),
+    ("retire.lua", include_str!("../lua/retire.lua")),
+    ("state.lua", include_str!("../lua/state.lua")),
+];
+
+fn protocol(what: &'static str, detail: impl Into<String>) -> Error {
+    Error::Protocol {
+        what,
+        detail: detail.into(),
+    }
+}
+
+fn int(v: &Value, what: &'static str) -> Result<i64> {
+    match v {
+        Value::Int(i) => Ok(*i),
+        other => wire::bytes(other)
+            .and_then(|b| std::str::from_utf8(b).ok())
+            .and_then(|s| s.parse().ok())
+            .ok_or_else(|| protocol(what, format!("expected an integer, got {other:?}"))),
+    }
+}
+
+fn string(v: &Value, what: &'static str) -> Result<String> {
+    wire::bytes(v)
+        .map(|b| String::from_utf8_lossy(b).into_owned())
+        .ok_or_else(|| protocol(what, format!("expected a string, got {v:?}")))
+}
+
+fn array<'a>(v: &'a Value, what: &'static str) -> Result<&'a [Value]> {
+    match v {
+        Value::Array(a) => Ok(a),
+        other => Err(protocol(what, format!("expected an array, got {other:?}"))),
+    }
+}
+
+fn codes(v: &Value, what: &'static str, n: usize) -> Result<Vec<i64>> {
+    let a = array(v, what)?;
+    if a.len() != n {
+        return Err(protocol(what, format!("{} codes for {n} items", a.len())));
+    }
+    a.iter().map(|c| int(c, what)).collect()
+}
+
+/// One delivery as the scripts see it: the entry it came from and the delivery count it was handed with.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DeliveryRef<'a> {
+    /// Stream entry id.
+    pub entry_id: &'a str,
+    /// Delivery count when this delivery began (the fencing token).
+    pub token: u64,
+}
+
+/// One completion for [`ack`].
+#[derive(Debug, Clone, Copy)]
+pub struct AckItem<'a> {
+    /// The delivery being completed.
+    pub delivery: DeliveryRef<'a>,
+    /// Job id.
+    pub job_id: &'a str,
+    /// Attempt number of this delivery.
+    pub attempt: u32,
+    /// CBOR result; empty = none.
+    pub result: &'a [u8],
+}
+
+/// Completes deliveries: one code per item, `true` = completed, `false` = stale (no effect).
+///
+/// # Errors
+/// [`Error::Redis`] or [`Error::Protocol`].
+#[allow(clippy::too_many_arguments)]
+pub async fn ack<C: ConnectionLike + Send>(
+    con: &mut C,
+    keys: &QueueKeys,
+    consumer: &str,
+    now_ms: u64,
+    retention_ms: u64,
+    events_maxlen: u64,
+    items: &[AckItem<'_>],
+) -> Result<Vec<bool>> {
+    let mut inv = ACK.key(&keys.ready);
+    inv.key(&keys.index).key(&keys.events);
+    inv.arg(GROUP)
+        .arg(consumer)
+        .arg(now_ms)
+        .arg(retention_ms)
+        .arg(events_maxlen);
+    for it in items {
+        inv.key(keys.job(it.job_id));
+        inv.arg(it.delivery.entry_id)
+            .arg(it.delivery.token)
+            .arg(it.job_id)
+            .arg(it.attempt)
+            .arg(it.result);
+    }
+    let v: Value = inv.invoke_async(con).await?;
+    Ok(codes(&v, "ack.lua", items.len())?
+        .into_iter()
+        .map(|c| c == 1)
+        .collect())
+}
+
+/// Extends leases: one flag per delivery, `true` = extended, `false` = lost.
+///
+/// # Errors
+/// [`Error::Redis`] or [`Error::Protocol`].
+pub async fn extend<C: ConnectionLike + Send>(
+    con: &mut C,
+    keys: &QueueKeys,
+    consumer: &str,
+    deliveries: &[DeliveryRef<'_>],
+) -> Result<Vec<bool>> {
+    let mut inv = EXTEND.key(&keys.ready);
+    inv.arg(GROUP).arg(consumer);
+    for d in deliveries {
+        inv.arg(d.entry_id).arg(d.token);
+    }
+    let v: Value = inv.invoke_async(con).await?;
+    Ok(codes(&v, "extend.lua", deliveries.len())?
+        .into_iter()
+        .map(|c| c == 1)
+        .collect())
+}
+
+/// What to do with a delivery that did not succeed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FailMode {
+    /// Retry after this many ms if attempts remain, otherwise dead-letter as `exhausted`.
+    Retry {
+        /// Delay before the retry, ms.
+        delay_ms: u64,
+    },
+    /// Dead-letter now with this reason.
+    Dead(wire::DeadReason),
+}
+
+/// Result of [`fail`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FailOutcome {
+    /// The retry waits in the delayed set.
+    RetryScheduled {
+        /// Attempts made so far.
+        attempts: u32,
+    },
+    /// The retry is on the ready stream already.
+    Requeued {
+        /// Attempts made so far.
+        attempts: u32,
+    },
+    /// Moved to the dead-letter stream.
+    Dead {
+        /// Attempts made.
+        attempts: u32,
+    },
+    /// The delivery was superseded; nothing changed.
+    Stale,
+    /// The entry had been deleted; its pending entry was acked.
+    Gone,
+}
+
+/// Ends a failed delivery.
+///
+/// # Errors
+/// [`Error::Redis`] or [`Error::Protocol`].
+#[allow(clippy::too_many_arguments)]
+pub async fn fail<C: ConnectionLike + Send>(
+    con: &mut C,
+    keys: &QueueKeys,
+    consumer: &str,
+    delivery: DeliveryRef<'_>,
+    job_id: &str,
+    now_ms: u64,
+    mode: FailMode,
+    error: &str,
+    default_max_attempts: u32,
+    events_maxlen: u64,
+) -> Result<FailOutcome> {
+    let (mode_s, delay, reason) = match mode {
+        FailMode::Retry { delay_ms } => ("retry", delay_ms, wire::DeadReason::Exhausted),
+        FailMode::Dead(r) => ("dead", 0, r),
+    };
+    let mut inv = FAIL.key(&keys.ready);
+    inv.key(&keys.delayed)
+        .key(&keys.scheduled)
+        .key(&keys.index)
+        .key(&keys.dead)
+        .key(&keys.dead_index)
+        .key(&keys.events)
+        .key(keys.job(job_id));
+    inv.arg(GROUP)
+        .arg(consumer)
+        .arg(delivery.entry_id)
+        .arg(delivery.token)
+        .arg(job_id)
+        .arg(now_ms)
+        .arg(mode_s)
+        .arg(delay)
+        .arg(error)
+        .arg(reason.as_str())
+        .arg(default_max_attempts)
+        .arg(events_maxlen.max(1));
+    let v: Value = inv.invoke_async(con).await?;
+    let a = array(&v, "fail.lua")?;
+    if a.len() != 2 {
+        return Err(protocol("fail.lua", "expected {code, attempts}"));
+    }
+    let attempts = int(&a[1], "fail.lua")?.clamp(0, i64::from(u32::MAX)) as u32;
+    Ok(match int(&a[0], "fail.lua")? {
+        1 => FailOutcome::RetryScheduled { attempts },
+        2 => FailOutcome::Requeued { attempts },
+        3 => FailOutcome::Dead { attempts },
+        0 => FailOutcome::Stale,
+        -1 => FailOutcome::Gone,
+        c => return Err(protocol("fail.lua", format!("unknown code {c}"))),
+    })
+}
+
+/// One page of stalled-job recovery.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ReclaimPage {
+    /// Where the next page starts; `0-0` when the pass is complete.
+    pub cursor: String,
+    /// Entries now owned by the caller, with their new tokens.
+    pub taken: Vec<(RawEntry, u64)>,
+    /// Exhausted jobs moved to the dead-letter stream.
+    pub dead_lettered: u64,
+    /// Pending ids whose entries were gone (dropped from the pending list).
+    pub gone: u64,
+}
+
+/// Takes up to `count` deliveries idle for at least `min_idle_ms`, starting at `cursor`.
+///
+/// # Errors
+/// [`Error::Redis`] or [`Error::Protocol`].
+#[allow(clippy::too_many_arguments)]
+pub async fn reclaim<C: ConnectionLike + Send>(
+    con: &mut C,
+    keys: &QueueKeys,
+    consumer: &str,
+    min_idle_ms: u64,
+    cursor: &str,
+    count: usize,
+    now_ms: u64,
+    default_max_attempts: u32,
+    events_maxlen: u64,
+) -> Result<ReclaimPage> {
+    let mut inv = RECLAIM.key(&keys.ready);
+    inv.key(&keys.index)
+        .key(&keys.dead)
+        .key(&keys.dead_index)
+        .key(&keys.events);
+    inv.arg(GROUP)
+        .arg(consumer)
+        .arg(min_idle_ms)
+        .arg(cursor)
+        .arg(count.max(1))
+        .arg(now_ms)
+        .arg(default_max_attempts)
+        .arg(events_maxlen.max(1));
+    let v: Value = inv.invoke_async(con).await?;
+    let what = "reclaim.lua";
+    let a = array(&v, what)?;
+    if a.len() != 4 {
+        return Err(protocol(what, "expected {cursor, taken, dead, gone}"));
+    }
+    let mut taken = Vec::new();
+    for t in array(&a[1], what)? {
+        let t = array(t, what)?;
+        if t.len() != 3 {
+            return Err(protocol(what, "taken item is not {id, token, fields}"));
+        }
+        let token = int(&t[1], what)?.max(0) as u64;
+        let pair = Value::Array(vec![Value::Array(vec![t[0].clone(), t[2].clone()])]);
+        let mut e = wire::parse_entries(&pair)?;
+        taken.push((e.remove(0), token));
+    }
+    Ok(ReclaimPage {
+        cursor: string(&a[0], what)?,
+        taken,
+        dead_lettered: int(&a[2], what)?.max(0) as u64,
+        gone: int(&a[3], what)?.max(0) as u64,
+    })
+}
+
+/// Result of [`release`] for one delivery.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Released {
+    /// Back on the ready stream.
+    Released,
+    /// Not owned by this delivery; nothing changed.
+    Stale,
+    /// The entry was gone; its pending entry was acked.
+    Gone,
+}
+
+/// Hands deliveries back for immediate redelivery.
+///
+/// # Errors
+/// [`Error::Redis`] or [`Error::Protocol`].
+pub async fn release<C: ConnectionLike + Send>(
+    con: &mut C,
+    keys: &QueueKeys,
+    consumer: &str,
+    now_ms: u64,
+    events_maxlen: u64,
+    deliveries: &[DeliveryRef<'_>],
+) -> Result<Vec<Released>> {
+    let mut inv = RELEASE.key(&keys.ready);
+    inv.key(&keys.index).key(&keys.events);
+    inv.arg(GROUP)
+        .arg(consumer)
+        .arg(now_ms)
+        .arg(events_maxlen.max(1));
+    for d in deliveries {
+        inv.arg(d.entry_id).arg(d.token);
+    }
+    let v: Value = inv.invoke_async(con).await?;
+    codes(&v, "release.lua", deliveries.len())?
+        .into_iter()
+        .map(|c| match c {
+            1 => Ok(Released::Released),
+            0 => Ok(Released::Stale),
+            -1 => Ok(Released::Gone),
+            c => Err(protocol("release.lua", format!("unknown code {c}"))),
+        })
+        .collect()
+}
+
+/// Moves up to `count` due delayed jobs to the ready stream. Returns how many moved and the earliest due
+/// time (ms) still waiting.
+///
+/// # Errors
+/// [`Error::Redis`] or [`Error::Protocol`].
+pub async fn promote<C: ConnectionLike + Send>(
+    con: &mut C,
+    keys: &QueueKeys,
+    now_ms: u64,
+    count: usize,
+    events_maxlen: u64,
+) -> Result<(u64, Option<u64>)> {
+    let v: Value = PROMOTE
+        .key(&keys.delayed)
+        .key(&keys.scheduled)
+        .key(&keys.ready)
+        .key(&keys.index)
+        .key(&keys.events)
+        .arg(now_ms)
+        .arg(count.max(1))
+        .arg(events_maxlen.max(1))
+        .invoke_async(con)
+        .await?;
+    let a = array(&v, "promote.lua")?;
+    if a.len() != 2 {
+        return Err(protocol("promote.lua", "expected {promoted, next_due}"));
+    }
+    let next = int(&a[1], "promote.lua")?;
+    Ok((
+        int(&a[0], "promote.lua")?.max(0) as u64,
+        (next >= 0).then_some(next as u64),
+    ))
+}
+
+/// Result of [`enqueue`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Enqueued {
+    /// On the ready stream.
+    Ready(String),
+    /// In the delayed set.
+    Delayed(String),
+    /// Nothing added: an earlier job with this id or dedup key exists.
+    Duplicate(String),
+}
+
+impl Enqueued {
+    /// The job id, in every case.
+    pub fn id(&self) -> &str {
+        match self {
+            Enqueued::Ready(s) | Enqueued::Delayed(s) | Enqueued::Duplicate(s) => s,
+        }
+    }
+}
+
+/// Adds one job with an id, a dedup record and/or a due time.
+///
+/// # Errors
+/// [`Error::Redis`] or [`Error::Protocol`].
+#[allow(clippy::too_many_arguments)]
+pub async fn enqueue<C: ConnectionLike + Send>(
+    con: &mut C,
+    keys: &QueueKeys,
+    job_id: &str,
+    dedup_key: &str,
+    dedup_ttl_ms: u64,
+    due_ms: u64,
+    now_ms: u64,
+    fields: &[(&str, &[u8])],
+) -> Result<Enqueued> {
+    let mut inv = ENQUEUE.key(&keys.ready);
+    inv.key(&keys.delayed)
+        .key(&keys.scheduled)
+        .key(&keys.index)
+        .key(keys.dedup(dedup_key));
+    inv.arg(job_id).arg(dedup_ttl_ms).arg(due_ms).arg(now_ms);
+    for (k, v) in fields {
+        inv.arg(*k).arg(*v);
+    }
+    let v: Value = inv.invoke_async(con).await?;
+    let a = array(&v, "enqueue.lua")?;
+    if a.len() != 2 {
+        return Err(protocol("enqueue.lua", "expected {code, id}"));
+    }
+    let id = string(&a[1], "enqueue.lua")?;
+    Ok(match int(&a[0], "enqueue.lua")? {
+        1 => Enqueued::Ready(id),
+        2 => Enqueued::Delayed(id),
+        0 => Enqueued::Duplicate(id),
+        c => return Err(protocol("enqueue.lua", format!("unknown code {c}"))),
+    })
+}
+
+/// Which field of a job record [`update`] writes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RecordField {
+    /// Progress reported by the handler.
+    Progress,
+    /// New job data for the next retry.
+    Data,
+}
+
+/// Writes a fenced field of a running job's record. `true` = written, `false` = stale.
+///
+/// # Errors
+/// [`Error::Redis`] or [`Error::Protocol`].
+pub async fn update<C: ConnectionLike + Send>(
+    con: &mut C,
+    keys: &QueueKeys,
+    consumer: &str,
+    delivery: DeliveryRef<'_>,
+    job_id: &str,
+    field: RecordField,
+    value: &[u8],
+    ttl_ms: u64,
+) -> Result<bool> {
+    let f = match field {
+        RecordField::Progress => "progress",
+        RecordField::Data => "data",
+    };
+    let v: Value = UPDATE
+        .key(&keys.ready)
+        .key(keys.job(job_id))
+        .arg(GROUP)
+        .arg(consumer)
+        .arg(delivery.entry_id)
+        .arg(delivery.token)
+        .arg(f)
+        .arg(value)
+        .arg(ttl_ms.max(1))
+        .invoke_async(con)
+        .await?;
+    Ok(int(&v, "update.lua")? == 1)
+}
+
+/// Removes a consumer from the group if it has nothing pending. `true` = removed.
+///
+/// # Errors
+/// [`Error::Redis`] or [`Error::Protocol`].
+pub async fn retire<C: ConnectionLike + Send>(
+    con: &mut C,
+    keys: &QueueKeys,
+    consumer: &str,
+) -> Result<bool> {
+    let v: Value = RETIRE
+        .key(&keys.ready)
+        .arg(GROUP)
+        .arg(consumer)
+        .invoke_async(con)
+        .await?;
+    Ok(int(&v, "retire.lua")? == 1)
+}
+
+/// Raw reply of `state.lua`: state name, entry id, attempts made, owner, deliveries.
+pub(crate) async fn state<C: ConnectionLike + Send>(
+    con: &mut C,
+    keys: &QueueKeys,
+    job_id: &str,
+) -> Result<(String, String, u64, String, u64)> {
+    let v: Value = STATE
+        .key(&keys.index)
+        .key(&keys.delayed)
+        .key(&keys.scheduled)
+        .key(&keys.ready)
+        .key(keys.job(job_id))
+        .key(&keys.dead_index)
+        .arg(GROUP)
+        .arg(job_id)
+        .invoke_async(con)
+        .await?;
+    let what = "state.lua";
+    let a = array(&v, what)?;
+    if a.len() != 5 {
+        return Err(protocol(what, "expected 5 items"));
+    }
+    Ok((
+        string(&a[0], what)?,
+        string(&a[1], what)?,
+        int(&a[2], what)?.max(0) as u64,
+        string(&a[3], what)?,
+        int(&a[4], what)?.max(0) as u64,
+    ))
+}

@@ -1,0 +1,477 @@
+//! The wire format (SPEC.md, "Stream entries"): the fields of a job entry, CBOR payloads, and strict parsing of
+//! whatever another client may have written. Nothing here talks to Redis.
+
+use serde::{Serialize, de::DeserializeOwned};
+
+use crate::error::{Error, Result};
+
+/// Value of the `v` field this build writes and accepts.
+pub const FORMAT_VERSION: &str = "1";
+
+/// Field names of a job entry.
+pub mod field {
+    /// Format version, decimal string. Required.
+    pub const V: &str = "v";
+    /// CBOR-encoded job data. Required.
+    pub const PAYLOAD: &str = "payload";
+    /// Job id; absent means the entry id is the job id.
+    pub const ID: &str = "id";
+    /// Attempts already made before this entry, decimal. Absent = 0.
+    pub const ATTEMPTS: &str = "attempts";
+    /// Most attempts allowed, decimal >= 1. Absent = the worker's default.
+    pub const MAX_ATTEMPTS: &str = "max_attempts";
+    /// First enqueue time, ms since the Unix epoch, decimal. Absent = the entry id's time.
+    pub const ENQUEUED_MS: &str = "enqueued_ms";
+    /// Error of the previous attempt, UTF-8.
+    pub const LAST_ERROR: &str = "last_error";
+    /// Prefix of free extension fields (trace context, application headers), ignored by rill.
+    pub const EXTENSION_PREFIX: &str = "x-";
+}
+
+/// Highest `attempts` / `max_attempts` value accepted.
+pub const MAX_ATTEMPTS_LIMIT: u32 = 1_000_000;
+
+/// Why a job ended in the dead-letter stream (the `dead_reason` field).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum DeadReason {
+    /// The handler failed it permanently.
+    Failed,
+    /// Out of attempts (failed or stalled each time).
+    Exhausted,
+    /// The entry could not be parsed.
+    Malformed,
+    /// The payload is larger than the worker's limit.
+    TooLarge,
+}
+
+impl DeadReason {
+    /// The `dead_reason` string.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DeadReason::Failed => "failed",
+            DeadReason::Exhausted => "exhausted",
+            DeadReason::Malformed => "malformed",
+            DeadReason::TooLarge => "too_large",
+        }
+    }
+
+    /// Parses a `dead_reason` string.
+    pub fn parse(s: &str) -> Option<Self> {
+        Some(match s {
+            "failed" => DeadReason::Failed,
+            "exhausted" => DeadReason::Exhausted,
+            "malformed" => DeadReason::Malformed,
+            "too_large" => DeadReason::TooLarge,
+            _ => return None,
+        })
+    }
+}
+
+/// Encodes a value as CBOR.
+///
+/// # Errors
+/// [`Error::Encode`] if serde refuses the value.
+pub fn encode<T: Serialize + ?Sized>(value: &T) -> Result<Vec<u8>> {
+    let mut out = Vec::with_capacity(64);
+    ciborium::into_writer(value, &mut out).map_err(|e| Error::Encode(e.to_string()))?;
+    Ok(out)
+}
+
+/// Decodes CBOR.
+///
+/// # Errors
+/// [`Error::Decode`] if the bytes are not CBOR of the expected shape.
+pub fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T> {
+    ciborium::from_reader(bytes).map_err(|e| Error::Decode(e.to_string()))
+}
+
+/// A stream entry as read: its id and fields, or `None` fields when the entry was deleted while pending.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RawEntry {
+    /// Stream entry id (`ms-seq`).
+    pub id: String,
+    /// Field/value pairs in stream order; `None` if the entry is gone.
+    pub fields: Option<Vec<(Vec<u8>, Vec<u8>)>>,
+}
+
+/// A job entry that passed every check.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Envelope {
+    /// Stream entry id of this delivery.
+    pub entry_id: String,
+    /// Job id.
+    pub job_id: String,
+    /// CBOR job data.
+    pub payload: Vec<u8>,
+    /// Attempts made before this entry.
+    pub attempts: u32,
+    /// Max attempts, if the entry sets it.
+    pub max_attempts: Option<u32>,
+    /// First enqueue time, ms since the Unix epoch.
+    pub enqueued_ms: u64,
+    /// Previous attempt's error.
+    pub last_error: Option<String>,
+}
+
+/// Why an entry was refused, as stored in the dead-letter stream.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Malformed {
+    /// `malformed` or `too_large`.
+    pub reason: DeadReason,
+    /// A precise, human-readable description.
+    pub detail: String,
+}
+
+impl Malformed {
+    fn new(detail: impl Into<String>) -> Self {
+        Malformed {
+            reason: DeadReason::Malformed,
+            detail: detail.into(),
+        }
+    }
+}
+
+/// Milliseconds part of a stream id `ms-seq`.
+pub fn entry_id_ms(id: &str) -> Option<u64> {
+    let (ms, seq) = id.split_once('-')?;
+    seq.parse::<u64>().ok()?;
+    ms.parse().ok()
+}
+
+fn utf8<'a>(name: &str, value: &'a [u8]) -> Result<&'a str, Malformed> {
+    std::str::from_utf8(value).map_err(|_| Malformed::new(format!("field `{name}` is not valid UTF-8")))
+}
+
+fn decimal(name: &str, value: &[u8], max: u64) -> Result<u64, Malformed> {
+    let s = utf8(name, value)?;
+    if s.is_empty() || s.len() > 20 || !s.bytes().all(|b| b.is_ascii_digit()) {
+        return Err(Malformed::new(format!(
+            "field `{name}` must be a non-negative decimal integer, got {:?}",
+            truncate(s, 40)
+        )));
+    }
+    match s.parse::<u64>() {
+        Ok(n) if n <= max => Ok(n),
+        _ => Err(Malformed::new(format!(
+            "field `{name}` is out of range (max {max}), got {:?}",
+            truncate(s, 40)
+        ))),
+    }
+}
+
+fn truncate(s: &str, max: usize) -> &str {
+    match s.char_indices().nth(max) {
+        Some((i, _)) => &s[..i],
+        None => s,
+    }
+}
+
+/// Checks a job entry against SPEC.md v1. Unknown fields are refused unless they start with `x-`; a field may
+/// appear only once; the payload must fit `max_payload` bytes (CBOR validity is checked when it is decoded into
+/// the handler's type).
+///
+/// # Errors
+/// [`Malformed`] with the reason to dead-letter it with.
+pub fn parse_entry(raw: &RawEntry, max_payload: usize) -> Result<Envelope, Malformed> {
+    let Some(fields) = &raw.fields else {
+        return Err(Malformed::new("entry was deleted while pending"));
+    };
+    let entry_ms = entry_id_ms(&raw.id)
+        .ok_or_else(|| Malformed::new(format!("entry id {:?} is not ms-seq", raw.id)))?;
+    let mut v = None;
+    let mut payload = None;
+    let mut id = None;
+    let mut attempts = None;
+    let mut max_attempts = None;
+    let mut enqueued = None;
+    let mut last_error = None;
+    for (name, value) in fields {
+        let name = std::str::from_utf8(name)
+            .map_err(|_| Malformed::new("a field name is not valid UTF-8"))?;
+        let slot: &mut Option<&[u8]> = match name {
+            field::V => &mut v,
+            field::PAYLOAD => &mut payload,
+            field::ID => &mut id,
+            field::ATTEMPTS => &mut attempts,
+            field::MAX_ATTEMPTS => &mut max_attempts,
+            field::ENQUEUED_MS => &mut enqueued,
+            field::LAST_ERROR => &mut last_error,
+            other if other.starts_with(field::EXTENSION_PREFIX) => continue,
+            other => {
+                return Err(Malformed::new(format!(
+                    "unknown field {:?} (format v1 allows only the SPEC.md fields and `x-` extensions)",
+                    truncate(other, 64)
+                )));
+            }
+        };
+        if slot.is_some() {
+            return Err(Malformed::new(format!("field `{name}` appears twice")));
+        }
+        *slot = Some(value);
+    }
+    let v = v.ok_or_else(|| Malformed::new("missing field `v` (format version)"))?;
+    let v = utf8(field::V, v)?;
+    if v != FORMAT_VERSION {
+        return Err(Malformed::new(format!(
+            "unsupported format version {:?} (this worker reads version {FORMAT_VERSION})",
+            truncate(v, 20)
+        )));
+    }
+    let payload = payload.ok_or_else(|| Malformed::new("missing field `payload`"))?;
+    if payload.len() > max_payload {
+        return Err(Malformed {
+            reason: DeadReason::TooLarge,
+            detail: format!(
+                "payload of {} bytes exceeds the limit of {max_payload} bytes",
+                payload.len()
+            ),
+        });
+    }
+    if payload.is_empty() {
+        return Err(Malformed::new("field `payload` is empty (not CBOR)"));
+    }
+    let job_id = match id {
+        None => raw.id.clone(),
+        Some(id) => {
+            let id = utf8(field::ID, id)?;
+            crate::keys::validate_job_id(id).map_err(|e| Malformed::new(format!("field `id`: {e}")))?;
+            id.to_owned()
+        }
+    };
+    let attempts = match attempts {
+        None => 0,
+        Some(a) => decimal(field::ATTEMPTS, a, u64::from(MAX_ATTEMPTS_LIMIT))? as u32,
+    };
+    let max_attempts = match max_attempts {
+        None => None,
+        Some(m) => {
+            let m = decimal(field::MAX_ATTEMPTS, m, u64::from(MAX_ATTEMPTS_LIMIT))? as u32;
+            if m == 0 {
+                return Err(Malformed::new("field `max_attempts` must be at least 1"));
+            }
+            Some(m)
+        }
+    };
+    let enqueued_ms = match enqueued {
+        None => entry_ms,
+        // Up to year ~2500: anything later is a unit mistake (µs or ns), not a time.
+        Some(t) => decimal(field::ENQUEUED_MS, t, 16_725_225_600_000)?,
+    };
+    let last_error = match last_error {
+        None => None,
+        Some(e) => Some(String::from_utf8_lossy(e).into_owned()),
+    };
+    Ok(Envelope {
+        entry_id: raw.id.clone(),
+        job_id,
+        payload: payload.to_vec(),
+        attempts,
+        max_attempts,
+        enqueued_ms,
+        last_error,
+    })
+}
+
+/// Parses an array of `[id, [field, value, ...]]` stream entries (XRANGE, XAUTOCLAIM, one stream of
+/// XREADGROUP). A nil field list means the entry was deleted.
+///
+/// # Errors
+/// [`Error::Protocol`] if the reply does not have that shape.
+pub fn parse_entries(value: &redis::Value) -> Result<Vec<RawEntry>> {
+    let bad = |detail: &str| Error::Protocol {
+        what: "stream entries",
+        detail: detail.to_owned(),
+    };
+    let redis::Value::Array(items) = value else {
+        return Err(bad("not an array"));
+    };
+    let mut out = Vec::with_capacity(items.len());
+    for item in items {
+        let redis::Value::Array(pair) = item else {
+            return Err(bad("entry is not an array"));
+        };
+        let [id, fields] = pair.as_slice() else {
+            return Err(bad("entry is not [id, fields]"));
+        };
+        let id = bytes(id).ok_or_else(|| bad("entry id is not a string"))?;
+        let id = String::from_utf8(id.to_vec()).map_err(|_| bad("entry id is not UTF-8"))?;
+        let fields = match fields {
+            redis::Value::Nil => None,
+            redis::Value::Array(flat) => {
+                if flat.len() % 2 != 0 {
+                    return Err(bad("odd number of field items"));
+                }
+                let mut pairs = Vec::with_capacity(flat.len() / 2);
+                for kv in flat.chunks_exact(2) {
+                    let k = bytes(&kv[0]).ok_or_else(|| bad("field name is not a string"))?;
+                    let v = bytes(&kv[1]).ok_or_else(|| bad("field value is not a string"))?;
+                    pairs.push((k.to_vec(), v.to_vec()));
+                }
+                Some(pairs)
+            }
+            _ => return Err(bad("fields are neither an array nor nil")),
+        };
+        out.push(RawEntry { id, fields });
+    }
+    Ok(out)
+}
+
+/// The entries of an `XREADGROUP` reply on a single stream (nil on timeout = none).
+///
+/// # Errors
+/// [`Error::Protocol`] if the reply does not have that shape.
+pub fn parse_read_reply(value: &redis::Value) -> Result<Vec<RawEntry>> {
+    match value {
+        redis::Value::Nil => Ok(Vec::new()),
+        redis::Value::Array(streams) => {
+            let mut out = Vec::new();
+            for s in streams {
+                match s {
+                    redis::Value::Array(kv) if kv.len() == 2 => out.extend(parse_entries(&kv[1])?),
+                    _ => {
+                        return Err(Error::Protocol {
+                            what: "XREADGROUP",
+                            detail: "stream is not [key, entries]".into(),
+                        });
+                    }
+                }
+            }
+            Ok(out)
+        }
+        redis::Value::Map(streams) => {
+            let mut out = Vec::new();
+            for (_, entries) in streams {
+                out.extend(parse_entries(entries)?);
+            }
+            Ok(out)
+        }
+        _ => Err(Error::Protocol {
+            what: "XREADGROUP",
+            detail: "reply is neither nil nor an array".into(),
+        }),
+    }
+}
+
+/// The bytes of a string reply.
+pub(crate) fn bytes(v: &redis::Value) -> Option<&[u8]> {
+    match v {
+        redis::Value::BulkString(b) => Some(b),
+        redis::Value::SimpleString(s) => Some(s.as_bytes()),
+        _ => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn raw(fields: &[(&str, &[u8])]) -> RawEntry {
+        RawEntry {
+            id: "1700000000000-3".into(),
+            fields: Some(
+                fields
+                    .iter()
+                    .map(|(k, v)| (k.as_bytes().to_vec(), v.to_vec()))
+                    .collect(),
+            ),
+        }
+    }
+
+    #[test]
+    fn minimal_entry_takes_defaults_from_the_entry_id() {
+        let p = encode(&"hi").unwrap();
+        let e = parse_entry(&raw(&[("v", b"1"), ("payload", &p)]), 1024).unwrap();
+        assert_eq!(e.job_id, "1700000000000-3");
+        assert_eq!(e.attempts, 0);
+        assert_eq!(e.max_attempts, None);
+        assert_eq!(e.enqueued_ms, 1_700_000_000_000);
+        assert_eq!(decode::<String>(&e.payload).unwrap(), "hi");
+    }
+
+    #[test]
+    fn full_entry() {
+        let e = parse_entry(
+            &raw(&[
+                ("v", b"1"),
+                ("payload", b"\xf6"),
+                ("id", b"order-42"),
+                ("attempts", b"2"),
+                ("max_attempts", b"5"),
+                ("enqueued_ms", b"1699999999999"),
+                ("last_error", b"boom"),
+                ("x-trace", b"00-abc"),
+            ]),
+            1024,
+        )
+        .unwrap();
+        assert_eq!(e.job_id, "order-42");
+        assert_eq!((e.attempts, e.max_attempts), (2, Some(5)));
+        assert_eq!(e.enqueued_ms, 1_699_999_999_999);
+        assert_eq!(e.last_error.as_deref(), Some("boom"));
+    }
+
+    #[test]
+    fn refusals_name_their_reason() {
+        let cases: &[(&[(&str, &[u8])], &str)] = &[
+            (&[("payload", b"\xf6")], "missing field `v`"),
+            (&[("v", b"1")], "missing field `payload`"),
+            (&[("v", b"2"), ("payload", b"\xf6")], "unsupported format version"),
+            (&[("v", b"1"), ("payload", b"")], "empty"),
+            (&[("v", b"1"), ("payload", b"\xf6"), ("colour", b"red")], "unknown field"),
+            (&[("v", b"1"), ("payload", b"\xf6"), ("v", b"1")], "appears twice"),
+            (&[("v", b"1"), ("payload", b"\xf6"), ("attempts", b"-1")], "non-negative"),
+            (&[("v", b"1"), ("payload", b"\xf6"), ("attempts", b"99999999999")], "out of range"),
+            (&[("v", b"1"), ("payload", b"\xf6"), ("max_attempts", b"0")], "at least 1"),
+            (&[("v", b"1"), ("payload", b"\xf6"), ("enqueued_ms", b"1e9")], "decimal"),
+            (&[("v", b"1"), ("payload", b"\xf6"), ("id", b"a b")], "field `id`"),
+            (&[("v", b"1"), ("payload", b"\xf6"), ("id", b"\xff")], "not valid UTF-8"),
+        ];
+        for (fields, want) in cases {
+            let err = parse_entry(&raw(fields), 1024).unwrap_err();
+            assert_eq!(err.reason, DeadReason::Malformed);
+            assert!(err.detail.contains(want), "{fields:?}: {}", err.detail);
+        }
+        let big = vec![0u8; 2000];
+        let err = parse_entry(&raw(&[("v", b"1"), ("payload", &big)]), 1024).unwrap_err();
+        assert_eq!(err.reason, DeadReason::TooLarge);
+        let gone = RawEntry {
+            id: "1-1".into(),
+            fields: None,
+        };
+        assert!(parse_entry(&gone, 10).unwrap_err().detail.contains("deleted"));
+    }
+
+    #[test]
+    fn dead_reasons_round_trip() {
+        for r in [
+            DeadReason::Failed,
+            DeadReason::Exhausted,
+            DeadReason::Malformed,
+            DeadReason::TooLarge,
+        ] {
+            assert_eq!(DeadReason::parse(r.as_str()), Some(r));
+        }
+        assert_eq!(DeadReason::parse("nope"), None);
+    }
+
+    #[test]
+    fn read_reply_shapes() {
+        use redis::Value as V;
+        let s = |x: &str| V::BulkString(x.as_bytes().to_vec());
+        let reply = V::Array(vec![V::Array(vec![
+            s("k"),
+            V::Array(vec![
+                V::Array(vec![s("1-0"), V::Array(vec![s("v"), s("1")])]),
+                V::Array(vec![s("2-0"), V::Nil]),
+            ]),
+        ])]);
+        let got = parse_read_reply(&reply).unwrap();
+        assert_eq!(got.len(), 2);
+        assert_eq!(got[0].fields.as_ref().unwrap()[0].0, b"v");
+        assert!(got[1].fields.is_none());
+        assert!(parse_read_reply(&V::Nil).unwrap().is_empty());
+        assert!(parse_read_reply(&V::Int(3)).is_err());
+        assert!(parse_entries(&V::Array(vec![V::Array(vec![s("1-0"), V::Array(vec![s("v")])])])).is_err());
+    }
+}
