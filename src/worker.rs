@@ -15,7 +15,7 @@ use futures::FutureExt;
 use serde::{Serialize, de::DeserializeOwned};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc};
 use tokio_util::sync::CancellationToken;
-use tokio_util::task::TaskTracker;
+use tokio_util::task::{AbortOnDropHandle, TaskTracker};
 
 use crate::client::Client;
 use crate::error::{Error, Result};
@@ -341,16 +341,20 @@ impl Worker {
             detail: e.to_string(),
         })?;
         let stop_acker = CancellationToken::new();
-        let acker = tokio::spawn(ack_loop(shared.clone(), ack_rx, stop_acker.clone()));
+        // If this future is dropped mid-run, the lease thread must stop too, or leases would never expire.
+        let _lease_guard = stop_lease.clone().drop_guard();
+        let acker = AbortOnDropHandle::new(tokio::spawn(ack_loop(shared.clone(), ack_rx, stop_acker.clone())));
         let stop_background = CancellationToken::new();
-        let promoter = tokio::spawn(crate::schedule::promote_loop(
+        // Dropping `run` (instead of resolving `shutdown`) is a crash: the background tasks end with it and
+        // unfinished deliveries are reclaimed after their lease.
+        let promoter = AbortOnDropHandle::new(tokio::spawn(crate::schedule::promote_loop(
             shared.clone(),
             stop_background.clone(),
-        ));
-        let reclaimer = tokio::spawn(crate::reclaim::reclaim_loop(
+        )));
+        let reclaimer = AbortOnDropHandle::new(tokio::spawn(crate::reclaim::reclaim_loop(
             runner.clone(),
             stop_background.clone(),
-        ));
+        )));
 
         fetch_loop(&runner, shutdown).await;
 

@@ -1,0 +1,479 @@
+//! Every Lua script run directly: seed keys, run it, assert the raw Redis state and the return code.
+
+mod support;
+
+use redis::AsyncCommands;
+use rill::keys::{GROUP, QueueKeys};
+use rill::scripts::{self, AckItem, DeliveryRef, Enqueued, FailMode, FailOutcome, RecordField, Released};
+use rill::wire::DeadReason;
+use support::TestRedis;
+
+type Conn = redis::aio::MultiplexedConnection;
+
+struct Fixture {
+    _redis: TestRedis,
+    conn: Conn,
+    keys: QueueKeys,
+}
+
+async fn fixture() -> Fixture {
+    let redis = TestRedis::start_cluster();
+    let mut conn = redis.aconn().await;
+    let keys = QueueKeys::new(&support::namespace(), "q").unwrap();
+    let _: () = redis::cmd("XGROUP")
+        .arg("CREATE")
+        .arg(&keys.ready)
+        .arg(GROUP)
+        .arg("0")
+        .arg("MKSTREAM")
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    Fixture {
+        _redis: redis,
+        conn,
+        keys,
+    }
+}
+
+impl Fixture {
+    async fn add(&mut self, extra: &[(&str, &str)]) -> String {
+        let mut cmd = redis::cmd("XADD");
+        cmd.arg(&self.keys.ready).arg("*").arg("v").arg("1").arg("payload").arg(&b"\xf6"[..]);
+        for (k, v) in extra {
+            cmd.arg(*k).arg(*v);
+        }
+        cmd.query_async(&mut self.conn).await.unwrap()
+    }
+
+    /// Delivers up to `n` new entries to `consumer`.
+    async fn read(&mut self, consumer: &str, n: usize) -> Vec<String> {
+        let v: redis::Value = redis::cmd("XREADGROUP")
+            .arg("GROUP")
+            .arg(GROUP)
+            .arg(consumer)
+            .arg("COUNT")
+            .arg(n)
+            .arg("STREAMS")
+            .arg(&self.keys.ready)
+            .arg(">")
+            .query_async(&mut self.conn)
+            .await
+            .unwrap();
+        rill::wire::parse_read_reply(&v)
+            .unwrap()
+            .into_iter()
+            .map(|e| e.id)
+            .collect()
+    }
+
+    /// Back-dates a pending entry to idle `ms` under `consumer` (XCLAIM IDLE; bumps nothing with JUSTID).
+    async fn age(&mut self, consumer: &str, id: &str, ms: u64) {
+        let _: redis::Value = redis::cmd("XCLAIM")
+            .arg(&self.keys.ready)
+            .arg(GROUP)
+            .arg(consumer)
+            .arg(0)
+            .arg(id)
+            .arg("IDLE")
+            .arg(ms)
+            .arg("JUSTID")
+            .query_async(&mut self.conn)
+            .await
+            .unwrap();
+    }
+
+    /// (owner, idle ms, deliveries) of a pending entry.
+    async fn pending(&mut self, id: &str) -> Option<(String, u64, u64)> {
+        let v: Vec<(String, String, u64, u64)> = redis::cmd("XPENDING")
+            .arg(&self.keys.ready)
+            .arg(GROUP)
+            .arg(id)
+            .arg(id)
+            .arg(1)
+            .query_async(&mut self.conn)
+            .await
+            .unwrap();
+        v.into_iter().next().map(|(_, c, idle, n)| (c, idle, n))
+    }
+
+    async fn exists_in(&mut self, stream: &str, id: &str) -> bool {
+        let v: redis::Value = redis::cmd("XRANGE")
+            .arg(stream)
+            .arg(id)
+            .arg(id)
+            .query_async(&mut self.conn)
+            .await
+            .unwrap();
+        !rill::wire::parse_entries(&v).unwrap().is_empty()
+    }
+
+    async fn fields(&mut self, stream: &str, id: &str) -> std::collections::HashMap<String, Vec<u8>> {
+        let v: redis::Value = redis::cmd("XRANGE")
+            .arg(stream)
+            .arg(id)
+            .arg(id)
+            .query_async(&mut self.conn)
+            .await
+            .unwrap();
+        let e = rill::wire::parse_entries(&v).unwrap().remove(0);
+        e.fields
+            .unwrap()
+            .into_iter()
+            .map(|(k, v)| (String::from_utf8(k).unwrap(), v))
+            .collect()
+    }
+
+    async fn xlen(&mut self, stream: &str) -> u64 {
+        self.conn.xlen(stream).await.unwrap()
+    }
+}
+
+fn d(entry_id: &str, token: u64) -> DeliveryRef<'_> {
+    DeliveryRef { entry_id, token }
+}
+
+#[tokio::test]
+async fn ack_completes_owned_deliveries_and_rejects_stale_ones() {
+    let mut f = fixture().await;
+    let a = f.add(&[]).await;
+    let b = f.add(&[("id", "job-b")]).await;
+    let c = f.add(&[]).await;
+    f.read("w1", 3).await;
+    let _: () = f.conn.hset(&f.keys.index, "job-b", &b).await.unwrap();
+    // c is taken over by w2 (delivery 2): w1's token 1 is stale.
+    f.age("w1", &c, 100_000).await;
+    let _: redis::Value = redis::cmd("XCLAIM")
+        .arg(&f.keys.ready).arg(GROUP).arg("w2").arg(0).arg(&c)
+        .query_async(&mut f.conn).await.unwrap();
+    let items = [
+        AckItem { delivery: d(&a, 1), job_id: &a, attempt: 1, result: b"\x01" },
+        AckItem { delivery: d(&b, 1), job_id: "job-b", attempt: 1, result: b"" },
+        AckItem { delivery: d(&c, 1), job_id: &c, attempt: 1, result: b"" },
+    ];
+    let keys = f.keys.clone();
+    let codes = scripts::ack(&mut f.conn, &keys, "w1", 1234, 60_000, 100, &items).await.unwrap();
+    assert_eq!(codes, vec![true, true, false]);
+    // a and b are gone from stream and PEL; c is untouched and still owned by w2 with 2 deliveries.
+    assert!(!f.exists_in(&keys.ready, &a).await);
+    assert!(!f.exists_in(&keys.ready, &b).await);
+    assert!(f.pending(&a).await.is_none());
+    assert_eq!(f.pending(&c).await.unwrap().0, "w2");
+    assert!(f.exists_in(&keys.ready, &c).await);
+    // Records: a has its result; b has none; c has no record; b's index entry is gone.
+    let rec: std::collections::HashMap<String, Vec<u8>> = f.conn.hgetall(keys.job(&a)).await.unwrap();
+    assert_eq!(rec["state"], b"completed");
+    assert_eq!(rec["result"], b"\x01");
+    assert_eq!(rec["finished_ms"], b"1234");
+    let ttl: i64 = f.conn.pttl(keys.job(&a)).await.unwrap();
+    assert!(ttl > 0 && ttl <= 60_000);
+    let rec_b: std::collections::HashMap<String, Vec<u8>> = f.conn.hgetall(keys.job("job-b")).await.unwrap();
+    assert!(!rec_b.contains_key("result"));
+    let c_exists: bool = f.conn.exists(keys.job(&c)).await.unwrap();
+    assert!(!c_exists);
+    let idx: bool = f.conn.hexists(&keys.index, "job-b").await.unwrap();
+    assert!(!idx);
+    // One completed event per completed job.
+    assert_eq!(f.xlen(&keys.events).await, 2);
+}
+
+#[tokio::test]
+async fn ack_without_retention_or_events_keeps_nothing() {
+    let mut f = fixture().await;
+    let a = f.add(&[]).await;
+    f.read("w1", 1).await;
+    let keys = f.keys.clone();
+    let _: () = f.conn.hset(keys.job(&a), "progress", "x").await.unwrap();
+    let items = [AckItem { delivery: d(&a, 1), job_id: &a, attempt: 1, result: b"\x01" }];
+    let codes = scripts::ack(&mut f.conn, &keys, "w1", 1, 0, 0, &items).await.unwrap();
+    assert_eq!(codes, vec![true]);
+    let exists: bool = f.conn.exists(keys.job(&a)).await.unwrap();
+    assert!(!exists, "retention 0 deletes the record");
+    assert_eq!(f.xlen(&keys.events).await, 0);
+    // A second ack of the same delivery is stale (it is no longer pending).
+    let codes = scripts::ack(&mut f.conn, &keys, "w1", 1, 0, 0, &items).await.unwrap();
+    assert_eq!(codes, vec![false]);
+}
+
+#[tokio::test]
+async fn extend_resets_the_lease_without_changing_the_token() {
+    let mut f = fixture().await;
+    let a = f.add(&[]).await;
+    let b = f.add(&[]).await;
+    f.read("w1", 2).await;
+    f.age("w1", &a, 50_000).await;
+    f.age("w1", &b, 50_000).await;
+    // b now belongs to w2.
+    let _: redis::Value = redis::cmd("XCLAIM")
+        .arg(&f.keys.ready).arg(GROUP).arg("w2").arg(0).arg(&b).arg("IDLE").arg(50_000)
+        .query_async(&mut f.conn).await.unwrap();
+    let keys = f.keys.clone();
+    let flags = scripts::extend(&mut f.conn, &keys, "w1", &[d(&a, 1), d(&b, 1), d(&a, 7)]).await.unwrap();
+    assert_eq!(flags, vec![true, false, false]);
+    let (owner, idle, n) = f.pending(&a).await.unwrap();
+    assert_eq!((owner.as_str(), n), ("w1", 1));
+    assert!(idle < 5_000, "idle reset, got {idle}");
+    let (owner, idle, _) = f.pending(&b).await.unwrap();
+    assert_eq!(owner, "w2");
+    assert!(idle >= 50_000, "w2's entry untouched");
+}
+
+#[tokio::test]
+async fn fail_schedules_retries_then_dead_letters() {
+    let mut f = fixture().await;
+    let keys = f.keys.clone();
+    let a = f.add(&[("max_attempts", "2"), ("x-trace", "t1")]).await;
+    f.read("w1", 1).await;
+    let _: () = f.conn.hset(keys.job(&a), "data", &b"\x02"[..]).await.unwrap();
+    let out = scripts::fail(&mut f.conn, &keys, "w1", d(&a, 1), &a, 10_000, FailMode::Retry { delay_ms: 500 }, "boom", 5, 100)
+        .await
+        .unwrap();
+    assert_eq!(out, FailOutcome::RetryScheduled { attempts: 1 });
+    assert!(!f.exists_in(&keys.ready, &a).await);
+    assert!(f.pending(&a).await.is_none());
+    let due: Option<f64> = f.conn.zscore(&keys.delayed, &a).await.unwrap();
+    assert_eq!(due, Some(10_500.0));
+    let sid: String = f.conn.hget(&keys.index, &a).await.unwrap();
+    let fields = f.fields(&keys.scheduled, &sid).await;
+    assert_eq!(fields["id"], a.as_bytes());
+    assert_eq!(fields["attempts"], b"1");
+    assert_eq!(fields["last_error"], b"boom");
+    assert_eq!(fields["payload"], b"\x02", "updated data replaces the payload");
+    assert_eq!(fields["x-trace"], b"t1", "extension fields travel with the job");
+
+    // Promote it, deliver it again, fail again: attempts (2) reach max_attempts (2) -> dead, exhausted.
+    let (moved, next) = scripts::promote(&mut f.conn, &keys, 10_500, 10, 100).await.unwrap();
+    assert_eq!((moved, next), (1, None));
+    let eid = f.read("w1", 1).await.remove(0);
+    let out = scripts::fail(&mut f.conn, &keys, "w1", d(&eid, 1), &a, 11_000, FailMode::Retry { delay_ms: 0 }, "boom2", 5, 100)
+        .await
+        .unwrap();
+    assert_eq!(out, FailOutcome::Dead { attempts: 2 });
+    let did: String = f.conn.hget(&keys.dead_index, &a).await.unwrap();
+    let dead = f.fields(&keys.dead, &did).await;
+    assert_eq!(dead["dead_reason"], b"exhausted");
+    assert_eq!(dead["dead_error"], b"boom2");
+    assert_eq!(dead["dead_attempts"], b"2");
+    assert_eq!(dead["dead_job"], a.as_bytes());
+    assert_eq!(dead["payload"], b"\x02");
+    let idx: bool = f.conn.hexists(&keys.index, &a).await.unwrap();
+    assert!(!idx);
+    assert_eq!(f.xlen(&keys.ready).await, 0);
+}
+
+#[tokio::test]
+async fn fail_requeues_at_once_dead_letters_permanent_and_rejects_stale() {
+    let mut f = fixture().await;
+    let keys = f.keys.clone();
+    let a = f.add(&[]).await;
+    let b = f.add(&[]).await;
+    f.read("w1", 2).await;
+    let out = scripts::fail(&mut f.conn, &keys, "w1", d(&a, 1), &a, 1, FailMode::Retry { delay_ms: 0 }, "e", 5, 100)
+        .await
+        .unwrap();
+    assert_eq!(out, FailOutcome::Requeued { attempts: 1 });
+    let nid: String = f.conn.hget(&keys.index, &a).await.unwrap();
+    assert_eq!(f.fields(&keys.ready, &nid).await["attempts"], b"1");
+    // Stale: w2 does not own b.
+    let out = scripts::fail(&mut f.conn, &keys, "w2", d(&b, 1), &b, 1, FailMode::Dead(DeadReason::Failed), "e", 5, 100)
+        .await
+        .unwrap();
+    assert_eq!(out, FailOutcome::Stale);
+    assert!(f.exists_in(&keys.ready, &b).await);
+    let out = scripts::fail(&mut f.conn, &keys, "w1", d(&b, 1), &b, 1, FailMode::Dead(DeadReason::Failed), "bad input", 5, 100)
+        .await
+        .unwrap();
+    assert_eq!(out, FailOutcome::Dead { attempts: 1 });
+    let did: String = f.conn.hget(&keys.dead_index, &b).await.unwrap();
+    assert_eq!(f.fields(&keys.dead, &did).await["dead_reason"], b"failed");
+    // An entry deleted by someone else while pending: acked, reported gone.
+    let c = f.add(&[]).await;
+    assert_eq!(f.read("w1", 2).await.len(), 2, "the requeued job and c");
+    let _: () = f.conn.xdel(&keys.ready, &[&c]).await.unwrap();
+    let out = scripts::fail(&mut f.conn, &keys, "w1", d(&c, 1), &c, 1, FailMode::Retry { delay_ms: 0 }, "e", 5, 100)
+        .await
+        .unwrap();
+    assert_eq!(out, FailOutcome::Gone);
+    assert!(f.pending(&c).await.is_none());
+}
+
+#[tokio::test]
+async fn reclaim_takes_only_expired_leases_and_dead_letters_exhausted_jobs() {
+    let mut f = fixture().await;
+    let keys = f.keys.clone();
+    let fresh = f.add(&[]).await;
+    let stale = f.add(&[]).await;
+    let last_try = f.add(&[("max_attempts", "1")]).await;
+    let deleted = f.add(&[]).await;
+    f.read("w1", 4).await;
+    for id in [&stale, &last_try, &deleted] {
+        f.age("w1", id, 60_000).await;
+    }
+    let _: () = f.conn.xdel(&keys.ready, &[&deleted]).await.unwrap();
+    let page = scripts::reclaim(&mut f.conn, &keys, "w2", 30_000, "0-0", 10, 99, 5, 100).await.unwrap();
+    assert_eq!(page.cursor, "0-0");
+    assert_eq!(page.taken.len(), 1);
+    assert_eq!(page.taken[0].0.id, stale);
+    assert_eq!(page.taken[0].1, 2, "the new token is the new delivery count");
+    assert_eq!(page.dead_lettered, 1);
+    assert_eq!(page.gone, 1);
+    assert_eq!(f.pending(&stale).await.unwrap().0, "w2");
+    assert_eq!(f.pending(&fresh).await.unwrap().0, "w1");
+    assert!(f.pending(&deleted).await.is_none());
+    let did: String = f.conn.hget(&keys.dead_index, &last_try).await.unwrap();
+    let dead = f.fields(&keys.dead, &did).await;
+    assert_eq!(dead["dead_reason"], b"exhausted");
+    assert_eq!(dead["dead_attempts"], b"1");
+    // w1's old token no longer completes the reclaimed job.
+    let items = [AckItem { delivery: d(&stale, 1), job_id: &stale, attempt: 1, result: b"" }];
+    assert_eq!(scripts::ack(&mut f.conn, &keys, "w1", 1, 0, 0, &items).await.unwrap(), vec![false]);
+}
+
+#[tokio::test]
+async fn reclaim_follows_the_cursor_in_bounded_pages() {
+    let mut f = fixture().await;
+    let keys = f.keys.clone();
+    let mut ids = Vec::new();
+    for _ in 0..25 {
+        ids.push(f.add(&[]).await);
+    }
+    f.read("w1", 25).await;
+    for id in &ids {
+        f.age("w1", id, 60_000).await;
+    }
+    let mut cursor = "0-0".to_owned();
+    let mut taken = 0;
+    let mut calls = 0;
+    loop {
+        let page = scripts::reclaim(&mut f.conn, &keys, "w2", 30_000, &cursor, 10, 1, 5, 100).await.unwrap();
+        assert!(page.taken.len() <= 10);
+        taken += page.taken.len();
+        calls += 1;
+        cursor = page.cursor;
+        if cursor == "0-0" {
+            break;
+        }
+        assert!(calls < 10);
+    }
+    assert_eq!(taken, 25);
+    assert!(calls >= 3);
+}
+
+#[tokio::test]
+async fn release_hands_back_without_counting_the_attempt() {
+    let mut f = fixture().await;
+    let keys = f.keys.clone();
+    let a = f.add(&[("attempts", "2"), ("id", "job-a")]).await;
+    let b = f.add(&[]).await;
+    f.read("w1", 2).await;
+    let codes = scripts::release(&mut f.conn, &keys, "w1", 5, 100, &[d(&a, 1), d(&b, 9)]).await.unwrap();
+    assert_eq!(codes, vec![Released::Released, Released::Stale]);
+    assert!(!f.exists_in(&keys.ready, &a).await);
+    assert!(f.pending(&a).await.is_none());
+    let nid: String = f.conn.hget(&keys.index, "job-a").await.unwrap();
+    let fields = f.fields(&keys.ready, &nid).await;
+    assert_eq!(fields["attempts"], b"2");
+    assert_eq!(fields["id"], b"job-a");
+    // It is delivered again as a new entry.
+    assert_eq!(f.read("w2", 10).await, vec![nid]);
+    assert_eq!(f.pending(&b).await.unwrap().0, "w1");
+}
+
+#[tokio::test]
+async fn promote_moves_due_jobs_in_bounded_batches() {
+    let mut f = fixture().await;
+    let keys = f.keys.clone();
+    let fields: [(&str, &[u8]); 2] = [("v", b"1"), ("payload", b"\xf6")];
+    for i in 0..5u64 {
+        let out = scripts::enqueue(&mut f.conn, &keys, &format!("j{i}"), &format!("j{i}"), 0, 1_000 + i, 0, &fields)
+            .await
+            .unwrap();
+        assert_eq!(out, Enqueued::Delayed(format!("j{i}")));
+    }
+    let (moved, next) = scripts::promote(&mut f.conn, &keys, 1_002, 2, 100).await.unwrap();
+    assert_eq!((moved, next), (2, Some(1_002)));
+    let (moved, next) = scripts::promote(&mut f.conn, &keys, 1_002, 10, 100).await.unwrap();
+    assert_eq!((moved, next), (1, Some(1_003)));
+    assert_eq!(f.xlen(&keys.ready).await, 3);
+    assert_eq!(f.xlen(&keys.scheduled).await, 2);
+    let left: u64 = f.conn.zcard(&keys.delayed).await.unwrap();
+    assert_eq!(left, 2);
+    // Promoted entries carry their job id; the index points at the ready entry.
+    let nid: String = f.conn.hget(&keys.index, "j0").await.unwrap();
+    assert_eq!(f.fields(&keys.ready, &nid).await["id"], b"j0");
+    // A delayed id whose body vanished is dropped, not promoted.
+    let _: () = f.conn.zadd(&keys.delayed, "ghost", 1).await.unwrap();
+    let (moved, _) = scripts::promote(&mut f.conn, &keys, 1_002, 10, 100).await.unwrap();
+    assert_eq!(moved, 0);
+    let ghost: Option<f64> = f.conn.zscore(&keys.delayed, "ghost").await.unwrap();
+    assert!(ghost.is_none());
+}
+
+#[tokio::test]
+async fn enqueue_dedups_by_key_and_by_live_id() {
+    let mut f = fixture().await;
+    let keys = f.keys.clone();
+    let fields: [(&str, &[u8]); 2] = [("v", b"1"), ("payload", b"\xf6")];
+    let first = scripts::enqueue(&mut f.conn, &keys, "order-1", "order-1", 60_000, 0, 5, &fields).await.unwrap();
+    assert!(matches!(first, Enqueued::Ready(ref id) if id == "order-1"));
+    let again = scripts::enqueue(&mut f.conn, &keys, "other", "order-1", 60_000, 0, 5, &fields).await.unwrap();
+    assert_eq!(again, Enqueued::Duplicate("order-1".into()));
+    let ttl: i64 = f.conn.pttl(keys.dedup("order-1")).await.unwrap();
+    assert!(ttl > 0 && ttl <= 60_000);
+    // Without a dedup record, a live id is still never added twice.
+    let live = scripts::enqueue(&mut f.conn, &keys, "order-1", "order-1x", 0, 0, 5, &fields).await.unwrap();
+    assert_eq!(live, Enqueued::Duplicate("order-1".into()));
+    assert_eq!(f.xlen(&keys.ready).await, 1);
+    let nid: String = f.conn.hget(&keys.index, "order-1").await.unwrap();
+    assert_eq!(f.fields(&keys.ready, &nid).await["id"], b"order-1");
+}
+
+#[tokio::test]
+async fn update_is_fenced() {
+    let mut f = fixture().await;
+    let keys = f.keys.clone();
+    let a = f.add(&[]).await;
+    f.read("w1", 1).await;
+    assert!(scripts::update(&mut f.conn, &keys, "w1", d(&a, 1), &a, RecordField::Progress, b"\x18\x32", 10_000).await.unwrap());
+    assert!(!scripts::update(&mut f.conn, &keys, "w2", d(&a, 1), &a, RecordField::Progress, b"\x00", 10_000).await.unwrap());
+    assert!(!scripts::update(&mut f.conn, &keys, "w1", d(&a, 2), &a, RecordField::Data, b"\x00", 10_000).await.unwrap());
+    let p: Vec<u8> = f.conn.hget(keys.job(&a), "progress").await.unwrap();
+    assert_eq!(p, b"\x18\x32");
+    let data: bool = f.conn.hexists(keys.job(&a), "data").await.unwrap();
+    assert!(!data);
+}
+
+#[tokio::test]
+async fn retire_never_drops_a_consumer_with_pending_entries() {
+    let mut f = fixture().await;
+    let keys = f.keys.clone();
+    let a = f.add(&[]).await;
+    f.read("w1", 1).await;
+    assert!(!scripts::retire(&mut f.conn, &keys, "w1").await.unwrap());
+    assert_eq!(f.pending(&a).await.unwrap().0, "w1");
+    let items = [AckItem { delivery: d(&a, 1), job_id: &a, attempt: 1, result: b"" }];
+    scripts::ack(&mut f.conn, &keys, "w1", 1, 0, 0, &items).await.unwrap();
+    assert!(scripts::retire(&mut f.conn, &keys, "w1").await.unwrap());
+    let consumers: redis::Value = redis::cmd("XINFO").arg("CONSUMERS").arg(&keys.ready).arg(GROUP)
+        .query_async(&mut f.conn).await.unwrap();
+    assert_eq!(consumers, redis::Value::Array(vec![]));
+}
+
+#[tokio::test]
+async fn every_script_declares_the_shebang_so_undeclared_keys_fail() {
+    for (name, src) in scripts::SOURCES {
+        assert!(src.starts_with("#!lua"), "{name} must start with #!lua");
+        for section in ["-- KEYS[1]", "-- ARGV[1]", "Returns"] {
+            assert!(src.contains(section), "{name}: header lacks {section}");
+        }
+    }
+    // And the test server enforces slots: a shebang script touching a key outside its declared keys' slot
+    // errors, so the fixture above would catch such a script.
+    let redis = TestRedis::start_cluster();
+    let mut conn = redis.aconn().await;
+    let r: redis::RedisResult<()> = redis::Script::new("#!lua\nreturn redis.call('GET', 'undeclared')")
+        .key("{q}:x")
+        .invoke_async(&mut conn)
+        .await;
+    assert!(r.is_err());
+}

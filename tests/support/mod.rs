@@ -1,0 +1,275 @@
+//! Test harness: private `redis-server` processes (free port, temp dir, killed on drop) and per-test key
+//! namespaces. Never touches the shared server on 6379.
+#![allow(dead_code)]
+
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+/// A private redis-server. Killed (and its directory removed) on drop.
+pub struct TestRedis {
+    child: Option<Child>,
+    port: u16,
+    dir: tempfile::TempDir,
+    aof: bool,
+    cluster: bool,
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("free port")
+}
+
+impl TestRedis {
+    /// A fresh server without persistence.
+    pub fn start() -> Self {
+        Self::start_with(false)
+    }
+
+    /// A fresh server with AOF, `appendfsync always`, so a restart loses nothing acknowledged.
+    pub fn start_aof() -> Self {
+        Self::start_with(true)
+    }
+
+    /// A single-node Redis Cluster owning every slot: scripts that touch undeclared keys or span slots fail
+    /// here as they would on a real cluster.
+    pub fn start_cluster() -> Self {
+        Self::start_with_mode(false, true)
+    }
+
+    fn start_with(aof: bool) -> Self {
+        Self::start_with_mode(aof, false)
+    }
+
+    fn start_with_mode(aof: bool, cluster: bool) -> Self {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let mut r = TestRedis {
+            child: None,
+            port: 0,
+            dir,
+            aof,
+            cluster,
+        };
+        // Another process may take the port between probing and binding: try a few.
+        for _ in 0..5 {
+            r.port = free_port();
+            if r.spawn() {
+                return r;
+            }
+        }
+        panic!("could not start redis-server (is it installed? .ci/run installs it)");
+    }
+
+    fn spawn(&mut self) -> bool {
+        let mut cmd = Command::new("redis-server");
+        cmd.arg("--port")
+            .arg(self.port.to_string())
+            .arg("--bind")
+            .arg("127.0.0.1")
+            .arg("--dir")
+            .arg(self.dir.path())
+            .arg("--save")
+            .arg("")
+            .arg("--daemonize")
+            .arg("no")
+            .arg("--logfile")
+            .arg(self.dir.path().join("redis.log"));
+        if self.aof {
+            cmd.args(["--appendonly", "yes", "--appendfsync", "always"]);
+        } else {
+            cmd.args(["--appendonly", "no"]);
+        }
+        if self.cluster {
+            cmd.args(["--cluster-enabled", "yes", "--cluster-config-file", "nodes.conf"]);
+        }
+        let child = cmd
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("spawn redis-server");
+        self.child = Some(child);
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while Instant::now() < deadline {
+            if let Some(Ok(Some(_))) = self.child.as_mut().map(|c| c.try_wait()) {
+                self.child = None;
+                return false;
+            }
+            if self.ping() {
+                if self.cluster {
+                    self.own_all_slots();
+                }
+                return true;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        self.kill();
+        false
+    }
+
+    fn own_all_slots(&self) {
+        let mut c = self.conn();
+        let _: redis::RedisResult<()> = redis::cmd("CLUSTER")
+            .arg("ADDSLOTSRANGE")
+            .arg(0)
+            .arg(16383)
+            .query(&mut c);
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let info: String = redis::cmd("CLUSTER").arg("INFO").query(&mut c).unwrap();
+            if info.contains("cluster_state:ok") {
+                return;
+            }
+            assert!(Instant::now() < deadline, "cluster did not become ok");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    fn ping(&self) -> bool {
+        redis::Client::open(self.url())
+            .and_then(|c| c.get_connection_with_timeout(Duration::from_millis(200)))
+            .and_then(|mut c| redis::cmd("PING").query::<String>(&mut c))
+            .is_ok()
+    }
+
+    pub fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}", self.port)
+    }
+
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    pub fn dir(&self) -> &Path {
+        self.dir.path()
+    }
+
+    /// kill -9, as a crash would.
+    pub fn kill(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    /// Starts the server again on the same port and directory (AOF data survives).
+    pub fn restart(&mut self) {
+        self.kill();
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !self.spawn() {
+            assert!(Instant::now() < deadline, "redis-server did not come back");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    fn signal(&self, sig: &str) {
+        let pid = self.child.as_ref().expect("running").id();
+        let ok = Command::new("kill")
+            .arg(sig)
+            .arg(pid.to_string())
+            .status()
+            .expect("kill")
+            .success();
+        assert!(ok, "kill {sig} {pid}");
+    }
+
+    /// SIGSTOP: the server stops answering (a frozen host).
+    pub fn pause(&self) {
+        self.signal("-STOP");
+    }
+
+    /// SIGCONT.
+    pub fn resume(&self) {
+        self.signal("-CONT");
+    }
+
+    /// A synchronous connection for seeding and asserting raw state.
+    pub fn conn(&self) -> redis::Connection {
+        redis::Client::open(self.url())
+            .unwrap()
+            .get_connection_with_timeout(Duration::from_secs(5))
+            .expect("connect to test redis")
+    }
+
+    /// An async multiplexed connection.
+    pub async fn aconn(&self) -> redis::aio::MultiplexedConnection {
+        redis::Client::open(self.url())
+            .unwrap()
+            .get_multiplexed_async_connection()
+            .await
+            .expect("connect to test redis")
+    }
+}
+
+impl Drop for TestRedis {
+    fn drop(&mut self) {
+        if let Some(c) = &self.child {
+            // A paused server ignores SIGKILL until continued on some kernels: continue it first.
+            let _ = Command::new("kill").arg("-CONT").arg(c.id().to_string()).status();
+        }
+        self.kill();
+    }
+}
+
+static NEXT: AtomicU64 = AtomicU64::new(0);
+
+/// A key namespace unique to this test (process id + counter).
+pub fn namespace() -> String {
+    format!(
+        "t{}-{}",
+        std::process::id(),
+        NEXT.fetch_add(1, Ordering::Relaxed)
+    )
+}
+
+/// A rill client on `redis` with its own namespace.
+pub fn client(redis: &TestRedis) -> rill::Client {
+    rill::Client::with_config(
+        &redis.url(),
+        rill::ClientConfig {
+            namespace: namespace(),
+            ..Default::default()
+        },
+    )
+    .unwrap()
+}
+
+/// Polls `f` every 10 ms until it returns true or `timeout` passes.
+pub async fn eventually<F, Fut>(timeout: Duration, what: &str, mut f: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = Instant::now() + timeout;
+    loop {
+        if f().await {
+            return;
+        }
+        assert!(Instant::now() < deadline, "timed out waiting for: {what}");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+/// Path of a compiled example (cargo test builds examples next to the test binaries).
+pub fn example_bin(name: &str) -> PathBuf {
+    let exe = std::env::current_exe().expect("test exe");
+    let debug = exe.parent().and_then(Path::parent).expect("target dir");
+    let path = debug.join("examples").join(name);
+    assert!(
+        path.exists(),
+        "{} not built: run the tests with `cargo test` (it builds examples)",
+        path.display()
+    );
+    path
+}
+
+/// Installs a tracing subscriber once (RUST_LOG controls it).
+pub fn trace() {
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+        .with_test_writer()
+        .try_init();
+}
