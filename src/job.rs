@@ -75,7 +75,9 @@ impl<T> Job<T> {
     ) -> Self {
         Job {
             data,
-            attempt: env.attempts.saturating_add(token.min(u64::from(u32::MAX)) as u32),
+            attempt: env
+                .attempts
+                .saturating_add(token.min(u64::from(u32::MAX)) as u32),
             id: env.job_id,
             max_attempts,
             enqueued_ms: env.enqueued_ms,

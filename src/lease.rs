@@ -27,11 +27,17 @@ pub(crate) struct Held {
 pub(crate) type HeldMap = Arc<Mutex<HashMap<String, Held>>>;
 
 /// Starts the lease keeper thread. It stops when `stop` fires.
-pub(crate) fn spawn(shared: Arc<Shared>, stop: CancellationToken) -> std::io::Result<std::thread::JoinHandle<()>> {
+pub(crate) fn spawn(
+    shared: Arc<Shared>,
+    stop: CancellationToken,
+) -> std::io::Result<std::thread::JoinHandle<()>> {
     std::thread::Builder::new()
         .name(format!("rill-lease-{}", shared.keys.queue))
         .spawn(move || {
-            let rt = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+            let rt = match tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+            {
                 Ok(rt) => rt,
                 Err(e) => {
                     tracing::error!(error = %e, "lease keeper: cannot start its runtime");
@@ -72,14 +78,19 @@ async fn run(shared: Arc<Shared>, stop: CancellationToken) {
         for chunk in snapshot.chunks(EXTEND_BATCH) {
             let refs: Vec<DeliveryRef<'_>> = chunk
                 .iter()
-                .map(|(e, t)| DeliveryRef { entry_id: e, token: *t })
+                .map(|(e, t)| DeliveryRef {
+                    entry_id: e,
+                    token: *t,
+                })
                 .collect();
             match scripts::extend(c, &shared.keys, &shared.consumer, &refs).await {
                 Ok(flags) => {
                     let now = Instant::now();
                     let mut held = shared.held.lock().expect("held lock");
                     for ((entry, token), ok) in chunk.iter().zip(flags) {
-                        let Some(h) = held.get_mut(entry) else { continue };
+                        let Some(h) = held.get_mut(entry) else {
+                            continue;
+                        };
                         if h.token != *token {
                             continue;
                         }

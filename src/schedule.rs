@@ -19,16 +19,28 @@ pub(crate) async fn promote_loop(shared: Arc<Shared>, stop: CancellationToken) {
         let now = now_ms();
         let r = async {
             let mut c = shared.client.conn().await?;
-            scripts::promote(&mut c, &shared.keys, now, BATCH, shared.config.events_maxlen.max(1)).await
+            scripts::promote(
+                &mut c,
+                &shared.keys,
+                now,
+                BATCH,
+                shared.config.events_maxlen.max(1),
+            )
+            .await
         }
         .await;
         let wait = match r {
             Ok((moved, _)) if moved as usize >= BATCH => Duration::ZERO,
-            Ok((_, Some(next))) => Duration::from_millis(next.saturating_sub(now)).min(shared.config.promote_interval),
+            Ok((_, Some(next))) => {
+                Duration::from_millis(next.saturating_sub(now)).min(shared.config.promote_interval)
+            }
             Ok((_, None)) => shared.config.promote_interval,
             Err(e) => {
                 tracing::warn!(error = %e, "promote failed");
-                shared.config.promote_interval.max(Duration::from_millis(500))
+                shared
+                    .config
+                    .promote_interval
+                    .max(Duration::from_millis(500))
             }
         };
         tokio::select! {

@@ -140,7 +140,8 @@ pub fn entry_id_ms(id: &str) -> Option<u64> {
 }
 
 fn utf8<'a>(name: &str, value: &'a [u8]) -> Result<&'a str, Malformed> {
-    std::str::from_utf8(value).map_err(|_| Malformed::new(format!("field `{name}` is not valid UTF-8")))
+    std::str::from_utf8(value)
+        .map_err(|_| Malformed::new(format!("field `{name}` is not valid UTF-8")))
 }
 
 fn decimal(name: &str, value: &[u8], max: u64) -> Result<u64, Malformed> {
@@ -235,7 +236,8 @@ pub fn parse_entry(raw: &RawEntry, max_payload: usize) -> Result<Envelope, Malfo
         None => raw.id.clone(),
         Some(id) => {
             let id = utf8(field::ID, id)?;
-            crate::keys::validate_job_id(id).map_err(|e| Malformed::new(format!("field `id`: {e}")))?;
+            crate::keys::validate_job_id(id)
+                .map_err(|e| Malformed::new(format!("field `id`: {e}")))?;
             id.to_owned()
         }
     };
@@ -416,16 +418,47 @@ mod tests {
         let cases: &[(&[(&str, &[u8])], &str)] = &[
             (&[("payload", b"\xf6")], "missing field `v`"),
             (&[("v", b"1")], "missing field `payload`"),
-            (&[("v", b"2"), ("payload", b"\xf6")], "unsupported format version"),
+            (
+                &[("v", b"2"), ("payload", b"\xf6")],
+                "unsupported format version",
+            ),
             (&[("v", b"1"), ("payload", b"")], "empty"),
-            (&[("v", b"1"), ("payload", b"\xf6"), ("colour", b"red")], "unknown field"),
-            (&[("v", b"1"), ("payload", b"\xf6"), ("v", b"1")], "appears twice"),
-            (&[("v", b"1"), ("payload", b"\xf6"), ("attempts", b"-1")], "non-negative"),
-            (&[("v", b"1"), ("payload", b"\xf6"), ("attempts", b"99999999999")], "out of range"),
-            (&[("v", b"1"), ("payload", b"\xf6"), ("max_attempts", b"0")], "at least 1"),
-            (&[("v", b"1"), ("payload", b"\xf6"), ("enqueued_ms", b"1e9")], "decimal"),
-            (&[("v", b"1"), ("payload", b"\xf6"), ("id", b"a b")], "field `id`"),
-            (&[("v", b"1"), ("payload", b"\xf6"), ("id", b"\xff")], "not valid UTF-8"),
+            (
+                &[("v", b"1"), ("payload", b"\xf6"), ("colour", b"red")],
+                "unknown field",
+            ),
+            (
+                &[("v", b"1"), ("payload", b"\xf6"), ("v", b"1")],
+                "appears twice",
+            ),
+            (
+                &[("v", b"1"), ("payload", b"\xf6"), ("attempts", b"-1")],
+                "non-negative",
+            ),
+            (
+                &[
+                    ("v", b"1"),
+                    ("payload", b"\xf6"),
+                    ("attempts", b"99999999999"),
+                ],
+                "out of range",
+            ),
+            (
+                &[("v", b"1"), ("payload", b"\xf6"), ("max_attempts", b"0")],
+                "at least 1",
+            ),
+            (
+                &[("v", b"1"), ("payload", b"\xf6"), ("enqueued_ms", b"1e9")],
+                "decimal",
+            ),
+            (
+                &[("v", b"1"), ("payload", b"\xf6"), ("id", b"a b")],
+                "field `id`",
+            ),
+            (
+                &[("v", b"1"), ("payload", b"\xf6"), ("id", b"\xff")],
+                "not valid UTF-8",
+            ),
         ];
         for (fields, want) in cases {
             let err = parse_entry(&raw(fields), 1024).unwrap_err();
@@ -439,7 +472,12 @@ mod tests {
             id: "1-1".into(),
             fields: None,
         };
-        assert!(parse_entry(&gone, 10).unwrap_err().detail.contains("deleted"));
+        assert!(
+            parse_entry(&gone, 10)
+                .unwrap_err()
+                .detail
+                .contains("deleted")
+        );
     }
 
     #[test]
@@ -472,6 +510,12 @@ mod tests {
         assert!(got[1].fields.is_none());
         assert!(parse_read_reply(&V::Nil).unwrap().is_empty());
         assert!(parse_read_reply(&V::Int(3)).is_err());
-        assert!(parse_entries(&V::Array(vec![V::Array(vec![s("1-0"), V::Array(vec![s("v")])])])).is_err());
+        assert!(
+            parse_entries(&V::Array(vec![V::Array(vec![
+                s("1-0"),
+                V::Array(vec![s("v")])
+            ])]))
+            .is_err()
+        );
     }
 }

@@ -37,7 +37,8 @@ pub struct WorkerConfig {
     pub lease: Duration,
     /// How often stalled deliveries are looked for (default 1 s).
     pub reclaim_interval: Duration,
-    /// Longest `XREADGROUP` block (default 2 s).
+    /// Longest `XREADGROUP` block (default 2 s; a read never blocks past the next reclaim, so in effect at
+    /// most `reclaim_interval`).
     pub block: Duration,
     /// Attempts for jobs that do not set `max_attempts` (default 5).
     pub max_attempts: u32,
@@ -197,10 +198,20 @@ fn consumer_name() -> String {
     let host: String = host
         .trim()
         .chars()
-        .map(|c| if c.is_ascii_alphanumeric() || c == '-' || c == '.' { c } else { '_' })
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '-' || c == '.' {
+                c
+            } else {
+                '_'
+            }
+        })
         .take(64)
         .collect();
-    format!("{host}-{}-{:08x}", std::process::id(), rand::random::<u32>())
+    format!(
+        "{host}-{}-{:08x}",
+        std::process::id(),
+        rand::random::<u32>()
+    )
 }
 
 impl Worker {
@@ -298,7 +309,11 @@ impl Worker {
     /// # Errors
     /// Only start-up errors (the consumer group cannot be created, the lease thread cannot start). Redis
     /// trouble while running is logged and retried.
-    pub async fn run<T, R, F, Fut>(self, handler: F, shutdown: impl Future<Output = ()>) -> Result<WorkerReport>
+    pub async fn run<T, R, F, Fut>(
+        self,
+        handler: F,
+        shutdown: impl Future<Output = ()>,
+    ) -> Result<WorkerReport>
     where
         T: DeserializeOwned + Send + 'static,
         R: Serialize + Send + 'static,
@@ -336,14 +351,19 @@ impl Worker {
         tracing::info!(queue = %shared.keys.queue, consumer = %shared.consumer, "worker started");
 
         let stop_lease = CancellationToken::new();
-        let lease_thread = lease::spawn(shared.clone(), stop_lease.clone()).map_err(|e| Error::Protocol {
-            what: "lease keeper thread",
-            detail: e.to_string(),
-        })?;
+        let lease_thread =
+            lease::spawn(shared.clone(), stop_lease.clone()).map_err(|e| Error::Protocol {
+                what: "lease keeper thread",
+                detail: e.to_string(),
+            })?;
         let stop_acker = CancellationToken::new();
         // If this future is dropped mid-run, the lease thread must stop too, or leases would never expire.
         let _lease_guard = stop_lease.clone().drop_guard();
-        let acker = AbortOnDropHandle::new(tokio::spawn(ack_loop(shared.clone(), ack_rx, stop_acker.clone())));
+        let acker = AbortOnDropHandle::new(tokio::spawn(ack_loop(
+            shared.clone(),
+            ack_rx,
+            stop_acker.clone(),
+        )));
         let stop_background = CancellationToken::new();
         // Dropping `run` (instead of resolving `shutdown`) is a crash: the background tasks end with it and
         // unfinished deliveries are reclaimed after their lease.
@@ -351,25 +371,26 @@ impl Worker {
             shared.clone(),
             stop_background.clone(),
         )));
-        let reclaimer = AbortOnDropHandle::new(tokio::spawn(crate::reclaim::reclaim_loop(
-            runner.clone(),
-            stop_background.clone(),
-        )));
 
         fetch_loop(&runner, shutdown).await;
 
         // Graceful shutdown.
         stop_background.cancel();
-        let _ = reclaimer.await;
         let _ = promoter.await;
         runner.tasks.close();
         let timeout = shared.config.shutdown_timeout;
-        if tokio::time::timeout(timeout, runner.tasks.wait()).await.is_err() {
+        if tokio::time::timeout(timeout, runner.tasks.wait())
+            .await
+            .is_err()
+        {
             tracing::warn!(queue = %shared.keys.queue, running = runner.tasks.len(), "shutdown timeout: cancelling running jobs");
             for h in shared.held.lock().expect("held lock").values() {
                 h.cancel.cancel();
             }
-            if tokio::time::timeout(Duration::from_secs(1), runner.tasks.wait()).await.is_err() {
+            if tokio::time::timeout(Duration::from_secs(1), runner.tasks.wait())
+                .await
+                .is_err()
+            {
                 runner.abort.cancel();
                 runner.tasks.wait().await;
             }
@@ -381,7 +402,9 @@ impl Worker {
         match shared.client.conn().await {
             Ok(mut c) => match scripts::retire(&mut c, &shared.keys, &shared.consumer).await {
                 Ok(true) => {}
-                Ok(false) => tracing::warn!(consumer = %shared.consumer, "consumer kept: it still has pending entries"),
+                Ok(false) => {
+                    tracing::warn!(consumer = %shared.consumer, "consumer kept: it still has pending entries")
+                }
                 Err(e) => tracing::warn!(error = %e, "could not leave the consumer group"),
             },
             Err(e) => tracing::warn!(error = %e, "could not leave the consumer group"),
@@ -418,7 +441,10 @@ pub trait Handler<T>: Send + Sync + 'static {
     /// The result type.
     type Output: Serialize + Send + 'static;
     /// Runs the handler on one job.
-    fn call(&self, job: Job<T>) -> futures::future::BoxFuture<'static, std::result::Result<Self::Output, JobError>>;
+    fn call(
+        &self,
+        job: Job<T>,
+    ) -> futures::future::BoxFuture<'static, std::result::Result<Self::Output, JobError>>;
 }
 
 impl<T, R, F, Fut> Handler<T> for F
@@ -429,7 +455,10 @@ where
     Fut: Future<Output = std::result::Result<R, JobError>> + Send + 'static,
 {
     type Output = R;
-    fn call(&self, job: Job<T>) -> futures::future::BoxFuture<'static, std::result::Result<R, JobError>> {
+    fn call(
+        &self,
+        job: Job<T>,
+    ) -> futures::future::BoxFuture<'static, std::result::Result<R, JobError>> {
         Box::pin(self(job))
     }
 }
@@ -473,16 +502,17 @@ where
     fn dispatch(self: &Arc<Self>, raw: RawEntry, token: u64, slot: OwnedSemaphorePermit) {
         let shared = &self.shared;
         let limit = shared.client.config().max_payload_bytes;
-        let decoded = wire::parse_entry(&raw, limit).and_then(|env| match wire::decode::<T>(&env.payload) {
-            Ok(data) => Ok((env, data)),
-            Err(e) => Err(wire::Malformed {
-                reason: DeadReason::Malformed,
-                detail: format!(
-                    "payload does not decode as {}: {e}",
-                    std::any::type_name::<T>()
-                ),
-            }),
-        });
+        let decoded =
+            wire::parse_entry(&raw, limit).and_then(|env| match wire::decode::<T>(&env.payload) {
+                Ok(data) => Ok((env, data)),
+                Err(e) => Err(wire::Malformed {
+                    reason: DeadReason::Malformed,
+                    detail: format!(
+                        "payload does not decode as {}: {e}",
+                        std::any::type_name::<T>()
+                    ),
+                }),
+            });
         let (env, data) = match decoded {
             Ok(ok) => ok,
             Err(m) => {
@@ -503,10 +533,22 @@ where
         let cancel = CancellationToken::new();
         shared.held.lock().expect("held lock").insert(
             env.entry_id.clone(),
-            Held { token, cancel: cancel.clone(), renewed: Instant::now() },
+            Held {
+                token,
+                cancel: cancel.clone(),
+                renewed: Instant::now(),
+            },
         );
         let max_attempts = env.max_attempts.unwrap_or(shared.config.max_attempts);
-        let job = Job::new(data, env, token, shared.consumer.clone(), max_attempts, cancel, self.ctx.clone());
+        let job = Job::new(
+            data,
+            env,
+            token,
+            shared.consumer.clone(),
+            max_attempts,
+            cancel,
+            self.ctx.clone(),
+        );
         let me = self.clone();
         self.tasks.spawn(async move { me.run_one(job, slot).await });
     }
@@ -538,7 +580,13 @@ where
             Some(Ok(Ok(value))) => match wire::encode(&value) {
                 Ok(bytes) => {
                     let result = if bytes == [0xf6] { Vec::new() } else { bytes };
-                    let _ = self.acks.send(Completion { entry_id, token, job_id, attempt, result });
+                    let _ = self.acks.send(Completion {
+                        entry_id,
+                        token,
+                        job_id,
+                        attempt,
+                        result,
+                    });
                     return;
                 }
                 Err(e) => JobError::permanent(format!("result cannot be encoded: {e}")),
@@ -555,15 +603,29 @@ where
         };
         let mode = match failure.action {
             FailAction::Permanent => FailMode::Dead(DeadReason::Failed),
-            FailAction::Retry(Some(d)) => FailMode::Retry { delay_ms: d.as_millis() as u64 },
+            FailAction::Retry(Some(d)) => FailMode::Retry {
+                delay_ms: d.as_millis() as u64,
+            },
             FailAction::Retry(None) => {
-                let d = backoff(attempt, shared.config.backoff_base, shared.config.backoff_max, rand::random::<f64>());
-                FailMode::Retry { delay_ms: d.as_millis() as u64 }
+                let d = backoff(
+                    attempt,
+                    shared.config.backoff_base,
+                    shared.config.backoff_max,
+                    rand::random::<f64>(),
+                );
+                FailMode::Retry {
+                    delay_ms: d.as_millis() as u64,
+                }
             }
         };
-        let d = DeliveryRef { entry_id: &entry_id, token };
+        let d = DeliveryRef {
+            entry_id: &entry_id,
+            token,
+        };
         match fail_with_retries(shared, d, &job_id, mode, &failure.message).await {
-            Some(FailOutcome::RetryScheduled { .. } | FailOutcome::Requeued { .. }) => shared.stats.add_retried(),
+            Some(FailOutcome::RetryScheduled { .. } | FailOutcome::Requeued { .. }) => {
+                shared.stats.add_retried()
+            }
             Some(FailOutcome::Dead { .. }) => shared.stats.add_dead(),
             Some(FailOutcome::Stale) => {
                 shared.stats.add_stale();
@@ -620,7 +682,11 @@ async fn fail_with_retries(
 }
 
 /// Completes finished jobs in batches: whatever has queued up while the previous call ran goes in the next.
-async fn ack_loop(shared: Arc<Shared>, mut rx: mpsc::UnboundedReceiver<Completion>, stop: CancellationToken) {
+async fn ack_loop(
+    shared: Arc<Shared>,
+    mut rx: mpsc::UnboundedReceiver<Completion>,
+    stop: CancellationToken,
+) {
     let max = shared.config.ack_batch.max(1);
     let mut batch = Vec::with_capacity(max);
     loop {
@@ -640,14 +706,21 @@ async fn ack_loop(shared: Arc<Shared>, mut rx: mpsc::UnboundedReceiver<Completio
             }
         }
         let retention = shared.config.retention.as_millis() as u64;
-        let events = if shared.config.completed_events { shared.events_maxlen() } else { 0 };
+        let events = if shared.config.completed_events {
+            shared.events_maxlen()
+        } else {
+            0
+        };
         let deadline = Instant::now() + shared.config.lease;
         let mut pause = Duration::from_millis(20);
         let flags = loop {
             let items: Vec<AckItem<'_>> = batch
                 .iter()
                 .map(|c| AckItem {
-                    delivery: DeliveryRef { entry_id: &c.entry_id, token: c.token },
+                    delivery: DeliveryRef {
+                        entry_id: &c.entry_id,
+                        token: c.token,
+                    },
                     job_id: &c.job_id,
                     attempt: c.attempt,
                     result: &c.result,
@@ -655,7 +728,16 @@ async fn ack_loop(shared: Arc<Shared>, mut rx: mpsc::UnboundedReceiver<Completio
                 .collect();
             let r = async {
                 let mut conn = shared.client.conn().await?;
-                scripts::ack(&mut conn, &shared.keys, &shared.consumer, now_ms(), retention, events, &items).await
+                scripts::ack(
+                    &mut conn,
+                    &shared.keys,
+                    &shared.consumer,
+                    now_ms(),
+                    retention,
+                    events,
+                    &items,
+                )
+                .await
             }
             .await;
             match r {
@@ -689,10 +771,14 @@ async fn ack_loop(shared: Arc<Shared>, mut rx: mpsc::UnboundedReceiver<Completio
 /// Reads new entries while there are free slots, until `shutdown`.
 async fn fetch_loop<D: Dispatch>(runner: &Arc<D>, shutdown: impl Future<Output = ()>) {
     let shared = runner.shared().clone();
-    let block_ms = shared.config.block.as_millis() as u64;
+    // Stalled jobs are looked for between reads, so a read never blocks past the next reclaim.
+    let block = shared.config.block.min(shared.config.reclaim_interval);
+    let block_ms = block.as_millis().max(1) as u64;
     let max_batch = shared.config.concurrency.min(512);
     let mut conn: Option<redis::aio::MultiplexedConnection> = None;
     let mut pause = Duration::from_millis(50);
+    let mut cursor = "0-0".to_owned();
+    let mut next_reclaim = Instant::now() + shared.config.reclaim_interval;
     tokio::pin!(shutdown);
     loop {
         let first = tokio::select! {
@@ -710,8 +796,15 @@ async fn fetch_loop<D: Dispatch>(runner: &Arc<D>, shutdown: impl Future<Output =
         if shared.client.is_closed() {
             return;
         }
+        if Instant::now() >= next_reclaim {
+            crate::reclaim::reclaim(runner, &mut slots, &mut cursor).await;
+            next_reclaim = Instant::now() + shared.config.reclaim_interval;
+            if slots.is_empty() {
+                continue;
+            }
+        }
         if conn.is_none() {
-            match shared.client.blocking_conn(shared.config.block).await {
+            match shared.client.blocking_conn(block).await {
                 Ok(c) => {
                     conn = Some(c);
                 }
@@ -830,9 +923,23 @@ pub(crate) async fn sweep_own_pending(shared: &Shared, only_orphans: bool) {
             .map(|(id, _, _, count)| (id.clone(), *count))
             .collect();
         if !mine.is_empty() {
-            let refs: Vec<DeliveryRef<'_>> =
-                mine.iter().map(|(e, t)| DeliveryRef { entry_id: e, token: *t }).collect();
-            match scripts::release(&mut conn, &shared.keys, &shared.consumer, now_ms(), shared.events_maxlen(), &refs).await {
+            let refs: Vec<DeliveryRef<'_>> = mine
+                .iter()
+                .map(|(e, t)| DeliveryRef {
+                    entry_id: e,
+                    token: *t,
+                })
+                .collect();
+            match scripts::release(
+                &mut conn,
+                &shared.keys,
+                &shared.consumer,
+                now_ms(),
+                shared.events_maxlen(),
+                &refs,
+            )
+            .await
+            {
                 Ok(codes) => {
                     let n = codes.iter().filter(|c| **c == Released::Released).count();
                     for _ in 0..n {

@@ -4,7 +4,9 @@ mod support;
 
 use redis::AsyncCommands;
 use rill::keys::{GROUP, QueueKeys};
-use rill::scripts::{self, AckItem, DeliveryRef, Enqueued, FailMode, FailOutcome, RecordField, Released};
+use rill::scripts::{
+    self, AckItem, DeliveryRef, Enqueued, FailMode, FailOutcome, RecordField, Released,
+};
 use rill::wire::DeadReason;
 use support::TestRedis;
 
@@ -39,7 +41,12 @@ async fn fixture() -> Fixture {
 impl Fixture {
     async fn add(&mut self, extra: &[(&str, &str)]) -> String {
         let mut cmd = redis::cmd("XADD");
-        cmd.arg(&self.keys.ready).arg("*").arg("v").arg("1").arg("payload").arg(&b"\xf6"[..]);
+        cmd.arg(&self.keys.ready)
+            .arg("*")
+            .arg("v")
+            .arg("1")
+            .arg("payload")
+            .arg(&b"\xf6"[..]);
         for (k, v) in extra {
             cmd.arg(*k).arg(*v);
         }
@@ -108,7 +115,11 @@ impl Fixture {
         !rill::wire::parse_entries(&v).unwrap().is_empty()
     }
 
-    async fn fields(&mut self, stream: &str, id: &str) -> std::collections::HashMap<String, Vec<u8>> {
+    async fn fields(
+        &mut self,
+        stream: &str,
+        id: &str,
+    ) -> std::collections::HashMap<String, Vec<u8>> {
         let v: redis::Value = redis::cmd("XRANGE")
             .arg(stream)
             .arg(id)
@@ -144,15 +155,38 @@ async fn ack_completes_owned_deliveries_and_rejects_stale_ones() {
     // c is taken over by w2 (delivery 2): w1's token 1 is stale.
     f.age("w1", &c, 100_000).await;
     let _: redis::Value = redis::cmd("XCLAIM")
-        .arg(&f.keys.ready).arg(GROUP).arg("w2").arg(0).arg(&c)
-        .query_async(&mut f.conn).await.unwrap();
+        .arg(&f.keys.ready)
+        .arg(GROUP)
+        .arg("w2")
+        .arg(0)
+        .arg(&c)
+        .query_async(&mut f.conn)
+        .await
+        .unwrap();
     let items = [
-        AckItem { delivery: d(&a, 1), job_id: &a, attempt: 1, result: b"\x01" },
-        AckItem { delivery: d(&b, 1), job_id: "job-b", attempt: 1, result: b"" },
-        AckItem { delivery: d(&c, 1), job_id: &c, attempt: 1, result: b"" },
+        AckItem {
+            delivery: d(&a, 1),
+            job_id: &a,
+            attempt: 1,
+            result: b"\x01",
+        },
+        AckItem {
+            delivery: d(&b, 1),
+            job_id: "job-b",
+            attempt: 1,
+            result: b"",
+        },
+        AckItem {
+            delivery: d(&c, 1),
+            job_id: &c,
+            attempt: 1,
+            result: b"",
+        },
     ];
     let keys = f.keys.clone();
-    let codes = scripts::ack(&mut f.conn, &keys, "w1", 1234, 60_000, 100, &items).await.unwrap();
+    let codes = scripts::ack(&mut f.conn, &keys, "w1", 1234, 60_000, 100, &items)
+        .await
+        .unwrap();
     assert_eq!(codes, vec![true, true, false]);
     // a and b are gone from stream and PEL; c is untouched and still owned by w2 with 2 deliveries.
     assert!(!f.exists_in(&keys.ready, &a).await);
@@ -161,13 +195,15 @@ async fn ack_completes_owned_deliveries_and_rejects_stale_ones() {
     assert_eq!(f.pending(&c).await.unwrap().0, "w2");
     assert!(f.exists_in(&keys.ready, &c).await);
     // Records: a has its result; b has none; c has no record; b's index entry is gone.
-    let rec: std::collections::HashMap<String, Vec<u8>> = f.conn.hgetall(keys.job(&a)).await.unwrap();
+    let rec: std::collections::HashMap<String, Vec<u8>> =
+        f.conn.hgetall(keys.job(&a)).await.unwrap();
     assert_eq!(rec["state"], b"completed");
     assert_eq!(rec["result"], b"\x01");
     assert_eq!(rec["finished_ms"], b"1234");
     let ttl: i64 = f.conn.pttl(keys.job(&a)).await.unwrap();
     assert!(ttl > 0 && ttl <= 60_000);
-    let rec_b: std::collections::HashMap<String, Vec<u8>> = f.conn.hgetall(keys.job("job-b")).await.unwrap();
+    let rec_b: std::collections::HashMap<String, Vec<u8>> =
+        f.conn.hgetall(keys.job("job-b")).await.unwrap();
     assert!(!rec_b.contains_key("result"));
     let c_exists: bool = f.conn.exists(keys.job(&c)).await.unwrap();
     assert!(!c_exists);
@@ -184,14 +220,23 @@ async fn ack_without_retention_or_events_keeps_nothing() {
     f.read("w1", 1).await;
     let keys = f.keys.clone();
     let _: () = f.conn.hset(keys.job(&a), "progress", "x").await.unwrap();
-    let items = [AckItem { delivery: d(&a, 1), job_id: &a, attempt: 1, result: b"\x01" }];
-    let codes = scripts::ack(&mut f.conn, &keys, "w1", 1, 0, 0, &items).await.unwrap();
+    let items = [AckItem {
+        delivery: d(&a, 1),
+        job_id: &a,
+        attempt: 1,
+        result: b"\x01",
+    }];
+    let codes = scripts::ack(&mut f.conn, &keys, "w1", 1, 0, 0, &items)
+        .await
+        .unwrap();
     assert_eq!(codes, vec![true]);
     let exists: bool = f.conn.exists(keys.job(&a)).await.unwrap();
     assert!(!exists, "retention 0 deletes the record");
     assert_eq!(f.xlen(&keys.events).await, 0);
     // A second ack of the same delivery is stale (it is no longer pending).
-    let codes = scripts::ack(&mut f.conn, &keys, "w1", 1, 0, 0, &items).await.unwrap();
+    let codes = scripts::ack(&mut f.conn, &keys, "w1", 1, 0, 0, &items)
+        .await
+        .unwrap();
     assert_eq!(codes, vec![false]);
 }
 
@@ -205,10 +250,20 @@ async fn extend_resets_the_lease_without_changing_the_token() {
     f.age("w1", &b, 50_000).await;
     // b now belongs to w2.
     let _: redis::Value = redis::cmd("XCLAIM")
-        .arg(&f.keys.ready).arg(GROUP).arg("w2").arg(0).arg(&b).arg("IDLE").arg(50_000)
-        .query_async(&mut f.conn).await.unwrap();
+        .arg(&f.keys.ready)
+        .arg(GROUP)
+        .arg("w2")
+        .arg(0)
+        .arg(&b)
+        .arg("IDLE")
+        .arg(50_000)
+        .query_async(&mut f.conn)
+        .await
+        .unwrap();
     let keys = f.keys.clone();
-    let flags = scripts::extend(&mut f.conn, &keys, "w1", &[d(&a, 1), d(&b, 1), d(&a, 7)]).await.unwrap();
+    let flags = scripts::extend(&mut f.conn, &keys, "w1", &[d(&a, 1), d(&b, 1), d(&a, 7)])
+        .await
+        .unwrap();
     assert_eq!(flags, vec![true, false, false]);
     let (owner, idle, n) = f.pending(&a).await.unwrap();
     assert_eq!((owner.as_str(), n), ("w1", 1));
@@ -224,10 +279,25 @@ async fn fail_schedules_retries_then_dead_letters() {
     let keys = f.keys.clone();
     let a = f.add(&[("max_attempts", "2"), ("x-trace", "t1")]).await;
     f.read("w1", 1).await;
-    let _: () = f.conn.hset(keys.job(&a), "data", &b"\x02"[..]).await.unwrap();
-    let out = scripts::fail(&mut f.conn, &keys, "w1", d(&a, 1), &a, 10_000, FailMode::Retry { delay_ms: 500 }, "boom", 5, 100)
+    let _: () = f
+        .conn
+        .hset(keys.job(&a), "data", &b"\x02"[..])
         .await
         .unwrap();
+    let out = scripts::fail(
+        &mut f.conn,
+        &keys,
+        "w1",
+        d(&a, 1),
+        &a,
+        10_000,
+        FailMode::Retry { delay_ms: 500 },
+        "boom",
+        5,
+        100,
+    )
+    .await
+    .unwrap();
     assert_eq!(out, FailOutcome::RetryScheduled { attempts: 1 });
     assert!(!f.exists_in(&keys.ready, &a).await);
     assert!(f.pending(&a).await.is_none());
@@ -238,16 +308,35 @@ async fn fail_schedules_retries_then_dead_letters() {
     assert_eq!(fields["id"], a.as_bytes());
     assert_eq!(fields["attempts"], b"1");
     assert_eq!(fields["last_error"], b"boom");
-    assert_eq!(fields["payload"], b"\x02", "updated data replaces the payload");
-    assert_eq!(fields["x-trace"], b"t1", "extension fields travel with the job");
+    assert_eq!(
+        fields["payload"], b"\x02",
+        "updated data replaces the payload"
+    );
+    assert_eq!(
+        fields["x-trace"], b"t1",
+        "extension fields travel with the job"
+    );
 
     // Promote it, deliver it again, fail again: attempts (2) reach max_attempts (2) -> dead, exhausted.
-    let (moved, next) = scripts::promote(&mut f.conn, &keys, 10_500, 10, 100).await.unwrap();
-    assert_eq!((moved, next), (1, None));
-    let eid = f.read("w1", 1).await.remove(0);
-    let out = scripts::fail(&mut f.conn, &keys, "w1", d(&eid, 1), &a, 11_000, FailMode::Retry { delay_ms: 0 }, "boom2", 5, 100)
+    let (moved, next) = scripts::promote(&mut f.conn, &keys, 10_500, 10, 100)
         .await
         .unwrap();
+    assert_eq!((moved, next), (1, None));
+    let eid = f.read("w1", 1).await.remove(0);
+    let out = scripts::fail(
+        &mut f.conn,
+        &keys,
+        "w1",
+        d(&eid, 1),
+        &a,
+        11_000,
+        FailMode::Retry { delay_ms: 0 },
+        "boom2",
+        5,
+        100,
+    )
+    .await
+    .unwrap();
     assert_eq!(out, FailOutcome::Dead { attempts: 2 });
     let did: String = f.conn.hget(&keys.dead_index, &a).await.unwrap();
     let dead = f.fields(&keys.dead, &did).await;
@@ -268,21 +357,54 @@ async fn fail_requeues_at_once_dead_letters_permanent_and_rejects_stale() {
     let a = f.add(&[]).await;
     let b = f.add(&[]).await;
     f.read("w1", 2).await;
-    let out = scripts::fail(&mut f.conn, &keys, "w1", d(&a, 1), &a, 1, FailMode::Retry { delay_ms: 0 }, "e", 5, 100)
-        .await
-        .unwrap();
+    let out = scripts::fail(
+        &mut f.conn,
+        &keys,
+        "w1",
+        d(&a, 1),
+        &a,
+        1,
+        FailMode::Retry { delay_ms: 0 },
+        "e",
+        5,
+        100,
+    )
+    .await
+    .unwrap();
     assert_eq!(out, FailOutcome::Requeued { attempts: 1 });
     let nid: String = f.conn.hget(&keys.index, &a).await.unwrap();
     assert_eq!(f.fields(&keys.ready, &nid).await["attempts"], b"1");
     // Stale: w2 does not own b.
-    let out = scripts::fail(&mut f.conn, &keys, "w2", d(&b, 1), &b, 1, FailMode::Dead(DeadReason::Failed), "e", 5, 100)
-        .await
-        .unwrap();
+    let out = scripts::fail(
+        &mut f.conn,
+        &keys,
+        "w2",
+        d(&b, 1),
+        &b,
+        1,
+        FailMode::Dead(DeadReason::Failed),
+        "e",
+        5,
+        100,
+    )
+    .await
+    .unwrap();
     assert_eq!(out, FailOutcome::Stale);
     assert!(f.exists_in(&keys.ready, &b).await);
-    let out = scripts::fail(&mut f.conn, &keys, "w1", d(&b, 1), &b, 1, FailMode::Dead(DeadReason::Failed), "bad input", 5, 100)
-        .await
-        .unwrap();
+    let out = scripts::fail(
+        &mut f.conn,
+        &keys,
+        "w1",
+        d(&b, 1),
+        &b,
+        1,
+        FailMode::Dead(DeadReason::Failed),
+        "bad input",
+        5,
+        100,
+    )
+    .await
+    .unwrap();
     assert_eq!(out, FailOutcome::Dead { attempts: 1 });
     let did: String = f.conn.hget(&keys.dead_index, &b).await.unwrap();
     assert_eq!(f.fields(&keys.dead, &did).await["dead_reason"], b"failed");
@@ -290,9 +412,20 @@ async fn fail_requeues_at_once_dead_letters_permanent_and_rejects_stale() {
     let c = f.add(&[]).await;
     assert_eq!(f.read("w1", 2).await.len(), 2, "the requeued job and c");
     let _: () = f.conn.xdel(&keys.ready, &[&c]).await.unwrap();
-    let out = scripts::fail(&mut f.conn, &keys, "w1", d(&c, 1), &c, 1, FailMode::Retry { delay_ms: 0 }, "e", 5, 100)
-        .await
-        .unwrap();
+    let out = scripts::fail(
+        &mut f.conn,
+        &keys,
+        "w1",
+        d(&c, 1),
+        &c,
+        1,
+        FailMode::Retry { delay_ms: 0 },
+        "e",
+        5,
+        100,
+    )
+    .await
+    .unwrap();
     assert_eq!(out, FailOutcome::Gone);
     assert!(f.pending(&c).await.is_none());
 }
@@ -310,11 +443,16 @@ async fn reclaim_takes_only_expired_leases_and_dead_letters_exhausted_jobs() {
         f.age("w1", id, 60_000).await;
     }
     let _: () = f.conn.xdel(&keys.ready, &[&deleted]).await.unwrap();
-    let page = scripts::reclaim(&mut f.conn, &keys, "w2", 30_000, "0-0", 10, 99, 5, 100).await.unwrap();
+    let page = scripts::reclaim(&mut f.conn, &keys, "w2", 30_000, "0-0", 10, 99, 5, 100)
+        .await
+        .unwrap();
     assert_eq!(page.cursor, "0-0");
     assert_eq!(page.taken.len(), 1);
     assert_eq!(page.taken[0].0.id, stale);
-    assert_eq!(page.taken[0].1, 2, "the new token is the new delivery count");
+    assert_eq!(
+        page.taken[0].1, 2,
+        "the new token is the new delivery count"
+    );
     assert_eq!(page.dead_lettered, 1);
     assert_eq!(page.gone, 1);
     assert_eq!(f.pending(&stale).await.unwrap().0, "w2");
@@ -325,8 +463,18 @@ async fn reclaim_takes_only_expired_leases_and_dead_letters_exhausted_jobs() {
     assert_eq!(dead["dead_reason"], b"exhausted");
     assert_eq!(dead["dead_attempts"], b"1");
     // w1's old token no longer completes the reclaimed job.
-    let items = [AckItem { delivery: d(&stale, 1), job_id: &stale, attempt: 1, result: b"" }];
-    assert_eq!(scripts::ack(&mut f.conn, &keys, "w1", 1, 0, 0, &items).await.unwrap(), vec![false]);
+    let items = [AckItem {
+        delivery: d(&stale, 1),
+        job_id: &stale,
+        attempt: 1,
+        result: b"",
+    }];
+    assert_eq!(
+        scripts::ack(&mut f.conn, &keys, "w1", 1, 0, 0, &items)
+            .await
+            .unwrap(),
+        vec![false]
+    );
 }
 
 #[tokio::test]
@@ -345,7 +493,9 @@ async fn reclaim_follows_the_cursor_in_bounded_pages() {
     let mut taken = 0;
     let mut calls = 0;
     loop {
-        let page = scripts::reclaim(&mut f.conn, &keys, "w2", 30_000, &cursor, 10, 1, 5, 100).await.unwrap();
+        let page = scripts::reclaim(&mut f.conn, &keys, "w2", 30_000, &cursor, 10, 1, 5, 100)
+            .await
+            .unwrap();
         assert!(page.taken.len() <= 10);
         taken += page.taken.len();
         calls += 1;
@@ -366,7 +516,9 @@ async fn release_hands_back_without_counting_the_attempt() {
     let a = f.add(&[("attempts", "2"), ("id", "job-a")]).await;
     let b = f.add(&[]).await;
     f.read("w1", 2).await;
-    let codes = scripts::release(&mut f.conn, &keys, "w1", 5, 100, &[d(&a, 1), d(&b, 9)]).await.unwrap();
+    let codes = scripts::release(&mut f.conn, &keys, "w1", 5, 100, &[d(&a, 1), d(&b, 9)])
+        .await
+        .unwrap();
     assert_eq!(codes, vec![Released::Released, Released::Stale]);
     assert!(!f.exists_in(&keys.ready, &a).await);
     assert!(f.pending(&a).await.is_none());
@@ -385,14 +537,27 @@ async fn promote_moves_due_jobs_in_bounded_batches() {
     let keys = f.keys.clone();
     let fields: [(&str, &[u8]); 2] = [("v", b"1"), ("payload", b"\xf6")];
     for i in 0..5u64 {
-        let out = scripts::enqueue(&mut f.conn, &keys, &format!("j{i}"), &format!("j{i}"), 0, 1_000 + i, 0, &fields)
-            .await
-            .unwrap();
+        let out = scripts::enqueue(
+            &mut f.conn,
+            &keys,
+            &format!("j{i}"),
+            &format!("j{i}"),
+            0,
+            1_000 + i,
+            0,
+            &fields,
+        )
+        .await
+        .unwrap();
         assert_eq!(out, Enqueued::Delayed(format!("j{i}")));
     }
-    let (moved, next) = scripts::promote(&mut f.conn, &keys, 1_002, 2, 100).await.unwrap();
+    let (moved, next) = scripts::promote(&mut f.conn, &keys, 1_002, 2, 100)
+        .await
+        .unwrap();
     assert_eq!((moved, next), (2, Some(1_002)));
-    let (moved, next) = scripts::promote(&mut f.conn, &keys, 1_002, 10, 100).await.unwrap();
+    let (moved, next) = scripts::promote(&mut f.conn, &keys, 1_002, 10, 100)
+        .await
+        .unwrap();
     assert_eq!((moved, next), (1, Some(1_003)));
     assert_eq!(f.xlen(&keys.ready).await, 3);
     assert_eq!(f.xlen(&keys.scheduled).await, 2);
@@ -403,7 +568,9 @@ async fn promote_moves_due_jobs_in_bounded_batches() {
     assert_eq!(f.fields(&keys.ready, &nid).await["id"], b"j0");
     // A delayed id whose body vanished is dropped, not promoted.
     let _: () = f.conn.zadd(&keys.delayed, "ghost", 1).await.unwrap();
-    let (moved, _) = scripts::promote(&mut f.conn, &keys, 1_002, 10, 100).await.unwrap();
+    let (moved, _) = scripts::promote(&mut f.conn, &keys, 1_002, 10, 100)
+        .await
+        .unwrap();
     assert_eq!(moved, 0);
     let ghost: Option<f64> = f.conn.zscore(&keys.delayed, "ghost").await.unwrap();
     assert!(ghost.is_none());
@@ -414,14 +581,38 @@ async fn enqueue_dedups_by_key_and_by_live_id() {
     let mut f = fixture().await;
     let keys = f.keys.clone();
     let fields: [(&str, &[u8]); 2] = [("v", b"1"), ("payload", b"\xf6")];
-    let first = scripts::enqueue(&mut f.conn, &keys, "order-1", "order-1", 60_000, 0, 5, &fields).await.unwrap();
+    let first = scripts::enqueue(
+        &mut f.conn,
+        &keys,
+        "order-1",
+        "order-1",
+        60_000,
+        0,
+        5,
+        &fields,
+    )
+    .await
+    .unwrap();
     assert!(matches!(first, Enqueued::Ready(ref id) if id == "order-1"));
-    let again = scripts::enqueue(&mut f.conn, &keys, "other", "order-1", 60_000, 0, 5, &fields).await.unwrap();
+    let again = scripts::enqueue(
+        &mut f.conn,
+        &keys,
+        "other",
+        "order-1",
+        60_000,
+        0,
+        5,
+        &fields,
+    )
+    .await
+    .unwrap();
     assert_eq!(again, Enqueued::Duplicate("order-1".into()));
     let ttl: i64 = f.conn.pttl(keys.dedup("order-1")).await.unwrap();
     assert!(ttl > 0 && ttl <= 60_000);
     // Without a dedup record, a live id is still never added twice.
-    let live = scripts::enqueue(&mut f.conn, &keys, "order-1", "order-1x", 0, 0, 5, &fields).await.unwrap();
+    let live = scripts::enqueue(&mut f.conn, &keys, "order-1", "order-1x", 0, 0, 5, &fields)
+        .await
+        .unwrap();
     assert_eq!(live, Enqueued::Duplicate("order-1".into()));
     assert_eq!(f.xlen(&keys.ready).await, 1);
     let nid: String = f.conn.hget(&keys.index, "order-1").await.unwrap();
@@ -434,9 +625,48 @@ async fn update_is_fenced() {
     let keys = f.keys.clone();
     let a = f.add(&[]).await;
     f.read("w1", 1).await;
-    assert!(scripts::update(&mut f.conn, &keys, "w1", d(&a, 1), &a, RecordField::Progress, b"\x18\x32", 10_000).await.unwrap());
-    assert!(!scripts::update(&mut f.conn, &keys, "w2", d(&a, 1), &a, RecordField::Progress, b"\x00", 10_000).await.unwrap());
-    assert!(!scripts::update(&mut f.conn, &keys, "w1", d(&a, 2), &a, RecordField::Data, b"\x00", 10_000).await.unwrap());
+    assert!(
+        scripts::update(
+            &mut f.conn,
+            &keys,
+            "w1",
+            d(&a, 1),
+            &a,
+            RecordField::Progress,
+            b"\x18\x32",
+            10_000
+        )
+        .await
+        .unwrap()
+    );
+    assert!(
+        !scripts::update(
+            &mut f.conn,
+            &keys,
+            "w2",
+            d(&a, 1),
+            &a,
+            RecordField::Progress,
+            b"\x00",
+            10_000
+        )
+        .await
+        .unwrap()
+    );
+    assert!(
+        !scripts::update(
+            &mut f.conn,
+            &keys,
+            "w1",
+            d(&a, 2),
+            &a,
+            RecordField::Data,
+            b"\x00",
+            10_000
+        )
+        .await
+        .unwrap()
+    );
     let p: Vec<u8> = f.conn.hget(keys.job(&a), "progress").await.unwrap();
     assert_eq!(p, b"\x18\x32");
     let data: bool = f.conn.hexists(keys.job(&a), "data").await.unwrap();
@@ -451,11 +681,23 @@ async fn retire_never_drops_a_consumer_with_pending_entries() {
     f.read("w1", 1).await;
     assert!(!scripts::retire(&mut f.conn, &keys, "w1").await.unwrap());
     assert_eq!(f.pending(&a).await.unwrap().0, "w1");
-    let items = [AckItem { delivery: d(&a, 1), job_id: &a, attempt: 1, result: b"" }];
-    scripts::ack(&mut f.conn, &keys, "w1", 1, 0, 0, &items).await.unwrap();
+    let items = [AckItem {
+        delivery: d(&a, 1),
+        job_id: &a,
+        attempt: 1,
+        result: b"",
+    }];
+    scripts::ack(&mut f.conn, &keys, "w1", 1, 0, 0, &items)
+        .await
+        .unwrap();
     assert!(scripts::retire(&mut f.conn, &keys, "w1").await.unwrap());
-    let consumers: redis::Value = redis::cmd("XINFO").arg("CONSUMERS").arg(&keys.ready).arg(GROUP)
-        .query_async(&mut f.conn).await.unwrap();
+    let consumers: redis::Value = redis::cmd("XINFO")
+        .arg("CONSUMERS")
+        .arg(&keys.ready)
+        .arg(GROUP)
+        .query_async(&mut f.conn)
+        .await
+        .unwrap();
     assert_eq!(consumers, redis::Value::Array(vec![]));
 }
 
@@ -471,9 +713,10 @@ async fn every_script_declares_the_shebang_so_undeclared_keys_fail() {
     // errors, so the fixture above would catch such a script.
     let redis = TestRedis::start_cluster();
     let mut conn = redis.aconn().await;
-    let r: redis::RedisResult<()> = redis::Script::new("#!lua\nreturn redis.call('GET', 'undeclared')")
-        .key("{q}:x")
-        .invoke_async(&mut conn)
-        .await;
+    let r: redis::RedisResult<()> =
+        redis::Script::new("#!lua\nreturn redis.call('GET', 'undeclared')")
+            .key("{q}:x")
+            .invoke_async(&mut conn)
+            .await;
     assert!(r.is_err());
 }

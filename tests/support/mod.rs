@@ -84,7 +84,12 @@ impl TestRedis {
             cmd.args(["--appendonly", "no"]);
         }
         if self.cluster {
-            cmd.args(["--cluster-enabled", "yes", "--cluster-config-file", "nodes.conf"]);
+            cmd.args([
+                "--cluster-enabled",
+                "yes",
+                "--cluster-config-file",
+                "nodes.conf",
+            ]);
         }
         let child = cmd
             .stdout(Stdio::null())
@@ -208,7 +213,10 @@ impl Drop for TestRedis {
     fn drop(&mut self) {
         if let Some(c) = &self.child {
             // A paused server ignores SIGKILL until continued on some kernels: continue it first.
-            let _ = Command::new("kill").arg("-CONT").arg(c.id().to_string()).status();
+            let _ = Command::new("kill")
+                .arg("-CONT")
+                .arg(c.id().to_string())
+                .status();
         }
         self.kill();
     }
@@ -272,4 +280,49 @@ pub fn trace() {
         .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
         .with_test_writer()
         .try_init();
+}
+
+/// A worker running in the background until `stop` is called.
+pub struct Running {
+    pub stop: Option<tokio::sync::oneshot::Sender<()>>,
+    pub handle: tokio::task::JoinHandle<rill::Result<rill::WorkerReport>>,
+    pub stats: std::sync::Arc<rill::WorkerStats>,
+    pub consumer: String,
+}
+
+impl Running {
+    /// Graceful shutdown; returns the worker's report.
+    pub async fn stop(mut self) -> rill::WorkerReport {
+        if let Some(s) = self.stop.take() {
+            let _ = s.send(());
+        }
+        self.handle.await.expect("worker task").expect("worker run")
+    }
+
+    /// Drops the worker without any shutdown, as a crash would (its leases stop being renewed).
+    pub fn crash(self) {
+        self.handle.abort();
+    }
+}
+
+/// Starts `worker` with `handler` on the current runtime.
+pub fn spawn_worker<T, R, F, Fut>(worker: rill::Worker, handler: F) -> Running
+where
+    T: serde::de::DeserializeOwned + Send + 'static,
+    R: serde::Serialize + Send + 'static,
+    F: Fn(rill::Job<T>) -> Fut + Send + Sync + 'static,
+    Fut: std::future::Future<Output = Result<R, rill::JobError>> + Send + 'static,
+{
+    let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+    let stats = worker.stats();
+    let consumer = worker.consumer().to_owned();
+    let handle = tokio::spawn(worker.run(handler, async move {
+        let _ = rx.await;
+    }));
+    Running {
+        stop: Some(tx),
+        handle,
+        stats,
+        consumer,
+    }
 }

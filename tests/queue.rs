@@ -1,0 +1,744 @@
+//! The job lifecycle end to end: producers, workers and Redis, each behaviour of the core queue.
+
+mod support;
+
+use std::collections::HashSet;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::{Duration, Instant};
+
+use redis::AsyncCommands;
+use rill::{Enqueue, Job, JobError, JobState, Worker};
+use serde::{Deserialize, Serialize};
+use support::{TestRedis, eventually, spawn_worker};
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+struct Email {
+    to: String,
+    n: u32,
+}
+
+fn email(n: u32) -> Email {
+    Email {
+        to: format!("user{n}@example.com"),
+        n,
+    }
+}
+
+const T: Duration = Duration::from_secs(20);
+
+fn fast(worker: Worker) -> Worker {
+    worker
+        .lease(Duration::from_millis(600))
+        .reclaim_interval(Duration::from_millis(100))
+        .backoff(Duration::from_millis(10), Duration::from_millis(50))
+        .block(Duration::from_millis(200))
+        .shutdown_timeout(Duration::from_millis(300))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn jobs_run_once_results_are_kept_and_state_is_tracked() {
+    support::trace();
+    let redis = TestRedis::start();
+    let client = support::client(&redis);
+    let q = client.queue::<Email>("emails").unwrap();
+    let mut ids = Vec::new();
+    for n in 0..50 {
+        ids.push(q.enqueue(&email(n)).await.unwrap());
+    }
+    ids.extend(
+        q.enqueue_many(&(50..200).map(email).collect::<Vec<_>>())
+            .await
+            .unwrap(),
+    );
+    assert_eq!(q.state(&ids[0]).await.unwrap(), JobState::Waiting);
+    assert_eq!(q.counts().await.unwrap().waiting, 200);
+
+    let seen = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let s2 = seen.clone();
+    let w = spawn_worker(
+        fast(Worker::new(client.clone(), "emails").unwrap()).concurrency(8),
+        move |job: Job<Email>| {
+            let seen = s2.clone();
+            async move {
+                assert_eq!(job.attempt(), 1);
+                assert!(job.enqueued_at() <= std::time::SystemTime::now());
+                seen.lock().unwrap().push(job.id().to_owned());
+                Ok::<_, JobError>(format!("sent to {}", job.data().to))
+            }
+        },
+    );
+    eventually(T, "all 200 completed", || async {
+        w.stats.snapshot().completed == 200
+    })
+    .await;
+    let report = w.stop().await;
+    assert_eq!(report.completed, 200);
+    assert_eq!(report.stale, 0);
+    let seen = seen.lock().unwrap().clone();
+    assert_eq!(seen.len(), 200, "each job ran exactly once");
+    assert_eq!(seen.iter().collect::<HashSet<_>>().len(), 200);
+    let info = q.job(&ids[7]).await.unwrap();
+    assert_eq!(info.state, JobState::Completed);
+    assert_eq!(
+        info.result::<String>().unwrap().unwrap(),
+        "sent to user7@example.com"
+    );
+    assert_eq!(
+        q.result::<String>(&ids[150]).await.unwrap().unwrap(),
+        "sent to user150@example.com"
+    );
+    let counts = q.counts().await.unwrap();
+    assert_eq!(
+        (counts.waiting, counts.active, counts.delayed, counts.dead),
+        (0, 0, 0, 0)
+    );
+    // Acked entries are deleted: the ready stream is empty, not trimmed.
+    let mut c = redis.aconn().await;
+    let len: u64 = c.xlen(&q.keys().ready).await.unwrap();
+    assert_eq!(len, 0);
+    // Events: one completed event per job.
+    let events = q.events(None, 1000).await.unwrap();
+    assert_eq!(events.iter().filter(|e| e.kind == "completed").count(), 200);
+    // The worker left the group.
+    let consumers: redis::Value = redis::cmd("XINFO")
+        .arg("CONSUMERS")
+        .arg(&q.keys().ready)
+        .arg("workers")
+        .query_async(&mut c)
+        .await
+        .unwrap();
+    assert_eq!(consumers, redis::Value::Array(vec![]));
+    assert_eq!(q.state("no-such-job").await.unwrap(), JobState::Unknown);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dedup_by_id_and_key() {
+    let redis = TestRedis::start();
+    let client = support::client(&redis);
+    let q = client.queue::<Email>("emails").unwrap();
+    let a = q
+        .enqueue_with(&email(1), Enqueue::new().id("order-42"))
+        .await
+        .unwrap();
+    let b = q
+        .enqueue_with(&email(2), Enqueue::new().id("order-42"))
+        .await
+        .unwrap();
+    assert_eq!((a.as_str(), b.as_str()), ("order-42", "order-42"));
+    let k1 = q
+        .enqueue_with(&email(3), Enqueue::new().dedup_key("idem-1"))
+        .await
+        .unwrap();
+    let k2 = q
+        .enqueue_with(&email(4), Enqueue::new().dedup_key("idem-1"))
+        .await
+        .unwrap();
+    assert_eq!(k1, k2);
+    assert_ne!(k1, "idem-1");
+    assert_eq!(q.counts().await.unwrap().waiting, 2);
+    assert_eq!(q.state("order-42").await.unwrap(), JobState::Waiting);
+    // A short TTL lets the key be used again once the first job is done.
+    let t1 = q
+        .enqueue_with(
+            &email(5),
+            Enqueue::new()
+                .dedup_key("short")
+                .dedup_ttl(Duration::from_millis(50)),
+        )
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(120)).await;
+    let t2 = q
+        .enqueue_with(&email(6), Enqueue::new().dedup_key("short"))
+        .await
+        .unwrap();
+    assert_ne!(t1, t2);
+    let ran = Arc::new(AtomicU32::new(0));
+    let r2 = ran.clone();
+    let w = spawn_worker(
+        fast(Worker::new(client.clone(), "emails").unwrap()),
+        move |job: Job<Email>| {
+            let ran = r2.clone();
+            async move {
+                ran.fetch_add(1, Ordering::SeqCst);
+                Ok::<_, JobError>(job.data().n)
+            }
+        },
+    );
+    eventually(T, "4 jobs", || async { w.stats.snapshot().completed == 4 }).await;
+    w.stop().await;
+    assert_eq!(ran.load(Ordering::SeqCst), 4);
+    assert_eq!(q.result::<u32>("order-42").await.unwrap(), Some(1));
+    assert_eq!(q.state("order-42").await.unwrap(), JobState::Completed);
+    // Within the dedup TTL even a finished id is not enqueued again.
+    assert_eq!(
+        q.enqueue_with(&email(9), Enqueue::new().id("order-42"))
+            .await
+            .unwrap(),
+        "order-42"
+    );
+    assert_eq!(q.counts().await.unwrap().waiting, 0);
+    // Bad ids never reach Redis.
+    assert!(matches!(
+        q.enqueue_with(&email(1), Enqueue::new().id("has space"))
+            .await,
+        Err(rill::Error::InvalidJobId { .. })
+    ));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn delayed_jobs_wait_for_their_time() {
+    let redis = TestRedis::start();
+    let client = support::client(&redis);
+    let q = client.queue::<Email>("emails").unwrap();
+    let enqueued = Instant::now();
+    let id = q
+        .enqueue_with(&email(1), Enqueue::new().delay(Duration::from_millis(700)))
+        .await
+        .unwrap();
+    let at = q
+        .enqueue_with(
+            &email(2),
+            Enqueue::new().run_at(std::time::SystemTime::now() + Duration::from_millis(300)),
+        )
+        .await
+        .unwrap();
+    assert_eq!(q.state(&id).await.unwrap(), JobState::Delayed);
+    assert_eq!(q.counts().await.unwrap().delayed, 2);
+    let started = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let s2 = started.clone();
+    let w = spawn_worker(
+        fast(Worker::new(client.clone(), "emails").unwrap()),
+        move |job: Job<Email>| {
+            let started = s2.clone();
+            async move {
+                started
+                    .lock()
+                    .unwrap()
+                    .push((job.id().to_owned(), enqueued.elapsed()));
+                Ok::<_, JobError>(())
+            }
+        },
+    );
+    eventually(T, "both delayed jobs", || async {
+        w.stats.snapshot().completed == 2
+    })
+    .await;
+    w.stop().await;
+    let started = started.lock().unwrap().clone();
+    let when = |j: &str| started.iter().find(|(i, _)| i == j).unwrap().1;
+    assert!(
+        when(&id) >= Duration::from_millis(700),
+        "ran after {:?}",
+        when(&id)
+    );
+    assert!(
+        when(&at) >= Duration::from_millis(300),
+        "ran after {:?}",
+        when(&at)
+    );
+    assert_eq!(q.state(&id).await.unwrap(), JobState::Completed);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn retries_back_off_then_succeed_or_die() {
+    let redis = TestRedis::start();
+    let client = support::client(&redis);
+    let q = client.queue::<Email>("emails").unwrap();
+    let flaky = q
+        .enqueue_with(&email(1), Enqueue::new().id("flaky"))
+        .await
+        .unwrap();
+    let doomed = q
+        .enqueue_with(&email(2), Enqueue::new().id("doomed").max_attempts(3))
+        .await
+        .unwrap();
+    let fatal = q
+        .enqueue_with(&email(3), Enqueue::new().id("fatal"))
+        .await
+        .unwrap();
+    let panics = q
+        .enqueue_with(&email(4), Enqueue::new().id("panics").max_attempts(2))
+        .await
+        .unwrap();
+    let attempts = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let a2 = attempts.clone();
+    let w = spawn_worker(
+        fast(Worker::new(client.clone(), "emails").unwrap()),
+        move |job: Job<Email>| {
+            let attempts = a2.clone();
+            async move {
+                attempts.lock().unwrap().push((
+                    job.id().to_owned(),
+                    job.attempt(),
+                    job.last_error().map(str::to_owned),
+                ));
+                match (job.id(), job.attempt()) {
+                    ("flaky", 1) => Err(JobError::retry("transient")),
+                    ("flaky", _) => Ok(()),
+                    ("doomed", _) => Err(std::io::Error::other("still broken").into()),
+                    ("fatal", _) => Err(JobError::permanent("bad address")),
+                    _ => panic!("handler bug"),
+                }
+            }
+        },
+    );
+    eventually(T, "one completion and three dead", || async {
+        let s = w.stats.snapshot();
+        s.completed == 1 && s.dead == 3
+    })
+    .await;
+    let report = w.stop().await;
+    assert_eq!(report.retried, 1 + 2 + 1);
+    let attempts = attempts.lock().unwrap().clone();
+    let of = |j: &str| {
+        attempts
+            .iter()
+            .filter(|(i, ..)| i == j)
+            .cloned()
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(of("flaky").len(), 2);
+    assert_eq!(
+        of("flaky")[1].2.as_deref(),
+        Some("transient"),
+        "the retry sees the last error"
+    );
+    assert_eq!(
+        of("doomed").iter().map(|a| a.1).collect::<Vec<_>>(),
+        vec![1, 2, 3]
+    );
+    assert_eq!(of("fatal").len(), 1);
+    assert_eq!(of("panics").len(), 2);
+    assert_eq!(q.state(&flaky).await.unwrap(), JobState::Completed);
+    for id in [&doomed, &fatal, &panics] {
+        assert_eq!(q.state(id).await.unwrap(), JobState::Dead, "{id}");
+    }
+    let dead = q.dead_letters(None, 10).await.unwrap();
+    let find = |j: &str| dead.iter().find(|d| d.job_id == j).unwrap().clone();
+    assert_eq!(
+        (find("doomed").reason.as_str(), find("doomed").attempts),
+        ("exhausted", 3)
+    );
+    assert_eq!(find("doomed").error, "still broken");
+    assert_eq!(find("fatal").reason, "failed");
+    assert_eq!(find("fatal").error, "bad address");
+    assert!(
+        find("panics")
+            .error
+            .contains("handler panicked: handler bug")
+    );
+    // The dead letter keeps the job itself.
+    let fatal_letter = find("fatal");
+    let payload = &fatal_letter
+        .fields
+        .iter()
+        .find(|(k, _)| k == b"payload")
+        .unwrap()
+        .1;
+    assert_eq!(rill::wire::decode::<Email>(payload).unwrap(), email(3));
+    let events = q.events(None, 100).await.unwrap();
+    assert!(
+        events
+            .iter()
+            .any(|e| e.kind == "retrying" && e.job_id == "flaky")
+    );
+    assert!(
+        events
+            .iter()
+            .any(|e| e.kind == "dead" && e.job_id == "fatal")
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn malformed_entries_are_dead_lettered_with_their_reason() {
+    let redis = TestRedis::start();
+    let client = rill::Client::with_config(
+        &redis.url(),
+        rill::ClientConfig {
+            namespace: support::namespace(),
+            max_payload_bytes: 1024,
+            ..Default::default()
+        },
+    )
+    .unwrap();
+    let q = client.queue::<Email>("emails").unwrap();
+    let good1 = q.enqueue(&email(1)).await.unwrap();
+    let mut c = redis.aconn().await;
+    let bad: Vec<(Vec<(&str, Vec<u8>)>, &str)> = vec![
+        (
+            vec![("payload", rill::wire::encode(&email(9)).unwrap())],
+            "missing field `v`",
+        ),
+        (vec![("v", b"1".to_vec())], "missing field `payload`"),
+        (
+            vec![("v", b"7".to_vec()), ("payload", b"\xf6".to_vec())],
+            "unsupported format version",
+        ),
+        (
+            vec![
+                ("v", b"1".to_vec()),
+                ("payload", b"\xff\x00garbage".to_vec()),
+            ],
+            "payload does not decode",
+        ),
+        (
+            vec![
+                ("v", b"1".to_vec()),
+                ("payload", rill::wire::encode(&42u32).unwrap()),
+            ],
+            "payload does not decode",
+        ),
+        (
+            vec![("v", b"1".to_vec()), ("payload", vec![0x41; 4096])],
+            "exceeds the limit",
+        ),
+        (
+            vec![
+                ("v", b"1".to_vec()),
+                ("payload", b"\xf6".to_vec()),
+                ("attempts", b"many".to_vec()),
+            ],
+            "attempts",
+        ),
+    ];
+    let mut bad_ids = Vec::new();
+    for (fields, _) in &bad {
+        let mut cmd = redis::cmd("XADD");
+        cmd.arg(&q.keys().ready).arg("*");
+        for (k, v) in fields {
+            cmd.arg(*k).arg(v);
+        }
+        bad_ids.push(cmd.query_async::<String>(&mut c).await.unwrap());
+    }
+    let good2 = q.enqueue(&email(2)).await.unwrap();
+    let w = spawn_worker(
+        fast(Worker::new(client.clone(), "emails").unwrap()),
+        |job: Job<Email>| async move { Ok::<_, JobError>(job.data().n) },
+    );
+    eventually(T, "2 done, 7 quarantined", || async {
+        let s = w.stats.snapshot();
+        s.completed == 2 && s.malformed == 7
+    })
+    .await;
+    w.stop().await;
+    assert_eq!(q.result::<u32>(&good1).await.unwrap(), Some(1));
+    assert_eq!(q.result::<u32>(&good2).await.unwrap(), Some(2));
+    let dead = q.dead_letters(None, 100).await.unwrap();
+    assert_eq!(dead.len(), 7);
+    for ((_, want), id) in bad.iter().zip(&bad_ids) {
+        let d = dead
+            .iter()
+            .find(|d| &d.job_id == id)
+            .expect("dead-lettered");
+        assert!(d.error.contains(want), "{id}: {} (want {want})", d.error);
+        let reason = if want.contains("limit") {
+            "too_large"
+        } else {
+            "malformed"
+        };
+        assert_eq!(d.reason, reason);
+        assert_eq!(q.state(id).await.unwrap(), JobState::Dead);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lost_lease_cancels_the_handler_and_its_late_ack_is_rejected() {
+    let redis = TestRedis::start();
+    let client = support::client(&redis);
+    let q = client.queue::<Email>("emails").unwrap();
+    let id = q.enqueue(&email(1)).await.unwrap();
+    let (started_tx, started_rx) = tokio::sync::oneshot::channel::<()>();
+    let started_tx = Arc::new(std::sync::Mutex::new(Some(started_tx)));
+    let cancelled_seen = Arc::new(AtomicU32::new(0));
+    let c2 = cancelled_seen.clone();
+    let w = spawn_worker(
+        fast(Worker::new(client.clone(), "emails").unwrap()),
+        move |job: Job<Email>| {
+            let started = started_tx.clone();
+            let seen = c2.clone();
+            async move {
+                if let Some(tx) = started.lock().unwrap().take() {
+                    let _ = tx.send(());
+                }
+                job.cancelled().cancelled().await;
+                seen.fetch_add(1, Ordering::SeqCst);
+                // A stale worker that carries on regardless: its progress and its completion must be refused.
+                assert!(job.progress(&50u8).await.unwrap_err().is_stale());
+                Ok::<_, JobError>("late")
+            }
+        },
+    );
+    started_rx.await.unwrap();
+    // Another consumer takes the job (as a reclaimer would after the lease expired).
+    let mut c = redis.aconn().await;
+    let _: redis::Value = redis::cmd("XCLAIM")
+        .arg(&q.keys().ready)
+        .arg("workers")
+        .arg("thief")
+        .arg(0)
+        .arg(&id)
+        .query_async(&mut c)
+        .await
+        .unwrap();
+    eventually(T, "stale ack rejected", || async {
+        w.stats.snapshot().stale == 1
+    })
+    .await;
+    assert_eq!(cancelled_seen.load(Ordering::SeqCst), 1);
+    let report = w.stop().await;
+    assert_eq!(report.lease_lost, 1);
+    assert_eq!(report.completed, 0);
+    // The thief still owns it; nothing was completed.
+    let info = q.job(&id).await.unwrap();
+    assert_eq!(info.state, JobState::Active);
+    assert_eq!(info.owner.unwrap().0, "thief");
+    assert!(info.result.is_none());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_crashed_workers_jobs_are_recovered_within_the_lease() {
+    support::trace();
+    let redis = TestRedis::start();
+    let client = support::client(&redis);
+    let q = client.queue::<Email>("emails").unwrap();
+    let ids = q
+        .enqueue_many(&(0..5).map(email).collect::<Vec<_>>())
+        .await
+        .unwrap();
+    let hold = Arc::new(tokio::sync::Semaphore::new(0));
+    let h2 = hold.clone();
+    let started = Arc::new(AtomicU32::new(0));
+    let s2 = started.clone();
+    let crashed = spawn_worker(
+        fast(Worker::new(client.clone(), "emails").unwrap()).concurrency(5),
+        move |_job: Job<Email>| {
+            let hold = h2.clone();
+            let started = s2.clone();
+            async move {
+                started.fetch_add(1, Ordering::SeqCst);
+                let _ = hold.acquire().await;
+                Ok::<_, JobError>(())
+            }
+        },
+    );
+    eventually(T, "5 running", || async {
+        started.load(Ordering::SeqCst) == 5
+    })
+    .await;
+    crashed.crash();
+    let crash_at = Instant::now();
+    let attempts = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let a2 = attempts.clone();
+    let rescuer = spawn_worker(
+        fast(Worker::new(client.clone(), "emails").unwrap()),
+        move |job: Job<Email>| {
+            let attempts = a2.clone();
+            async move {
+                attempts
+                    .lock()
+                    .unwrap()
+                    .push((job.attempt(), crash_at.elapsed()));
+                Ok::<_, JobError>(())
+            }
+        },
+    );
+    eventually(T, "5 recovered", || async {
+        rescuer.stats.snapshot().completed == 5
+    })
+    .await;
+    let report = rescuer.stop().await;
+    assert_eq!(report.reclaimed, 5);
+    for (attempt, after) in attempts.lock().unwrap().iter() {
+        assert_eq!(*attempt, 2, "the stalled delivery counts as an attempt");
+        // lease 600 ms + reclaim interval 100 ms, plus scheduling slack.
+        assert!(
+            *after < Duration::from_millis(3000),
+            "recovered after {after:?}"
+        );
+    }
+    for id in &ids {
+        assert_eq!(q.state(id).await.unwrap(), JobState::Completed);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn graceful_shutdown_hands_unfinished_jobs_back_at_once() {
+    let redis = TestRedis::start();
+    let client = support::client(&redis);
+    let q = client.queue::<Email>("emails").unwrap();
+    let quick = q.enqueue(&email(1)).await.unwrap();
+    let slow = q.enqueue(&email(2)).await.unwrap();
+    let started = Arc::new(AtomicU32::new(0));
+    let s2 = started.clone();
+    let saw_cancel = Arc::new(AtomicU32::new(0));
+    let c2 = saw_cancel.clone();
+    let w = spawn_worker(
+        fast(Worker::new(client.clone(), "emails").unwrap()).lease(Duration::from_secs(30)),
+        move |job: Job<Email>| {
+            let started = s2.clone();
+            let saw = c2.clone();
+            async move {
+                started.fetch_add(1, Ordering::SeqCst);
+                if job.data().n == 2 {
+                    // Ignores cancellation for a while: dropped at the deadline.
+                    job.cancelled().cancelled().await;
+                    saw.fetch_add(1, Ordering::SeqCst);
+                    tokio::time::sleep(Duration::from_secs(60)).await;
+                }
+                Ok::<_, JobError>(())
+            }
+        },
+    );
+    eventually(T, "both started", || async {
+        started.load(Ordering::SeqCst) == 2
+    })
+    .await;
+    let t0 = Instant::now();
+    let report = w.stop().await;
+    assert!(
+        t0.elapsed() < Duration::from_secs(5),
+        "shutdown took {:?}",
+        t0.elapsed()
+    );
+    assert_eq!(report.completed, 1);
+    assert_eq!(report.released, 1);
+    assert_eq!(
+        saw_cancel.load(Ordering::SeqCst),
+        1,
+        "the token fired at the deadline"
+    );
+    assert_eq!(q.state(&quick).await.unwrap(), JobState::Completed);
+    // Not active with a 30 s lease: waiting again, right now, attempt not counted.
+    let info = q.job(&slow).await.unwrap();
+    assert_eq!(info.state, JobState::Waiting);
+    assert_eq!(info.attempts, 0);
+    let next = spawn_worker(
+        fast(Worker::new(client.clone(), "emails").unwrap()),
+        |job: Job<Email>| async move { Ok::<_, JobError>(job.attempt()) },
+    );
+    eventually(T, "redelivered", || async {
+        next.stats.snapshot().completed == 1
+    })
+    .await;
+    next.stop().await;
+    assert_eq!(q.result::<u32>(&slow).await.unwrap(), Some(1));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn progress_and_data_updates_are_visible_and_carried_to_retries() {
+    let redis = TestRedis::start();
+    let client = support::client(&redis);
+    let q = client.queue::<Email>("emails").unwrap();
+    let id = q
+        .enqueue_with(&email(1), Enqueue::new().id("p1"))
+        .await
+        .unwrap();
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<()>();
+    let gate = Arc::new(tokio::sync::Semaphore::new(0));
+    let g2 = gate.clone();
+    let w = spawn_worker(
+        fast(Worker::new(client.clone(), "emails").unwrap()),
+        move |job: Job<Email>| {
+            let tx = tx.clone();
+            let gate = g2.clone();
+            async move {
+                if job.attempt() == 1 {
+                    job.progress(&("halfway", 50)).await?;
+                    job.update_data(&Email {
+                        to: "fixed@example.com".into(),
+                        n: 99,
+                    })
+                    .await?;
+                    let _ = tx.send(());
+                    gate.acquire().await.unwrap().forget();
+                    return Err(JobError::retry_after(
+                        "try again",
+                        Duration::from_millis(10),
+                    ));
+                }
+                Ok(job.data().clone())
+            }
+        },
+    );
+    rx.recv().await.unwrap();
+    let info = q.job(&id).await.unwrap();
+    assert_eq!(info.state, JobState::Active);
+    assert_eq!(
+        info.progress::<(String, u32)>().unwrap().unwrap(),
+        ("halfway".into(), 50)
+    );
+    gate.add_permits(1);
+    eventually(T, "done", || async { w.stats.snapshot().completed == 1 }).await;
+    w.stop().await;
+    let result = q.result::<Email>(&id).await.unwrap().unwrap();
+    assert_eq!(result.n, 99, "the retry received the updated data");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connection_lifecycle() {
+    let redis = TestRedis::start();
+    let client = support::client(&redis);
+    assert!(!client.is_connected().await, "lazy: nothing opened yet");
+    client.connect().await.unwrap();
+    client.connect().await.unwrap();
+    assert!(client.is_connected().await);
+    client.close();
+    client.close();
+    assert!(!client.is_connected().await);
+    let q = client.queue::<Email>("emails").unwrap();
+    assert!(matches!(
+        q.enqueue(&email(1)).await,
+        Err(rill::Error::Closed)
+    ));
+    // Nothing listening: a clear, retryable error.
+    let nowhere = rill::Client::new("redis://127.0.0.1:1").unwrap();
+    let err = nowhere.connect().await.unwrap_err();
+    assert!(err.is_retryable(), "{err}");
+    // Oversized payloads are refused before touching Redis.
+    let small = rill::Client::with_config(
+        &redis.url(),
+        rill::ClientConfig {
+            max_payload_bytes: 10,
+            ..Default::default()
+        },
+    )
+    .unwrap();
+    let err = small
+        .queue::<Email>("emails")
+        .unwrap()
+        .enqueue(&email(1))
+        .await
+        .unwrap_err();
+    assert!(matches!(
+        err,
+        rill::Error::PayloadTooLarge { limit: 10, .. }
+    ));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_events_stream_stays_bounded() {
+    let redis = TestRedis::start();
+    let client = support::client(&redis);
+    let q = client.queue::<u32>("nums").unwrap();
+    q.enqueue_many(&(0..3000).collect::<Vec<_>>())
+        .await
+        .unwrap();
+    let mut cfg = rill::WorkerConfig::default();
+    cfg.events_maxlen = 500;
+    cfg.concurrency = 32;
+    let w = spawn_worker(
+        Worker::new(client.clone(), "nums").unwrap().config(cfg),
+        |_job: Job<u32>| async { Ok::<_, JobError>(()) },
+    );
+    eventually(T, "3000 done", || async {
+        w.stats.snapshot().completed == 3000
+    })
+    .await;
+    w.stop().await;
+    let mut c = redis.aconn().await;
+    let len: u64 = c.xlen(&q.keys().events).await.unwrap();
+    // MAXLEN ~ trims whole listpack nodes: allow one node of slack.
+    assert!(len >= 500 && len < 700, "events length {len}");
+}
