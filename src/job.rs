@@ -63,7 +63,6 @@ impl<T> std::fmt::Debug for Job<T> {
 }
 
 impl<T> Job<T> {
-    #[allow(clippy::too_many_arguments)]
     pub(crate) fn new(
         data: T,
         env: wire::Envelope,

@@ -105,7 +105,6 @@ pub struct AckItem<'a> {
 ///
 /// # Errors
 /// [`Error::Redis`] or [`Error::Protocol`].
-#[allow(clippy::too_many_arguments)]
 pub async fn ack<C: ConnectionLike + Send>(
     con: &mut C,
     keys: &QueueKeys,
@@ -199,7 +198,6 @@ pub enum FailOutcome {
 ///
 /// # Errors
 /// [`Error::Redis`] or [`Error::Protocol`].
-#[allow(clippy::too_many_arguments)]
 pub async fn fail<C: ConnectionLike + Send>(
     con: &mut C,
     keys: &QueueKeys,
@@ -269,7 +267,6 @@ pub struct ReclaimPage {
 ///
 /// # Errors
 /// [`Error::Redis`] or [`Error::Protocol`].
-#[allow(clippy::too_many_arguments)]
 pub async fn reclaim<C: ConnectionLike + Send>(
     con: &mut C,
     keys: &QueueKeys,
@@ -421,7 +418,6 @@ impl Enqueued {
 ///
 /// # Errors
 /// [`Error::Redis`] or [`Error::Protocol`].
-#[allow(clippy::too_many_arguments)]
 pub async fn enqueue<C: ConnectionLike + Send>(
     con: &mut C,
     keys: &QueueKeys,

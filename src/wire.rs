@@ -260,10 +260,7 @@ pub fn parse_entry(raw: &RawEntry, max_payload: usize) -> Result<Envelope, Malfo
         // Up to year ~2500: anything later is a unit mistake (µs or ns), not a time.
         Some(t) => decimal(field::ENQUEUED_MS, t, 16_725_225_600_000)?,
     };
-    let last_error = match last_error {
-        None => None,
-        Some(e) => Some(String::from_utf8_lossy(e).into_owned()),
-    };
+    let last_error = last_error.map(|e| String::from_utf8_lossy(e).into_owned());
     Ok(Envelope {
         entry_id: raw.id.clone(),
         job_id,
@@ -415,7 +412,8 @@ mod tests {
 
     #[test]
     fn refusals_name_their_reason() {
-        let cases: &[(&[(&str, &[u8])], &str)] = &[
+        type Case<'a> = (&'a [(&'a str, &'a [u8])], &'a str);
+        let cases: &[Case<'_>] = &[
             (&[("payload", b"\xf6")], "missing field `v`"),
             (&[("v", b"1")], "missing field `payload`"),
             (
