@@ -1,0 +1,58 @@
+//! A worker process for the fault tests (tests/faults.rs): every run of a job is recorded in Redis, so the
+//! test can count effects after killing this process with -9.
+//!
+//! Environment: `RILL_URL`, `RILL_NAMESPACE`, `RILL_QUEUE`, `RILL_LEASE_MS`, `RILL_CONCURRENCY`.
+//! A job's data is how long it takes, in ms. Prints `ready` once it has joined the group.
+
+use std::time::Duration;
+
+use redis::AsyncCommands;
+
+fn env(name: &str, default: &str) -> String {
+    std::env::var(name).unwrap_or_else(|_| default.into())
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let url = env("RILL_URL", "redis://127.0.0.1:6379");
+    let ns = env("RILL_NAMESPACE", "rill");
+    let queue = env("RILL_QUEUE", "fault");
+    let lease = Duration::from_millis(env("RILL_LEASE_MS", "1000").parse()?);
+    let concurrency: usize = env("RILL_CONCURRENCY", "4").parse()?;
+    let client = rill::Client::with_config(
+        &url,
+        rill::ClientConfig {
+            namespace: ns,
+            ..Default::default()
+        },
+    )?;
+    let effects_key = format!("{}:effects", client.keys(&queue)?.ready);
+    let started_key = format!("{}:started", client.keys(&queue)?.ready);
+    let recorder = redis::Client::open(url.as_str())?
+        .get_multiplexed_async_connection()
+        .await?;
+    let worker = rill::Worker::new(client, &queue)?
+        .concurrency(concurrency)
+        .lease(lease)
+        .reclaim_interval(lease / 4);
+    println!("ready {}", worker.consumer());
+    worker
+        .run(
+            move |job: rill::Job<u64>| {
+                let mut r = recorder.clone();
+                let effects_key = effects_key.clone();
+                let started_key = started_key.clone();
+                async move {
+                    let _: () = r.hset(&started_key, job.id(), std::process::id()).await?;
+                    tokio::time::sleep(Duration::from_millis(*job.data())).await;
+                    let _: () = r.hincr(&effects_key, job.id(), 1).await?;
+                    Ok(std::process::id())
+                }
+            },
+            async {
+                let _ = tokio::signal::ctrl_c().await;
+            },
+        )
+        .await?;
+    Ok(())
+}
