@@ -127,7 +127,7 @@ async fn main() -> anyhow::Result<()> {
             if r.image == "corrupt.png" {
                 return Err(rill::JobError::retry("cannot decode PNG"));
             }
-            if r.width % 997 == 0 && job.attempt() == 1 {
+            if r.width.is_multiple_of(997) && job.attempt() == 1 {
                 return Err(rill::JobError::retry_after(
                     "thumbnail service busy",
                     Duration::from_millis(100),
