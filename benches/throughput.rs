@@ -1,0 +1,239 @@
+//! `cargo bench --bench throughput`: rill against the raw Redis ceiling, on a private redis-server started here.
+//! Prints one JSON line per case. `RILL_BENCH_JOBS` sets the job count (default 100,000).
+
+#[path = "../tests/support/mod.rs"]
+mod support;
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant, SystemTime};
+
+use rill::{Job, JobError, Worker};
+use serde_json::json;
+use support::TestRedis;
+
+const PAYLOAD: usize = 100;
+
+fn payload(i: u64) -> Vec<u8> {
+    let mut p = vec![b'x'; PAYLOAD];
+    p[..8].copy_from_slice(&i.to_le_bytes());
+    p
+}
+
+/// Redis CPU seconds (user + sys) so far.
+async fn redis_cpu(c: &mut redis::aio::MultiplexedConnection) -> f64 {
+    let info: String = redis::cmd("INFO").arg("cpu").query_async(c).await.unwrap();
+    info.lines()
+        .filter_map(|l| l.split_once(':'))
+        .filter(|(k, _)| *k == "used_cpu_sys" || *k == "used_cpu_user")
+        .map(|(_, v)| v.trim().parse::<f64>().unwrap())
+        .sum()
+}
+
+fn now_ns() -> u64 {
+    SystemTime::now().duration_since(SystemTime::UNIX_EPOCH).unwrap().as_nanos() as u64
+}
+
+fn percentile(sorted: &[f64], p: f64) -> f64 {
+    sorted[((sorted.len() as f64 - 1.0) * p).round() as usize]
+}
+
+struct Raw {
+    enqueue_per_s: f64,
+    drain_per_s: f64,
+    drain_cpu_us: f64,
+}
+
+async fn raw_ceiling(redis: &TestRedis, jobs: u64) -> Raw {
+    let mut c = redis.aconn().await;
+    let key = "raw:{bench}:ready";
+    let t = Instant::now();
+    for chunk in (0..jobs).collect::<Vec<_>>().chunks(1000) {
+        let mut p = redis::pipe();
+        for i in chunk {
+            p.cmd("XADD").arg(key).arg("*").arg("v").arg("1").arg("payload").arg(payload(*i)).ignore();
+        }
+        let _: () = p.query_async(&mut c).await.unwrap();
+    }
+    let enqueue_per_s = jobs as f64 / t.elapsed().as_secs_f64();
+    let _: () = redis::cmd("XGROUP").arg("CREATE").arg(key).arg("g").arg("0").query_async(&mut c).await.unwrap();
+    let cpu0 = redis_cpu(&mut c).await;
+    let t = Instant::now();
+    let mut done = 0;
+    while done < jobs {
+        let v: redis::Value = redis::cmd("XREADGROUP").arg("GROUP").arg("g").arg("c").arg("COUNT").arg(100)
+            .arg("STREAMS").arg(key).arg(">").query_async(&mut c).await.unwrap();
+        let ids: Vec<String> = rill::wire::parse_read_reply(&v).unwrap().into_iter().map(|e| e.id).collect();
+        let _: u64 = redis::cmd("XACK").arg(key).arg("g").arg(&ids).query_async(&mut c).await.unwrap();
+        done += ids.len() as u64;
+    }
+    let drain_per_s = jobs as f64 / t.elapsed().as_secs_f64();
+    let drain_cpu_us = (redis_cpu(&mut c).await - cpu0) * 1e6 / jobs as f64;
+    let _: () = redis::cmd("DEL").arg(key).query_async(&mut c).await.unwrap();
+    Raw { enqueue_per_s, drain_per_s, drain_cpu_us }
+}
+
+async fn drain(redis: &TestRedis, jobs: u64, concurrency: usize, lean: bool, raw: &Raw) {
+    let client = support::client(redis);
+    let q = client.queue::<serde_bytes_like::Bytes>("bench").unwrap();
+    let batch: Vec<_> = (0..jobs).map(|i| serde_bytes_like::Bytes(payload(i))).collect();
+    q.enqueue_many(&batch).await.unwrap();
+    let mut c = redis.aconn().await;
+    let mut w = Worker::new(client.clone(), "bench").unwrap().concurrency(concurrency);
+    if lean {
+        w = w.completed_events(false).retention(Duration::ZERO);
+    }
+    let stats = w.stats();
+    let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+    let cpu0 = redis_cpu(&mut c).await;
+    let t = Instant::now();
+    let h = tokio::spawn(w.run(|_job: Job<serde_bytes_like::Bytes>| async { Ok::<_, JobError>(()) }, async {
+        let _ = rx.await;
+    }));
+    while stats.snapshot().completed < jobs {
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+    let secs = t.elapsed().as_secs_f64();
+    let cpu = redis_cpu(&mut c).await - cpu0;
+    let _ = tx.send(());
+    h.await.unwrap().unwrap();
+    let jobs_per_s = jobs as f64 / secs;
+    println!(
+        "{}",
+        json!({
+            "bench": "drain", "concurrency": concurrency, "jobs": jobs,
+            "config": if lean { "no completed events, no retention" } else { "default (completed events, 1 h retention)" },
+            "jobs_per_s": jobs_per_s.round(), "redis_cpu_us_per_job": (cpu * 1e6 / jobs as f64 * 100.0).round() / 100.0,
+            "raw_jobs_per_s": raw.drain_per_s.round(), "raw_redis_cpu_us_per_job": (raw.drain_cpu_us * 100.0).round() / 100.0,
+            "ratio_to_raw": (jobs_per_s / raw.drain_per_s * 1000.0).round() / 1000.0,
+        })
+    );
+    let _: () = redis::cmd("FLUSHALL").query_async(&mut c).await.unwrap();
+}
+
+/// Enqueue -> handler start latency at a steady `rate` for `secs`, for rill and for a raw blocked XREADGROUP.
+async fn latency(redis: &TestRedis, rate: u64, secs: u64) {
+    let n = rate * secs;
+    let interval = Duration::from_nanos(1_000_000_000 / rate);
+    // Raw: one blocked reader, one producer.
+    let raw_p99 = {
+        let key = "raw:{lat}:ready";
+        let mut c = redis.aconn().await;
+        let _: () = redis::cmd("XGROUP").arg("CREATE").arg(key).arg("g").arg("0").arg("MKSTREAM").query_async(&mut c).await.unwrap();
+        let mut reader = redis.aconn().await;
+        let got = tokio::spawn(async move {
+            let mut lat = Vec::with_capacity(n as usize);
+            while (lat.len() as u64) < n {
+                let v: redis::Value = redis::cmd("XREADGROUP").arg("GROUP").arg("g").arg("c").arg("COUNT").arg(100)
+                    .arg("BLOCK").arg(1000).arg("STREAMS").arg(key).arg(">").query_async(&mut reader).await.unwrap();
+                for e in rill::wire::parse_read_reply(&v).unwrap() {
+                    let sent: u64 = String::from_utf8(e.fields.unwrap()[0].1.clone()).unwrap().parse().unwrap();
+                    lat.push((now_ns() - sent) as f64 / 1e6);
+                }
+            }
+            lat
+        });
+        let mut tick = tokio::time::interval(interval);
+        for _ in 0..n {
+            tick.tick().await;
+            let _: String = redis::cmd("XADD").arg(key).arg("*").arg("t").arg(now_ns().to_string()).query_async(&mut c).await.unwrap();
+        }
+        let mut lat = got.await.unwrap();
+        lat.sort_by(f64::total_cmp);
+        percentile(&lat, 0.99)
+    };
+    let client = support::client(redis);
+    let q = client.queue::<u64>("latency").unwrap();
+    let lat = Arc::new(std::sync::Mutex::new(Vec::with_capacity(n as usize)));
+    let l2 = lat.clone();
+    let count = Arc::new(AtomicU64::new(0));
+    let c2 = count.clone();
+    let w = Worker::new(client.clone(), "latency").unwrap().concurrency(64);
+    let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+    let h = tokio::spawn(w.run(
+        move |job: Job<u64>| {
+            let ms = (now_ns() - *job.data()) as f64 / 1e6;
+            l2.lock().unwrap().push(ms);
+            c2.fetch_add(1, Ordering::Relaxed);
+            async { Ok::<_, JobError>(()) }
+        },
+        async {
+            let _ = rx.await;
+        },
+    ));
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let mut tick = tokio::time::interval(interval);
+    for _ in 0..n {
+        tick.tick().await;
+        q.enqueue(&now_ns()).await.unwrap();
+    }
+    while count.load(Ordering::Relaxed) < n {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let _ = tx.send(());
+    h.await.unwrap().unwrap();
+    let mut lat = lat.lock().unwrap().clone();
+    lat.sort_by(f64::total_cmp);
+    let r = |x: f64| (x * 1000.0).round() / 1000.0;
+    println!(
+        "{}",
+        json!({"bench": "latency", "rate": rate, "jobs": n, "p50_ms": r(percentile(&lat, 0.5)), "p99_ms": r(percentile(&lat, 0.99)), "raw_p99_ms": r(raw_p99)})
+    );
+}
+
+mod serde_bytes_like {
+    /// Job data of `PAYLOAD` raw bytes, encoded as a CBOR byte string (not an array of numbers).
+    pub struct Bytes(pub Vec<u8>);
+    impl serde::Serialize for Bytes {
+        fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+            s.serialize_bytes(&self.0)
+        }
+    }
+    impl<'de> serde::Deserialize<'de> for Bytes {
+        fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+            struct V;
+            impl serde::de::Visitor<'_> for V {
+                type Value = Bytes;
+                fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                    f.write_str("bytes")
+                }
+                fn visit_bytes<E>(self, v: &[u8]) -> Result<Bytes, E> {
+                    Ok(Bytes(v.to_vec()))
+                }
+                fn visit_byte_buf<E>(self, v: Vec<u8>) -> Result<Bytes, E> {
+                    Ok(Bytes(v))
+                }
+            }
+            d.deserialize_byte_buf(V)
+        }
+    }
+}
+
+fn main() {
+    // `cargo bench` passes `--bench`; `cargo test --benches` passes nothing: run a small smoke version then.
+    let full = std::env::args().any(|a| a == "--bench");
+    let jobs: u64 = std::env::var("RILL_BENCH_JOBS").ok().and_then(|v| v.parse().ok()).unwrap_or(if full { 100_000 } else { 2_000 });
+    let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().unwrap();
+    rt.block_on(async {
+        let redis = TestRedis::start();
+        let raw = raw_ceiling(&redis, jobs).await;
+        let client = support::client(&redis);
+        let q = client.queue::<serde_bytes_like::Bytes>("bulk").unwrap();
+        let batch: Vec<_> = (0..jobs).map(|i| serde_bytes_like::Bytes(payload(i))).collect();
+        let t = Instant::now();
+        q.enqueue_many(&batch).await.unwrap();
+        let per_s = jobs as f64 / t.elapsed().as_secs_f64();
+        println!(
+            "{}",
+            json!({"bench": "enqueue_bulk", "jobs": jobs, "jobs_per_s": per_s.round(), "raw_jobs_per_s": raw.enqueue_per_s.round(),
+                   "ratio_to_raw": (per_s / raw.enqueue_per_s * 1000.0).round() / 1000.0})
+        );
+        let mut c = redis.aconn().await;
+        let _: () = redis::cmd("FLUSHALL").query_async(&mut c).await.unwrap();
+        for conc in [1, 16, 64] {
+            drain(&redis, jobs, conc, false, &raw).await;
+        }
+        drain(&redis, jobs, 64, true, &raw).await;
+        latency(&redis, 2000, if full { 5 } else { 1 }).await;
+    });
+}
