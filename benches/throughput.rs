@@ -31,7 +31,10 @@ async fn redis_cpu(c: &mut redis::aio::MultiplexedConnection) -> f64 {
 }
 
 fn now_ns() -> u64 {
-    SystemTime::now().duration_since(SystemTime::UNIX_EPOCH).unwrap().as_nanos() as u64
+    SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .unwrap()
+        .as_nanos() as u64
 }
 
 fn percentile(sorted: &[f64], p: f64) -> f64 {
@@ -51,35 +54,81 @@ async fn raw_ceiling(redis: &TestRedis, jobs: u64) -> Raw {
     for chunk in (0..jobs).collect::<Vec<_>>().chunks(1000) {
         let mut p = redis::pipe();
         for i in chunk {
-            p.cmd("XADD").arg(key).arg("*").arg("v").arg("1").arg("payload").arg(payload(*i)).ignore();
+            p.cmd("XADD")
+                .arg(key)
+                .arg("*")
+                .arg("v")
+                .arg("1")
+                .arg("payload")
+                .arg(payload(*i))
+                .ignore();
         }
         let _: () = p.query_async(&mut c).await.unwrap();
     }
     let enqueue_per_s = jobs as f64 / t.elapsed().as_secs_f64();
-    let _: () = redis::cmd("XGROUP").arg("CREATE").arg(key).arg("g").arg("0").query_async(&mut c).await.unwrap();
+    let _: () = redis::cmd("XGROUP")
+        .arg("CREATE")
+        .arg(key)
+        .arg("g")
+        .arg("0")
+        .query_async(&mut c)
+        .await
+        .unwrap();
     let cpu0 = redis_cpu(&mut c).await;
     let t = Instant::now();
     let mut done = 0;
     while done < jobs {
-        let v: redis::Value = redis::cmd("XREADGROUP").arg("GROUP").arg("g").arg("c").arg("COUNT").arg(100)
-            .arg("STREAMS").arg(key).arg(">").query_async(&mut c).await.unwrap();
-        let ids: Vec<String> = rill::wire::parse_read_reply(&v).unwrap().into_iter().map(|e| e.id).collect();
-        let _: u64 = redis::cmd("XACK").arg(key).arg("g").arg(&ids).query_async(&mut c).await.unwrap();
+        let v: redis::Value = redis::cmd("XREADGROUP")
+            .arg("GROUP")
+            .arg("g")
+            .arg("c")
+            .arg("COUNT")
+            .arg(100)
+            .arg("STREAMS")
+            .arg(key)
+            .arg(">")
+            .query_async(&mut c)
+            .await
+            .unwrap();
+        let ids: Vec<String> = rill::wire::parse_read_reply(&v)
+            .unwrap()
+            .into_iter()
+            .map(|e| e.id)
+            .collect();
+        let _: u64 = redis::cmd("XACK")
+            .arg(key)
+            .arg("g")
+            .arg(&ids)
+            .query_async(&mut c)
+            .await
+            .unwrap();
         done += ids.len() as u64;
     }
     let drain_per_s = jobs as f64 / t.elapsed().as_secs_f64();
     let drain_cpu_us = (redis_cpu(&mut c).await - cpu0) * 1e6 / jobs as f64;
-    let _: () = redis::cmd("DEL").arg(key).query_async(&mut c).await.unwrap();
-    Raw { enqueue_per_s, drain_per_s, drain_cpu_us }
+    let _: () = redis::cmd("DEL")
+        .arg(key)
+        .query_async(&mut c)
+        .await
+        .unwrap();
+    Raw {
+        enqueue_per_s,
+        drain_per_s,
+        drain_cpu_us,
+    }
 }
 
 async fn drain(redis: &TestRedis, jobs: u64, concurrency: usize, lean: bool, raw: &Raw) {
     let client = support::client(redis);
     let q = client.queue::<serde_bytes_like::Bytes>("bench").unwrap();
-    let batch: Vec<_> = (0..jobs).map(|i| serde_bytes_like::Bytes(payload(i))).collect();
+    let batch: Vec<_> = (0..jobs)
+        .map(|i| serde_bytes_like::Bytes(payload(i)))
+        .collect();
     q.enqueue_many(&batch).await.unwrap();
     let mut c = redis.aconn().await;
-    let mut w = Worker::new(client.clone(), "bench").unwrap().concurrency(concurrency);
+    let mut w = Worker::new(client.clone(), "bench")
+        .unwrap()
+        .concurrency(concurrency);
     if lean {
         w = w.completed_events(false).retention(Duration::ZERO);
     }
@@ -87,9 +136,12 @@ async fn drain(redis: &TestRedis, jobs: u64, concurrency: usize, lean: bool, raw
     let (tx, rx) = tokio::sync::oneshot::channel::<()>();
     let cpu0 = redis_cpu(&mut c).await;
     let t = Instant::now();
-    let h = tokio::spawn(w.run(|_job: Job<serde_bytes_like::Bytes>| async { Ok::<_, JobError>(()) }, async {
-        let _ = rx.await;
-    }));
+    let h = tokio::spawn(w.run(
+        |_job: Job<serde_bytes_like::Bytes>| async { Ok::<_, JobError>(()) },
+        async {
+            let _ = rx.await;
+        },
+    ));
     while stats.snapshot().completed < jobs {
         tokio::time::sleep(Duration::from_millis(1)).await;
     }
@@ -97,6 +149,14 @@ async fn drain(redis: &TestRedis, jobs: u64, concurrency: usize, lean: bool, raw
     let cpu = redis_cpu(&mut c).await - cpu0;
     let _ = tx.send(());
     h.await.unwrap().unwrap();
+    if std::env::var_os("RILL_BENCH_COMMANDSTATS").is_some() {
+        let stats: String = redis::cmd("INFO")
+            .arg("commandstats")
+            .query_async(&mut c)
+            .await
+            .unwrap();
+        eprintln!("concurrency {concurrency} lean {lean}:\n{stats}");
+    }
     let jobs_per_s = jobs as f64 / secs;
     println!(
         "{}",
@@ -109,6 +169,11 @@ async fn drain(redis: &TestRedis, jobs: u64, concurrency: usize, lean: bool, raw
         })
     );
     let _: () = redis::cmd("FLUSHALL").query_async(&mut c).await.unwrap();
+    let _: () = redis::cmd("CONFIG")
+        .arg("RESETSTAT")
+        .query_async(&mut c)
+        .await
+        .unwrap();
 }
 
 /// Enqueue -> handler start latency at a steady `rate` for `secs`, for rill and for a raw blocked XREADGROUP.
@@ -119,15 +184,38 @@ async fn latency(redis: &TestRedis, rate: u64, secs: u64) {
     let raw_p99 = {
         let key = "raw:{lat}:ready";
         let mut c = redis.aconn().await;
-        let _: () = redis::cmd("XGROUP").arg("CREATE").arg(key).arg("g").arg("0").arg("MKSTREAM").query_async(&mut c).await.unwrap();
+        let _: () = redis::cmd("XGROUP")
+            .arg("CREATE")
+            .arg(key)
+            .arg("g")
+            .arg("0")
+            .arg("MKSTREAM")
+            .query_async(&mut c)
+            .await
+            .unwrap();
         let mut reader = redis.aconn().await;
         let got = tokio::spawn(async move {
             let mut lat = Vec::with_capacity(n as usize);
             while (lat.len() as u64) < n {
-                let v: redis::Value = redis::cmd("XREADGROUP").arg("GROUP").arg("g").arg("c").arg("COUNT").arg(100)
-                    .arg("BLOCK").arg(1000).arg("STREAMS").arg(key).arg(">").query_async(&mut reader).await.unwrap();
+                let v: redis::Value = redis::cmd("XREADGROUP")
+                    .arg("GROUP")
+                    .arg("g")
+                    .arg("c")
+                    .arg("COUNT")
+                    .arg(100)
+                    .arg("BLOCK")
+                    .arg(1000)
+                    .arg("STREAMS")
+                    .arg(key)
+                    .arg(">")
+                    .query_async(&mut reader)
+                    .await
+                    .unwrap();
                 for e in rill::wire::parse_read_reply(&v).unwrap() {
-                    let sent: u64 = String::from_utf8(e.fields.unwrap()[0].1.clone()).unwrap().parse().unwrap();
+                    let sent: u64 = String::from_utf8(e.fields.unwrap()[0].1.clone())
+                        .unwrap()
+                        .parse()
+                        .unwrap();
                     lat.push((now_ns() - sent) as f64 / 1e6);
                 }
             }
@@ -136,7 +224,14 @@ async fn latency(redis: &TestRedis, rate: u64, secs: u64) {
         let mut tick = tokio::time::interval(interval);
         for _ in 0..n {
             tick.tick().await;
-            let _: String = redis::cmd("XADD").arg(key).arg("*").arg("t").arg(now_ns().to_string()).query_async(&mut c).await.unwrap();
+            let _: String = redis::cmd("XADD")
+                .arg(key)
+                .arg("*")
+                .arg("t")
+                .arg(now_ns().to_string())
+                .query_async(&mut c)
+                .await
+                .unwrap();
         }
         let mut lat = got.await.unwrap();
         lat.sort_by(f64::total_cmp);
@@ -148,7 +243,9 @@ async fn latency(redis: &TestRedis, rate: u64, secs: u64) {
     let l2 = lat.clone();
     let count = Arc::new(AtomicU64::new(0));
     let c2 = count.clone();
-    let w = Worker::new(client.clone(), "latency").unwrap().concurrency(64);
+    let w = Worker::new(client.clone(), "latency")
+        .unwrap()
+        .concurrency(64);
     let (tx, rx) = tokio::sync::oneshot::channel::<()>();
     let h = tokio::spawn(w.run(
         move |job: Job<u64>| {
@@ -212,8 +309,14 @@ mod serde_bytes_like {
 fn main() {
     // `cargo bench` passes `--bench`; `cargo test --benches` passes nothing: run a small smoke version then.
     let full = std::env::args().any(|a| a == "--bench");
-    let jobs: u64 = std::env::var("RILL_BENCH_JOBS").ok().and_then(|v| v.parse().ok()).unwrap_or(if full { 100_000 } else { 2_000 });
-    let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().unwrap();
+    let jobs: u64 = std::env::var("RILL_BENCH_JOBS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(if full { 100_000 } else { 2_000 });
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .unwrap();
     rt.block_on(async {
         let redis = TestRedis::start();
         let raw = raw_ceiling(&redis, jobs).await;
@@ -230,6 +333,7 @@ fn main() {
         );
         let mut c = redis.aconn().await;
         let _: () = redis::cmd("FLUSHALL").query_async(&mut c).await.unwrap();
+        let _: () = redis::cmd("CONFIG").arg("RESETSTAT").query_async(&mut c).await.unwrap();
         for conc in [1, 16, 64] {
             drain(&redis, jobs, conc, false, &raw).await;
         }

@@ -1,59 +1,93 @@
 #!lua
 -- ack: complete a batch of deliveries. Fenced: a delivery is completed only if this consumer still owns the
--- entry with the same delivery count (token) it was handed; otherwise nothing changes for that job.
--- The entry is acked and deleted in the same step, so the ready stream only ever holds unfinished jobs.
+-- entry with the same delivery count (token) it was handed; otherwise nothing changes for that job. The entries
+-- are acked and deleted in the same step, so the ready stream only ever holds unfinished jobs.
+-- One XPENDING over the batch's id range checks ownership of the whole batch; one event entry lists every job
+-- completed by the call.
 --
 -- KEYS[1]      ready stream
 -- KEYS[2]      index hash (job id -> entry id)
 -- KEYS[3]      events stream
--- KEYS[3+i]    job record hash of the i-th job
+-- KEYS[3+j]    job record hash of the j-th extra (below)
 -- ARGV[1]      consumer group
 -- ARGV[2]      consumer name
 -- ARGV[3]      now, ms since the Unix epoch
--- ARGV[4]      retention of the completed record, ms; 0 = keep no record (the job hash is deleted)
--- ARGV[5]      events stream MAXLEN (approximate); 0 = write no `completed` events
--- ARGV[6..]    five per job: entry id, token (delivery count), job id, attempt number, result (CBOR; '' = none)
+-- ARGV[4]      retention of a job record, ms; 0 = write no records
+-- ARGV[5]      events stream MAXLEN (approximate); 0 = write no `completed` event
+-- ARGV[6]      keep: '1' = write a record for every completed job (with or without result), '0' = only with one
+-- ARGV[7]      n: number of deliveries
+-- ARGV[8..]    two per delivery, in ascending entry id order: entry id, token (delivery count)
+-- then         five per extra, for deliveries whose job id differs from the entry id, or that have a result, or
+--              that wrote the job record, or (keep = '1') all of them: position of the delivery (1-based),
+--              job id, attempt number, result (CBOR; '' = none), touched ('1' if this delivery wrote the record)
 --
--- Returns an array with one code per job, in order:
---   1  completed: entry acked and deleted, record written (if retention > 0)
+-- Returns an array with one code per delivery, in order:
+--   1  completed: entry acked and deleted; record written (or deleted, if touched and not kept)
 --   0  stale: this delivery no longer owns the entry; nothing changed
 local ready, index, events = KEYS[1], KEYS[2], KEYS[3]
 local group, consumer, now = ARGV[1], ARGV[2], ARGV[3]
 local retention = tonumber(ARGV[4])
 local maxlen = tonumber(ARGV[5])
-local n = (#ARGV - 5) / 5
-local codes, owned = {}, {}
+local keep = ARGV[6] == '1'
+local n = tonumber(ARGV[7])
+if n < 1 then return {} end
+local X = 7 + 2 * n
+
+-- This consumer's pending entries in the batch's range, with their delivery counts.
+local owned = {}
+local lo, hi = ARGV[8], ARGV[6 + 2 * n]
+local page = n + 16
+while true do
+  local p = redis.call('XPENDING', ready, group, lo, hi, page, consumer)
+  for _, e in ipairs(p) do owned[e[1]] = e[4] end
+  if #p < page then break end
+  lo = '(' .. p[#p][1]
+end
+
+local codes, acked, ids = {}, {}, {}
 for i = 1, n do
-  local b = 5 + (i - 1) * 5
-  local eid, token, jid, attempt, result = ARGV[b + 1], tonumber(ARGV[b + 2]), ARGV[b + 3], ARGV[b + 4], ARGV[b + 5]
-  local p = redis.call('XPENDING', ready, group, eid, eid, 1, consumer)
-  if p[1] and p[1][4] == token then
+  local eid = ARGV[6 + 2 * i]
+  if owned[eid] == tonumber(ARGV[7 + 2 * i]) then
+    owned[eid] = nil
     codes[i] = 1
-    owned[#owned + 1] = eid
-    local job = KEYS[3 + i]
-    if retention > 0 then
+    acked[#acked + 1] = eid
+    ids[i] = eid
+  else
+    codes[i] = 0
+  end
+end
+for j = 1, (#ARGV - X) / 5 do
+  local b = X + (j - 1) * 5
+  local i = tonumber(ARGV[b + 1])
+  if codes[i] == 1 then
+    local eid, jid, attempt, result, touched = ids[i], ARGV[b + 2], ARGV[b + 3], ARGV[b + 4], ARGV[b + 5]
+    local job = KEYS[3 + j]
+    ids[i] = jid
+    if retention > 0 and (keep or result ~= '') then
       if result ~= '' then
         redis.call('HSET', job, 'state', 'completed', 'finished_ms', now, 'attempt', attempt, 'result', result)
       else
         redis.call('HSET', job, 'state', 'completed', 'finished_ms', now, 'attempt', attempt)
       end
       redis.call('PEXPIRE', job, retention)
-    else
+    elseif touched == '1' then
       redis.call('DEL', job)
     end
     if jid ~= eid then
       redis.call('HDEL', index, jid)
     end
-    if maxlen > 0 then
-      redis.call('XADD', events, 'MAXLEN', '~', maxlen, '*', 'event', 'completed', 'id', jid, 'attempt', attempt,
-        'ms', now)
-    end
-  else
-    codes[i] = 0
   end
 end
-if #owned > 0 then
-  redis.call('XACK', ready, group, unpack(owned))
-  redis.call('XDEL', ready, unpack(owned))
+if #acked > 0 then
+  redis.call('XACK', ready, group, unpack(acked))
+  redis.call('XDEL', ready, unpack(acked))
+  if maxlen > 0 then
+    local done = {}
+    for i = 1, n do
+      if codes[i] == 1 then done[#done + 1] = ids[i] end
+    end
+    redis.call('XADD', events, 'MAXLEN', '~', maxlen, '*', 'event', 'completed', 'ids', table.concat(done, ' '),
+      'count', tostring(#done), 'ms', now)
+  end
 end
 return codes

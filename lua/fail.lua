@@ -10,7 +10,7 @@
 -- KEYS[5]  dead-letter stream
 -- KEYS[6]  dead index hash (job id -> dead-letter entry id)
 -- KEYS[7]  events stream
--- KEYS[8]  job record hash (its `data` field, if set, replaces the payload of the retried job)
+-- KEYS[8]  job record hash (its `data` field, if set, becomes the payload of the retried job and is removed)
 -- ARGV[1]  consumer group
 -- ARGV[2]  consumer name
 -- ARGV[3]  entry id
@@ -81,7 +81,10 @@ redis.call('XDEL', ready, eid)
 if mode == 'retry' and made < max then
   local set = {{'id', jid}, {'attempts', tostring(made)}, {'last_error', err}}
   local data = redis.call('HGET', job, 'data')
-  if data then set[#set + 1] = {'payload', data} end
+  if data then
+    set[#set + 1] = {'payload', data}
+    redis.call('HDEL', job, 'data')
+  end
   local nf = rewrite(set)
   local code
   if delay > 0 then

@@ -34,6 +34,7 @@ impl Delivery {
 }
 
 pub(crate) struct JobContext {
+    /// Set when a delivery writes the job record, so its completion knows to clean it up.
     pub(crate) client: Client,
     pub(crate) keys: QueueKeys,
     pub(crate) record_ttl_ms: u64,
@@ -50,6 +51,7 @@ pub struct Job<T> {
     delivery: Delivery,
     cancel: CancellationToken,
     ctx: Arc<JobContext>,
+    touched: Arc<std::sync::atomic::AtomicBool>,
 }
 
 impl<T> std::fmt::Debug for Job<T> {
@@ -71,6 +73,7 @@ impl<T> Job<T> {
         max_attempts: u32,
         cancel: CancellationToken,
         ctx: Arc<JobContext>,
+        touched: Arc<std::sync::atomic::AtomicBool>,
     ) -> Self {
         Job {
             data,
@@ -88,6 +91,7 @@ impl<T> Job<T> {
             },
             cancel,
             ctx,
+            touched,
         }
     }
 
@@ -166,6 +170,8 @@ impl<T> Job<T> {
     }
 
     async fn write(&self, field: RecordField, value: &[u8]) -> Result<()> {
+        self.touched
+            .store(true, std::sync::atomic::Ordering::Relaxed);
         let mut conn = self.ctx.client.conn().await?;
         let ok = scripts::update(
             &mut conn,

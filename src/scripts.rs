@@ -99,9 +99,33 @@ pub struct AckItem<'a> {
     pub attempt: u32,
     /// CBOR result; empty = none.
     pub result: &'a [u8],
+    /// Whether this delivery wrote the job record (progress or data), which must go if no record is kept.
+    pub touched: bool,
 }
 
-/// Completes deliveries: one code per item, `true` = completed, `false` = stale (no effect).
+/// Record policy for [`ack`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Retention {
+    /// How long a completed record lives, ms; 0 = write none.
+    pub ms: u64,
+    /// Write a record for every completed job, not only those with a result.
+    pub keep_all: bool,
+}
+
+/// Orders stream ids numerically (`ms-seq`); unparsable ids sort last, by text.
+fn id_key(id: &str) -> (u64, u64, &str) {
+    match id.split_once('-') {
+        Some((a, b)) => (
+            a.parse().unwrap_or(u64::MAX),
+            b.parse().unwrap_or(u64::MAX),
+            id,
+        ),
+        None => (u64::MAX, u64::MAX, id),
+    }
+}
+
+/// Completes deliveries: one flag per item, in the caller's order; `true` = completed, `false` = stale (no
+/// effect). Writes one `completed` event for the batch when `events_maxlen > 0`.
 ///
 /// # Errors
 /// [`Error::Redis`] or [`Error::Protocol`].
@@ -110,30 +134,51 @@ pub async fn ack<C: ConnectionLike + Send>(
     keys: &QueueKeys,
     consumer: &str,
     now_ms: u64,
-    retention_ms: u64,
+    retention: Retention,
     events_maxlen: u64,
     items: &[AckItem<'_>],
 ) -> Result<Vec<bool>> {
+    if items.is_empty() {
+        return Ok(Vec::new());
+    }
+    // The script checks ownership over the batch's id range, so it wants ascending ids.
+    let mut order: Vec<usize> = (0..items.len()).collect();
+    order.sort_by(|a, b| {
+        id_key(items[*a].delivery.entry_id).cmp(&id_key(items[*b].delivery.entry_id))
+    });
     let mut inv = ACK.key(&keys.ready);
     inv.key(&keys.index).key(&keys.events);
     inv.arg(GROUP)
         .arg(consumer)
         .arg(now_ms)
-        .arg(retention_ms)
-        .arg(events_maxlen);
-    for it in items {
-        inv.key(keys.job(it.job_id));
-        inv.arg(it.delivery.entry_id)
-            .arg(it.delivery.token)
-            .arg(it.job_id)
-            .arg(it.attempt)
-            .arg(it.result);
+        .arg(retention.ms)
+        .arg(events_maxlen)
+        .arg(if retention.keep_all { "1" } else { "0" })
+        .arg(items.len());
+    for &i in &order {
+        inv.arg(items[i].delivery.entry_id)
+            .arg(items[i].delivery.token);
+    }
+    // Only deliveries with something beyond the ack itself pass their job id, result and record key.
+    for (pos, &i) in order.iter().enumerate() {
+        let it = &items[i];
+        let needs_record = retention.ms > 0 && (retention.keep_all || !it.result.is_empty());
+        if it.job_id != it.delivery.entry_id || needs_record || it.touched {
+            inv.key(keys.job(it.job_id));
+            inv.arg(pos + 1)
+                .arg(it.job_id)
+                .arg(it.attempt)
+                .arg(it.result)
+                .arg(if it.touched { "1" } else { "0" });
+        }
     }
     let v: Value = inv.invoke_async(con).await?;
-    Ok(codes(&v, "ack.lua", items.len())?
-        .into_iter()
-        .map(|c| c == 1)
-        .collect())
+    let sorted = codes(&v, "ack.lua", items.len())?;
+    let mut out = vec![false; items.len()];
+    for (pos, &i) in order.iter().enumerate() {
+        out[i] = sorted[pos] == 1;
+    }
+    Ok(out)
 }
 
 /// Extends leases: one flag per delivery, `true` = extended, `false` = lost.

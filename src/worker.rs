@@ -46,12 +46,15 @@ pub struct WorkerConfig {
     pub backoff_base: Duration,
     /// Longest retry delay (default 1 h).
     pub backoff_max: Duration,
-    /// How long a completed job's record (state, result) is kept (default 1 h; zero keeps none, and then
-    /// `state(id)` of a finished job is `unknown`).
+    /// How long a completed job's record (state, result) is kept (default 24 h; zero keeps none). Without
+    /// `keep_completed`, only jobs whose handler returned a result get a record.
     pub retention: Duration,
+    /// Keep a record of every completed job, with or without a result, so `state(id)` answers `completed`
+    /// for all of them within `retention` (default false: one write per job fewer).
+    pub keep_completed: bool,
     /// Approximate length the events stream is trimmed to (default 10,000).
     pub events_maxlen: u64,
-    /// Whether a `completed` event is written per job (default true; costs one XADD per job).
+    /// Whether `completed` events are written (default true; one event entry per ack batch lists its jobs).
     pub completed_events: bool,
     /// How long shutdown waits for running jobs before cancelling them (default 10 s).
     pub shutdown_timeout: Duration,
@@ -71,7 +74,8 @@ impl Default for WorkerConfig {
             max_attempts: 5,
             backoff_base: Duration::from_secs(1),
             backoff_max: Duration::from_secs(3600),
-            retention: Duration::from_secs(3600),
+            retention: Duration::from_secs(24 * 3600),
+            keep_completed: false,
             events_maxlen: 10_000,
             completed_events: true,
             shutdown_timeout: Duration::from_secs(10),
@@ -273,7 +277,13 @@ impl Worker {
         self
     }
 
-    /// Whether to write a `completed` event per job.
+    /// Keep a record of every completed job, not only those with a result.
+    pub fn keep_completed(mut self, on: bool) -> Self {
+        self.config.keep_completed = on;
+        self
+    }
+
+    /// Whether to write `completed` events.
     pub fn completed_events(mut self, on: bool) -> Self {
         self.config.completed_events = on;
         self
@@ -470,6 +480,7 @@ pub(crate) struct Completion {
     job_id: String,
     attempt: u32,
     result: Vec<u8>,
+    touched: bool,
 }
 
 /// Everything a job task needs.
@@ -540,6 +551,7 @@ where
             },
         );
         let max_attempts = env.max_attempts.unwrap_or(shared.config.max_attempts);
+        let touched = Arc::new(std::sync::atomic::AtomicBool::new(false));
         let job = Job::new(
             data,
             env,
@@ -548,9 +560,11 @@ where
             max_attempts,
             cancel,
             self.ctx.clone(),
+            touched.clone(),
         );
         let me = self.clone();
-        self.tasks.spawn(async move { me.run_one(job, slot).await });
+        self.tasks
+            .spawn(async move { me.run_one(job, touched, slot).await });
     }
 }
 
@@ -559,7 +573,12 @@ where
     T: DeserializeOwned + Send + 'static,
     H: Handler<T>,
 {
-    async fn run_one(self: Arc<Self>, job: Job<T>, slot: OwnedSemaphorePermit) {
+    async fn run_one(
+        self: Arc<Self>,
+        job: Job<T>,
+        touched: Arc<std::sync::atomic::AtomicBool>,
+        slot: OwnedSemaphorePermit,
+    ) {
         let shared = &self.shared;
         let entry_id = job.delivery().entry_id.clone();
         let token = job.delivery().token;
@@ -586,6 +605,7 @@ where
                         job_id,
                         attempt,
                         result,
+                        touched: touched.load(Ordering::Relaxed),
                     });
                     return;
                 }
@@ -705,7 +725,10 @@ async fn ack_loop(
                 }
             }
         }
-        let retention = shared.config.retention.as_millis() as u64;
+        let retention = scripts::Retention {
+            ms: shared.config.retention.as_millis() as u64,
+            keep_all: shared.config.keep_completed,
+        };
         let events = if shared.config.completed_events {
             shared.events_maxlen()
         } else {
@@ -724,6 +747,7 @@ async fn ack_loop(
                     job_id: &c.job_id,
                     attempt: c.attempt,
                     result: &c.result,
+                    touched: c.touched,
                 })
                 .collect();
             let r = async {

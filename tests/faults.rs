@@ -118,6 +118,7 @@ async fn redis_restart_mid_run_loses_no_acknowledged_job() {
         Worker::new(client.clone(), "restart")
             .unwrap()
             .concurrency(16)
+            .keep_completed(true)
             .lease(Duration::from_secs(2))
             .reclaim_interval(Duration::from_millis(200)),
         move |job: Job<u32>| {

@@ -5,7 +5,7 @@ mod support;
 use redis::AsyncCommands;
 use rill::keys::{GROUP, QueueKeys};
 use rill::scripts::{
-    self, AckItem, DeliveryRef, Enqueued, FailMode, FailOutcome, RecordField, Released,
+    self, AckItem, DeliveryRef, Enqueued, FailMode, FailOutcome, RecordField, Released, Retention,
 };
 use rill::wire::DeadReason;
 use support::TestRedis;
@@ -169,24 +169,38 @@ async fn ack_completes_owned_deliveries_and_rejects_stale_ones() {
             job_id: &a,
             attempt: 1,
             result: b"\x01",
+            touched: false,
         },
         AckItem {
             delivery: d(&b, 1),
             job_id: "job-b",
             attempt: 1,
             result: b"",
+            touched: false,
         },
         AckItem {
             delivery: d(&c, 1),
             job_id: &c,
             attempt: 1,
             result: b"",
+            touched: false,
         },
     ];
     let keys = f.keys.clone();
-    let codes = scripts::ack(&mut f.conn, &keys, "w1", 1234, 60_000, 100, &items)
-        .await
-        .unwrap();
+    let codes = scripts::ack(
+        &mut f.conn,
+        &keys,
+        "w1",
+        1234,
+        Retention {
+            ms: 60_000,
+            keep_all: false,
+        },
+        100,
+        &items,
+    )
+    .await
+    .unwrap();
     assert_eq!(codes, vec![true, true, false]);
     // a and b are gone from stream and PEL; c is untouched and still owned by w2 with 2 deliveries.
     assert!(!f.exists_in(&keys.ready, &a).await);
@@ -209,8 +223,28 @@ async fn ack_completes_owned_deliveries_and_rejects_stale_ones() {
     assert!(!c_exists);
     let idx: bool = f.conn.hexists(&keys.index, "job-b").await.unwrap();
     assert!(!idx);
-    // One completed event per completed job.
-    assert_eq!(f.xlen(&keys.events).await, 2);
+    // One completed event lists the batch's completed jobs.
+    assert_eq!(f.xlen(&keys.events).await, 1);
+    let v: redis::Value = redis::cmd("XRANGE")
+        .arg(&keys.events)
+        .arg("-")
+        .arg("+")
+        .query_async(&mut f.conn)
+        .await
+        .unwrap();
+    let ev = rill::wire::parse_entries(&v)
+        .unwrap()
+        .remove(0)
+        .fields
+        .unwrap();
+    let get = |name: &str| {
+        ev.iter()
+            .find(|(k, _)| k == name.as_bytes())
+            .map(|(_, v)| String::from_utf8(v.clone()).unwrap())
+    };
+    assert_eq!(get("event").as_deref(), Some("completed"));
+    assert_eq!(get("ids").unwrap(), format!("{a} job-b"));
+    assert_eq!(get("count").as_deref(), Some("2"));
 }
 
 #[tokio::test]
@@ -225,18 +259,44 @@ async fn ack_without_retention_or_events_keeps_nothing() {
         job_id: &a,
         attempt: 1,
         result: b"\x01",
+        touched: true,
     }];
-    let codes = scripts::ack(&mut f.conn, &keys, "w1", 1, 0, 0, &items)
-        .await
-        .unwrap();
+    let codes = scripts::ack(
+        &mut f.conn,
+        &keys,
+        "w1",
+        1,
+        Retention {
+            ms: 0,
+            keep_all: false,
+        },
+        0,
+        &items,
+    )
+    .await
+    .unwrap();
     assert_eq!(codes, vec![true]);
     let exists: bool = f.conn.exists(keys.job(&a)).await.unwrap();
-    assert!(!exists, "retention 0 deletes the record");
+    assert!(
+        !exists,
+        "retention 0 deletes the record this delivery wrote"
+    );
     assert_eq!(f.xlen(&keys.events).await, 0);
     // A second ack of the same delivery is stale (it is no longer pending).
-    let codes = scripts::ack(&mut f.conn, &keys, "w1", 1, 0, 0, &items)
-        .await
-        .unwrap();
+    let codes = scripts::ack(
+        &mut f.conn,
+        &keys,
+        "w1",
+        1,
+        Retention {
+            ms: 0,
+            keep_all: false,
+        },
+        0,
+        &items,
+    )
+    .await
+    .unwrap();
     assert_eq!(codes, vec![false]);
 }
 
@@ -468,11 +528,23 @@ async fn reclaim_takes_only_expired_leases_and_dead_letters_exhausted_jobs() {
         job_id: &stale,
         attempt: 1,
         result: b"",
+        touched: false,
     }];
     assert_eq!(
-        scripts::ack(&mut f.conn, &keys, "w1", 1, 0, 0, &items)
-            .await
-            .unwrap(),
+        scripts::ack(
+            &mut f.conn,
+            &keys,
+            "w1",
+            1,
+            Retention {
+                ms: 0,
+                keep_all: false
+            },
+            0,
+            &items
+        )
+        .await
+        .unwrap(),
         vec![false]
     );
 }
@@ -686,10 +758,22 @@ async fn retire_never_drops_a_consumer_with_pending_entries() {
         job_id: &a,
         attempt: 1,
         result: b"",
+        touched: false,
     }];
-    scripts::ack(&mut f.conn, &keys, "w1", 1, 0, 0, &items)
-        .await
-        .unwrap();
+    scripts::ack(
+        &mut f.conn,
+        &keys,
+        "w1",
+        1,
+        Retention {
+            ms: 0,
+            keep_all: false,
+        },
+        0,
+        &items,
+    )
+    .await
+    .unwrap();
     assert!(scripts::retire(&mut f.conn, &keys, "w1").await.unwrap());
     let consumers: redis::Value = redis::cmd("XINFO")
         .arg("CONSUMERS")

@@ -51,15 +51,22 @@ elif cmd == "work":
         got = r.xreadgroup(GROUP, consumer, {ready: ">"}, count=want - done, block=1000)
         for _stream, entries in got or []:
             keys = [ready, f"{prefix}:index", f"{prefix}:events"]
-            argv = [GROUP, consumer, str(int(time.time() * 1000)), "60000", "100"]
-            for entry_id, fields in entries:
+            # group, consumer, now ms, retention ms, events maxlen, keep-all flag, number of deliveries
+            argv = [GROUP, consumer, str(int(time.time() * 1000)), "60000", "100", "0", str(len(entries))]
+            extras = []
+            # XREADGROUP returns entries in ascending id order, as ack.lua wants them.
+            for pos, (entry_id, fields) in enumerate(entries, start=1):
                 entry_id = entry_id.decode()
                 job_id = fields.get(b"id", entry_id.encode()).decode()
                 data = cbor2.loads(fields[b"payload"])
-                keys.append(f"{prefix}:job:{job_id}")
-                # entry id, token (delivery count: 1 for a new entry), job id, attempt, result
+                # entry id, token (the delivery count: 1 for a new entry)
+                argv += [entry_id, "1"]
+                # this job has a result: position, job id, attempt, result, touched, and its record key
                 attempt = int(fields.get(b"attempts", b"0")) + 1
-                argv += [entry_id, "1", job_id, str(attempt), cbor2.dumps({"by": "python", "n": data["n"]})]
+                result = cbor2.dumps({"by": "python", "n": data["n"]})
+                extras += [str(pos), job_id, str(attempt), result, "0"]
+                keys.append(f"{prefix}:job:{job_id}")
+            argv += extras
             codes = ack(keys=keys, args=argv)
             assert all(c == 1 for c in codes), codes
             done += len(codes)
