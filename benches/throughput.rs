@@ -1,5 +1,7 @@
 //! `cargo bench --bench throughput`: rill against the raw Redis ceiling, on a private redis-server started here.
-//! Prints one JSON line per case. `RILL_BENCH_JOBS` sets the job count (default 100,000).
+//! Prints one JSON line per case. `RILL_BENCH_JOBS` sets the job count (default 100,000); `RILL_BENCH_CASES`
+//! picks cases (comma-separated from `enqueue,drain1,drain16,drain64,lean64,latency`; default all). Each drain line
+//! also reports the CPU time this process (client side) used per job.
 
 #[path = "../tests/support/mod.rs"]
 mod support;
@@ -28,6 +30,16 @@ async fn redis_cpu(c: &mut redis::aio::MultiplexedConnection) -> f64 {
         .filter(|(k, _)| *k == "used_cpu_sys" || *k == "used_cpu_user")
         .map(|(_, v)| v.trim().parse::<f64>().unwrap())
         .sum()
+}
+
+/// CPU seconds this process has used (user + sys), from /proc/self/stat.
+fn own_cpu() -> f64 {
+    let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
+    let after = stat.rsplit_once(')').map_or("", |(_, r)| r);
+    let f: Vec<&str> = after.split_whitespace().collect();
+    let ticks = |i: usize| f.get(i).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
+    // Fields 14 and 15 (utime, stime), counted after the command name; clock ticks are 100 per second on Linux.
+    (ticks(11) + ticks(12)) / 100.0
 }
 
 fn now_ns() -> u64 {
@@ -135,6 +147,7 @@ async fn drain(redis: &TestRedis, jobs: u64, concurrency: usize, lean: bool, raw
     let stats = w.stats();
     let (tx, rx) = tokio::sync::oneshot::channel::<()>();
     let cpu0 = redis_cpu(&mut c).await;
+    let own0 = own_cpu();
     let t = Instant::now();
     let h = tokio::spawn(w.run(
         |_job: Job<serde_bytes_like::Bytes>| async { Ok::<_, JobError>(()) },
@@ -146,6 +159,7 @@ async fn drain(redis: &TestRedis, jobs: u64, concurrency: usize, lean: bool, raw
         tokio::time::sleep(Duration::from_millis(1)).await;
     }
     let secs = t.elapsed().as_secs_f64();
+    let own = own_cpu() - own0;
     let cpu = redis_cpu(&mut c).await - cpu0;
     let _ = tx.send(());
     h.await.unwrap().unwrap();
@@ -164,6 +178,7 @@ async fn drain(redis: &TestRedis, jobs: u64, concurrency: usize, lean: bool, raw
             "bench": "drain", "concurrency": concurrency, "jobs": jobs,
             "config": if lean { "no completed events, no retention" } else { "default (completed events, 1 h retention)" },
             "jobs_per_s": jobs_per_s.round(), "redis_cpu_us_per_job": (cpu * 1e6 / jobs as f64 * 100.0).round() / 100.0,
+            "client_cpu_us_per_job": (own * 1e6 / jobs as f64 * 100.0).round() / 100.0,
             "raw_jobs_per_s": raw.drain_per_s.round(), "raw_redis_cpu_us_per_job": (raw.drain_cpu_us * 100.0).round() / 100.0,
             "ratio_to_raw": (jobs_per_s / raw.drain_per_s * 1000.0).round() / 1000.0,
         })
@@ -334,10 +349,18 @@ fn main() {
         let mut c = redis.aconn().await;
         let _: () = redis::cmd("FLUSHALL").query_async(&mut c).await.unwrap();
         let _: () = redis::cmd("CONFIG").arg("RESETSTAT").query_async(&mut c).await.unwrap();
+        let cases = std::env::var("RILL_BENCH_CASES").unwrap_or_else(|_| "enqueue,drain1,drain16,drain64,lean64,latency".into());
+        let want = |c: &str| cases.split(',').any(|x| x == c);
         for conc in [1, 16, 64] {
-            drain(&redis, jobs, conc, false, &raw).await;
+            if want(&format!("drain{conc}")) {
+                drain(&redis, jobs, conc, false, &raw).await;
+            }
         }
-        drain(&redis, jobs, 64, true, &raw).await;
-        latency(&redis, 2000, if full { 5 } else { 1 }).await;
+        if want("lean64") {
+            drain(&redis, jobs, 64, true, &raw).await;
+        }
+        if want("latency") {
+            latency(&redis, 2000, if full { 5 } else { 1 }).await;
+        }
     });
 }

@@ -161,6 +161,15 @@ pub(crate) struct Shared {
 }
 
 impl Shared {
+    /// Stops renewing a delivery's lease. Only that delivery's: if this worker reclaimed the same entry under a
+    /// newer token meanwhile, that one stays.
+    fn forget(&self, entry_id: &str, token: u64) {
+        let mut held = self.held.lock().expect("held lock");
+        if held.get(entry_id).is_some_and(|h| h.token == token) {
+            held.remove(entry_id);
+        }
+    }
+
     fn events_maxlen(&self) -> u64 {
         self.config.events_maxlen.max(1)
     }
@@ -542,7 +551,7 @@ where
             }
         };
         let cancel = CancellationToken::new();
-        shared.held.lock().expect("held lock").insert(
+        let previous = shared.held.lock().expect("held lock").insert(
             env.entry_id.clone(),
             Held {
                 token,
@@ -550,6 +559,11 @@ where
                 renewed: Instant::now(),
             },
         );
+        // This worker took back an entry it was still running (its lease had expired): the older delivery is
+        // stale now.
+        if let Some(old) = previous {
+            old.cancel.cancel();
+        }
         let max_attempts = env.max_attempts.unwrap_or(shared.config.max_attempts);
         let touched = Arc::new(std::sync::atomic::AtomicBool::new(false));
         let job = Job::new(
@@ -593,7 +607,7 @@ where
         let failure = match outcome {
             // Dropped at the shutdown deadline: the delivery stays pending and the final sweep hands it back.
             None => {
-                shared.held.lock().expect("held lock").remove(&entry_id);
+                shared.forget(&entry_id, token);
                 return;
             }
             Some(Ok(Ok(value))) => match wire::encode(&value) {
@@ -653,7 +667,7 @@ where
             }
             Some(FailOutcome::Gone) | None => {}
         }
-        shared.held.lock().expect("held lock").remove(&entry_id);
+        shared.forget(&entry_id, token);
     }
 }
 
@@ -779,7 +793,9 @@ async fn ack_loop(
         };
         let mut held = shared.held.lock().expect("held lock");
         for (i, c) in batch.drain(..).enumerate() {
-            held.remove(&c.entry_id);
+            if held.get(&c.entry_id).is_some_and(|h| h.token == c.token) {
+                held.remove(&c.entry_id);
+            }
             match flags.as_ref().map(|f| f[i]) {
                 Some(true) => shared.stats.add_completed(),
                 Some(false) => {
