@@ -1,7 +1,10 @@
 #!lua
 -- ack: complete a batch of deliveries. Fenced: a delivery is completed only if this consumer still owns the
 -- entry with the same delivery count (token) it was handed; otherwise nothing changes for that job. The entries
--- are acked and deleted in the same step, so the ready stream only ever holds unfinished jobs.
+-- are acked and removed in the same step: the ready stream is trimmed (XTRIM MINID) below its oldest unfinished
+-- entry (the oldest pending one, or the first not yet delivered), which costs a tenth of deleting entries one by
+-- one. When a delivery older than the lazy window (in entry-id time) pins the head, the batch's entries are
+-- deleted outright (XDEL), so finished entries never pile up behind a long job.
 -- One XPENDING over the batch's id range checks ownership of the whole batch; one event entry lists every job
 -- completed by the call.
 --
@@ -16,13 +19,15 @@
 -- ARGV[5]      events stream MAXLEN (approximate); 0 = write no `completed` event
 -- ARGV[6]      keep: '1' = write a record for every completed job (with or without result), '0' = only with one
 -- ARGV[7]      n: number of deliveries
--- ARGV[8..]    two per delivery, in ascending entry id order: entry id, token (delivery count)
+-- ARGV[8]      lazy window, ms (0 = always delete entries outright)
+-- ARGV[9..]    two per delivery, in ascending entry id order: entry id, token (delivery count)
 -- then         five per extra, for deliveries whose job id differs from the entry id, or that have a result, or
 --              that wrote the job record, or (keep = '1') all of them: position of the delivery (1-based),
 --              job id, attempt number, result (CBOR; '' = none), touched ('1' if this delivery wrote the record)
 --
 -- Returns an array with one code per delivery, in order:
---   1  completed: entry acked and deleted; record written (or deleted, if touched and not kept)
+--   1  completed: entry acked and removed (now or, trimmed lazily, by a later call); record written (or deleted,
+--      if touched and not kept)
 --   0  stale: this delivery no longer owns the entry; nothing changed
 local ready, index, events = KEYS[1], KEYS[2], KEYS[3]
 local group, consumer, now = ARGV[1], ARGV[2], ARGV[3]
@@ -30,12 +35,13 @@ local retention = tonumber(ARGV[4])
 local maxlen = tonumber(ARGV[5])
 local keep = ARGV[6] == '1'
 local n = tonumber(ARGV[7])
+local window = tonumber(ARGV[8])
 if n < 1 then return {} end
-local X = 7 + 2 * n
+local X = 8 + 2 * n
 
 -- This consumer's pending entries in the batch's range, with their delivery counts.
 local owned = {}
-local lo, hi = ARGV[8], ARGV[6 + 2 * n]
+local lo, hi = ARGV[9], ARGV[7 + 2 * n]
 local page = n + 16
 while true do
   local p = redis.call('XPENDING', ready, group, lo, hi, page, consumer)
@@ -46,8 +52,8 @@ end
 
 local codes, acked, ids = {}, {}, {}
 for i = 1, n do
-  local eid = ARGV[6 + 2 * i]
-  if owned[eid] == tonumber(ARGV[7 + 2 * i]) then
+  local eid = ARGV[7 + 2 * i]
+  if owned[eid] == tonumber(ARGV[8 + 2 * i]) then
     owned[eid] = nil
     codes[i] = 1
     acked[#acked + 1] = eid
@@ -78,9 +84,32 @@ for j = 1, (#ARGV - X) / 5 do
     end
   end
 end
+local function parse(id)
+  local ms, seq = string.match(id, '^(%d+)-(%d+)$')
+  return tonumber(ms), tonumber(seq), ms
+end
 if #acked > 0 then
   redis.call('XACK', ready, group, unpack(acked))
-  redis.call('XDEL', ready, unpack(acked))
+  -- Everything below the first undelivered entry and below the oldest pending one is finished.
+  local last
+  for _, g in ipairs(redis.call('XINFO', 'GROUPS', ready)) do
+    local name, id
+    for k = 1, #g, 2 do
+      if g[k] == 'name' then name = g[k + 1] elseif g[k] == 'last-delivered-id' then id = g[k + 1] end
+    end
+    if name == group then last = id end
+  end
+  local lms, lseq, lms_text = parse(last)
+  local floor = lms_text .. '-' .. string.format('%.0f', lseq + 1)
+  local oldest = redis.call('XPENDING', ready, group, '-', '+', 1)
+  if oldest[1] then
+    local oms, oseq = parse(oldest[1][1])
+    if oms < lms or (oms == lms and oseq <= lseq) then floor = oldest[1][1] end
+    if lms - oms > window then
+      redis.call('XDEL', ready, unpack(acked))
+    end
+  end
+  redis.call('XTRIM', ready, 'MINID', floor)
   if maxlen > 0 then
     local done = {}
     for i = 1, n do

@@ -42,7 +42,24 @@ if string.match(eid, '^%d+%-%d+$') then
     local made = attempts_of(r[1][2])
     local p = redis.pcall('XPENDING', ready, group, eid, eid, 1) -- no group yet: nothing is active
     if p[1] then return {'active', eid, made, p[1][2], p[1][4]} end
-    return {'waiting', eid, made, '', 0}
+    -- Not pending: waiting if not yet delivered; otherwise it finished and awaits trimming (see ack.lua).
+    local last = '0-0'
+    local groups = redis.pcall('XINFO', 'GROUPS', ready)
+    if not groups.err then
+      for _, g in ipairs(groups) do
+        local name, id
+        for k = 1, #g, 2 do
+          if g[k] == 'name' then name = g[k + 1] elseif g[k] == 'last-delivered-id' then id = g[k + 1] end
+        end
+        if name == group then last = id end
+      end
+    end
+    local ems, eseq = string.match(eid, '^(%d+)-(%d+)$')
+    local lms, lseq = string.match(last, '^(%d+)-(%d+)$')
+    ems, eseq, lms, lseq = tonumber(ems), tonumber(eseq), tonumber(lms), tonumber(lseq)
+    if ems > lms or (ems == lms and eseq > lseq) then
+      return {'waiting', eid, made, '', 0}
+    end
   end
 end
 if redis.call('HGET', job, 'state') == 'completed' then

@@ -231,22 +231,37 @@ impl<T: Serialize + DeserializeOwned> Queue<T> {
             .arg(&self.keys.dead)
             .query_async(&mut conn)
             .await?;
-        let pending: redis::RedisResult<redis::Value> = redis::cmd("XPENDING")
+        let groups: redis::RedisResult<Vec<HashMap<String, redis::Value>>> = redis::cmd("XINFO")
+            .arg("GROUPS")
             .arg(&self.keys.ready)
-            .arg(GROUP)
             .query_async(&mut conn)
             .await;
-        let active = match pending {
-            Ok(redis::Value::Array(a)) => match a.first() {
-                Some(redis::Value::Int(n)) => (*n).max(0) as u64,
-                _ => 0,
-            },
-            Ok(_) => 0,
-            Err(e) if e.code() == Some("NOGROUP") => 0,
-            Err(e) => return Err(e.into()),
+        // No stream or no group yet: every entry is waiting.
+        let group = groups.ok().and_then(|gs| {
+            gs.into_iter().find(|g| {
+                g.get("name")
+                    .and_then(wire::bytes)
+                    .is_some_and(|n| n == GROUP.as_bytes())
+            })
+        });
+        let Some(group) = group else {
+            return Ok(Counts {
+                waiting: len,
+                active: 0,
+                delayed,
+                dead,
+            });
         };
+        let int = |k: &str| match group.get(k) {
+            Some(redis::Value::Int(n)) => Some((*n).max(0) as u64),
+            _ => None,
+        };
+        let active = int("pending").unwrap_or(0);
+        // `lag` (entries not yet delivered) is exact; Redis reports nil when it cannot tell, and then finished
+        // entries not yet trimmed (SPEC.md, ack.lua) make this an upper bound.
+        let waiting = int("lag").unwrap_or_else(|| len.saturating_sub(active));
         Ok(Counts {
-            waiting: len.saturating_sub(active),
+            waiting,
             active,
             delayed,
             dead,

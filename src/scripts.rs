@@ -103,6 +103,10 @@ pub struct AckItem<'a> {
     pub touched: bool,
 }
 
+/// Default lazy window of [`ack`]: finished entries may linger until the oldest unfinished entry ahead of them
+/// finishes, as long as it is no more than this far behind (entry-id time); past it they are deleted at once.
+pub const LAZY_WINDOW_MS: u64 = 1000;
+
 /// Record policy for [`ack`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Retention {
@@ -154,7 +158,8 @@ pub async fn ack<C: ConnectionLike + Send>(
         .arg(retention.ms)
         .arg(events_maxlen)
         .arg(if retention.keep_all { "1" } else { "0" })
-        .arg(items.len());
+        .arg(items.len())
+        .arg(LAZY_WINDOW_MS);
     for &i in &order {
         inv.arg(items[i].delivery.entry_id)
             .arg(items[i].delivery.token);

@@ -804,3 +804,175 @@ async fn every_script_declares_the_shebang_so_undeclared_keys_fail() {
             .await;
     assert!(r.is_err());
 }
+
+async fn ack_one(f: &mut Fixture, id: &str) -> bool {
+    let keys = f.keys.clone();
+    let items = [AckItem {
+        delivery: d(id, 1),
+        job_id: id,
+        attempt: 1,
+        result: b"",
+        touched: false,
+    }];
+    let retention = Retention {
+        ms: 0,
+        keep_all: false,
+    };
+    scripts::ack(&mut f.conn, &keys, "w1", 1, retention, 0, &items)
+        .await
+        .unwrap()[0]
+}
+
+async fn add_at(f: &mut Fixture, id: &str) -> String {
+    redis::cmd("XADD")
+        .arg(&f.keys.ready)
+        .arg(id)
+        .arg("v")
+        .arg("1")
+        .arg("payload")
+        .arg(&b"\xf6"[..])
+        .query_async(&mut f.conn)
+        .await
+        .unwrap()
+}
+
+#[tokio::test]
+async fn ack_trims_finished_entries_below_the_oldest_unfinished_one() {
+    let mut f = fixture().await;
+    let keys = f.keys.clone();
+    // Close together in entry-id time (within the lazy window).
+    let old = add_at(&mut f, "5000-0").await;
+    let a = add_at(&mut f, "5001-0").await;
+    let b = add_at(&mut f, "5002-0").await;
+    let waiting = add_at(&mut f, "5003-0").await;
+    f.read("w1", 3).await;
+    assert!(ack_one(&mut f, &a).await);
+    assert!(ack_one(&mut f, &b).await);
+    // `old` is still pending: a and b linger, finished, behind it; the undelivered entry waits.
+    assert_eq!(f.xlen(&keys.ready).await, 4);
+    let state = scripts_state(&mut f, &a).await.0;
+    assert_eq!(
+        state, "unknown",
+        "a finished entry awaiting the trim is not waiting"
+    );
+    assert_eq!(scripts_state(&mut f, &waiting).await.0, "waiting");
+    // Finishing `old` trims everything finished, up to the first undelivered entry.
+    assert!(ack_one(&mut f, &old).await);
+    assert_eq!(f.xlen(&keys.ready).await, 1);
+    assert!(f.exists_in(&keys.ready, &waiting).await);
+}
+
+#[tokio::test]
+async fn ack_deletes_at_once_when_an_old_delivery_pins_the_head() {
+    let mut f = fixture().await;
+    let keys = f.keys.clone();
+    // `old` is far behind in entry-id time (past the lazy window): a long job holding the head.
+    add_at(&mut f, "1000-0").await;
+    let a = add_at(&mut f, "900000-0").await;
+    let b = add_at(&mut f, "900001-0").await;
+    f.read("w1", 3).await;
+    assert!(ack_one(&mut f, &a).await);
+    assert!(ack_one(&mut f, &b).await);
+    assert_eq!(
+        f.xlen(&keys.ready).await,
+        1,
+        "only the pinned entry is left"
+    );
+}
+
+/// Runs state.lua: (state, entry id, attempts made, owner, deliveries).
+async fn scripts_state(f: &mut Fixture, id: &str) -> (String, String, u64, String, u64) {
+    let src = scripts::SOURCES
+        .iter()
+        .find(|(n, _)| *n == "state.lua")
+        .unwrap()
+        .1;
+    redis::Script::new(src)
+        .key(&f.keys.index)
+        .key(&f.keys.delayed)
+        .key(&f.keys.scheduled)
+        .key(&f.keys.ready)
+        .key(f.keys.job(id))
+        .key(&f.keys.dead_index)
+        .arg(GROUP)
+        .arg(id)
+        .invoke_async(&mut f.conn)
+        .await
+        .unwrap()
+}
+
+#[tokio::test]
+async fn state_reports_every_state() {
+    let mut f = fixture().await;
+    let keys = f.keys.clone();
+    let fields: [(&str, &[u8]); 2] = [("v", b"1"), ("payload", b"\xf6")];
+    assert_eq!(scripts_state(&mut f, "nope").await.0, "unknown");
+    scripts::enqueue(&mut f.conn, &keys, "later", "later", 0, 10_000, 5, &fields)
+        .await
+        .unwrap();
+    let s = scripts_state(&mut f, "later").await;
+    assert_eq!((s.0.as_str(), s.2), ("delayed", 0));
+    let w = f.add(&[]).await;
+    let r = f.add(&[]).await;
+    let x = f.add(&[]).await;
+    assert_eq!(scripts_state(&mut f, &w).await.0, "waiting");
+    f.read("w1", 1).await;
+    let s = scripts_state(&mut f, &w).await;
+    assert_eq!((s.0.as_str(), s.3.as_str(), s.4), ("active", "w1", 1));
+    // A failed attempt waiting for its retry.
+    f.read("w1", 2).await;
+    scripts::fail(
+        &mut f.conn,
+        &keys,
+        "w1",
+        d(&r, 1),
+        &r,
+        1,
+        FailMode::Retry { delay_ms: 60_000 },
+        "e",
+        5,
+        100,
+    )
+    .await
+    .unwrap();
+    let s = scripts_state(&mut f, &r).await;
+    assert_eq!((s.0.as_str(), s.2), ("failed", 1));
+    scripts::fail(
+        &mut f.conn,
+        &keys,
+        "w1",
+        d(&x, 1),
+        &x,
+        1,
+        FailMode::Dead(DeadReason::Failed),
+        "e",
+        5,
+        100,
+    )
+    .await
+    .unwrap();
+    assert_eq!(scripts_state(&mut f, &x).await.0, "dead");
+    let items = [AckItem {
+        delivery: d(&w, 1),
+        job_id: &w,
+        attempt: 1,
+        result: b"\x01",
+        touched: false,
+    }];
+    scripts::ack(
+        &mut f.conn,
+        &keys,
+        "w1",
+        1,
+        Retention {
+            ms: 60_000,
+            keep_all: false,
+        },
+        0,
+        &items,
+    )
+    .await
+    .unwrap();
+    let s = scripts_state(&mut f, &w).await;
+    assert_eq!((s.0.as_str(), s.2), ("completed", 1));
+}
