@@ -102,7 +102,7 @@ async fn raw_ceiling(redis: &TestRedis, jobs: u64) -> Raw {
             .query_async(&mut c)
             .await
             .unwrap();
-        let ids: Vec<String> = rill::wire::parse_read_reply(&v)
+        let ids: Vec<String> = rill::wire::parse_read_reply(v)
             .unwrap()
             .into_iter()
             .map(|e| e.id)
@@ -226,7 +226,7 @@ async fn latency(redis: &TestRedis, rate: u64, secs: u64) {
                     .query_async(&mut reader)
                     .await
                     .unwrap();
-                for e in rill::wire::parse_read_reply(&v).unwrap() {
+                for e in rill::wire::parse_read_reply(v).unwrap() {
                     let sent: u64 = String::from_utf8(e.fields.unwrap()[0].1.clone())
                         .unwrap()
                         .parse()

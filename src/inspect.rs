@@ -283,7 +283,7 @@ impl<T: Serialize + DeserializeOwned> Queue<T> {
             .arg(count)
             .query_async(&mut conn)
             .await?;
-        Ok(wire::parse_entries(&v)?
+        Ok(wire::parse_entries(v)?
             .into_iter()
             .map(|raw| {
                 let mut meta: HashMap<&str, String> = HashMap::new();
@@ -337,7 +337,7 @@ impl<T: Serialize + DeserializeOwned> Queue<T> {
             .arg(count)
             .query_async(&mut conn)
             .await?;
-        Ok(wire::parse_entries(&v)?
+        Ok(wire::parse_entries(v)?
             .into_iter()
             .map(|raw| {
                 let fields = text_fields(&raw);

@@ -355,7 +355,7 @@ pub async fn reclaim<C: ConnectionLike + Send>(
         }
         let token = int(&t[1], what)?.max(0) as u64;
         let pair = Value::Array(vec![Value::Array(vec![t[0].clone(), t[2].clone()])]);
-        let mut e = wire::parse_entries(&pair)?;
+        let mut e = wire::parse_entries(pair)?;
         taken.push((e.remove(0), token));
     }
     Ok(ReclaimPage {

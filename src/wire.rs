@@ -174,12 +174,16 @@ fn truncate(s: &str, max: usize) -> &str {
 ///
 /// # Errors
 /// [`Malformed`] with the reason to dead-letter it with.
-pub fn parse_entry(raw: &RawEntry, max_payload: usize) -> Result<Envelope, Malformed> {
-    let Some(fields) = &raw.fields else {
+pub fn parse_entry(raw: RawEntry, max_payload: usize) -> Result<Envelope, Malformed> {
+    let RawEntry {
+        id: entry_id,
+        fields,
+    } = raw;
+    let Some(fields) = fields else {
         return Err(Malformed::new("entry was deleted while pending"));
     };
-    let entry_ms = entry_id_ms(&raw.id)
-        .ok_or_else(|| Malformed::new(format!("entry id {:?} is not ms-seq", raw.id)))?;
+    let entry_ms = entry_id_ms(&entry_id)
+        .ok_or_else(|| Malformed::new(format!("entry id {entry_id:?} is not ms-seq")))?;
     let mut v = None;
     let mut payload = None;
     let mut id = None;
@@ -188,9 +192,9 @@ pub fn parse_entry(raw: &RawEntry, max_payload: usize) -> Result<Envelope, Malfo
     let mut enqueued = None;
     let mut last_error = None;
     for (name, value) in fields {
-        let name = std::str::from_utf8(name)
+        let name = std::str::from_utf8(&name)
             .map_err(|_| Malformed::new("a field name is not valid UTF-8"))?;
-        let slot: &mut Option<&[u8]> = match name {
+        let slot: &mut Option<Vec<u8>> = match name {
             field::V => &mut v,
             field::PAYLOAD => &mut payload,
             field::ID => &mut id,
@@ -212,7 +216,7 @@ pub fn parse_entry(raw: &RawEntry, max_payload: usize) -> Result<Envelope, Malfo
         *slot = Some(value);
     }
     let v = v.ok_or_else(|| Malformed::new("missing field `v` (format version)"))?;
-    let v = utf8(field::V, v)?;
+    let v = utf8(field::V, &v)?;
     if v != FORMAT_VERSION {
         return Err(Malformed::new(format!(
             "unsupported format version {:?} (this worker reads version {FORMAT_VERSION})",
@@ -233,9 +237,9 @@ pub fn parse_entry(raw: &RawEntry, max_payload: usize) -> Result<Envelope, Malfo
         return Err(Malformed::new("field `payload` is empty (not CBOR)"));
     }
     let job_id = match id {
-        None => raw.id.clone(),
+        None => entry_id.clone(),
         Some(id) => {
-            let id = utf8(field::ID, id)?;
+            let id = utf8(field::ID, &id)?;
             crate::keys::validate_job_id(id)
                 .map_err(|e| Malformed::new(format!("field `id`: {e}")))?;
             id.to_owned()
@@ -243,12 +247,12 @@ pub fn parse_entry(raw: &RawEntry, max_payload: usize) -> Result<Envelope, Malfo
     };
     let attempts = match attempts {
         None => 0,
-        Some(a) => decimal(field::ATTEMPTS, a, u64::from(MAX_ATTEMPTS_LIMIT))? as u32,
+        Some(a) => decimal(field::ATTEMPTS, &a, u64::from(MAX_ATTEMPTS_LIMIT))? as u32,
     };
     let max_attempts = match max_attempts {
         None => None,
         Some(m) => {
-            let m = decimal(field::MAX_ATTEMPTS, m, u64::from(MAX_ATTEMPTS_LIMIT))? as u32;
+            let m = decimal(field::MAX_ATTEMPTS, &m, u64::from(MAX_ATTEMPTS_LIMIT))? as u32;
             if m == 0 {
                 return Err(Malformed::new("field `max_attempts` must be at least 1"));
             }
@@ -258,13 +262,13 @@ pub fn parse_entry(raw: &RawEntry, max_payload: usize) -> Result<Envelope, Malfo
     let enqueued_ms = match enqueued {
         None => entry_ms,
         // Up to year ~2500: anything later is a unit mistake (µs or ns), not a time.
-        Some(t) => decimal(field::ENQUEUED_MS, t, 16_725_225_600_000)?,
+        Some(t) => decimal(field::ENQUEUED_MS, &t, 16_725_225_600_000)?,
     };
-    let last_error = last_error.map(|e| String::from_utf8_lossy(e).into_owned());
+    let last_error = last_error.map(|e| String::from_utf8_lossy(&e).into_owned());
     Ok(Envelope {
-        entry_id: raw.id.clone(),
+        entry_id,
         job_id,
-        payload: payload.to_vec(),
+        payload,
         attempts,
         max_attempts,
         enqueued_ms,
@@ -277,7 +281,7 @@ pub fn parse_entry(raw: &RawEntry, max_payload: usize) -> Result<Envelope, Malfo
 ///
 /// # Errors
 /// [`Error::Protocol`] if the reply does not have that shape.
-pub fn parse_entries(value: &redis::Value) -> Result<Vec<RawEntry>> {
+pub fn parse_entries(value: redis::Value) -> Result<Vec<RawEntry>> {
     let bad = |detail: &str| Error::Protocol {
         what: "stream entries",
         detail: detail.to_owned(),
@@ -290,11 +294,11 @@ pub fn parse_entries(value: &redis::Value) -> Result<Vec<RawEntry>> {
         let redis::Value::Array(pair) = item else {
             return Err(bad("entry is not an array"));
         };
-        let [id, fields] = pair.as_slice() else {
+        let Ok([id, fields]) = <[redis::Value; 2]>::try_from(pair) else {
             return Err(bad("entry is not [id, fields]"));
         };
-        let id = bytes(id).ok_or_else(|| bad("entry id is not a string"))?;
-        let id = String::from_utf8(id.to_vec()).map_err(|_| bad("entry id is not UTF-8"))?;
+        let id = into_bytes(id).ok_or_else(|| bad("entry id is not a string"))?;
+        let id = String::from_utf8(id).map_err(|_| bad("entry id is not UTF-8"))?;
         let fields = match fields {
             redis::Value::Nil => None,
             redis::Value::Array(flat) => {
@@ -302,10 +306,11 @@ pub fn parse_entries(value: &redis::Value) -> Result<Vec<RawEntry>> {
                     return Err(bad("odd number of field items"));
                 }
                 let mut pairs = Vec::with_capacity(flat.len() / 2);
-                for kv in flat.chunks_exact(2) {
-                    let k = bytes(&kv[0]).ok_or_else(|| bad("field name is not a string"))?;
-                    let v = bytes(&kv[1]).ok_or_else(|| bad("field value is not a string"))?;
-                    pairs.push((k.to_vec(), v.to_vec()));
+                let mut it = flat.into_iter();
+                while let (Some(k), Some(v)) = (it.next(), it.next()) {
+                    let k = into_bytes(k).ok_or_else(|| bad("field name is not a string"))?;
+                    let v = into_bytes(v).ok_or_else(|| bad("field value is not a string"))?;
+                    pairs.push((k, v));
                 }
                 Some(pairs)
             }
@@ -320,14 +325,17 @@ pub fn parse_entries(value: &redis::Value) -> Result<Vec<RawEntry>> {
 ///
 /// # Errors
 /// [`Error::Protocol`] if the reply does not have that shape.
-pub fn parse_read_reply(value: &redis::Value) -> Result<Vec<RawEntry>> {
+pub fn parse_read_reply(value: redis::Value) -> Result<Vec<RawEntry>> {
     match value {
         redis::Value::Nil => Ok(Vec::new()),
         redis::Value::Array(streams) => {
             let mut out = Vec::new();
             for s in streams {
                 match s {
-                    redis::Value::Array(kv) if kv.len() == 2 => out.extend(parse_entries(&kv[1])?),
+                    redis::Value::Array(kv) if kv.len() == 2 => {
+                        let entries = kv.into_iter().nth(1).expect("length checked");
+                        out.extend(parse_entries(entries)?);
+                    }
                     _ => {
                         return Err(Error::Protocol {
                             what: "XREADGROUP",
@@ -349,6 +357,15 @@ pub fn parse_read_reply(value: &redis::Value) -> Result<Vec<RawEntry>> {
             what: "XREADGROUP",
             detail: "reply is neither nil nor an array".into(),
         }),
+    }
+}
+
+/// Takes the bytes of a string reply.
+fn into_bytes(v: redis::Value) -> Option<Vec<u8>> {
+    match v {
+        redis::Value::BulkString(b) => Some(b),
+        redis::Value::SimpleString(s) => Some(s.into_bytes()),
+        _ => None,
     }
 }
 
@@ -380,7 +397,7 @@ mod tests {
     #[test]
     fn minimal_entry_takes_defaults_from_the_entry_id() {
         let p = encode(&"hi").unwrap();
-        let e = parse_entry(&raw(&[("v", b"1"), ("payload", &p)]), 1024).unwrap();
+        let e = parse_entry(raw(&[("v", b"1"), ("payload", &p)]), 1024).unwrap();
         assert_eq!(e.job_id, "1700000000000-3");
         assert_eq!(e.attempts, 0);
         assert_eq!(e.max_attempts, None);
@@ -391,7 +408,7 @@ mod tests {
     #[test]
     fn full_entry() {
         let e = parse_entry(
-            &raw(&[
+            raw(&[
                 ("v", b"1"),
                 ("payload", b"\xf6"),
                 ("id", b"order-42"),
@@ -459,19 +476,19 @@ mod tests {
             ),
         ];
         for (fields, want) in cases {
-            let err = parse_entry(&raw(fields), 1024).unwrap_err();
+            let err = parse_entry(raw(fields), 1024).unwrap_err();
             assert_eq!(err.reason, DeadReason::Malformed);
             assert!(err.detail.contains(want), "{fields:?}: {}", err.detail);
         }
         let big = vec![0u8; 2000];
-        let err = parse_entry(&raw(&[("v", b"1"), ("payload", &big)]), 1024).unwrap_err();
+        let err = parse_entry(raw(&[("v", b"1"), ("payload", &big)]), 1024).unwrap_err();
         assert_eq!(err.reason, DeadReason::TooLarge);
         let gone = RawEntry {
             id: "1-1".into(),
             fields: None,
         };
         assert!(
-            parse_entry(&gone, 10)
+            parse_entry(gone, 10)
                 .unwrap_err()
                 .detail
                 .contains("deleted")
@@ -502,14 +519,14 @@ mod tests {
                 V::Array(vec![s("2-0"), V::Nil]),
             ]),
         ])]);
-        let got = parse_read_reply(&reply).unwrap();
+        let got = parse_read_reply(reply).unwrap();
         assert_eq!(got.len(), 2);
         assert_eq!(got[0].fields.as_ref().unwrap()[0].0, b"v");
         assert!(got[1].fields.is_none());
-        assert!(parse_read_reply(&V::Nil).unwrap().is_empty());
-        assert!(parse_read_reply(&V::Int(3)).is_err());
+        assert!(parse_read_reply(V::Nil).unwrap().is_empty());
+        assert!(parse_read_reply(V::Int(3)).is_err());
         assert!(
-            parse_entries(&V::Array(vec![V::Array(vec![
+            parse_entries(V::Array(vec![V::Array(vec![
                 s("1-0"),
                 V::Array(vec![s("v")])
             ])]))

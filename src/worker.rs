@@ -522,8 +522,9 @@ where
     fn dispatch(self: &Arc<Self>, raw: RawEntry, token: u64, slot: OwnedSemaphorePermit) {
         let shared = &self.shared;
         let limit = shared.client.config().max_payload_bytes;
+        let entry_id = raw.id.clone();
         let decoded =
-            wire::parse_entry(&raw, limit).and_then(|env| match wire::decode::<T>(&env.payload) {
+            wire::parse_entry(raw, limit).and_then(|env| match wire::decode::<T>(&env.payload) {
                 Ok(data) => Ok((env, data)),
                 Err(e) => Err(wire::Malformed {
                     reason: DeadReason::Malformed,
@@ -538,9 +539,9 @@ where
             Err(m) => {
                 let shared = shared.clone();
                 self.tasks.spawn(async move {
-                    tracing::warn!(queue = %shared.keys.queue, entry = %raw.id, reason = m.reason.as_str(), detail = %m.detail, "quarantining entry");
-                    let d = DeliveryRef { entry_id: &raw.id, token };
-                    let out = fail_with_retries(&shared, d, &raw.id, FailMode::Dead(m.reason), &m.detail).await;
+                    tracing::warn!(queue = %shared.keys.queue, entry = %entry_id, reason = m.reason.as_str(), detail = %m.detail, "quarantining entry");
+                    let d = DeliveryRef { entry_id: &entry_id, token };
+                    let out = fail_with_retries(&shared, d, &entry_id, FailMode::Dead(m.reason), &m.detail).await;
                     if let Some(FailOutcome::Dead { .. }) = out {
                         shared.stats.add_malformed();
                         shared.stats.add_dead();
@@ -883,7 +884,7 @@ async fn fetch_loop<D: Dispatch>(runner: &Arc<D>, shutdown: impl Future<Output =
             r = read => r,
         };
         let entries = match reply {
-            Ok(v) => match wire::parse_read_reply(&v) {
+            Ok(v) => match wire::parse_read_reply(v) {
                 Ok(e) => e,
                 Err(e) => {
                     tracing::error!(error = %e, "fetch: unreadable reply");

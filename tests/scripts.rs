@@ -67,7 +67,7 @@ impl Fixture {
             .query_async(&mut self.conn)
             .await
             .unwrap();
-        rill::wire::parse_read_reply(&v)
+        rill::wire::parse_read_reply(v)
             .unwrap()
             .into_iter()
             .map(|e| e.id)
@@ -112,7 +112,7 @@ impl Fixture {
             .query_async(&mut self.conn)
             .await
             .unwrap();
-        !rill::wire::parse_entries(&v).unwrap().is_empty()
+        !rill::wire::parse_entries(v).unwrap().is_empty()
     }
 
     async fn fields(
@@ -127,7 +127,7 @@ impl Fixture {
             .query_async(&mut self.conn)
             .await
             .unwrap();
-        let e = rill::wire::parse_entries(&v).unwrap().remove(0);
+        let e = rill::wire::parse_entries(v).unwrap().remove(0);
         e.fields
             .unwrap()
             .into_iter()
@@ -232,7 +232,7 @@ async fn ack_completes_owned_deliveries_and_rejects_stale_ones() {
         .query_async(&mut f.conn)
         .await
         .unwrap();
-    let ev = rill::wire::parse_entries(&v)
+    let ev = rill::wire::parse_entries(v)
         .unwrap()
         .remove(0)
         .fields
