@@ -1,0 +1,763 @@
+//! Model-based property test of the delivery semantics. Random sequences of operations (enqueue, claim, ack,
+//! fail, extend, crash, lease expiry, reclaim, stale and forged completions, promotion, shutdown) run against a
+//! real private Redis through the scripts, and after every step Redis is compared with a small reference model.
+//!
+//! Staleness is made deterministic by back-dating pending entries with `XCLAIM ... IDLE` and the clock is passed
+//! to the scripts, so there are no sleeps. `PROPTEST_CASES` raises the number of cases for a soak run, e.g.
+//! `PROPTEST_CASES=5000 cargo test --release --test model`.
+
+mod support;
+
+use std::collections::{BTreeMap, HashMap};
+
+use proptest::prelude::*;
+use redis::AsyncCommands;
+use rill::keys::{GROUP, QueueKeys};
+use rill::scripts::{
+    self, AckItem, DeliveryRef, Enqueued, FailMode, FailOutcome, Released, Retention,
+};
+use rill::wire::DeadReason;
+use support::TestRedis;
+
+/// Lease used by the reclaim pass: entries not back-dated are never this idle during a case.
+const LEASE_MS: u64 = 600_000;
+const DEFAULT_MAX: u32 = 3;
+const WORKERS: usize = 3;
+
+#[derive(Debug, Clone)]
+enum Op {
+    Enqueue {
+        key: Option<u8>,
+        delay: Option<u16>,
+        max: Option<u8>,
+    },
+    Claim {
+        worker: usize,
+        count: u8,
+    },
+    Ack {
+        worker: usize,
+        pick: usize,
+    },
+    ForgedAck {
+        worker: usize,
+        pick: usize,
+    },
+    Fail {
+        worker: usize,
+        pick: usize,
+        permanent: bool,
+        delay: u16,
+    },
+    Extend {
+        worker: usize,
+        pick: usize,
+    },
+    Crash {
+        worker: usize,
+    },
+    Expire {
+        pick: usize,
+    },
+    Reclaim {
+        worker: usize,
+    },
+    Promote {
+        advance: u16,
+    },
+    Shutdown {
+        worker: usize,
+    },
+}
+
+fn op() -> impl Strategy<Value = Op> {
+    let w = 0..WORKERS;
+    prop_oneof![
+        4 => (proptest::option::of(0u8..4), proptest::option::weighted(0.3, 1u16..500), proptest::option::of(1u8..4))
+            .prop_map(|(key, delay, max)| Op::Enqueue { key, delay, max }),
+        4 => (w.clone(), 1u8..4).prop_map(|(worker, count)| Op::Claim { worker, count }),
+        3 => (w.clone(), any::<usize>()).prop_map(|(worker, pick)| Op::Ack { worker, pick }),
+        1 => (w.clone(), any::<usize>()).prop_map(|(worker, pick)| Op::ForgedAck { worker, pick }),
+        2 => (w.clone(), any::<usize>(), any::<bool>(), prop_oneof![Just(0u16), 1u16..300])
+            .prop_map(|(worker, pick, permanent, delay)| Op::Fail { worker, pick, permanent, delay }),
+        1 => (w.clone(), any::<usize>()).prop_map(|(worker, pick)| Op::Extend { worker, pick }),
+        1 => w.clone().prop_map(|worker| Op::Crash { worker }),
+        2 => any::<usize>().prop_map(|pick| Op::Expire { pick }),
+        2 => w.clone().prop_map(|worker| Op::Reclaim { worker }),
+        2 => (0u16..400).prop_map(|advance| Op::Promote { advance }),
+        1 => w.prop_map(|worker| Op::Shutdown { worker }),
+    ]
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum State {
+    Waiting,
+    Delayed {
+        due: u64,
+    },
+    Active {
+        consumer: String,
+        token: u64,
+        expired: bool,
+    },
+    Completed,
+    Dead,
+}
+
+#[derive(Debug, Clone)]
+struct JobModel {
+    state: State,
+    /// Current entry: in `ready` while waiting or active, in `scheduled` while delayed.
+    entry: String,
+    /// Deliveries that ended without success (failed or stalled).
+    made: u32,
+    max: u32,
+}
+
+#[derive(Debug, Clone)]
+struct Held {
+    entry: String,
+    token: u64,
+    job: String,
+}
+
+struct Model {
+    jobs: BTreeMap<String, JobModel>,
+    dedup: HashMap<String, String>,
+    /// Each worker's consumer name (a new one after a crash or shutdown) and what it believes it holds.
+    consumers: Vec<String>,
+    held: Vec<Vec<Held>>,
+    generation: usize,
+    now: u64,
+    delayed_ids: u64,
+}
+
+fn entry_key(id: &str) -> (u64, u64) {
+    let (a, b) = id.split_once('-').expect("stream id");
+    (a.parse().unwrap(), b.parse().unwrap())
+}
+
+struct Harness {
+    conn: redis::aio::MultiplexedConnection,
+    keys: QueueKeys,
+    model: Model,
+}
+
+impl Harness {
+    async fn new(conn: redis::aio::MultiplexedConnection) -> Self {
+        let keys = QueueKeys::new(&support::namespace(), "model").unwrap();
+        let mut conn = conn;
+        let _: () = redis::cmd("XGROUP")
+            .arg("CREATE")
+            .arg(&keys.ready)
+            .arg(GROUP)
+            .arg("0")
+            .arg("MKSTREAM")
+            .query_async(&mut conn)
+            .await
+            .unwrap();
+        Harness {
+            conn,
+            keys,
+            model: Model {
+                jobs: BTreeMap::new(),
+                dedup: HashMap::new(),
+                consumers: (0..WORKERS).map(|w| format!("w{w}-0")).collect(),
+                held: vec![Vec::new(); WORKERS],
+                generation: 0,
+                now: 1_000_000,
+                delayed_ids: 0,
+            },
+        }
+    }
+
+    async fn index(&mut self, job: &str) -> String {
+        self.conn.hget(&self.keys.index, job).await.unwrap()
+    }
+
+    fn pick(&self, worker: usize, pick: usize) -> Option<Held> {
+        let h = &self.model.held[worker];
+        (!h.is_empty()).then(|| h[pick % h.len()].clone())
+    }
+
+    /// Whether this delivery is the job's current one.
+    fn current(&self, h: &Held, consumer: &str) -> bool {
+        matches!(&self.model.jobs[&h.job].state,
+            State::Active { consumer: c, token, .. } if c == consumer && *token == h.token && self.model.jobs[&h.job].entry == h.entry)
+    }
+
+    fn drop_held(&mut self, worker: usize, h: &Held) {
+        self.model.held[worker].retain(|x| !(x.entry == h.entry && x.token == h.token));
+    }
+
+    async fn apply(&mut self, op: &Op) {
+        let now = self.model.now;
+        match *op {
+            Op::Enqueue { key, delay, max } => {
+                let payload = rill::wire::encode(&7u8).unwrap();
+                let max_s = max.map(|m| m.to_string());
+                let mut fields: Vec<(&str, &[u8])> = vec![("v", b"1"), ("payload", &payload)];
+                if let Some(m) = &max_s {
+                    fields.push(("max_attempts", m.as_bytes()));
+                }
+                let max = max.map_or(DEFAULT_MAX, u32::from);
+                if key.is_none() && delay.is_none() {
+                    let mut cmd = redis::cmd("XADD");
+                    cmd.arg(&self.keys.ready).arg("*");
+                    for (k, v) in &fields {
+                        cmd.arg(*k).arg(*v);
+                    }
+                    let id: String = cmd.query_async(&mut self.conn).await.unwrap();
+                    self.model.jobs.insert(
+                        id.clone(),
+                        JobModel {
+                            state: State::Waiting,
+                            entry: id,
+                            made: 0,
+                            max,
+                        },
+                    );
+                    return;
+                }
+                let (job, ttl) = match key {
+                    Some(k) => (format!("k{k}"), 3_600_000),
+                    None => {
+                        self.model.delayed_ids += 1;
+                        (format!("d{}", self.model.delayed_ids), 0)
+                    }
+                };
+                let due = delay.map_or(0, |d| now + u64::from(d));
+                let out = scripts::enqueue(
+                    &mut self.conn,
+                    &self.keys,
+                    &job,
+                    &job,
+                    ttl,
+                    due,
+                    now,
+                    &fields,
+                )
+                .await
+                .unwrap();
+                if let Some(existing) =
+                    key.and_then(|k| self.model.dedup.get(&format!("k{k}")).cloned())
+                {
+                    assert_eq!(
+                        out,
+                        Enqueued::Duplicate(existing),
+                        "a dedup key never yields two jobs"
+                    );
+                    return;
+                }
+                if ttl > 0 {
+                    self.model.dedup.insert(job.clone(), job.clone());
+                }
+                let entry = self.index(&job).await;
+                let state = if due > now {
+                    assert_eq!(out, Enqueued::Delayed(job.clone()));
+                    State::Delayed { due }
+                } else {
+                    assert_eq!(out, Enqueued::Ready(job.clone()));
+                    State::Waiting
+                };
+                self.model.jobs.insert(
+                    job,
+                    JobModel {
+                        state,
+                        entry,
+                        made: 0,
+                        max,
+                    },
+                );
+            }
+            Op::Claim { worker, count } => {
+                let consumer = self.model.consumers[worker].clone();
+                let v: redis::Value = redis::cmd("XREADGROUP")
+                    .arg("GROUP")
+                    .arg(GROUP)
+                    .arg(&consumer)
+                    .arg("COUNT")
+                    .arg(count)
+                    .arg("STREAMS")
+                    .arg(&self.keys.ready)
+                    .arg(">")
+                    .query_async(&mut self.conn)
+                    .await
+                    .unwrap();
+                let got: Vec<String> = rill::wire::parse_read_reply(v)
+                    .unwrap()
+                    .into_iter()
+                    .map(|e| e.id)
+                    .collect();
+                // The model's view: waiting jobs in entry order.
+                let mut waiting: Vec<(String, String)> = self
+                    .model
+                    .jobs
+                    .iter()
+                    .filter(|(_, j)| j.state == State::Waiting)
+                    .map(|(id, j)| (j.entry.clone(), id.clone()))
+                    .collect();
+                waiting.sort_by_key(|(e, _)| entry_key(e));
+                let want: Vec<(String, String)> =
+                    waiting.into_iter().take(usize::from(count)).collect();
+                assert_eq!(
+                    got,
+                    want.iter().map(|(e, _)| e.clone()).collect::<Vec<_>>(),
+                    "claim order"
+                );
+                for (entry, job) in want {
+                    self.model.jobs.get_mut(&job).unwrap().state = State::Active {
+                        consumer: consumer.clone(),
+                        token: 1,
+                        expired: false,
+                    };
+                    self.model.held[worker].push(Held {
+                        entry,
+                        token: 1,
+                        job,
+                    });
+                }
+            }
+            Op::Ack { worker, pick } | Op::ForgedAck { worker, pick } => {
+                let Some(h) = self.pick(worker, pick) else {
+                    return;
+                };
+                let forged = matches!(op, Op::ForgedAck { .. });
+                let token = if forged { h.token + 1 } else { h.token };
+                let consumer = self.model.consumers[worker].clone();
+                let item = AckItem {
+                    delivery: DeliveryRef {
+                        entry_id: &h.entry,
+                        token,
+                    },
+                    job_id: &h.job,
+                    attempt: 1,
+                    result: b"",
+                    touched: false,
+                };
+                let retention = Retention {
+                    ms: 3_600_000,
+                    keep_all: true,
+                };
+                let ok = scripts::ack(
+                    &mut self.conn,
+                    &self.keys,
+                    &consumer,
+                    now,
+                    retention,
+                    100,
+                    &[item],
+                )
+                .await
+                .unwrap()[0];
+                let expected = !forged && self.current(&h, &consumer);
+                assert_eq!(
+                    ok, expected,
+                    "ack accepted iff the delivery is current: {h:?}"
+                );
+                if ok {
+                    self.model.jobs.get_mut(&h.job).unwrap().state = State::Completed;
+                }
+                if !forged {
+                    self.drop_held(worker, &h);
+                }
+            }
+            Op::Fail {
+                worker,
+                pick,
+                permanent,
+                delay,
+            } => {
+                let Some(h) = self.pick(worker, pick) else {
+                    return;
+                };
+                let consumer = self.model.consumers[worker].clone();
+                let mode = if permanent {
+                    FailMode::Dead(DeadReason::Failed)
+                } else {
+                    FailMode::Retry {
+                        delay_ms: u64::from(delay),
+                    }
+                };
+                let out = scripts::fail(
+                    &mut self.conn,
+                    &self.keys,
+                    &consumer,
+                    DeliveryRef {
+                        entry_id: &h.entry,
+                        token: h.token,
+                    },
+                    &h.job,
+                    now,
+                    mode,
+                    "boom",
+                    DEFAULT_MAX,
+                    100,
+                )
+                .await
+                .unwrap();
+                self.drop_held(worker, &h);
+                if !self.current(&h, &consumer) {
+                    assert_eq!(out, FailOutcome::Stale, "a stale failure changes nothing");
+                    return;
+                }
+                let job = self.model.jobs.get_mut(&h.job).unwrap();
+                job.made += 1;
+                let made = job.made;
+                if permanent || made >= job.max {
+                    assert_eq!(out, FailOutcome::Dead { attempts: made });
+                    job.state = State::Dead;
+                } else if delay == 0 {
+                    assert_eq!(out, FailOutcome::Requeued { attempts: made });
+                    job.state = State::Waiting;
+                    let e = self.index(&h.job).await;
+                    self.model.jobs.get_mut(&h.job).unwrap().entry = e;
+                } else {
+                    assert_eq!(out, FailOutcome::RetryScheduled { attempts: made });
+                    job.state = State::Delayed {
+                        due: now + u64::from(delay),
+                    };
+                    let e = self.index(&h.job).await;
+                    self.model.jobs.get_mut(&h.job).unwrap().entry = e;
+                }
+            }
+            Op::Extend { worker, pick } => {
+                let Some(h) = self.pick(worker, pick) else {
+                    return;
+                };
+                let consumer = self.model.consumers[worker].clone();
+                let ok = scripts::extend(
+                    &mut self.conn,
+                    &self.keys,
+                    &consumer,
+                    &[DeliveryRef {
+                        entry_id: &h.entry,
+                        token: h.token,
+                    }],
+                )
+                .await
+                .unwrap()[0];
+                assert_eq!(
+                    ok,
+                    self.current(&h, &consumer),
+                    "extend accepted iff current"
+                );
+                if ok {
+                    if let State::Active { expired, .. } =
+                        &mut self.model.jobs.get_mut(&h.job).unwrap().state
+                    {
+                        *expired = false;
+                    }
+                } else {
+                    self.drop_held(worker, &h);
+                }
+            }
+            Op::Crash { worker } => {
+                // The process is gone: it forgets what it held; Redis still has those entries pending to it.
+                self.model.held[worker].clear();
+                self.model.generation += 1;
+                self.model.consumers[worker] = format!("w{worker}-{}", self.model.generation);
+            }
+            Op::Expire { pick } => {
+                let active: Vec<(String, String, String)> = self
+                    .model
+                    .jobs
+                    .iter()
+                    .filter_map(|(id, j)| match &j.state {
+                        State::Active { consumer, .. } => {
+                            Some((id.clone(), j.entry.clone(), consumer.clone()))
+                        }
+                        _ => None,
+                    })
+                    .collect();
+                if active.is_empty() {
+                    return;
+                }
+                let (job, entry, consumer) = active[pick % active.len()].clone();
+                let _: redis::Value = redis::cmd("XCLAIM")
+                    .arg(&self.keys.ready)
+                    .arg(GROUP)
+                    .arg(&consumer)
+                    .arg(0)
+                    .arg(&entry)
+                    .arg("IDLE")
+                    .arg(LEASE_MS * 10)
+                    .arg("JUSTID")
+                    .query_async(&mut self.conn)
+                    .await
+                    .unwrap();
+                if let State::Active { expired, .. } =
+                    &mut self.model.jobs.get_mut(&job).unwrap().state
+                {
+                    *expired = true;
+                }
+            }
+            Op::Reclaim { worker } => {
+                let consumer = self.model.consumers[worker].clone();
+                let mut cursor = "0-0".to_owned();
+                let mut taken = Vec::new();
+                let mut dead = 0;
+                for _ in 0..100 {
+                    let page = scripts::reclaim(
+                        &mut self.conn,
+                        &self.keys,
+                        &consumer,
+                        LEASE_MS,
+                        &cursor,
+                        1000,
+                        now,
+                        DEFAULT_MAX,
+                        100,
+                    )
+                    .await
+                    .unwrap();
+                    taken.extend(page.taken.into_iter().map(|(e, t)| (e.id, t)));
+                    dead += page.dead_lettered;
+                    cursor = page.cursor;
+                    if cursor == "0-0" {
+                        break;
+                    }
+                }
+                let mut expired: Vec<(String, String)> = self
+                    .model
+                    .jobs
+                    .iter()
+                    .filter(|(_, j)| matches!(j.state, State::Active { expired: true, .. }))
+                    .map(|(id, j)| (j.entry.clone(), id.clone()))
+                    .collect();
+                expired.sort_by_key(|(e, _)| entry_key(e));
+                let mut want_taken = Vec::new();
+                let mut want_dead = 0;
+                for (entry, job) in expired {
+                    let j = self.model.jobs.get_mut(&job).unwrap();
+                    let State::Active { token, .. } = j.state.clone() else {
+                        unreachable!()
+                    };
+                    j.made += 1;
+                    assert!(j.made <= j.max, "attempts never exceed the maximum");
+                    if j.made >= j.max {
+                        j.state = State::Dead;
+                        want_dead += 1;
+                    } else {
+                        j.state = State::Active {
+                            consumer: consumer.clone(),
+                            token: token + 1,
+                            expired: false,
+                        };
+                        want_taken.push((entry.clone(), token + 1));
+                        self.model.held[worker].push(Held {
+                            entry,
+                            token: token + 1,
+                            job,
+                        });
+                    }
+                }
+                assert_eq!(
+                    taken, want_taken,
+                    "reclaim takes exactly the expired deliveries"
+                );
+                assert_eq!(dead, want_dead);
+            }
+            Op::Promote { advance } => {
+                self.model.now += u64::from(advance);
+                let now = self.model.now;
+                let (moved, _) = scripts::promote(&mut self.conn, &self.keys, now, 1000, 100)
+                    .await
+                    .unwrap();
+                let due: Vec<String> = self
+                    .model
+                    .jobs
+                    .iter()
+                    .filter(|(_, j)| matches!(j.state, State::Delayed { due } if due <= now))
+                    .map(|(id, _)| id.clone())
+                    .collect();
+                assert_eq!(moved as usize, due.len(), "promotes exactly the due jobs");
+                for job in due {
+                    let e = self.index(&job).await;
+                    let j = self.model.jobs.get_mut(&job).unwrap();
+                    j.state = State::Waiting;
+                    j.entry = e;
+                }
+            }
+            Op::Shutdown { worker } => {
+                let consumer = self.model.consumers[worker].clone();
+                let held = std::mem::take(&mut self.model.held[worker]);
+                let refs: Vec<DeliveryRef<'_>> = held
+                    .iter()
+                    .map(|h| DeliveryRef {
+                        entry_id: &h.entry,
+                        token: h.token,
+                    })
+                    .collect();
+                let codes = if refs.is_empty() {
+                    Vec::new()
+                } else {
+                    scripts::release(&mut self.conn, &self.keys, &consumer, now, 100, &refs)
+                        .await
+                        .unwrap()
+                };
+                for (h, code) in held.iter().zip(codes) {
+                    if self.current(h, &consumer) {
+                        assert_eq!(code, Released::Released);
+                        let e = self.index(&h.job).await;
+                        let j = self.model.jobs.get_mut(&h.job).unwrap();
+                        j.state = State::Waiting;
+                        j.entry = e;
+                    } else {
+                        assert_eq!(code, Released::Stale);
+                    }
+                }
+                // Leaving the group only works with nothing pending; a crashed predecessor's entries may still be.
+                let still_pending = self.model.jobs.values().any(
+                    |j| matches!(&j.state, State::Active { consumer: c, .. } if *c == consumer),
+                );
+                let retired = scripts::retire(&mut self.conn, &self.keys, &consumer)
+                    .await
+                    .unwrap();
+                assert_eq!(retired, !still_pending, "retire only an idle consumer");
+                self.model.generation += 1;
+                self.model.consumers[worker] = format!("w{worker}-{}", self.model.generation);
+            }
+        }
+    }
+
+    /// Every job the model holds is in Redis in the same state, and Redis holds nothing else.
+    async fn check(&mut self) {
+        let mut counts = (0u64, 0u64, 0u64, 0u64);
+        for (id, j) in &self.model.jobs {
+            let src = scripts::SOURCES
+                .iter()
+                .find(|(n, _)| *n == "state.lua")
+                .unwrap()
+                .1;
+            let (state, entry, made, owner, deliveries): (String, String, u64, String, u64) =
+                redis::Script::new(src)
+                    .key(&self.keys.index)
+                    .key(&self.keys.delayed)
+                    .key(&self.keys.scheduled)
+                    .key(&self.keys.ready)
+                    .key(self.keys.job(id))
+                    .key(&self.keys.dead_index)
+                    .arg(GROUP)
+                    .arg(id)
+                    .invoke_async(&mut self.conn)
+                    .await
+                    .unwrap();
+            match &j.state {
+                State::Waiting => {
+                    assert_eq!(
+                        (state.as_str(), entry.as_str()),
+                        ("waiting", j.entry.as_str()),
+                        "{id}"
+                    );
+                    counts.0 += 1;
+                }
+                State::Active {
+                    consumer, token, ..
+                } => {
+                    assert_eq!(
+                        (state.as_str(), owner.as_str(), deliveries),
+                        ("active", consumer.as_str(), *token),
+                        "{id}"
+                    );
+                    assert_eq!(
+                        made + deliveries - 1,
+                        u64::from(j.made),
+                        "{id}: attempts made"
+                    );
+                    counts.1 += 1;
+                }
+                State::Delayed { .. } => {
+                    let want = if j.made > 0 { "failed" } else { "delayed" };
+                    assert_eq!((state.as_str(), made), (want, u64::from(j.made)), "{id}");
+                    counts.2 += 1;
+                }
+                State::Completed => assert_eq!(state, "completed", "{id}"),
+                State::Dead => {
+                    assert_eq!(state, "dead", "{id}");
+                    counts.3 += 1;
+                }
+            }
+            assert!(j.made <= j.max, "{id}: attempts never exceed the maximum");
+        }
+        // Nothing extra: pending, lag, delayed and dead sizes match the model exactly.
+        let groups: Vec<HashMap<String, redis::Value>> = redis::cmd("XINFO")
+            .arg("GROUPS")
+            .arg(&self.keys.ready)
+            .query_async(&mut self.conn)
+            .await
+            .unwrap();
+        let int = |v: &redis::Value| match v {
+            redis::Value::Int(n) => *n as u64,
+            other => panic!("{other:?}"),
+        };
+        // Undelivered entries: everything after the group's last-delivered id (`lag` is nil after some deletions).
+        let last = match &groups[0]["last-delivered-id"] {
+            redis::Value::BulkString(b) => String::from_utf8(b.clone()).unwrap(),
+            other => panic!("{other:?}"),
+        };
+        let after: redis::Value = redis::cmd("XRANGE")
+            .arg(&self.keys.ready)
+            .arg(format!("({last}"))
+            .arg("+")
+            .query_async(&mut self.conn)
+            .await
+            .unwrap();
+        let waiting = rill::wire::parse_entries(after).unwrap().len() as u64;
+        assert_eq!(waiting, counts.0, "waiting entries");
+        assert_eq!(int(&groups[0]["pending"]), counts.1, "pending entries");
+        let delayed: u64 = self.conn.zcard(&self.keys.delayed).await.unwrap();
+        let scheduled: u64 = self.conn.xlen(&self.keys.scheduled).await.unwrap();
+        assert_eq!((delayed, scheduled), (counts.2, counts.2), "delayed jobs");
+        let dead: u64 = self.conn.xlen(&self.keys.dead).await.unwrap();
+        assert_eq!(dead, counts.3, "dead letters");
+    }
+}
+
+fn cases() -> u32 {
+    std::env::var("PROPTEST_CASES")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(48)
+}
+
+#[test]
+fn delivery_semantics_match_the_model() {
+    let redis = TestRedis::start();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let conn = rt.block_on(redis.aconn());
+    let config = ProptestConfig {
+        cases: cases(),
+        max_shrink_iters: 2000,
+        ..ProptestConfig::default()
+    };
+    proptest!(config, |(ops in proptest::collection::vec(op(), 1..60))| {
+        rt.block_on(async {
+            let mut h = Harness::new(conn.clone()).await;
+            for op in &ops {
+                h.apply(op).await;
+                h.check().await;
+            }
+            // Every job reaches exactly one terminal state once the fleet drains: recover, promote, run all.
+            for step in 0..200 {
+                let open = h.model.jobs.values().any(|j| !matches!(j.state, State::Completed | State::Dead));
+                if !open {
+                    break;
+                }
+                assert!(step < 199, "jobs never finished");
+                for op in [Op::Crash { worker: 0 }, Op::Promote { advance: 1000 }, Op::Expire { pick: step }, Op::Reclaim { worker: 1 }, Op::Claim { worker: 2, count: 3 }] {
+                    h.apply(&op).await;
+                }
+                for w in 0..WORKERS {
+                    while !h.model.held[w].is_empty() {
+                        h.apply(&Op::Ack { worker: w, pick: 0 }).await;
+                    }
+                }
+                h.check().await;
+            }
+        });
+    });
+}
