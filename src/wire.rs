@@ -78,12 +78,20 @@ pub fn encode<T: Serialize + ?Sized>(value: &T) -> Result<Vec<u8>> {
     Ok(out)
 }
 
-/// Decodes CBOR.
+/// Decodes exactly one CBOR value.
 ///
 /// # Errors
-/// [`Error::Decode`] if the bytes are not CBOR of the expected shape.
+/// [`Error::Decode`] if the bytes are not CBOR of the expected shape, or if bytes follow the value.
 pub fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T> {
-    ciborium::from_reader(bytes).map_err(|e| Error::Decode(e.to_string()))
+    let mut rest = bytes;
+    let value = ciborium::from_reader(&mut rest).map_err(|e| Error::Decode(e.to_string()))?;
+    if !rest.is_empty() {
+        return Err(Error::Decode(format!(
+            "{} trailing bytes after the CBOR value",
+            rest.len()
+        )));
+    }
+    Ok(value)
 }
 
 /// A stream entry as read: its id and fields, or `None` fields when the entry was deleted while pending.
