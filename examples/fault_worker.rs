@@ -1,5 +1,7 @@
 //! A worker process for the fault tests (tests/faults.rs): every run of a job is recorded in Redis, so the
-//! test can count effects after killing this process with -9.
+//! test can count effects after killing this process with -9. Per run it appends `job pid start_ms` to
+//! `<ready key>:runs` and sets `<ready key>:started[job] = pid`; when the job's work is done it appends `job pid`
+//! to `<ready key>:effects` (the side effect a duplicate run would repeat), then returns its pid as the result.
 //!
 //! Environment: `RILL_URL`, `RILL_NAMESPACE`, `RILL_QUEUE`, `RILL_LEASE_MS`, `RILL_CONCURRENCY`.
 //! A job's data is how long it takes, in ms. Prints `ready` once it has joined the group.
@@ -26,8 +28,10 @@ async fn main() -> anyhow::Result<()> {
             ..Default::default()
         },
     )?;
-    let effects_key = format!("{}:effects", client.keys(&queue)?.ready);
-    let started_key = format!("{}:started", client.keys(&queue)?.ready);
+    let ready = client.keys(&queue)?.ready;
+    let effects_key = format!("{ready}:effects");
+    let started_key = format!("{ready}:started");
+    let runs_key = format!("{ready}:runs");
     let recorder = redis::Client::open(url.as_str())?
         .get_multiplexed_async_connection()
         .await?;
@@ -42,11 +46,19 @@ async fn main() -> anyhow::Result<()> {
                 let mut r = recorder.clone();
                 let effects_key = effects_key.clone();
                 let started_key = started_key.clone();
+                let runs_key = runs_key.clone();
                 async move {
-                    let _: () = r.hset(&started_key, job.id(), std::process::id()).await?;
+                    let pid = std::process::id();
+                    let now = std::time::SystemTime::now()
+                        .duration_since(std::time::UNIX_EPOCH)?
+                        .as_millis();
+                    let _: () = r
+                        .rpush(&runs_key, format!("{} {pid} {now}", job.id()))
+                        .await?;
+                    let _: () = r.hset(&started_key, job.id(), pid).await?;
                     tokio::time::sleep(Duration::from_millis(*job.data())).await;
-                    let _: () = r.hincr(&effects_key, job.id(), 1).await?;
-                    Ok(std::process::id())
+                    let _: () = r.rpush(&effects_key, format!("{} {pid}", job.id())).await?;
+                    Ok(pid)
                 }
             },
             async {

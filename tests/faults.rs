@@ -192,3 +192,220 @@ async fn redis_restart_mid_run_loses_no_acknowledged_job() {
     assert_eq!(q.counts().await.unwrap().waiting, 0);
     drop(redis);
 }
+
+fn spawn_fault_worker(redis: &TestRedis, ns: &str, lease: Duration) -> std::process::Child {
+    let mut child = Command::new(support::example_bin("fault_worker"))
+        .env("RILL_URL", redis.url())
+        .env("RILL_NAMESPACE", ns)
+        .env("RILL_QUEUE", "flow")
+        .env("RILL_LEASE_MS", lease.as_millis().to_string())
+        .env("RILL_CONCURRENCY", "4")
+        .env("RUST_LOG", "off")
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    assert!(line.starts_with("ready"), "{line}");
+    child
+}
+
+fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as u64
+}
+
+/// Kills worker processes with SIGKILL again and again while jobs flow. `RILL_FAULT_CRASHES` sets how many
+/// (default 12; a soak run uses 1000 or more).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn repeated_sigkills_lose_nothing_and_duplicate_only_killed_runs() {
+    let crashes: usize = std::env::var("RILL_FAULT_CRASHES")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(12);
+    let redis = TestRedis::start();
+    let client = support::client(&redis);
+    let ns = client.config().namespace.clone();
+    let q = client.queue::<u64>("flow").unwrap();
+    let lease = Duration::from_millis(500);
+    let reclaim = lease / 4;
+    let mut workers: Vec<std::process::Child> = (0..3)
+        .map(|_| spawn_fault_worker(&redis, &ns, lease))
+        .collect();
+    let mut kills: Vec<(u32, u64)> = Vec::new();
+    let mut ids = Vec::new();
+    let started = Instant::now();
+    let mut seed = 0x2545_f491_4f6c_dd1du64;
+    let mut rand = move |n: u64| {
+        seed ^= seed << 13;
+        seed ^= seed >> 7;
+        seed ^= seed << 17;
+        seed % n
+    };
+    // Steady flow below capacity (3 workers x 4 slots, jobs of 50-300 ms: ~70 jobs/s), 8 jobs and one kill every
+    // ~150 ms, so most kills land on running jobs.
+    while kills.len() < crashes {
+        for _ in 0..8 {
+            ids.push(q.enqueue(&(50 + rand(250))).await.unwrap());
+        }
+        tokio::time::sleep(Duration::from_millis(150)).await;
+        let victim = rand(workers.len() as u64) as usize;
+        let mut child = workers.swap_remove(victim);
+        kills.push((child.id(), now_ms()));
+        child.kill().unwrap();
+        child.wait().unwrap();
+        workers.push(spawn_fault_worker(&redis, &ns, lease));
+    }
+    eventually(Duration::from_secs(120), "every job completed", || async {
+        let c = q.counts().await.unwrap();
+        c.waiting == 0 && c.active == 0 && c.delayed == 0
+    })
+    .await;
+    for mut w in workers {
+        let _ = w.kill();
+        let _ = w.wait();
+    }
+    let mut c = redis.aconn().await;
+    let runs: Vec<String> = c
+        .lrange(format!("{}:runs", q.keys().ready), 0, -1)
+        .await
+        .unwrap();
+    let effects: Vec<String> = c
+        .lrange(format!("{}:effects", q.keys().ready), 0, -1)
+        .await
+        .unwrap();
+    let killed: HashMap<u32, u64> = kills.iter().copied().collect();
+    // No job lost: every one completed (a job dies only after 5 attempts; none should here).
+    let mut lost = 0;
+    for id in &ids {
+        if q.state(id).await.unwrap() != JobState::Completed {
+            lost += 1;
+        }
+    }
+    assert_eq!(q.counts().await.unwrap().dead, 0);
+    // Effects: at most one per job from a process that was never killed; extra ones only from killed processes.
+    let mut per_job: HashMap<&str, Vec<u32>> = HashMap::new();
+    for e in &effects {
+        let (job, pid) = e.split_once(' ').unwrap();
+        per_job.entry(job).or_default().push(pid.parse().unwrap());
+    }
+    let mut duplicates = 0;
+    for id in &ids {
+        let pids = per_job.get(id.as_str()).cloned().unwrap_or_default();
+        assert!(!pids.is_empty(), "{id}: completed without its effect");
+        let survivors = pids.iter().filter(|p| !killed.contains_key(p)).count();
+        assert!(
+            survivors <= 1,
+            "{id}: {survivors} effects from processes that were never killed"
+        );
+        duplicates += pids.len() - 1;
+    }
+    // Recovery: a job a killed process was running starts again elsewhere within lease + reclaim interval.
+    let mut run_list: HashMap<&str, Vec<(u32, u64)>> = HashMap::new();
+    for r in &runs {
+        let mut it = r.split(' ');
+        let (job, pid, at) = (
+            it.next().unwrap(),
+            it.next().unwrap().parse().unwrap(),
+            it.next().unwrap().parse().unwrap(),
+        );
+        run_list.entry(job).or_default().push((pid, at));
+    }
+    let mut worst = 0u64;
+    let mut interrupted = 0;
+    for (job, list) in &run_list {
+        for (i, (pid, _)) in list.iter().enumerate() {
+            let Some(&killed_at) = killed.get(pid) else {
+                continue;
+            };
+            let finished_there = per_job.get(job).is_some_and(|p| p.contains(pid));
+            if finished_there {
+                continue;
+            }
+            interrupted += 1;
+            let next = list[i + 1..]
+                .iter()
+                .map(|(_, at)| *at)
+                .find(|at| *at >= killed_at);
+            let next =
+                next.unwrap_or_else(|| panic!("{job}: interrupted by a kill and never run again"));
+            worst = worst.max(next - killed_at);
+        }
+    }
+    let bound = lease + reclaim + Duration::from_millis(1500);
+    println!(
+        "sigkill soak: {} jobs, {} crashes injected, {} runs interrupted, {lost} lost, {duplicates} duplicate effects, worst recovery {worst} ms (bound {} ms), {:.1}s",
+        ids.len(),
+        kills.len(),
+        interrupted,
+        bound.as_millis(),
+        started.elapsed().as_secs_f64()
+    );
+    assert_eq!(lost, 0);
+    assert!(
+        u128::from(worst) <= bound.as_millis(),
+        "worst recovery {worst} ms"
+    );
+}
+
+/// Redis frozen (SIGSTOP) for longer than a lease: leases lapse and jobs may be taken over, but no job ever
+/// gets two accepted completions.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_paused_redis_never_yields_two_accepted_completions() {
+    let redis = TestRedis::start();
+    let client = support::client(&redis);
+    let q = client.queue::<u64>("pause").unwrap();
+    let ids = q.enqueue_many(&vec![150u64; 60]).await.unwrap();
+    let lease = Duration::from_millis(400);
+    let mut running = Vec::new();
+    for _ in 0..2 {
+        running.push(spawn_worker(
+            Worker::new(client.clone(), "pause")
+                .unwrap()
+                .concurrency(4)
+                .keep_completed(true)
+                .lease(lease)
+                .reclaim_interval(Duration::from_millis(100)),
+            |job: Job<u64>| async move {
+                tokio::time::sleep(Duration::from_millis(*job.data())).await;
+                Ok::<_, JobError>(())
+            },
+        ));
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    redis.pause();
+    tokio::time::sleep(lease * 3).await;
+    redis.resume();
+    eventually(Duration::from_secs(60), "all completed", || async {
+        running
+            .iter()
+            .map(|w| w.stats.snapshot().completed)
+            .sum::<u64>()
+            >= ids.len() as u64
+    })
+    .await;
+    tokio::time::sleep(lease * 2).await;
+    let mut reports = Vec::new();
+    for w in running {
+        reports.push(w.stop().await);
+    }
+    let accepted: u64 = reports.iter().map(|r| r.completed).sum();
+    let stale: u64 = reports.iter().map(|r| r.stale).sum();
+    let lost: u64 = reports.iter().map(|r| r.lease_lost).sum();
+    println!(
+        "redis pause: {} jobs, {accepted} accepted completions, {stale} rejected as stale, {lost} leases lost",
+        ids.len()
+    );
+    assert_eq!(
+        accepted,
+        ids.len() as u64,
+        "exactly one accepted completion per job"
+    );
+    for id in &ids {
+        assert_eq!(q.state(id).await.unwrap(), JobState::Completed);
+    }
+}
