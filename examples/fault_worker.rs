@@ -16,6 +16,10 @@ fn env(name: &str, default: &str) -> String {
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
+    tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+        .with_writer(std::io::stderr)
+        .init();
     let url = env("RILL_URL", "redis://127.0.0.1:6379");
     let ns = env("RILL_NAMESPACE", "rill");
     let queue = env("RILL_QUEUE", "fault");

@@ -18,17 +18,18 @@ const PAGES_PER_CALL: usize = 8;
 const PAGE: usize = 100;
 
 /// Takes expired deliveries into free `slots` (each taken delivery consumes one). `cursor` carries the
-/// XAUTOCLAIM position between calls (`0-0` = start a new pass).
+/// XAUTOCLAIM position between calls (`0-0` = start a new pass). Returns true if it ran out of slots before the
+/// pass ended: more stalled deliveries may be waiting, and they come before new work.
 pub(crate) async fn reclaim<D: Dispatch>(
     runner: &Arc<D>,
     slots: &mut Vec<OwnedSemaphorePermit>,
     cursor: &mut String,
-) {
+) -> bool {
     let shared = runner.shared().clone();
     let _guard = shared.claim_lock.lock().await;
     for _ in 0..PAGES_PER_CALL {
         if slots.is_empty() {
-            return;
+            return true;
         }
         let page = async {
             let mut c = shared.client.conn().await?;
@@ -50,7 +51,7 @@ pub(crate) async fn reclaim<D: Dispatch>(
             Ok(p) => p,
             Err(e) => {
                 tracing::warn!(error = %e, "reclaim failed");
-                return;
+                return false;
             }
         };
         if !page.taken.is_empty() || page.dead_lettered > 0 {
@@ -66,7 +67,8 @@ pub(crate) async fn reclaim<D: Dispatch>(
         }
         *cursor = page.cursor;
         if cursor == "0-0" {
-            return;
+            return slots.is_empty();
         }
     }
+    false
 }

@@ -838,8 +838,14 @@ async fn fetch_loop<D: Dispatch>(runner: &Arc<D>, shutdown: impl Future<Output =
             return;
         }
         if Instant::now() >= next_reclaim {
-            crate::reclaim::reclaim(runner, &mut slots, &mut cursor).await;
-            next_reclaim = Instant::now() + shared.config.reclaim_interval;
+            let more = crate::reclaim::reclaim(runner, &mut slots, &mut cursor).await;
+            // Stalled jobs come before new ones: while a pass keeps filling every free slot, look again as soon
+            // as the next slot frees.
+            next_reclaim = if more {
+                Instant::now()
+            } else {
+                Instant::now() + shared.config.reclaim_interval
+            };
             if slots.is_empty() {
                 continue;
             }

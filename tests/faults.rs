@@ -200,7 +200,10 @@ fn spawn_fault_worker(redis: &TestRedis, ns: &str, lease: Duration) -> std::proc
         .env("RILL_QUEUE", "flow")
         .env("RILL_LEASE_MS", lease.as_millis().to_string())
         .env("RILL_CONCURRENCY", "4")
-        .env("RUST_LOG", "off")
+        .env(
+            "RUST_LOG",
+            std::env::var("RILL_WORKER_LOG").unwrap_or_else(|_| "off".into()),
+        )
         .stdout(Stdio::piped())
         .spawn()
         .unwrap();
@@ -253,7 +256,14 @@ async fn repeated_sigkills_lose_nothing_and_duplicate_only_killed_runs() {
         // enough attempts that the test is about loss and duplicates, not about running out of attempts.
         let opts = || rill::Enqueue::new().max_attempts(1000);
         for _ in 0..8 {
-            ids.push(q.enqueue_with(&(50 + rand(250)), opts().dedup_key(format!("j{}", ids.len()))).await.unwrap());
+            ids.push(
+                q.enqueue_with(
+                    &(50 + rand(250)),
+                    opts().dedup_key(format!("j{}", ids.len())),
+                )
+                .await
+                .unwrap(),
+            );
         }
         tokio::time::sleep(Duration::from_millis(150)).await;
         let victim = rand(workers.len() as u64) as usize;
@@ -319,6 +329,8 @@ async fn repeated_sigkills_lose_nothing_and_duplicate_only_killed_runs() {
         run_list.entry(job).or_default().push((pid, at));
     }
     let mut worst = 0u64;
+    let mut worst_case = String::new();
+    let mut recoveries: Vec<u64> = Vec::new();
     let mut interrupted = 0;
     for (job, list) in &run_list {
         for (i, (pid, _)) in list.iter().enumerate() {
@@ -336,7 +348,11 @@ async fn repeated_sigkills_lose_nothing_and_duplicate_only_killed_runs() {
                 .find(|at| *at >= killed_at);
             let next =
                 next.unwrap_or_else(|| panic!("{job}: interrupted by a kill and never run again"));
-            worst = worst.max(next - killed_at);
+            recoveries.push(next - killed_at);
+            if next - killed_at > worst {
+                worst = next - killed_at;
+                worst_case = format!("{job}: runs {list:?}, killed pid {pid} at {killed_at}");
+            }
         }
     }
     let bound = lease + reclaim + Duration::from_millis(1500);
@@ -347,6 +363,18 @@ async fn repeated_sigkills_lose_nothing_and_duplicate_only_killed_runs() {
         interrupted,
         bound.as_millis(),
         started.elapsed().as_secs_f64()
+    );
+    recoveries.sort_unstable();
+    let pct = |p: f64| {
+        recoveries
+            .get(((recoveries.len() as f64 - 1.0) * p) as usize)
+            .copied()
+            .unwrap_or(0)
+    };
+    println!(
+        "recovery p50 {} ms, p99 {} ms; worst: {worst_case}; kills {kills:?}",
+        pct(0.5),
+        pct(0.99)
     );
     assert_eq!(lost, 0);
     assert!(
