@@ -561,8 +561,12 @@ pub async fn retire<C: ConnectionLike + Send>(
     Ok(int(&v, "retire.lua")? == 1)
 }
 
-/// Raw reply of `state.lua`: state name, entry id, attempts made, owner, deliveries.
-pub(crate) async fn state<C: ConnectionLike + Send>(
+/// Reads where a job is (`state.lua`): state name, entry id, attempts made, owner, delivery count. See
+/// [`crate::Queue::job`] for the typed form.
+///
+/// # Errors
+/// [`Error::Redis`] or [`Error::Protocol`].
+pub async fn state<C: ConnectionLike + Send>(
     con: &mut C,
     keys: &QueueKeys,
     job_id: &str,

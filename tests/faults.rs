@@ -22,20 +22,7 @@ async fn a_worker_killed_with_sigkill_has_its_jobs_completed_elsewhere_within_th
     let lease = Duration::from_millis(1000);
     let ids = q.enqueue_many(&[60_000u64; 6]).await.unwrap();
 
-    let mut child = Command::new(support::example_bin("fault_worker"))
-        .env("RILL_URL", redis.url())
-        .env("RILL_NAMESPACE", &ns)
-        .env("RILL_QUEUE", "fault")
-        .env("RILL_LEASE_MS", lease.as_millis().to_string())
-        .env("RILL_CONCURRENCY", "8")
-        .stdout(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut line = String::new();
-    BufReader::new(child.stdout.take().unwrap())
-        .read_line(&mut line)
-        .unwrap();
-    assert!(line.starts_with("ready"), "{line}");
+    let mut child = spawn_fault_worker(&redis, &ns, "fault", lease, 8);
     let mut c = redis.aconn().await;
     let started_key = format!("{}:started", q.keys().ready);
     eventually(
@@ -193,13 +180,20 @@ async fn redis_restart_mid_run_loses_no_acknowledged_job() {
     drop(redis);
 }
 
-fn spawn_fault_worker(redis: &TestRedis, ns: &str, lease: Duration) -> std::process::Child {
+/// Starts an `examples/fault_worker` process on `queue` and waits until it has joined the group.
+fn spawn_fault_worker(
+    redis: &TestRedis,
+    ns: &str,
+    queue: &str,
+    lease: Duration,
+    concurrency: usize,
+) -> std::process::Child {
     let mut child = Command::new(support::example_bin("fault_worker"))
         .env("RILL_URL", redis.url())
         .env("RILL_NAMESPACE", ns)
-        .env("RILL_QUEUE", "flow")
+        .env("RILL_QUEUE", queue)
         .env("RILL_LEASE_MS", lease.as_millis().to_string())
-        .env("RILL_CONCURRENCY", "4")
+        .env("RILL_CONCURRENCY", concurrency.to_string())
         .env(
             "RUST_LOG",
             std::env::var("RILL_WORKER_LOG").unwrap_or_else(|_| "off".into()),
@@ -237,7 +231,7 @@ async fn repeated_sigkills_lose_nothing_and_duplicate_only_killed_runs() {
     let lease = Duration::from_millis(500);
     let reclaim = lease / 4;
     let mut workers: Vec<std::process::Child> = (0..3)
-        .map(|_| spawn_fault_worker(&redis, &ns, lease))
+        .map(|_| spawn_fault_worker(&redis, &ns, "flow", lease, 4))
         .collect();
     let mut kills: Vec<(u32, u64)> = Vec::new();
     let mut ids = Vec::new();
@@ -271,7 +265,7 @@ async fn repeated_sigkills_lose_nothing_and_duplicate_only_killed_runs() {
         kills.push((child.id(), now_ms()));
         child.kill().unwrap();
         child.wait().unwrap();
-        workers.push(spawn_fault_worker(&redis, &ns, lease));
+        workers.push(spawn_fault_worker(&redis, &ns, "flow", lease, 4));
     }
     eventually(Duration::from_secs(120), "every job completed", || async {
         let c = q.counts().await.unwrap();

@@ -323,7 +323,8 @@ impl Harness {
                     return;
                 };
                 let forged = matches!(op, Op::ForgedAck { .. });
-                let token = if forged { h.token + 1 } else { h.token };
+                // A token no delivery ever had (token + 1 may be this consumer's own newer delivery).
+                let token = if forged { h.token + 1_000_000 } else { h.token };
                 let consumer = self.model.consumers[worker].clone();
                 let item = AckItem {
                     delivery: DeliveryRef {
@@ -625,22 +626,8 @@ impl Harness {
     async fn check(&mut self) {
         let mut counts = (0u64, 0u64, 0u64, 0u64);
         for (id, j) in &self.model.jobs {
-            let src = scripts::SOURCES
-                .iter()
-                .find(|(n, _)| *n == "state.lua")
-                .unwrap()
-                .1;
-            let (state, entry, made, owner, deliveries): (String, String, u64, String, u64) =
-                redis::Script::new(src)
-                    .key(&self.keys.index)
-                    .key(&self.keys.delayed)
-                    .key(&self.keys.scheduled)
-                    .key(&self.keys.ready)
-                    .key(self.keys.job(id))
-                    .key(&self.keys.dead_index)
-                    .arg(GROUP)
-                    .arg(id)
-                    .invoke_async(&mut self.conn)
+            let (state, entry, made, owner, deliveries) =
+                scripts::state(&mut self.conn, &self.keys, id)
                     .await
                     .unwrap();
             match &j.state {

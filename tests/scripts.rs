@@ -882,23 +882,8 @@ async fn ack_deletes_at_once_when_an_old_delivery_pins_the_head() {
 
 /// Runs state.lua: (state, entry id, attempts made, owner, deliveries).
 async fn scripts_state(f: &mut Fixture, id: &str) -> (String, String, u64, String, u64) {
-    let src = scripts::SOURCES
-        .iter()
-        .find(|(n, _)| *n == "state.lua")
-        .unwrap()
-        .1;
-    redis::Script::new(src)
-        .key(&f.keys.index)
-        .key(&f.keys.delayed)
-        .key(&f.keys.scheduled)
-        .key(&f.keys.ready)
-        .key(f.keys.job(id))
-        .key(&f.keys.dead_index)
-        .arg(GROUP)
-        .arg(id)
-        .invoke_async(&mut f.conn)
-        .await
-        .unwrap()
+    let keys = f.keys.clone();
+    scripts::state(&mut f.conn, &keys, id).await.unwrap()
 }
 
 #[tokio::test]
