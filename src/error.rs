@@ -1,8 +1,6 @@
 //! The library's error type. Handler outcomes (retry, discard) are not errors of the library: see
 //! [`crate::JobError`].
 
-use std::time::Duration;
-
 /// Everything that can go wrong in rill itself (not in a job handler).
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
@@ -68,9 +66,9 @@ pub enum Error {
     /// The client was closed with [`crate::Client::close`].
     #[error("the rill client is closed")]
     Closed,
-    /// An operation did not finish in time.
-    #[error("timed out after {0:?}")]
-    Timeout(Duration),
+    /// A worker could not start its lease keeper thread.
+    #[error("cannot start the lease keeper thread: {0}")]
+    Thread(std::io::Error),
 }
 
 impl Error {
@@ -94,7 +92,6 @@ impl Error {
                         )
                     )
             }
-            Error::Timeout(_) => true,
             _ => false,
         }
     }
@@ -107,3 +104,34 @@ impl Error {
 
 /// `Result` with [`Error`].
 pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn predicates() {
+        let io: redis::RedisError =
+            std::io::Error::new(std::io::ErrorKind::ConnectionReset, "reset").into();
+        assert!(Error::Redis(io).is_retryable());
+        let stale = Error::Stale {
+            job: "j".into(),
+            entry: "1-0".into(),
+        };
+        assert!(stale.is_stale() && !stale.is_retryable());
+        assert!(!Error::Closed.is_retryable());
+        assert!(
+            !Error::InvalidName {
+                name: "a:b".into(),
+                reason: "x"
+            }
+            .is_retryable()
+        );
+        let busy = redis::RedisError::from((
+            redis::ErrorKind::Server(redis::ServerErrorKind::BusyLoading),
+            "loading",
+        ));
+        assert!(Error::Redis(busy).is_retryable());
+        assert!(stale.to_string().contains("another delivery owns it"));
+    }
+}

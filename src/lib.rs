@@ -59,4 +59,4 @@ pub use error::{Error, Result};
 pub use inspect::{Counts, DeadLetter, Event, JobInfo, JobState};
 pub use job::{Delivery, Job, JobError, JobResult};
 pub use producer::{Enqueue, Queue};
-pub use worker::{Handler, Worker, WorkerConfig, WorkerReport, WorkerStats};
+pub use worker::{Worker, WorkerConfig, WorkerReport, WorkerStats};

@@ -353,8 +353,12 @@ impl Worker {
         let ctx = Arc::new(JobContext {
             client: shared.client.clone(),
             keys: shared.keys.clone(),
-            record_ttl_ms: (shared.config.lease * 4)
-                .max(shared.config.retention)
+            // Progress and data written by a running job must outlive the job (ack deletes them when no record
+            // is kept).
+            record_ttl_ms: shared
+                .config
+                .retention
+                .max(Duration::from_secs(24 * 3600))
                 .as_millis() as u64,
         });
         let (ack_tx, ack_rx) = mpsc::unbounded_channel();
@@ -371,10 +375,7 @@ impl Worker {
 
         let stop_lease = CancellationToken::new();
         let lease_thread =
-            lease::spawn(shared.clone(), stop_lease.clone()).map_err(|e| Error::Protocol {
-                what: "lease keeper thread",
-                detail: e.to_string(),
-            })?;
+            lease::spawn(shared.clone(), stop_lease.clone()).map_err(Error::Thread)?;
         let stop_acker = CancellationToken::new();
         // If this future is dropped mid-run, the lease thread must stop too, or leases would never expire.
         let _lease_guard = stop_lease.clone().drop_guard();
@@ -456,7 +457,7 @@ pub(crate) async fn ensure_group(client: &Client, keys: &QueueKeys) -> Result<()
 
 /// A job handler: any `Fn(Job<T>) -> impl Future<Output = Result<R, JobError>>` where `R` (the result) is
 /// serializable; a result that encodes to CBOR `null` (such as `()`) stores none.
-pub trait Handler<T>: Send + Sync + 'static {
+pub(crate) trait Handler<T>: Send + Sync + 'static {
     /// The result type.
     type Output: Serialize + Send + 'static;
     /// Runs the handler on one job.
