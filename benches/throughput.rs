@@ -328,10 +328,18 @@ fn main() {
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(if full { 100_000 } else { 2_000 });
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .unwrap();
+    // RILL_BENCH_CURRENT_THREAD=1 runs everything on one thread (no cross-thread wake-ups).
+    let rt = if std::env::var_os("RILL_BENCH_CURRENT_THREAD").is_some() {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap()
+    } else {
+        tokio::runtime::Builder::new_multi_thread()
+            .enable_all()
+            .build()
+            .unwrap()
+    };
     rt.block_on(async {
         let redis = TestRedis::start();
         let raw = raw_ceiling(&redis, jobs).await;

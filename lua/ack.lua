@@ -3,8 +3,9 @@
 -- entry with the same delivery count (token) it was handed; otherwise nothing changes for that job. The entries
 -- are acked and removed in the same step: the ready stream is trimmed (XTRIM MINID) below its oldest unfinished
 -- entry (the oldest pending one, or the first not yet delivered), which costs a tenth of deleting entries one by
--- one. When a delivery older than the lazy window (in entry-id time) pins the head, the batch's entries are
--- deleted outright (XDEL), so finished entries never pile up behind a long job.
+-- one. When the oldest pending entry is more than the lazy window older (in entry-id time) than the newest entry
+-- this call acks, the batch's entries are deleted outright (XDEL), so finished entries never pile up behind a
+-- long job.
 -- One XPENDING over the batch's id range checks ownership of the whole batch; one event entry lists every job
 -- completed by the call.
 --
@@ -90,24 +91,28 @@ local function parse(id)
 end
 if #acked > 0 then
   redis.call('XACK', ready, group, unpack(acked))
-  -- Everything below the first undelivered entry and below the oldest pending one is finished.
-  local last
-  for _, g in ipairs(redis.call('XINFO', 'GROUPS', ready)) do
-    local name, id
-    for k = 1, #g, 2 do
-      if g[k] == 'name' then name = g[k + 1] elseif g[k] == 'last-delivered-id' then id = g[k + 1] end
-    end
-    if name == group then last = id end
-  end
-  local lms, lseq, lms_text = parse(last)
-  local floor = lms_text .. '-' .. string.format('%.0f', lseq + 1)
+  -- Everything below the oldest pending entry is finished (a pending entry was delivered, so it is never after
+  -- the first undelivered one). With nothing pending, everything up to the group's last-delivered id is.
+  local floor
   local oldest = redis.call('XPENDING', ready, group, '-', '+', 1)
   if oldest[1] then
-    local oms, oseq = parse(oldest[1][1])
-    if oms < lms or (oms == lms and oseq <= lseq) then floor = oldest[1][1] end
-    if lms - oms > window then
+    floor = oldest[1][1]
+    local oms = parse(floor)
+    local ams = parse(acked[#acked])
+    if ams - oms > window then
       redis.call('XDEL', ready, unpack(acked))
     end
+  else
+    local last
+    for _, g in ipairs(redis.call('XINFO', 'GROUPS', ready)) do
+      local name, id
+      for k = 1, #g, 2 do
+        if g[k] == 'name' then name = g[k + 1] elseif g[k] == 'last-delivered-id' then id = g[k + 1] end
+      end
+      if name == group then last = id end
+    end
+    local _, lseq, lms_text = parse(last)
+    floor = lms_text .. '-' .. string.format('%.0f', lseq + 1)
   end
   redis.call('XTRIM', ready, 'MINID', floor)
   if maxlen > 0 then
