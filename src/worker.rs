@@ -964,12 +964,13 @@ pub(crate) async fn sweep_own_pending(shared: &Shared, only_orphans: bool) {
         };
         let Some(last) = page.last() else { return };
         start = format!("({}", last.0);
-        let held = shared.held.lock().expect("held lock").clone();
-        let mine: Vec<(String, u64)> = page
-            .iter()
-            .filter(|(id, ..)| !(only_orphans && held.contains_key(id)))
-            .map(|(id, _, _, count)| (id.clone(), *count))
-            .collect();
+        let mine: Vec<(String, u64)> = {
+            let held = shared.held.lock().expect("held lock");
+            page.iter()
+                .filter(|(id, ..)| !(only_orphans && held.contains_key(id)))
+                .map(|(id, _, _, count)| (id.clone(), *count))
+                .collect()
+        };
         if !mine.is_empty() {
             let refs: Vec<DeliveryRef<'_>> = mine
                 .iter()
