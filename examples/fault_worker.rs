@@ -3,8 +3,12 @@
 //! `<ready key>:runs` and sets `<ready key>:started[job] = pid`; when the job's work is done it appends `job pid`
 //! to `<ready key>:effects` (the side effect a duplicate run would repeat), then returns its pid as the result.
 //!
-//! Environment: `RILL_URL`, `RILL_NAMESPACE`, `RILL_QUEUE`, `RILL_LEASE_MS`, `RILL_CONCURRENCY`.
-//! A job's data is how long it takes, in ms. Prints `ready` once it has joined the group.
+//! Environment: `RILL_URL`, `RILL_NAMESPACE`, `RILL_QUEUE`, `RILL_LEASE_MS`, `RILL_CONCURRENCY`, `RILL_MODE`.
+//! A job's data is how long it takes, in ms. Prints `ready <consumer>` once it has joined the group.
+//!
+//! With `RILL_MODE=steps` a job's data is a number of steps instead: it resumes from its newest checkpoint,
+//! runs the remaining steps (2 ms each, each appended as `pid step` to `<ready key>:steps`), checkpoints
+//! `(step, sum)` every 50 steps, and returns the sum of the step numbers.
 
 use std::time::Duration;
 
@@ -44,6 +48,44 @@ async fn main() -> anyhow::Result<()> {
         .lease(lease)
         .reclaim_interval(lease / 4);
     println!("ready {}", worker.consumer());
+    if env("RILL_MODE", "") == "steps" {
+        let steps_key = format!("{ready}:steps");
+        let recorder = redis::Client::open(url.as_str())?
+            .get_multiplexed_async_connection()
+            .await?;
+        worker
+            .run(
+                move |job: rill::Job<u64>| {
+                    let mut r = recorder.clone();
+                    let steps_key = steps_key.clone();
+                    async move {
+                        let (mut step, mut sum) = match job.resume::<(u64, u64)>().await? {
+                            Some(resumed) => resumed.state,
+                            None => (0, 0),
+                        };
+                        let mut policy = rill::CheckpointPolicy::every_steps(50).from_step(step);
+                        while step < *job.data() {
+                            tokio::time::sleep(Duration::from_millis(2)).await;
+                            sum += step;
+                            step += 1;
+                            let _: () = r
+                                .rpush(&steps_key, format!("{} {step}", std::process::id()))
+                                .await?;
+                            if policy.due(step, &job) {
+                                job.checkpoint(&(step, sum)).await?;
+                                policy.saved(step);
+                            }
+                        }
+                        Ok(sum)
+                    }
+                },
+                async {
+                    let _ = tokio::signal::ctrl_c().await;
+                },
+            )
+            .await?;
+        return Ok(());
+    }
     worker
         .run(
             move |job: rill::Job<u64>| {

@@ -12,7 +12,8 @@
 -- KEYS[1]      ready stream
 -- KEYS[2]      index hash (job id -> entry id)
 -- KEYS[3]      events stream
--- KEYS[3+j]    job record hash of the j-th extra (below)
+-- KEYS[2+2j]   job record hash of the j-th extra (below)
+-- KEYS[3+2j]   checkpoint stream of the j-th extra
 -- ARGV[1]      consumer group
 -- ARGV[2]      consumer name
 -- ARGV[3]      now, ms since the Unix epoch
@@ -28,7 +29,7 @@
 --
 -- Returns an array with one code per delivery, in order:
 --   1  completed: entry acked and removed (now or, trimmed lazily, by a later call); record written (or deleted,
---      if touched and not kept)
+--      if touched and not kept); if touched, its checkpoints expire after the retention (deleted if 0)
 --   0  stale: this delivery no longer owns the entry; nothing changed
 local ready, index, events = KEYS[1], KEYS[2], KEYS[3]
 local group, consumer, now = ARGV[1], ARGV[2], ARGV[3]
@@ -68,7 +69,7 @@ for j = 1, (#ARGV - X) / 5 do
   local i = tonumber(ARGV[b + 1])
   if codes[i] == 1 then
     local eid, jid, attempt, result, touched = ids[i], ARGV[b + 2], ARGV[b + 3], ARGV[b + 4], ARGV[b + 5]
-    local job = KEYS[3 + j]
+    local job, ckpt = KEYS[2 + 2 * j], KEYS[3 + 2 * j]
     ids[i] = jid
     if retention > 0 and (keep or result ~= '') then
       if result ~= '' then
@@ -79,6 +80,9 @@ for j = 1, (#ARGV - X) / 5 do
       redis.call('PEXPIRE', job, retention)
     elseif touched == '1' then
       redis.call('DEL', job)
+    end
+    if touched == '1' then
+      if retention > 0 then redis.call('PEXPIRE', ckpt, retention) else redis.call('DEL', ckpt) end
     end
     if jid ~= eid then
       redis.call('HDEL', index, jid)

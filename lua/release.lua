@@ -1,7 +1,8 @@
 #!lua
 -- release: hand deliveries back for immediate redelivery (graceful shutdown, or entries this consumer was
 -- assigned but never saw). Fenced like ack. Each owned entry is re-added at the tail of the ready stream with
--- its job id and with the released delivery not counted as an attempt, then acked and deleted.
+-- its job id and with the released delivery not counted as an attempt, then acked and deleted. Its
+-- `last_error` goes: the delivery before the next one ended by hand-back, not by an error.
 --
 -- KEYS[1]    ready stream
 -- KEYS[2]    index hash (job id -> entry id)
@@ -39,7 +40,7 @@ for i = 1, n do
         if f == 'attempts' then attempts = math.max(0, math.floor(tonumber(fields[j + 1]) or 0))
         elseif f == 'id' then jid = fields[j + 1]
         end
-        if f ~= 'attempts' and f ~= 'id' then
+        if f ~= 'attempts' and f ~= 'id' and f ~= 'last_error' then
           out[#out + 1] = f
           out[#out + 1] = fields[j + 1]
         end

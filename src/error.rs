@@ -52,6 +52,16 @@ pub enum Error {
         /// Stream entry id of the stale delivery.
         entry: String,
     },
+    /// A checkpoint's version is not newer than the job's newest checkpoint.
+    #[error("checkpoint version {version} of job {job} is not newer than {newest}")]
+    CheckpointNotNewer {
+        /// Job id.
+        job: String,
+        /// The refused version.
+        version: u64,
+        /// The newest stored version.
+        newest: u64,
+    },
     /// Redis answered with an error, or the connection failed.
     #[error("redis: {0}")]
     Redis(#[from] redis::RedisError),

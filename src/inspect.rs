@@ -154,6 +154,72 @@ pub struct Event {
     pub fields: HashMap<String, String>,
 }
 
+/// One stored checkpoint of a job (SPEC.md, "Checkpoints").
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct CheckpointInfo {
+    /// Version (grows with every write).
+    pub version: u64,
+    /// Raw CBOR state.
+    pub state: Vec<u8>,
+    /// Consumer (worker) that wrote it.
+    pub written_by: String,
+    /// Entry id and token of the delivery that wrote it.
+    pub delivery: (String, u64),
+    /// When, ms since the Unix epoch.
+    pub written_ms: u64,
+    /// Label, if one was given.
+    pub label: Option<String>,
+}
+
+impl CheckpointInfo {
+    /// The state decoded as `S`.
+    ///
+    /// # Errors
+    /// [`Error::Decode`].
+    pub fn state<S: DeserializeOwned>(&self) -> Result<S> {
+        wire::decode(&self.state)
+    }
+}
+
+/// Up to `count` checkpoints of a job, newest first.
+pub(crate) async fn read_checkpoints(
+    client: &crate::Client,
+    keys: &crate::keys::QueueKeys,
+    job_id: &str,
+    count: usize,
+) -> Result<Vec<CheckpointInfo>> {
+    let mut conn = client.conn().await?;
+    let v: redis::Value = redis::cmd("XREVRANGE")
+        .arg(keys.checkpoints(job_id))
+        .arg("+")
+        .arg("-")
+        .arg("COUNT")
+        .arg(count)
+        .query_async(&mut conn)
+        .await?;
+    let mut out = Vec::new();
+    for raw in wire::parse_entries(v)? {
+        let mut f: HashMap<Vec<u8>, Vec<u8>> = raw.fields.unwrap_or_default().into_iter().collect();
+        let text = |f: &mut HashMap<Vec<u8>, Vec<u8>>, k: &str| {
+            f.remove(k.as_bytes())
+                .map(|v| String::from_utf8_lossy(&v).into_owned())
+                .unwrap_or_default()
+        };
+        let num = |s: String| s.parse::<u64>().unwrap_or(0);
+        let label = text(&mut f, "label");
+        out.push(CheckpointInfo {
+            version: num(text(&mut f, "version")),
+            state: f.remove("state".as_bytes()).unwrap_or_default(),
+            written_by: text(&mut f, "consumer"),
+            delivery: (text(&mut f, "entry"), num(text(&mut f, "token"))),
+            written_ms: num(text(&mut f, "ms")),
+            label: (!label.is_empty()).then_some(label),
+        });
+    }
+    Ok(out)
+}
+
 fn text_fields(raw: &RawEntry) -> HashMap<String, String> {
     raw.fields
         .iter()
@@ -318,6 +384,65 @@ impl<T: Serialize + DeserializeOwned> Queue<T> {
                 }
             })
             .collect())
+    }
+
+    /// Up to `count` checkpoints of job `id`, newest first.
+    ///
+    /// # Errors
+    /// Redis errors.
+    pub async fn checkpoints(&self, id: &str, count: usize) -> Result<Vec<CheckpointInfo>> {
+        read_checkpoints(&self.client, &self.keys, id, count).await
+    }
+
+    /// Makes checkpoint `version` the newest by deleting every newer one, so the job's next delivery resumes
+    /// from it (enqueue the job again with the same id if it is finished). Returns how many were deleted.
+    ///
+    /// # Errors
+    /// Redis errors.
+    pub async fn restore_checkpoint(&self, id: &str, version: u64) -> Result<usize> {
+        let key = self.keys.checkpoints(id);
+        let mut conn = self.client.conn().await?;
+        let v: redis::Value = redis::cmd("XRANGE")
+            .arg(&key)
+            .arg("-")
+            .arg("+")
+            .query_async(&mut conn)
+            .await?;
+        let newer: Vec<String> = wire::parse_entries(v)?
+            .into_iter()
+            .filter(|e| {
+                e.fields.iter().flatten().any(|(k, v)| {
+                    k == b"version"
+                        && std::str::from_utf8(v)
+                            .ok()
+                            .and_then(|v| v.parse::<u64>().ok())
+                            .is_some_and(|v| v > version)
+                })
+            })
+            .map(|e| e.id)
+            .collect();
+        if newer.is_empty() {
+            return Ok(0);
+        }
+        let n: usize = redis::cmd("XDEL")
+            .arg(&key)
+            .arg(&newer)
+            .query_async(&mut conn)
+            .await?;
+        Ok(n)
+    }
+
+    /// Deletes every checkpoint of job `id`, so its next delivery starts fresh.
+    ///
+    /// # Errors
+    /// Redis errors.
+    pub async fn clear_checkpoints(&self, id: &str) -> Result<()> {
+        let mut conn = self.client.conn().await?;
+        let _: () = redis::cmd("DEL")
+            .arg(self.keys.checkpoints(id))
+            .query_async(&mut conn)
+            .await?;
+        Ok(())
     }
 
     /// Up to `count` lifecycle events after entry id `after` (`None` = the oldest kept), without a consumer

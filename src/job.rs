@@ -3,13 +3,13 @@
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
-use serde::Serialize;
+use serde::{Serialize, de::DeserializeOwned};
 use tokio_util::sync::CancellationToken;
 
 use crate::client::Client;
 use crate::error::{Error, Result};
 use crate::keys::QueueKeys;
-use crate::scripts::{self, DeliveryRef, RecordField};
+use crate::scripts::{self, CheckpointWrite, Checkpointed, DeliveryRef, RecordField};
 use crate::wire;
 
 /// One delivery of a job: which stream entry, to which consumer, with which fencing token.
@@ -34,10 +34,64 @@ impl Delivery {
 }
 
 pub(crate) struct JobContext {
-    /// Set when a delivery writes the job record, so its completion knows to clean it up.
     pub(crate) client: Client,
     pub(crate) keys: QueueKeys,
     pub(crate) record_ttl_ms: u64,
+    pub(crate) checkpoints: CheckpointSettings,
+    /// Fires when the worker starts shutting down.
+    pub(crate) stopping: CancellationToken,
+}
+
+/// Checkpoint limits of a worker.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CheckpointSettings {
+    /// Most checkpoints kept per job (default 10).
+    pub keep: u32,
+    /// How long a job's checkpoints live after the last write (default 7 days); once the job completes they
+    /// expire after the worker's retention.
+    pub ttl: Duration,
+    /// Largest encoded state, bytes (default 1 MiB).
+    pub max_bytes: usize,
+}
+
+impl Default for CheckpointSettings {
+    fn default() -> Self {
+        CheckpointSettings {
+            keep: 10,
+            ttl: Duration::from_secs(7 * 24 * 3600),
+            max_bytes: 1 << 20,
+        }
+    }
+}
+
+/// How the previous delivery of a resumed job ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum PreviousEnd {
+    /// Its worker crashed, froze or lost the lease; this delivery took over.
+    Stalled,
+    /// It failed with this error and was retried.
+    Failed(String),
+    /// It was handed back (worker shutdown, [`JobError::interrupted`]) or the job was enqueued again.
+    HandedBack,
+}
+
+/// The newest checkpoint of a job, as seen by a delivery that resumes it.
+#[derive(Debug, Clone, PartialEq)]
+#[non_exhaustive]
+pub struct Resume<S> {
+    /// The saved state.
+    pub state: S,
+    /// Its version.
+    pub version: u64,
+    /// The consumer (worker) that wrote it.
+    pub written_by: String,
+    /// Its label, if any.
+    pub label: Option<String>,
+    /// When it was written, ms since the Unix epoch.
+    pub written_ms: u64,
+    /// Why the previous delivery ended.
+    pub previous_end: PreviousEnd,
 }
 
 /// A job handed to a handler.
@@ -141,6 +195,120 @@ impl<T> Job<T> {
         &self.cancel
     }
 
+    /// Fires when the worker begins a graceful shutdown: a long job should checkpoint and return
+    /// [`JobError::interrupted`] so it resumes elsewhere at once.
+    pub fn stopping(&self) -> &CancellationToken {
+        &self.ctx.stopping
+    }
+
+    /// Saves `state` as the job's next checkpoint (version = newest + 1) and returns the version. Fenced: a
+    /// delivery that lost the job cannot write.
+    ///
+    /// # Errors
+    /// [`Error::Stale`], [`Error::PayloadTooLarge`] (over the worker's checkpoint limit), encode or Redis errors.
+    pub async fn checkpoint<S: Serialize + ?Sized>(&self, state: &S) -> Result<u64> {
+        self.checkpoint_as(state, 0, "").await
+    }
+
+    /// Like [`Job::checkpoint`] with an explicit version (must be newer than every earlier one; 0 = next) and a
+    /// label.
+    ///
+    /// # Errors
+    /// As [`Job::checkpoint`], plus [`Error::CheckpointNotNewer`].
+    pub async fn checkpoint_as<S: Serialize + ?Sized>(
+        &self,
+        state: &S,
+        version: u64,
+        label: &str,
+    ) -> Result<u64> {
+        let bytes = wire::encode(state)?;
+        let limits = self.ctx.checkpoints;
+        if bytes.len() > limits.max_bytes {
+            return Err(Error::PayloadTooLarge {
+                size: bytes.len(),
+                limit: limits.max_bytes,
+            });
+        }
+        self.touched
+            .store(true, std::sync::atomic::Ordering::Relaxed);
+        let mut conn = self.ctx.client.conn().await?;
+        let write = CheckpointWrite {
+            version,
+            label,
+            state: &bytes,
+            keep: limits.keep,
+            ttl_ms: limits.ttl.as_millis() as u64,
+            max_bytes: limits.max_bytes,
+        };
+        let out = scripts::checkpoint(
+            &mut conn,
+            &self.ctx.keys,
+            &self.delivery.consumer,
+            self.delivery.as_ref(),
+            &self.id,
+            crate::producer::now_ms(),
+            write,
+        )
+        .await?;
+        match out {
+            Checkpointed::Written => Ok(if version == 0 {
+                self.newest_version().await?
+            } else {
+                version
+            }),
+            Checkpointed::Stale => Err(Error::Stale {
+                job: self.id.clone(),
+                entry: self.delivery.entry_id.clone(),
+            }),
+            Checkpointed::NotNewer(newest) => Err(Error::CheckpointNotNewer {
+                job: self.id.clone(),
+                version,
+                newest,
+            }),
+            Checkpointed::TooLarge => Err(Error::PayloadTooLarge {
+                size: bytes.len(),
+                limit: limits.max_bytes,
+            }),
+        }
+    }
+
+    async fn newest_version(&self) -> Result<u64> {
+        Ok(
+            crate::inspect::read_checkpoints(&self.ctx.client, &self.ctx.keys, &self.id, 1)
+                .await?
+                .first()
+                .map_or(0, |c| c.version),
+        )
+    }
+
+    /// The newest checkpoint, if the job has one: the state to continue from, who wrote it and why the
+    /// previous delivery ended. `None` means start from the beginning.
+    ///
+    /// # Errors
+    /// Redis errors, or [`Error::Decode`] if the state is not an `S`.
+    pub async fn resume<S: DeserializeOwned>(&self) -> Result<Option<Resume<S>>> {
+        let newest =
+            crate::inspect::read_checkpoints(&self.ctx.client, &self.ctx.keys, &self.id, 1).await?;
+        let Some(c) = newest.into_iter().next() else {
+            return Ok(None);
+        };
+        let previous_end = if self.delivery.token > 1 {
+            PreviousEnd::Stalled
+        } else if let Some(e) = &self.last_error {
+            PreviousEnd::Failed(e.clone())
+        } else {
+            PreviousEnd::HandedBack
+        };
+        Ok(Some(Resume {
+            state: wire::decode(&c.state)?,
+            version: c.version,
+            written_by: c.written_by,
+            label: c.label,
+            written_ms: c.written_ms,
+            previous_end,
+        }))
+    }
+
     /// Reports progress (any serde value), readable with [`crate::Queue::job`]. Fenced.
     ///
     /// # Errors
@@ -211,6 +379,7 @@ pub struct JobError {
 pub(crate) enum FailAction {
     Retry(Option<Duration>),
     Permanent,
+    Interrupt,
 }
 
 impl JobError {
@@ -227,6 +396,15 @@ impl JobError {
         JobError {
             message: message.to_string(),
             action: FailAction::Retry(Some(delay)),
+        }
+    }
+
+    /// Hand the job back for immediate redelivery without counting an attempt (after saving a checkpoint when
+    /// [`Job::stopping`] fired, say).
+    pub fn interrupted(message: impl std::fmt::Display) -> Self {
+        JobError {
+            message: message.to_string(),
+            action: FailAction::Interrupt,
         }
     }
 

@@ -120,6 +120,11 @@ impl QueueKeys {
         format!("{}:job:{job_id}", self.prefix)
     }
 
+    /// Checkpoint stream of one job (newest last).
+    pub fn checkpoints(&self, job_id: &str) -> String {
+        format!("{}:ckpt:{job_id}", self.prefix)
+    }
+
     /// Dedup record of one key (a string holding the job id).
     pub fn dedup(&self, key: &str) -> String {
         format!("{}:dedup:{key}", self.prefix)
@@ -142,6 +147,7 @@ mod tests {
         assert_eq!(k.events, "rill:{emails}:events");
         assert_eq!(k.job("order-42"), "rill:{emails}:job:order-42");
         assert_eq!(k.dedup("k1"), "rill:{emails}:dedup:k1");
+        assert_eq!(k.checkpoints("j1"), "rill:{emails}:ckpt:j1");
     }
 
     #[test]
@@ -157,6 +163,7 @@ mod tests {
             &k.events,
             &k.job("a{b}"),
             &k.dedup("x}y"),
+            &k.checkpoints("a:b"),
         ] {
             let open = key.find('{').unwrap();
             let close = open + key[open..].find('}').unwrap();

@@ -15,7 +15,9 @@
 //! - [`job`]: what a handler gets ([`Job`]) and returns ([`JobResult`], [`JobError`]).
 //! - `lease`: the lease keeper thread that renews leases in batches.
 //! - `reclaim`: stalled-job recovery; `schedule`: delayed-job promotion.
-//! - [`inspect`]: job state, counts, dead letters, events.
+//! - [`checkpoint`]: when to save a long job's state ([`CheckpointPolicy`]); the writes are [`Job::checkpoint`]
+//!   and resuming is [`Job::resume`].
+//! - [`inspect`]: job state, counts, dead letters, events, checkpoint history.
 //! - [`error`]: the library's [`Error`].
 //!
 //! ```no_run
@@ -41,6 +43,7 @@
 //! # Ok(()) }
 //! ```
 
+pub mod checkpoint;
 pub mod client;
 pub mod error;
 pub mod inspect;
@@ -54,9 +57,10 @@ pub mod scripts;
 pub mod wire;
 pub mod worker;
 
+pub use checkpoint::CheckpointPolicy;
 pub use client::{Client, ClientConfig};
 pub use error::{Error, Result};
-pub use inspect::{Counts, DeadLetter, Event, JobInfo, JobState};
-pub use job::{Delivery, Job, JobError, JobResult};
+pub use inspect::{CheckpointInfo, Counts, DeadLetter, Event, JobInfo, JobState};
+pub use job::{CheckpointSettings, Delivery, Job, JobError, JobResult, PreviousEnd, Resume};
 pub use producer::{Enqueue, Queue};
 pub use worker::{Worker, WorkerConfig, WorkerReport, WorkerStats};

@@ -26,6 +26,7 @@ script!(ENQUEUE, "enqueue.lua");
 script!(UPDATE, "update.lua");
 script!(RETIRE, "retire.lua");
 script!(STATE, "state.lua");
+script!(CHECKPOINT, "checkpoint.lua");
 
 /// The source of every script, by file name (for tests and for tools that load them elsewhere).
 pub const SOURCES: &[(&str, &str)] = &[
@@ -39,6 +40,7 @@ pub const SOURCES: &[(&str, &str)] = &[
     ("update.lua", include_str!("../lua/update.lua")),
     ("retire.lua", include_str!("../lua/retire.lua")),
     ("state.lua", include_str!("../lua/state.lua")),
+    ("checkpoint.lua", include_str!("../lua/checkpoint.lua")),
 ];
 
 fn protocol(what: &'static str, detail: impl Into<String>) -> Error {
@@ -99,7 +101,8 @@ pub struct AckItem<'a> {
     pub attempt: u32,
     /// CBOR result; empty = none.
     pub result: &'a [u8],
-    /// Whether this delivery wrote the job record (progress or data), which must go if no record is kept.
+    /// Whether this delivery wrote the job record (progress, data) or checkpoints, which must go (after the
+    /// retention, for checkpoints) once the job is done.
     pub touched: bool,
 }
 
@@ -169,7 +172,8 @@ pub async fn ack<C: ConnectionLike + Send>(
         let it = &items[i];
         let needs_record = retention.ms > 0 && (retention.keep_all || !it.result.is_empty());
         if it.job_id != it.delivery.entry_id || needs_record || it.touched {
-            inv.key(keys.job(it.job_id));
+            inv.key(keys.job(it.job_id))
+                .key(keys.checkpoints(it.job_id));
             inv.arg(pos + 1)
                 .arg(it.job_id)
                 .arg(it.attempt)
@@ -594,4 +598,78 @@ pub async fn state<C: ConnectionLike + Send>(
         string(&a[3], what)?,
         int(&a[4], what)?.max(0) as u64,
     ))
+}
+
+/// Result of [`checkpoint`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Checkpointed {
+    /// Written.
+    Written,
+    /// The delivery no longer owns the job; nothing written.
+    Stale,
+    /// The version is not newer than the newest checkpoint's (given); nothing written.
+    NotNewer(u64),
+    /// The state exceeds the limit; nothing written.
+    TooLarge,
+}
+
+/// What a checkpoint write carries, besides the delivery.
+#[derive(Debug, Clone, Copy)]
+pub struct CheckpointWrite<'a> {
+    /// Version, greater than every earlier checkpoint's.
+    pub version: u64,
+    /// Optional label ('' = none).
+    pub label: &'a str,
+    /// CBOR state.
+    pub state: &'a [u8],
+    /// Most checkpoints kept per job.
+    pub keep: u32,
+    /// Lifetime of the checkpoint stream after this write, ms.
+    pub ttl_ms: u64,
+    /// Largest state accepted, bytes.
+    pub max_bytes: usize,
+}
+
+/// Saves a checkpoint for a running job (fenced, versioned).
+///
+/// # Errors
+/// [`Error::Redis`] or [`Error::Protocol`].
+pub async fn checkpoint<C: ConnectionLike + Send>(
+    con: &mut C,
+    keys: &QueueKeys,
+    consumer: &str,
+    delivery: DeliveryRef<'_>,
+    job_id: &str,
+    now_ms: u64,
+    write: CheckpointWrite<'_>,
+) -> Result<Checkpointed> {
+    let v: Value = CHECKPOINT
+        .key(&keys.ready)
+        .key(keys.checkpoints(job_id))
+        .arg(GROUP)
+        .arg(consumer)
+        .arg(delivery.entry_id)
+        .arg(delivery.token)
+        .arg(write.version)
+        .arg(now_ms)
+        .arg(write.label)
+        .arg(write.state)
+        .arg(write.keep.max(1))
+        .arg(write.ttl_ms.max(1))
+        .arg(write.max_bytes)
+        .invoke_async(con)
+        .await?;
+    let what = "checkpoint.lua";
+    let a = array(&v, what)?;
+    if a.len() != 2 {
+        return Err(protocol(what, "expected {code, version}"));
+    }
+    let newest = int(&a[1], what)?.max(0) as u64;
+    Ok(match int(&a[0], what)? {
+        1 => Checkpointed::Written,
+        0 => Checkpointed::Stale,
+        -1 => Checkpointed::NotNewer(newest),
+        -2 => Checkpointed::TooLarge,
+        c => return Err(protocol(what, format!("unknown code {c}"))),
+    })
 }

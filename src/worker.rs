@@ -62,6 +62,8 @@ pub struct WorkerConfig {
     pub ack_batch: usize,
     /// Longest sleep of the promoter between due-job checks (default 250 ms).
     pub promote_interval: Duration,
+    /// Checkpoint limits.
+    pub checkpoints: crate::job::CheckpointSettings,
 }
 
 impl Default for WorkerConfig {
@@ -81,6 +83,7 @@ impl Default for WorkerConfig {
             shutdown_timeout: Duration::from_secs(10),
             ack_batch: 256,
             promote_interval: Duration::from_millis(250),
+            checkpoints: crate::job::CheckpointSettings::default(),
         }
     }
 }
@@ -350,6 +353,7 @@ impl Worker {
             stats: self.stats.clone(),
             claim_lock: tokio::sync::Mutex::new(()),
         });
+        let stopping = CancellationToken::new();
         let ctx = Arc::new(JobContext {
             client: shared.client.clone(),
             keys: shared.keys.clone(),
@@ -360,6 +364,8 @@ impl Worker {
                 .retention
                 .max(Duration::from_secs(24 * 3600))
                 .as_millis() as u64,
+            checkpoints: shared.config.checkpoints,
+            stopping: stopping.clone(),
         });
         let (ack_tx, ack_rx) = mpsc::unbounded_channel();
         let runner = Arc::new(Runner {
@@ -395,6 +401,7 @@ impl Worker {
         fetch_loop(&runner, shutdown).await;
 
         // Graceful shutdown.
+        stopping.cancel();
         stop_background.cancel();
         let _ = promoter.await;
         runner.tasks.close();
@@ -638,6 +645,11 @@ where
             }
         };
         let mode = match failure.action {
+            FailAction::Interrupt => {
+                self.hand_back(&entry_id, token, &job_id, &failure.message)
+                    .await;
+                return;
+            }
             FailAction::Permanent => FailMode::Dead(DeadReason::Failed),
             FailAction::Retry(Some(d)) => FailMode::Retry {
                 delay_ms: d.as_millis() as u64,
@@ -670,6 +682,37 @@ where
             Some(FailOutcome::Gone) | None => {}
         }
         shared.forget(&entry_id, token);
+    }
+}
+
+impl<T, H> Runner<T, H> {
+    /// Releases one delivery for immediate redelivery, without counting the attempt.
+    async fn hand_back(&self, entry_id: &str, token: u64, job_id: &str, why: &str) {
+        let shared = &self.shared;
+        let d = [DeliveryRef { entry_id, token }];
+        let r = async {
+            let mut c = shared.client.conn().await?;
+            scripts::release(
+                &mut c,
+                &shared.keys,
+                &shared.consumer,
+                now_ms(),
+                shared.events_maxlen(),
+                &d,
+            )
+            .await
+        }
+        .await;
+        match r {
+            Ok(codes) if codes.first() == Some(&Released::Released) => {
+                shared.stats.add_released();
+                tracing::info!(queue = %shared.keys.queue, job = %job_id, reason = %why, "job handed back");
+            }
+            Ok(_) => shared.stats.add_stale(),
+            // Still pending to us: the final sweep (or the lease expiry) hands it back.
+            Err(e) => tracing::warn!(error = %e, job = %job_id, "could not hand the job back"),
+        }
+        shared.forget(entry_id, token);
     }
 }
 

@@ -61,11 +61,12 @@ elif cmd == "work":
                 data = cbor2.loads(fields[b"payload"])
                 # entry id, token (the delivery count: 1 for a new entry)
                 argv += [entry_id, "1"]
-                # this job has a result: position, job id, attempt, result, touched, and its record key
+                # this job has a result: position, job id, attempt, result, touched, and its record and
+                # checkpoint keys
                 attempt = int(fields.get(b"attempts", b"0")) + 1
                 result = cbor2.dumps({"by": "python", "n": data["n"]})
                 extras += [str(pos), job_id, str(attempt), result, "0"]
-                keys.append(f"{prefix}:job:{job_id}")
+                keys += [f"{prefix}:job:{job_id}", f"{prefix}:ckpt:{job_id}"]
             argv += extras
             codes = ack(keys=keys, args=argv)
             assert all(c == 1 for c in codes), codes

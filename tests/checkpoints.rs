@@ -1,0 +1,205 @@
+//! Checkpoints and resume: a long job survives failures, hand-backs and a SIGKILL of its worker process and
+//! continues from its newest checkpoint.
+
+mod support;
+
+use std::io::{BufRead, BufReader};
+use std::process::{Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use redis::AsyncCommands;
+use rill::scripts::{self, CheckpointWrite, Checkpointed, DeliveryRef};
+use rill::{CheckpointPolicy, Job, JobError, PreviousEnd, Worker};
+use support::{TestRedis, eventually, spawn_worker};
+
+fn fast(w: Worker) -> Worker {
+    w.lease(Duration::from_millis(500))
+        .reclaim_interval(Duration::from_millis(100))
+        .backoff(Duration::from_millis(10), Duration::from_millis(20))
+        .shutdown_timeout(Duration::from_millis(300))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_job_resumes_after_a_failure_and_a_hand_back() {
+    let redis = TestRedis::start();
+    let client = support::client(&redis);
+    let q = client.queue::<u64>("long").unwrap();
+    let id = q.enqueue(&30).await.unwrap();
+    let seen = Arc::new(Mutex::new(Vec::new()));
+    let s2 = seen.clone();
+    let w = spawn_worker(
+        fast(Worker::new(client.clone(), "long").unwrap()),
+        move |job: Job<u64>| {
+            let seen = s2.clone();
+            async move {
+                let resumed = job.resume::<u64>().await?;
+                let start = resumed.as_ref().map_or(0, |r| r.state);
+                seen.lock().unwrap().push((
+                    job.attempt(),
+                    resumed.map(|r| (r.state, r.version, r.previous_end)),
+                ));
+                let mut policy = CheckpointPolicy::every_steps(10).from_step(start);
+                for step in start + 1..=*job.data() {
+                    if policy.due(step, &job) {
+                        job.checkpoint(&step).await?;
+                        policy.saved(step);
+                        if step == 10 && job.attempt() == 1 {
+                            return Err(JobError::retry("disk full"));
+                        }
+                        if step == 20 && seen.lock().unwrap().len() == 2 {
+                            return Err(JobError::interrupted("maintenance"));
+                        }
+                    }
+                }
+                Ok::<_, JobError>(*job.data())
+            }
+        },
+    );
+    eventually(Duration::from_secs(20), "completed", || async {
+        w.stats.snapshot().completed == 1
+    })
+    .await;
+    let report = w.stop().await;
+    assert_eq!(report.released, 1);
+    let seen = seen.lock().unwrap().clone();
+    assert_eq!(seen[0], (1, None));
+    assert_eq!(
+        seen[1],
+        (2, Some((10, 1, PreviousEnd::Failed("disk full".into()))))
+    );
+    // The hand-back does not count as an attempt.
+    assert_eq!(seen[2], (2, Some((20, 2, PreviousEnd::HandedBack))));
+    let history = q.checkpoints(&id, 10).await.unwrap();
+    assert_eq!(
+        history.iter().map(|c| c.version).collect::<Vec<_>>(),
+        vec![3, 2, 1]
+    );
+    assert_eq!(history[0].state::<u64>().unwrap(), 30);
+    // Operators can roll back to a version, or clear them all.
+    assert_eq!(q.restore_checkpoint(&id, 1).await.unwrap(), 2);
+    assert_eq!(q.checkpoints(&id, 10).await.unwrap()[0].version, 1);
+    q.clear_checkpoints(&id).await.unwrap();
+    assert!(q.checkpoints(&id, 10).await.unwrap().is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_killed_workers_long_job_resumes_elsewhere_from_its_last_checkpoint() {
+    let redis = TestRedis::start();
+    let client = support::client(&redis);
+    let ns = client.config().namespace.clone();
+    let q = client.queue::<u64>("steps").unwrap();
+    let id = q.enqueue(&1000).await.unwrap();
+    let mut child = Command::new(support::example_bin("fault_worker"))
+        .env("RILL_URL", redis.url())
+        .env("RILL_NAMESPACE", &ns)
+        .env("RILL_QUEUE", "steps")
+        .env("RILL_LEASE_MS", "500")
+        .env("RILL_MODE", "steps")
+        .env("RUST_LOG", "off")
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    let consumer = line.trim().strip_prefix("ready ").unwrap().to_owned();
+    // Kill it at a pseudo-random step past the first checkpoint.
+    let kill_after = 120 + (std::process::id() as u64 % 600);
+    let mut c = redis.aconn().await;
+    let steps_key = format!("{}:steps", q.keys().ready);
+    eventually(Duration::from_secs(30), "the child ran some steps", || {
+        let mut c = c.clone();
+        let k = steps_key.clone();
+        async move { c.llen::<_, u64>(&k).await.unwrap() >= kill_after }
+    })
+    .await;
+    child.kill().unwrap();
+    child.wait().unwrap();
+    let killed_steps: Vec<String> = c.lrange(&steps_key, 0, -1).await.unwrap();
+    let last_killed_step: u64 = killed_steps
+        .last()
+        .unwrap()
+        .split(' ')
+        .nth(1)
+        .unwrap()
+        .parse()
+        .unwrap();
+    let checkpoint = q.checkpoints(&id, 1).await.unwrap().remove(0);
+    let (ck_step, _) = checkpoint.state::<(u64, u64)>().unwrap();
+    assert_eq!(checkpoint.written_by, consumer);
+
+    // Another worker takes the job over and continues from the checkpoint.
+    let resumed_from = Arc::new(Mutex::new(None));
+    let r2 = resumed_from.clone();
+    let rescuer = spawn_worker(
+        fast(Worker::new(client.clone(), "steps").unwrap()),
+        move |job: Job<u64>| {
+            let r2 = r2.clone();
+            async move {
+                let resumed = job.resume::<(u64, u64)>().await?.expect("a checkpoint");
+                *r2.lock().unwrap() = Some((
+                    resumed.state.0,
+                    resumed.previous_end.clone(),
+                    resumed.written_by.clone(),
+                ));
+                let (mut step, mut sum) = resumed.state;
+                let mut policy = CheckpointPolicy::every_steps(50).from_step(step);
+                while step < *job.data() {
+                    sum += step;
+                    step += 1;
+                    if policy.due(step, &job) {
+                        job.checkpoint(&(step, sum)).await?;
+                        policy.saved(step);
+                    }
+                }
+                Ok::<_, JobError>(sum)
+            }
+        },
+    );
+    eventually(Duration::from_secs(30), "resumed and completed", || async {
+        rescuer.stats.snapshot().completed == 1
+    })
+    .await;
+    rescuer.stop().await;
+    let (from, why, writer) = resumed_from.lock().unwrap().clone().unwrap();
+    assert_eq!(from, ck_step);
+    assert_eq!(why, PreviousEnd::Stalled);
+    assert_eq!(writer, consumer);
+    let redone = last_killed_step - ck_step;
+    println!(
+        "killed at step {last_killed_step}, resumed from checkpoint at step {ck_step}: {redone} steps redone"
+    );
+    assert!(
+        redone <= 50,
+        "at most one checkpoint interval is redone, got {redone}"
+    );
+    assert_eq!(
+        q.result::<u64>(&id).await.unwrap(),
+        Some((0..1000).sum::<u64>())
+    );
+    // The killed worker's late checkpoint write is refused.
+    let late = scripts::checkpoint(
+        &mut c,
+        q.keys(),
+        &consumer,
+        DeliveryRef {
+            entry_id: &id,
+            token: 1,
+        },
+        &id,
+        1,
+        CheckpointWrite {
+            version: 0,
+            label: "late",
+            state: b"\xf6",
+            keep: 10,
+            ttl_ms: 60_000,
+            max_bytes: 1024,
+        },
+    )
+    .await
+    .unwrap();
+    assert_eq!(late, Checkpointed::Stale);
+}
