@@ -1,6 +1,7 @@
 //! `cargo bench --bench throughput`: rill against the raw Redis ceiling, on a private redis-server started here.
 //! Prints one JSON line per case. `RILL_BENCH_JOBS` sets the job count (default 100,000); `RILL_BENCH_CASES`
-//! picks cases (comma-separated from `enqueue,drain1,drain16,drain64,lean64,latency`; default all). Each drain line
+//! picks cases (comma-separated from `enqueue,drain1,drain16,drain64,lean64,latency,checkpoint,resume`; default
+//! all). Each drain line
 //! also reports the CPU time this process (client side) used per job.
 
 #[path = "../tests/support/mod.rs"]
@@ -293,6 +294,133 @@ async fn latency(redis: &TestRedis, rate: u64, secs: u64) {
     );
 }
 
+/// Checkpoint write latency from inside a handler, against a plain XADD of the same size.
+async fn checkpoint_latency(redis: &TestRedis) {
+    let client = support::client(redis);
+    let q = client.queue::<u64>("ckpt").unwrap();
+    let results = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let r2 = results.clone();
+    let mut w = Worker::new(client.clone(), "ckpt").unwrap();
+    let mut cfg = rill::WorkerConfig::default();
+    cfg.checkpoints.max_bytes = 1 << 20;
+    w = w.config(cfg);
+    let stats = w.stats();
+    q.enqueue(&1024).await.unwrap();
+    q.enqueue(&65536).await.unwrap();
+    let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+    let h = tokio::spawn(w.run(
+        move |job: Job<u64>| {
+            let r2 = r2.clone();
+            async move {
+                let state = serde_bytes_like::Bytes(vec![7u8; *job.data() as usize]);
+                let mut lat = Vec::new();
+                for _ in 0..300 {
+                    let t = Instant::now();
+                    job.checkpoint(&state).await?;
+                    lat.push(t.elapsed().as_secs_f64() * 1e3);
+                }
+                r2.lock().unwrap().push((*job.data(), lat));
+                Ok::<_, JobError>(())
+            }
+        },
+        async {
+            let _ = rx.await;
+        },
+    ));
+    while stats.snapshot().completed < 2 {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let _ = tx.send(());
+    h.await.unwrap().unwrap();
+    let mut c = redis.aconn().await;
+    let r = |x: f64| (x * 1000.0).round() / 1000.0;
+    for (size, mut lat) in results.lock().unwrap().clone() {
+        let mut raw = Vec::new();
+        for _ in 0..300 {
+            let t = Instant::now();
+            let _: String = redis::cmd("XADD")
+                .arg("raw:{ckpt}")
+                .arg("MAXLEN")
+                .arg(10)
+                .arg("*")
+                .arg("state")
+                .arg(vec![7u8; size as usize])
+                .query_async(&mut c)
+                .await
+                .unwrap();
+            raw.push(t.elapsed().as_secs_f64() * 1e3);
+        }
+        lat.sort_by(f64::total_cmp);
+        raw.sort_by(f64::total_cmp);
+        println!(
+            "{}",
+            json!({"bench": "checkpoint_write", "bytes": size, "writes": lat.len(), "p50_ms": r(percentile(&lat, 0.5)), "p99_ms": r(percentile(&lat, 0.99)),
+                   "raw_xadd_p50_ms": r(percentile(&raw, 0.5)), "raw_xadd_p99_ms": r(percentile(&raw, 0.99))})
+        );
+    }
+}
+
+/// Time from a worker's crash to its checkpointed job running again, from its checkpoint, on another worker.
+async fn crash_to_resume(redis: &TestRedis) {
+    let client = support::client(redis);
+    let q = client.queue::<u64>("resume").unwrap();
+    q.enqueue(&0).await.unwrap();
+    let lease = Duration::from_millis(1000);
+    let reclaim = Duration::from_millis(250);
+    let mk = || {
+        Worker::new(client.clone(), "resume")
+            .unwrap()
+            .lease(lease)
+            .reclaim_interval(reclaim)
+    };
+    let (saved_tx, saved_rx) = tokio::sync::oneshot::channel::<()>();
+    let saved_tx = Arc::new(std::sync::Mutex::new(Some(saved_tx)));
+    let first = tokio::spawn(mk().run(
+        move |job: Job<u64>| {
+            let saved = saved_tx.clone();
+            async move {
+                job.checkpoint(&42u64).await?;
+                if let Some(tx) = saved.lock().unwrap().take() {
+                    let _ = tx.send(());
+                }
+                std::future::pending::<()>().await;
+                Ok::<_, JobError>(())
+            }
+        },
+        std::future::pending::<()>(),
+    ));
+    saved_rx.await.unwrap();
+    first.abort();
+    let crashed = Instant::now();
+    let (tx, rx) = tokio::sync::oneshot::channel::<Duration>();
+    let tx = Arc::new(std::sync::Mutex::new(Some(tx)));
+    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+    let second = tokio::spawn(mk().run(
+        move |job: Job<u64>| {
+            let tx = tx.clone();
+            async move {
+                let r = job.resume::<u64>().await?.expect("checkpoint");
+                assert_eq!(r.state, 42);
+                if let Some(tx) = tx.lock().unwrap().take() {
+                    let _ = tx.send(crashed.elapsed());
+                }
+                Ok::<_, JobError>(())
+            }
+        },
+        async {
+            let _ = stop_rx.await;
+        },
+    ));
+    let took = rx.await.unwrap();
+    let _ = stop_tx.send(());
+    second.await.unwrap().unwrap();
+    println!(
+        "{}",
+        json!({"bench": "crash_to_resume", "lease_ms": lease.as_millis() as u64, "reclaim_interval_ms": reclaim.as_millis() as u64,
+               "resume_ms": (took.as_secs_f64() * 1e4).round() / 10.0})
+    );
+}
+
 mod serde_bytes_like {
     /// Job data of `PAYLOAD` raw bytes, encoded as a CBOR byte string (not an array of numbers).
     pub struct Bytes(pub Vec<u8>);
@@ -357,7 +485,7 @@ fn main() {
         let mut c = redis.aconn().await;
         let _: () = redis::cmd("FLUSHALL").query_async(&mut c).await.unwrap();
         let _: () = redis::cmd("CONFIG").arg("RESETSTAT").query_async(&mut c).await.unwrap();
-        let cases = std::env::var("RILL_BENCH_CASES").unwrap_or_else(|_| "enqueue,drain1,drain16,drain64,lean64,latency".into());
+        let cases = std::env::var("RILL_BENCH_CASES").unwrap_or_else(|_| "enqueue,drain1,drain16,drain64,lean64,latency,checkpoint,resume".into());
         let want = |c: &str| cases.split(',').any(|x| x == c);
         for conc in [1, 16, 64] {
             if want(&format!("drain{conc}")) {
@@ -369,6 +497,12 @@ fn main() {
         }
         if want("latency") {
             latency(&redis, 2000, if full { 5 } else { 1 }).await;
+        }
+        if want("checkpoint") {
+            checkpoint_latency(&redis).await;
+        }
+        if want("resume") {
+            crash_to_resume(&redis).await;
         }
     });
 }

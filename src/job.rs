@@ -251,11 +251,7 @@ impl<T> Job<T> {
         )
         .await?;
         match out {
-            Checkpointed::Written => Ok(if version == 0 {
-                self.newest_version().await?
-            } else {
-                version
-            }),
+            Checkpointed::Written(version) => Ok(version),
             Checkpointed::Stale => Err(Error::Stale {
                 job: self.id.clone(),
                 entry: self.delivery.entry_id.clone(),

@@ -603,8 +603,8 @@ pub async fn state<C: ConnectionLike + Send>(
 /// Result of [`checkpoint`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Checkpointed {
-    /// Written.
-    Written,
+    /// Written, with this version.
+    Written(u64),
     /// The delivery no longer owns the job; nothing written.
     Stale,
     /// The version is not newer than the newest checkpoint's (given); nothing written.
@@ -666,7 +666,7 @@ pub async fn checkpoint<C: ConnectionLike + Send>(
     }
     let newest = int(&a[1], what)?.max(0) as u64;
     Ok(match int(&a[0], what)? {
-        1 => Checkpointed::Written,
+        1 => Checkpointed::Written(newest),
         0 => Checkpointed::Stale,
         -1 => Checkpointed::NotNewer(newest),
         -2 => Checkpointed::TooLarge,

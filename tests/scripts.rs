@@ -992,11 +992,11 @@ async fn checkpoint_is_fenced_versioned_bounded_and_expires_after_completion() {
     // Auto versions count up from the newest.
     assert_eq!(
         ck(&mut f, "w1", 1, write(0, b"\x01")).await,
-        Checkpointed::Written
+        Checkpointed::Written(1)
     );
     assert_eq!(
         ck(&mut f, "w1", 1, write(0, b"\x02")).await,
-        Checkpointed::Written
+        Checkpointed::Written(2)
     );
     // An explicit version must be newer.
     assert_eq!(
@@ -1005,7 +1005,7 @@ async fn checkpoint_is_fenced_versioned_bounded_and_expires_after_completion() {
     );
     assert_eq!(
         ck(&mut f, "w1", 1, write(10, b"\x04")).await,
-        Checkpointed::Written
+        Checkpointed::Written(10)
     );
     // Fenced: another consumer, or an older token, cannot write.
     assert_eq!(
@@ -1023,7 +1023,7 @@ async fn checkpoint_is_fenced_versioned_bounded_and_expires_after_completion() {
     );
     assert_eq!(
         ck(&mut f, "w1", 1, write(0, b"\x06")).await,
-        Checkpointed::Written
+        Checkpointed::Written(11)
     );
     // Keeps the newest 3: versions 2, 10, 11.
     let v: redis::Value = redis::cmd("XRANGE")
