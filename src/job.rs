@@ -268,15 +268,6 @@ impl<T> Job<T> {
         }
     }
 
-    async fn newest_version(&self) -> Result<u64> {
-        Ok(
-            crate::inspect::read_checkpoints(&self.ctx.client, &self.ctx.keys, &self.id, 1)
-                .await?
-                .first()
-                .map_or(0, |c| c.version),
-        )
-    }
-
     /// The newest checkpoint, if the job has one: the state to continue from, who wrote it and why the
     /// previous delivery ended. `None` means start from the beginning.
     ///
