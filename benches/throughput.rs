@@ -334,7 +334,8 @@ async fn checkpoint_latency(redis: &TestRedis) {
     h.await.unwrap().unwrap();
     let mut c = redis.aconn().await;
     let r = |x: f64| (x * 1000.0).round() / 1000.0;
-    for (size, mut lat) in results.lock().unwrap().clone() {
+    let measured = results.lock().unwrap().clone();
+    for (size, mut lat) in measured {
         let mut raw = Vec::new();
         for _ in 0..300 {
             let t = Instant::now();
