@@ -17,17 +17,19 @@
 -- ARGV[4]  token (delivery count)
 -- ARGV[5]  job id
 -- ARGV[6]  now, ms since the Unix epoch
--- ARGV[7]  mode: 'retry' (retry if attempts remain) or 'dead' (dead-letter now)
+-- ARGV[7]  mode: 'retry' (retry if attempts remain), 'dead' (dead-letter now) or 'cancel' (end it as cancelled)
 -- ARGV[8]  retry delay, ms (0 = ready again at once)
 -- ARGV[9]  error text (stored as last_error / error)
 -- ARGV[10] dead reason if the job dies: failed | exhausted | malformed | too_large
 -- ARGV[11] default max attempts, for entries without a max_attempts field
 -- ARGV[12] events stream MAXLEN (approximate)
+-- ARGV[13] record retention, ms ('cancel': how long the cancelled record is kept)
 --
 -- Returns {code, attempts_made}:
 --   1  retry scheduled in the delayed set
 --   2  retry re-queued on the ready stream at once
 --   3  dead-lettered
+--   4  cancelled: entry acked and deleted, job record state = cancelled
 --   0  stale: this delivery no longer owns the entry; nothing changed
 --  -1  entry gone from the stream (deleted by someone else); its pending entry was acked
 local ready, delayed, scheduled, index, dead, deadids, events, job =
@@ -77,6 +79,15 @@ local made = math.max(0, math.floor(tonumber(field('attempts')) or 0)) + token
 local max = math.floor(tonumber(field('max_attempts')) or tonumber(ARGV[11]))
 redis.call('XACK', ready, group, eid)
 redis.call('XDEL', ready, eid)
+
+if mode == 'cancel' then
+  redis.call('HDEL', index, jid)
+  redis.call('HSET', job, 'state', 'cancelled', 'finished_ms', tostring(now), 'attempt', tostring(made))
+  redis.call('PEXPIRE', job, ARGV[13])
+  redis.call('XADD', events, 'MAXLEN', '~', maxlen, '*', 'event', 'cancelled', 'id', jid, 'attempt', tostring(made),
+    'ms', tostring(now))
+  return {4, made}
+end
 
 if mode == 'retry' and made < max then
   local set = {{'id', jid}, {'attempts', tostring(made)}, {'last_error', err}}

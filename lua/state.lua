@@ -16,6 +16,7 @@
 --   'waiting'    on the ready stream, not delivered         (entry id: ready entry)
 --   'active'     on the ready stream and pending            (owner: consumer, deliveries: delivery count)
 --   'completed'  finished; its record is within retention   (entry id: '')
+--   'cancelled'  cancelled by a signal; its record is within retention
 --   'dead'       in the dead-letter stream                   (entry id: dead-letter entry)
 --   'unknown'    none of the above (never existed, or its record expired)
 local index, delayed, scheduled, ready, job, deadids = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6]
@@ -62,8 +63,9 @@ if string.match(eid, '^%d+%-%d+$') then
     end
   end
 end
-if redis.call('HGET', job, 'state') == 'completed' then
-  return {'completed', '', tonumber(redis.call('HGET', job, 'attempt')) or 0, '', 0}
+local recorded = redis.call('HGET', job, 'state')
+if recorded == 'completed' or recorded == 'cancelled' then
+  return {recorded, '', tonumber(redis.call('HGET', job, 'attempt')) or 0, '', 0}
 end
 local did = redis.call('HGET', deadids, jid)
 if did then return {'dead', did, 0, '', 0} end

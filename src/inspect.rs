@@ -27,6 +27,8 @@ pub enum JobState {
     Failed,
     /// In the dead-letter stream.
     Dead,
+    /// Cancelled by a signal (its record is within retention).
+    Cancelled,
     /// Not found (never existed, or finished and its record expired).
     Unknown,
 }
@@ -40,6 +42,7 @@ impl JobState {
             "completed" => JobState::Completed,
             "failed" => JobState::Failed,
             "dead" => JobState::Dead,
+            "cancelled" => JobState::Cancelled,
             "unknown" => JobState::Unknown,
             other => {
                 return Err(Error::Protocol {
@@ -59,6 +62,7 @@ impl JobState {
             JobState::Completed => "completed",
             JobState::Failed => "failed",
             JobState::Dead => "dead",
+            JobState::Cancelled => "cancelled",
             JobState::Unknown => "unknown",
         }
     }
@@ -494,6 +498,7 @@ mod tests {
             JobState::Completed,
             JobState::Failed,
             JobState::Dead,
+            JobState::Cancelled,
             JobState::Unknown,
         ] {
             assert_eq!(JobState::parse(s.as_str()).unwrap(), s);

@@ -189,8 +189,9 @@ impl<T> Job<T> {
         &self.delivery
     }
 
-    /// Fires when this delivery should stop: its lease was lost (another worker may be running the job now), or
-    /// the worker's shutdown deadline passed. Long handlers should `select!` on it.
+    /// Fires when this delivery should stop: the job was cancelled by a signal (it then ends as cancelled when
+    /// the handler returns an error), its lease was lost (another worker may be running the job now), or the
+    /// worker's shutdown deadline passed. Long handlers should `select!` on it.
     pub fn cancelled(&self) -> &CancellationToken {
         &self.cancel
     }
@@ -367,6 +368,7 @@ pub(crate) enum FailAction {
     Retry(Option<Duration>),
     Permanent,
     Interrupt,
+    Cancelled,
 }
 
 impl JobError {
@@ -392,6 +394,13 @@ impl JobError {
         JobError {
             message: message.to_string(),
             action: FailAction::Interrupt,
+        }
+    }
+
+    pub(crate) fn cancelled_by_signal(message: String) -> Self {
+        JobError {
+            message,
+            action: FailAction::Cancelled,
         }
     }
 

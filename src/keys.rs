@@ -90,6 +90,12 @@ pub struct QueueKeys {
     pub dead_index: String,
     /// Lifecycle events stream (trimmed by MAXLEN).
     pub events: String,
+    /// Control signals stream (history, trimmed by MAXLEN).
+    pub signals: String,
+    /// Outcomes of signals, as their receivers recorded them.
+    pub outcomes: String,
+    /// Exists while the queue is paused (hash: signal, sender, ms).
+    pub paused: String,
     prefix: String,
 }
 
@@ -111,6 +117,9 @@ impl QueueKeys {
             dead: format!("{prefix}:dead"),
             dead_index: format!("{prefix}:dead:index"),
             events: format!("{prefix}:events"),
+            signals: format!("{prefix}:signals"),
+            outcomes: format!("{prefix}:signals:outcomes"),
+            paused: format!("{prefix}:paused"),
             prefix,
         })
     }
@@ -145,6 +154,9 @@ mod tests {
         assert_eq!(k.dead, "rill:{emails}:dead");
         assert_eq!(k.dead_index, "rill:{emails}:dead:index");
         assert_eq!(k.events, "rill:{emails}:events");
+        assert_eq!(k.signals, "rill:{emails}:signals");
+        assert_eq!(k.outcomes, "rill:{emails}:signals:outcomes");
+        assert_eq!(k.paused, "rill:{emails}:paused");
         assert_eq!(k.job("order-42"), "rill:{emails}:job:order-42");
         assert_eq!(k.dedup("k1"), "rill:{emails}:dedup:k1");
         assert_eq!(k.checkpoints("j1"), "rill:{emails}:ckpt:j1");
@@ -161,6 +173,9 @@ mod tests {
             &k.dead,
             &k.dead_index,
             &k.events,
+            &k.signals,
+            &k.outcomes,
+            &k.paused,
             &k.job("a{b}"),
             &k.dedup("x}y"),
             &k.checkpoints("a:b"),

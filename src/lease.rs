@@ -19,6 +19,7 @@ const EXTEND_BATCH: usize = 500;
 #[derive(Debug, Clone)]
 pub(crate) struct Held {
     pub(crate) token: u64,
+    pub(crate) job_id: String,
     pub(crate) cancel: CancellationToken,
     pub(crate) renewed: Instant,
 }

@@ -17,6 +17,7 @@
 //! - `reclaim`: stalled-job recovery; `schedule`: delayed-job promotion.
 //! - [`checkpoint`]: when to save a long job's state ([`CheckpointPolicy`]); the writes are [`Job::checkpoint`]
 //!   and resuming is [`Job::resume`].
+//! - [`signals`]: cancel, pause/resume, quiet/stop, custom signals, their history and a collector.
 //! - [`inspect`]: job state, counts, dead letters, events, checkpoint history.
 //! - [`error`]: the library's [`Error`].
 //!
@@ -54,6 +55,7 @@ pub mod producer;
 mod reclaim;
 mod schedule;
 pub mod scripts;
+pub mod signals;
 pub mod wire;
 pub mod worker;
 
@@ -63,4 +65,5 @@ pub use error::{Error, Result};
 pub use inspect::{CheckpointInfo, Counts, DeadLetter, Event, JobInfo, JobState};
 pub use job::{CheckpointSettings, Delivery, Job, JobError, JobResult, PreviousEnd, Resume};
 pub use producer::{Enqueue, Queue};
+pub use signals::{CancelOutcome, Signal, SignalCollector, SignalFilter, SignalKind, Target};
 pub use worker::{Worker, WorkerConfig, WorkerReport, WorkerStats};

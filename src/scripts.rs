@@ -27,6 +27,7 @@ script!(UPDATE, "update.lua");
 script!(RETIRE, "retire.lua");
 script!(STATE, "state.lua");
 script!(CHECKPOINT, "checkpoint.lua");
+script!(SIGNAL, "signal.lua");
 
 /// The source of every script, by file name (for tests and for tools that load them elsewhere).
 pub const SOURCES: &[(&str, &str)] = &[
@@ -41,6 +42,7 @@ pub const SOURCES: &[(&str, &str)] = &[
     ("retire.lua", include_str!("../lua/retire.lua")),
     ("state.lua", include_str!("../lua/state.lua")),
     ("checkpoint.lua", include_str!("../lua/checkpoint.lua")),
+    ("signal.lua", include_str!("../lua/signal.lua")),
 ];
 
 fn protocol(what: &'static str, detail: impl Into<String>) -> Error {
@@ -222,6 +224,11 @@ pub enum FailMode {
     },
     /// Dead-letter now with this reason.
     Dead(wire::DeadReason),
+    /// End it as cancelled; its record is kept this long, ms.
+    Cancel {
+        /// Record retention, ms.
+        retention_ms: u64,
+    },
 }
 
 /// Result of [`fail`].
@@ -242,6 +249,8 @@ pub enum FailOutcome {
         /// Attempts made.
         attempts: u32,
     },
+    /// Ended as cancelled.
+    Cancelled,
     /// The delivery was superseded; nothing changed.
     Stale,
     /// The entry had been deleted; its pending entry was acked.
@@ -264,9 +273,10 @@ pub async fn fail<C: ConnectionLike + Send>(
     default_max_attempts: u32,
     events_maxlen: u64,
 ) -> Result<FailOutcome> {
-    let (mode_s, delay, reason) = match mode {
-        FailMode::Retry { delay_ms } => ("retry", delay_ms, wire::DeadReason::Exhausted),
-        FailMode::Dead(r) => ("dead", 0, r),
+    let (mode_s, delay, reason, retention) = match mode {
+        FailMode::Retry { delay_ms } => ("retry", delay_ms, wire::DeadReason::Exhausted, 1),
+        FailMode::Dead(r) => ("dead", 0, r, 1),
+        FailMode::Cancel { retention_ms } => ("cancel", 0, wire::DeadReason::Failed, retention_ms),
     };
     let mut inv = FAIL.key(&keys.ready);
     inv.key(&keys.delayed)
@@ -287,7 +297,8 @@ pub async fn fail<C: ConnectionLike + Send>(
         .arg(error)
         .arg(reason.as_str())
         .arg(default_max_attempts)
-        .arg(events_maxlen.max(1));
+        .arg(events_maxlen.max(1))
+        .arg(retention.max(1));
     let v: Value = inv.invoke_async(con).await?;
     let a = array(&v, "fail.lua")?;
     if a.len() != 2 {
@@ -298,6 +309,7 @@ pub async fn fail<C: ConnectionLike + Send>(
         1 => FailOutcome::RetryScheduled { attempts },
         2 => FailOutcome::Requeued { attempts },
         3 => FailOutcome::Dead { attempts },
+        4 => FailOutcome::Cancelled,
         0 => FailOutcome::Stale,
         -1 => FailOutcome::Gone,
         c => return Err(protocol("fail.lua", format!("unknown code {c}"))),
@@ -671,5 +683,63 @@ pub async fn checkpoint<C: ConnectionLike + Send>(
         -1 => Checkpointed::NotNewer(newest),
         -2 => Checkpointed::TooLarge,
         c => return Err(protocol(what, format!("unknown code {c}"))),
+    })
+}
+
+/// What [`signal`] did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SignalSent {
+    /// The signal's id (its entry in the signals stream).
+    pub id: String,
+    /// `1` applied by the queue itself, `2` left for workers, `0` ignored.
+    pub code: i64,
+}
+
+/// Records a signal and applies what the queue can apply at once (SPEC.md, "Signals").
+///
+/// # Errors
+/// [`Error::Redis`] or [`Error::Protocol`].
+#[allow(clippy::too_many_arguments)]
+pub async fn signal<C: ConnectionLike + Send>(
+    con: &mut C,
+    keys: &QueueKeys,
+    kind: &str,
+    target: &str,
+    sender: &str,
+    now_ms: u64,
+    payload: &[u8],
+    maxlen: u64,
+    retention_ms: u64,
+) -> Result<SignalSent> {
+    let job_key = match target.strip_prefix("job:") {
+        Some(id) => keys.job(id),
+        None => keys.paused.clone(),
+    };
+    let v: Value = SIGNAL
+        .key(&keys.signals)
+        .key(&keys.outcomes)
+        .key(&keys.paused)
+        .key(&keys.ready)
+        .key(&keys.delayed)
+        .key(&keys.scheduled)
+        .key(&keys.index)
+        .key(job_key)
+        .arg(kind)
+        .arg(target)
+        .arg(sender)
+        .arg(now_ms)
+        .arg(payload)
+        .arg(maxlen.max(1))
+        .arg(GROUP)
+        .arg(retention_ms.max(1))
+        .invoke_async(con)
+        .await?;
+    let a = array(&v, "signal.lua")?;
+    if a.len() != 2 {
+        return Err(protocol("signal.lua", "expected {id, code}"));
+    }
+    Ok(SignalSent {
+        id: string(&a[0], "signal.lua")?,
+        code: int(&a[1], "signal.lua")?,
     })
 }

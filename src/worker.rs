@@ -108,6 +108,7 @@ pub struct WorkerStats {
     lease_failures: AtomicU64,
     reclaimed: AtomicU64,
     released: AtomicU64,
+    cancelled: AtomicU64,
 }
 
 /// A snapshot of [`WorkerStats`].
@@ -132,6 +133,8 @@ pub struct WorkerReport {
     pub reclaimed: u64,
     /// Deliveries handed back at shutdown (or never seen, after a connection error).
     pub released: u64,
+    /// Running jobs ended as cancelled by a signal.
+    pub cancelled: u64,
 }
 
 macro_rules! counters {
@@ -147,7 +150,7 @@ macro_rules! counters {
 }
 counters!(add_completed => completed, add_retried => retried, add_dead => dead, add_malformed => malformed,
     add_stale => stale, add_lease_lost => lease_lost, add_lease_failure => lease_failures,
-    add_reclaimed => reclaimed, add_released => released);
+    add_reclaimed => reclaimed, add_released => released, add_cancelled => cancelled);
 
 /// State shared by a running worker's parts.
 pub(crate) struct Shared {
@@ -161,9 +164,30 @@ pub(crate) struct Shared {
     /// Held while taking entries and registering them, and while sweeping this consumer's pending list, so a
     /// sweep never hands back an entry that is about to run here.
     pub(crate) claim_lock: tokio::sync::Mutex<()>,
+    /// Deliveries (entry id, token) whose job a signal cancelled.
+    pub(crate) cancel_requested: Mutex<std::collections::HashSet<(String, u64)>>,
+    /// Whether the worker takes new jobs (paused queue, quiet worker).
+    pub(crate) gate: tokio::sync::watch::Sender<Gate>,
+    /// Fires when a `stop` signal asks this worker to shut down.
+    pub(crate) stop_requested: CancellationToken,
+}
+
+/// What holds the fetch loop back.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub(crate) struct Gate {
+    pub(crate) paused: bool,
+    pub(crate) quiet: bool,
 }
 
 impl Shared {
+    /// Whether a signal cancelled this delivery's job (and forgets the request).
+    fn take_cancel(&self, entry_id: &str, token: u64) -> bool {
+        self.cancel_requested
+            .lock()
+            .expect("cancel lock")
+            .remove(&(entry_id.to_owned(), token))
+    }
+
     /// Stops renewing a delivery's lease. Only that delivery's: if this worker reclaimed the same entry under a
     /// newer token meanwhile, that one stays.
     fn forget(&self, entry_id: &str, token: u64) {
@@ -352,6 +376,9 @@ impl Worker {
             held: Arc::new(Mutex::new(HashMap::new())),
             stats: self.stats.clone(),
             claim_lock: tokio::sync::Mutex::new(()),
+            cancel_requested: Mutex::default(),
+            gate: tokio::sync::watch::Sender::new(Gate::default()),
+            stop_requested: CancellationToken::new(),
         });
         let stopping = CancellationToken::new();
         let ctx = Arc::new(JobContext {
@@ -398,12 +425,30 @@ impl Worker {
             stop_background.clone(),
         )));
 
-        fetch_loop(&runner, shutdown).await;
+        let signals = AbortOnDropHandle::new(tokio::spawn(crate::signals::listen(
+            shared.clone(),
+            stop_background.clone(),
+        )));
+        // Obey a pause sent before this worker started, before taking anything.
+        let paused: bool = redis::cmd("EXISTS")
+            .arg(&shared.keys.paused)
+            .query_async(&mut shared.client.conn().await?)
+            .await?;
+        crate::signals::set_gate(&shared, |g| g.paused = paused);
+        let stop_requested = shared.stop_requested.clone();
+        fetch_loop(&runner, async move {
+            tokio::select! {
+                _ = shutdown => {}
+                _ = stop_requested.cancelled() => {}
+            }
+        })
+        .await;
 
         // Graceful shutdown.
         stopping.cancel();
         stop_background.cancel();
         let _ = promoter.await;
+        let _ = signals.await;
         runner.tasks.close();
         let timeout = shared.config.shutdown_timeout;
         if tokio::time::timeout(timeout, runner.tasks.wait())
@@ -564,6 +609,7 @@ where
             env.entry_id.clone(),
             Held {
                 token,
+                job_id: env.job_id.clone(),
                 cancel: cancel.clone(),
                 renewed: Instant::now(),
             },
@@ -619,7 +665,11 @@ where
                 shared.forget(&entry_id, token);
                 return;
             }
-            Some(Ok(Ok(value))) => match wire::encode(&value) {
+            Some(Ok(Ok(value))) => match wire::encode(&{
+                // It finished before the cancellation reached it: it completes.
+                shared.take_cancel(&entry_id, token);
+                value
+            }) {
                 Ok(bytes) => {
                     let result = if bytes == [0xf6] { Vec::new() } else { bytes };
                     let _ = self.acks.send(Completion {
@@ -634,6 +684,9 @@ where
                 }
                 Err(e) => JobError::permanent(format!("result cannot be encoded: {e}")),
             },
+            Some(Ok(Err(e))) if shared.take_cancel(&entry_id, token) => {
+                JobError::cancelled_by_signal(e.message)
+            }
             Some(Ok(Err(e))) => e,
             Some(Err(panic)) => {
                 let msg = panic
@@ -645,6 +698,9 @@ where
             }
         };
         let mode = match failure.action {
+            FailAction::Cancelled => FailMode::Cancel {
+                retention_ms: shared.config.retention.as_millis().max(1) as u64,
+            },
             FailAction::Interrupt => {
                 self.hand_back(&entry_id, token, &job_id, &failure.message)
                     .await;
@@ -675,6 +731,7 @@ where
                 shared.stats.add_retried()
             }
             Some(FailOutcome::Dead { .. }) => shared.stats.add_dead(),
+            Some(FailOutcome::Cancelled) => shared.stats.add_cancelled(),
             Some(FailOutcome::Stale) => {
                 shared.stats.add_stale();
                 tracing::warn!(queue = %shared.keys.queue, job = %job_id, "failure not recorded: delivery is stale");
@@ -865,7 +922,16 @@ async fn fetch_loop<D: Dispatch>(runner: &Arc<D>, shutdown: impl Future<Output =
     let mut cursor = "0-0".to_owned();
     let mut next_reclaim = Instant::now() + shared.config.reclaim_interval;
     tokio::pin!(shutdown);
+    let mut gate = shared.gate.subscribe();
     loop {
+        // A paused queue or a quiet worker takes nothing new (running jobs go on).
+        while *gate.borrow_and_update() != Gate::default() {
+            tokio::select! {
+                biased;
+                _ = &mut shutdown => return,
+                r = gate.changed() => if r.is_err() { return },
+            }
+        }
         let first = tokio::select! {
             biased;
             _ = &mut shutdown => return,
@@ -931,6 +997,13 @@ async fn fetch_loop<D: Dispatch>(runner: &Arc<D>, shutdown: impl Future<Output =
             // Dropping the connection (below) makes the server unblock this client, so nothing is assigned to
             // us after we stop; anything assigned meanwhile is handed back by the final sweep.
             _ = &mut shutdown => return,
+            // Paused or quieted mid-read: drop the blocked read and hand back anything it was assigned.
+            _ = gate.changed() => {
+                conn = None;
+                drop(slots);
+                sweep_own_pending(&shared, true).await;
+                continue;
+            }
             r = read => r,
         };
         let entries = match reply {

@@ -1077,3 +1077,55 @@ async fn checkpoint_is_fenced_versioned_bounded_and_expires_after_completion() {
     let ttl: i64 = f.conn.pttl(keys.checkpoints(&a)).await.unwrap();
     assert!(ttl > 0 && ttl <= 1_000, "ttl {ttl}");
 }
+
+#[tokio::test]
+async fn signal_records_history_and_applies_what_the_queue_can() {
+    let mut f = fixture().await;
+    let keys = f.keys.clone();
+    let signal_conn = f.conn.clone();
+    let sig = |kind: &'static str, target: String| {
+        let keys = keys.clone();
+        let conn = signal_conn.clone();
+        async move {
+            let mut conn = conn;
+            scripts::signal(
+                &mut conn, &keys, kind, &target, "tester", 7, b"", 100, 60_000,
+            )
+            .await
+            .unwrap()
+        }
+    };
+    // pause / resume set and clear the persistent flag.
+    assert_eq!(sig("pause", "queue".into()).await.code, 1);
+    let paused: bool = f.conn.exists(&keys.paused).await.unwrap();
+    assert!(paused);
+    assert_eq!(sig("resume", "queue".into()).await.code, 1);
+    let paused: bool = f.conn.exists(&keys.paused).await.unwrap();
+    assert!(!paused);
+    // cancel: a waiting job is removed and recorded; a running one is left to its worker; unknown is ignored.
+    let delivered = f.add(&[]).await;
+    let undelivered = f.add(&[]).await;
+    assert_eq!(f.read("w1", 1).await, vec![delivered.clone()]);
+    assert_eq!(
+        sig("cancel", format!("job:{delivered}")).await.code,
+        2,
+        "a running job: left to its worker"
+    );
+    assert_eq!(sig("cancel", format!("job:{undelivered}")).await.code, 1);
+    assert!(!f.exists_in(&keys.ready, &undelivered).await);
+    let state: String = f.conn.hget(keys.job(&undelivered), "state").await.unwrap();
+    assert_eq!(state, "cancelled");
+    assert_eq!(sig("cancel", "job:nope".into()).await.code, 0);
+    // A delayed job is removed from the set and its body from the scheduled stream.
+    let fields: [(&str, &[u8]); 2] = [("v", b"1"), ("payload", b"\xf6")];
+    scripts::enqueue(&mut f.conn, &keys, "later", "later", 0, 99_999, 5, &fields)
+        .await
+        .unwrap();
+    assert_eq!(sig("cancel", "job:later".into()).await.code, 1);
+    let left: u64 = f.conn.zcard(&keys.delayed).await.unwrap();
+    assert_eq!((left, f.xlen(&keys.scheduled).await), (0, 0));
+    // Everything is in the history; what the queue applied has an outcome.
+    assert_eq!(sig("custom:reload", "worker:w1".into()).await.code, 2);
+    assert_eq!(f.xlen(&keys.signals).await, 7);
+    assert_eq!(f.xlen(&keys.outcomes).await, 5);
+}

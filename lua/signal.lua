@@ -1,0 +1,96 @@
+#!lua
+-- signal: record a control signal for a queue and apply what the queue itself can apply at once.
+--   pause / resume (target `queue`): set or clear the persistent paused flag, so workers started later obey it.
+--   cancel (target `job:<id>`): a job that has not started (waiting or delayed) is removed and recorded as
+--     cancelled right here, so it never runs; a running job is cancelled by the worker that holds it.
+--   quiet / stop / anything else: only recorded; workers apply them.
+-- Every signal is appended to the signals stream (the history, trimmed approximately to `maxlen`); what was
+-- applied here is appended to the outcomes stream with receiver `queue`.
+--
+-- KEYS[1]  signals stream
+-- KEYS[2]  outcomes stream
+-- KEYS[3]  paused flag (hash: signal, sender, ms)
+-- KEYS[4]  ready stream
+-- KEYS[5]  delayed sorted set
+-- KEYS[6]  scheduled stream
+-- KEYS[7]  index hash (job id -> entry id)
+-- KEYS[8]  job record hash of the target job ('cancel' only; any key under the queue's tag otherwise)
+-- ARGV[1]  kind: pause | resume | quiet | stop | cancel | custom:<name>
+-- ARGV[2]  target: queue | worker:<consumer> | job:<id>
+-- ARGV[3]  sender
+-- ARGV[4]  now, ms since the Unix epoch
+-- ARGV[5]  payload (CBOR, '' = none)
+-- ARGV[6]  maxlen of the signals and outcomes streams (approximate)
+-- ARGV[7]  consumer group
+-- ARGV[8]  record retention, ms (how long a cancelled job's record is kept)
+--
+-- Returns {signal id, code}:
+--   1  applied here (pause, resume, or a job cancelled before it started)
+--   2  recorded for workers to apply (a running job, quiet, stop, custom)
+--   0  ignored: a cancel for a job that is neither waiting, delayed nor running
+local signals, outcomes, paused, ready, delayed, scheduled, index, job =
+  KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6], KEYS[7], KEYS[8]
+local kind, target, sender, now, payload, maxlen, group, retention =
+  ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[5], ARGV[6], ARGV[7], ARGV[8]
+local sid = redis.call('XADD', signals, 'MAXLEN', '~', maxlen, '*', 'kind', kind, 'target', target,
+  'sender', sender, 'ms', now, 'payload', payload)
+local function outcome(result, reason)
+  redis.call('XADD', outcomes, 'MAXLEN', '~', maxlen, '*', 'signal', sid, 'receiver', 'queue',
+    'outcome', result, 'reason', reason, 'ms', now)
+end
+if kind == 'pause' and target == 'queue' then
+  redis.call('HSET', paused, 'signal', sid, 'sender', sender, 'ms', now)
+  outcome('applied', 'queue paused')
+  return {sid, 1}
+end
+if kind == 'resume' and target == 'queue' then
+  redis.call('DEL', paused)
+  outcome('applied', 'queue resumed')
+  return {sid, 1}
+end
+if kind == 'cancel' and string.sub(target, 1, 4) == 'job:' then
+  local jid = string.sub(target, 5)
+  local loc = redis.call('HGET', index, jid)
+  local removed = false
+  if redis.call('ZREM', delayed, jid) == 1 then
+    if loc then redis.call('XDEL', scheduled, loc) end
+    removed = true
+  else
+    local eid = loc or jid
+    if string.match(eid, '^%d+%-%d+$') and redis.call('XRANGE', ready, eid, eid)[1] then
+      local p = redis.pcall('XPENDING', ready, group, eid, eid, 1)
+      if type(p) == 'table' and p[1] then
+        return {sid, 2}
+      end
+      -- Not pending: waiting unless already delivered (a finished entry awaiting its trim).
+      local last = '0-0'
+      local groups = redis.pcall('XINFO', 'GROUPS', ready)
+      if not groups.err then
+        for _, g in ipairs(groups) do
+          local name, id
+          for k = 1, #g, 2 do
+            if g[k] == 'name' then name = g[k + 1] elseif g[k] == 'last-delivered-id' then id = g[k + 1] end
+          end
+          if name == group then last = id end
+        end
+      end
+      local ems, eseq = string.match(eid, '^(%d+)-(%d+)$')
+      local lms, lseq = string.match(last, '^(%d+)-(%d+)$')
+      ems, eseq, lms, lseq = tonumber(ems), tonumber(eseq), tonumber(lms), tonumber(lseq)
+      if ems > lms or (ems == lms and eseq > lseq) then
+        redis.call('XDEL', ready, eid)
+        removed = true
+      end
+    end
+  end
+  if removed then
+    redis.call('HDEL', index, jid)
+    redis.call('HSET', job, 'state', 'cancelled', 'finished_ms', now, 'cancelled_by', sender)
+    redis.call('PEXPIRE', job, retention)
+    outcome('applied', 'cancelled before it ran')
+    return {sid, 1}
+  end
+  outcome('ignored', 'no waiting, delayed or running job with this id')
+  return {sid, 0}
+end
+return {sid, 2}
