@@ -8,7 +8,8 @@
 //!
 //! With `RILL_MODE=steps` a job's data is a number of steps instead: it resumes from its newest checkpoint,
 //! runs the remaining steps (2 ms each, each appended as `pid step` to `<ready key>:steps`), checkpoints
-//! `(step, sum)` every 50 steps, and returns the sum of the step numbers.
+//! `(step, sum)` every 50 steps and whenever it is asked to stop (then it yields), and returns the sum of the
+//! step numbers.
 
 use std::time::Duration;
 
@@ -74,6 +75,10 @@ async fn main() -> anyhow::Result<()> {
                             if policy.due(step, &job) {
                                 job.checkpoint(&(step, sum)).await?;
                                 policy.saved(step);
+                            }
+                            // Paused, quieted or shutting down: the checkpoint above is saved, so yield.
+                            if job.stopping().is_cancelled() && step < *job.data() {
+                                return Err(rill::JobError::interrupted("asked to stop"));
                             }
                         }
                         Ok(sum)

@@ -7,19 +7,22 @@
 -- KEYS[4]  ready stream
 -- KEYS[5]  job record hash
 -- KEYS[6]  dead index hash (job id -> dead-letter entry id)
+-- KEYS[7]  parked sorted set
 -- ARGV[1]  consumer group
 -- ARGV[2]  job id
 --
 -- Returns {state, entry id, attempts made, owner, deliveries}, state one of:
 --   'delayed'    in the delayed set, never attempted        (entry id: scheduled entry)
 --   'failed'     in the delayed set after a failed attempt, waiting for its retry
+--   'parked'     paused by a signal, waiting to be resumed  (entry id: scheduled entry)
 --   'waiting'    on the ready stream, not delivered         (entry id: ready entry)
 --   'active'     on the ready stream and pending            (owner: consumer, deliveries: delivery count)
 --   'completed'  finished; its record is within retention   (entry id: '')
 --   'cancelled'  cancelled by a signal; its record is within retention
 --   'dead'       in the dead-letter stream                   (entry id: dead-letter entry)
 --   'unknown'    none of the above (never existed, or its record expired)
-local index, delayed, scheduled, ready, job, deadids = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6]
+local index, delayed, scheduled, ready, job, deadids, parked =
+  KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6], KEYS[7]
 local group, jid = ARGV[1], ARGV[2]
 local function attempts_of(fields)
   for i = 1, #fields, 2 do
@@ -28,6 +31,13 @@ local function attempts_of(fields)
   return 0
 end
 local loc = redis.call('HGET', index, jid)
+if redis.call('ZSCORE', parked, jid) then
+  local r = {}
+  if loc then r = redis.call('XRANGE', scheduled, loc, loc) end
+  local made = 0
+  if r[1] then made = attempts_of(r[1][2]) end
+  return {'parked', loc or '', made, '', 0}
+end
 if redis.call('ZSCORE', delayed, jid) then
   local r = {}
   if loc then r = redis.call('XRANGE', scheduled, loc, loc) end

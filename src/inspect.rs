@@ -29,6 +29,8 @@ pub enum JobState {
     Dead,
     /// Cancelled by a signal (its record is within retention).
     Cancelled,
+    /// Paused by a signal; waits, holding no worker, until resumed.
+    Parked,
     /// Not found (never existed, or finished and its record expired).
     Unknown,
 }
@@ -43,6 +45,7 @@ impl JobState {
             "failed" => JobState::Failed,
             "dead" => JobState::Dead,
             "cancelled" => JobState::Cancelled,
+            "parked" => JobState::Parked,
             "unknown" => JobState::Unknown,
             other => {
                 return Err(Error::Protocol {
@@ -63,6 +66,7 @@ impl JobState {
             JobState::Failed => "failed",
             JobState::Dead => "dead",
             JobState::Cancelled => "cancelled",
+            JobState::Parked => "parked",
             JobState::Unknown => "unknown",
         }
     }
@@ -120,6 +124,8 @@ pub struct Counts {
     pub delayed: u64,
     /// Dead letters.
     pub dead: u64,
+    /// Parked (paused) jobs.
+    pub parked: u64,
 }
 
 /// One dead-letter entry.
@@ -292,13 +298,15 @@ impl<T: Serialize + DeserializeOwned> Queue<T> {
     /// Redis errors.
     pub async fn counts(&self) -> Result<Counts> {
         let mut conn = self.client.conn().await?;
-        let (len, delayed, dead): (u64, u64, u64) = redis::pipe()
+        let (len, delayed, dead, parked): (u64, u64, u64, u64) = redis::pipe()
             .cmd("XLEN")
             .arg(&self.keys.ready)
             .cmd("ZCARD")
             .arg(&self.keys.delayed)
             .cmd("XLEN")
             .arg(&self.keys.dead)
+            .cmd("ZCARD")
+            .arg(&self.keys.parked)
             .query_async(&mut conn)
             .await?;
         let groups: redis::RedisResult<Vec<HashMap<String, redis::Value>>> = redis::cmd("XINFO")
@@ -320,6 +328,7 @@ impl<T: Serialize + DeserializeOwned> Queue<T> {
                 active: 0,
                 delayed,
                 dead,
+                parked,
             });
         };
         let int = |k: &str| match group.get(k) {
@@ -335,6 +344,7 @@ impl<T: Serialize + DeserializeOwned> Queue<T> {
             active,
             delayed,
             dead,
+            parked,
         })
     }
 
@@ -499,6 +509,7 @@ mod tests {
             JobState::Failed,
             JobState::Dead,
             JobState::Cancelled,
+            JobState::Parked,
             JobState::Unknown,
         ] {
             assert_eq!(JobState::parse(s.as_str()).unwrap(), s);

@@ -106,6 +106,7 @@ pub struct Job<T> {
     cancel: CancellationToken,
     ctx: Arc<JobContext>,
     touched: Arc<std::sync::atomic::AtomicBool>,
+    stopping: CancellationToken,
 }
 
 impl<T> std::fmt::Debug for Job<T> {
@@ -128,6 +129,7 @@ impl<T> Job<T> {
         cancel: CancellationToken,
         ctx: Arc<JobContext>,
         touched: Arc<std::sync::atomic::AtomicBool>,
+        stopping: CancellationToken,
     ) -> Self {
         Job {
             data,
@@ -146,6 +148,7 @@ impl<T> Job<T> {
             cancel,
             ctx,
             touched,
+            stopping,
         }
     }
 
@@ -196,10 +199,12 @@ impl<T> Job<T> {
         &self.cancel
     }
 
-    /// Fires when the worker begins a graceful shutdown: a long job should checkpoint and return
-    /// [`JobError::interrupted`] so it resumes elsewhere at once.
+    /// Fires when this job is asked to checkpoint and yield: the worker begins a graceful shutdown, the queue is
+    /// paused, the worker is quieted, or this job is paused by a signal. A long job should checkpoint and return
+    /// [`JobError::interrupted`]: it then resumes elsewhere at once (shutdown), when the queue resumes, or, paused
+    /// on its own, it is parked without holding a worker until resumed.
     pub fn stopping(&self) -> &CancellationToken {
-        &self.ctx.stopping
+        &self.stopping
     }
 
     /// Saves `state` as the job's next checkpoint (version = newest + 1) and returns the version. Fenced: a

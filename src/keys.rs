@@ -96,6 +96,8 @@ pub struct QueueKeys {
     pub outcomes: String,
     /// Exists while the queue is paused (hash: signal, sender, ms).
     pub paused: String,
+    /// Sorted set of parked (paused) job ids, score = parked at (ms); bodies in `scheduled`.
+    pub parked: String,
     prefix: String,
 }
 
@@ -120,6 +122,7 @@ impl QueueKeys {
             signals: format!("{prefix}:signals"),
             outcomes: format!("{prefix}:signals:outcomes"),
             paused: format!("{prefix}:paused"),
+            parked: format!("{prefix}:parked"),
             prefix,
         })
     }
@@ -157,6 +160,7 @@ mod tests {
         assert_eq!(k.signals, "rill:{emails}:signals");
         assert_eq!(k.outcomes, "rill:{emails}:signals:outcomes");
         assert_eq!(k.paused, "rill:{emails}:paused");
+        assert_eq!(k.parked, "rill:{emails}:parked");
         assert_eq!(k.job("order-42"), "rill:{emails}:job:order-42");
         assert_eq!(k.dedup("k1"), "rill:{emails}:dedup:k1");
         assert_eq!(k.checkpoints("j1"), "rill:{emails}:ckpt:j1");
@@ -176,6 +180,7 @@ mod tests {
             &k.signals,
             &k.outcomes,
             &k.paused,
+            &k.parked,
             &k.job("a{b}"),
             &k.dedup("x}y"),
             &k.checkpoints("a:b"),

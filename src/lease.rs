@@ -20,6 +20,8 @@ const EXTEND_BATCH: usize = 500;
 pub(crate) struct Held {
     pub(crate) token: u64,
     pub(crate) job_id: String,
+    /// The job's `stopping()` token: asked to checkpoint and yield (shutdown, pause, quiet).
+    pub(crate) stopping: CancellationToken,
     pub(crate) cancel: CancellationToken,
     pub(crate) renewed: Instant,
 }

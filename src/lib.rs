@@ -65,5 +65,7 @@ pub use error::{Error, Result};
 pub use inspect::{CheckpointInfo, Counts, DeadLetter, Event, JobInfo, JobState};
 pub use job::{CheckpointSettings, Delivery, Job, JobError, JobResult, PreviousEnd, Resume};
 pub use producer::{Enqueue, Queue};
-pub use signals::{CancelOutcome, Signal, SignalCollector, SignalFilter, SignalKind, Target};
+pub use signals::{
+    CancelOutcome, PauseOutcome, Signal, SignalCollector, SignalFilter, SignalKind, Target,
+};
 pub use worker::{Worker, WorkerConfig, WorkerReport, WorkerStats};

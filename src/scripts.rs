@@ -28,6 +28,7 @@ script!(RETIRE, "retire.lua");
 script!(STATE, "state.lua");
 script!(CHECKPOINT, "checkpoint.lua");
 script!(SIGNAL, "signal.lua");
+script!(PARK, "park.lua");
 
 /// The source of every script, by file name (for tests and for tools that load them elsewhere).
 pub const SOURCES: &[(&str, &str)] = &[
@@ -43,6 +44,7 @@ pub const SOURCES: &[(&str, &str)] = &[
     ("state.lua", include_str!("../lua/state.lua")),
     ("checkpoint.lua", include_str!("../lua/checkpoint.lua")),
     ("signal.lua", include_str!("../lua/signal.lua")),
+    ("park.lua", include_str!("../lua/park.lua")),
 ];
 
 fn protocol(what: &'static str, detail: impl Into<String>) -> Error {
@@ -594,6 +596,7 @@ pub async fn state<C: ConnectionLike + Send>(
         .key(&keys.ready)
         .key(keys.job(job_id))
         .key(&keys.dead_index)
+        .key(&keys.parked)
         .arg(GROUP)
         .arg(job_id)
         .invoke_async(con)
@@ -724,6 +727,7 @@ pub async fn signal<C: ConnectionLike + Send>(
         .key(&keys.scheduled)
         .key(&keys.index)
         .key(job_key)
+        .key(&keys.parked)
         .arg(kind)
         .arg(target)
         .arg(sender)
@@ -741,5 +745,39 @@ pub async fn signal<C: ConnectionLike + Send>(
     Ok(SignalSent {
         id: string(&a[0], "signal.lua")?,
         code: int(&a[1], "signal.lua")?,
+    })
+}
+
+/// Parks a running delivery (a paused session). `Released::Released` = parked.
+///
+/// # Errors
+/// [`Error::Redis`] or [`Error::Protocol`].
+pub async fn park<C: ConnectionLike + Send>(
+    con: &mut C,
+    keys: &QueueKeys,
+    consumer: &str,
+    delivery: DeliveryRef<'_>,
+    now_ms: u64,
+    events_maxlen: u64,
+) -> Result<Released> {
+    let v: Value = PARK
+        .key(&keys.ready)
+        .key(&keys.scheduled)
+        .key(&keys.parked)
+        .key(&keys.index)
+        .key(&keys.events)
+        .arg(GROUP)
+        .arg(consumer)
+        .arg(delivery.entry_id)
+        .arg(delivery.token)
+        .arg(now_ms)
+        .arg(events_maxlen.max(1))
+        .invoke_async(con)
+        .await?;
+    Ok(match int(&v, "park.lua")? {
+        1 => Released::Released,
+        0 => Released::Stale,
+        -1 => Released::Gone,
+        c => return Err(protocol("park.lua", format!("unknown code {c}"))),
     })
 }

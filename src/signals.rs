@@ -243,6 +243,18 @@ pub(crate) async fn record_outcome<C: redis::aio::ConnectionLike + Send>(
     Ok(())
 }
 
+/// The result of [`Queue::pause_job`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum PauseOutcome {
+    /// It had not started: parked now.
+    Parked,
+    /// It is running: its `stopping()` token fired; it is parked when it yields after its checkpoint.
+    Signalled,
+    /// No waiting, delayed or running job has this id (or it is parked already).
+    NotFound,
+}
+
 /// The result of [`Queue::cancel`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[non_exhaustive]
@@ -304,6 +316,34 @@ impl<T: Serialize + DeserializeOwned> Queue<T> {
             2 => CancelOutcome::Signalled,
             _ => CancelOutcome::NotFound,
         })
+    }
+
+    /// Pauses one job (a session): a waiting or delayed one is parked at once; a running one is asked, through
+    /// [`crate::Job::stopping`], to checkpoint and yield, and is then parked without holding a worker.
+    ///
+    /// # Errors
+    /// Redis errors.
+    pub async fn pause_job(&self, id: &str) -> Result<PauseOutcome> {
+        let sent = self
+            .signal_raw::<()>(&SignalKind::Pause, &Target::Job(id.to_owned()), None)
+            .await?;
+        Ok(match sent.code {
+            1 => PauseOutcome::Parked,
+            2 => PauseOutcome::Signalled,
+            _ => PauseOutcome::NotFound,
+        })
+    }
+
+    /// Resumes a parked job: it goes back to the ready stream and continues from its checkpoint. Returns false
+    /// if it was not parked.
+    ///
+    /// # Errors
+    /// Redis errors.
+    pub async fn resume_job(&self, id: &str) -> Result<bool> {
+        let sent = self
+            .signal_raw::<()>(&SignalKind::Resume, &Target::Job(id.to_owned()), None)
+            .await?;
+        Ok(sent.code == 1)
     }
 
     /// Pauses the queue: every worker stops taking jobs (running ones finish) until [`Queue::resume`]. The pause
@@ -480,6 +520,13 @@ impl SignalCollector {
     }
 }
 
+/// Fires the `stopping()` token of every job this worker runs.
+fn stop_running(shared: &Shared) {
+    for h in shared.held.lock().expect("held lock").values() {
+        h.stopping.cancel();
+    }
+}
+
 /// Changes the gate, waking the fetch loop only if something changed.
 pub(crate) fn set_gate(shared: &Shared, change: impl FnOnce(&mut Gate)) {
     shared.gate.send_if_modified(|g| {
@@ -574,6 +621,20 @@ pub(crate) async fn listen(shared: Arc<Shared>, stop: CancellationToken) {
                 Target::Job(_) => false,
             };
             let applied: Option<String> = match (&signal.kind, &signal.target) {
+                (SignalKind::Pause, Target::Job(job)) => {
+                    let held = shared.held.lock().expect("held lock");
+                    let mut hit = false;
+                    for (entry, h) in held.iter().filter(|(_, h)| h.job_id == *job) {
+                        shared
+                            .park_requested
+                            .lock()
+                            .expect("park lock")
+                            .insert((entry.clone(), h.token));
+                        h.stopping.cancel();
+                        hit = true;
+                    }
+                    hit.then(|| "asked the running job to checkpoint and park".to_owned())
+                }
                 (SignalKind::Cancel, Target::Job(job)) => {
                     let held = shared.held.lock().expect("held lock");
                     let mut hit = false;
@@ -590,7 +651,8 @@ pub(crate) async fn listen(shared: Arc<Shared>, stop: CancellationToken) {
                 }
                 (SignalKind::Pause, Target::Queue) => {
                     set_gate(&shared, |g| g.paused = true);
-                    Some("paused: taking no new jobs".into())
+                    stop_running(&shared);
+                    Some("paused: taking no new jobs, running ones asked to checkpoint".into())
                 }
                 (SignalKind::Resume, Target::Queue) => {
                     set_gate(&shared, |g| g.paused = false);
@@ -598,7 +660,8 @@ pub(crate) async fn listen(shared: Arc<Shared>, stop: CancellationToken) {
                 }
                 (SignalKind::Quiet, _) if mine => {
                     set_gate(&shared, |g| g.quiet = true);
-                    Some("quiet: taking no new jobs".into())
+                    stop_running(&shared);
+                    Some("quiet: taking no new jobs, running ones asked to checkpoint".into())
                 }
                 (SignalKind::Stop, _) if mine => {
                     shared.stop_requested.cancel();

@@ -166,6 +166,8 @@ pub(crate) struct Shared {
     pub(crate) claim_lock: tokio::sync::Mutex<()>,
     /// Deliveries (entry id, token) whose job a signal cancelled.
     pub(crate) cancel_requested: Mutex<std::collections::HashSet<(String, u64)>>,
+    /// Deliveries whose job a signal paused: parked instead of handed back when they yield.
+    pub(crate) park_requested: Mutex<std::collections::HashSet<(String, u64)>>,
     /// Whether the worker takes new jobs (paused queue, quiet worker).
     pub(crate) gate: tokio::sync::watch::Sender<Gate>,
     /// Fires when a `stop` signal asks this worker to shut down.
@@ -377,6 +379,7 @@ impl Worker {
             stats: self.stats.clone(),
             claim_lock: tokio::sync::Mutex::new(()),
             cancel_requested: Mutex::default(),
+            park_requested: Mutex::default(),
             gate: tokio::sync::watch::Sender::new(Gate::default()),
             stop_requested: CancellationToken::new(),
         });
@@ -605,11 +608,13 @@ where
             }
         };
         let cancel = CancellationToken::new();
+        let stopping = self.ctx.stopping.child_token();
         let previous = shared.held.lock().expect("held lock").insert(
             env.entry_id.clone(),
             Held {
                 token,
                 job_id: env.job_id.clone(),
+                stopping: stopping.clone(),
                 cancel: cancel.clone(),
                 renewed: Instant::now(),
             },
@@ -630,6 +635,7 @@ where
             cancel,
             self.ctx.clone(),
             touched.clone(),
+            stopping,
         );
         let me = self.clone();
         self.tasks
@@ -702,7 +708,12 @@ where
                 retention_ms: shared.config.retention.as_millis().max(1) as u64,
             },
             FailAction::Interrupt => {
-                self.hand_back(&entry_id, token, &job_id, &failure.message)
+                let park = shared
+                    .park_requested
+                    .lock()
+                    .expect("park lock")
+                    .remove(&(entry_id.clone(), token));
+                self.hand_back(&entry_id, token, &job_id, &failure.message, park)
                     .await;
                 return;
             }
@@ -743,27 +754,29 @@ where
 }
 
 impl<T, H> Runner<T, H> {
-    /// Releases one delivery for immediate redelivery, without counting the attempt.
-    async fn hand_back(&self, entry_id: &str, token: u64, job_id: &str, why: &str) {
+    /// Releases one delivery for immediate redelivery, or parks it (`park`: its job was paused), without counting
+    /// the attempt.
+    async fn hand_back(&self, entry_id: &str, token: u64, job_id: &str, why: &str, park: bool) {
         let shared = &self.shared;
-        let d = [DeliveryRef { entry_id, token }];
+        let d = DeliveryRef { entry_id, token };
         let r = async {
             let mut c = shared.client.conn().await?;
-            scripts::release(
-                &mut c,
-                &shared.keys,
-                &shared.consumer,
-                now_ms(),
-                shared.events_maxlen(),
-                &d,
-            )
-            .await
+            let now = now_ms();
+            let maxlen = shared.events_maxlen();
+            if park {
+                scripts::park(&mut c, &shared.keys, &shared.consumer, d, now, maxlen).await
+            } else {
+                let codes =
+                    scripts::release(&mut c, &shared.keys, &shared.consumer, now, maxlen, &[d])
+                        .await?;
+                Ok(codes.first().copied().unwrap_or(Released::Stale))
+            }
         }
         .await;
         match r {
-            Ok(codes) if codes.first() == Some(&Released::Released) => {
+            Ok(Released::Released) => {
                 shared.stats.add_released();
-                tracing::info!(queue = %shared.keys.queue, job = %job_id, reason = %why, "job handed back");
+                tracing::info!(queue = %shared.keys.queue, job = %job_id, reason = %why, parked = park, "job handed back");
             }
             Ok(_) => shared.stats.add_stale(),
             // Still pending to us: the final sweep (or the lease expiry) hands it back.

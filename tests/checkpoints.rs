@@ -203,3 +203,123 @@ async fn a_killed_workers_long_job_resumes_elsewhere_from_its_last_checkpoint() 
     .unwrap();
     assert_eq!(late, Checkpointed::Stale);
 }
+
+fn steps_worker(redis: &TestRedis, ns: &str) -> (support::ChildGuard, String) {
+    let mut child = Command::new(support::example_bin("fault_worker"))
+        .env("RILL_URL", redis.url())
+        .env("RILL_NAMESPACE", ns)
+        .env("RILL_QUEUE", "sessions")
+        .env("RILL_LEASE_MS", "1000")
+        .env("RILL_MODE", "steps")
+        .env("RUST_LOG", "off")
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    let consumer = line.trim().strip_prefix("ready ").unwrap().to_owned();
+    (support::ChildGuard(child), consumer)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_paused_session_parks_without_a_worker_and_resumes_on_another_process() {
+    let redis = TestRedis::start();
+    let client = support::client(&redis);
+    let ns = client.config().namespace.clone();
+    let q = client.queue::<u64>("sessions").unwrap();
+    let session = q
+        .enqueue_with(&1000, rill::Enqueue::new().id("session-1"))
+        .await
+        .unwrap();
+    let (mut a, a_name) = steps_worker(&redis, &ns);
+    let mut c = redis.aconn().await;
+    let steps_key = format!("{}:steps", q.keys().ready);
+    eventually(Duration::from_secs(30), "the session ran a while", || {
+        let mut c = c.clone();
+        let k = steps_key.clone();
+        async move { c.llen::<_, u64>(&k).await.unwrap() >= 120 }
+    })
+    .await;
+    assert_eq!(
+        q.pause_job(&session).await.unwrap(),
+        rill::PauseOutcome::Signalled
+    );
+    eventually(Duration::from_secs(10), "parked", || async {
+        q.state(&session).await.unwrap() == rill::JobState::Parked
+    })
+    .await;
+    let steps: Vec<String> = c.lrange(&steps_key, 0, -1).await.unwrap();
+    let paused_at: u64 = steps
+        .last()
+        .unwrap()
+        .split(' ')
+        .nth(1)
+        .unwrap()
+        .parse()
+        .unwrap();
+    let ck = q.checkpoints(&session, 1).await.unwrap().remove(0);
+    assert_eq!(
+        ck.state::<(u64, u64)>().unwrap().0,
+        paused_at,
+        "it checkpointed where it stopped"
+    );
+    assert_eq!(ck.written_by, a_name);
+    let counts = q.counts().await.unwrap();
+    assert_eq!(
+        (counts.active, counts.parked),
+        (0, 1),
+        "a parked session holds no worker"
+    );
+    // The worker it left is free for other work meanwhile.
+    let other = q.enqueue(&5).await.unwrap();
+    eventually(
+        Duration::from_secs(10),
+        "the other job ran on A",
+        || async { q.result::<u64>(&other).await.unwrap() == Some(10) },
+    )
+    .await;
+    a.kill();
+    // Resume it on another process: it continues from the checkpoint.
+    let (mut b, _b_name) = steps_worker(&redis, &ns);
+    assert!(q.resume_job(&session).await.unwrap());
+    eventually(
+        Duration::from_secs(30),
+        "the session finished on B",
+        || async { q.result::<u64>(&session).await.unwrap().is_some() },
+    )
+    .await;
+    b.kill();
+    assert_eq!(
+        q.result::<u64>(&session).await.unwrap(),
+        Some((0..1000).sum::<u64>())
+    );
+    let steps: Vec<String> = c.lrange(&steps_key, 0, -1).await.unwrap();
+    let session_steps: Vec<u64> = steps
+        .iter()
+        .map(|s| s.split(' ').nth(1).unwrap().parse().unwrap())
+        .collect();
+    // Steps 1..=paused_at ran once on A, then the 5-step job, then B went on from paused_at + 1: nothing redone.
+    let mut want: Vec<u64> = (1..=paused_at).collect();
+    want.extend(1..=5);
+    want.extend(paused_at + 1..=1000);
+    assert_eq!(session_steps, want, "nothing redone after a pause");
+    let history = q
+        .signal_history(
+            rill::SignalFilter::new().target(rill::Target::Job(session.clone())),
+            10,
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        history.iter().map(|s| s.kind.clone()).collect::<Vec<_>>(),
+        vec![rill::SignalKind::Pause, rill::SignalKind::Resume]
+    );
+    assert!(
+        history[0]
+            .outcomes
+            .iter()
+            .any(|o| o.receiver == a_name && o.result == "applied")
+    );
+}

@@ -326,3 +326,20 @@ where
         consumer,
     }
 }
+
+/// A child process killed (and reaped) on drop, so a failing test leaves no worker behind.
+pub struct ChildGuard(pub std::process::Child);
+
+impl ChildGuard {
+    /// kill -9 now.
+    pub fn kill(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+impl Drop for ChildGuard {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
