@@ -72,7 +72,8 @@ pub enum PreviousEnd {
     Stalled,
     /// It failed with this error and was retried.
     Failed(String),
-    /// It was handed back (worker shutdown, [`JobError::interrupted`]) or the job was enqueued again.
+    /// It was handed back (worker shutdown, queue paused, job paused and resumed, [`JobError::interrupted`]) or
+    /// the job was enqueued again.
     HandedBack,
 }
 
