@@ -98,6 +98,10 @@ pub struct QueueKeys {
     pub paused: String,
     /// Sorted set of parked (paused) job ids, score = parked at (ms); bodies in `scheduled`.
     pub parked: String,
+    /// Worker registry: sorted set of consumer names, score = last heartbeat (ms).
+    pub workers: String,
+    /// Heartbeats stream (trimmed by MAXLEN).
+    pub heartbeats: String,
     prefix: String,
 }
 
@@ -123,6 +127,8 @@ impl QueueKeys {
             outcomes: format!("{prefix}:signals:outcomes"),
             paused: format!("{prefix}:paused"),
             parked: format!("{prefix}:parked"),
+            workers: format!("{prefix}:workers"),
+            heartbeats: format!("{prefix}:heartbeats"),
             prefix,
         })
     }
@@ -130,6 +136,11 @@ impl QueueKeys {
     /// Record hash of one job: progress, data updates, and its result once completed.
     pub fn job(&self, job_id: &str) -> String {
         format!("{}:job:{job_id}", self.prefix)
+    }
+
+    /// Registry record of one worker (hash).
+    pub fn worker(&self, consumer: &str) -> String {
+        format!("{}:worker:{consumer}", self.prefix)
     }
 
     /// Checkpoint stream of one job (newest last).
@@ -161,6 +172,9 @@ mod tests {
         assert_eq!(k.outcomes, "rill:{emails}:signals:outcomes");
         assert_eq!(k.paused, "rill:{emails}:paused");
         assert_eq!(k.parked, "rill:{emails}:parked");
+        assert_eq!(k.workers, "rill:{emails}:workers");
+        assert_eq!(k.heartbeats, "rill:{emails}:heartbeats");
+        assert_eq!(k.worker("w-1"), "rill:{emails}:worker:w-1");
         assert_eq!(k.job("order-42"), "rill:{emails}:job:order-42");
         assert_eq!(k.dedup("k1"), "rill:{emails}:dedup:k1");
         assert_eq!(k.checkpoints("j1"), "rill:{emails}:ckpt:j1");
@@ -181,6 +195,9 @@ mod tests {
             &k.outcomes,
             &k.paused,
             &k.parked,
+            &k.workers,
+            &k.heartbeats,
+            &k.worker("w"),
             &k.job("a{b}"),
             &k.dedup("x}y"),
             &k.checkpoints("a:b"),

@@ -53,12 +53,27 @@ pub(crate) fn spawn(
 
 async fn run(shared: Arc<Shared>, stop: CancellationToken) {
     let every = shared.config.lease / 3;
+    let beat_every = shared.config.health.beat_interval;
+    let tick = every.min(beat_every);
     let mut conn = None;
+    let mut next_extend = Instant::now() + every;
+    let mut beats = crate::registry::Beats::default();
+    // Register at once, then beat on time.
+    beat(&shared, &mut conn, &mut beats).await;
+    let mut next_beat = Instant::now() + beat_every;
     loop {
         tokio::select! {
             _ = stop.cancelled() => return,
-            _ = tokio::time::sleep(every) => {}
+            _ = tokio::time::sleep(tick) => {}
         }
+        if Instant::now() >= next_beat {
+            beat(&shared, &mut conn, &mut beats).await;
+            next_beat = Instant::now() + beat_every;
+        }
+        if Instant::now() < next_extend {
+            continue;
+        }
+        next_extend = Instant::now() + every;
         let snapshot: Vec<(String, u64)> = {
             let held = shared.held.lock().expect("held lock");
             held.iter().map(|(e, h)| (e.clone(), h.token)).collect()
@@ -115,6 +130,43 @@ async fn run(shared: Arc<Shared>, stop: CancellationToken) {
             }
         }
         expire_overdue(&shared);
+    }
+}
+
+/// One heartbeat (the first one registers). Failures are logged: a worker that cannot beat is judged crashed by
+/// the others, which then adopt its jobs (its own acks are then refused as stale).
+async fn beat(
+    shared: &Shared,
+    conn: &mut Option<redis::aio::MultiplexedConnection>,
+    beats: &mut crate::registry::Beats,
+) {
+    if conn.is_none() {
+        match shared.client.blocking_conn(Duration::ZERO).await {
+            Ok(c) => *conn = Some(c),
+            Err(e) => {
+                tracing::warn!(error = %e, "heartbeat: cannot connect");
+                return;
+            }
+        }
+    }
+    let fields = beats.fields(shared);
+    let c = conn.as_mut().expect("connection set above");
+    let r = scripts::heartbeat(
+        c,
+        &shared.keys,
+        &shared.consumer,
+        crate::producer::now_ms(),
+        crate::registry::HEARTBEATS_MAXLEN,
+        crate::registry::RECORD_TTL.as_millis() as u64,
+        &fields,
+    )
+    .await;
+    match r {
+        Ok(_) => beats.sent(shared),
+        Err(e) => {
+            tracing::warn!(error = %e, "heartbeat failed");
+            *conn = None;
+        }
     }
 }
 

@@ -17,6 +17,7 @@
 //! - `reclaim`: stalled-job recovery; `schedule`: delayed-job promotion.
 //! - [`checkpoint`]: when to save a long job's state ([`CheckpointPolicy`]); the writes are [`Job::checkpoint`]
 //!   and resuming is [`Job::resume`].
+//! - [`registry`]: worker registry, heartbeats, the health rule; crashed workers' jobs adopted at once.
 //! - [`signals`]: cancel, pause/resume, quiet/stop, custom signals, their history and a collector.
 //! - [`inspect`]: job state, counts, dead letters, events, checkpoint history.
 //! - [`error`]: the library's [`Error`].
@@ -53,6 +54,7 @@ pub mod keys;
 mod lease;
 pub mod producer;
 mod reclaim;
+pub mod registry;
 mod schedule;
 pub mod scripts;
 pub mod signals;
@@ -65,6 +67,7 @@ pub use error::{Error, Result};
 pub use inspect::{CheckpointInfo, Counts, DeadLetter, Event, JobInfo, JobState};
 pub use job::{CheckpointSettings, Delivery, Job, JobError, JobResult, PreviousEnd, Resume};
 pub use producer::{Enqueue, Queue};
+pub use registry::{Health, HealthRule, WorkerInfo};
 pub use signals::{
     CancelOutcome, PauseOutcome, Signal, SignalCollector, SignalFilter, SignalKind, Target,
 };

@@ -27,6 +27,7 @@ pub(crate) async fn reclaim<D: Dispatch>(
 ) -> bool {
     let shared = runner.shared().clone();
     let _guard = shared.claim_lock.lock().await;
+    adopt_crashed(runner, &shared, slots).await;
     for _ in 0..PAGES_PER_CALL {
         if slots.is_empty() {
             return true;
@@ -71,4 +72,58 @@ pub(crate) async fn reclaim<D: Dispatch>(
         }
     }
     false
+}
+
+/// Takes over, into free `slots`, the deliveries of workers the registry judges crashed (no beat for
+/// `crash_after`), without waiting for their leases to expire.
+async fn adopt_crashed<D: Dispatch>(
+    runner: &Arc<D>,
+    shared: &crate::worker::Shared,
+    slots: &mut Vec<OwnedSemaphorePermit>,
+) {
+    let crash_after = shared.config.health.crash_after.as_millis() as u64;
+    let r = async {
+        let mut c = shared.client.conn().await?;
+        let now = now_ms();
+        let crashed: Vec<String> = redis::cmd("ZRANGEBYSCORE")
+            .arg(&shared.keys.workers)
+            .arg("-inf")
+            .arg(now.saturating_sub(crash_after + 1))
+            .arg("LIMIT")
+            .arg(0)
+            .arg(8)
+            .query_async(&mut c)
+            .await
+            .map_err(crate::Error::from)?;
+        for worker in crashed.iter().filter(|w| **w != shared.consumer) {
+            if slots.is_empty() {
+                break;
+            }
+            let adopted = scripts::adopt(
+                &mut c,
+                &shared.keys,
+                &shared.consumer,
+                worker,
+                now_ms(),
+                crash_after,
+                slots.len(),
+                shared.config.max_attempts,
+                shared.config.events_maxlen.max(1),
+            )
+            .await?;
+            if !adopted.taken.is_empty() || adopted.removed {
+                tracing::info!(queue = %shared.keys.queue, crashed = %worker, taken = adopted.taken.len(), removed = adopted.removed, "adopted a crashed worker's jobs");
+            }
+            for (raw, token) in adopted.taken {
+                let Some(slot) = slots.pop() else { break };
+                shared.stats.add_reclaimed();
+                runner.dispatch(raw, token, slot);
+            }
+        }
+        Ok::<(), crate::Error>(())
+    }
+    .await;
+    if let Err(e) = r {
+        tracing::warn!(error = %e, "adopting crashed workers' jobs failed");
+    }
 }

@@ -29,6 +29,8 @@ script!(STATE, "state.lua");
 script!(CHECKPOINT, "checkpoint.lua");
 script!(SIGNAL, "signal.lua");
 script!(PARK, "park.lua");
+script!(HEARTBEAT, "heartbeat.lua");
+script!(ADOPT, "adopt.lua");
 
 /// The source of every script, by file name (for tests and for tools that load them elsewhere).
 pub const SOURCES: &[(&str, &str)] = &[
@@ -45,6 +47,8 @@ pub const SOURCES: &[(&str, &str)] = &[
     ("checkpoint.lua", include_str!("../lua/checkpoint.lua")),
     ("signal.lua", include_str!("../lua/signal.lua")),
     ("park.lua", include_str!("../lua/park.lua")),
+    ("heartbeat.lua", include_str!("../lua/heartbeat.lua")),
+    ("adopt.lua", include_str!("../lua/adopt.lua")),
 ];
 
 fn protocol(what: &'static str, detail: impl Into<String>) -> Error {
@@ -779,5 +783,103 @@ pub async fn park<C: ConnectionLike + Send>(
         0 => Released::Stale,
         -1 => Released::Gone,
         c => return Err(protocol("park.lua", format!("unknown code {c}"))),
+    })
+}
+
+/// Registers or refreshes a worker and appends its beat. Returns the beat's entry id.
+///
+/// # Errors
+/// [`Error::Redis`] or [`Error::Protocol`].
+pub async fn heartbeat<C: ConnectionLike + Send>(
+    con: &mut C,
+    keys: &QueueKeys,
+    consumer: &str,
+    now_ms: u64,
+    maxlen: u64,
+    record_ttl_ms: u64,
+    fields: &[(String, String)],
+) -> Result<String> {
+    let mut inv = HEARTBEAT.key(&keys.workers);
+    inv.key(keys.worker(consumer)).key(&keys.heartbeats);
+    inv.arg(consumer)
+        .arg(now_ms)
+        .arg(maxlen.max(1))
+        .arg(record_ttl_ms.max(1));
+    for (k, v) in fields {
+        inv.arg(k).arg(v);
+    }
+    let v: Value = inv.invoke_async(con).await?;
+    string(&v, "heartbeat.lua")
+}
+
+/// Result of [`adopt`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Adopted {
+    /// Whether the worker was judged crashed (false: it beat recently; nothing done).
+    pub crashed: bool,
+    /// Whether it had nothing pending left and was removed from the group and the registry.
+    pub removed: bool,
+    /// Deliveries now owned by the adopter, with their tokens.
+    pub taken: Vec<(RawEntry, u64)>,
+    /// Exhausted jobs dead-lettered.
+    pub dead_lettered: u64,
+}
+
+/// Takes over a crashed worker's pending deliveries at once.
+///
+/// # Errors
+/// [`Error::Redis`] or [`Error::Protocol`].
+#[allow(clippy::too_many_arguments)]
+pub async fn adopt<C: ConnectionLike + Send>(
+    con: &mut C,
+    keys: &QueueKeys,
+    adopter: &str,
+    crashed: &str,
+    now_ms: u64,
+    crash_after_ms: u64,
+    count: usize,
+    default_max_attempts: u32,
+    events_maxlen: u64,
+) -> Result<Adopted> {
+    let v: Value = ADOPT
+        .key(&keys.ready)
+        .key(&keys.index)
+        .key(&keys.dead)
+        .key(&keys.dead_index)
+        .key(&keys.events)
+        .key(&keys.workers)
+        .key(keys.worker(crashed))
+        .arg(GROUP)
+        .arg(adopter)
+        .arg(crashed)
+        .arg(now_ms)
+        .arg(crash_after_ms)
+        .arg(count.max(1))
+        .arg(default_max_attempts)
+        .arg(events_maxlen.max(1))
+        .invoke_async(con)
+        .await?;
+    let what = "adopt.lua";
+    let a = array(&v, what)?;
+    if a.len() != 3 {
+        return Err(protocol(what, "expected {code, taken, dead}"));
+    }
+    let code = int(&a[0], what)?;
+    let mut taken = Vec::new();
+    for t in array(&a[1], what)? {
+        let t = array(t, what)?;
+        if t.len() != 3 {
+            return Err(protocol(what, "taken item is not {id, token, fields}"));
+        }
+        let token = int(&t[1], what)?.max(0) as u64;
+        let pair = Value::Array(vec![Value::Array(vec![t[0].clone(), t[2].clone()])]);
+        let mut e = wire::parse_entries(pair)?;
+        taken.push((e.remove(0), token));
+    }
+    Ok(Adopted {
+        crashed: code != 0,
+        removed: code == 2,
+        taken,
+        dead_lettered: int(&a[2], what)?.max(0) as u64,
     })
 }

@@ -64,6 +64,12 @@ pub struct WorkerConfig {
     pub promote_interval: Duration,
     /// Checkpoint limits.
     pub checkpoints: crate::job::CheckpointSettings,
+    /// Heartbeat interval and crash threshold (also used to judge other workers crashed and adopt their jobs).
+    pub health: crate::registry::HealthRule,
+    /// Free metadata published in the registry record (`meta:<key>` fields).
+    pub metadata: Vec<(String, String)>,
+    /// Declared capabilities published in the registry record.
+    pub capabilities: Vec<String>,
 }
 
 impl Default for WorkerConfig {
@@ -84,6 +90,9 @@ impl Default for WorkerConfig {
             ack_batch: 256,
             promote_interval: Duration::from_millis(250),
             checkpoints: crate::job::CheckpointSettings::default(),
+            health: crate::registry::HealthRule::default(),
+            metadata: Vec::new(),
+            capabilities: Vec::new(),
         }
     }
 }
@@ -172,6 +181,10 @@ pub(crate) struct Shared {
     pub(crate) gate: tokio::sync::watch::Sender<Gate>,
     /// Fires when a `stop` signal asks this worker to shut down.
     pub(crate) stop_requested: CancellationToken,
+    /// Set once shutdown has begun (registry status `draining`).
+    pub(crate) draining: std::sync::atomic::AtomicBool,
+    /// When this worker started, ms since the Unix epoch.
+    pub(crate) started_ms: u64,
 }
 
 /// What holds the fetch loop back.
@@ -315,6 +328,24 @@ impl Worker {
         self
     }
 
+    /// Publishes `key = value` in this worker's registry record.
+    pub fn metadata(mut self, key: impl Into<String>, value: impl Into<String>) -> Self {
+        self.config.metadata.push((key.into(), value.into()));
+        self
+    }
+
+    /// Declares a capability in this worker's registry record.
+    pub fn capability(mut self, name: impl Into<String>) -> Self {
+        self.config.capabilities.push(name.into());
+        self
+    }
+
+    /// Heartbeat interval and crash threshold.
+    pub fn health(mut self, rule: crate::registry::HealthRule) -> Self {
+        self.config.health = rule;
+        self
+    }
+
     /// Keep a record of every completed job, not only those with a result.
     pub fn keep_completed(mut self, on: bool) -> Self {
         self.config.keep_completed = on;
@@ -382,6 +413,8 @@ impl Worker {
             park_requested: Mutex::default(),
             gate: tokio::sync::watch::Sender::new(Gate::default()),
             stop_requested: CancellationToken::new(),
+            draining: std::sync::atomic::AtomicBool::new(false),
+            started_ms: now_ms(),
         });
         let stopping = CancellationToken::new();
         let ctx = Arc::new(JobContext {
@@ -448,6 +481,7 @@ impl Worker {
         .await;
 
         // Graceful shutdown.
+        shared.draining.store(true, Ordering::Relaxed);
         stopping.cancel();
         stop_background.cancel();
         let _ = promoter.await;
@@ -486,6 +520,22 @@ impl Worker {
         }
         stop_lease.cancel();
         let _ = tokio::task::spawn_blocking(move || lease_thread.join()).await;
+        // Leave the registry (after the lease thread, which beats, has stopped).
+        if let Ok(mut c) = shared.client.conn().await {
+            let r: redis::RedisResult<()> = redis::pipe()
+                .cmd("DEL")
+                .arg(shared.keys.worker(&shared.consumer))
+                .ignore()
+                .cmd("ZREM")
+                .arg(&shared.keys.workers)
+                .arg(&shared.consumer)
+                .ignore()
+                .query_async(&mut c)
+                .await;
+            if let Err(e) = r {
+                tracing::warn!(error = %e, "could not leave the worker registry");
+            }
+        }
         let report = shared.stats.snapshot();
         tracing::info!(queue = %shared.keys.queue, consumer = %shared.consumer, ?report, "worker stopped");
         Ok(report)

@@ -1,0 +1,306 @@
+//! The worker registry: each worker registers on start, beats every `heartbeat_interval` (a record hash, a
+//! sorted set of last beats, and an entry on the heartbeats stream) from its lease thread, and deregisters on a
+//! graceful exit. Health is derived from the record by one rule ([`health`], also in SPEC.md), and a worker
+//! judged crashed has its deliveries adopted by the others at once (`adopt.lua`, in the reclaim pass).
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use serde::{Serialize, de::DeserializeOwned};
+
+use crate::error::Result;
+use crate::producer::{Queue, now_ms};
+
+/// Approximate length the heartbeats stream is trimmed to.
+pub const HEARTBEATS_MAXLEN: u64 = 10_000;
+
+/// How long a registry record outlives its last beat.
+pub const RECORD_TTL: Duration = Duration::from_secs(24 * 3600);
+
+/// What a worker's lease thread needs to build its beats.
+#[derive(Debug, Default)]
+pub(crate) struct Beats {
+    registered: bool,
+    lease_failures_at_last_beat: u64,
+}
+
+impl Beats {
+    pub(crate) fn fields(&self, shared: &crate::worker::Shared) -> Vec<(String, String)> {
+        let stats = shared.stats.snapshot();
+        let in_flight = shared.held.lock().expect("held lock").len() as u64;
+        let gate = *shared.gate.borrow();
+        let status = if shared.draining.load(std::sync::atomic::Ordering::Relaxed) {
+            "draining"
+        } else if gate.paused || gate.quiet {
+            "paused"
+        } else if in_flight > 0 {
+            "busy"
+        } else {
+            "idle"
+        };
+        let mut f: Vec<(String, String)> = vec![
+            ("status".into(), status.to_owned()),
+            ("in_flight".into(), in_flight.to_string()),
+            ("processed".into(), stats.completed.to_string()),
+            ("failed".into(), (stats.retried + stats.dead).to_string()),
+            (
+                "lease_failures".into(),
+                stats
+                    .lease_failures
+                    .saturating_sub(self.lease_failures_at_last_beat)
+                    .to_string(),
+            ),
+        ];
+        if !self.registered {
+            let host = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap_or_default();
+            f.extend([
+                ("host".into(), host.trim().to_owned()),
+                ("pid".into(), std::process::id().to_string()),
+                ("queue".into(), shared.keys.queue.clone()),
+                ("concurrency".into(), shared.config.concurrency.to_string()),
+                ("version".into(), env!("CARGO_PKG_VERSION").to_owned()),
+                ("started_ms".into(), shared.started_ms.to_string()),
+                ("capabilities".into(), shared.config.capabilities.join(",")),
+            ]);
+            for (k, v) in &shared.config.metadata {
+                f.push((format!("meta:{k}"), v.clone()));
+            }
+        }
+        f
+    }
+
+    pub(crate) fn sent(&mut self, shared: &crate::worker::Shared) {
+        self.registered = true;
+        self.lease_failures_at_last_beat = shared.stats.snapshot().lease_failures;
+    }
+}
+
+/// Thresholds of the health rule.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct HealthRule {
+    /// Expected time between beats (default 1 s).
+    pub beat_interval: Duration,
+    /// No beat for this long: crashed (default 3 s).
+    pub crash_after: Duration,
+    /// Failed / (processed + failed) above this: degraded (default 0.5) ...
+    pub max_error_rate: f64,
+    /// ... once at least this many jobs ended (default 20).
+    pub min_jobs_for_rate: u64,
+}
+
+impl Default for HealthRule {
+    fn default() -> Self {
+        HealthRule {
+            beat_interval: Duration::from_secs(1),
+            crash_after: Duration::from_secs(3),
+            max_error_rate: 0.5,
+            min_jobs_for_rate: 20,
+        }
+    }
+}
+
+/// A worker's health.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Health {
+    /// Beating on time, renewing leases, failing few jobs.
+    Healthy,
+    /// Alive but late, failing lease renewals, or failing many jobs (the reason says which).
+    Degraded(String),
+    /// No beat for longer than `crash_after`.
+    Crashed,
+    /// No record.
+    Unknown,
+}
+
+/// One worker's registry record.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+#[non_exhaustive]
+pub struct WorkerInfo {
+    /// Consumer name (the worker's id).
+    pub id: String,
+    /// Host name.
+    pub host: String,
+    /// Process id.
+    pub pid: u32,
+    /// Queue it works.
+    pub queue: String,
+    /// Jobs it runs at once.
+    pub concurrency: u64,
+    /// rill version.
+    pub version: String,
+    /// Start time, ms since the Unix epoch.
+    pub started_ms: u64,
+    /// Last beat, ms since the Unix epoch.
+    pub last_beat_ms: u64,
+    /// `idle`, `busy`, `paused` or `draining`.
+    pub status: String,
+    /// Jobs running now.
+    pub in_flight: u64,
+    /// Jobs completed.
+    pub processed: u64,
+    /// Jobs failed (retried or dead-lettered).
+    pub failed: u64,
+    /// Lease renewals that failed since the previous beat.
+    pub lease_failures: u64,
+    /// Free metadata (`meta:<key>` fields).
+    pub metadata: HashMap<String, String>,
+    /// Declared capabilities.
+    pub capabilities: Vec<String>,
+}
+
+/// The health rule (SPEC.md, "Worker registry"): unknown without a record; crashed when the last beat is older
+/// than `crash_after`; degraded when it is older than two beat intervals, or lease renewals failed since the
+/// previous beat, or the error rate is over the threshold; healthy otherwise.
+pub fn health(info: Option<&WorkerInfo>, now_ms: u64, rule: &HealthRule) -> Health {
+    let Some(w) = info else {
+        return Health::Unknown;
+    };
+    let age = now_ms.saturating_sub(w.last_beat_ms);
+    if age > rule.crash_after.as_millis() as u64 {
+        return Health::Crashed;
+    }
+    if age > 2 * rule.beat_interval.as_millis() as u64 {
+        return Health::Degraded(format!("last beat {age} ms ago"));
+    }
+    if w.lease_failures > 0 {
+        return Health::Degraded(format!("{} lease renewals failed", w.lease_failures));
+    }
+    let ended = w.processed + w.failed;
+    if ended >= rule.min_jobs_for_rate && w.failed as f64 > rule.max_error_rate * ended as f64 {
+        return Health::Degraded(format!("{} of {ended} jobs failed", w.failed));
+    }
+    Health::Healthy
+}
+
+fn parse_record(id: &str, fields: HashMap<String, String>) -> WorkerInfo {
+    let num = |k: &str| fields.get(k).and_then(|v| v.parse().ok()).unwrap_or(0u64);
+    WorkerInfo {
+        id: id.to_owned(),
+        host: fields.get("host").cloned().unwrap_or_default(),
+        pid: num("pid") as u32,
+        queue: fields.get("queue").cloned().unwrap_or_default(),
+        concurrency: num("concurrency"),
+        version: fields.get("version").cloned().unwrap_or_default(),
+        started_ms: num("started_ms"),
+        last_beat_ms: num("last_beat_ms"),
+        status: fields.get("status").cloned().unwrap_or_default(),
+        in_flight: num("in_flight"),
+        processed: num("processed"),
+        failed: num("failed"),
+        lease_failures: num("lease_failures"),
+        metadata: fields
+            .iter()
+            .filter_map(|(k, v)| k.strip_prefix("meta:").map(|k| (k.to_owned(), v.clone())))
+            .collect(),
+        capabilities: fields
+            .get("capabilities")
+            .map(|c| {
+                c.split(',')
+                    .filter(|s| !s.is_empty())
+                    .map(str::to_owned)
+                    .collect()
+            })
+            .unwrap_or_default(),
+    }
+}
+
+impl<T: Serialize + DeserializeOwned> Queue<T> {
+    /// Every registered worker of this queue with its health under `rule`.
+    ///
+    /// # Errors
+    /// Redis errors.
+    pub async fn workers(&self, rule: &HealthRule) -> Result<Vec<(WorkerInfo, Health)>> {
+        let mut conn = self.client.conn().await?;
+        let ids: Vec<String> = redis::cmd("ZRANGE")
+            .arg(&self.keys.workers)
+            .arg(0)
+            .arg(-1)
+            .query_async(&mut conn)
+            .await?;
+        let now = now_ms();
+        let mut out = Vec::with_capacity(ids.len());
+        for id in ids {
+            let fields: HashMap<String, String> = redis::cmd("HGETALL")
+                .arg(self.keys.worker(&id))
+                .query_async(&mut conn)
+                .await?;
+            let info = (!fields.is_empty()).then(|| parse_record(&id, fields));
+            let h = health(info.as_ref(), now, rule);
+            out.push((
+                info.unwrap_or_else(|| WorkerInfo {
+                    id,
+                    ..WorkerInfo::default()
+                }),
+                h,
+            ));
+        }
+        Ok(out)
+    }
+
+    /// One worker's record and health (`None` record: unknown).
+    ///
+    /// # Errors
+    /// Redis errors.
+    pub async fn worker(
+        &self,
+        id: &str,
+        rule: &HealthRule,
+    ) -> Result<(Option<WorkerInfo>, Health)> {
+        let mut conn = self.client.conn().await?;
+        let fields: HashMap<String, String> = redis::cmd("HGETALL")
+            .arg(self.keys.worker(id))
+            .query_async(&mut conn)
+            .await?;
+        let info = (!fields.is_empty()).then(|| parse_record(id, fields));
+        let h = health(info.as_ref(), now_ms(), rule);
+        Ok((info, h))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_health_rule() {
+        let rule = HealthRule::default();
+        let w = WorkerInfo {
+            last_beat_ms: 10_000,
+            processed: 10,
+            ..WorkerInfo::default()
+        };
+        assert_eq!(health(None, 10_000, &rule), Health::Unknown);
+        assert_eq!(health(Some(&w), 10_500, &rule), Health::Healthy);
+        assert!(matches!(
+            health(Some(&w), 12_500, &rule),
+            Health::Degraded(_)
+        ));
+        assert_eq!(health(Some(&w), 13_001, &rule), Health::Crashed);
+        let failing = WorkerInfo {
+            lease_failures: 2,
+            ..w.clone()
+        };
+        assert!(
+            matches!(health(Some(&failing), 10_000, &rule), Health::Degraded(r) if r.contains("lease"))
+        );
+        let erring = WorkerInfo {
+            processed: 5,
+            failed: 20,
+            ..w.clone()
+        };
+        assert!(
+            matches!(health(Some(&erring), 10_000, &rule), Health::Degraded(r) if r.contains("failed"))
+        );
+        let few = WorkerInfo {
+            processed: 1,
+            failed: 5,
+            ..w
+        };
+        assert_eq!(
+            health(Some(&few), 10_000, &rule),
+            Health::Healthy,
+            "too few jobs to judge a rate"
+        );
+    }
+}

@@ -1,0 +1,179 @@
+//! The worker registry: registration and heartbeats, health, and a killed worker's jobs adopted at once.
+
+mod support;
+
+use std::time::{Duration, Instant};
+
+use redis::AsyncCommands;
+use rill::{Health, HealthRule, Job, JobError, JobState, Worker};
+use support::{TestRedis, eventually, spawn_worker};
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn workers_register_beat_and_deregister() {
+    let redis = TestRedis::start();
+    let client = support::client(&redis);
+    let q = client.queue::<u32>("reg").unwrap();
+    let w = spawn_worker(
+        Worker::new(client.clone(), "reg")
+            .unwrap()
+            .concurrency(3)
+            .metadata("region", "eu-1")
+            .capability("gpu")
+            .capability("pdf"),
+        |_job: Job<u32>| async { Ok::<_, JobError>(()) },
+    );
+    let rule = HealthRule::default();
+    eventually(Duration::from_secs(10), "registered", || async {
+        q.workers(&rule).await.unwrap().len() == 1
+    })
+    .await;
+    let (info, health) = q.workers(&rule).await.unwrap().remove(0);
+    assert_eq!(info.id, w.consumer);
+    assert_eq!(info.pid, std::process::id());
+    assert_eq!((info.queue.as_str(), info.concurrency), ("reg", 3));
+    assert_eq!(
+        info.metadata.get("region").map(String::as_str),
+        Some("eu-1")
+    );
+    assert_eq!(info.capabilities, vec!["gpu", "pdf"]);
+    assert_eq!(info.status, "idle");
+    assert_eq!(health, Health::Healthy);
+    // Beats keep coming, on the stream too (readable with a consumer group).
+    let first = info.last_beat_ms;
+    eventually(Duration::from_secs(5), "a later beat", || async {
+        q.worker(&w.consumer, &rule)
+            .await
+            .unwrap()
+            .0
+            .unwrap()
+            .last_beat_ms
+            > first
+    })
+    .await;
+    q.enqueue_many(&[1, 2, 3]).await.unwrap();
+    eventually(Duration::from_secs(10), "processed counted", || async {
+        q.worker(&w.consumer, &rule)
+            .await
+            .unwrap()
+            .0
+            .unwrap()
+            .processed
+            == 3
+    })
+    .await;
+    let mut c = redis.aconn().await;
+    let _: () = redis::cmd("XGROUP")
+        .arg("CREATE")
+        .arg(&q.keys().heartbeats)
+        .arg("monitor")
+        .arg("0")
+        .query_async(&mut c)
+        .await
+        .unwrap();
+    let beats: redis::Value = redis::cmd("XREADGROUP")
+        .arg("GROUP")
+        .arg("monitor")
+        .arg("m1")
+        .arg("STREAMS")
+        .arg(&q.keys().heartbeats)
+        .arg(">")
+        .query_async(&mut c)
+        .await
+        .unwrap();
+    let beats = rill::wire::parse_read_reply(beats).unwrap();
+    assert!(beats.len() >= 2);
+    w.stop().await;
+    assert!(
+        q.workers(&rule).await.unwrap().is_empty(),
+        "deregistered on a graceful exit"
+    );
+    assert_eq!(
+        q.worker("nobody", &rule).await.unwrap(),
+        (None, Health::Unknown)
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_killed_worker_is_judged_crashed_and_its_jobs_run_elsewhere_within_5s() {
+    let redis = TestRedis::start();
+    let client = support::client(&redis);
+    let ns = client.config().namespace.clone();
+    let q = client.queue::<u64>("reg").unwrap();
+    let ids = q.enqueue_many(&[60_000u64; 4]).await.unwrap();
+    // The default lease (5 s): recovery here comes from the registry, not from lease expiry.
+    let mut child = support::ChildGuard(
+        std::process::Command::new(support::example_bin("fault_worker"))
+            .env("RILL_URL", redis.url())
+            .env("RILL_NAMESPACE", &ns)
+            .env("RILL_QUEUE", "reg")
+            .env("RILL_LEASE_MS", "5000")
+            .env("RILL_CONCURRENCY", "4")
+            .env("RUST_LOG", "off")
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .unwrap(),
+    );
+    let mut line = String::new();
+    std::io::BufRead::read_line(
+        &mut std::io::BufReader::new(child.0.stdout.take().unwrap()),
+        &mut line,
+    )
+    .unwrap();
+    let crashed = line.trim().strip_prefix("ready ").unwrap().to_owned();
+    let mut c = redis.aconn().await;
+    let started_key = format!("{}:started", q.keys().ready);
+    eventually(
+        Duration::from_secs(20),
+        "4 jobs running in the child",
+        || {
+            let mut c = c.clone();
+            let k = started_key.clone();
+            async move { c.hlen::<_, u64>(&k).await.unwrap() == 4 }
+        },
+    )
+    .await;
+    let rescuer = spawn_worker(
+        Worker::new(client.clone(), "reg").unwrap(),
+        |_job: Job<u64>| async { Ok::<_, JobError>(0u32) },
+    );
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    child.kill();
+    let killed = Instant::now();
+    let rule = HealthRule::default();
+    eventually(Duration::from_secs(10), "judged crashed", || async {
+        let (_, h) = q.worker(&crashed, &rule).await.unwrap();
+        h == Health::Crashed || h == Health::Unknown
+    })
+    .await;
+    let judged = killed.elapsed();
+    eventually(Duration::from_secs(10), "all 4 ran elsewhere", || async {
+        rescuer.stats.snapshot().completed == 4
+    })
+    .await;
+    let recovered = killed.elapsed();
+    println!(
+        "killed worker judged crashed after {judged:?}; its jobs completed elsewhere after {recovered:?}"
+    );
+    assert!(recovered < Duration::from_secs(5), "{recovered:?}");
+    for id in &ids {
+        assert_eq!(q.state(id).await.unwrap(), JobState::Completed);
+    }
+    // Once its pending list is empty, the crashed worker leaves the group and the registry.
+    eventually(Duration::from_secs(5), "crashed worker removed", || async {
+        q.workers(&rule)
+            .await
+            .unwrap()
+            .iter()
+            .all(|(w, _)| w.id != crashed)
+    })
+    .await;
+    let consumers: Vec<redis::Value> = redis::cmd("XINFO")
+        .arg("CONSUMERS")
+        .arg(&q.keys().ready)
+        .arg("workers")
+        .query_async(&mut c)
+        .await
+        .unwrap();
+    assert_eq!(consumers.len(), 1, "only the rescuer is left in the group");
+    rescuer.stop().await;
+}
