@@ -1,7 +1,7 @@
 //! `cargo bench --bench throughput`: rill against the raw Redis ceiling, on a private redis-server started here.
 //! Prints one JSON line per case. `RILL_BENCH_JOBS` sets the job count (default 100,000); `RILL_BENCH_CASES`
-//! picks cases (comma-separated from `enqueue,drain1,drain16,drain64,lean64,latency,checkpoint,resume`; default
-//! all). Each drain line
+//! picks cases (comma-separated from `enqueue,drain1,drain16,drain64,lean64,latency,checkpoint,resume,registry`;
+//! default all). Each drain line
 //! also reports the CPU time this process (client side) used per job.
 
 #[path = "../tests/support/mod.rs"]
@@ -422,6 +422,76 @@ async fn crash_to_resume(redis: &TestRedis) {
     );
 }
 
+/// Registration and heartbeat round trips, and the Redis CPU a worker's beats cost per second.
+async fn heartbeats(redis: &TestRedis) {
+    let client = support::client(redis);
+    let keys = client.keys("beats").unwrap();
+    let mut c = redis.aconn().await;
+    let r = |x: f64| (x * 1000.0).round() / 1000.0;
+    let static_fields: Vec<(String, String)> = [
+        ("host", "bench-host"),
+        ("pid", "4242"),
+        ("queue", "beats"),
+        ("concurrency", "64"),
+        ("version", "0.1.0"),
+        ("started_ms", "1"),
+        ("capabilities", "gpu,pdf"),
+        ("status", "idle"),
+        ("in_flight", "0"),
+        ("processed", "0"),
+        ("failed", "0"),
+        ("lease_failures", "0"),
+    ]
+    .iter()
+    .map(|(k, v)| (k.to_string(), v.to_string()))
+    .collect();
+    let beat_fields: Vec<(String, String)> = static_fields[7..].to_vec();
+    let mut reg = Vec::new();
+    for i in 0..500 {
+        let t = Instant::now();
+        rill::scripts::heartbeat(
+            &mut c,
+            &keys,
+            &format!("w{i}"),
+            1,
+            10_000,
+            60_000,
+            &static_fields,
+        )
+        .await
+        .unwrap();
+        reg.push(t.elapsed().as_secs_f64() * 1e3);
+    }
+    let cpu0 = redis_cpu(&mut c).await;
+    let mut beat = Vec::new();
+    let n = 2000;
+    for i in 0..n {
+        let t = Instant::now();
+        rill::scripts::heartbeat(
+            &mut c,
+            &keys,
+            &format!("w{}", i % 500),
+            2,
+            10_000,
+            60_000,
+            &beat_fields,
+        )
+        .await
+        .unwrap();
+        beat.push(t.elapsed().as_secs_f64() * 1e3);
+    }
+    let cpu_us = (redis_cpu(&mut c).await - cpu0) * 1e6 / n as f64;
+    reg.sort_by(f64::total_cmp);
+    beat.sort_by(f64::total_cmp);
+    println!(
+        "{}",
+        json!({"bench": "registry", "register_p50_ms": r(percentile(&reg, 0.5)), "register_p99_ms": r(percentile(&reg, 0.99)),
+               "heartbeat_p50_ms": r(percentile(&beat, 0.5)), "heartbeat_p99_ms": r(percentile(&beat, 0.99)),
+               "redis_cpu_us_per_beat": (cpu_us * 100.0).round() / 100.0,
+               "redis_cpu_us_per_worker_per_s": (cpu_us * 100.0).round() / 100.0})
+    );
+}
+
 mod serde_bytes_like {
     /// Job data of `PAYLOAD` raw bytes, encoded as a CBOR byte string (not an array of numbers).
     pub struct Bytes(pub Vec<u8>);
@@ -486,7 +556,7 @@ fn main() {
         let mut c = redis.aconn().await;
         let _: () = redis::cmd("FLUSHALL").query_async(&mut c).await.unwrap();
         let _: () = redis::cmd("CONFIG").arg("RESETSTAT").query_async(&mut c).await.unwrap();
-        let cases = std::env::var("RILL_BENCH_CASES").unwrap_or_else(|_| "enqueue,drain1,drain16,drain64,lean64,latency,checkpoint,resume".into());
+        let cases = std::env::var("RILL_BENCH_CASES").unwrap_or_else(|_| "enqueue,drain1,drain16,drain64,lean64,latency,checkpoint,resume,registry".into());
         let want = |c: &str| cases.split(',').any(|x| x == c);
         for conc in [1, 16, 64] {
             if want(&format!("drain{conc}")) {
@@ -504,6 +574,9 @@ fn main() {
         }
         if want("resume") {
             crash_to_resume(&redis).await;
+        }
+        if want("registry") {
+            heartbeats(&redis).await;
         }
     });
 }
