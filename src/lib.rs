@@ -20,6 +20,7 @@
 //! - [`registry`]: worker registry, heartbeats, the health rule; crashed workers' jobs adopted at once.
 //! - [`signals`]: cancel, pause/resume, quiet/stop, custom signals, their history and a collector.
 //! - [`inspect`]: job state, counts, dead letters, events, checkpoint history.
+//! - [`bus`]: the message bus: typed topics, fan-out to consumer groups, replay, retention.
 //! - [`error`]: the library's [`Error`].
 //!
 //! ```no_run
@@ -45,6 +46,7 @@
 //! # Ok(()) }
 //! ```
 
+pub mod bus;
 pub mod checkpoint;
 pub mod client;
 pub mod error;
