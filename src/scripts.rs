@@ -322,6 +322,22 @@ pub async fn fail<C: ConnectionLike + Send>(
     })
 }
 
+/// Parses `{entry id, token, fields}` items (reclaim.lua, adopt.lua).
+fn parse_taken(v: &Value, what: &'static str) -> Result<Vec<(RawEntry, u64)>> {
+    let mut taken = Vec::new();
+    for t in array(v, what)? {
+        let t = array(t, what)?;
+        if t.len() != 3 {
+            return Err(protocol(what, "taken item is not {id, token, fields}"));
+        }
+        let token = int(&t[1], what)?.max(0) as u64;
+        let pair = Value::Array(vec![Value::Array(vec![t[0].clone(), t[2].clone()])]);
+        let mut e = wire::parse_entries(pair)?;
+        taken.push((e.remove(0), token));
+    }
+    Ok(taken)
+}
+
 /// One page of stalled-job recovery.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ReclaimPage {
@@ -369,17 +385,7 @@ pub async fn reclaim<C: ConnectionLike + Send>(
     if a.len() != 4 {
         return Err(protocol(what, "expected {cursor, taken, dead, gone}"));
     }
-    let mut taken = Vec::new();
-    for t in array(&a[1], what)? {
-        let t = array(t, what)?;
-        if t.len() != 3 {
-            return Err(protocol(what, "taken item is not {id, token, fields}"));
-        }
-        let token = int(&t[1], what)?.max(0) as u64;
-        let pair = Value::Array(vec![Value::Array(vec![t[0].clone(), t[2].clone()])]);
-        let mut e = wire::parse_entries(pair)?;
-        taken.push((e.remove(0), token));
-    }
+    let taken = parse_taken(&a[1], what)?;
     Ok(ReclaimPage {
         cursor: string(&a[0], what)?,
         taken,
@@ -865,17 +871,7 @@ pub async fn adopt<C: ConnectionLike + Send>(
         return Err(protocol(what, "expected {code, taken, dead}"));
     }
     let code = int(&a[0], what)?;
-    let mut taken = Vec::new();
-    for t in array(&a[1], what)? {
-        let t = array(t, what)?;
-        if t.len() != 3 {
-            return Err(protocol(what, "taken item is not {id, token, fields}"));
-        }
-        let token = int(&t[1], what)?.max(0) as u64;
-        let pair = Value::Array(vec![Value::Array(vec![t[0].clone(), t[2].clone()])]);
-        let mut e = wire::parse_entries(pair)?;
-        taken.push((e.remove(0), token));
-    }
+    let taken = parse_taken(&a[1], what)?;
     Ok(Adopted {
         crashed: code != 0,
         removed: code == 2,

@@ -3,8 +3,6 @@
 
 mod support;
 
-use std::io::{BufRead, BufReader};
-use std::process::{Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -90,21 +88,11 @@ async fn a_killed_workers_long_job_resumes_elsewhere_from_its_last_checkpoint() 
     let ns = client.config().namespace.clone();
     let q = client.queue::<u64>("steps").unwrap();
     let id = q.enqueue(&1000).await.unwrap();
-    let mut child = Command::new(support::example_bin("fault_worker"))
-        .env("RILL_URL", redis.url())
-        .env("RILL_NAMESPACE", &ns)
-        .env("RILL_QUEUE", "steps")
-        .env("RILL_LEASE_MS", "500")
-        .env("RILL_MODE", "steps")
-        .env("RUST_LOG", "off")
-        .stdout(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut line = String::new();
-    BufReader::new(child.stdout.take().unwrap())
-        .read_line(&mut line)
-        .unwrap();
-    let consumer = line.trim().strip_prefix("ready ").unwrap().to_owned();
+    let env = [
+        ("RILL_LEASE_MS", "500".to_owned()),
+        ("RILL_MODE", "steps".to_owned()),
+    ];
+    let (mut child, consumer) = support::fault_worker(&redis, &ns, "steps", &env);
     // Kill it at a pseudo-random step past the first checkpoint.
     let kill_after = 120 + (std::process::id() as u64 % 600);
     let mut c = redis.aconn().await;
@@ -115,8 +103,7 @@ async fn a_killed_workers_long_job_resumes_elsewhere_from_its_last_checkpoint() 
         async move { c.llen::<_, u64>(&k).await.unwrap() >= kill_after }
     })
     .await;
-    child.kill().unwrap();
-    child.wait().unwrap();
+    child.kill();
     let killed_steps: Vec<String> = c.lrange(&steps_key, 0, -1).await.unwrap();
     let last_killed_step: u64 = killed_steps
         .last()
@@ -205,22 +192,11 @@ async fn a_killed_workers_long_job_resumes_elsewhere_from_its_last_checkpoint() 
 }
 
 fn steps_worker(redis: &TestRedis, ns: &str) -> (support::ChildGuard, String) {
-    let mut child = Command::new(support::example_bin("fault_worker"))
-        .env("RILL_URL", redis.url())
-        .env("RILL_NAMESPACE", ns)
-        .env("RILL_QUEUE", "sessions")
-        .env("RILL_LEASE_MS", "1000")
-        .env("RILL_MODE", "steps")
-        .env("RUST_LOG", "off")
-        .stdout(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut line = String::new();
-    BufReader::new(child.stdout.take().unwrap())
-        .read_line(&mut line)
-        .unwrap();
-    let consumer = line.trim().strip_prefix("ready ").unwrap().to_owned();
-    (support::ChildGuard(child), consumer)
+    let env = [
+        ("RILL_LEASE_MS", "1000".to_owned()),
+        ("RILL_MODE", "steps".to_owned()),
+    ];
+    support::fault_worker(redis, ns, "sessions", &env)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -3,8 +3,6 @@
 mod support;
 
 use std::collections::{HashMap, HashSet};
-use std::io::{BufRead, BufReader};
-use std::process::{Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -37,8 +35,7 @@ async fn a_worker_killed_with_sigkill_has_its_jobs_completed_elsewhere_within_th
     .await;
     // Let the child renew its leases at least once, then kill it mid-job.
     tokio::time::sleep(lease / 2).await;
-    child.kill().unwrap();
-    child.wait().unwrap();
+    child.kill();
     let killed_at = Instant::now();
 
     let recovered = Arc::new(Mutex::new(HashMap::new()));
@@ -180,33 +177,18 @@ async fn redis_restart_mid_run_loses_no_acknowledged_job() {
     drop(redis);
 }
 
-/// Starts an `examples/fault_worker` process on `queue` and waits until it has joined the group.
 fn spawn_fault_worker(
     redis: &TestRedis,
     ns: &str,
     queue: &str,
     lease: Duration,
     concurrency: usize,
-) -> std::process::Child {
-    let mut child = Command::new(support::example_bin("fault_worker"))
-        .env("RILL_URL", redis.url())
-        .env("RILL_NAMESPACE", ns)
-        .env("RILL_QUEUE", queue)
-        .env("RILL_LEASE_MS", lease.as_millis().to_string())
-        .env("RILL_CONCURRENCY", concurrency.to_string())
-        .env(
-            "RUST_LOG",
-            std::env::var("RILL_WORKER_LOG").unwrap_or_else(|_| "off".into()),
-        )
-        .stdout(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut line = String::new();
-    BufReader::new(child.stdout.take().unwrap())
-        .read_line(&mut line)
-        .unwrap();
-    assert!(line.starts_with("ready"), "{line}");
-    child
+) -> support::ChildGuard {
+    let env = [
+        ("RILL_LEASE_MS", lease.as_millis().to_string()),
+        ("RILL_CONCURRENCY", concurrency.to_string()),
+    ];
+    support::fault_worker(redis, ns, queue, &env).0
 }
 
 fn now_ms() -> u64 {
@@ -230,7 +212,7 @@ async fn repeated_sigkills_lose_nothing_and_duplicate_only_killed_runs() {
     let q = client.queue::<u64>("flow").unwrap();
     let lease = Duration::from_millis(500);
     let reclaim = lease / 4;
-    let mut workers: Vec<std::process::Child> = (0..3)
+    let mut workers: Vec<support::ChildGuard> = (0..3)
         .map(|_| spawn_fault_worker(&redis, &ns, "flow", lease, 4))
         .collect();
     let mut kills: Vec<(u32, u64)> = Vec::new();
@@ -262,9 +244,8 @@ async fn repeated_sigkills_lose_nothing_and_duplicate_only_killed_runs() {
         tokio::time::sleep(Duration::from_millis(150)).await;
         let victim = rand(workers.len() as u64) as usize;
         let mut child = workers.swap_remove(victim);
-        kills.push((child.id(), now_ms()));
-        child.kill().unwrap();
-        child.wait().unwrap();
+        kills.push((child.0.id(), now_ms()));
+        child.kill();
         workers.push(spawn_fault_worker(&redis, &ns, "flow", lease, 4));
     }
     eventually(Duration::from_secs(120), "every job completed", || async {
@@ -272,10 +253,7 @@ async fn repeated_sigkills_lose_nothing_and_duplicate_only_killed_runs() {
         c.waiting == 0 && c.active == 0 && c.delayed == 0
     })
     .await;
-    for mut w in workers {
-        let _ = w.kill();
-        let _ = w.wait();
-    }
+    drop(workers);
     let mut c = redis.aconn().await;
     let runs: Vec<String> = c
         .lrange(format!("{}:runs", q.keys().ready), 0, -1)

@@ -101,25 +101,11 @@ async fn a_killed_worker_is_judged_crashed_and_its_jobs_run_elsewhere_within_5s(
     let q = client.queue::<u64>("reg").unwrap();
     let ids = q.enqueue_many(&[60_000u64; 4]).await.unwrap();
     // The default lease (5 s): recovery here comes from the registry, not from lease expiry.
-    let mut child = support::ChildGuard(
-        std::process::Command::new(support::example_bin("fault_worker"))
-            .env("RILL_URL", redis.url())
-            .env("RILL_NAMESPACE", &ns)
-            .env("RILL_QUEUE", "reg")
-            .env("RILL_LEASE_MS", "5000")
-            .env("RILL_CONCURRENCY", "4")
-            .env("RUST_LOG", "off")
-            .stdout(std::process::Stdio::piped())
-            .spawn()
-            .unwrap(),
-    );
-    let mut line = String::new();
-    std::io::BufRead::read_line(
-        &mut std::io::BufReader::new(child.0.stdout.take().unwrap()),
-        &mut line,
-    )
-    .unwrap();
-    let crashed = line.trim().strip_prefix("ready ").unwrap().to_owned();
+    let env = [
+        ("RILL_LEASE_MS", "5000".to_owned()),
+        ("RILL_CONCURRENCY", "4".to_owned()),
+    ];
+    let (mut child, crashed) = support::fault_worker(&redis, &ns, "reg", &env);
     let mut c = redis.aconn().await;
     let started_key = format!("{}:started", q.keys().ready);
     eventually(

@@ -343,3 +343,37 @@ impl Drop for ChildGuard {
         self.kill();
     }
 }
+
+/// Starts an `examples/fault_worker` process for `queue` with extra environment (`RILL_LEASE_MS`,
+/// `RILL_CONCURRENCY`, `RILL_MODE`, ...) and waits until it has joined; returns it and its consumer name.
+pub fn fault_worker(
+    redis: &TestRedis,
+    namespace: &str,
+    queue: &str,
+    env: &[(&str, String)],
+) -> (ChildGuard, String) {
+    use std::io::BufRead;
+    let mut cmd = Command::new(example_bin("fault_worker"));
+    cmd.env("RILL_URL", redis.url())
+        .env("RILL_NAMESPACE", namespace)
+        .env("RILL_QUEUE", queue)
+        .env(
+            "RUST_LOG",
+            std::env::var("RILL_WORKER_LOG").unwrap_or_else(|_| "off".into()),
+        )
+        .stdout(Stdio::piped());
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    let mut child = cmd.spawn().expect("spawn fault_worker");
+    let mut line = String::new();
+    std::io::BufReader::new(child.stdout.take().expect("stdout"))
+        .read_line(&mut line)
+        .expect("read the ready line");
+    let consumer = line
+        .trim()
+        .strip_prefix("ready ")
+        .unwrap_or_else(|| panic!("not ready: {line:?}"))
+        .to_owned();
+    (ChildGuard(child), consumer)
+}
