@@ -14,7 +14,7 @@
 -- ARGV[1]  consumer group
 -- ARGV[2]  consumer name of the adopter
 -- ARGV[3]  consumer name of the crashed worker
--- ARGV[4]  now, ms since the Unix epoch
+-- ARGV[4]  now, ms since the Unix epoch; 0 = the Redis server's clock (the heartbeats' clock)
 -- ARGV[5]  crash_after, ms (a worker whose last beat is older is crashed)
 -- ARGV[6]  count: most deliveries taken
 -- ARGV[7]  default max attempts
@@ -28,6 +28,10 @@ local ready, index, dead, deadids, events, workers, record =
   KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6], KEYS[7]
 local group, adopter, crashed, now, crash_after, count, default_max, maxlen =
   ARGV[1], ARGV[2], ARGV[3], tonumber(ARGV[4]), tonumber(ARGV[5]), tonumber(ARGV[6]), tonumber(ARGV[7]), ARGV[8]
+if now == 0 then
+  local t = redis.call('TIME')
+  now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+end
 local beat = tonumber(redis.call('ZSCORE', workers, crashed))
 if beat and now - beat <= crash_after then
   return {0, {}, 0}
@@ -51,7 +55,7 @@ for _, p in ipairs(pending) do
     end
     local made = attempts + deliveries - 1
     if made >= max then
-      local out = {'dead_reason', 'exhausted', 'dead_error', 'worker crashed', 'dead_ms', tostring(now),
+      local out = {'dead_reason', 'exhausted', 'dead_error', 'worker crashed', 'dead_ms', string.format('%.0f', now),
         'dead_entry', eid, 'dead_attempts', tostring(made), 'dead_job', jid}
       for i = 1, #fields, 2 do
         if string.sub(fields[i], 1, 5) ~= 'dead_' then
@@ -68,7 +72,7 @@ for _, p in ipairs(pending) do
     else
       taken[#taken + 1] = {eid, deliveries, fields}
       redis.call('XADD', events, 'MAXLEN', '~', maxlen, '*', 'event', 'stalled', 'id', jid,
-        'attempt', tostring(made), 'ms', tostring(now), 'reason', 'worker crashed')
+        'attempt', tostring(made), 'ms', string.format('%.0f', now), 'reason', 'worker crashed')
     end
   elseif not e then
     -- Deleted meanwhile: XCLAIM dropped it from the pending list.

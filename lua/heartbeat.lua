@@ -6,7 +6,7 @@
 -- KEYS[2]  the worker's record hash
 -- KEYS[3]  heartbeats stream
 -- ARGV[1]  consumer name
--- ARGV[2]  now, ms since the Unix epoch
+-- ARGV[2]  now, ms since the Unix epoch; 0 = the Redis server's clock (so hosts with skewed clocks agree)
 -- ARGV[3]  heartbeats stream MAXLEN (approximate)
 -- ARGV[4]  record TTL, ms (a record outlives its last beat this long, then it is gone)
 -- ARGV[5..] field, value pairs for the record: status, in_flight, processed, failed, lease_failures, and on
@@ -15,6 +15,10 @@
 -- Returns the heartbeat's entry id.
 local workers, record, beats = KEYS[1], KEYS[2], KEYS[3]
 local consumer, now, maxlen, ttl = ARGV[1], ARGV[2], ARGV[3], ARGV[4]
+if now == '0' then
+  local t = redis.call('TIME')
+  now = string.format('%.0f', tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000))
+end
 local fields = {'last_beat_ms', now}
 for i = 5, #ARGV do fields[#fields + 1] = ARGV[i] end
 redis.call('HSET', record, unpack(fields))

@@ -84,7 +84,8 @@ async fn adopt_crashed<D: Dispatch>(
     let crash_after = shared.config.health.crash_after.as_millis() as u64;
     let r = async {
         let mut c = shared.client.conn().await?;
-        let now = now_ms();
+        // Beats carry the server's clock; judge them by it too.
+        let now = crate::registry::server_ms(&mut c).await?;
         let crashed: Vec<String> = redis::cmd("ZRANGEBYSCORE")
             .arg(&shared.keys.workers)
             .arg("-inf")
@@ -104,7 +105,7 @@ async fn adopt_crashed<D: Dispatch>(
                 &shared.keys,
                 &shared.consumer,
                 worker,
-                now_ms(),
+                0,
                 crash_after,
                 slots.len(),
                 shared.config.max_attempts,

@@ -9,7 +9,7 @@ use std::time::Duration;
 use serde::{Serialize, de::DeserializeOwned};
 
 use crate::error::Result;
-use crate::producer::{Queue, now_ms};
+use crate::producer::Queue;
 
 /// Approximate length the heartbeats stream is trimmed to.
 pub const HEARTBEATS_MAXLEN: u64 = 10_000;
@@ -73,6 +73,12 @@ impl Beats {
         self.registered = true;
         self.lease_failures_at_last_beat = shared.stats.snapshot().lease_failures;
     }
+}
+
+/// The Redis server's clock, ms since the Unix epoch (heartbeats are stamped with it).
+pub(crate) async fn server_ms<C: redis::aio::ConnectionLike + Send>(conn: &mut C) -> Result<u64> {
+    let (s, us): (u64, u64) = redis::cmd("TIME").query_async(conn).await?;
+    Ok(s * 1000 + us / 1000)
 }
 
 /// Thresholds of the health rule.
@@ -218,7 +224,7 @@ impl<T: Serialize + DeserializeOwned> Queue<T> {
             .arg(-1)
             .query_async(&mut conn)
             .await?;
-        let now = now_ms();
+        let now = server_ms(&mut conn).await?;
         let mut out = Vec::with_capacity(ids.len());
         for id in ids {
             let fields: HashMap<String, String> = redis::cmd("HGETALL")
@@ -253,7 +259,7 @@ impl<T: Serialize + DeserializeOwned> Queue<T> {
             .query_async(&mut conn)
             .await?;
         let info = (!fields.is_empty()).then(|| parse_record(id, fields));
-        let h = health(info.as_ref(), now_ms(), rule);
+        let h = health(info.as_ref(), server_ms(&mut conn).await?, rule);
         Ok((info, h))
     }
 }

@@ -1249,6 +1249,17 @@ async fn heartbeat_registers_and_adopt_takes_over_only_crashed_workers() {
         1,
         "the beat is on the stream; host is not"
     );
+    // With now = 0 the server's clock stamps the beat (hosts with skewed clocks still agree).
+    scripts::heartbeat(&mut f.conn, &keys, "w0", 0, 100, 60_000, &fields)
+        .await
+        .unwrap();
+    let (secs, _): (u64, u64) = redis::cmd("TIME").query_async(&mut f.conn).await.unwrap();
+    let stamped: f64 = f.conn.zscore(&keys.workers, "w0").await.unwrap();
+    assert!(
+        (stamped as i64 - (secs * 1000) as i64).abs() < 5_000,
+        "{stamped} vs {secs}"
+    );
+    let _: () = f.conn.zrem(&keys.workers, "w0").await.unwrap();
     // w1 holds two jobs, one on its last attempt.
     let a = f.add(&[]).await;
     let b = f.add(&[("max_attempts", "1")]).await;
