@@ -65,22 +65,15 @@ pub struct Message<T> {
     pub published_ms: u64,
 }
 
-fn field<'a>(fields: &'a [(Vec<u8>, Vec<u8>)], name: &str) -> Option<&'a [u8]> {
-    fields
-        .iter()
-        .find(|(k, _)| k == name.as_bytes())
-        .map(|(_, v)| v.as_slice())
-}
-
 fn decode_message<T: DeserializeOwned>(raw: RawEntry) -> Result<Message<T>> {
     let fields = raw.fields.unwrap_or_default();
-    if field(&fields, "v") != Some(wire::FORMAT_VERSION.as_bytes()) {
+    if wire::field(&fields, "v") != Some(wire::FORMAT_VERSION.as_bytes()) {
         return Err(Error::Decode(format!(
             "message {} has no `v` = 1 field",
             raw.id
         )));
     }
-    let payload = field(&fields, "payload")
+    let payload = wire::field(&fields, "payload")
         .ok_or_else(|| Error::Decode(format!("message {} has no payload", raw.id)))?;
     Ok(Message {
         value: wire::decode(payload)?,

@@ -187,19 +187,14 @@ pub fn sender_name() -> String {
 }
 
 fn field(fields: &[(Vec<u8>, Vec<u8>)], name: &str) -> Option<String> {
-    fields
-        .iter()
-        .find(|(k, _)| k == name.as_bytes())
-        .map(|(_, v)| String::from_utf8_lossy(v).into_owned())
+    wire::field(fields, name).map(|v| String::from_utf8_lossy(v).into_owned())
 }
 
 pub(crate) fn parse_signal(raw: wire::RawEntry) -> Option<Signal> {
     let fields = raw.fields?;
-    let payload = fields
-        .iter()
-        .find(|(k, _)| k == b"payload")
-        .map(|(_, v)| v.clone())
-        .filter(|p| !p.is_empty());
+    let payload = wire::field(&fields, "payload")
+        .filter(|p| !p.is_empty())
+        .map(<[u8]>::to_vec);
     Some(Signal {
         kind: SignalKind::parse(&field(&fields, "kind")?)?,
         target: Target::parse(&field(&fields, "target")?)?,

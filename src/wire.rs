@@ -140,6 +140,14 @@ impl Malformed {
     }
 }
 
+/// The value of field `name` in a stream entry's fields (the first, if repeated).
+pub fn field<'a>(fields: &'a [(Vec<u8>, Vec<u8>)], name: &str) -> Option<&'a [u8]> {
+    fields
+        .iter()
+        .find(|(k, _)| k == name.as_bytes())
+        .map(|(_, v)| v.as_slice())
+}
+
 /// Milliseconds part of a stream id `ms-seq`.
 pub fn entry_id_ms(id: &str) -> Option<u64> {
     let (ms, seq) = id.split_once('-')?;
