@@ -113,6 +113,21 @@ impl Client {
         Ok(Queue::new(self.clone(), self.keys(name)?))
     }
 
+    /// The queues of this client's namespace that producers or workers have used, sorted by name (SPEC.md,
+    /// `<ns>:queues`; a queue fed only by a foreign client that skips the `SADD` is not listed).
+    ///
+    /// # Errors
+    /// Redis errors.
+    pub async fn queues(&self) -> Result<Vec<String>> {
+        let mut conn = self.conn().await?;
+        let mut names: Vec<String> = redis::cmd("SMEMBERS")
+            .arg(keys::queues_key(&self.inner.config.namespace)?)
+            .query_async(&mut conn)
+            .await?;
+        names.sort();
+        Ok(names)
+    }
+
     /// The keys of queue `name` under this client's namespace.
     ///
     /// # Errors

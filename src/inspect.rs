@@ -126,6 +126,47 @@ pub struct Counts {
     pub dead: u64,
     /// Parked (paused) jobs.
     pub parked: u64,
+    /// When the oldest waiting job was added to the ready stream (ms since the Unix epoch, from its entry id).
+    pub oldest_waiting_ms: Option<u64>,
+}
+
+/// What happened on a queue over a recent window, from its events stream (SPEC.md, "Events").
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[non_exhaustive]
+pub struct Recent {
+    /// Jobs completed.
+    pub completed: u64,
+    /// Attempts that failed and were scheduled for a retry.
+    pub retried: u64,
+    /// Jobs dead-lettered.
+    pub dead: u64,
+    /// Leases that expired (jobs taken over from a stalled worker).
+    pub stalled: u64,
+    /// Whether the events stream reaches back over the whole window (if not, the counts cover less).
+    pub complete: bool,
+}
+
+/// What [`Queue::retry_dead`] did.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+#[non_exhaustive]
+pub struct Requeue {
+    /// Job ids put back on the ready stream.
+    pub requeued: Vec<String>,
+    /// Job ids not found among the dead letters.
+    pub missing: Vec<String>,
+    /// Job ids left dead because the job id is live again (re-enqueued since it died).
+    pub live: Vec<String>,
+}
+
+impl Requeue {
+    fn record(&mut self, code: scripts::Requeued, job_id: &str) {
+        let list = match code {
+            scripts::Requeued::Requeued => &mut self.requeued,
+            scripts::Requeued::Missing => &mut self.missing,
+            scripts::Requeued::Live => &mut self.live,
+        };
+        list.push(job_id.to_owned());
+    }
 }
 
 /// One dead-letter entry.
@@ -323,12 +364,14 @@ impl<T: Serialize + DeserializeOwned> Queue<T> {
             })
         });
         let Some(group) = group else {
+            let oldest = self.first_entry_ms(&mut conn, "-").await?;
             return Ok(Counts {
                 waiting: len,
                 active: 0,
                 delayed,
                 dead,
                 parked,
+                oldest_waiting_ms: oldest,
             });
         };
         let int = |k: &str| match group.get(k) {
@@ -339,13 +382,207 @@ impl<T: Serialize + DeserializeOwned> Queue<T> {
         // `lag` (entries not yet delivered) is exact; Redis reports nil when it cannot tell, and then finished
         // entries not yet trimmed (SPEC.md, ack.lua) make this an upper bound.
         let waiting = int("lag").unwrap_or_else(|| len.saturating_sub(active));
+        let last = group
+            .get("last-delivered-id")
+            .and_then(wire::bytes)
+            .map(|b| format!("({}", String::from_utf8_lossy(b)))
+            .unwrap_or_else(|| "-".to_owned());
+        let oldest_waiting_ms = if waiting > 0 {
+            self.first_entry_ms(&mut conn, &last).await?
+        } else {
+            None
+        };
         Ok(Counts {
             waiting,
             active,
             delayed,
             dead,
             parked,
+            oldest_waiting_ms,
         })
+    }
+
+    /// The time part of the first ready entry from `start` on.
+    async fn first_entry_ms(
+        &self,
+        conn: &mut redis::aio::ConnectionManager,
+        start: &str,
+    ) -> Result<Option<u64>> {
+        let v: redis::Value = redis::cmd("XRANGE")
+            .arg(&self.keys.ready)
+            .arg(start)
+            .arg("+")
+            .arg("COUNT")
+            .arg(1)
+            .query_async(conn)
+            .await?;
+        Ok(wire::parse_entries(v)?
+            .first()
+            .and_then(|e| e.id.split('-').next()?.parse().ok()))
+    }
+
+    /// Counts of completions, retries, dead letters and stalls over the last `window`, from the events stream
+    /// (which keeps about `events_maxlen` entries; see [`Recent::complete`]).
+    ///
+    /// # Errors
+    /// Redis errors.
+    pub async fn recent(&self, window: std::time::Duration) -> Result<Recent> {
+        const PAGE: usize = 1000;
+        let since = crate::producer::now_ms().saturating_sub(window.as_millis() as u64);
+        let mut conn = self.client.conn().await?;
+        // Complete if nothing was ever trimmed (entries-added = length), or the oldest kept entry is older than
+        // the window. No stream yet: nothing happened.
+        let info: redis::RedisResult<HashMap<String, redis::Value>> = redis::cmd("XINFO")
+            .arg("STREAM")
+            .arg(&self.keys.events)
+            .query_async(&mut conn)
+            .await;
+        let reaches_back = match info {
+            Err(_) => true,
+            Ok(info) => {
+                let num = |k: &str| match info.get(k) {
+                    Some(redis::Value::Int(n)) => Some(*n),
+                    _ => None,
+                };
+                let first_ms = match info.get("first-entry") {
+                    Some(redis::Value::Array(e)) => {
+                        e.first().and_then(wire::bytes).and_then(|id| {
+                            std::str::from_utf8(id)
+                                .ok()?
+                                .split('-')
+                                .next()?
+                                .parse()
+                                .ok()
+                        })
+                    }
+                    _ => None,
+                };
+                num("entries-added") == num("length") || first_ms.is_none_or(|ms: u64| ms <= since)
+            }
+        };
+        let mut out = Recent {
+            complete: reaches_back,
+            ..Recent::default()
+        };
+        let mut start = format!("{since}-0");
+        loop {
+            let v: redis::Value = redis::cmd("XRANGE")
+                .arg(&self.keys.events)
+                .arg(&start)
+                .arg("+")
+                .arg("COUNT")
+                .arg(PAGE)
+                .query_async(&mut conn)
+                .await?;
+            let page = wire::parse_entries(v)?;
+            for e in &page {
+                let f = text_fields(e);
+                match f.get("event").map(String::as_str) {
+                    Some("completed") => {
+                        out.completed += f.get("count").and_then(|c| c.parse().ok()).unwrap_or(1);
+                    }
+                    Some("retrying") => out.retried += 1,
+                    Some("dead") => out.dead += 1,
+                    Some("stalled") => out.stalled += 1,
+                    _ => {}
+                }
+            }
+            match page.last() {
+                Some(last) if page.len() == PAGE => start = format!("({}", last.id),
+                _ => return Ok(out),
+            }
+        }
+    }
+
+    /// Puts dead letters back on the ready stream by job id, each as a fresh job (full attempts, the error it
+    /// died with as `last_error`), like a BullMQ `retry` or Sidekiq's "retry now" (`requeue.lua`).
+    ///
+    /// # Errors
+    /// Redis errors.
+    pub async fn retry_dead(&self, job_ids: &[&str]) -> Result<Requeue> {
+        let mut out = Requeue::default();
+        if job_ids.is_empty() {
+            return Ok(out);
+        }
+        let mut conn = self.client.conn().await?;
+        let entries: Vec<Option<String>> = redis::cmd("HMGET")
+            .arg(&self.keys.dead_index)
+            .arg(job_ids)
+            .query_async(&mut conn)
+            .await?;
+        let mut found = Vec::new();
+        for (jid, entry) in job_ids.iter().zip(entries) {
+            match entry {
+                Some(e) => found.push((*jid, e)),
+                None => out.missing.push((*jid).to_owned()),
+            }
+        }
+        let ids: Vec<&str> = found.iter().map(|(_, e)| e.as_str()).collect();
+        let codes = scripts::requeue(
+            &mut conn,
+            &self.keys,
+            crate::producer::now_ms(),
+            10_000,
+            &ids,
+        )
+        .await?;
+        for ((jid, _), code) in found.into_iter().zip(codes) {
+            out.record(code, jid);
+        }
+        Ok(out)
+    }
+
+    /// Puts every dead letter back on the ready stream (see [`Queue::retry_dead`]), oldest first, in batches.
+    ///
+    /// # Errors
+    /// Redis errors; dead letters already requeued stay requeued.
+    pub async fn retry_all_dead(&self) -> Result<Requeue> {
+        const BATCH: usize = 500;
+        let mut out = Requeue::default();
+        let mut after: Option<String> = None;
+        loop {
+            let page = self.dead_letters(after.as_deref(), BATCH).await?;
+            let Some(last) = page.last() else {
+                return Ok(out);
+            };
+            after = Some(last.entry_id.clone());
+            let ids: Vec<&str> = page.iter().map(|d| d.entry_id.as_str()).collect();
+            let mut conn = self.client.conn().await?;
+            let codes = scripts::requeue(
+                &mut conn,
+                &self.keys,
+                crate::producer::now_ms(),
+                10_000,
+                &ids,
+            )
+            .await?;
+            for (d, code) in page.iter().zip(codes) {
+                out.record(code, &d.job_id);
+            }
+        }
+    }
+
+    /// Deletes dead letters for good (`purge.lua`): those that died more than `older_than` ago, or every one.
+    /// Returns how many went.
+    ///
+    /// # Errors
+    /// Redis errors.
+    pub async fn purge_dead(&self, older_than: Option<std::time::Duration>) -> Result<u64> {
+        const BATCH: usize = 1000;
+        let cutoff = older_than.map_or(0, |d| {
+            crate::producer::now_ms()
+                .saturating_sub(d.as_millis() as u64)
+                .max(1)
+        });
+        let mut conn = self.client.conn().await?;
+        let mut total = 0;
+        loop {
+            let n = scripts::purge(&mut conn, &self.keys, cutoff, BATCH).await?;
+            total += n;
+            if n < BATCH as u64 {
+                return Ok(total);
+            }
+        }
     }
 
     /// Up to `count` dead letters, oldest first, starting after entry id `after` (`None` = from the start).
@@ -476,23 +713,91 @@ impl<T: Serialize + DeserializeOwned> Queue<T> {
             .arg(count)
             .query_async(&mut conn)
             .await?;
-        Ok(wire::parse_entries(v)?
-            .into_iter()
-            .map(|raw| {
-                let fields = text_fields(&raw);
-                Event {
-                    entry_id: raw.id,
-                    kind: fields.get("event").cloned().unwrap_or_default(),
-                    job_id: fields.get("id").cloned().unwrap_or_default(),
-                    attempt: fields
-                        .get("attempt")
-                        .and_then(|a| a.parse().ok())
-                        .unwrap_or(0),
-                    fields,
-                }
-            })
-            .collect())
+        Ok(to_events(wire::parse_entries(v)?))
     }
+
+    /// A reader that waits for new lifecycle events (for `tail -f`-style views), starting after entry id
+    /// `after` (`None` = only events added from now on). It owns a connection for its blocking reads.
+    ///
+    /// # Errors
+    /// Redis errors.
+    pub async fn follow_events(&self, after: Option<&str>) -> Result<EventFeed> {
+        let last = match after {
+            Some(a) => a.to_owned(),
+            // The newest id now, not `$`: `$` on every call would miss events added between two calls.
+            None => {
+                let mut conn = self.client.conn().await?;
+                let v: redis::Value = redis::cmd("XREVRANGE")
+                    .arg(&self.keys.events)
+                    .arg("+")
+                    .arg("-")
+                    .arg("COUNT")
+                    .arg(1)
+                    .query_async(&mut conn)
+                    .await?;
+                wire::parse_entries(v)?
+                    .pop()
+                    .map_or_else(|| "0-0".to_owned(), |e| e.id)
+            }
+        };
+        Ok(EventFeed {
+            conn: self.client.blocking_conn(EventFeed::BLOCK).await?,
+            key: self.keys.events.clone(),
+            last,
+        })
+    }
+}
+
+/// Waits for lifecycle events as they are added; see [`Queue::follow_events`].
+pub struct EventFeed {
+    conn: redis::aio::MultiplexedConnection,
+    key: String,
+    last: String,
+}
+
+impl EventFeed {
+    /// Longest wait of one [`EventFeed::next`] call.
+    pub const BLOCK: std::time::Duration = std::time::Duration::from_secs(1);
+
+    /// The next events (up to `count`), waiting up to [`EventFeed::BLOCK`]; empty if none came.
+    ///
+    /// # Errors
+    /// Redis errors.
+    pub async fn next(&mut self, count: usize) -> Result<Vec<Event>> {
+        let v: redis::Value = redis::cmd("XREAD")
+            .arg("COUNT")
+            .arg(count.max(1))
+            .arg("BLOCK")
+            .arg(Self::BLOCK.as_millis() as u64)
+            .arg("STREAMS")
+            .arg(&self.key)
+            .arg(&self.last)
+            .query_async(&mut self.conn)
+            .await?;
+        let events = to_events(wire::parse_read_reply(v)?);
+        if let Some(e) = events.last() {
+            self.last = e.entry_id.clone();
+        }
+        Ok(events)
+    }
+}
+
+fn to_events(raw: Vec<RawEntry>) -> Vec<Event> {
+    raw.into_iter()
+        .map(|raw| {
+            let fields = text_fields(&raw);
+            Event {
+                entry_id: raw.id,
+                kind: fields.get("event").cloned().unwrap_or_default(),
+                job_id: fields.get("id").cloned().unwrap_or_default(),
+                attempt: fields
+                    .get("attempt")
+                    .and_then(|a| a.parse().ok())
+                    .unwrap_or(0),
+                fields,
+            }
+        })
+        .collect()
 }
 
 #[cfg(test)]

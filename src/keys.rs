@@ -47,6 +47,16 @@ pub fn validate_name(name: &str) -> Result<()> {
     }
 }
 
+/// The set of queue names in `namespace` (`<ns>:queues`), added to by producers and workers so operators can
+/// list queues without scanning the keyspace.
+///
+/// # Errors
+/// [`Error::InvalidName`] for an invalid namespace.
+pub fn queues_key(namespace: &str) -> Result<String> {
+    validate_name(namespace)?;
+    Ok(format!("{namespace}:queues"))
+}
+
 /// Checks a caller-supplied job id or dedup key: 1–256 bytes of UTF-8 without control characters or
 /// whitespace. (It follows the hash tag in a key, so braces and `:` are harmless there.)
 ///
@@ -102,6 +112,8 @@ pub struct QueueKeys {
     pub workers: String,
     /// Heartbeats stream (trimmed by MAXLEN).
     pub heartbeats: String,
+    /// The namespace's set of queue names (not under the queue's hash tag: it spans queues).
+    pub queues: String,
     prefix: String,
 }
 
@@ -129,6 +141,7 @@ impl QueueKeys {
             parked: format!("{prefix}:parked"),
             workers: format!("{prefix}:workers"),
             heartbeats: format!("{prefix}:heartbeats"),
+            queues: queues_key(namespace)?,
             prefix,
         })
     }
@@ -174,6 +187,7 @@ mod tests {
         assert_eq!(k.parked, "rill:{emails}:parked");
         assert_eq!(k.workers, "rill:{emails}:workers");
         assert_eq!(k.heartbeats, "rill:{emails}:heartbeats");
+        assert_eq!(k.queues, "rill:queues");
         assert_eq!(k.worker("w-1"), "rill:{emails}:worker:w-1");
         assert_eq!(k.job("order-42"), "rill:{emails}:job:order-42");
         assert_eq!(k.dedup("k1"), "rill:{emails}:dedup:k1");

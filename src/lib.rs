@@ -66,7 +66,9 @@ pub mod worker;
 pub use checkpoint::CheckpointPolicy;
 pub use client::{Client, ClientConfig};
 pub use error::{Error, Result};
-pub use inspect::{CheckpointInfo, Counts, DeadLetter, Event, JobInfo, JobState};
+pub use inspect::{
+    CheckpointInfo, Counts, DeadLetter, Event, EventFeed, JobInfo, JobState, Recent, Requeue,
+};
 pub use job::{CheckpointSettings, Delivery, Job, JobError, JobResult, PreviousEnd, Resume};
 pub use producer::{Enqueue, Queue};
 pub use registry::{Health, HealthRule, WorkerInfo};

@@ -2,8 +2,12 @@
 //! (pipelined for bulk); a job with an id, a dedup key or a delay goes through `enqueue.lua`.
 
 use std::marker::PhantomData;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, SystemTime};
 
+use redis::AsyncCommands;
+use redis::aio::ConnectionManager;
 use serde::{Serialize, de::DeserializeOwned};
 
 use crate::client::Client;
@@ -113,6 +117,8 @@ pub(crate) fn random_id() -> String {
 pub struct Queue<T> {
     pub(crate) client: Client,
     pub(crate) keys: QueueKeys,
+    /// Whether this handle (and its clones) has added the queue to the namespace's queue set.
+    listed: Arc<AtomicBool>,
     _job: PhantomData<fn(T) -> T>,
 }
 
@@ -121,6 +127,7 @@ impl<T> Clone for Queue<T> {
         Queue {
             client: self.client.clone(),
             keys: self.keys.clone(),
+            listed: self.listed.clone(),
             _job: PhantomData,
         }
     }
@@ -139,6 +146,7 @@ impl<T: Serialize + DeserializeOwned> Queue<T> {
         Queue {
             client,
             keys,
+            listed: Arc::new(AtomicBool::new(false)),
             _job: PhantomData,
         }
     }
@@ -151,6 +159,15 @@ impl<T: Serialize + DeserializeOwned> Queue<T> {
     /// This queue's keys.
     pub fn keys(&self) -> &QueueKeys {
         &self.keys
+    }
+
+    /// Adds the queue to `<ns>:queues` (SPEC.md, "Key layout") once per handle, so operators can list it.
+    async fn list_once(&self, conn: &mut ConnectionManager) -> Result<()> {
+        if !self.listed.load(Ordering::Relaxed) {
+            let _: () = conn.sadd(&self.keys.queues, &self.keys.queue).await?;
+            self.listed.store(true, Ordering::Relaxed);
+        }
+        Ok(())
     }
 
     fn payload(&self, job: &T) -> Result<Vec<u8>> {
@@ -192,6 +209,7 @@ impl<T: Serialize + DeserializeOwned> Queue<T> {
             });
         }
         let mut conn = self.client.conn().await?;
+        self.list_once(&mut conn).await?;
         let max = opts.max_attempts.map(|m| m.to_string());
         if opts.is_plain() {
             let mut cmd = redis::cmd("XADD");
@@ -253,6 +271,7 @@ impl<T: Serialize + DeserializeOwned> Queue<T> {
             .map(|j| self.payload(j))
             .collect::<Result<Vec<_>>>()?;
         let mut conn = self.client.conn().await?;
+        self.list_once(&mut conn).await?;
         let mut ids = Vec::with_capacity(jobs.len());
         for chunk in payloads.chunks(BULK_CHUNK) {
             let mut pipe = redis::pipe();

@@ -31,6 +31,8 @@ script!(SIGNAL, "signal.lua");
 script!(PARK, "park.lua");
 script!(HEARTBEAT, "heartbeat.lua");
 script!(ADOPT, "adopt.lua");
+script!(REQUEUE, "requeue.lua");
+script!(PURGE, "purge.lua");
 
 /// The source of every script, by file name (for tests and for tools that load them elsewhere).
 pub const SOURCES: &[(&str, &str)] = &[
@@ -49,6 +51,8 @@ pub const SOURCES: &[(&str, &str)] = &[
     ("park.lua", include_str!("../lua/park.lua")),
     ("heartbeat.lua", include_str!("../lua/heartbeat.lua")),
     ("adopt.lua", include_str!("../lua/adopt.lua")),
+    ("requeue.lua", include_str!("../lua/requeue.lua")),
+    ("purge.lua", include_str!("../lua/purge.lua")),
 ];
 
 fn protocol(what: &'static str, detail: impl Into<String>) -> Error {
@@ -878,4 +882,69 @@ pub async fn adopt<C: ConnectionLike + Send>(
         taken,
         dead_lettered: int(&a[2], what)?.max(0) as u64,
     })
+}
+
+/// What [`requeue`] did with one dead letter.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Requeued {
+    /// Back on the ready stream with a full set of attempts.
+    Requeued,
+    /// No such dead letter (already requeued or purged).
+    Missing,
+    /// Left dead: its job id is live again (re-enqueued since it died).
+    Live,
+}
+
+/// Puts dead letters (by dead-letter entry id) back on the ready stream.
+///
+/// # Errors
+/// [`Error::Redis`] or [`Error::Protocol`].
+pub async fn requeue<C: ConnectionLike + Send>(
+    con: &mut C,
+    keys: &QueueKeys,
+    now_ms: u64,
+    events_maxlen: u64,
+    dead_entry_ids: &[&str],
+) -> Result<Vec<Requeued>> {
+    let mut inv = REQUEUE.key(&keys.dead);
+    inv.key(&keys.dead_index)
+        .key(&keys.ready)
+        .key(&keys.index)
+        .key(&keys.events);
+    inv.arg(now_ms).arg(events_maxlen.max(1));
+    for id in dead_entry_ids {
+        inv.arg(*id);
+    }
+    let v: Value = inv.invoke_async(con).await?;
+    codes(&v, "requeue.lua", dead_entry_ids.len())?
+        .into_iter()
+        .map(|c| match c {
+            1 => Ok(Requeued::Requeued),
+            0 => Ok(Requeued::Missing),
+            -1 => Ok(Requeued::Live),
+            c => Err(protocol("requeue.lua", format!("unknown code {c}"))),
+        })
+        .collect()
+}
+
+/// Deletes up to `count` dead letters, oldest first: those that died before `cutoff_ms` (0 = any). Returns how
+/// many went.
+///
+/// # Errors
+/// [`Error::Redis`] or [`Error::Protocol`].
+pub async fn purge<C: ConnectionLike + Send>(
+    con: &mut C,
+    keys: &QueueKeys,
+    cutoff_ms: u64,
+    count: usize,
+) -> Result<u64> {
+    let v: Value = PURGE
+        .key(&keys.dead)
+        .key(&keys.dead_index)
+        .arg(cutoff_ms)
+        .arg(count.max(1))
+        .invoke_async(con)
+        .await?;
+    Ok(int(&v, "purge.lua")?.max(0) as u64)
 }

@@ -541,9 +541,15 @@ impl Worker {
     }
 }
 
-/// Creates the queue's consumer group at `0` (so it sees every entry ever added) and the stream if needed.
+/// Creates the queue's consumer group at `0` (so it sees every entry ever added) and the stream if needed, and
+/// lists the queue in the namespace's queue set.
 pub(crate) async fn ensure_group(client: &Client, keys: &QueueKeys) -> Result<()> {
     let mut conn = client.conn().await?;
+    let _: () = redis::cmd("SADD")
+        .arg(&keys.queues)
+        .arg(&keys.queue)
+        .query_async(&mut conn)
+        .await?;
     let r: redis::RedisResult<()> = redis::cmd("XGROUP")
         .arg("CREATE")
         .arg(&keys.ready)

@@ -770,3 +770,89 @@ async fn the_events_stream_stays_bounded() {
     assert!((50..=150).contains(&len), "events length {len}");
     assert!(added > 200, "only {added} events written");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn operators_list_queues_retry_and_purge_dead_letters_and_follow_events() {
+    let redis = TestRedis::start();
+    let client = support::client(&redis);
+    let q = client.queue::<Email>("ops").unwrap();
+    assert!(client.queues().await.unwrap().is_empty());
+    let before = rill::Recent::default();
+    assert_eq!(q.counts().await.unwrap().oldest_waiting_ms, None);
+    let ids = q
+        .enqueue_many(&(0..4).map(email).collect::<Vec<_>>())
+        .await
+        .unwrap();
+    assert_eq!(client.queues().await.unwrap(), vec!["ops".to_owned()]);
+    let oldest = q.counts().await.unwrap().oldest_waiting_ms.unwrap();
+    let first_ms: u64 = ids[0].split('-').next().unwrap().parse().unwrap();
+    assert_eq!(oldest, first_ms);
+    let mut feed = q.follow_events(None).await.unwrap();
+
+    // Jobs 0 and 1 die; then they succeed once requeued.
+    let fail = Arc::new(std::sync::atomic::AtomicBool::new(true));
+    let f2 = fail.clone();
+    let w = spawn_worker(
+        fast(Worker::new(client.clone(), "ops").unwrap()),
+        move |job: Job<Email>| {
+            let fail = f2.clone();
+            async move {
+                if job.data().n < 2 && fail.load(Ordering::SeqCst) {
+                    Err(JobError::permanent("bad address"))
+                } else {
+                    Ok(())
+                }
+            }
+        },
+    );
+    eventually(T, "two dead, two done", || async {
+        let s = w.stats.snapshot();
+        s.dead == 2 && s.completed == 2
+    })
+    .await;
+    let mut kinds = Vec::new();
+    while kinds.iter().filter(|k| *k == "dead").count() < 2 {
+        kinds.extend(feed.next(100).await.unwrap().into_iter().map(|e| e.kind));
+    }
+    let recent = q.recent(Duration::from_secs(60)).await.unwrap();
+    assert_ne!(recent, before);
+    assert_eq!((recent.completed, recent.dead), (2, 2));
+    assert!(recent.complete);
+
+    fail.store(false, Ordering::SeqCst);
+    let out = q.retry_dead(&[&ids[0], "no-such-job"]).await.unwrap();
+    assert_eq!(out.requeued, vec![ids[0].clone()]);
+    assert_eq!(out.missing, vec!["no-such-job".to_owned()]);
+    eventually(T, "the requeued job completes", || async {
+        w.stats.snapshot().completed == 3
+    })
+    .await;
+    let rest = q.retry_all_dead().await.unwrap();
+    assert_eq!(rest.requeued, vec![ids[1].clone()]);
+    eventually(T, "every job completes", || async {
+        w.stats.snapshot().completed == 4
+    })
+    .await;
+    assert_eq!(q.counts().await.unwrap().dead, 0);
+    let mut kinds = Vec::new();
+    while kinds.iter().filter(|k| *k == "requeued").count() < 2 {
+        kinds.extend(feed.next(100).await.unwrap().into_iter().map(|e| e.kind));
+    }
+
+    // Purge: only dead letters older than the cutoff go.
+    fail.store(true, Ordering::SeqCst);
+    q.enqueue_with(&email(0), Enqueue::new().id("again"))
+        .await
+        .unwrap();
+    eventually(T, "dead again", || async {
+        q.counts().await.unwrap().dead == 1
+    })
+    .await;
+    assert_eq!(
+        q.purge_dead(Some(Duration::from_secs(3600))).await.unwrap(),
+        0
+    );
+    assert_eq!(q.purge_dead(None).await.unwrap(), 1);
+    assert_eq!(q.state("again").await.unwrap(), JobState::Unknown);
+    w.stop().await;
+}

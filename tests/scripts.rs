@@ -1299,3 +1299,122 @@ async fn heartbeat_registers_and_adopt_takes_over_only_crashed_workers() {
         .unwrap();
     assert_eq!(consumers.len(), 1);
 }
+
+impl Fixture {
+    /// Seeds one dead letter the way fail.lua writes it; returns its dead-letter entry id.
+    async fn seed_dead(&mut self, dead_id: &str, job: &str, extra: &[(&str, &str)]) -> String {
+        let mut cmd = redis::cmd("XADD");
+        cmd.arg(&self.keys.dead).arg(dead_id);
+        for (k, v) in [
+            ("dead_reason", "failed"),
+            ("dead_error", "boom"),
+            ("dead_ms", "1"),
+            ("dead_entry", "1-1"),
+            ("dead_attempts", "3"),
+            ("dead_job", job),
+            ("v", "1"),
+            ("attempts", "2"),
+            ("last_error", "older"),
+        ]
+        .into_iter()
+        .chain(extra.iter().copied())
+        {
+            cmd.arg(k).arg(v);
+        }
+        cmd.arg("payload").arg(&b"\xf6"[..]);
+        let did: String = cmd.query_async(&mut self.conn).await.unwrap();
+        let _: () = self
+            .conn
+            .hset(&self.keys.dead_index, job, &did)
+            .await
+            .unwrap();
+        did
+    }
+}
+
+#[tokio::test]
+async fn requeue_puts_dead_letters_back_as_fresh_jobs() {
+    let mut f = fixture().await;
+    let keys = f.keys.clone();
+    let a = f.seed_dead("*", "job-a", &[("x-trace", "t1")]).await;
+    let b = f.seed_dead("*", "job-b", &[]).await;
+    // job-b was enqueued again since it died: it must not run twice.
+    let _: () = f.conn.hset(&keys.index, "job-b", "9-9").await.unwrap();
+    let out = scripts::requeue(&mut f.conn, &keys, 5_000, 100, &[&a, &b, "1-0"])
+        .await
+        .unwrap();
+    assert_eq!(
+        out,
+        vec![
+            scripts::Requeued::Requeued,
+            scripts::Requeued::Live,
+            scripts::Requeued::Missing
+        ]
+    );
+    // job-a: a new ready entry with its job id, full attempts, the error it died with; no dead_* fields.
+    let nid: String = f.conn.hget(&keys.index, "job-a").await.unwrap();
+    let fields = f.fields(&keys.ready, &nid).await;
+    assert_eq!(fields["id"], b"job-a");
+    assert_eq!(fields["last_error"], b"boom");
+    assert_eq!(fields["x-trace"], b"t1");
+    assert!(!fields.contains_key("attempts"));
+    assert!(fields.keys().all(|k| !k.starts_with("dead_")));
+    let raw = rill::wire::RawEntry {
+        id: nid.clone(),
+        fields: Some(
+            fields
+                .into_iter()
+                .map(|(k, v)| (k.into_bytes(), v))
+                .collect(),
+        ),
+    };
+    assert!(rill::wire::parse_entry(raw, 1 << 20).is_ok());
+    assert!(!f.exists_in(&keys.dead, &a).await);
+    let still: bool = f.conn.hexists(&keys.dead_index, "job-a").await.unwrap();
+    assert!(!still);
+    // job-b stays dead, untouched.
+    assert!(f.exists_in(&keys.dead, &b).await);
+    let idx: String = f.conn.hget(&keys.dead_index, "job-b").await.unwrap();
+    assert_eq!(idx, b);
+    let events: redis::Value = redis::cmd("XRANGE")
+        .arg(&keys.events)
+        .arg("-")
+        .arg("+")
+        .query_async(&mut f.conn)
+        .await
+        .unwrap();
+    let events = rill::wire::parse_entries(events).unwrap();
+    assert_eq!(events.len(), 1);
+    let ev: std::collections::HashMap<_, _> =
+        events[0].fields.clone().unwrap().into_iter().collect();
+    assert_eq!(ev[&b"event".to_vec()], b"requeued");
+    assert_eq!(ev[&b"id".to_vec()], b"job-a");
+}
+
+#[tokio::test]
+async fn purge_deletes_dead_letters_older_than_the_cutoff() {
+    let mut f = fixture().await;
+    let keys = f.keys.clone();
+    for (i, ms) in [1000, 2000, 3000].iter().enumerate() {
+        f.seed_dead(&format!("{ms}-0"), &format!("j{i}"), &[]).await;
+    }
+    // A dead-index entry pointing at a newer death of the same job stays.
+    let _: () = f.conn.hset(&keys.dead_index, "j0", "3000-0").await.unwrap();
+    assert_eq!(
+        scripts::purge(&mut f.conn, &keys, 2500, 10).await.unwrap(),
+        2
+    );
+    let left: Vec<String> = f.conn.hkeys(&keys.dead_index).await.unwrap();
+    let mut left = left;
+    left.sort();
+    assert_eq!(left, vec!["j0", "j2"]);
+    assert!(f.exists_in(&keys.dead, "3000-0").await);
+    // Nothing older left; 0 = every entry, in batches.
+    assert_eq!(
+        scripts::purge(&mut f.conn, &keys, 2500, 10).await.unwrap(),
+        0
+    );
+    assert_eq!(scripts::purge(&mut f.conn, &keys, 0, 10).await.unwrap(), 1);
+    let len: u64 = f.conn.xlen(&keys.dead).await.unwrap();
+    assert_eq!(len, 0);
+}
