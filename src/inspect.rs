@@ -92,6 +92,10 @@ pub struct JobInfo {
     pub result: Option<Vec<u8>>,
     /// Completion time, ms since the Unix epoch.
     pub finished_ms: Option<u64>,
+    /// Raw CBOR payload of the entry holding it (waiting, active, delayed, failed, parked or dead).
+    pub payload: Option<Vec<u8>>,
+    /// The last attempt's error (for a dead job: the error it died with).
+    pub last_error: Option<String>,
 }
 
 impl JobInfo {
@@ -309,7 +313,38 @@ impl<T: Serialize + DeserializeOwned> Queue<T> {
         let finished_ms = record
             .get("finished_ms")
             .and_then(|v| std::str::from_utf8(v).ok()?.parse().ok());
+        let stream = match state {
+            JobState::Waiting | JobState::Active => Some(&self.keys.ready),
+            JobState::Delayed | JobState::Failed | JobState::Parked => Some(&self.keys.scheduled),
+            JobState::Dead => Some(&self.keys.dead),
+            _ => None,
+        };
+        let mut fields = HashMap::new();
+        if let (Some(stream), false) = (stream, entry.is_empty()) {
+            let v: redis::Value = redis::cmd("XRANGE")
+                .arg(stream)
+                .arg(&entry)
+                .arg(&entry)
+                .query_async(&mut conn)
+                .await?;
+            if let Some(e) = wire::parse_entries(v)?.pop() {
+                fields = e.fields.into_iter().flatten().collect();
+            }
+        }
+        let text = |name: &[u8]| {
+            fields
+                .get(name)
+                .map(|v: &Vec<u8>| String::from_utf8_lossy(v).into_owned())
+        };
+        let last_error = if state == JobState::Dead {
+            text(b"dead_error")
+        } else {
+            text(b"last_error")
+        };
+        let payload = fields.get(&b"payload"[..]).cloned();
         Ok(JobInfo {
+            payload,
+            last_error,
             id: id.to_owned(),
             state,
             attempts,

@@ -1,0 +1,238 @@
+//! `rill bench`: throughput against the given Redis, each rill figure next to the raw Redis ceiling measured in
+//! the same run (pipelined `XADD`; `XREADGROUP` + `XACK` with no job logic). Uses a private namespace and
+//! removes its keys afterwards. `cargo bench` has the fuller suite (latency, checkpoints, recovery).
+
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::bail;
+use clap::Args;
+use serde_json::json;
+
+use crate::context::{Context, remove_namespace};
+use crate::output;
+
+#[derive(Args, Debug)]
+pub struct BenchArgs {
+    /// Jobs per case.
+    #[arg(long, default_value_t = 20_000, value_parser = clap::value_parser!(u64).range(100..=10_000_000))]
+    jobs: u64,
+    /// Worker concurrency for the drain case.
+    #[arg(long, default_value_t = 64, value_parser = clap::value_parser!(u64).range(1..=10_000))]
+    concurrency: u64,
+}
+
+struct Case {
+    name: &'static str,
+    jobs: u64,
+    took: Duration,
+    baseline: Option<usize>,
+}
+
+impl Case {
+    fn rate(&self) -> f64 {
+        self.jobs as f64 / self.took.as_secs_f64().max(1e-9)
+    }
+}
+
+const PIPELINE: usize = 1000;
+const PAYLOAD: &[u8] = b"\xa1\x61n\x18\x2a"; // CBOR {"n": 42}
+
+async fn raw_enqueue(
+    conn: &mut redis::aio::MultiplexedConnection,
+    key: &str,
+    n: u64,
+) -> anyhow::Result<Duration> {
+    let t = Instant::now();
+    let mut left = n as usize;
+    while left > 0 {
+        let k = left.min(PIPELINE);
+        let mut pipe = redis::pipe();
+        for _ in 0..k {
+            pipe.cmd("XADD")
+                .arg(key)
+                .arg("*")
+                .arg("v")
+                .arg("1")
+                .arg("payload")
+                .arg(PAYLOAD)
+                .ignore();
+        }
+        let _: () = pipe.query_async(conn).await?;
+        left -= k;
+    }
+    Ok(t.elapsed())
+}
+
+async fn raw_drain(
+    conn: &mut redis::aio::MultiplexedConnection,
+    key: &str,
+    n: u64,
+) -> anyhow::Result<Duration> {
+    let _: () = redis::cmd("XGROUP")
+        .arg("CREATE")
+        .arg(key)
+        .arg("g")
+        .arg("0")
+        .query_async(conn)
+        .await?;
+    let t = Instant::now();
+    let mut done = 0;
+    while done < n {
+        let v: redis::Value = redis::cmd("XREADGROUP")
+            .arg("GROUP")
+            .arg("g")
+            .arg("c")
+            .arg("COUNT")
+            .arg(256)
+            .arg("STREAMS")
+            .arg(key)
+            .arg(">")
+            .query_async(conn)
+            .await?;
+        let ids: Vec<String> = rill::wire::parse_read_reply(v)?
+            .into_iter()
+            .map(|e| e.id)
+            .collect();
+        if ids.is_empty() {
+            bail!("raw drain ran dry after {done} of {n} entries");
+        }
+        let _: () = redis::cmd("XACK")
+            .arg(key)
+            .arg("g")
+            .arg(&ids)
+            .query_async(conn)
+            .await?;
+        done += ids.len() as u64;
+    }
+    Ok(t.elapsed())
+}
+
+async fn rill_drain(client: &rill::Client, n: u64, concurrency: u64) -> anyhow::Result<Duration> {
+    let worker = rill::Worker::new(client.clone(), "drain")?.concurrency(concurrency as usize);
+    let stats = worker.stats();
+    let done = Arc::new(tokio::sync::Notify::new());
+    let t = Instant::now();
+    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+    let run = tokio::spawn(worker.run(
+        |_job: rill::Job<serde_json::Value>| async { rill::JobResult::Ok(()) },
+        async {
+            let _ = stop_rx.await;
+        },
+    ));
+    let watcher = {
+        let done = done.clone();
+        let stats = stats.clone();
+        tokio::spawn(async move {
+            while stats.snapshot().completed < n {
+                tokio::time::sleep(Duration::from_millis(2)).await;
+            }
+            done.notify_one();
+        })
+    };
+    if tokio::time::timeout(Duration::from_secs(600), done.notified())
+        .await
+        .is_err()
+    {
+        watcher.abort();
+        bail!("drain did not finish in 10 minutes");
+    }
+    let took = t.elapsed();
+    let _ = stop_tx.send(());
+    run.await??;
+    Ok(took)
+}
+
+pub async fn run(ctx: &Context, a: BenchArgs) -> anyhow::Result<ExitCode> {
+    ctx.connect().await?;
+    let ns = format!("rill-bench-{}", std::process::id());
+    let result = bench(ctx, &ns, &a).await;
+    remove_namespace(&ctx.url, &ns).await?;
+    let cases = result?;
+    if ctx.json {
+        let items: Vec<_> = cases
+            .iter()
+            .map(|c| {
+                json!({
+                    "case": c.name, "jobs": c.jobs, "seconds": c.took.as_secs_f64(), "jobs_per_s": c.rate(),
+                    "vs_raw": c.baseline.map(|b| c.rate() / cases[b].rate()),
+                })
+            })
+            .collect();
+        output::print_json(
+            &json!({ "redis": ctx.url, "concurrency": a.concurrency, "cases": items }),
+        );
+    } else {
+        let rows: Vec<Vec<String>> = cases
+            .iter()
+            .map(|c| {
+                vec![
+                    c.name.to_owned(),
+                    c.jobs.to_string(),
+                    format!("{:.3}", c.took.as_secs_f64()),
+                    format!("{:.0}", c.rate()),
+                    c.baseline.map_or_else(
+                        || "-".into(),
+                        |b| format!("{:.2}", c.rate() / cases[b].rate()),
+                    ),
+                ]
+            })
+            .collect();
+        println!(
+            "rill bench on {} ({} jobs, concurrency {})",
+            ctx.url, a.jobs, a.concurrency
+        );
+        print!(
+            "{}",
+            output::table(&["CASE", "JOBS", "SECONDS", "JOBS/s", "VS RAW"], &rows)
+        );
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn bench(ctx: &Context, ns: &str, a: &BenchArgs) -> anyhow::Result<Vec<Case>> {
+    let mut conn = redis::Client::open(ctx.url.as_str())?
+        .get_multiplexed_async_connection()
+        .await?;
+    let raw_key = format!("{ns}:raw");
+    let client = rill::Client::with_config(
+        &ctx.url,
+        rill::ClientConfig {
+            namespace: ns.to_owned(),
+            ..Default::default()
+        },
+    )?;
+    let queue = client.queue::<serde_json::Value>("drain")?;
+    let jobs: Vec<serde_json::Value> = (0..a.jobs).map(|n| json!({ "n": n })).collect();
+    eprintln!("measuring: raw XADD, rill enqueue, raw XREADGROUP+XACK, rill drain ...");
+    let mut cases = vec![Case {
+        name: "raw XADD (pipelined)",
+        jobs: a.jobs,
+        took: raw_enqueue(&mut conn, &raw_key, a.jobs).await?,
+        baseline: None,
+    }];
+    let t = Instant::now();
+    for chunk in jobs.chunks(PIPELINE) {
+        queue.enqueue_many(chunk).await?;
+    }
+    cases.push(Case {
+        name: "rill enqueue_many",
+        jobs: a.jobs,
+        took: t.elapsed(),
+        baseline: Some(0),
+    });
+    cases.push(Case {
+        name: "raw XREADGROUP+XACK",
+        jobs: a.jobs,
+        took: raw_drain(&mut conn, &raw_key, a.jobs).await?,
+        baseline: None,
+    });
+    cases.push(Case {
+        name: "rill worker drain",
+        jobs: a.jobs,
+        took: rill_drain(&client, a.jobs, a.concurrency).await?,
+        baseline: Some(2),
+    });
+    Ok(cases)
+}

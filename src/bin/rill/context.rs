@@ -1,0 +1,127 @@
+//! What every subcommand starts from: the client, the output mode, and errors a person can act on.
+
+use anyhow::{Context as _, bail};
+
+use crate::Global;
+
+/// Job payloads as the CLI sees them: any JSON value, CBOR on the wire.
+pub type Json = serde_json::Value;
+
+pub struct Context {
+    pub client: rill::Client,
+    pub url: String,
+    pub namespace: String,
+    pub json: bool,
+}
+
+impl Context {
+    pub fn new(g: &Global) -> anyhow::Result<Self> {
+        let client = rill::Client::with_config(
+            &g.redis,
+            rill::ClientConfig {
+                namespace: g.namespace.clone(),
+                ..Default::default()
+            },
+        )
+        .with_context(|| "pass a URL like redis://host:6379 or unix:///path/redis.sock")?;
+        Ok(Context {
+            client,
+            url: g.redis.clone(),
+            namespace: g.namespace.clone(),
+            json: g.json,
+        })
+    }
+
+    /// Opens the connection, or says which address failed and how to point elsewhere.
+    pub async fn connect(&self) -> anyhow::Result<()> {
+        match self.client.connect().await {
+            Ok(()) => Ok(()),
+            Err(e) => bail!(
+                "cannot connect to Redis at {}: {e}\n  start redis-server there, or point rill elsewhere with \
+                 --redis URL (or the REDIS_URL environment variable)",
+                self.url
+            ),
+        }
+    }
+
+    /// A queue handle (the name checked, nothing read).
+    pub fn queue(&self, name: &str) -> anyhow::Result<rill::Queue<Json>> {
+        Ok(self.client.queue::<Json>(name)?)
+    }
+
+    /// A queue that must already exist: listed in the namespace's queue set, or holding jobs.
+    pub async fn existing_queue(&self, name: &str) -> anyhow::Result<rill::Queue<Json>> {
+        let q = self.queue(name)?;
+        self.connect().await?;
+        let known = self.client.queues().await?;
+        if known.iter().any(|k| k == name) {
+            return Ok(q);
+        }
+        let c = q.counts().await?;
+        if c.waiting + c.active + c.delayed + c.dead + c.parked > 0 {
+            return Ok(q);
+        }
+        if known.is_empty() {
+            bail!(
+                "unknown queue {name:?}: namespace {:?} on {} has no queues yet (enqueue a job or start a worker \
+                 first, or check --redis / --namespace)",
+                self.namespace,
+                self.url
+            );
+        }
+        bail!(
+            "unknown queue {name:?} in namespace {:?} (known: {})",
+            self.namespace,
+            known.join(", ")
+        )
+    }
+
+    /// The named queue, or every known queue.
+    pub async fn queues_or_all(
+        &self,
+        name: Option<&str>,
+    ) -> anyhow::Result<Vec<rill::Queue<Json>>> {
+        match name {
+            Some(n) => Ok(vec![self.existing_queue(n).await?]),
+            None => {
+                self.connect().await?;
+                self.client
+                    .queues()
+                    .await?
+                    .iter()
+                    .map(|n| self.queue(n))
+                    .collect()
+            }
+        }
+    }
+}
+
+/// Deletes every key of `namespace` (the demo's and the benchmark's private namespaces), with SCAN + UNLINK.
+pub async fn remove_namespace(url: &str, namespace: &str) -> anyhow::Result<()> {
+    rill::keys::validate_name(namespace)?;
+    let mut conn = redis::Client::open(url)?
+        .get_multiplexed_async_connection()
+        .await?;
+    let pattern = format!("{namespace}:*");
+    let mut cursor = 0u64;
+    loop {
+        let (next, found): (u64, Vec<String>) = redis::cmd("SCAN")
+            .arg(cursor)
+            .arg("MATCH")
+            .arg(&pattern)
+            .arg("COUNT")
+            .arg(1000)
+            .query_async(&mut conn)
+            .await?;
+        if !found.is_empty() {
+            let _: () = redis::cmd("UNLINK")
+                .arg(&found)
+                .query_async(&mut conn)
+                .await?;
+        }
+        cursor = next;
+        if cursor == 0 {
+            return Ok(());
+        }
+    }
+}

@@ -1,0 +1,186 @@
+//! `rill jobs show ID` and `rill jobs cancel ID`. Without `--queue`, every queue of the namespace is searched.
+
+use std::process::ExitCode;
+
+use anyhow::bail;
+use clap::{Args, Subcommand};
+use serde_json::{Value as Json, json};
+
+use crate::context::{self, Context};
+use crate::output;
+
+#[derive(Subcommand, Debug)]
+pub enum JobsCommand {
+    /// State, attempts, payload, progress, result or last error, and checkpoints of a job.
+    #[command(
+        after_help = "Examples:\n  rill jobs show order-42\n  rill jobs show 1732871234567-0 --queue emails --json"
+    )]
+    Show(JobArgs),
+    /// Cancel a job: a waiting or delayed one never runs; a running one's process or handler is stopped.
+    #[command(
+        after_help = "Examples:\n  rill jobs cancel order-42\n  rill jobs cancel order-42 --queue emails"
+    )]
+    Cancel(JobArgs),
+}
+
+#[derive(Args, Debug)]
+pub struct JobArgs {
+    /// Job id.
+    id: String,
+    /// The job's queue (default: search every queue).
+    #[arg(long, short)]
+    queue: Option<String>,
+}
+
+/// The queue that knows job `id`, with what it knows.
+async fn find(
+    ctx: &Context,
+    id: &str,
+    queue: Option<&str>,
+) -> anyhow::Result<(rill::Queue<context::Json>, rill::JobInfo)> {
+    let queues = ctx.queues_or_all(queue).await?;
+    for q in &queues {
+        let info = q.job(id).await?;
+        if info.state != rill::JobState::Unknown {
+            return Ok((q.clone(), info));
+        }
+    }
+    match queue {
+        Some(q) => bail!(
+            "job {id:?} not found in queue {q:?} (never existed, or finished and its record expired)"
+        ),
+        None => bail!(
+            "job {id:?} not found in any queue of namespace {:?} (searched: {})",
+            ctx.namespace,
+            if queues.is_empty() {
+                "none".to_owned()
+            } else {
+                queues
+                    .iter()
+                    .map(|q| q.name())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            }
+        ),
+    }
+}
+
+pub async fn run(ctx: &Context, c: JobsCommand) -> anyhow::Result<ExitCode> {
+    match c {
+        JobsCommand::Show(a) => show(ctx, a).await,
+        JobsCommand::Cancel(a) => cancel(ctx, a).await,
+    }
+}
+
+async fn show(ctx: &Context, a: JobArgs) -> anyhow::Result<ExitCode> {
+    let (q, info) = find(ctx, &a.id, a.queue.as_deref()).await?;
+    let checkpoints = q.checkpoints(&a.id, 10).await?;
+    let decode = |b: &Option<Vec<u8>>| b.as_deref().map(output::cbor_to_json);
+    let doc = json!({
+        "id": info.id,
+        "queue": q.name(),
+        "state": info.state.as_str(),
+        "attempts": info.attempts,
+        "entry_id": info.entry_id,
+        "owner": info.owner.as_ref().map(|(c, t)| json!({"worker": c, "token": t})),
+        "payload": decode(&info.payload),
+        "progress": decode(&info.progress),
+        "result": decode(&info.result),
+        "last_error": info.last_error,
+        "finished_ms": info.finished_ms,
+        "checkpoints": checkpoints.iter().map(|c| json!({
+            "version": c.version,
+            "written_ms": c.written_ms,
+            "written_by": c.written_by,
+            "label": c.label,
+            "bytes": c.state.len(),
+            "state": output::cbor_to_json(&c.state),
+        })).collect::<Vec<_>>(),
+    });
+    if ctx.json {
+        output::print_json(&doc);
+        return Ok(ExitCode::SUCCESS);
+    }
+    let mut lines = vec![
+        ("job", info.id.clone()),
+        ("queue", q.name().to_owned()),
+        ("state", info.state.as_str().to_owned()),
+        ("attempts", info.attempts.to_string()),
+    ];
+    if let Some((worker, token)) = &info.owner {
+        lines.push(("running on", format!("{worker} (delivery {token})")));
+    }
+    let mut field = |name: &'static str, v: &Json| {
+        if !v.is_null() {
+            lines.push((name, output::compact(v, 200)));
+        }
+    };
+    field("payload", &doc["payload"]);
+    field("progress", &doc["progress"]);
+    field("result", &doc["result"]);
+    if let Some(e) = &info.last_error {
+        lines.push(("last error", e.clone()));
+    }
+    if let Some(ms) = info.finished_ms {
+        lines.push(("finished", output::time(ms)));
+    }
+    for (k, v) in lines {
+        println!("{:<11} {v}", format!("{k}:"));
+    }
+    if !checkpoints.is_empty() {
+        println!("checkpoints (newest first):");
+        let rows: Vec<Vec<String>> = checkpoints
+            .iter()
+            .map(|c| {
+                vec![
+                    c.version.to_string(),
+                    output::time(c.written_ms),
+                    c.written_by.clone(),
+                    c.label.clone().unwrap_or_else(|| "-".into()),
+                    c.state.len().to_string(),
+                ]
+            })
+            .collect();
+        print!(
+            "{}",
+            output::table(&["  VERSION", "WRITTEN", "BY", "LABEL", "BYTES"], &rows)
+        );
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn cancel(ctx: &Context, a: JobArgs) -> anyhow::Result<ExitCode> {
+    let (q, info) = find(ctx, &a.id, a.queue.as_deref()).await?;
+    let outcome = q.cancel(&a.id).await?;
+    let (word, text) = match outcome {
+        rill::CancelOutcome::Removed => (
+            "removed",
+            "cancelled: it had not started and will never run",
+        ),
+        rill::CancelOutcome::Signalled => (
+            "signalled",
+            "cancel sent: the worker running it stops it and records it as cancelled",
+        ),
+        _ => (
+            "not_found",
+            "nothing to cancel: the job is not waiting, delayed or running",
+        ),
+    };
+    if ctx.json {
+        output::print_json(&json!({
+            "id": a.id, "queue": q.name(), "state_before": info.state.as_str(), "outcome": word,
+        }));
+    } else {
+        println!(
+            "job {} ({}, was {}): {text}",
+            a.id,
+            q.name(),
+            info.state.as_str()
+        );
+    }
+    Ok(if word == "not_found" {
+        ExitCode::FAILURE
+    } else {
+        ExitCode::SUCCESS
+    })
+}

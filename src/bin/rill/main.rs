@@ -1,0 +1,179 @@
+//! `rill`: operate rill queues and run workers in any language from the terminal.
+//!
+//! One module per subcommand (`enqueue`, `work`, `stats`, `top`, `jobs`, `dead`, `workers`, `signal`,
+//! `events`, `bench`, `demo`); `context` opens the connection and turns Redis failures into advice, `output`
+//! prints tables, JSON and CBOR payloads.
+
+mod bench;
+mod context;
+mod dead;
+mod demo;
+mod enqueue;
+mod events;
+mod jobs;
+mod output;
+mod signal;
+mod stats;
+mod top;
+mod work;
+mod workers;
+
+use std::process::ExitCode;
+use std::time::Duration;
+
+use clap::parser::ValueSource;
+use clap::{Args, CommandFactory, FromArgMatches, Parser, Subcommand};
+
+use context::Context;
+
+/// Operate rill job queues on Redis Streams, and run a worker for any command.
+#[derive(Parser, Debug)]
+#[command(name = "rill", version, about, propagate_version = true)]
+#[command(
+    after_help = "Examples:\n  rill enqueue emails '{\"to\":\"a@example.com\"}'\n  rill work emails \
+                        -- ./send-email.sh\n  rill stats\n  rill top"
+)]
+struct Cli {
+    #[command(flatten)]
+    global: Global,
+    #[command(subcommand)]
+    command: Command,
+}
+
+/// Options every subcommand takes.
+#[derive(Args, Debug, Clone)]
+struct Global {
+    /// Redis to use.
+    #[arg(
+        long = "redis",
+        env = "REDIS_URL",
+        default_value = "redis://127.0.0.1:6379",
+        global = true
+    )]
+    redis: String,
+    /// Key namespace (the first key segment), for several deployments on one Redis.
+    #[arg(long, env = "RILL_NAMESPACE", default_value = "rill", global = true)]
+    namespace: String,
+    /// Print data as JSON (one document, or one object per line for streams of events).
+    #[arg(long, global = true)]
+    json: bool,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Add jobs: one from the command line, or one per line of a file or stdin.
+    #[command(
+        after_help = "Examples:\n  rill enqueue emails '{\"to\":\"a@example.com\"}'\n  rill enqueue emails \
+                            '{\"to\":\"b@example.com\"}' --id welcome-b --delay 30s --attempts 3\n  rill enqueue \
+                            emails --file jobs.jsonl"
+    )]
+    Enqueue(enqueue::EnqueueArgs),
+    /// Run a worker that runs a command once per job (payload as JSON on stdin).
+    #[command(after_help = work::AFTER_HELP)]
+    Work(work::WorkArgs),
+    /// Per queue: waiting, delayed, active, dead, rates, oldest waiting job.
+    #[command(after_help = "Examples:\n  rill stats\n  rill stats emails --json")]
+    Stats(stats::StatsArgs),
+    /// A live view of queues and workers (q to quit).
+    #[command(
+        after_help = "Examples:\n  rill top\n  rill top --interval 500ms\n  rill top --once   # one \
+                            frame as text"
+    )]
+    Top(top::TopArgs),
+    /// Look at or cancel one job.
+    #[command(subcommand)]
+    Jobs(jobs::JobsCommand),
+    /// List, retry or purge dead letters.
+    #[command(subcommand)]
+    Dead(dead::DeadCommand),
+    /// Registered workers, with their health.
+    #[command(after_help = "Examples:\n  rill workers\n  rill workers emails --json")]
+    Workers(workers::WorkersArgs),
+    /// Send signals (cancel, pause, resume, quiet, stop, custom) and read their history.
+    #[command(subcommand)]
+    Signal(signal::SignalCommand),
+    /// Follow a queue's lifecycle events.
+    #[command(subcommand)]
+    Events(events::EventsCommand),
+    /// Measure throughput against this Redis: raw Redis ceiling, then rill.
+    #[command(
+        after_help = "Examples:\n  rill bench\n  rill bench --jobs 50000 --concurrency 64 --json"
+    )]
+    Bench(bench::BenchArgs),
+    /// Run a producer and a worker on sample jobs (starts a throwaway redis-server if none answers).
+    #[command(
+        after_help = "Examples:\n  rill demo\n  rill demo --jobs 2000\n  rill demo --redis redis://10.0.0.5:6379"
+    )]
+    Demo(demo::DemoArgs),
+}
+
+/// Parses `30s`, `1m 30s`, `500ms`, `2h`.
+pub(crate) fn parse_duration(s: &str) -> Result<Duration, String> {
+    humantime::parse_duration(s).map_err(|e| format!("{e} (examples: 30s, 1m 30s, 500ms, 2h)"))
+}
+
+fn main() -> ExitCode {
+    let matches = Cli::command().get_matches();
+    // `rill demo` starts a throwaway Redis only when the user named none.
+    let redis_named = matches.value_source("redis") != Some(ValueSource::DefaultValue);
+    let cli = match Cli::from_arg_matches(&matches) {
+        Ok(cli) => cli,
+        Err(e) => e.exit(),
+    };
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("RUST_LOG")
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(run(cli, redis_named)) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(cli: Cli, redis_named: bool) -> anyhow::Result<ExitCode> {
+    let g = cli.global;
+    let ctx = Context::new(&g)?;
+    match cli.command {
+        Command::Enqueue(a) => enqueue::run(&ctx, a).await,
+        Command::Work(a) => work::run(&ctx, a).await,
+        Command::Stats(a) => stats::run(&ctx, a).await,
+        Command::Top(a) => top::run(&ctx, a).await,
+        Command::Jobs(c) => jobs::run(&ctx, c).await,
+        Command::Dead(c) => dead::run(&ctx, c).await,
+        Command::Workers(a) => workers::run(&ctx, a).await,
+        Command::Signal(c) => signal::run(&ctx, c).await,
+        Command::Events(c) => events::run(&ctx, c).await,
+        Command::Bench(a) => bench::run(&ctx, a).await,
+        Command::Demo(a) => demo::run(&g, redis_named, a).await,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_command_line_is_consistent() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn durations_parse_or_say_how() {
+        assert_eq!(parse_duration("30s").unwrap(), Duration::from_secs(30));
+        assert_eq!(parse_duration("1m 30s").unwrap(), Duration::from_secs(90));
+        assert!(parse_duration("soon").unwrap_err().contains("examples"));
+    }
+}

@@ -1,0 +1,214 @@
+//! `rill top`: a live view of queues (depth, rates) and workers (health, status, in flight), refreshing until
+//! `q`. `--once` prints one frame as text (for scripts, and when stdout is not a terminal).
+
+use std::io::IsTerminal;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use clap::Args;
+use ratatui::Terminal;
+use ratatui::backend::TestBackend;
+use ratatui::crossterm::event::{self, Event, KeyCode, KeyModifiers};
+use ratatui::layout::{Constraint, Layout};
+use ratatui::style::{Color, Modifier, Style};
+use ratatui::text::Line;
+use ratatui::widgets::{Block, Row, Table};
+
+use crate::context::Context;
+use crate::{output, stats, workers};
+
+#[derive(Args, Debug)]
+pub struct TopArgs {
+    /// Time between refreshes.
+    #[arg(long, default_value = "1s", value_parser = crate::parse_duration)]
+    interval: Duration,
+    /// Window the rates are measured over.
+    #[arg(long, default_value = "10s", value_parser = crate::parse_duration)]
+    window: Duration,
+    /// Print one frame as plain text and exit.
+    #[arg(long)]
+    once: bool,
+}
+
+struct Snapshot {
+    title: String,
+    queues: Vec<stats::QueueStats>,
+    workers: Vec<(rill::WorkerInfo, rill::Health)>,
+    error: Option<String>,
+    at: u64,
+    window: Duration,
+}
+
+async fn snapshot(ctx: &Context, window: Duration) -> Snapshot {
+    let title = format!("rill top — {} — namespace {}", ctx.url, ctx.namespace);
+    let at = output::now_ms();
+    let gathered = async {
+        let queues = ctx.queues_or_all(None).await?;
+        anyhow::Ok((
+            stats::gather(&queues, window).await?,
+            workers::gather(&queues).await?,
+        ))
+    };
+    match gathered.await {
+        Ok((queues, workers)) => Snapshot {
+            title,
+            queues,
+            workers,
+            error: None,
+            at,
+            window,
+        },
+        Err(e) => Snapshot {
+            title,
+            queues: Vec::new(),
+            workers: Vec::new(),
+            error: Some(format!("{e:#}")),
+            at,
+            window,
+        },
+    }
+}
+
+fn draw(frame: &mut ratatui::Frame, s: &Snapshot) {
+    let [head, queues, workers, foot] = Layout::vertical([
+        Constraint::Length(1),
+        Constraint::Length(s.queues.len().max(1) as u16 + 3),
+        Constraint::Min(3),
+        Constraint::Length(1),
+    ])
+    .areas(frame.area());
+    let status = match &s.error {
+        Some(e) => format!("  {}  error: {e}", output::time(s.at)),
+        None => format!("  {}", output::time(s.at)),
+    };
+    frame.render_widget(
+        Line::from(format!("{}{status}", s.title)).style(Style::new().add_modifier(Modifier::BOLD)),
+        head,
+    );
+    let header = |cols: &[&str]| {
+        Row::new(cols.iter().map(|c| c.to_string()).collect::<Vec<_>>())
+            .style(Style::new().add_modifier(Modifier::BOLD))
+    };
+    let q_rows: Vec<Row> = s
+        .queues
+        .iter()
+        .map(|q| {
+            let style = if q.counts.dead > 0 {
+                Style::new().fg(Color::Yellow)
+            } else {
+                Style::new()
+            };
+            Row::new(stats::row(q, s.at)).style(style)
+        })
+        .collect();
+    let q_widths = [
+        Constraint::Min(16),
+        Constraint::Length(9),
+        Constraint::Length(8),
+        Constraint::Length(7),
+        Constraint::Length(7),
+        Constraint::Length(7),
+        Constraint::Length(9),
+        Constraint::Length(9),
+        Constraint::Length(9),
+        Constraint::Length(8),
+    ];
+    frame.render_widget(
+        Table::new(q_rows, q_widths)
+            .header(header(&stats::HEADERS))
+            .block(Block::bordered().title(format!(" Queues ({}) ", s.queues.len()))),
+        queues,
+    );
+    let w_rows: Vec<Row> = s
+        .workers
+        .iter()
+        .map(|(w, h)| {
+            let color = match h {
+                rill::Health::Healthy => Color::Green,
+                rill::Health::Crashed => Color::Red,
+                _ => Color::Yellow,
+            };
+            Row::new(workers::row(w, h)).style(Style::new().fg(color))
+        })
+        .collect();
+    let w_widths = [
+        Constraint::Min(24),
+        Constraint::Length(14),
+        Constraint::Length(14),
+        Constraint::Length(8),
+        Constraint::Length(9),
+        Constraint::Length(22),
+        Constraint::Length(10),
+        Constraint::Length(9),
+        Constraint::Length(7),
+    ];
+    frame.render_widget(
+        Table::new(w_rows, w_widths)
+            .header(header(&workers::HEADERS))
+            .block(Block::bordered().title(format!(" Workers ({}) ", s.workers.len()))),
+        workers,
+    );
+    frame.render_widget(
+        Line::from(format!(
+            "rates over the last {}; q to quit",
+            output::age(s.window)
+        )),
+        foot,
+    );
+}
+
+/// One frame as text, trailing spaces trimmed.
+fn render_text(s: &Snapshot) -> anyhow::Result<String> {
+    let height = 6 + s.queues.len().max(1) + s.workers.len().max(1);
+    let mut term = Terminal::new(TestBackend::new(150, height as u16))?;
+    term.draw(|f| draw(f, s))?;
+    let buf = term.backend().buffer();
+    let mut out = String::new();
+    for y in 0..buf.area.height {
+        let line: String = (0..buf.area.width).map(|x| buf[(x, y)].symbol()).collect();
+        out.push_str(line.trim_end());
+        out.push('\n');
+    }
+    Ok(out)
+}
+
+pub async fn run(ctx: &Context, a: TopArgs) -> anyhow::Result<ExitCode> {
+    ctx.connect().await?;
+    if a.once || !std::io::stdout().is_terminal() {
+        let s = snapshot(ctx, a.window).await;
+        if let Some(e) = &s.error {
+            anyhow::bail!("{e}");
+        }
+        print!("{}", render_text(&s)?);
+        return Ok(ExitCode::SUCCESS);
+    }
+    let mut term = ratatui::init();
+    let result = async {
+        loop {
+            let s = snapshot(ctx, a.window).await;
+            term.draw(|f| draw(f, &s))?;
+            let deadline = tokio::time::Instant::now() + a.interval;
+            // Keys are read between refreshes; the wait ends early on q / Esc / Ctrl-C.
+            loop {
+                let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+                if left.is_zero() {
+                    break;
+                }
+                let quit = tokio::task::block_in_place(|| -> anyhow::Result<bool> {
+                    if !event::poll(left.min(Duration::from_millis(100)))? {
+                        return Ok(false);
+                    }
+                    Ok(matches!(event::read()?, Event::Key(k) if k.code == KeyCode::Char('q')
+                        || k.code == KeyCode::Esc
+                        || (k.code == KeyCode::Char('c') && k.modifiers.contains(KeyModifiers::CONTROL))))
+                })?;
+                if quit {
+                    return anyhow::Ok(());
+                }
+            }
+        }
+    }
+    .await;
+    ratatui::restore();
+    result.map(|()| ExitCode::SUCCESS)
+}

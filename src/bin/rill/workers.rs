@@ -1,0 +1,100 @@
+//! `rill workers [QUEUE]`: the registry, with each worker's health (SPEC.md, "Worker registry and health").
+
+use std::process::ExitCode;
+
+use clap::Args;
+use serde_json::{Value as Json, json};
+
+use crate::context::{self, Context};
+use crate::output;
+
+#[derive(Args, Debug)]
+pub struct WorkersArgs {
+    /// Only this queue's workers (default: every queue's).
+    queue: Option<String>,
+}
+
+pub async fn gather(
+    queues: &[rill::Queue<context::Json>],
+) -> anyhow::Result<Vec<(rill::WorkerInfo, rill::Health)>> {
+    let rule = rill::HealthRule::default();
+    let mut out = Vec::new();
+    for q in queues {
+        out.extend(q.workers(&rule).await?);
+    }
+    Ok(out)
+}
+
+pub fn health_text(h: &rill::Health) -> String {
+    match h {
+        rill::Health::Healthy => "healthy".into(),
+        rill::Health::Degraded(why) => format!("degraded: {why}"),
+        rill::Health::Crashed => "crashed".into(),
+        _ => "unknown".into(),
+    }
+}
+
+pub const HEADERS: [&str; 9] = [
+    "WORKER",
+    "QUEUE",
+    "HOST",
+    "PID",
+    "STATUS",
+    "HEALTH",
+    "IN-FLIGHT",
+    "DONE",
+    "FAILED",
+];
+
+pub fn row(w: &rill::WorkerInfo, h: &rill::Health) -> Vec<String> {
+    vec![
+        w.id.clone(),
+        w.queue.clone(),
+        w.host.clone(),
+        w.pid.to_string(),
+        w.status.clone(),
+        health_text(h),
+        format!("{}/{}", w.in_flight, w.concurrency),
+        w.processed.to_string(),
+        w.failed.to_string(),
+    ]
+}
+
+pub fn to_json(w: &rill::WorkerInfo, h: &rill::Health, now: u64) -> Json {
+    json!({
+        "id": w.id,
+        "queue": w.queue,
+        "host": w.host,
+        "pid": w.pid,
+        "version": w.version,
+        "status": w.status,
+        "health": health_text(h),
+        "concurrency": w.concurrency,
+        "in_flight": w.in_flight,
+        "processed": w.processed,
+        "failed": w.failed,
+        "lease_failures": w.lease_failures,
+        "started_ms": w.started_ms,
+        "last_beat_ms": w.last_beat_ms,
+        "last_beat_age_ms": now.saturating_sub(w.last_beat_ms),
+        "metadata": w.metadata,
+        "capabilities": w.capabilities,
+    })
+}
+
+pub async fn run(ctx: &Context, a: WorkersArgs) -> anyhow::Result<ExitCode> {
+    let queues = ctx.queues_or_all(a.queue.as_deref()).await?;
+    let workers = gather(&queues).await?;
+    let now = output::now_ms();
+    if ctx.json {
+        output::print_json(&Json::Array(
+            workers.iter().map(|(w, h)| to_json(w, h, now)).collect(),
+        ));
+    } else if workers.is_empty() {
+        println!("no workers registered");
+    } else {
+        let rows: Vec<Vec<String>> = workers.iter().map(|(w, h)| row(w, h)).collect();
+        print!("{}", output::table(&HEADERS, &rows));
+    }
+    Ok(ExitCode::SUCCESS)
+}
