@@ -159,7 +159,7 @@ fn draw(frame: &mut ratatui::Frame, s: &Snapshot) {
 
 /// One frame as text, trailing spaces trimmed.
 fn render_text(s: &Snapshot) -> anyhow::Result<String> {
-    let height = 6 + s.queues.len().max(1) + s.workers.len().max(1);
+    let height = 8 + s.queues.len().max(1) + s.workers.len().max(1);
     let mut term = Terminal::new(TestBackend::new(150, height as u16))?;
     term.draw(|f| draw(f, s))?;
     let buf = term.backend().buffer();
