@@ -342,6 +342,11 @@ impl<T: Serialize + DeserializeOwned> Queue<T> {
             text(b"last_error")
         };
         let payload = fields.get(&b"payload"[..]).cloned();
+        // state.lua reports attempts of live entries; a dead letter records its own.
+        let attempts = match text(b"dead_attempts").and_then(|a| a.parse().ok()) {
+            Some(a) if state == JobState::Dead => a,
+            _ => attempts,
+        };
         Ok(JobInfo {
             payload,
             last_error,

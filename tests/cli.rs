@@ -364,6 +364,7 @@ fn work_runs_a_command_per_job_with_retry_failure_cancel_and_graceful_stop() {
     );
     cli.wait_for("j-fail dead", || cli.state("q", "j-fail") == "dead");
     let dead = cli.job("q", "j-fail");
+    assert_eq!(dead["attempts"], 2);
     let err = dead["last_error"].as_str().unwrap();
     assert!(
         err.contains("exit 3") && err.contains("disk on fire"),
