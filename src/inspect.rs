@@ -558,18 +558,24 @@ impl<T: Serialize + DeserializeOwned> Queue<T> {
             }
         }
         let ids: Vec<&str> = found.iter().map(|(_, e)| e.as_str()).collect();
-        let codes = scripts::requeue(
-            &mut conn,
-            &self.keys,
-            crate::producer::now_ms(),
-            10_000,
-            &ids,
-        )
-        .await?;
+        let codes = self.requeue_entries(&ids).await?;
         for ((jid, _), code) in found.into_iter().zip(codes) {
             out.record(code, jid);
         }
         Ok(out)
+    }
+
+    async fn requeue_entries(&self, dead_entry_ids: &[&str]) -> Result<Vec<scripts::Requeued>> {
+        let mut conn = self.client.conn().await?;
+        let maxlen = crate::WorkerConfig::default().events_maxlen;
+        scripts::requeue(
+            &mut conn,
+            &self.keys,
+            crate::producer::now_ms(),
+            maxlen,
+            dead_entry_ids,
+        )
+        .await
     }
 
     /// Puts every dead letter back on the ready stream (see [`Queue::retry_dead`]), oldest first, in batches.
@@ -587,15 +593,7 @@ impl<T: Serialize + DeserializeOwned> Queue<T> {
             };
             after = Some(last.entry_id.clone());
             let ids: Vec<&str> = page.iter().map(|d| d.entry_id.as_str()).collect();
-            let mut conn = self.client.conn().await?;
-            let codes = scripts::requeue(
-                &mut conn,
-                &self.keys,
-                crate::producer::now_ms(),
-                10_000,
-                &ids,
-            )
-            .await?;
+            let codes = self.requeue_entries(&ids).await?;
             for (d, code) in page.iter().zip(codes) {
                 out.record(code, &d.job_id);
             }
@@ -767,17 +765,7 @@ impl<T: Serialize + DeserializeOwned> Queue<T> {
             // The newest id now, not `$`: `$` on every call would miss events added between two calls.
             None => {
                 let mut conn = self.client.conn().await?;
-                let v: redis::Value = redis::cmd("XREVRANGE")
-                    .arg(&self.keys.events)
-                    .arg("+")
-                    .arg("-")
-                    .arg("COUNT")
-                    .arg(1)
-                    .query_async(&mut conn)
-                    .await?;
-                wire::parse_entries(v)?
-                    .pop()
-                    .map_or_else(|| "0-0".to_owned(), |e| e.id)
+                newest_entry_id(&mut conn, &self.keys.events).await?
             }
         };
         Ok(EventFeed {
@@ -820,6 +808,25 @@ impl EventFeed {
         }
         Ok(events)
     }
+}
+
+/// The id of the newest entry of a stream (`0-0` if it is empty or missing): where a reader that wants only
+/// what comes next starts.
+pub(crate) async fn newest_entry_id<C: redis::aio::ConnectionLike>(
+    conn: &mut C,
+    stream: &str,
+) -> Result<String> {
+    let v: redis::Value = redis::cmd("XREVRANGE")
+        .arg(stream)
+        .arg("+")
+        .arg("-")
+        .arg("COUNT")
+        .arg(1)
+        .query_async(conn)
+        .await?;
+    Ok(wire::parse_entries(v)?
+        .pop()
+        .map_or_else(|| "0-0".to_owned(), |e| e.id))
 }
 
 fn to_events(raw: Vec<RawEntry>) -> Vec<Event> {

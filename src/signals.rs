@@ -436,17 +436,7 @@ impl<T: Serialize + DeserializeOwned> Queue<T> {
         let block = Duration::from_secs(1);
         let mut conn = self.client.blocking_conn(block).await?;
         // Start after the newest signal (a literal `$` would skip signals sent between two reads).
-        let newest: redis::Value = redis::cmd("XREVRANGE")
-            .arg(&self.keys.signals)
-            .arg("+")
-            .arg("-")
-            .arg("COUNT")
-            .arg(1)
-            .query_async(&mut conn)
-            .await?;
-        let last = wire::parse_entries(newest)?
-            .first()
-            .map_or_else(|| "0-0".to_owned(), |e| e.id.clone());
+        let last = crate::inspect::newest_entry_id(&mut conn, &self.keys.signals).await?;
         Ok(SignalCollector {
             conn,
             key: self.keys.signals.clone(),
