@@ -23,6 +23,10 @@
 //! - [`bus`]: the message bus: typed topics, fan-out to consumer groups, replay, retention.
 //! - [`error`]: the library's [`Error`].
 //!
+//! The `rill` command (`src/bin/rill/`, feature `cli`, on by default) is built on this API alone: enqueue, a
+//! worker that runs any command per job, stats, a live view, jobs, dead letters, workers, signals, events,
+//! bench and demo.
+//!
 //! ```no_run
 //! use serde::{Deserialize, Serialize};
 //!
