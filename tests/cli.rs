@@ -553,3 +553,39 @@ fn top_bench_and_demo() {
         .unwrap();
     assert!(keys.is_empty(), "{keys:?}");
 }
+
+/// The live view on a real terminal (a pty from util-linux `script`): it draws, refreshes and quits on `q`.
+#[test]
+fn top_runs_live_on_a_terminal_and_quits_on_q() {
+    let cli = Cli::new();
+    cli.ok(&["enqueue", "live", "{}"]);
+    let rill = format!(
+        "stty rows 20 cols 150; {} --redis {} --namespace {} top --interval 200ms",
+        env!("CARGO_BIN_EXE_rill"),
+        cli.redis.url(),
+        cli.ns
+    );
+    let mut child = ChildGuard(
+        Command::new("script")
+            .args(["-qec", &rill, "/dev/null"])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .spawn()
+            .expect("util-linux script"),
+    );
+    std::thread::sleep(Duration::from_millis(1500));
+    use std::io::Write;
+    child.0.stdin.as_mut().unwrap().write_all(b"q").unwrap();
+    let status = wait_exit(&mut child.0, Duration::from_secs(10));
+    assert!(status.success(), "{status:?}");
+    let mut screen = String::new();
+    std::io::Read::read_to_string(&mut child.0.stdout.take().unwrap(), &mut screen).unwrap();
+    // Cells are placed with cursor moves, so words arrive one by one.
+    for word in ["rill top", "Queues", "(1)", "live", "Workers", "quit"] {
+        assert!(screen.contains(word), "{word} missing: {screen}");
+    }
+    assert!(
+        screen.ends_with("\x1b[?1049l\x1b[?25h"),
+        "the terminal is restored"
+    );
+}
