@@ -53,6 +53,8 @@ struct Inner {
     url: String,
     config: ClientConfig,
     conn: Mutex<Conn>,
+    /// Queues this process has added to `<ns>:queues`, so each costs one `SADD` per process, not per handle.
+    listed: Mutex<std::collections::HashSet<String>>,
 }
 
 enum Conn {
@@ -96,6 +98,7 @@ impl Client {
                 url: url.to_owned(),
                 config,
                 conn: Mutex::new(Conn::Idle),
+                listed: Mutex::default(),
             }),
         })
     }
@@ -126,6 +129,34 @@ impl Client {
             .await?;
         names.sort();
         Ok(names)
+    }
+
+    /// Adds `keys.queue` to the namespace's queue set once per process (SPEC.md, `<ns>:queues`).
+    pub(crate) async fn list_queue(
+        &self,
+        conn: &mut ConnectionManager,
+        keys: &QueueKeys,
+    ) -> Result<()> {
+        if self
+            .inner
+            .listed
+            .lock()
+            .expect("client lock")
+            .contains(&keys.queue)
+        {
+            return Ok(());
+        }
+        let _: () = redis::cmd("SADD")
+            .arg(&keys.queues)
+            .arg(&keys.queue)
+            .query_async(conn)
+            .await?;
+        self.inner
+            .listed
+            .lock()
+            .expect("client lock")
+            .insert(keys.queue.clone());
+        Ok(())
     }
 
     /// The keys of queue `name` under this client's namespace.

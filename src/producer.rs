@@ -2,12 +2,8 @@
 //! (pipelined for bulk); a job with an id, a dedup key or a delay goes through `enqueue.lua`.
 
 use std::marker::PhantomData;
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, SystemTime};
 
-use redis::AsyncCommands;
-use redis::aio::ConnectionManager;
 use serde::{Serialize, de::DeserializeOwned};
 
 use crate::client::Client;
@@ -117,8 +113,6 @@ pub(crate) fn random_id() -> String {
 pub struct Queue<T> {
     pub(crate) client: Client,
     pub(crate) keys: QueueKeys,
-    /// Whether this handle (and its clones) has added the queue to the namespace's queue set.
-    listed: Arc<AtomicBool>,
     _job: PhantomData<fn(T) -> T>,
 }
 
@@ -127,7 +121,6 @@ impl<T> Clone for Queue<T> {
         Queue {
             client: self.client.clone(),
             keys: self.keys.clone(),
-            listed: self.listed.clone(),
             _job: PhantomData,
         }
     }
@@ -146,7 +139,6 @@ impl<T: Serialize + DeserializeOwned> Queue<T> {
         Queue {
             client,
             keys,
-            listed: Arc::new(AtomicBool::new(false)),
             _job: PhantomData,
         }
     }
@@ -159,15 +151,6 @@ impl<T: Serialize + DeserializeOwned> Queue<T> {
     /// This queue's keys.
     pub fn keys(&self) -> &QueueKeys {
         &self.keys
-    }
-
-    /// Adds the queue to `<ns>:queues` (SPEC.md, "Key layout") once per handle, so operators can list it.
-    async fn list_once(&self, conn: &mut ConnectionManager) -> Result<()> {
-        if !self.listed.load(Ordering::Relaxed) {
-            let _: () = conn.sadd(&self.keys.queues, &self.keys.queue).await?;
-            self.listed.store(true, Ordering::Relaxed);
-        }
-        Ok(())
     }
 
     fn payload(&self, job: &T) -> Result<Vec<u8>> {
@@ -209,7 +192,7 @@ impl<T: Serialize + DeserializeOwned> Queue<T> {
             });
         }
         let mut conn = self.client.conn().await?;
-        self.list_once(&mut conn).await?;
+        self.client.list_queue(&mut conn, &self.keys).await?;
         let max = opts.max_attempts.map(|m| m.to_string());
         if opts.is_plain() {
             let mut cmd = redis::cmd("XADD");
@@ -271,7 +254,7 @@ impl<T: Serialize + DeserializeOwned> Queue<T> {
             .map(|j| self.payload(j))
             .collect::<Result<Vec<_>>>()?;
         let mut conn = self.client.conn().await?;
-        self.list_once(&mut conn).await?;
+        self.client.list_queue(&mut conn, &self.keys).await?;
         let mut ids = Vec::with_capacity(jobs.len());
         for chunk in payloads.chunks(BULK_CHUNK) {
             let mut pipe = redis::pipe();
