@@ -893,10 +893,29 @@ async fn ack_loop(
 ) {
     let max = shared.config.ack_batch.max(1);
     let mut batch = Vec::with_capacity(max);
+    let mut busy = false;
     loop {
         tokio::select! {
             biased;
-            n = rx.recv_many(&mut batch, max) => if n == 0 { return },
+            n = rx.recv_many(&mut batch, max) => {
+                if n == 0 {
+                    return;
+                }
+                // Under load (the last call was a real batch), let up to a quarter batch gather for a moment:
+                // a call's fixed cost in Redis is then spread over more jobs. Idle, acks go at once.
+                if busy && batch.len() < max / 4 {
+                    let _ = tokio::time::timeout(COALESCE, async {
+                        while batch.len() < max / 4 {
+                            let room = max - batch.len();
+                            if rx.recv_many(&mut batch, room).await == 0 {
+                                break;
+                            }
+                        }
+                    })
+                    .await;
+                }
+                busy = batch.len() >= 8;
+            },
             _ = stop.cancelled() => {
                 while batch.len() < max {
                     match rx.try_recv() {
@@ -978,6 +997,9 @@ async fn ack_loop(
     }
 }
 
+/// Longest wait for free slots before a read while there is a backlog (see `fetch_loop`).
+const COALESCE: Duration = Duration::from_millis(1);
+
 /// Reads new entries while there are free slots, until `shutdown`.
 async fn fetch_loop<D: Dispatch>(runner: &Arc<D>, shutdown: impl Future<Output = ()>) {
     let shared = runner.shared().clone();
@@ -989,6 +1011,7 @@ async fn fetch_loop<D: Dispatch>(runner: &Arc<D>, shutdown: impl Future<Output =
     let mut pause = Duration::from_millis(50);
     let mut cursor = "0-0".to_owned();
     let mut next_reclaim = Instant::now() + shared.config.reclaim_interval;
+    let mut backlog = false;
     tokio::pin!(shutdown);
     let mut gate = shared.gate.subscribe();
     loop {
@@ -1010,6 +1033,22 @@ async fn fetch_loop<D: Dispatch>(runner: &Arc<D>, shutdown: impl Future<Output =
             match shared.slots.clone().try_acquire_owned() {
                 Ok(p) => slots.push(p),
                 Err(_) => break,
+            }
+        }
+        // With a backlog (the last read was full), wait briefly for half the slots so reads (and the acks that
+        // follow) come in batches: per-call costs in Redis and in the client are paid once per batch, not per
+        // job. Without one, read at once with whatever is free, so latency stays low.
+        let half = max_batch / 2;
+        if backlog && slots.len() < half {
+            let want = (half - slots.len()) as u32;
+            if let Ok(Ok(mut more)) =
+                tokio::time::timeout(COALESCE, shared.slots.clone().acquire_many_owned(want)).await
+            {
+                // One permit per entry, as dispatch expects.
+                while more.num_permits() > 1 {
+                    slots.extend(more.split(1));
+                }
+                slots.push(more);
             }
         }
         if shared.client.is_closed() {
@@ -1047,13 +1086,14 @@ async fn fetch_loop<D: Dispatch>(runner: &Arc<D>, shutdown: impl Future<Output =
             }
         }
         let c = conn.as_mut().expect("connection set above");
+        let requested = slots.len();
         let mut read_cmd = redis::cmd("XREADGROUP");
         read_cmd
             .arg("GROUP")
             .arg(GROUP)
             .arg(&shared.consumer)
             .arg("COUNT")
-            .arg(slots.len())
+            .arg(requested)
             .arg("BLOCK")
             .arg(block_ms)
             .arg("STREAMS")
@@ -1105,6 +1145,7 @@ async fn fetch_loop<D: Dispatch>(runner: &Arc<D>, shutdown: impl Future<Output =
             }
         };
         pause = Duration::from_millis(50);
+        backlog = entries.len() == requested;
         for raw in entries {
             let Some(slot) = slots.pop() else {
                 tracing::error!("fetch: more entries than requested");
