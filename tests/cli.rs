@@ -313,6 +313,7 @@ case "$p" in
   *fail*) if [ -f "$RILL_TEST_MARKER" ]; then echo fixed; exit 0; fi; echo "disk on fire" >&2; exit 3 ;;
   *sleep*) sleep 60 ;;
   *slow*) sleep 1; touch "$RILL_TEST_MARKER.slow" ;;
+  *orphan*) sleep 300 & echo $! > "$RILL_TEST_MARKER.orphan"; echo left-behind ;;
 esac"#;
 
 fn worker(cli: &Cli, queue: &str, marker: &std::path::Path) -> ChildGuard {
@@ -382,6 +383,21 @@ fn work_runs_a_command_per_job_with_retry_failure_cancel_and_graceful_stop() {
             .starts_with("sh -c")
     );
     assert!(cli.ok(&["workers"]).contains("healthy"));
+
+    // A job that leaves a process behind (holding its stdout) still completes, and the process is gone.
+    cli.ok(&["enqueue", "q", r#"{"kind":"orphan"}"#, "--id", "j-orphan"]);
+    cli.wait_for("j-orphan completed", || {
+        cli.state("q", "j-orphan") == "completed"
+    });
+    assert_eq!(cli.job("q", "j-orphan")["result"], json!("left-behind"));
+    let orphan = std::fs::read_to_string(dir.path().join("fixed.orphan")).unwrap();
+    let alive = || {
+        std::path::Path::new(&format!("/proc/{}", orphan.trim())).exists()
+            && !std::fs::read_to_string(format!("/proc/{}/stat", orphan.trim()))
+                .unwrap_or_default()
+                .contains(") Z ")
+    };
+    cli.wait_for("the left-behind sleep is killed", || !alive());
 
     // Cancel the running job: its process is terminated, the job ends cancelled.
     cli.wait_for("j-sleep running", || cli.state("q", "j-sleep") == "active");

@@ -3,7 +3,8 @@
 //! in the environment. Exit 0 completes the job (stdout, if any, is its result: JSON if it parses, else text);
 //! exit 75 asks for a retry; any other exit fails the attempt (retried with backoff, dead-lettered once out of
 //! attempts, with stderr's tail as the error). A cancel signal for the job, or a shutdown that outlasts
-//! `--shutdown-timeout`, terminates the process group (SIGTERM, then SIGKILL after `--kill-after`).
+//! `--shutdown-timeout`, terminates the process group (SIGTERM, then SIGKILL after `--kill-after`); whatever the
+//! job left running in its group is killed when the job ends.
 
 use std::process::{ExitCode, Stdio};
 use std::sync::Arc;
@@ -173,6 +174,9 @@ async fn run_job(spec: &Spec, job: rill::Job<ciborium::Value>) -> rill::JobResul
         .spawn()
         .map_err(|e| rill::JobError::retry(format!("cannot start {}: {e}", spec.program)))?;
     let pid = child.id();
+    // Whatever happens to this handler (it returns, or the worker drops it at the shutdown deadline), nothing the
+    // job started outlives it.
+    let group = pid.map(ProcessGroup);
     let mut stdin = child.stdin.take();
     let mut stdout = child.stdout.take();
     let mut stderr = child.stderr.take();
@@ -209,7 +213,12 @@ async fn run_job(spec: &Spec, job: rill::Job<ciborium::Value>) -> rill::JobResul
             _ = job.cancelled().cancelled() => Ok(End::Cancelled),
             _ = timeout => Ok(End::TimedOut),
         };
-        if !matches!(end, Ok(End::Exited(_))) {
+        if matches!(end, Ok(End::Exited(_))) {
+            // The job is over: background processes it left would hold its pipes open (and outlive it).
+            if let Some(g) = &group {
+                g.kill();
+            }
+        } else {
             terminate(pid, &mut child, spec.kill_after).await;
         }
         end
@@ -236,6 +245,22 @@ async fn run_job(spec: &Spec, job: rill::Job<ciborium::Value>) -> rill::JobResul
                 )))
             }
         },
+    }
+}
+
+/// A job's process group, SIGKILLed on drop (processes the job left behind; a no-op once all have exited).
+struct ProcessGroup(u32);
+
+impl ProcessGroup {
+    fn kill(&self) {
+        // SAFETY: kill(2) with a negative pid signals that process group; no memory is touched.
+        unsafe { libc::kill(-(self.0 as libc::pid_t), libc::SIGKILL) };
+    }
+}
+
+impl Drop for ProcessGroup {
+    fn drop(&mut self) {
+        self.kill();
     }
 }
 
