@@ -605,3 +605,29 @@ fn top_runs_live_on_a_terminal_and_quits_on_q() {
         "the terminal is restored"
     );
 }
+
+/// `rill demo` with no `--redis` and nothing on the default address starts its own redis-server. Run in a fresh
+/// network namespace (root), where 127.0.0.1:6379 is free whatever this machine runs.
+#[test]
+fn demo_starts_a_throwaway_redis_when_nothing_answers() {
+    let script = format!(
+        "ip link set lo up && {} demo --jobs 300",
+        env!("CARGO_BIN_EXE_rill")
+    );
+    let out = Command::new("unshare")
+        .args(["--net", "sh", "-c", &script])
+        .env_remove("REDIS_URL")
+        .output()
+        .expect("unshare (util-linux)");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stdout}\n{stderr}");
+    assert!(
+        stderr.contains("started a throwaway redis-server"),
+        "{stderr}"
+    );
+    assert!(
+        stdout.contains("processed 300 jobs") && stdout.contains("3 retried"),
+        "{stdout}"
+    );
+}

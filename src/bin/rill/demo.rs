@@ -157,7 +157,7 @@ async fn demo(url: &str, namespace: &str, a: &DemoArgs) -> anyhow::Result<()> {
             if r.image == "corrupt.png" {
                 return Err(rill::JobError::retry("cannot decode PNG"));
             }
-            if r.width.is_multiple_of(97) && job.attempt() == 1 {
+            if r.width > 0 && r.width.is_multiple_of(97) && job.attempt() == 1 {
                 return Err(rill::JobError::retry_after(
                     "thumbnail service busy",
                     Duration::from_millis(100),
