@@ -225,12 +225,18 @@ impl<T: Serialize + DeserializeOwned> Queue<T> {
             .query_async(&mut conn)
             .await?;
         let now = server_ms(&mut conn).await?;
+        // Every record in one round trip.
+        let mut pipe = redis::pipe();
+        for id in &ids {
+            pipe.cmd("HGETALL").arg(self.keys.worker(id));
+        }
+        let records: Vec<HashMap<String, String>> = if ids.is_empty() {
+            Vec::new()
+        } else {
+            pipe.query_async(&mut conn).await?
+        };
         let mut out = Vec::with_capacity(ids.len());
-        for id in ids {
-            let fields: HashMap<String, String> = redis::cmd("HGETALL")
-                .arg(self.keys.worker(&id))
-                .query_async(&mut conn)
-                .await?;
+        for (id, fields) in ids.into_iter().zip(records) {
             let info = (!fields.is_empty()).then(|| parse_record(&id, fields));
             let h = health(info.as_ref(), now, rule);
             out.push((

@@ -162,9 +162,7 @@ pub async fn ack<C: ConnectionLike + Send>(
     }
     // The script checks ownership over the batch's id range, so it wants ascending ids.
     let mut order: Vec<usize> = (0..items.len()).collect();
-    order.sort_by(|a, b| {
-        id_key(items[*a].delivery.entry_id).cmp(&id_key(items[*b].delivery.entry_id))
-    });
+    order.sort_by_cached_key(|&i| id_key(items[i].delivery.entry_id));
     let mut inv = ACK.key(&keys.ready);
     inv.key(&keys.index).key(&keys.events);
     inv.arg(GROUP)

@@ -506,7 +506,7 @@ impl SignalCollector {
 }
 
 /// Fires the `stopping()` token of every job this worker runs.
-fn stop_running(shared: &Shared) {
+pub(crate) fn stop_running(shared: &Shared) {
     for h in shared.held.lock().expect("held lock").values() {
         h.stopping.cancel();
     }

@@ -482,6 +482,7 @@ impl Worker {
         // Graceful shutdown.
         shared.draining.store(true, Ordering::Relaxed);
         stopping.cancel();
+        crate::signals::stop_running(&shared);
         stop_background.cancel();
         let _ = promoter.await;
         let _ = signals.await;
@@ -663,7 +664,9 @@ where
             }
         };
         let cancel = CancellationToken::new();
-        let stopping = self.ctx.stopping.child_token();
+        // Not a child of the worker's token (children share one lock across every running job): shutdown fires
+        // each held job's token instead, and a job started after that fires at once (below).
+        let stopping = CancellationToken::new();
         let previous = shared.held.lock().expect("held lock").insert(
             env.entry_id.clone(),
             Held {
@@ -678,6 +681,9 @@ where
         // stale now.
         if let Some(old) = previous {
             old.cancel.cancel();
+        }
+        if self.ctx.stopping.is_cancelled() {
+            stopping.cancel();
         }
         let max_attempts = env.max_attempts.unwrap_or(shared.config.max_attempts);
         let touched = Arc::new(std::sync::atomic::AtomicBool::new(false));
