@@ -359,6 +359,17 @@ fn work_runs_a_command_per_job_with_retry_failure_cancel_and_graceful_stop() {
         cli.state("q", "j-retry") == "completed"
     });
     let retried = cli.job("q", "j-retry");
+    let history: Vec<&str> = retried["history"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["event"].as_str().unwrap())
+        .collect();
+    assert_eq!(history, ["retrying", "completed"]);
+    assert!(
+        cli.ok(&["jobs", "show", "j-retry"])
+            .contains("retrying  attempt 1  error=exit 75 (retry): busy")
+    );
     assert_eq!(
         (retried["attempts"].as_u64(), &retried["result"]),
         (Some(2), &json!("second time"))

@@ -65,6 +65,21 @@ async fn find(
     }
 }
 
+/// The events that name job `id`, oldest first (the events stream keeps about the last 10,000).
+async fn history(q: &rill::Queue<context::Json>, id: &str) -> anyhow::Result<Vec<rill::Event>> {
+    let events = q.events(None, 100_000).await?;
+    Ok(events
+        .into_iter()
+        .filter(|e| {
+            e.job_id == id
+                || (e.kind == "completed"
+                    && e.fields
+                        .get("ids")
+                        .is_some_and(|ids| ids.split(' ').any(|j| j == id)))
+        })
+        .collect())
+}
+
 pub async fn run(ctx: &Context, c: JobsCommand) -> anyhow::Result<ExitCode> {
     match c {
         JobsCommand::Show(a) => show(ctx, a).await,
@@ -75,6 +90,7 @@ pub async fn run(ctx: &Context, c: JobsCommand) -> anyhow::Result<ExitCode> {
 async fn show(ctx: &Context, a: JobArgs) -> anyhow::Result<ExitCode> {
     let (q, info) = find(ctx, &a.id, a.queue.as_deref()).await?;
     let checkpoints = q.checkpoints(&a.id, 10).await?;
+    let history = history(&q, &a.id).await?;
     let decode = |b: &Option<Vec<u8>>| b.as_deref().map(output::cbor_to_json);
     let doc = json!({
         "id": info.id,
@@ -88,6 +104,15 @@ async fn show(ctx: &Context, a: JobArgs) -> anyhow::Result<ExitCode> {
         "result": decode(&info.result),
         "last_error": info.last_error,
         "finished_ms": info.finished_ms,
+        "history": history.iter().map(|e| {
+            let mut doc = json!({ "entry_id": e.entry_id, "event": e.kind });
+            for (k, v) in &e.fields {
+                if k != "event" && k != "ids" {
+                    doc[k] = json!(v);
+                }
+            }
+            doc
+        }).collect::<Vec<_>>(),
         "checkpoints": checkpoints.iter().map(|c| json!({
             "version": c.version,
             "written_ms": c.written_ms,
@@ -126,6 +151,22 @@ async fn show(ctx: &Context, a: JobArgs) -> anyhow::Result<ExitCode> {
     }
     for (k, v) in lines {
         println!("{:<11} {v}", format!("{k}:"));
+    }
+    if !history.is_empty() {
+        println!("history (from the events stream):");
+        for e in &history {
+            let ms = e.fields.get("ms").and_then(|m| m.parse().ok()).unwrap_or(0);
+            let mut line = format!("  {}  {:<9}", output::time(ms), e.kind);
+            if e.attempt > 0 {
+                line.push_str(&format!(" attempt {}", e.attempt));
+            }
+            for k in ["reason", "error"] {
+                if let Some(v) = e.fields.get(k) {
+                    line.push_str(&format!("  {k}={}", output::one_line(v, 120)));
+                }
+            }
+            println!("{line}");
+        }
     }
     if !checkpoints.is_empty() {
         println!("checkpoints (newest first):");
