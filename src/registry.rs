@@ -27,7 +27,7 @@ pub(crate) struct Beats {
 impl Beats {
     pub(crate) fn fields(&self, shared: &crate::worker::Shared) -> Vec<(String, String)> {
         let stats = shared.stats.snapshot();
-        let in_flight = shared.held.lock().expect("held lock").len() as u64;
+        let in_flight = shared.running.load(std::sync::atomic::Ordering::Relaxed);
         let gate = *shared.gate.borrow();
         let status = if shared.draining.load(std::sync::atomic::Ordering::Relaxed) {
             "draining"

@@ -183,6 +183,9 @@ pub(crate) struct Shared {
     pub(crate) stop_requested: CancellationToken,
     /// Set once shutdown has begun (registry status `draining`).
     pub(crate) draining: std::sync::atomic::AtomicBool,
+    /// Handlers running now (registry `in_flight`): not the held deliveries, which include finished jobs whose
+    /// ack is on its way.
+    pub(crate) running: std::sync::atomic::AtomicU64,
     /// When this worker started, ms since the Unix epoch.
     pub(crate) started_ms: u64,
 }
@@ -413,6 +416,7 @@ impl Worker {
             gate: tokio::sync::watch::Sender::new(Gate::default()),
             stop_requested: CancellationToken::new(),
             draining: std::sync::atomic::AtomicBool::new(false),
+            running: std::sync::atomic::AtomicU64::new(0),
             started_ms: now_ms(),
         });
         let stopping = CancellationToken::new();
@@ -721,10 +725,12 @@ where
         let job_id = job.id().to_owned();
         let attempt = job.attempt();
         let run = AssertUnwindSafe(self.handler.call(job)).catch_unwind();
+        shared.running.fetch_add(1, Ordering::Relaxed);
         let outcome = tokio::select! {
             r = run => Some(r),
             _ = self.abort.cancelled() => None,
         };
+        shared.running.fetch_sub(1, Ordering::Relaxed);
         drop(slot);
         let failure = match outcome {
             // Dropped at the shutdown deadline: the delivery stays pending and the final sweep hands it back.

@@ -394,6 +394,9 @@ fn work_runs_a_command_per_job_with_retry_failure_cancel_and_graceful_stop() {
             .starts_with("sh -c")
     );
     assert!(cli.ok(&["workers"]).contains("healthy"));
+    cli.wait_for("only j-sleep running", || {
+        cli.json(&["workers", "q"])[0]["in_flight"] == 1
+    });
 
     // A job that leaves a process behind (holding its stdout) still completes, and the process is gone.
     cli.ok(&["enqueue", "q", r#"{"kind":"orphan"}"#, "--id", "j-orphan"]);
