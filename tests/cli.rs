@@ -264,6 +264,17 @@ fn enqueue_stats_show_and_errors_a_person_can_act_on() {
             && err.contains("REDIS_URL"),
         "{err}"
     );
+    let bad_url = Command::new(env!("CARGO_BIN_EXE_rill"))
+        .args(["--redis", "nope://x", "stats"])
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&bad_url.stderr);
+    assert_eq!(bad_url.status.code(), Some(1));
+    assert_eq!(err.lines().count(), 1, "{err}");
+    assert!(
+        err.contains("invalid Redis URL \"nope://x\": use redis://host:6379"),
+        "{err}"
+    );
     let env_url = Command::new(env!("CARGO_BIN_EXE_rill"))
         .args(["--namespace", &cli.ns, "stats", "emails", "--json"])
         .env("REDIS_URL", cli.redis.url())

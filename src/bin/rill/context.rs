@@ -1,6 +1,6 @@
 //! What every subcommand starts from: the client, the output mode, and errors a person can act on.
 
-use anyhow::{Context as _, bail};
+use anyhow::bail;
 
 use crate::Global;
 
@@ -16,14 +16,19 @@ pub struct Context {
 
 impl Context {
     pub fn new(g: &Global) -> anyhow::Result<Self> {
-        let client = rill::Client::with_config(
+        let client = match rill::Client::with_config(
             &g.redis,
             rill::ClientConfig {
                 namespace: g.namespace.clone(),
                 ..Default::default()
             },
-        )
-        .with_context(|| "pass a URL like redis://host:6379 or unix:///path/redis.sock")?;
+        ) {
+            Ok(c) => c,
+            Err(rill::Error::InvalidUrl { url, .. }) => bail!(
+                "invalid Redis URL {url:?}: use redis://host:6379, rediss://host:6380 (TLS) or                  redis+unix:///path/redis.sock"
+            ),
+            Err(e) => return Err(e.into()),
+        };
         Ok(Context {
             client,
             url: g.redis.clone(),
