@@ -447,13 +447,14 @@ fn work_runs_a_command_per_job_with_retry_failure_cancel_and_graceful_stop() {
     assert!(cli.ok(&["dead", "list", "q"]).contains("disk on fire"));
     // Follow the events while the retry happens.
     let mut tail = ChildGuard(
-        cli.cmd(&["events", "tail", "q", "--json", "-n", "0"])
+        cli.cmd(&["events", "tail", "q", "--json", "-n", "1"])
             .stdout(Stdio::piped())
             .spawn()
             .unwrap(),
     );
-    let lines = BufReader::new(tail.0.stdout.take().unwrap());
-    std::thread::sleep(Duration::from_millis(300));
+    let mut lines = BufReader::new(tail.0.stdout.take().unwrap()).lines();
+    // Its one past event printed, the tail follows from there: nothing after this point is missed.
+    lines.next().unwrap().unwrap();
     std::fs::write(&marker, b"").unwrap();
     let retry = cli.json(&["dead", "retry", "q", "j-fail"]);
     assert_eq!(retry["requeued"], json!(["j-fail"]));
@@ -461,7 +462,7 @@ fn work_runs_a_command_per_job_with_retry_failure_cancel_and_graceful_stop() {
         cli.state("q", "j-fail") == "completed"
     });
     let mut seen = Vec::new();
-    for line in lines.lines() {
+    for line in lines {
         let e: Json = serde_json::from_str(&line.unwrap()).unwrap();
         seen.push(e["event"].as_str().unwrap().to_owned());
         if e["event"] == "completed" {
@@ -478,6 +479,8 @@ fn work_runs_a_command_per_job_with_retry_failure_cancel_and_graceful_stop() {
     for kind in ["completed", "retrying", "dead", "cancelled", "requeued"] {
         assert!(past.contains(kind), "{kind} missing from:\n{past}");
     }
+    // Broken again before the job exists, so the worker cannot run it while the marker is still there.
+    std::fs::remove_file(&marker).unwrap();
     cli.ok(&[
         "enqueue",
         "q",
@@ -487,7 +490,6 @@ fn work_runs_a_command_per_job_with_retry_failure_cancel_and_graceful_stop() {
         "--attempts",
         "1",
     ]);
-    std::fs::remove_file(&marker).unwrap();
     cli.wait_for("j-fail-2 dead", || cli.state("q", "j-fail-2") == "dead");
     assert_eq!(
         cli.json(&["dead", "purge", "q", "--older-than", "1h"])["purged"],
