@@ -658,3 +658,36 @@ fn demo_starts_a_throwaway_redis_when_nothing_answers() {
         "{stdout}"
     );
 }
+
+/// `--timeout`: a job that runs too long is terminated and its attempt fails with the reason.
+#[test]
+fn work_terminates_a_job_past_its_timeout() {
+    let cli = Cli::new();
+    cli.ok(&["enqueue", "t", "{}", "--id", "j-long", "--attempts", "1"]);
+    let _w = ChildGuard(
+        cli.cmd(&[
+            "work",
+            "t",
+            "--timeout",
+            "300ms",
+            "--kill-after",
+            "200ms",
+            "--",
+            "sh",
+            "-c",
+            "sleep 30",
+        ])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap(),
+    );
+    let t = Instant::now();
+    cli.wait_for("j-long dead", || cli.state("t", "j-long") == "dead");
+    assert!(t.elapsed() < Duration::from_secs(20));
+    let err = cli.job("t", "j-long")["last_error"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    assert!(err.starts_with("timed out after 300ms"), "{err}");
+}
