@@ -691,3 +691,53 @@ fn work_terminates_a_job_past_its_timeout() {
         .to_owned();
     assert!(err.starts_with("timed out after 300ms"), "{err}");
 }
+
+/// A second SIGTERM does not wait out `--shutdown-timeout`: running jobs are terminated and handed back, their
+/// attempt not counted.
+#[test]
+fn a_second_sigterm_hands_running_jobs_back_at_once() {
+    let cli = Cli::new();
+    cli.ok(&["enqueue", "s", "{}", "--id", "j-busy"]);
+    let mut w = ChildGuard(
+        cli.cmd(&[
+            "work",
+            "s",
+            "--shutdown-timeout",
+            "60s",
+            "--",
+            "sh",
+            "-c",
+            "sleep 60",
+        ])
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap(),
+    );
+    cli.wait_for("j-busy running", || cli.state("s", "j-busy") == "active");
+    let t = Instant::now();
+    sigterm(&w.0);
+    std::thread::sleep(Duration::from_millis(300));
+    assert!(
+        w.0.try_wait().unwrap().is_none(),
+        "the first signal waits for the job"
+    );
+    sigterm(&w.0);
+    let status = wait_exit(&mut w.0, Duration::from_secs(20));
+    assert!(status.success(), "{status:?}");
+    assert!(
+        t.elapsed() < Duration::from_secs(20),
+        "did not wait out the 60 s shutdown timeout"
+    );
+    let job = cli.job("s", "j-busy");
+    assert_eq!(
+        (job["state"].as_str(), job["attempts"].as_u64()),
+        (Some("waiting"), Some(0))
+    );
+    let mut stderr = String::new();
+    std::io::Read::read_to_string(&mut w.0.stderr.take().unwrap(), &mut stderr).unwrap();
+    assert!(
+        stderr.contains("handing them back") && stderr.contains("1 handed back"),
+        "{stderr}"
+    );
+}

@@ -4,7 +4,8 @@
 //! exit 75 asks for a retry; any other exit fails the attempt (retried with backoff, dead-lettered once out of
 //! attempts, with stderr's tail as the error). A cancel signal for the job, or a shutdown that outlasts
 //! `--shutdown-timeout`, terminates the process group (SIGTERM, then SIGKILL after `--kill-after`); whatever the
-//! job left running in its group is killed when the job ends.
+//! job left running in its group is killed when the job ends. A second SIGINT/SIGTERM terminates running jobs at
+//! once and hands them back (their attempt not counted).
 
 use std::process::{ExitCode, Stdio};
 use std::sync::Arc;
@@ -14,6 +15,7 @@ use anyhow::bail;
 use clap::Args;
 use serde_json::json;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio_util::sync::CancellationToken;
 
 use crate::context::{Context, Json};
 use crate::output;
@@ -42,7 +44,8 @@ pub struct WorkArgs {
     /// Longest run of one job; past it the process is terminated and the attempt fails.
     #[arg(long, value_parser = crate::parse_duration)]
     timeout: Option<Duration>,
-    /// On SIGINT/SIGTERM: how long running jobs may finish before they are terminated and handed back.
+    /// On SIGINT/SIGTERM: how long running jobs may finish before they are terminated and handed back (a second
+    /// signal does it at once).
     #[arg(long, default_value = "30s", value_parser = crate::parse_duration)]
     shutdown_timeout: Duration,
     /// Between SIGTERM and SIGKILL when a job's process is terminated.
@@ -59,6 +62,8 @@ struct Spec {
     queue: String,
     timeout: Option<Duration>,
     kill_after: Duration,
+    /// Fires on a second SIGINT/SIGTERM: running jobs are terminated and handed back at once.
+    force: CancellationToken,
 }
 
 pub async fn run(ctx: &Context, a: WorkArgs) -> anyhow::Result<ExitCode> {
@@ -75,7 +80,10 @@ pub async fn run(ctx: &Context, a: WorkArgs) -> anyhow::Result<ExitCode> {
         queue: a.queue.clone(),
         timeout: a.timeout,
         kill_after: a.kill_after,
+        force: CancellationToken::new(),
     });
+    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+    let signals = tokio::spawn(watch_signals(stop_tx, spec.force.clone()));
     let worker = rill::Worker::new(ctx.client.clone(), &a.queue)?
         .concurrency(a.concurrency as usize)
         .lease(a.lease)
@@ -97,9 +105,13 @@ pub async fn run(ctx: &Context, a: WorkArgs) -> anyhow::Result<ExitCode> {
                 let spec = spec.clone();
                 async move { run_job(&spec, job).await }
             },
-            shutdown_signal(),
+            async {
+                let _ = stop_rx.await;
+            },
         )
-        .await?;
+        .await;
+    signals.abort();
+    let report = report?;
     if ctx.json {
         output::print_json(&json!({
             "worker": consumer,
@@ -118,21 +130,31 @@ pub async fn run(ctx: &Context, a: WorkArgs) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-/// Resolves on SIGINT or SIGTERM.
-async fn shutdown_signal() {
+/// The first SIGINT/SIGTERM starts a graceful shutdown (`stop`); a second one fires `force`.
+async fn watch_signals(stop: tokio::sync::oneshot::Sender<()>, force: CancellationToken) {
     use tokio::signal::unix::{SignalKind, signal};
-    match signal(SignalKind::terminate()) {
-        Ok(mut term) => {
-            tokio::select! {
-                _ = tokio::signal::ctrl_c() => {}
-                _ = term.recv() => {}
-            }
-        }
-        Err(_) => {
-            let _ = tokio::signal::ctrl_c().await;
-        }
+    let (Ok(mut int), Ok(mut term)) = (
+        signal(SignalKind::interrupt()),
+        signal(SignalKind::terminate()),
+    ) else {
+        eprintln!("rill work: cannot listen for SIGINT/SIGTERM; stop it with SIGKILL");
+        return std::future::pending().await;
+    };
+    tokio::select! {
+        _ = int.recv() => {}
+        _ = term.recv() => {}
     }
-    eprintln!("rill work: shutting down: taking no new jobs, waiting for running ones");
+    eprintln!(
+        "rill work: shutting down: taking no new jobs, waiting for running ones (again to terminate them and hand \
+         them back)"
+    );
+    let _ = stop.send(());
+    tokio::select! {
+        _ = int.recv() => {}
+        _ = term.recv() => {}
+    }
+    eprintln!("rill work: terminating running jobs and handing them back");
+    force.cancel();
 }
 
 fn is_runnable(program: &str) -> bool {
@@ -154,6 +176,8 @@ enum End {
     Exited(std::process::ExitStatus),
     Cancelled,
     TimedOut,
+    /// Terminated by a second shutdown signal.
+    Stopped,
 }
 
 async fn run_job(spec: &Spec, job: rill::Job<ciborium::Value>) -> rill::JobResult<Option<Json>> {
@@ -211,6 +235,7 @@ async fn run_job(spec: &Spec, job: rill::Job<ciborium::Value>) -> rill::JobResul
         let end = tokio::select! {
             status = child.wait() => status.map(End::Exited),
             _ = job.cancelled().cancelled() => Ok(End::Cancelled),
+            _ = spec.force.cancelled() => Ok(End::Stopped),
             _ = timeout => Ok(End::TimedOut),
         };
         if matches!(end, Ok(End::Exited(_))) {
@@ -229,6 +254,9 @@ async fn run_job(spec: &Spec, job: rill::Job<ciborium::Value>) -> rill::JobResul
     let tail = stderr_tail(&err);
     match end {
         End::Cancelled => Err(rill::JobError::interrupted("cancelled: process terminated")),
+        End::Stopped => Err(rill::JobError::interrupted(
+            "worker stopped: process terminated",
+        )),
         End::TimedOut => Err(rill::JobError::retry(format!(
             "timed out after {}: {tail}",
             output::age(spec.timeout.unwrap_or_default())
