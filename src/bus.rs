@@ -10,8 +10,8 @@ use serde::{Serialize, de::DeserializeOwned};
 
 use crate::client::Client;
 use crate::error::{Error, Result};
+use crate::identity::now_ms;
 use crate::keys;
-use crate::producer::now_ms;
 use crate::wire::{self, RawEntry};
 
 /// How much history a topic keeps (applied, approximately, on every publish).
@@ -116,14 +116,7 @@ impl<T: Serialize + DeserializeOwned> Topic<T> {
     /// # Errors
     /// Encode, size or Redis errors.
     pub async fn publish(&self, value: &T) -> Result<String> {
-        let payload = wire::encode(value)?;
-        let limit = self.client.config().max_payload_bytes;
-        if payload.len() > limit {
-            return Err(Error::PayloadTooLarge {
-                size: payload.len(),
-                limit,
-            });
-        }
+        let payload = wire::encode_within(value, self.client.config().max_payload_bytes)?;
         let mut cmd = redis::cmd("XADD");
         cmd.arg(&self.key);
         match self.retention {

@@ -5,11 +5,9 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use redis::aio::{ConnectionManager, ConnectionManagerConfig, MultiplexedConnection};
-use serde::{Serialize, de::DeserializeOwned};
 
 use crate::error::{Error, Result};
 use crate::keys::{self, QueueKeys};
-use crate::producer::Queue;
 
 /// Connection and limit settings shared by everything built from a [`Client`].
 #[derive(Debug, Clone)]
@@ -108,14 +106,6 @@ impl Client {
         &self.inner.config
     }
 
-    /// A typed handle on queue `name`.
-    ///
-    /// # Errors
-    /// [`Error::InvalidName`] if the name is not allowed (checked before any I/O).
-    pub fn queue<T: Serialize + DeserializeOwned>(&self, name: &str) -> Result<Queue<T>> {
-        Ok(Queue::new(self.clone(), self.keys(name)?))
-    }
-
     /// The queues of this client's namespace that producers or workers have used, sorted by name (SPEC.md,
     /// `<ns>:queues`; a queue fed only by a foreign client that skips the `SADD` is not listed).
     ///
@@ -157,6 +147,16 @@ impl Client {
             .expect("client lock")
             .insert(keys.queue.clone());
         Ok(())
+    }
+
+    /// Forgets that `keys.queue` was listed, so the next [`Client::list_queue`] adds it again (after Redis lost
+    /// its data).
+    pub(crate) fn forget_listed(&self, keys: &QueueKeys) {
+        self.inner
+            .listed
+            .lock()
+            .expect("client lock")
+            .remove(&keys.queue);
     }
 
     /// The keys of queue `name` under this client's namespace.

@@ -21,6 +21,14 @@ pub enum Error {
         /// Why it was rejected.
         reason: &'static str,
     },
+    /// An option given to a call that is out of its range (such as `max_attempts` 0).
+    #[error("invalid {option}: {reason}")]
+    InvalidOption {
+        /// The option.
+        option: &'static str,
+        /// Why it was rejected.
+        reason: &'static str,
+    },
     /// The Redis URL could not be parsed.
     #[error("invalid Redis URL {url:?}: {source}")]
     InvalidUrl {

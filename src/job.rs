@@ -6,10 +6,13 @@ use std::time::{Duration, SystemTime};
 use serde::{Serialize, de::DeserializeOwned};
 use tokio_util::sync::CancellationToken;
 
+pub use crate::checkpoint::{CheckpointSettings, PreviousEnd, Resume};
 use crate::client::Client;
 use crate::error::{Error, Result};
 use crate::keys::QueueKeys;
-use crate::scripts::{self, CheckpointWrite, Checkpointed, DeliveryRef, RecordField};
+use crate::scripts::{
+    self, Caller, CheckpointWrite, Checkpointed, DeliveryRef, RecordField, Update,
+};
 use crate::wire;
 
 /// One delivery of a job: which stream entry, to which consumer, with which fencing token.
@@ -42,59 +45,6 @@ pub(crate) struct JobContext {
     pub(crate) stopping: CancellationToken,
 }
 
-/// Checkpoint limits of a worker.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct CheckpointSettings {
-    /// Most checkpoints kept per job (default 10).
-    pub keep: u32,
-    /// How long a job's checkpoints live after the last write (default 7 days); once the job completes they
-    /// expire after the worker's retention.
-    pub ttl: Duration,
-    /// Largest encoded state, bytes (default 1 MiB).
-    pub max_bytes: usize,
-}
-
-impl Default for CheckpointSettings {
-    fn default() -> Self {
-        CheckpointSettings {
-            keep: 10,
-            ttl: Duration::from_secs(7 * 24 * 3600),
-            max_bytes: 1 << 20,
-        }
-    }
-}
-
-/// How the previous delivery of a resumed job ended.
-#[derive(Debug, Clone, PartialEq, Eq)]
-#[non_exhaustive]
-pub enum PreviousEnd {
-    /// Its worker crashed, froze or lost the lease; this delivery took over.
-    Stalled,
-    /// It failed with this error and was retried.
-    Failed(String),
-    /// It was handed back (worker shutdown, queue paused, job paused and resumed, [`JobError::interrupted`]) or
-    /// the job was enqueued again.
-    HandedBack,
-}
-
-/// The newest checkpoint of a job, as seen by a delivery that resumes it.
-#[derive(Debug, Clone, PartialEq)]
-#[non_exhaustive]
-pub struct Resume<S> {
-    /// The saved state.
-    pub state: S,
-    /// Its version.
-    pub version: u64,
-    /// The consumer (worker) that wrote it.
-    pub written_by: String,
-    /// Its label, if any.
-    pub label: Option<String>,
-    /// When it was written, ms since the Unix epoch.
-    pub written_ms: u64,
-    /// Why the previous delivery ended.
-    pub previous_end: PreviousEnd,
-}
-
 /// A job handed to a handler.
 pub struct Job<T> {
     data: T,
@@ -120,36 +70,38 @@ impl<T> std::fmt::Debug for Job<T> {
     }
 }
 
+/// What a worker hands a new [`Job`] besides its data and entry.
+pub(crate) struct JobStart {
+    pub(crate) token: u64,
+    pub(crate) consumer: String,
+    pub(crate) max_attempts: u32,
+    pub(crate) cancel: CancellationToken,
+    pub(crate) stopping: CancellationToken,
+    /// Set when the job writes its record or a checkpoint (the ack must then clean up after it).
+    pub(crate) touched: Arc<std::sync::atomic::AtomicBool>,
+    pub(crate) ctx: Arc<JobContext>,
+}
+
 impl<T> Job<T> {
-    pub(crate) fn new(
-        data: T,
-        env: wire::Envelope,
-        token: u64,
-        consumer: String,
-        max_attempts: u32,
-        cancel: CancellationToken,
-        ctx: Arc<JobContext>,
-        touched: Arc<std::sync::atomic::AtomicBool>,
-        stopping: CancellationToken,
-    ) -> Self {
+    pub(crate) fn new(data: T, env: wire::Envelope, start: JobStart) -> Self {
         Job {
             data,
             attempt: env
                 .attempts
-                .saturating_add(token.min(u64::from(u32::MAX)) as u32),
+                .saturating_add(start.token.min(u64::from(u32::MAX)) as u32),
             id: env.job_id,
-            max_attempts,
+            max_attempts: start.max_attempts,
             enqueued_ms: env.enqueued_ms,
             last_error: env.last_error,
             delivery: Delivery {
                 entry_id: env.entry_id,
-                consumer,
-                token,
+                consumer: start.consumer,
+                token: start.token,
             },
-            cancel,
-            ctx,
-            touched,
-            stopping,
+            cancel: start.cancel,
+            ctx: start.ctx,
+            touched: start.touched,
+            stopping: start.stopping,
         }
     }
 
@@ -228,14 +180,8 @@ impl<T> Job<T> {
         version: u64,
         label: &str,
     ) -> Result<u64> {
-        let bytes = wire::encode(state)?;
         let limits = self.ctx.checkpoints;
-        if bytes.len() > limits.max_bytes {
-            return Err(Error::PayloadTooLarge {
-                size: bytes.len(),
-                limit: limits.max_bytes,
-            });
-        }
+        let bytes = wire::encode_within(state, limits.max_bytes)?;
         self.touched
             .store(true, std::sync::atomic::Ordering::Relaxed);
         let mut conn = self.ctx.client.conn().await?;
@@ -249,11 +195,10 @@ impl<T> Job<T> {
         };
         let out = scripts::checkpoint(
             &mut conn,
-            &self.ctx.keys,
-            &self.delivery.consumer,
+            &self.caller(),
             self.delivery.as_ref(),
             &self.id,
-            crate::producer::now_ms(),
+            crate::identity::now_ms(),
             write,
         )
         .await?;
@@ -282,7 +227,8 @@ impl<T> Job<T> {
     /// Redis errors, or [`Error::Decode`] if the state is not an `S`.
     pub async fn resume<S: DeserializeOwned>(&self) -> Result<Option<Resume<S>>> {
         let newest =
-            crate::inspect::read_checkpoints(&self.ctx.client, &self.ctx.keys, &self.id, 1).await?;
+            crate::checkpoint::read_checkpoints(&self.ctx.client, &self.ctx.keys, &self.id, 1)
+                .await?;
         let Some(c) = newest.into_iter().next() else {
             return Ok(None);
         };
@@ -320,32 +266,32 @@ impl<T> Job<T> {
     where
         T: Serialize,
     {
-        let bytes = wire::encode(data)?;
-        let limit = self.ctx.client.config().max_payload_bytes;
-        if bytes.len() > limit {
-            return Err(Error::PayloadTooLarge {
-                size: bytes.len(),
-                limit,
-            });
-        }
+        let bytes = wire::encode_within(data, self.ctx.client.config().max_payload_bytes)?;
         self.write(RecordField::Data, &bytes).await
+    }
+
+    /// How this delivery's fenced writes identify it.
+    fn caller(&self) -> Caller<'_> {
+        Caller {
+            keys: &self.ctx.keys,
+            consumer: &self.delivery.consumer,
+            events_maxlen: crate::queue::DEFAULT_EVENTS_MAXLEN,
+            max_attempts: self.max_attempts,
+        }
     }
 
     async fn write(&self, field: RecordField, value: &[u8]) -> Result<()> {
         self.touched
             .store(true, std::sync::atomic::Ordering::Relaxed);
         let mut conn = self.ctx.client.conn().await?;
-        let ok = scripts::update(
-            &mut conn,
-            &self.ctx.keys,
-            &self.delivery.consumer,
-            self.delivery.as_ref(),
-            &self.id,
+        let call = Update {
+            delivery: self.delivery.as_ref(),
+            job_id: &self.id,
             field,
             value,
-            self.ctx.record_ttl_ms,
-        )
-        .await?;
+            ttl_ms: self.ctx.record_ttl_ms,
+        };
+        let ok = scripts::update(&mut conn, &self.caller(), call).await?;
         if ok {
             Ok(())
         } else {

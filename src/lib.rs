@@ -6,22 +6,31 @@
 //! languages.
 //!
 //! The layout, by role:
-//! - [`client`]: the shared [`Client`] (one command connection per process, lazily opened).
-//! - [`keys`]: the one place that builds Redis keys (hash tag `{queue}`).
-//! - [`wire`]: stream entry fields, CBOR payloads, strict parsing of foreign entries.
-//! - [`scripts`]: the Lua scripts and typed calls to them.
-//! - [`producer`]: [`Queue`] and [`Enqueue`] options.
-//! - [`worker`]: [`Worker`]: fetch loop, job tasks, batched acks, graceful shutdown.
+//! - Foundation (no worker knowledge): [`keys`] (the one place that builds Redis keys, hash tag `{queue}`),
+//!   [`wire`] (entry fields, CBOR, strict parsing of foreign entries), [`error`] ([`Error`]), `identity` (clock,
+//!   host name, ids), [`client`] ([`Client`]: one shared command connection, a dedicated one per blocking loop).
+//! - [`scripts`]: one file per Lua script of `lua/` (`lua/X.lua` is called from `scripts/X.rs`), with typed
+//!   arguments and outcomes.
+//! - [`queue`]: [`Queue`], by subject: `enqueue`, `jobs` (state, record, result), `stats` (counts, recent),
+//!   `dead` (dead letters), `events`.
+//! - [`worker`]: [`Worker`], one file per role: `fetch`, `runner`, `settle`, `acker`, `lease`, `heartbeat`,
+//!   `listener`, `reclaim`, `promote`, over shared state owned by `deliveries` and `control`.
 //! - [`job`]: what a handler gets ([`Job`]) and returns ([`JobResult`], [`JobError`]).
-//! - `lease`: the lease keeper thread that renews leases in batches.
-//! - `reclaim`: stalled-job recovery; `schedule`: delayed-job promotion.
-//! - [`checkpoint`]: when to save a long job's state ([`CheckpointPolicy`]); the writes are [`Job::checkpoint`]
-//!   and resuming is [`Job::resume`].
-//! - [`registry`]: worker registry, heartbeats, the health rule; crashed workers' jobs adopted at once.
-//! - [`signals`]: cancel, pause/resume, quiet/stop, custom signals, their history and a collector.
-//! - [`inspect`]: job state, counts, dead letters, events, checkpoint history.
+//! - [`checkpoint`]: when to save a long job's state ([`CheckpointPolicy`]), limits, resuming, the operator's
+//!   view of checkpoints.
+//! - [`signals`]: cancel, pause/resume, quiet/stop, custom signals, their history and a collector (the
+//!   worker's side is `worker::listener`).
+//! - [`registry`]: the worker registry and the health rule (the worker's side is `worker::heartbeat`).
 //! - [`bus`]: the message bus: typed topics, fan-out to consumer groups, replay, retention.
-//! - [`error`]: the library's [`Error`].
+//!
+//! The life of a job, file by file:
+//! 1. `queue/enqueue.rs` adds it: a plain `XADD`, or `lua/enqueue.lua` for ids, dedup and delays
+//!    (`worker/promote.rs` moves due ones to the ready stream).
+//! 2. `worker/fetch.rs` reads it (`XREADGROUP`) into a free slot; `worker/reclaim.rs` takes stalled ones back.
+//! 3. `worker/runner.rs` tracks the delivery in `worker/deliveries.rs` and runs the handler.
+//! 4. `worker/lease.rs` renews its lease meanwhile; `worker/listener.rs` delivers cancel and pause signals.
+//! 5. `worker/settle.rs` decides how it ends: retry, dead letter, cancel, hand back (`lua/fail.lua`, ...).
+//! 6. `worker/acker.rs` completes it in a batch through `lua/ack.lua`, fenced by the delivery's token.
 //!
 //! The `rill` command (`src/bin/rill/`, feature `cli`, on by default) is built on this API alone: enqueue, a
 //! worker that runs any command per job, stats, a live view, jobs, dead letters, workers, signals, events,
@@ -54,27 +63,36 @@ pub mod bus;
 pub mod checkpoint;
 pub mod client;
 pub mod error;
-pub mod inspect;
+mod identity;
 pub mod job;
 pub mod keys;
-mod lease;
-pub mod producer;
-mod reclaim;
+pub mod queue;
 pub mod registry;
-mod schedule;
 pub mod scripts;
 pub mod signals;
 pub mod wire;
 pub mod worker;
 
-pub use checkpoint::CheckpointPolicy;
+/// The producer side of [`Queue`], under its earlier path.
+pub mod producer {
+    pub use crate::queue::{DEFAULT_DEDUP_TTL, Enqueue, Queue};
+}
+
+/// The inspection side of [`Queue`], under its earlier path.
+pub mod inspect {
+    pub use crate::checkpoint::CheckpointInfo;
+    pub use crate::queue::{
+        Counts, DeadLetter, Event, EventFeed, JobInfo, JobState, Recent, Requeue,
+    };
+}
+
+pub use checkpoint::{CheckpointInfo, CheckpointPolicy, CheckpointSettings, PreviousEnd, Resume};
 pub use client::{Client, ClientConfig};
 pub use error::{Error, Result};
-pub use inspect::{
-    CheckpointInfo, Counts, DeadLetter, Event, EventFeed, JobInfo, JobState, Recent, Requeue,
+pub use job::{Delivery, Job, JobError, JobResult};
+pub use queue::{
+    Counts, DeadLetter, Enqueue, Event, EventFeed, JobInfo, JobState, Queue, Recent, Requeue,
 };
-pub use job::{CheckpointSettings, Delivery, Job, JobError, JobResult, PreviousEnd, Resume};
-pub use producer::{Enqueue, Queue};
 pub use registry::{Health, HealthRule, WorkerInfo};
 pub use signals::{
     CancelOutcome, PauseOutcome, Signal, SignalCollector, SignalFilter, SignalKind, Target,

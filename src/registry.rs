@@ -1,7 +1,8 @@
-//! The worker registry: each worker registers on start, beats every `heartbeat_interval` (a record hash, a
-//! sorted set of last beats, and an entry on the heartbeats stream) from its lease thread, and deregisters on a
-//! graceful exit. Health is derived from the record by one rule ([`health`], also in SPEC.md), and a worker
-//! judged crashed has its deliveries adopted by the others at once (`adopt.lua`, in the reclaim pass).
+//! The worker registry, read side: each worker registers on start, beats every `beat_interval` (a record hash,
+//! a sorted set of last beats, and an entry on the heartbeats stream; the writing side is the worker's
+//! heartbeat) and deregisters on a graceful exit. Health is derived from the record by one rule ([`health`],
+//! also in SPEC.md), and a worker judged crashed has its deliveries adopted by the others at once (`adopt.lua`,
+//! in the reclaim pass).
 
 use std::collections::HashMap;
 use std::time::Duration;
@@ -9,77 +10,14 @@ use std::time::Duration;
 use serde::{Serialize, de::DeserializeOwned};
 
 use crate::error::Result;
-use crate::producer::Queue;
+use crate::identity::server_ms;
+use crate::queue::Queue;
 
 /// Approximate length the heartbeats stream is trimmed to.
 pub const HEARTBEATS_MAXLEN: u64 = 10_000;
 
 /// How long a registry record outlives its last beat.
 pub const RECORD_TTL: Duration = Duration::from_secs(24 * 3600);
-
-/// What a worker's lease thread needs to build its beats.
-#[derive(Debug, Default)]
-pub(crate) struct Beats {
-    registered: bool,
-    lease_failures_at_last_beat: u64,
-}
-
-impl Beats {
-    pub(crate) fn fields(&self, shared: &crate::worker::Shared) -> Vec<(String, String)> {
-        let stats = shared.stats.snapshot();
-        let in_flight = shared.running.load(std::sync::atomic::Ordering::Relaxed);
-        let gate = *shared.gate.borrow();
-        let status = if shared.draining.load(std::sync::atomic::Ordering::Relaxed) {
-            "draining"
-        } else if gate.paused || gate.quiet {
-            "paused"
-        } else if in_flight > 0 {
-            "busy"
-        } else {
-            "idle"
-        };
-        let mut f: Vec<(String, String)> = vec![
-            ("status".into(), status.to_owned()),
-            ("in_flight".into(), in_flight.to_string()),
-            ("processed".into(), stats.completed.to_string()),
-            ("failed".into(), (stats.retried + stats.dead).to_string()),
-            (
-                "lease_failures".into(),
-                stats
-                    .lease_failures
-                    .saturating_sub(self.lease_failures_at_last_beat)
-                    .to_string(),
-            ),
-        ];
-        if !self.registered {
-            let host = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap_or_default();
-            f.extend([
-                ("host".into(), host.trim().to_owned()),
-                ("pid".into(), std::process::id().to_string()),
-                ("queue".into(), shared.keys.queue.clone()),
-                ("concurrency".into(), shared.config.concurrency.to_string()),
-                ("version".into(), env!("CARGO_PKG_VERSION").to_owned()),
-                ("started_ms".into(), shared.started_ms.to_string()),
-                ("capabilities".into(), shared.config.capabilities.join(",")),
-            ]);
-            for (k, v) in &shared.config.metadata {
-                f.push((format!("meta:{k}"), v.clone()));
-            }
-        }
-        f
-    }
-
-    pub(crate) fn sent(&mut self, shared: &crate::worker::Shared) {
-        self.registered = true;
-        self.lease_failures_at_last_beat = shared.stats.snapshot().lease_failures;
-    }
-}
-
-/// The Redis server's clock, ms since the Unix epoch (heartbeats are stamped with it).
-pub(crate) async fn server_ms<C: redis::aio::ConnectionLike + Send>(conn: &mut C) -> Result<u64> {
-    let (s, us): (u64, u64) = redis::cmd("TIME").query_async(conn).await?;
-    Ok(s * 1000 + us / 1000)
-}
 
 /// Thresholds of the health rule.
 #[derive(Debug, Clone, Copy, PartialEq)]

@@ -5,17 +5,16 @@
 //! milliseconds of the signal.
 
 use std::collections::HashMap;
-use std::sync::Arc;
 use std::time::Duration;
 
 use serde::{Serialize, de::DeserializeOwned};
-use tokio_util::sync::CancellationToken;
 
 use crate::error::{Error, Result};
-use crate::producer::{Queue, now_ms};
-use crate::scripts;
+use crate::identity::now_ms;
+pub use crate::identity::sender_name;
+use crate::queue::Queue;
+use crate::scripts::{self, SignalApplied, SignalSend};
 use crate::wire;
-use crate::worker::{Gate, Shared};
 
 /// Approximate length the signals and outcomes streams are trimmed to.
 pub const HISTORY_MAXLEN: u64 = 10_000;
@@ -40,7 +39,13 @@ pub enum SignalKind {
 
 impl SignalKind {
     /// The wire name (`custom:<name>` for custom signals).
+    #[deprecated(note = "use `to_wire`")]
     pub fn as_str(&self) -> String {
+        self.to_wire()
+    }
+
+    /// The wire name (`custom:<name>` for custom signals).
+    pub fn to_wire(&self) -> String {
         match self {
             SignalKind::Cancel => "cancel".into(),
             SignalKind::Pause => "pause".into(),
@@ -78,7 +83,13 @@ pub enum Target {
 
 impl Target {
     /// The wire form: `queue`, `worker:<consumer>`, `job:<id>`.
+    #[deprecated(note = "use `to_wire`")]
     pub fn as_string(&self) -> String {
+        self.to_wire()
+    }
+
+    /// The wire form: `queue`, `worker:<consumer>`, `job:<id>`.
+    pub fn to_wire(&self) -> String {
         match self {
             Target::Queue => "queue".into(),
             Target::Worker(c) => format!("worker:{c}"),
@@ -179,13 +190,6 @@ impl SignalFilter {
     }
 }
 
-/// The name this process signs its signals with: host and pid.
-pub fn sender_name() -> String {
-    let host =
-        std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap_or_else(|_| "host".into());
-    format!("{}-{}", host.trim(), std::process::id())
-}
-
 fn field(fields: &[(Vec<u8>, Vec<u8>)], name: &str) -> Option<String> {
     wire::field(fields, name).map(|v| String::from_utf8_lossy(v).into_owned())
 }
@@ -284,18 +288,16 @@ impl<T: Serialize + DeserializeOwned> Queue<T> {
     ) -> Result<scripts::SignalSent> {
         let payload = payload.map(wire::encode).transpose()?.unwrap_or_default();
         let mut conn = self.client.conn().await?;
-        scripts::signal(
-            &mut conn,
-            &self.keys,
-            &kind.as_str(),
-            &target.as_string(),
-            &sender_name(),
-            now_ms(),
-            &payload,
-            HISTORY_MAXLEN,
-            Duration::from_secs(24 * 3600).as_millis() as u64,
-        )
-        .await
+        let call = SignalSend {
+            kind: &kind.to_wire(),
+            target: &target.to_wire(),
+            sender: &sender_name(),
+            now_ms: now_ms(),
+            payload: &payload,
+            maxlen: HISTORY_MAXLEN,
+            retention_ms: Duration::from_secs(24 * 3600).as_millis() as u64,
+        };
+        scripts::signal(&mut conn, &self.keys, call).await
     }
 
     /// Cancels job `id`: a waiting or delayed job never runs; a running one's cancellation token fires.
@@ -306,9 +308,9 @@ impl<T: Serialize + DeserializeOwned> Queue<T> {
         let sent = self
             .signal_raw::<()>(&SignalKind::Cancel, &Target::Job(id.to_owned()), None)
             .await?;
-        Ok(match sent.code {
-            1 => CancelOutcome::Removed,
-            2 => CancelOutcome::Signalled,
+        Ok(match sent.applied {
+            SignalApplied::Applied => CancelOutcome::Removed,
+            SignalApplied::ForWorkers => CancelOutcome::Signalled,
             _ => CancelOutcome::NotFound,
         })
     }
@@ -322,9 +324,9 @@ impl<T: Serialize + DeserializeOwned> Queue<T> {
         let sent = self
             .signal_raw::<()>(&SignalKind::Pause, &Target::Job(id.to_owned()), None)
             .await?;
-        Ok(match sent.code {
-            1 => PauseOutcome::Parked,
-            2 => PauseOutcome::Signalled,
+        Ok(match sent.applied {
+            SignalApplied::Applied => PauseOutcome::Parked,
+            SignalApplied::ForWorkers => PauseOutcome::Signalled,
             _ => PauseOutcome::NotFound,
         })
     }
@@ -338,7 +340,7 @@ impl<T: Serialize + DeserializeOwned> Queue<T> {
         let sent = self
             .signal_raw::<()>(&SignalKind::Resume, &Target::Job(id.to_owned()), None)
             .await?;
-        Ok(sent.code == 1)
+        Ok(sent.applied == SignalApplied::Applied)
     }
 
     /// Pauses the queue: every worker stops taking jobs (running ones finish) until [`Queue::resume`]. The pause
@@ -436,7 +438,7 @@ impl<T: Serialize + DeserializeOwned> Queue<T> {
         let block = Duration::from_secs(1);
         let mut conn = self.client.blocking_conn(block).await?;
         // Start after the newest signal (a literal `$` would skip signals sent between two reads).
-        let last = crate::inspect::newest_entry_id(&mut conn, &self.keys.signals).await?;
+        let last = crate::queue::newest_entry_id(&mut conn, &self.keys.signals).await?;
         Ok(SignalCollector {
             conn,
             key: self.keys.signals.clone(),
@@ -505,180 +507,6 @@ impl SignalCollector {
     }
 }
 
-/// Fires the `stopping()` token of every job this worker runs.
-pub(crate) fn stop_running(shared: &Shared) {
-    for h in shared.held.lock().expect("held lock").values() {
-        h.stopping.cancel();
-    }
-}
-
-/// Changes the gate, waking the fetch loop only if something changed.
-pub(crate) fn set_gate(shared: &Shared, change: impl FnOnce(&mut Gate)) {
-    shared.gate.send_if_modified(|g| {
-        let before = *g;
-        change(g);
-        *g != before
-    });
-}
-
-/// Follows the queue's signals stream (its own connection, blocking reads) and applies what is for this worker:
-/// cancel a job it runs, pause / resume, quiet, stop. Each applied signal gets an outcome entry.
-pub(crate) async fn listen(shared: Arc<Shared>, stop: CancellationToken) {
-    let block = Duration::from_millis(500);
-    let mut conn: Option<redis::aio::MultiplexedConnection> = None;
-    let mut last: Option<String> = None;
-    loop {
-        if stop.is_cancelled() {
-            return;
-        }
-        if conn.is_none() {
-            match shared.client.blocking_conn(block).await {
-                Ok(mut c) => {
-                    // Start after the newest signal; a pause sent earlier is in the paused flag.
-                    if last.is_none() {
-                        let newest: redis::RedisResult<redis::Value> = redis::cmd("XREVRANGE")
-                            .arg(&shared.keys.signals)
-                            .arg("+")
-                            .arg("-")
-                            .arg("COUNT")
-                            .arg(1)
-                            .query_async(&mut c)
-                            .await;
-                        let paused: redis::RedisResult<bool> = redis::cmd("EXISTS")
-                            .arg(&shared.keys.paused)
-                            .query_async(&mut c)
-                            .await;
-                        match (newest, paused) {
-                            (Ok(v), Ok(paused)) => {
-                                let id = wire::parse_entries(v)
-                                    .ok()
-                                    .and_then(|e| e.first().map(|e| e.id.clone()));
-                                last = Some(id.unwrap_or_else(|| "0-0".into()));
-                                set_gate(&shared, |g| g.paused = paused);
-                            }
-                            _ => {
-                                tokio::time::sleep(Duration::from_millis(200)).await;
-                                continue;
-                            }
-                        }
-                    }
-                    conn = Some(c);
-                }
-                Err(e) => {
-                    tracing::debug!(error = %e, "signals: cannot connect");
-                    tokio::select! {
-                        _ = stop.cancelled() => return,
-                        _ = tokio::time::sleep(Duration::from_millis(500)) => {}
-                    }
-                    continue;
-                }
-            }
-        }
-        let c = conn.as_mut().expect("connection set above");
-        let mut read = redis::cmd("XREAD");
-        read.arg("COUNT")
-            .arg(100)
-            .arg("BLOCK")
-            .arg(block.as_millis() as u64)
-            .arg("STREAMS")
-            .arg(&shared.keys.signals)
-            .arg(last.as_deref().unwrap_or("0-0"));
-        let reply = tokio::select! {
-            _ = stop.cancelled() => return,
-            r = read.query_async::<redis::Value>(c) => r,
-        };
-        let entries = match reply.map_err(Error::from).and_then(wire::parse_read_reply) {
-            Ok(e) => e,
-            Err(e) => {
-                tracing::debug!(error = %e, "signals: read failed");
-                conn = None;
-                continue;
-            }
-        };
-        for raw in entries {
-            last = Some(raw.id.clone());
-            let Some(signal) = parse_signal(raw) else {
-                continue;
-            };
-            let mine = match &signal.target {
-                Target::Queue => true,
-                Target::Worker(w) => *w == shared.consumer,
-                Target::Job(_) => false,
-            };
-            let applied: Option<String> = match (&signal.kind, &signal.target) {
-                (SignalKind::Pause, Target::Job(job)) => {
-                    let held = shared.held.lock().expect("held lock");
-                    let mut hit = false;
-                    for (entry, h) in held.iter().filter(|(_, h)| h.job_id == *job) {
-                        shared
-                            .park_requested
-                            .lock()
-                            .expect("park lock")
-                            .insert((entry.clone(), h.token));
-                        h.stopping.cancel();
-                        hit = true;
-                    }
-                    hit.then(|| "asked the running job to checkpoint and park".to_owned())
-                }
-                (SignalKind::Cancel, Target::Job(job)) => {
-                    let held = shared.held.lock().expect("held lock");
-                    let mut hit = false;
-                    for (entry, h) in held.iter().filter(|(_, h)| h.job_id == *job) {
-                        shared
-                            .cancel_requested
-                            .lock()
-                            .expect("cancel lock")
-                            .insert((entry.clone(), h.token));
-                        h.cancel.cancel();
-                        hit = true;
-                    }
-                    hit.then(|| "cancelled the running job".to_owned())
-                }
-                (SignalKind::Pause, Target::Queue) => {
-                    set_gate(&shared, |g| g.paused = true);
-                    stop_running(&shared);
-                    Some("paused: taking no new jobs, running ones asked to checkpoint".into())
-                }
-                (SignalKind::Resume, Target::Queue) => {
-                    set_gate(&shared, |g| g.paused = false);
-                    Some("resumed".into())
-                }
-                (SignalKind::Quiet, _) if mine => {
-                    set_gate(&shared, |g| g.quiet = true);
-                    stop_running(&shared);
-                    Some("quiet: taking no new jobs, running ones asked to checkpoint".into())
-                }
-                (SignalKind::Stop, _) if mine => {
-                    shared.stop_requested.cancel();
-                    Some("stopping gracefully".into())
-                }
-                _ => None,
-            };
-            let (result, reason) = match (&applied, &signal.target) {
-                (Some(r), _) => ("applied", r.clone()),
-                (None, Target::Worker(w)) if *w == shared.consumer => (
-                    "ignored",
-                    format!("a worker does not act on {}", signal.kind.as_str()),
-                ),
-                _ => continue,
-            };
-            tracing::info!(queue = %shared.keys.queue, signal = %signal.id, kind = %signal.kind.as_str(), result, %reason, "signal");
-            if let Err(e) = record_outcome(
-                c,
-                &shared.keys,
-                &signal.id,
-                &shared.consumer,
-                result,
-                &reason,
-            )
-            .await
-            {
-                tracing::warn!(error = %e, "could not record a signal outcome");
-            }
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -693,7 +521,7 @@ mod tests {
             SignalKind::Stop,
             SignalKind::Custom("x:y".into()),
         ] {
-            assert_eq!(SignalKind::parse(&k.as_str()), Some(k));
+            assert_eq!(SignalKind::parse(&k.to_wire()), Some(k));
         }
         assert_eq!(SignalKind::parse("nap"), None);
         for t in [
@@ -701,7 +529,7 @@ mod tests {
             Target::Worker("w-1".into()),
             Target::Job("a:b".into()),
         ] {
-            assert_eq!(Target::parse(&t.as_string()), Some(t));
+            assert_eq!(Target::parse(&t.to_wire()), Some(t));
         }
         assert_eq!(Target::parse("fleet"), None);
     }

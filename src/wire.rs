@@ -78,6 +78,22 @@ pub fn encode<T: Serialize + ?Sized>(value: &T) -> Result<Vec<u8>> {
     Ok(out)
 }
 
+/// Encodes `value` as CBOR and checks the result against `limit` bytes (payloads, checkpoint states, bus
+/// messages).
+///
+/// # Errors
+/// [`Error::Encode`], or [`Error::PayloadTooLarge`] over the limit.
+pub fn encode_within<T: Serialize + ?Sized>(value: &T, limit: usize) -> Result<Vec<u8>> {
+    let bytes = encode(value)?;
+    if bytes.len() > limit {
+        return Err(Error::PayloadTooLarge {
+            size: bytes.len(),
+            limit,
+        });
+    }
+    Ok(bytes)
+}
+
 /// Decodes exactly one CBOR value.
 ///
 /// # Errors

@@ -7,7 +7,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use redis::AsyncCommands;
-use rill::scripts::{self, CheckpointWrite, Checkpointed, DeliveryRef};
+use rill::scripts::{self, Caller, CheckpointWrite, Checkpointed, DeliveryRef};
 use rill::{CheckpointPolicy, Job, JobError, PreviousEnd, Worker};
 use support::{TestRedis, eventually, spawn_worker};
 
@@ -169,8 +169,12 @@ async fn a_killed_workers_long_job_resumes_elsewhere_from_its_last_checkpoint() 
     // The killed worker's late checkpoint write is refused.
     let late = scripts::checkpoint(
         &mut c,
-        q.keys(),
-        &consumer,
+        &Caller {
+            keys: q.keys(),
+            consumer: &consumer,
+            events_maxlen: 100,
+            max_attempts: 5,
+        },
         DeliveryRef {
             entry_id: &id,
             token: 1,

@@ -14,7 +14,8 @@ use proptest::prelude::*;
 use redis::AsyncCommands;
 use rill::keys::{GROUP, QueueKeys};
 use rill::scripts::{
-    self, AckItem, DeliveryRef, Enqueued, FailMode, FailOutcome, Released, Retention,
+    self, Ack, AckItem, Caller, DeliveryRef, Enqueued, Fail, FailMode, FailOutcome, HandBack,
+    NewJob, Reclaim, Retention,
 };
 use rill::wire::DeadReason;
 use support::TestRedis;
@@ -230,12 +231,14 @@ impl Harness {
                 let out = scripts::enqueue(
                     &mut self.conn,
                     &self.keys,
-                    &job,
-                    &job,
-                    ttl,
-                    due,
-                    now,
-                    &fields,
+                    NewJob {
+                        job_id: &job,
+                        dedup_key: &job,
+                        dedup_ttl_ms: ttl,
+                        due_ms: due,
+                        now_ms: now,
+                        fields: &fields,
+                    },
                 )
                 .await
                 .unwrap();
@@ -342,12 +345,18 @@ impl Harness {
                 };
                 let ok = scripts::ack(
                     &mut self.conn,
-                    &self.keys,
-                    &consumer,
-                    now,
-                    retention,
-                    100,
-                    &[item],
+                    &Caller {
+                        keys: &self.keys,
+                        consumer: &consumer,
+                        events_maxlen: 100,
+                        max_attempts: 5,
+                    },
+                    Ack {
+                        now_ms: now,
+                        retention,
+                        completed_event: true,
+                        items: &[item],
+                    },
                 )
                 .await
                 .unwrap()[0];
@@ -382,18 +391,22 @@ impl Harness {
                 };
                 let out = scripts::fail(
                     &mut self.conn,
-                    &self.keys,
-                    &consumer,
-                    DeliveryRef {
-                        entry_id: &h.entry,
-                        token: h.token,
+                    &Caller {
+                        keys: &self.keys,
+                        consumer: &consumer,
+                        events_maxlen: 100,
+                        max_attempts: DEFAULT_MAX,
                     },
-                    &h.job,
-                    now,
-                    mode,
-                    "boom",
-                    DEFAULT_MAX,
-                    100,
+                    Fail {
+                        delivery: DeliveryRef {
+                            entry_id: &h.entry,
+                            token: h.token,
+                        },
+                        job_id: &h.job,
+                        now_ms: now,
+                        mode,
+                        error: "boom",
+                    },
                 )
                 .await
                 .unwrap();
@@ -429,8 +442,12 @@ impl Harness {
                 let consumer = self.model.consumers[worker].clone();
                 let ok = scripts::extend(
                     &mut self.conn,
-                    &self.keys,
-                    &consumer,
+                    &Caller {
+                        keys: &self.keys,
+                        consumer: &consumer,
+                        events_maxlen: 100,
+                        max_attempts: 5,
+                    },
                     &[DeliveryRef {
                         entry_id: &h.entry,
                         token: h.token,
@@ -501,14 +518,18 @@ impl Harness {
                 for _ in 0..100 {
                     let page = scripts::reclaim(
                         &mut self.conn,
-                        &self.keys,
-                        &consumer,
-                        LEASE_MS,
-                        &cursor,
-                        1000,
-                        now,
-                        DEFAULT_MAX,
-                        100,
+                        &Caller {
+                            keys: &self.keys,
+                            consumer: &consumer,
+                            events_maxlen: 100,
+                            max_attempts: DEFAULT_MAX,
+                        },
+                        Reclaim {
+                            min_idle_ms: LEASE_MS,
+                            cursor: &cursor,
+                            count: 1000,
+                            now_ms: now,
+                        },
                     )
                     .await
                     .unwrap();
@@ -593,19 +614,29 @@ impl Harness {
                 let codes = if refs.is_empty() {
                     Vec::new()
                 } else {
-                    scripts::release(&mut self.conn, &self.keys, &consumer, now, 100, &refs)
-                        .await
-                        .unwrap()
+                    scripts::release(
+                        &mut self.conn,
+                        &Caller {
+                            keys: &self.keys,
+                            consumer: &consumer,
+                            events_maxlen: 100,
+                            max_attempts: 5,
+                        },
+                        now,
+                        &refs,
+                    )
+                    .await
+                    .unwrap()
                 };
                 for (h, code) in held.iter().zip(codes) {
                     if self.current(h, &consumer) {
-                        assert_eq!(code, Released::Released);
+                        assert_eq!(code, HandBack::Done);
                         let e = self.index(&h.job).await;
                         let j = self.model.jobs.get_mut(&h.job).unwrap();
                         j.state = State::Waiting;
                         j.entry = e;
                     } else {
-                        assert_eq!(code, Released::Stale);
+                        assert_eq!(code, HandBack::Stale);
                     }
                 }
                 // Leaving the group only works with nothing pending; a crashed predecessor's entries may still be.
@@ -626,10 +657,15 @@ impl Harness {
     async fn check(&mut self) {
         let mut counts = (0u64, 0u64, 0u64, 0u64);
         for (id, j) in &self.model.jobs {
-            let (state, entry, made, owner, deliveries) =
-                scripts::state(&mut self.conn, &self.keys, id)
-                    .await
-                    .unwrap();
+            let scripts::StateRow {
+                state,
+                entry_id: entry,
+                attempts: made,
+                owner,
+                deliveries,
+            } = scripts::state(&mut self.conn, &self.keys, id)
+                .await
+                .unwrap();
             match &j.state {
                 State::Waiting => {
                     assert_eq!(

@@ -5,7 +5,8 @@ mod support;
 use redis::AsyncCommands;
 use rill::keys::{GROUP, QueueKeys};
 use rill::scripts::{
-    self, AckItem, DeliveryRef, Enqueued, FailMode, FailOutcome, RecordField, Released, Retention,
+    self, Ack, AckItem, Adopt, Caller, DeliveryRef, Enqueued, Fail, FailMode, FailOutcome,
+    HandBack, NewJob, Reclaim, RecordField, Retention, SignalApplied, SignalSend, Update,
 };
 use rill::wire::DeadReason;
 use support::TestRedis;
@@ -189,15 +190,21 @@ async fn ack_completes_owned_deliveries_and_rejects_stale_ones() {
     let keys = f.keys.clone();
     let codes = scripts::ack(
         &mut f.conn,
-        &keys,
-        "w1",
-        1234,
-        Retention {
-            ms: 60_000,
-            keep_all: false,
+        &Caller {
+            keys: &keys,
+            consumer: "w1",
+            events_maxlen: 100,
+            max_attempts: 5,
         },
-        100,
-        &items,
+        Ack {
+            now_ms: 1234,
+            retention: Retention {
+                ms: 60_000,
+                keep_all: false,
+            },
+            completed_event: true,
+            items: &items,
+        },
     )
     .await
     .unwrap();
@@ -263,15 +270,21 @@ async fn ack_without_retention_or_events_keeps_nothing() {
     }];
     let codes = scripts::ack(
         &mut f.conn,
-        &keys,
-        "w1",
-        1,
-        Retention {
-            ms: 0,
-            keep_all: false,
+        &Caller {
+            keys: &keys,
+            consumer: "w1",
+            events_maxlen: 0,
+            max_attempts: 5,
         },
-        0,
-        &items,
+        Ack {
+            now_ms: 1,
+            retention: Retention {
+                ms: 0,
+                keep_all: false,
+            },
+            completed_event: false,
+            items: &items,
+        },
     )
     .await
     .unwrap();
@@ -285,15 +298,21 @@ async fn ack_without_retention_or_events_keeps_nothing() {
     // A second ack of the same delivery is stale (it is no longer pending).
     let codes = scripts::ack(
         &mut f.conn,
-        &keys,
-        "w1",
-        1,
-        Retention {
-            ms: 0,
-            keep_all: false,
+        &Caller {
+            keys: &keys,
+            consumer: "w1",
+            events_maxlen: 0,
+            max_attempts: 5,
         },
-        0,
-        &items,
+        Ack {
+            now_ms: 1,
+            retention: Retention {
+                ms: 0,
+                keep_all: false,
+            },
+            completed_event: false,
+            items: &items,
+        },
     )
     .await
     .unwrap();
@@ -321,9 +340,18 @@ async fn extend_resets_the_lease_without_changing_the_token() {
         .await
         .unwrap();
     let keys = f.keys.clone();
-    let flags = scripts::extend(&mut f.conn, &keys, "w1", &[d(&a, 1), d(&b, 1), d(&a, 7)])
-        .await
-        .unwrap();
+    let flags = scripts::extend(
+        &mut f.conn,
+        &Caller {
+            keys: &keys,
+            consumer: "w1",
+            events_maxlen: 100,
+            max_attempts: 5,
+        },
+        &[d(&a, 1), d(&b, 1), d(&a, 7)],
+    )
+    .await
+    .unwrap();
     assert_eq!(flags, vec![true, false, false]);
     let (owner, idle, n) = f.pending(&a).await.unwrap();
     assert_eq!((owner.as_str(), n), ("w1", 1));
@@ -346,15 +374,19 @@ async fn fail_schedules_retries_then_dead_letters() {
         .unwrap();
     let out = scripts::fail(
         &mut f.conn,
-        &keys,
-        "w1",
-        d(&a, 1),
-        &a,
-        10_000,
-        FailMode::Retry { delay_ms: 500 },
-        "boom",
-        5,
-        100,
+        &Caller {
+            keys: &keys,
+            consumer: "w1",
+            events_maxlen: 100,
+            max_attempts: 5,
+        },
+        Fail {
+            delivery: d(&a, 1),
+            job_id: &a,
+            now_ms: 10_000,
+            mode: FailMode::Retry { delay_ms: 500 },
+            error: "boom",
+        },
     )
     .await
     .unwrap();
@@ -385,15 +417,19 @@ async fn fail_schedules_retries_then_dead_letters() {
     let eid = f.read("w1", 1).await.remove(0);
     let out = scripts::fail(
         &mut f.conn,
-        &keys,
-        "w1",
-        d(&eid, 1),
-        &a,
-        11_000,
-        FailMode::Retry { delay_ms: 0 },
-        "boom2",
-        5,
-        100,
+        &Caller {
+            keys: &keys,
+            consumer: "w1",
+            events_maxlen: 100,
+            max_attempts: 5,
+        },
+        Fail {
+            delivery: d(&eid, 1),
+            job_id: &a,
+            now_ms: 11_000,
+            mode: FailMode::Retry { delay_ms: 0 },
+            error: "boom2",
+        },
     )
     .await
     .unwrap();
@@ -419,15 +455,19 @@ async fn fail_requeues_at_once_dead_letters_permanent_and_rejects_stale() {
     f.read("w1", 2).await;
     let out = scripts::fail(
         &mut f.conn,
-        &keys,
-        "w1",
-        d(&a, 1),
-        &a,
-        1,
-        FailMode::Retry { delay_ms: 0 },
-        "e",
-        5,
-        100,
+        &Caller {
+            keys: &keys,
+            consumer: "w1",
+            events_maxlen: 100,
+            max_attempts: 5,
+        },
+        Fail {
+            delivery: d(&a, 1),
+            job_id: &a,
+            now_ms: 1,
+            mode: FailMode::Retry { delay_ms: 0 },
+            error: "e",
+        },
     )
     .await
     .unwrap();
@@ -437,15 +477,19 @@ async fn fail_requeues_at_once_dead_letters_permanent_and_rejects_stale() {
     // Stale: w2 does not own b.
     let out = scripts::fail(
         &mut f.conn,
-        &keys,
-        "w2",
-        d(&b, 1),
-        &b,
-        1,
-        FailMode::Dead(DeadReason::Failed),
-        "e",
-        5,
-        100,
+        &Caller {
+            keys: &keys,
+            consumer: "w2",
+            events_maxlen: 100,
+            max_attempts: 5,
+        },
+        Fail {
+            delivery: d(&b, 1),
+            job_id: &b,
+            now_ms: 1,
+            mode: FailMode::Dead(DeadReason::Failed),
+            error: "e",
+        },
     )
     .await
     .unwrap();
@@ -453,15 +497,19 @@ async fn fail_requeues_at_once_dead_letters_permanent_and_rejects_stale() {
     assert!(f.exists_in(&keys.ready, &b).await);
     let out = scripts::fail(
         &mut f.conn,
-        &keys,
-        "w1",
-        d(&b, 1),
-        &b,
-        1,
-        FailMode::Dead(DeadReason::Failed),
-        "bad input",
-        5,
-        100,
+        &Caller {
+            keys: &keys,
+            consumer: "w1",
+            events_maxlen: 100,
+            max_attempts: 5,
+        },
+        Fail {
+            delivery: d(&b, 1),
+            job_id: &b,
+            now_ms: 1,
+            mode: FailMode::Dead(DeadReason::Failed),
+            error: "bad input",
+        },
     )
     .await
     .unwrap();
@@ -474,15 +522,19 @@ async fn fail_requeues_at_once_dead_letters_permanent_and_rejects_stale() {
     let _: () = f.conn.xdel(&keys.ready, &[&c]).await.unwrap();
     let out = scripts::fail(
         &mut f.conn,
-        &keys,
-        "w1",
-        d(&c, 1),
-        &c,
-        1,
-        FailMode::Retry { delay_ms: 0 },
-        "e",
-        5,
-        100,
+        &Caller {
+            keys: &keys,
+            consumer: "w1",
+            events_maxlen: 100,
+            max_attempts: 5,
+        },
+        Fail {
+            delivery: d(&c, 1),
+            job_id: &c,
+            now_ms: 1,
+            mode: FailMode::Retry { delay_ms: 0 },
+            error: "e",
+        },
     )
     .await
     .unwrap();
@@ -503,9 +555,23 @@ async fn reclaim_takes_only_expired_leases_and_dead_letters_exhausted_jobs() {
         f.age("w1", id, 60_000).await;
     }
     let _: () = f.conn.xdel(&keys.ready, &[&deleted]).await.unwrap();
-    let page = scripts::reclaim(&mut f.conn, &keys, "w2", 30_000, "0-0", 10, 99, 5, 100)
-        .await
-        .unwrap();
+    let page = scripts::reclaim(
+        &mut f.conn,
+        &Caller {
+            keys: &keys,
+            consumer: "w2",
+            events_maxlen: 100,
+            max_attempts: 5,
+        },
+        Reclaim {
+            min_idle_ms: 30_000,
+            cursor: "0-0",
+            count: 10,
+            now_ms: 99,
+        },
+    )
+    .await
+    .unwrap();
     assert_eq!(page.cursor, "0-0");
     assert_eq!(page.taken.len(), 1);
     assert_eq!(page.taken[0].0.id, stale);
@@ -533,15 +599,21 @@ async fn reclaim_takes_only_expired_leases_and_dead_letters_exhausted_jobs() {
     assert_eq!(
         scripts::ack(
             &mut f.conn,
-            &keys,
-            "w1",
-            1,
-            Retention {
-                ms: 0,
-                keep_all: false
+            &Caller {
+                keys: &keys,
+                consumer: "w1",
+                events_maxlen: 0,
+                max_attempts: 5
             },
-            0,
-            &items
+            Ack {
+                now_ms: 1,
+                retention: Retention {
+                    ms: 0,
+                    keep_all: false
+                },
+                completed_event: false,
+                items: &items
+            }
         )
         .await
         .unwrap(),
@@ -565,9 +637,23 @@ async fn reclaim_follows_the_cursor_in_bounded_pages() {
     let mut taken = 0;
     let mut calls = 0;
     loop {
-        let page = scripts::reclaim(&mut f.conn, &keys, "w2", 30_000, &cursor, 10, 1, 5, 100)
-            .await
-            .unwrap();
+        let page = scripts::reclaim(
+            &mut f.conn,
+            &Caller {
+                keys: &keys,
+                consumer: "w2",
+                events_maxlen: 100,
+                max_attempts: 5,
+            },
+            Reclaim {
+                min_idle_ms: 30_000,
+                cursor: &cursor,
+                count: 10,
+                now_ms: 1,
+            },
+        )
+        .await
+        .unwrap();
         assert!(page.taken.len() <= 10);
         taken += page.taken.len();
         calls += 1;
@@ -588,10 +674,20 @@ async fn release_hands_back_without_counting_the_attempt() {
     let a = f.add(&[("attempts", "2"), ("id", "job-a")]).await;
     let b = f.add(&[]).await;
     f.read("w1", 2).await;
-    let codes = scripts::release(&mut f.conn, &keys, "w1", 5, 100, &[d(&a, 1), d(&b, 9)])
-        .await
-        .unwrap();
-    assert_eq!(codes, vec![Released::Released, Released::Stale]);
+    let codes = scripts::release(
+        &mut f.conn,
+        &Caller {
+            keys: &keys,
+            consumer: "w1",
+            events_maxlen: 100,
+            max_attempts: 5,
+        },
+        5,
+        &[d(&a, 1), d(&b, 9)],
+    )
+    .await
+    .unwrap();
+    assert_eq!(codes, vec![HandBack::Done, HandBack::Stale]);
     assert!(!f.exists_in(&keys.ready, &a).await);
     assert!(f.pending(&a).await.is_none());
     let nid: String = f.conn.hget(&keys.index, "job-a").await.unwrap();
@@ -612,12 +708,14 @@ async fn promote_moves_due_jobs_in_bounded_batches() {
         let out = scripts::enqueue(
             &mut f.conn,
             &keys,
-            &format!("j{i}"),
-            &format!("j{i}"),
-            0,
-            1_000 + i,
-            0,
-            &fields,
+            NewJob {
+                job_id: &format!("j{i}"),
+                dedup_key: &format!("j{i}"),
+                dedup_ttl_ms: 0,
+                due_ms: 1_000 + i,
+                now_ms: 0,
+                fields: &fields,
+            },
         )
         .await
         .unwrap();
@@ -656,12 +754,14 @@ async fn enqueue_dedups_by_key_and_by_live_id() {
     let first = scripts::enqueue(
         &mut f.conn,
         &keys,
-        "order-1",
-        "order-1",
-        60_000,
-        0,
-        5,
-        &fields,
+        NewJob {
+            job_id: "order-1",
+            dedup_key: "order-1",
+            dedup_ttl_ms: 60_000,
+            due_ms: 0,
+            now_ms: 5,
+            fields: &fields,
+        },
     )
     .await
     .unwrap();
@@ -669,12 +769,14 @@ async fn enqueue_dedups_by_key_and_by_live_id() {
     let again = scripts::enqueue(
         &mut f.conn,
         &keys,
-        "other",
-        "order-1",
-        60_000,
-        0,
-        5,
-        &fields,
+        NewJob {
+            job_id: "other",
+            dedup_key: "order-1",
+            dedup_ttl_ms: 60_000,
+            due_ms: 0,
+            now_ms: 5,
+            fields: &fields,
+        },
     )
     .await
     .unwrap();
@@ -682,9 +784,20 @@ async fn enqueue_dedups_by_key_and_by_live_id() {
     let ttl: i64 = f.conn.pttl(keys.dedup("order-1")).await.unwrap();
     assert!(ttl > 0 && ttl <= 60_000);
     // Without a dedup record, a live id is still never added twice.
-    let live = scripts::enqueue(&mut f.conn, &keys, "order-1", "order-1x", 0, 0, 5, &fields)
-        .await
-        .unwrap();
+    let live = scripts::enqueue(
+        &mut f.conn,
+        &keys,
+        NewJob {
+            job_id: "order-1",
+            dedup_key: "order-1x",
+            dedup_ttl_ms: 0,
+            due_ms: 0,
+            now_ms: 5,
+            fields: &fields,
+        },
+    )
+    .await
+    .unwrap();
     assert_eq!(live, Enqueued::Duplicate("order-1".into()));
     assert_eq!(f.xlen(&keys.ready).await, 1);
     let nid: String = f.conn.hget(&keys.index, "order-1").await.unwrap();
@@ -700,13 +813,19 @@ async fn update_is_fenced() {
     assert!(
         scripts::update(
             &mut f.conn,
-            &keys,
-            "w1",
-            d(&a, 1),
-            &a,
-            RecordField::Progress,
-            b"\x18\x32",
-            10_000
+            &Caller {
+                keys: &keys,
+                consumer: "w1",
+                events_maxlen: 100,
+                max_attempts: 5
+            },
+            Update {
+                delivery: d(&a, 1),
+                job_id: &a,
+                field: RecordField::Progress,
+                value: b"\x18\x32",
+                ttl_ms: 10_000
+            }
         )
         .await
         .unwrap()
@@ -714,13 +833,19 @@ async fn update_is_fenced() {
     assert!(
         !scripts::update(
             &mut f.conn,
-            &keys,
-            "w2",
-            d(&a, 1),
-            &a,
-            RecordField::Progress,
-            b"\x00",
-            10_000
+            &Caller {
+                keys: &keys,
+                consumer: "w2",
+                events_maxlen: 100,
+                max_attempts: 5
+            },
+            Update {
+                delivery: d(&a, 1),
+                job_id: &a,
+                field: RecordField::Progress,
+                value: b"\x00",
+                ttl_ms: 10_000
+            }
         )
         .await
         .unwrap()
@@ -728,13 +853,19 @@ async fn update_is_fenced() {
     assert!(
         !scripts::update(
             &mut f.conn,
-            &keys,
-            "w1",
-            d(&a, 2),
-            &a,
-            RecordField::Data,
-            b"\x00",
-            10_000
+            &Caller {
+                keys: &keys,
+                consumer: "w1",
+                events_maxlen: 100,
+                max_attempts: 5
+            },
+            Update {
+                delivery: d(&a, 2),
+                job_id: &a,
+                field: RecordField::Data,
+                value: b"\x00",
+                ttl_ms: 10_000
+            }
         )
         .await
         .unwrap()
@@ -762,15 +893,21 @@ async fn retire_never_drops_a_consumer_with_pending_entries() {
     }];
     scripts::ack(
         &mut f.conn,
-        &keys,
-        "w1",
-        1,
-        Retention {
-            ms: 0,
-            keep_all: false,
+        &Caller {
+            keys: &keys,
+            consumer: "w1",
+            events_maxlen: 0,
+            max_attempts: 5,
         },
-        0,
-        &items,
+        Ack {
+            now_ms: 1,
+            retention: Retention {
+                ms: 0,
+                keep_all: false,
+            },
+            completed_event: false,
+            items: &items,
+        },
     )
     .await
     .unwrap();
@@ -818,9 +955,23 @@ async fn ack_one(f: &mut Fixture, id: &str) -> bool {
         ms: 0,
         keep_all: false,
     };
-    scripts::ack(&mut f.conn, &keys, "w1", 1, retention, 0, &items)
-        .await
-        .unwrap()[0]
+    scripts::ack(
+        &mut f.conn,
+        &Caller {
+            keys: &keys,
+            consumer: "w1",
+            events_maxlen: 0,
+            max_attempts: 5,
+        },
+        Ack {
+            now_ms: 1,
+            retention,
+            completed_event: false,
+            items: &items,
+        },
+    )
+    .await
+    .unwrap()[0]
 }
 
 async fn add_at(f: &mut Fixture, id: &str) -> String {
@@ -883,7 +1034,8 @@ async fn ack_deletes_at_once_when_an_old_delivery_pins_the_head() {
 /// Runs state.lua: (state, entry id, attempts made, owner, deliveries).
 async fn scripts_state(f: &mut Fixture, id: &str) -> (String, String, u64, String, u64) {
     let keys = f.keys.clone();
-    scripts::state(&mut f.conn, &keys, id).await.unwrap()
+    let r = scripts::state(&mut f.conn, &keys, id).await.unwrap();
+    (r.state, r.entry_id, r.attempts, r.owner, r.deliveries)
 }
 
 #[tokio::test]
@@ -892,9 +1044,20 @@ async fn state_reports_every_state() {
     let keys = f.keys.clone();
     let fields: [(&str, &[u8]); 2] = [("v", b"1"), ("payload", b"\xf6")];
     assert_eq!(scripts_state(&mut f, "nope").await.0, "unknown");
-    scripts::enqueue(&mut f.conn, &keys, "later", "later", 0, 10_000, 5, &fields)
-        .await
-        .unwrap();
+    scripts::enqueue(
+        &mut f.conn,
+        &keys,
+        NewJob {
+            job_id: "later",
+            dedup_key: "later",
+            dedup_ttl_ms: 0,
+            due_ms: 10_000,
+            now_ms: 5,
+            fields: &fields,
+        },
+    )
+    .await
+    .unwrap();
     let s = scripts_state(&mut f, "later").await;
     assert_eq!((s.0.as_str(), s.2), ("delayed", 0));
     let w = f.add(&[]).await;
@@ -908,15 +1071,19 @@ async fn state_reports_every_state() {
     f.read("w1", 2).await;
     scripts::fail(
         &mut f.conn,
-        &keys,
-        "w1",
-        d(&r, 1),
-        &r,
-        1,
-        FailMode::Retry { delay_ms: 60_000 },
-        "e",
-        5,
-        100,
+        &Caller {
+            keys: &keys,
+            consumer: "w1",
+            events_maxlen: 100,
+            max_attempts: 5,
+        },
+        Fail {
+            delivery: d(&r, 1),
+            job_id: &r,
+            now_ms: 1,
+            mode: FailMode::Retry { delay_ms: 60_000 },
+            error: "e",
+        },
     )
     .await
     .unwrap();
@@ -924,15 +1091,19 @@ async fn state_reports_every_state() {
     assert_eq!((s.0.as_str(), s.2), ("failed", 1));
     scripts::fail(
         &mut f.conn,
-        &keys,
-        "w1",
-        d(&x, 1),
-        &x,
-        1,
-        FailMode::Dead(DeadReason::Failed),
-        "e",
-        5,
-        100,
+        &Caller {
+            keys: &keys,
+            consumer: "w1",
+            events_maxlen: 100,
+            max_attempts: 5,
+        },
+        Fail {
+            delivery: d(&x, 1),
+            job_id: &x,
+            now_ms: 1,
+            mode: FailMode::Dead(DeadReason::Failed),
+            error: "e",
+        },
     )
     .await
     .unwrap();
@@ -946,15 +1117,21 @@ async fn state_reports_every_state() {
     }];
     scripts::ack(
         &mut f.conn,
-        &keys,
-        "w1",
-        1,
-        Retention {
-            ms: 60_000,
-            keep_all: false,
+        &Caller {
+            keys: &keys,
+            consumer: "w1",
+            events_maxlen: 0,
+            max_attempts: 5,
         },
-        0,
-        &items,
+        Ack {
+            now_ms: 1,
+            retention: Retention {
+                ms: 60_000,
+                keep_all: false,
+            },
+            completed_event: false,
+            items: &items,
+        },
     )
     .await
     .unwrap();
@@ -984,9 +1161,21 @@ async fn checkpoint_is_fenced_versioned_bounded_and_expires_after_completion() {
             let conn = f.conn.clone();
             async move {
                 let mut conn = conn;
-                scripts::checkpoint(&mut conn, &keys, who, d(&a, token), &a, 5, w)
-                    .await
-                    .unwrap()
+                scripts::checkpoint(
+                    &mut conn,
+                    &Caller {
+                        keys: &keys,
+                        consumer: who,
+                        events_maxlen: 100,
+                        max_attempts: 5,
+                    },
+                    d(&a, token),
+                    &a,
+                    5,
+                    w,
+                )
+                .await
+                .unwrap()
             }
         };
     // Auto versions count up from the newest.
@@ -1062,15 +1251,21 @@ async fn checkpoint_is_fenced_versioned_bounded_and_expires_after_completion() {
     }];
     scripts::ack(
         &mut f.conn,
-        &keys,
-        "w1",
-        1,
-        Retention {
-            ms: 1_000,
-            keep_all: false,
+        &Caller {
+            keys: &keys,
+            consumer: "w1",
+            events_maxlen: 0,
+            max_attempts: 5,
         },
-        0,
-        &items,
+        Ack {
+            now_ms: 1,
+            retention: Retention {
+                ms: 1_000,
+                keep_all: false,
+            },
+            completed_event: false,
+            items: &items,
+        },
     )
     .await
     .unwrap();
@@ -1089,17 +1284,33 @@ async fn signal_records_history_and_applies_what_the_queue_can() {
         async move {
             let mut conn = conn;
             scripts::signal(
-                &mut conn, &keys, kind, &target, "tester", 7, b"", 100, 60_000,
+                &mut conn,
+                &keys,
+                SignalSend {
+                    kind,
+                    target: &target,
+                    sender: "tester",
+                    now_ms: 7,
+                    payload: b"",
+                    maxlen: 100,
+                    retention_ms: 60_000,
+                },
             )
             .await
             .unwrap()
         }
     };
     // pause / resume set and clear the persistent flag.
-    assert_eq!(sig("pause", "queue".into()).await.code, 1);
+    assert_eq!(
+        sig("pause", "queue".into()).await.applied,
+        SignalApplied::Applied
+    );
     let paused: bool = f.conn.exists(&keys.paused).await.unwrap();
     assert!(paused);
-    assert_eq!(sig("resume", "queue".into()).await.code, 1);
+    assert_eq!(
+        sig("resume", "queue".into()).await.applied,
+        SignalApplied::Applied
+    );
     let paused: bool = f.conn.exists(&keys.paused).await.unwrap();
     assert!(!paused);
     // cancel: a waiting job is removed and recorded; a running one is left to its worker; unknown is ignored.
@@ -1107,25 +1318,48 @@ async fn signal_records_history_and_applies_what_the_queue_can() {
     let undelivered = f.add(&[]).await;
     assert_eq!(f.read("w1", 1).await, vec![delivered.clone()]);
     assert_eq!(
-        sig("cancel", format!("job:{delivered}")).await.code,
-        2,
+        sig("cancel", format!("job:{delivered}")).await.applied,
+        SignalApplied::ForWorkers,
         "a running job: left to its worker"
     );
-    assert_eq!(sig("cancel", format!("job:{undelivered}")).await.code, 1);
+    assert_eq!(
+        sig("cancel", format!("job:{undelivered}")).await.applied,
+        SignalApplied::Applied
+    );
     assert!(!f.exists_in(&keys.ready, &undelivered).await);
     let state: String = f.conn.hget(keys.job(&undelivered), "state").await.unwrap();
     assert_eq!(state, "cancelled");
-    assert_eq!(sig("cancel", "job:nope".into()).await.code, 0);
+    assert_eq!(
+        sig("cancel", "job:nope".into()).await.applied,
+        SignalApplied::Ignored
+    );
     // A delayed job is removed from the set and its body from the scheduled stream.
     let fields: [(&str, &[u8]); 2] = [("v", b"1"), ("payload", b"\xf6")];
-    scripts::enqueue(&mut f.conn, &keys, "later", "later", 0, 99_999, 5, &fields)
-        .await
-        .unwrap();
-    assert_eq!(sig("cancel", "job:later".into()).await.code, 1);
+    scripts::enqueue(
+        &mut f.conn,
+        &keys,
+        NewJob {
+            job_id: "later",
+            dedup_key: "later",
+            dedup_ttl_ms: 0,
+            due_ms: 99_999,
+            now_ms: 5,
+            fields: &fields,
+        },
+    )
+    .await
+    .unwrap();
+    assert_eq!(
+        sig("cancel", "job:later".into()).await.applied,
+        SignalApplied::Applied
+    );
     let left: u64 = f.conn.zcard(&keys.delayed).await.unwrap();
     assert_eq!((left, f.xlen(&keys.scheduled).await), (0, 0));
     // Everything is in the history; what the queue applied has an outcome.
-    assert_eq!(sig("custom:reload", "worker:w1".into()).await.code, 2);
+    assert_eq!(
+        sig("custom:reload", "worker:w1".into()).await.applied,
+        SignalApplied::ForWorkers
+    );
     assert_eq!(f.xlen(&keys.signals).await, 7);
     assert_eq!(f.xlen(&keys.outcomes).await, 5);
 }
@@ -1138,16 +1372,36 @@ async fn park_and_resume_a_session() {
     f.read("w1", 1).await;
     // Fenced.
     assert_eq!(
-        scripts::park(&mut f.conn, &keys, "w2", d(&a, 1), 50, 100)
-            .await
-            .unwrap(),
-        Released::Stale
+        scripts::park(
+            &mut f.conn,
+            &Caller {
+                keys: &keys,
+                consumer: "w2",
+                events_maxlen: 100,
+                max_attempts: 5
+            },
+            d(&a, 1),
+            50
+        )
+        .await
+        .unwrap(),
+        HandBack::Stale
     );
     assert_eq!(
-        scripts::park(&mut f.conn, &keys, "w1", d(&a, 1), 50, 100)
-            .await
-            .unwrap(),
-        Released::Released
+        scripts::park(
+            &mut f.conn,
+            &Caller {
+                keys: &keys,
+                consumer: "w1",
+                events_maxlen: 100,
+                max_attempts: 5
+            },
+            d(&a, 1),
+            50
+        )
+        .await
+        .unwrap(),
+        HandBack::Done
     );
     assert!(!f.exists_in(&keys.ready, &a).await);
     assert!(f.pending(&a).await.is_none());
@@ -1170,17 +1424,19 @@ async fn park_and_resume_a_session() {
     let sent = scripts::signal(
         &mut f.conn,
         &keys,
-        "resume",
-        &format!("job:{a}"),
-        "t",
-        60,
-        b"",
-        100,
-        1000,
+        SignalSend {
+            kind: "resume",
+            target: &format!("job:{a}"),
+            sender: "t",
+            now_ms: 60,
+            payload: b"",
+            maxlen: 100,
+            retention_ms: 1000,
+        },
     )
     .await
     .unwrap();
-    assert_eq!(sent.code, 1);
+    assert_eq!(sent.applied, SignalApplied::Applied);
     let nid: String = f.conn.hget(&keys.index, &a).await.unwrap();
     assert_eq!(f.fields(&keys.ready, &nid).await["id"], a.as_bytes());
     assert_eq!(scripts_state(&mut f, &a).await.0, "waiting");
@@ -1188,37 +1444,47 @@ async fn park_and_resume_a_session() {
     let sent = scripts::signal(
         &mut f.conn,
         &keys,
-        "pause",
-        &format!("job:{a}"),
-        "t",
-        70,
-        b"",
-        100,
-        1000,
+        SignalSend {
+            kind: "pause",
+            target: &format!("job:{a}"),
+            sender: "t",
+            now_ms: 70,
+            payload: b"",
+            maxlen: 100,
+            retention_ms: 1000,
+        },
     )
     .await
     .unwrap();
-    assert_eq!(sent.code, 1);
+    assert_eq!(sent.applied, SignalApplied::Applied);
     assert_eq!(scripts_state(&mut f, &a).await.0, "parked");
     let resume = |c: redis::aio::MultiplexedConnection, keys: QueueKeys, a: String| async move {
         let mut c = c;
         scripts::signal(
             &mut c,
             &keys,
-            "resume",
-            &format!("job:{a}"),
-            "t",
-            80,
-            b"",
-            100,
-            1000,
+            SignalSend {
+                kind: "resume",
+                target: &format!("job:{a}"),
+                sender: "t",
+                now_ms: 80,
+                payload: b"",
+                maxlen: 100,
+                retention_ms: 1000,
+            },
         )
         .await
         .unwrap()
-        .code
+        .applied
     };
-    assert_eq!(resume(f.conn.clone(), keys.clone(), a.clone()).await, 1);
-    assert_eq!(resume(f.conn.clone(), keys.clone(), a.clone()).await, 0);
+    assert_eq!(
+        resume(f.conn.clone(), keys.clone(), a.clone()).await,
+        SignalApplied::Applied
+    );
+    assert_eq!(
+        resume(f.conn.clone(), keys.clone(), a.clone()).await,
+        SignalApplied::Ignored
+    );
 }
 
 #[tokio::test]
@@ -1265,15 +1531,43 @@ async fn heartbeat_registers_and_adopt_takes_over_only_crashed_workers() {
     let b = f.add(&[("max_attempts", "1")]).await;
     f.read("w1", 2).await;
     // Beat 2 s ago with crash_after 3 s: alive, nothing adopted.
-    let alive = scripts::adopt(&mut f.conn, &keys, "w2", "w1", 3_000, 3_000, 10, 5, 100)
-        .await
-        .unwrap();
+    let alive = scripts::adopt(
+        &mut f.conn,
+        &Caller {
+            keys: &keys,
+            consumer: "w2",
+            events_maxlen: 100,
+            max_attempts: 5,
+        },
+        Adopt {
+            crashed: "w1",
+            now_ms: 3_000,
+            crash_after_ms: 3_000,
+            count: 10,
+        },
+    )
+    .await
+    .unwrap();
     assert!(!alive.crashed && alive.taken.is_empty());
     assert_eq!(f.pending(&a).await.unwrap().0, "w1");
     // Past it: crashed. `a` is adopted with its next token; `b` is out of attempts and dead-lettered.
-    let out = scripts::adopt(&mut f.conn, &keys, "w2", "w1", 5_000, 3_000, 10, 5, 100)
-        .await
-        .unwrap();
+    let out = scripts::adopt(
+        &mut f.conn,
+        &Caller {
+            keys: &keys,
+            consumer: "w2",
+            events_maxlen: 100,
+            max_attempts: 5,
+        },
+        Adopt {
+            crashed: "w1",
+            now_ms: 5_000,
+            crash_after_ms: 3_000,
+            count: 10,
+        },
+    )
+    .await
+    .unwrap();
     assert!(out.crashed && out.removed);
     assert_eq!(
         out.taken
@@ -1346,7 +1640,7 @@ async fn requeue_puts_dead_letters_back_as_fresh_jobs() {
     assert_eq!(
         out,
         vec![
-            scripts::Requeued::Requeued,
+            scripts::Requeued::Ready,
             scripts::Requeued::Live,
             scripts::Requeued::Missing
         ]

@@ -120,14 +120,14 @@ async fn send(ctx: &Context, a: SendArgs) -> anyhow::Result<ExitCode> {
     let outcomes = sent.map(|s| s.outcomes).unwrap_or_default();
     if ctx.json {
         output::print_json(&json!({
-            "id": id, "queue": a.queue, "kind": a.kind.as_str(), "target": target.as_string(),
+            "id": id, "queue": a.queue, "kind": a.kind.to_wire(), "target": target.to_wire(),
             "outcomes": outcomes.iter().map(outcome_json).collect::<Vec<_>>(),
         }));
     } else {
         println!(
             "sent {} to {} on {} (signal {id})",
-            a.kind.as_str(),
-            target.as_string(),
+            a.kind.to_wire(),
+            target.to_wire(),
             a.queue
         );
         for o in &outcomes {
@@ -159,7 +159,7 @@ async fn history(ctx: &Context, a: HistoryArgs) -> anyhow::Result<ExitCode> {
             .iter()
             .map(|s| {
                 json!({
-                    "id": s.id, "kind": s.kind.as_str(), "target": s.target.as_string(), "sender": s.sender,
+                    "id": s.id, "kind": s.kind.to_wire(), "target": s.target.to_wire(), "sender": s.sender,
                     "ms": s.ms, "payload": s.payload.as_deref().map(output::cbor_to_json),
                     "outcomes": s.outcomes.iter().map(outcome_json).collect::<Vec<_>>(),
                 })
@@ -183,8 +183,8 @@ async fn history(ctx: &Context, a: HistoryArgs) -> anyhow::Result<ExitCode> {
                 .join("; ");
             vec![
                 output::time(s.ms),
-                s.kind.as_str(),
-                s.target.as_string(),
+                s.kind.to_wire(),
+                s.target.to_wire(),
                 s.sender.clone(),
                 if outcomes.is_empty() {
                     "-".into()

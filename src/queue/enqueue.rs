@@ -1,15 +1,15 @@
-//! Producing jobs: [`Queue`] (typed handle on one queue) and [`Enqueue`] options. A plain job is one `XADD`
-//! (pipelined for bulk); a job with an id, a dedup key or a delay goes through `enqueue.lua`.
+//! Producing jobs: [`Enqueue`] options and `Queue::enqueue*`. A plain job is one `XADD` (pipelined for bulk);
+//! a job with an id, a dedup key or a delay goes through `enqueue.lua`.
 
-use std::marker::PhantomData;
 use std::time::{Duration, SystemTime};
 
 use serde::{Serialize, de::DeserializeOwned};
 
-use crate::client::Client;
+use super::Queue;
 use crate::error::{Error, Result};
-use crate::keys::{self, QueueKeys};
-use crate::scripts::{self, Enqueued};
+use crate::identity::{now_ms, random_id};
+use crate::keys;
+use crate::scripts::{self, Enqueued, NewJob};
 use crate::wire::{self, field};
 
 /// Default lifetime of a dedup record: a second enqueue with the same id or key within this time is a no-op.
@@ -97,74 +97,7 @@ impl Enqueue {
     }
 }
 
-/// Milliseconds since the Unix epoch, from the local clock.
-pub(crate) fn now_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(SystemTime::UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as u64)
-}
-
-/// A random 128-bit job id in hex (for jobs that are not simply their first entry).
-pub(crate) fn random_id() -> String {
-    format!("{:032x}", rand::random::<u128>())
-}
-
-/// Typed handle on one queue: enqueue jobs, look them up.
-pub struct Queue<T> {
-    pub(crate) client: Client,
-    pub(crate) keys: QueueKeys,
-    _job: PhantomData<fn(T) -> T>,
-}
-
-impl<T> Clone for Queue<T> {
-    fn clone(&self) -> Self {
-        Queue {
-            client: self.client.clone(),
-            keys: self.keys.clone(),
-            _job: PhantomData,
-        }
-    }
-}
-
-impl<T> std::fmt::Debug for Queue<T> {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Queue")
-            .field("name", &self.keys.queue)
-            .finish()
-    }
-}
-
 impl<T: Serialize + DeserializeOwned> Queue<T> {
-    pub(crate) fn new(client: Client, keys: QueueKeys) -> Self {
-        Queue {
-            client,
-            keys,
-            _job: PhantomData,
-        }
-    }
-
-    /// Queue name.
-    pub fn name(&self) -> &str {
-        &self.keys.queue
-    }
-
-    /// This queue's keys.
-    pub fn keys(&self) -> &QueueKeys {
-        &self.keys
-    }
-
-    fn payload(&self, job: &T) -> Result<Vec<u8>> {
-        let p = wire::encode(job)?;
-        let limit = self.client.config().max_payload_bytes;
-        if p.len() > limit {
-            return Err(Error::PayloadTooLarge {
-                size: p.len(),
-                limit,
-            });
-        }
-        Ok(p)
-    }
-
     /// Adds a job to run as soon as a worker is free. Returns its id (its stream entry id).
     ///
     /// # Errors
@@ -186,9 +119,9 @@ impl<T: Serialize + DeserializeOwned> Queue<T> {
             keys::validate_job_id(k)?;
         }
         if opts.max_attempts == Some(0) {
-            return Err(Error::InvalidJobId {
-                id: opts.id.clone().unwrap_or_default(),
-                reason: "max_attempts must be at least 1",
+            return Err(Error::InvalidOption {
+                option: "max_attempts",
+                reason: "must be at least 1",
             });
         }
         let mut conn = self.client.conn().await?;
@@ -225,17 +158,15 @@ impl<T: Serialize + DeserializeOwned> Queue<T> {
         if let Some(m) = &max {
             fields.push((field::MAX_ATTEMPTS, m.as_bytes()));
         }
-        let out = scripts::enqueue(
-            &mut conn,
-            &self.keys,
-            &job_id,
-            &dedup,
-            dedup_ttl,
-            opts.due_ms(now),
-            now,
-            &fields,
-        )
-        .await?;
+        let job = NewJob {
+            job_id: &job_id,
+            dedup_key: &dedup,
+            dedup_ttl_ms: dedup_ttl,
+            due_ms: opts.due_ms(now),
+            now_ms: now,
+            fields: &fields,
+        };
+        let out = scripts::enqueue(&mut conn, &self.keys, job).await?;
         if let Enqueued::Duplicate(id) = &out {
             tracing::debug!(queue = %self.keys.queue, job = %id, "duplicate enqueue ignored");
         }
@@ -298,13 +229,5 @@ mod tests {
         assert!(Enqueue::new().is_plain());
         assert!(!Enqueue::new().id("x").is_plain());
         assert!(Enqueue::new().max_attempts(3).is_plain());
-    }
-
-    #[test]
-    fn random_ids_are_hex_and_distinct() {
-        let a = random_id();
-        assert_eq!(a.len(), 32);
-        assert!(a.bytes().all(|b| b.is_ascii_hexdigit()));
-        assert_ne!(a, random_id());
     }
 }

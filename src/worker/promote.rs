@@ -1,4 +1,4 @@
-//! Delayed jobs and retries: the promoter moves due jobs from the delayed set to the ready stream through
+//! The promoter: moves due delayed jobs and retries from the delayed set to the ready stream through
 //! `promote.lua`, in bounded batches, sleeping until the next due time (at most `promote_interval`, since
 //! another process may add an earlier job).
 
@@ -7,26 +7,21 @@ use std::time::Duration;
 
 use tokio_util::sync::CancellationToken;
 
-use crate::producer::now_ms;
+use super::shared::Shared;
+use crate::identity::now_ms;
 use crate::scripts;
-use crate::worker::Shared;
 
 /// Jobs moved per call.
 const BATCH: usize = 500;
 
-pub(crate) async fn promote_loop(shared: Arc<Shared>, stop: CancellationToken) {
+/// Promotes due jobs until `stop` fires.
+pub(super) async fn run(shared: Arc<Shared>, stop: CancellationToken) {
     loop {
         let now = now_ms();
         let r = async {
             let mut c = shared.client.conn().await?;
-            scripts::promote(
-                &mut c,
-                &shared.keys,
-                now,
-                BATCH,
-                shared.config.events_maxlen.max(1),
-            )
-            .await
+            let maxlen = shared.caller().events_maxlen;
+            scripts::promote(&mut c, &shared.keys, now, BATCH, maxlen).await
         }
         .await;
         let wait = match r {

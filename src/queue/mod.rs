@@ -1,0 +1,101 @@
+//! A typed handle on one queue ([`Queue`]), by subject: producing jobs (`enqueue`), where a job is (`jobs`),
+//! how many are where (`stats`), dead letters (`dead`) and lifecycle events (`events`). Signals
+//! ([`crate::signals`]), the worker registry ([`crate::registry`]) and checkpoints ([`crate::checkpoint`]) add
+//! their own `Queue` methods beside their concepts.
+
+use std::collections::HashMap;
+use std::marker::PhantomData;
+
+use serde::{Serialize, de::DeserializeOwned};
+
+use crate::client::Client;
+use crate::error::Result;
+use crate::keys::QueueKeys;
+use crate::wire::{self, RawEntry};
+
+mod dead;
+mod enqueue;
+mod events;
+mod jobs;
+mod stats;
+
+pub use dead::{DeadLetter, Requeue};
+pub use enqueue::{DEFAULT_DEDUP_TTL, Enqueue};
+pub(crate) use events::newest_entry_id;
+pub use events::{DEFAULT_EVENTS_MAXLEN, Event, EventFeed};
+pub use jobs::{JobInfo, JobState};
+pub use stats::{Counts, Recent};
+
+/// Typed handle on one queue: enqueue jobs, look them up.
+pub struct Queue<T> {
+    pub(crate) client: Client,
+    pub(crate) keys: QueueKeys,
+    _job: PhantomData<fn(T) -> T>,
+}
+
+impl<T> Clone for Queue<T> {
+    fn clone(&self) -> Self {
+        Queue {
+            client: self.client.clone(),
+            keys: self.keys.clone(),
+            _job: PhantomData,
+        }
+    }
+}
+
+impl<T> std::fmt::Debug for Queue<T> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Queue")
+            .field("name", &self.keys.queue)
+            .finish()
+    }
+}
+
+impl<T: Serialize + DeserializeOwned> Queue<T> {
+    pub(crate) fn new(client: Client, keys: QueueKeys) -> Self {
+        Queue {
+            client,
+            keys,
+            _job: PhantomData,
+        }
+    }
+
+    /// Queue name.
+    pub fn name(&self) -> &str {
+        &self.keys.queue
+    }
+
+    /// This queue's keys.
+    pub fn keys(&self) -> &QueueKeys {
+        &self.keys
+    }
+
+    /// `job` encoded, within the client's payload limit.
+    fn payload(&self, job: &T) -> Result<Vec<u8>> {
+        wire::encode_within(job, self.client.config().max_payload_bytes)
+    }
+}
+
+impl Client {
+    /// A typed handle on queue `name`.
+    ///
+    /// # Errors
+    /// [`crate::Error::InvalidName`] if the name is not allowed (checked before any I/O).
+    pub fn queue<T: Serialize + DeserializeOwned>(&self, name: &str) -> Result<Queue<T>> {
+        Ok(Queue::new(self.clone(), self.keys(name)?))
+    }
+}
+
+/// An entry's fields as text (events, dead letters).
+fn text_fields(raw: &RawEntry) -> HashMap<String, String> {
+    raw.fields
+        .iter()
+        .flatten()
+        .map(|(k, v)| {
+            (
+                String::from_utf8_lossy(k).into_owned(),
+                String::from_utf8_lossy(v).into_owned(),
+            )
+        })
+        .collect()
+}

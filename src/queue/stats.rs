@@ -1,0 +1,208 @@
+//! How many jobs are where ([`Counts`]) and what happened lately ([`Recent`], from the events stream).
+
+use std::collections::HashMap;
+
+use serde::{Serialize, de::DeserializeOwned};
+
+use super::{Queue, text_fields};
+use crate::error::Result;
+use crate::identity::now_ms;
+use crate::keys::GROUP;
+use crate::wire;
+
+/// Jobs in each place of a queue.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[non_exhaustive]
+pub struct Counts {
+    /// On the ready stream, not delivered.
+    pub waiting: u64,
+    /// Delivered, not finished.
+    pub active: u64,
+    /// Delayed or waiting for a retry.
+    pub delayed: u64,
+    /// Dead letters.
+    pub dead: u64,
+    /// Parked (paused) jobs.
+    pub parked: u64,
+    /// When the oldest waiting job was added to the ready stream (ms since the Unix epoch, from its entry id).
+    pub oldest_waiting_ms: Option<u64>,
+}
+
+/// What happened on a queue over a recent window, from its events stream (SPEC.md, "Events").
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[non_exhaustive]
+pub struct Recent {
+    /// Jobs completed.
+    pub completed: u64,
+    /// Attempts that failed and were scheduled for a retry.
+    pub retried: u64,
+    /// Jobs dead-lettered.
+    pub dead: u64,
+    /// Leases that expired (jobs taken over from a stalled worker).
+    pub stalled: u64,
+    /// Whether the events stream reaches back over the whole window (if not, the counts cover less).
+    pub complete: bool,
+}
+
+impl<T: Serialize + DeserializeOwned> Queue<T> {
+    /// How many jobs are waiting, active, delayed and dead.
+    ///
+    /// # Errors
+    /// Redis errors.
+    pub async fn counts(&self) -> Result<Counts> {
+        let mut conn = self.client.conn().await?;
+        let (len, delayed, dead, parked): (u64, u64, u64, u64) = redis::pipe()
+            .cmd("XLEN")
+            .arg(&self.keys.ready)
+            .cmd("ZCARD")
+            .arg(&self.keys.delayed)
+            .cmd("XLEN")
+            .arg(&self.keys.dead)
+            .cmd("ZCARD")
+            .arg(&self.keys.parked)
+            .query_async(&mut conn)
+            .await?;
+        let groups: redis::RedisResult<Vec<HashMap<String, redis::Value>>> = redis::cmd("XINFO")
+            .arg("GROUPS")
+            .arg(&self.keys.ready)
+            .query_async(&mut conn)
+            .await;
+        // No stream or no group yet: every entry is waiting.
+        let group = groups.ok().and_then(|gs| {
+            gs.into_iter().find(|g| {
+                g.get("name")
+                    .and_then(wire::bytes)
+                    .is_some_and(|n| n == GROUP.as_bytes())
+            })
+        });
+        let Some(group) = group else {
+            let oldest = self.first_entry_ms(&mut conn, "-").await?;
+            return Ok(Counts {
+                waiting: len,
+                active: 0,
+                delayed,
+                dead,
+                parked,
+                oldest_waiting_ms: oldest,
+            });
+        };
+        let int = |k: &str| match group.get(k) {
+            Some(redis::Value::Int(n)) => Some((*n).max(0) as u64),
+            _ => None,
+        };
+        let active = int("pending").unwrap_or(0);
+        // `lag` (entries not yet delivered) is exact; Redis reports nil when it cannot tell, and then finished
+        // entries not yet trimmed (SPEC.md, ack.lua) make this an upper bound.
+        let waiting = int("lag").unwrap_or_else(|| len.saturating_sub(active));
+        let last = group
+            .get("last-delivered-id")
+            .and_then(wire::bytes)
+            .map(|b| format!("({}", String::from_utf8_lossy(b)))
+            .unwrap_or_else(|| "-".to_owned());
+        let oldest_waiting_ms = if waiting > 0 {
+            self.first_entry_ms(&mut conn, &last).await?
+        } else {
+            None
+        };
+        Ok(Counts {
+            waiting,
+            active,
+            delayed,
+            dead,
+            parked,
+            oldest_waiting_ms,
+        })
+    }
+
+    /// The time part of the first ready entry from `start` on.
+    async fn first_entry_ms(
+        &self,
+        conn: &mut redis::aio::ConnectionManager,
+        start: &str,
+    ) -> Result<Option<u64>> {
+        let v: redis::Value = redis::cmd("XRANGE")
+            .arg(&self.keys.ready)
+            .arg(start)
+            .arg("+")
+            .arg("COUNT")
+            .arg(1)
+            .query_async(conn)
+            .await?;
+        Ok(wire::parse_entries(v)?
+            .first()
+            .and_then(|e| e.id.split('-').next()?.parse().ok()))
+    }
+
+    /// Counts of completions, retries, dead letters and stalls over the last `window`, from the events stream
+    /// (which keeps about `events_maxlen` entries; see [`Recent::complete`]).
+    ///
+    /// # Errors
+    /// Redis errors.
+    pub async fn recent(&self, window: std::time::Duration) -> Result<Recent> {
+        const PAGE: usize = 1000;
+        let since = now_ms().saturating_sub(window.as_millis() as u64);
+        let mut conn = self.client.conn().await?;
+        // Complete if nothing was ever trimmed (entries-added = length), or the oldest kept entry is older than
+        // the window. No stream yet: nothing happened.
+        let info: redis::RedisResult<HashMap<String, redis::Value>> = redis::cmd("XINFO")
+            .arg("STREAM")
+            .arg(&self.keys.events)
+            .query_async(&mut conn)
+            .await;
+        let reaches_back = match info {
+            Err(_) => true,
+            Ok(info) => {
+                let num = |k: &str| match info.get(k) {
+                    Some(redis::Value::Int(n)) => Some(*n),
+                    _ => None,
+                };
+                let first_ms = match info.get("first-entry") {
+                    Some(redis::Value::Array(e)) => {
+                        e.first().and_then(wire::bytes).and_then(|id| {
+                            std::str::from_utf8(id)
+                                .ok()?
+                                .split('-')
+                                .next()?
+                                .parse()
+                                .ok()
+                        })
+                    }
+                    _ => None,
+                };
+                num("entries-added") == num("length") || first_ms.is_none_or(|ms: u64| ms <= since)
+            }
+        };
+        let mut out = Recent {
+            complete: reaches_back,
+            ..Recent::default()
+        };
+        let mut start = format!("{since}-0");
+        loop {
+            let v: redis::Value = redis::cmd("XRANGE")
+                .arg(&self.keys.events)
+                .arg(&start)
+                .arg("+")
+                .arg("COUNT")
+                .arg(PAGE)
+                .query_async(&mut conn)
+                .await?;
+            let page = wire::parse_entries(v)?;
+            for e in &page {
+                let f = text_fields(e);
+                match f.get("event").map(String::as_str) {
+                    Some("completed") => {
+                        out.completed += f.get("count").and_then(|c| c.parse().ok()).unwrap_or(1);
+                    }
+                    Some("retrying") => out.retried += 1,
+                    Some("dead") => out.dead += 1,
+                    Some("stalled") => out.stalled += 1,
+                    _ => {}
+                }
+            }
+            match page.last() {
+                Some(last) if page.len() == PAGE => start = format!("({}", last.id),
+                _ => return Ok(out),
+            }
+        }
+    }
+}

@@ -1,0 +1,99 @@
+//! The Lua scripts of `lua/` and typed calls to them, one file per script: `lua/X.lua` is called from
+//! `src/scripts/X.rs`, which holds the call's arguments, its outcome (every return code in the script's
+//! header decoded there, never error text) and the call itself. Each call passes every key in KEYS (all under
+//! the queue's hash tag) and the clock as ARGV, so tests control time.
+
+use crate::keys::QueueKeys;
+
+/// Declares the script a file wraps: its source (`SOURCE`, the checked-in flattened file) and the loaded
+/// `Script` (`SCRIPT`, EVALSHA with a NOSCRIPT fallback).
+macro_rules! script {
+    ($file:literal) => {
+        /// The script's source, as Redis runs it.
+        pub const SOURCE: &str = include_str!(concat!("../../lua/", $file));
+        static SCRIPT: std::sync::LazyLock<redis::Script> =
+            std::sync::LazyLock::new(|| redis::Script::new(SOURCE));
+    };
+}
+
+mod reply;
+
+pub mod ack;
+pub mod adopt;
+pub mod checkpoint;
+pub mod enqueue;
+pub mod extend;
+pub mod fail;
+pub mod heartbeat;
+pub mod park;
+pub mod promote;
+pub mod purge;
+pub mod reclaim;
+pub mod release;
+pub mod requeue;
+pub mod retire;
+pub mod signal;
+pub mod state;
+pub mod update;
+
+pub use ack::{Ack, AckItem, LAZY_WINDOW_MS, Retention, ack};
+pub use adopt::{Adopt, Adopted, adopt};
+pub use checkpoint::{CheckpointWrite, Checkpointed, checkpoint};
+pub use enqueue::{Enqueued, NewJob, enqueue};
+pub use extend::extend;
+pub use fail::{Fail, FailMode, FailOutcome, fail};
+pub use heartbeat::heartbeat;
+pub use park::park;
+pub use promote::promote;
+pub use purge::purge;
+pub use reclaim::{Reclaim, ReclaimPage, reclaim};
+pub use release::{HandBack, release};
+pub use requeue::{Requeued, requeue};
+pub use retire::retire;
+pub use signal::{SignalApplied, SignalSend, SignalSent, signal};
+pub use state::{StateRow, state};
+pub use update::{RecordField, Update, update};
+
+/// The source of every script, by file name (for tests and for tools that load them elsewhere).
+pub const SOURCES: &[(&str, &str)] = &[
+    ("ack.lua", ack::SOURCE),
+    ("extend.lua", extend::SOURCE),
+    ("fail.lua", fail::SOURCE),
+    ("reclaim.lua", reclaim::SOURCE),
+    ("release.lua", release::SOURCE),
+    ("promote.lua", promote::SOURCE),
+    ("enqueue.lua", enqueue::SOURCE),
+    ("update.lua", update::SOURCE),
+    ("retire.lua", retire::SOURCE),
+    ("state.lua", state::SOURCE),
+    ("checkpoint.lua", checkpoint::SOURCE),
+    ("signal.lua", signal::SOURCE),
+    ("park.lua", park::SOURCE),
+    ("heartbeat.lua", heartbeat::SOURCE),
+    ("adopt.lua", adopt::SOURCE),
+    ("requeue.lua", requeue::SOURCE),
+    ("purge.lua", purge::SOURCE),
+];
+
+/// One delivery as the scripts see it: the entry it came from and the delivery count it was handed with.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DeliveryRef<'a> {
+    /// Stream entry id.
+    pub entry_id: &'a str,
+    /// Delivery count when this delivery began (the fencing token).
+    pub token: u64,
+}
+
+/// Who calls a worker-side script and with which limits: the same for every call a worker makes, so call sites
+/// pass it once instead of repeating keys, consumer and limits.
+#[derive(Debug, Clone, Copy)]
+pub struct Caller<'a> {
+    /// The queue's keys.
+    pub keys: &'a QueueKeys,
+    /// The calling consumer (worker).
+    pub consumer: &'a str,
+    /// Approximate length the events stream is trimmed to (at least 1).
+    pub events_maxlen: u64,
+    /// Attempts for jobs that do not set their own.
+    pub max_attempts: u32,
+}

@@ -1,0 +1,27 @@
+//! `retire.lua`: removes a consumer from the group if it has nothing pending.
+
+use redis::{Value, aio::ConnectionLike};
+
+use super::reply::int;
+use crate::error::Result;
+use crate::keys::{GROUP, QueueKeys};
+
+script!("retire.lua");
+
+/// Removes a consumer from the group if it has nothing pending. `true` = removed.
+///
+/// # Errors
+/// [`crate::Error::Redis`] or [`crate::Error::Protocol`].
+pub async fn retire<C: ConnectionLike + Send>(
+    con: &mut C,
+    keys: &QueueKeys,
+    consumer: &str,
+) -> Result<bool> {
+    let v: Value = SCRIPT
+        .key(&keys.ready)
+        .arg(GROUP)
+        .arg(consumer)
+        .invoke_async(con)
+        .await?;
+    Ok(int(&v, "retire.lua")? == 1)
+}

@@ -1,0 +1,104 @@
+//! Worker settings ([`WorkerConfig`]) and the retry backoff.
+
+use std::time::Duration;
+
+/// Worker settings. Every field has a production default; see [`Worker`](super::Worker)'s builder methods.
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub struct WorkerConfig {
+    /// Jobs run at once (default 16).
+    pub concurrency: usize,
+    /// Lease of a delivery (default 5 s): renewed every third of it; a delivery not renewed for this long is
+    /// reclaimed by another worker. Crash recovery takes at most `lease + reclaim_interval`.
+    pub lease: Duration,
+    /// How often stalled deliveries are looked for (default 1 s).
+    pub reclaim_interval: Duration,
+    /// Longest `XREADGROUP` block (default 2 s; a read never blocks past the next reclaim, so in effect at
+    /// most `reclaim_interval`).
+    pub block: Duration,
+    /// Attempts for jobs that do not set `max_attempts` (default 5).
+    pub max_attempts: u32,
+    /// First retry delay; doubles each attempt, with jitter (default 1 s).
+    pub backoff_base: Duration,
+    /// Longest retry delay (default 1 h).
+    pub backoff_max: Duration,
+    /// How long a completed job's record (state, result) is kept (default 24 h; zero keeps none). Without
+    /// `keep_completed`, only jobs whose handler returned a result get a record.
+    pub retention: Duration,
+    /// Keep a record of every completed job, with or without a result, so `state(id)` answers `completed`
+    /// for all of them within `retention` (default false: one write per job fewer).
+    pub keep_completed: bool,
+    /// Approximate length the events stream is trimmed to (default 10,000).
+    pub events_maxlen: u64,
+    /// Whether `completed` events are written (default true; one event entry per ack batch lists its jobs).
+    pub completed_events: bool,
+    /// How long shutdown waits for running jobs before cancelling them (default 10 s).
+    pub shutdown_timeout: Duration,
+    /// Most completions per `ack.lua` call (default 256).
+    pub ack_batch: usize,
+    /// Longest sleep of the promoter between due-job checks (default 250 ms).
+    pub promote_interval: Duration,
+    /// Checkpoint limits.
+    pub checkpoints: crate::checkpoint::CheckpointSettings,
+    /// Heartbeat interval and crash threshold (also used to judge other workers crashed and adopt their jobs).
+    pub health: crate::registry::HealthRule,
+    /// Free metadata published in the registry record (`meta:<key>` fields).
+    pub metadata: Vec<(String, String)>,
+    /// Declared capabilities published in the registry record.
+    pub capabilities: Vec<String>,
+}
+
+impl Default for WorkerConfig {
+    fn default() -> Self {
+        WorkerConfig {
+            concurrency: 16,
+            lease: Duration::from_secs(5),
+            reclaim_interval: Duration::from_secs(1),
+            block: Duration::from_secs(2),
+            max_attempts: 5,
+            backoff_base: Duration::from_secs(1),
+            backoff_max: Duration::from_secs(3600),
+            retention: Duration::from_secs(24 * 3600),
+            keep_completed: false,
+            events_maxlen: crate::queue::DEFAULT_EVENTS_MAXLEN,
+            completed_events: true,
+            shutdown_timeout: Duration::from_secs(10),
+            ack_batch: 256,
+            promote_interval: Duration::from_millis(250),
+            checkpoints: crate::checkpoint::CheckpointSettings::default(),
+            health: crate::registry::HealthRule::default(),
+            metadata: Vec::new(),
+            capabilities: Vec::new(),
+        }
+    }
+}
+
+/// Retry delay before attempt `attempts_made + 1`: `base * 2^(attempts_made-1)`, capped, then scaled by a
+/// random factor in [0.5, 1.0) so that jobs failing together do not retry together.
+pub fn backoff(attempts_made: u32, base: Duration, max: Duration, jitter: f64) -> Duration {
+    let exp = attempts_made.saturating_sub(1).min(40);
+    let raw = base.saturating_mul(1u32 << exp.min(31)).min(max);
+    raw.mul_f64(0.5 + 0.5 * jitter.clamp(0.0, 1.0))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_doubles_caps_and_jitters() {
+        let b = Duration::from_secs(1);
+        let m = Duration::from_secs(60);
+        assert_eq!(backoff(1, b, m, 1.0), Duration::from_secs(1));
+        assert_eq!(backoff(2, b, m, 1.0), Duration::from_secs(2));
+        assert_eq!(backoff(3, b, m, 1.0), Duration::from_secs(4));
+        assert_eq!(backoff(3, b, m, 0.0), Duration::from_secs(2));
+        assert_eq!(backoff(30, b, m, 1.0), m);
+        assert_eq!(backoff(u32::MAX, b, m, 1.0), m);
+        assert_eq!(backoff(0, b, m, 1.0), b);
+        for j in [0.0, 0.3, 0.99] {
+            let d = backoff(4, b, m, j);
+            assert!(d >= Duration::from_secs(4) && d <= Duration::from_secs(8));
+        }
+    }
+}

@@ -1,0 +1,138 @@
+//! Whether a worker takes new jobs and how it reports itself: the gate (queue paused, worker quiet), a stop
+//! request, the draining flag and the count of running handlers. The signal listener and shutdown change it;
+//! the fetch loop waits on the gate; the heartbeat reads the status.
+
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+
+use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
+
+/// What holds the fetch loop back.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub(super) struct Gate {
+    paused: bool,
+    quiet: bool,
+}
+
+impl Gate {
+    /// Whether new jobs may be taken.
+    pub(super) fn is_open(self) -> bool {
+        !self.paused && !self.quiet
+    }
+}
+
+/// The worker's run state, changed by signals and shutdown.
+#[derive(Debug)]
+pub(super) struct Control {
+    gate: watch::Sender<Gate>,
+    stop_requested: CancellationToken,
+    draining: AtomicBool,
+    running: AtomicU64,
+}
+
+impl Default for Control {
+    fn default() -> Self {
+        Control {
+            gate: watch::Sender::new(Gate::default()),
+            stop_requested: CancellationToken::new(),
+            draining: AtomicBool::new(false),
+            running: AtomicU64::new(0),
+        }
+    }
+}
+
+impl Control {
+    /// Follows the gate (the fetch loop).
+    pub(super) fn gate(&self) -> watch::Receiver<Gate> {
+        self.gate.subscribe()
+    }
+
+    /// Sets whether the queue is paused, waking the fetch loop only if that changes anything.
+    pub(super) fn set_paused(&self, paused: bool) {
+        self.change(|g| g.paused = paused);
+    }
+
+    /// Stops taking new jobs for good (running ones go on).
+    pub(super) fn quiet(&self) {
+        self.change(|g| g.quiet = true);
+    }
+
+    fn change(&self, f: impl FnOnce(&mut Gate)) {
+        self.gate.send_if_modified(|g| {
+            let before = *g;
+            f(g);
+            *g != before
+        });
+    }
+
+    /// Asks the worker to shut down gracefully (a `stop` signal).
+    pub(super) fn request_stop(&self) {
+        self.stop_requested.cancel();
+    }
+
+    /// Fires when a stop was requested.
+    pub(super) fn stop_requested(&self) -> CancellationToken {
+        self.stop_requested.clone()
+    }
+
+    /// Shutdown has begun.
+    pub(super) fn begin_draining(&self) {
+        self.draining.store(true, Ordering::Relaxed);
+    }
+
+    /// A handler starts running.
+    pub(super) fn job_started(&self) {
+        self.running.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// A handler has returned (or was dropped).
+    pub(super) fn job_ended(&self) {
+        self.running.fetch_sub(1, Ordering::Relaxed);
+    }
+
+    /// Handlers running now: not the held deliveries, which include finished jobs whose ack is on its way.
+    pub(super) fn running(&self) -> u64 {
+        self.running.load(Ordering::Relaxed)
+    }
+
+    /// The registry status: `draining`, `paused` (paused queue or quiet worker), `busy` or `idle`.
+    pub(super) fn status(&self) -> &'static str {
+        if self.draining.load(Ordering::Relaxed) {
+            "draining"
+        } else if !self.gate.borrow().is_open() {
+            "paused"
+        } else if self.running() > 0 {
+            "busy"
+        } else {
+            "idle"
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn status_follows_the_gate_and_the_running_count() {
+        let c = Control::default();
+        let mut gate = c.gate();
+        assert_eq!(c.status(), "idle");
+        c.job_started();
+        assert_eq!(c.status(), "busy");
+        c.set_paused(true);
+        assert!(gate.has_changed().unwrap());
+        assert!(!gate.borrow_and_update().is_open());
+        assert_eq!(c.status(), "paused");
+        c.set_paused(true);
+        assert!(!gate.has_changed().unwrap(), "no change, no wake-up");
+        c.set_paused(false);
+        assert!(gate.borrow_and_update().is_open());
+        c.quiet();
+        assert!(!gate.borrow_and_update().is_open());
+        c.begin_draining();
+        assert_eq!(c.status(), "draining");
+        c.job_ended();
+        assert_eq!(c.running(), 0);
+    }
+}

@@ -1,0 +1,276 @@
+//! The deliveries a worker holds: one owner for the map of held deliveries and for the requests signals make
+//! of them (cancel a job, park a job). Everything else asks through methods; nothing outside this file locks
+//! the map.
+//!
+//! A delivery is keyed by its entry id and identified by its token (the delivery count when it began): if this
+//! worker takes back an entry it was still running, the newer delivery replaces the older one, and every method
+//! that names a token leaves a newer delivery alone.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use tokio_util::sync::CancellationToken;
+
+/// One held delivery: what the lease keeper renews and what signals reach.
+#[derive(Debug)]
+struct Held {
+    token: u64,
+    job_id: String,
+    /// The job's `stopping()` token: asked to checkpoint and yield (shutdown, pause, quiet).
+    stopping: CancellationToken,
+    /// The job's `cancelled()` token: stop now (cancel signal, lease lost, shutdown deadline).
+    cancel: CancellationToken,
+    renewed: Instant,
+}
+
+/// A delivery by entry id and token.
+pub(super) type DeliveryKey = (String, u64);
+
+/// What [`Deliveries::track`] needs of a new delivery.
+pub(super) struct Tracked {
+    pub(super) entry_id: String,
+    pub(super) token: u64,
+    pub(super) job_id: String,
+    pub(super) stopping: CancellationToken,
+    pub(super) cancel: CancellationToken,
+}
+
+/// The held deliveries of one worker and the signals' requests about them.
+#[derive(Debug, Default)]
+pub(super) struct Deliveries {
+    held: Mutex<HashMap<String, Held>>,
+    /// Deliveries whose job a signal cancelled: they end as cancelled when the handler returns an error.
+    cancel_requested: Mutex<HashSet<DeliveryKey>>,
+    /// Deliveries whose job a signal paused: parked instead of handed back when they yield.
+    park_requested: Mutex<HashSet<DeliveryKey>>,
+    /// Held while taking entries and tracking them, and while handing back this consumer's pending entries, so
+    /// a hand-back never takes an entry that is about to run here.
+    claim: tokio::sync::Mutex<()>,
+}
+
+impl Deliveries {
+    fn held(&self) -> std::sync::MutexGuard<'_, HashMap<String, Held>> {
+        self.held.lock().expect("held deliveries lock")
+    }
+
+    /// Serialises taking entries (and tracking them) against handing back pending ones.
+    pub(super) async fn claiming(&self) -> tokio::sync::MutexGuard<'_, ()> {
+        self.claim.lock().await
+    }
+
+    /// Starts holding a delivery. If this worker still held the same entry under an older token (its lease had
+    /// expired and it took the entry back), that older delivery is stale now: its cancellation fires.
+    pub(super) fn track(&self, t: Tracked) {
+        let previous = self.held().insert(
+            t.entry_id,
+            Held {
+                token: t.token,
+                job_id: t.job_id,
+                stopping: t.stopping,
+                cancel: t.cancel,
+                renewed: Instant::now(),
+            },
+        );
+        if let Some(old) = previous {
+            old.cancel.cancel();
+        }
+    }
+
+    /// Stops holding one delivery (a newer delivery of the same entry stays).
+    pub(super) fn forget(&self, entry_id: &str, token: u64) {
+        self.forget_many([(entry_id, token)]);
+    }
+
+    /// Stops holding several deliveries under one lock.
+    pub(super) fn forget_many<'a>(&self, deliveries: impl IntoIterator<Item = (&'a str, u64)>) {
+        let mut held = self.held();
+        for (entry_id, token) in deliveries {
+            if held.get(entry_id).is_some_and(|h| h.token == token) {
+                held.remove(entry_id);
+            }
+        }
+    }
+
+    /// Every held delivery, for renewal.
+    pub(super) fn snapshot(&self) -> Vec<DeliveryKey> {
+        self.held()
+            .iter()
+            .map(|(e, h)| (e.clone(), h.token))
+            .collect()
+    }
+
+    /// Whether this worker holds (any delivery of) the entry.
+    pub(super) fn contains(&self, entry_id: &str) -> bool {
+        self.held().contains_key(entry_id)
+    }
+
+    /// Records a renewal round: renewed deliveries are good for another lease; lost ones (taken by another
+    /// worker) are forgotten and their cancellation fires. Returns the entry ids lost.
+    pub(super) fn renewals(&self, checked: &[DeliveryKey], renewed: &[bool]) -> Vec<String> {
+        let now = Instant::now();
+        let mut held = self.held();
+        let mut lost = Vec::new();
+        for ((entry, token), &ok) in checked.iter().zip(renewed) {
+            let Some(h) = held.get_mut(entry) else {
+                continue;
+            };
+            if h.token != *token {
+                continue;
+            }
+            if ok {
+                h.renewed = now;
+            } else if let Some(h) = held.remove(entry) {
+                h.cancel.cancel();
+                lost.push(entry.clone());
+            }
+        }
+        lost
+    }
+
+    /// Fires the cancellation of deliveries not renewed for a whole `lease` (others may have taken them).
+    /// Returns the entry ids newly cancelled.
+    pub(super) fn expire_overdue(&self, lease: Duration) -> Vec<String> {
+        self.held()
+            .iter()
+            .filter(|(_, h)| h.renewed.elapsed() > lease && !h.cancel.is_cancelled())
+            .map(|(entry, h)| {
+                h.cancel.cancel();
+                entry.clone()
+            })
+            .collect()
+    }
+
+    /// A cancel signal for job `job_id`: every held delivery of it is cancelled and will end as cancelled.
+    /// Returns whether this worker held one.
+    pub(super) fn cancel_job(&self, job_id: &str) -> bool {
+        self.request(job_id, &self.cancel_requested, |h| h.cancel.cancel())
+    }
+
+    /// A pause signal for job `job_id`: every held delivery of it is asked to yield and will be parked.
+    /// Returns whether this worker held one.
+    pub(super) fn park_job(&self, job_id: &str) -> bool {
+        self.request(job_id, &self.park_requested, |h| h.stopping.cancel())
+    }
+
+    fn request(
+        &self,
+        job_id: &str,
+        requests: &Mutex<HashSet<DeliveryKey>>,
+        fire: impl Fn(&Held),
+    ) -> bool {
+        let held = self.held();
+        let mut hit = false;
+        for (entry, h) in held.iter().filter(|(_, h)| h.job_id == job_id) {
+            requests
+                .lock()
+                .expect("requests lock")
+                .insert((entry.clone(), h.token));
+            fire(h);
+            hit = true;
+        }
+        hit
+    }
+
+    /// Whether a signal cancelled this delivery's job (and forgets the request).
+    pub(super) fn take_cancel(&self, entry_id: &str, token: u64) -> bool {
+        take(&self.cancel_requested, entry_id, token)
+    }
+
+    /// Whether a signal paused this delivery's job (and forgets the request).
+    pub(super) fn take_park(&self, entry_id: &str, token: u64) -> bool {
+        take(&self.park_requested, entry_id, token)
+    }
+
+    /// Asks every held job to checkpoint and yield (shutdown, queue paused, worker quieted).
+    pub(super) fn stop_all(&self) {
+        for h in self.held().values() {
+            h.stopping.cancel();
+        }
+    }
+
+    /// Cancels every held job (the shutdown deadline passed).
+    pub(super) fn cancel_all(&self) {
+        for h in self.held().values() {
+            h.cancel.cancel();
+        }
+    }
+}
+
+fn take(requests: &Mutex<HashSet<DeliveryKey>>, entry_id: &str, token: u64) -> bool {
+    let mut requested = requests.lock().expect("requests lock");
+    // Almost always empty: no allocation per job on the hot path.
+    !requested.is_empty() && requested.remove(&(entry_id.to_owned(), token))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn track(
+        d: &Deliveries,
+        entry: &str,
+        token: u64,
+        job: &str,
+    ) -> (CancellationToken, CancellationToken) {
+        let (stopping, cancel) = (CancellationToken::new(), CancellationToken::new());
+        d.track(Tracked {
+            entry_id: entry.into(),
+            token,
+            job_id: job.into(),
+            stopping: stopping.clone(),
+            cancel: cancel.clone(),
+        });
+        (stopping, cancel)
+    }
+
+    #[test]
+    fn a_newer_delivery_replaces_and_cancels_the_older() {
+        let d = Deliveries::default();
+        let (_, old) = track(&d, "1-0", 1, "a");
+        let (_, new) = track(&d, "1-0", 2, "a");
+        assert!(old.is_cancelled() && !new.is_cancelled());
+        d.forget("1-0", 1);
+        assert!(
+            d.contains("1-0"),
+            "forgetting the older token leaves the newer"
+        );
+        d.forget("1-0", 2);
+        assert!(!d.contains("1-0"));
+    }
+
+    #[test]
+    fn renewals_keep_or_lose_by_token() {
+        let d = Deliveries::default();
+        let (_, a) = track(&d, "1-0", 1, "a");
+        let (_, b) = track(&d, "2-0", 1, "b");
+        let snap = {
+            let mut s = d.snapshot();
+            s.sort();
+            s
+        };
+        let lost = d.renewals(&snap, &[true, false]);
+        assert_eq!(lost, vec!["2-0".to_owned()]);
+        assert!(!a.is_cancelled() && b.is_cancelled());
+        assert_eq!(d.snapshot(), vec![("1-0".to_owned(), 1)]);
+        assert!(d.expire_overdue(Duration::from_secs(60)).is_empty());
+        assert_eq!(d.expire_overdue(Duration::ZERO), vec!["1-0".to_owned()]);
+        assert!(a.is_cancelled());
+    }
+
+    #[test]
+    fn signals_reach_the_job_and_are_taken_once() {
+        let d = Deliveries::default();
+        let (stopping, cancel) = track(&d, "1-0", 3, "job");
+        assert!(!d.cancel_job("other"));
+        assert!(d.park_job("job"));
+        assert!(stopping.is_cancelled() && !cancel.is_cancelled());
+        assert!(d.cancel_job("job"));
+        assert!(cancel.is_cancelled());
+        assert!(!d.take_cancel("1-0", 2), "another token");
+        assert!(d.take_cancel("1-0", 3));
+        assert!(!d.take_cancel("1-0", 3), "taken once");
+        assert!(d.take_park("1-0", 3));
+        assert!(!d.take_park("1-0", 3));
+    }
+}

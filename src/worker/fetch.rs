@@ -1,0 +1,259 @@
+//! The fetch loop: takes free slots, recovers stalled jobs once per `reclaim_interval`, and reads new entries
+//! with `XREADGROUP ... BLOCK` on its own connection, never more than it has slots for; each entry goes to the
+//! runner. A paused queue or a quiet worker holds it at the gate.
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use serde::de::DeserializeOwned;
+use tokio::sync::OwnedSemaphorePermit;
+
+use super::ensure_group;
+use super::reclaim;
+use super::runner::{Handler, Runner};
+use super::settle::hand_back_pending;
+use super::shared::Shared;
+use crate::keys::GROUP;
+use crate::wire::{self, RawEntry};
+
+/// Longest wait for more free slots before a read while there is a backlog.
+const COALESCE: Duration = Duration::from_millis(1);
+
+/// Most entries one read asks for.
+const MAX_READ: usize = 512;
+
+/// Why a read returned no entries to start.
+enum Read {
+    Entries(Vec<RawEntry>),
+    /// Nothing to start now (an error was handled, or the gate closed mid-read): go round again.
+    Again,
+    Shutdown,
+}
+
+/// Reads new entries while there are free slots, until `shutdown`.
+pub(super) async fn run<T, H>(runner: &Arc<Runner<T, H>>, shutdown: impl Future<Output = ()>)
+where
+    T: DeserializeOwned + Send + 'static,
+    H: Handler<T>,
+{
+    let shared = runner.shared().clone();
+    // Stalled jobs are looked for between reads, so a read never blocks past the next reclaim.
+    let block = shared.config.block.min(shared.config.reclaim_interval);
+    let mut f = Fetcher {
+        max_batch: shared.config.concurrency.min(MAX_READ),
+        block,
+        conn: None,
+        pause: Duration::from_millis(50),
+        cursor: "0-0".to_owned(),
+        next_reclaim: Instant::now() + shared.config.reclaim_interval,
+        backlog: false,
+        gate: shared.control.gate(),
+        shared,
+    };
+    tokio::pin!(shutdown);
+    loop {
+        // A paused queue or a quiet worker takes nothing new (running ones go on).
+        while !f.gate.borrow_and_update().is_open() {
+            tokio::select! {
+                biased;
+                _ = &mut shutdown => return,
+                r = f.gate.changed() => if r.is_err() { return },
+            }
+        }
+        let mut slots = tokio::select! {
+            biased;
+            _ = &mut shutdown => return,
+            s = f.take_slots() => match s { Some(s) => s, None => return },
+        };
+        if f.shared.client.is_closed() {
+            return;
+        }
+        if Instant::now() >= f.next_reclaim {
+            f.recover(runner, &mut slots).await;
+            if slots.is_empty() {
+                continue;
+            }
+        }
+        let requested = slots.len();
+        let entries = match f.read(requested, &mut shutdown).await {
+            Read::Entries(e) => e,
+            Read::Again => continue,
+            Read::Shutdown => return,
+        };
+        f.backlog = entries.len() == requested;
+        for raw in entries {
+            let Some(slot) = slots.pop() else {
+                tracing::error!("fetch: more entries than requested");
+                break;
+            };
+            // A new entry's delivery count is 1.
+            runner.dispatch(raw, 1, slot);
+        }
+    }
+}
+
+/// The fetch loop's state between rounds.
+struct Fetcher {
+    shared: Arc<Shared>,
+    max_batch: usize,
+    block: Duration,
+    /// The blocking read's own connection (dropped after an error, reopened on the next read).
+    conn: Option<redis::aio::MultiplexedConnection>,
+    /// Backoff after connection errors.
+    pause: Duration,
+    /// Stalled-job recovery's XAUTOCLAIM position.
+    cursor: String,
+    next_reclaim: Instant,
+    /// The last read was full: more is waiting.
+    backlog: bool,
+    gate: tokio::sync::watch::Receiver<super::control::Gate>,
+}
+
+impl Fetcher {
+    /// Waits for a free slot, then takes every free one (up to a read's worth). With a backlog (the last read
+    /// was full), it waits briefly for half the slots so reads (and the acks that follow) come in batches:
+    /// per-call costs in Redis and in the client are paid once per batch, not per job. Without one, it reads at
+    /// once with whatever is free, so latency stays low. `None`: the worker is shutting down.
+    async fn take_slots(&self) -> Option<Vec<OwnedSemaphorePermit>> {
+        let sem = &self.shared.slots;
+        let first = sem.clone().acquire_owned().await.ok()?;
+        let mut slots = vec![first];
+        while slots.len() < self.max_batch {
+            match sem.clone().try_acquire_owned() {
+                Ok(p) => slots.push(p),
+                Err(_) => break,
+            }
+        }
+        let half = self.max_batch / 2;
+        if self.backlog && slots.len() < half {
+            let want = (half - slots.len()) as u32;
+            if let Ok(Ok(mut more)) =
+                tokio::time::timeout(COALESCE, sem.clone().acquire_many_owned(want)).await
+            {
+                // One permit per entry, as dispatch expects.
+                while more.num_permits() > 1 {
+                    slots.extend(more.split(1));
+                }
+                slots.push(more);
+            }
+        }
+        Some(slots)
+    }
+
+    /// Recovers stalled deliveries into free `slots` and starts them.
+    async fn recover<T, H>(
+        &mut self,
+        runner: &Arc<Runner<T, H>>,
+        slots: &mut Vec<OwnedSemaphorePermit>,
+    ) where
+        T: DeserializeOwned + Send + 'static,
+        H: Handler<T>,
+    {
+        let shared = &self.shared;
+        let _claiming = shared.deliveries.claiming().await;
+        let found = reclaim::reclaim(shared, slots.len(), &mut self.cursor).await;
+        for (raw, token) in found.taken {
+            let Some(slot) = slots.pop() else { break };
+            runner.dispatch(raw, token, slot);
+        }
+        // Stalled jobs come before new ones: while a pass keeps filling every free slot, look again as soon as
+        // the next slot frees.
+        self.next_reclaim = if found.more {
+            Instant::now()
+        } else {
+            Instant::now() + shared.config.reclaim_interval
+        };
+    }
+
+    /// One blocking read of up to `count` new entries.
+    async fn read(
+        &mut self,
+        count: usize,
+        shutdown: &mut std::pin::Pin<&mut impl Future<Output = ()>>,
+    ) -> Read {
+        let shared = self.shared.clone();
+        if self.conn.is_none() {
+            match shared.client.blocking_conn(self.block).await {
+                Ok(c) => self.conn = Some(c),
+                Err(e) => {
+                    tracing::warn!(error = %e, "fetch: cannot connect; retrying");
+                    return self.back_off(shutdown).await;
+                }
+            }
+        }
+        let c = self.conn.as_mut().expect("connection set above");
+        let mut read_cmd = redis::cmd("XREADGROUP");
+        read_cmd
+            .arg("GROUP")
+            .arg(GROUP)
+            .arg(&shared.consumer)
+            .arg("COUNT")
+            .arg(count)
+            .arg("BLOCK")
+            .arg(self.block.as_millis().max(1) as u64)
+            .arg("STREAMS")
+            .arg(&shared.keys.ready)
+            .arg(">");
+        let read = read_cmd.query_async::<redis::Value>(c);
+        let reply = tokio::select! {
+            biased;
+            // Dropping the connection (with the worker) makes the server unblock this client, so nothing is
+            // assigned to us after we stop; anything assigned meanwhile is handed back by the final sweep.
+            _ = shutdown.as_mut() => return Read::Shutdown,
+            // Paused or quieted mid-read: drop the blocked read and hand back anything it was assigned.
+            _ = self.gate.changed() => {
+                self.conn = None;
+                hand_back_pending(&shared, true).await;
+                return Read::Again;
+            }
+            r = read => r,
+        };
+        match reply {
+            Ok(v) => {
+                self.pause = Duration::from_millis(50);
+                match wire::parse_read_reply(v) {
+                    Ok(e) => Read::Entries(e),
+                    Err(e) => {
+                        tracing::error!(error = %e, "fetch: unreadable reply");
+                        Read::Entries(Vec::new())
+                    }
+                }
+            }
+            Err(e) if e.code() == Some("NOGROUP") => {
+                self.conn = None;
+                tracing::info!(queue = %shared.keys.queue, "consumer group missing (Redis restarted or stream deleted): creating it");
+                // The queue set may be gone with it: list the queue again.
+                shared.client.forget_listed(&shared.keys);
+                if let Err(e) = ensure_group(&shared.client, &shared.keys).await {
+                    tracing::warn!(error = %e, "cannot create consumer group");
+                }
+                Read::Again
+            }
+            Err(e) => {
+                self.conn = None;
+                tracing::warn!(error = %e, "fetch: read failed; reconnecting");
+                if let Read::Shutdown = self.back_off(shutdown).await {
+                    return Read::Shutdown;
+                }
+                // A read the client gave up on may still have assigned entries to us: hand them back.
+                hand_back_pending(&shared, true).await;
+                Read::Again
+            }
+        }
+    }
+
+    /// Sleeps the current backoff (doubling it, up to 2 s) unless shutdown comes first.
+    async fn back_off(
+        &mut self,
+        shutdown: &mut std::pin::Pin<&mut impl Future<Output = ()>>,
+    ) -> Read {
+        tokio::select! {
+            biased;
+            _ = shutdown.as_mut() => return Read::Shutdown,
+            _ = tokio::time::sleep(self.pause) => {}
+        }
+        self.pause = (self.pause * 2).min(Duration::from_secs(2));
+        Read::Again
+    }
+}

@@ -1,0 +1,131 @@
+//! The heartbeat: registers the worker on start, beats every `health.beat_interval` through `heartbeat.lua`
+//! (the record hash, the sorted set of last beats, an entry on the heartbeats stream) and deregisters on a
+//! graceful exit. It runs on the lease keeper's thread ([`super::lease`]) with its own connection. What a beat
+//! says is built here; how others read it is [`crate::registry`].
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio_util::sync::CancellationToken;
+
+use super::shared::Shared;
+use crate::registry::{HEARTBEATS_MAXLEN, RECORD_TTL};
+use crate::scripts;
+
+/// Beats until `stop` fires (the first one registers).
+pub(super) async fn run(shared: Arc<Shared>, stop: CancellationToken) {
+    let mut conn = None;
+    let mut beats = Beats::default();
+    loop {
+        beat(&shared, &mut conn, &mut beats).await;
+        tokio::select! {
+            _ = stop.cancelled() => return,
+            _ = tokio::time::sleep(shared.config.health.beat_interval) => {}
+        }
+    }
+}
+
+/// What the next beat must say beyond the counters.
+#[derive(Debug, Default)]
+struct Beats {
+    registered: bool,
+    lease_failures_at_last_beat: u64,
+}
+
+impl Beats {
+    /// The record fields of the next beat: status and counters, plus the static fields until one beat is in.
+    fn fields(&self, shared: &Shared) -> Vec<(String, String)> {
+        let stats = shared.stats.snapshot();
+        let mut f: Vec<(String, String)> = vec![
+            ("status".into(), shared.control.status().to_owned()),
+            ("in_flight".into(), shared.control.running().to_string()),
+            ("processed".into(), stats.completed.to_string()),
+            ("failed".into(), (stats.retried + stats.dead).to_string()),
+            (
+                "lease_failures".into(),
+                stats
+                    .lease_failures
+                    .saturating_sub(self.lease_failures_at_last_beat)
+                    .to_string(),
+            ),
+        ];
+        if !self.registered {
+            f.extend([
+                ("host".into(), crate::identity::hostname()),
+                ("pid".into(), std::process::id().to_string()),
+                ("queue".into(), shared.keys.queue.clone()),
+                ("concurrency".into(), shared.config.concurrency.to_string()),
+                ("version".into(), env!("CARGO_PKG_VERSION").to_owned()),
+                ("started_ms".into(), shared.started_ms.to_string()),
+                ("capabilities".into(), shared.config.capabilities.join(",")),
+            ]);
+            for (k, v) in &shared.config.metadata {
+                f.push((format!("meta:{k}"), v.clone()));
+            }
+        }
+        f
+    }
+
+    fn sent(&mut self, shared: &Shared) {
+        self.registered = true;
+        self.lease_failures_at_last_beat = shared.stats.snapshot().lease_failures;
+    }
+}
+
+/// One heartbeat. Failures are logged: a worker that cannot beat is judged crashed by the others, which then
+/// adopt its jobs (its own acks are then refused as stale).
+async fn beat(
+    shared: &Shared,
+    conn: &mut Option<redis::aio::MultiplexedConnection>,
+    beats: &mut Beats,
+) {
+    if conn.is_none() {
+        match shared.client.blocking_conn(Duration::ZERO).await {
+            Ok(c) => *conn = Some(c),
+            Err(e) => {
+                tracing::warn!(error = %e, "heartbeat: cannot connect");
+                return;
+            }
+        }
+    }
+    let fields = beats.fields(shared);
+    let c = conn.as_mut().expect("connection set above");
+    let r = scripts::heartbeat(
+        c,
+        &shared.keys,
+        &shared.consumer,
+        // The server's clock: every host judges beats by the same clock.
+        0,
+        HEARTBEATS_MAXLEN,
+        RECORD_TTL.as_millis() as u64,
+        &fields,
+    )
+    .await;
+    match r {
+        Ok(_) => beats.sent(shared),
+        Err(e) => {
+            tracing::warn!(error = %e, "heartbeat failed");
+            *conn = None;
+        }
+    }
+}
+
+/// Leaves the registry (after the keeper thread, which beats, has stopped).
+pub(super) async fn deregister(shared: &Shared) {
+    let Ok(mut c) = shared.client.conn().await else {
+        return;
+    };
+    let r: redis::RedisResult<()> = redis::pipe()
+        .cmd("DEL")
+        .arg(shared.keys.worker(&shared.consumer))
+        .ignore()
+        .cmd("ZREM")
+        .arg(&shared.keys.workers)
+        .arg(&shared.consumer)
+        .ignore()
+        .query_async(&mut c)
+        .await;
+    if let Err(e) = r {
+        tracing::warn!(error = %e, "could not leave the worker registry");
+    }
+}

@@ -1,0 +1,322 @@
+//! Running jobs: [`Worker`] joins a queue's consumer group and runs a handler on each delivery.
+//!
+//! One file per role, started by [`Worker::run`] and stopped in order at shutdown:
+//! - [`fetch`](self): takes free slots, reads new entries (`XREADGROUP ... BLOCK`, own connection), and every
+//!   `reclaim_interval` recovers stalled ones first (`reclaim`).
+//! - `runner`: one task per delivery; the handler's outcome becomes an ending (`settle`), and completions go to
+//!   the `acker`, which acks them in batches.
+//! - `lease` (its own thread): renews held deliveries' leases; `heartbeat` beats on the same thread.
+//! - `listener`: applies signals (cancel, pause, quiet, stop); `promote`: moves due delayed jobs.
+//! - Shared state: `shared` (settings), `deliveries` (the held deliveries, one owner), `control` (gate, status),
+//!   `stats`; settings in `config`.
+
+mod acker;
+mod config;
+mod control;
+mod deliveries;
+mod fetch;
+mod heartbeat;
+mod lease;
+mod listener;
+mod promote;
+mod reclaim;
+mod runner;
+mod settle;
+mod shared;
+mod stats;
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde::{Serialize, de::DeserializeOwned};
+use tokio::sync::{Semaphore, mpsc};
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::AbortOnDropHandle;
+
+pub use config::{WorkerConfig, backoff};
+pub use stats::{WorkerReport, WorkerStats};
+
+use crate::client::Client;
+use crate::error::{Error, Result};
+use crate::identity::{consumer_name, now_ms};
+use crate::job::{Job, JobContext, JobError};
+use crate::keys::{GROUP, QueueKeys};
+use crate::scripts;
+use runner::Runner;
+use settle::Settler;
+use shared::Shared;
+
+/// A worker process's membership in one queue.
+///
+/// ```no_run
+/// # #[derive(serde::Serialize, serde::Deserialize)] struct SendEmail { to: String }
+/// # async fn f() -> rill::Result<()> {
+/// let client = rill::Client::new("redis://127.0.0.1:6379")?;
+/// rill::Worker::new(client, "emails")?
+///     .concurrency(64)
+///     .run(
+///         |job: rill::Job<SendEmail>| async move {
+///             println!("to {}", job.data().to);
+///             Ok(())
+///         },
+///         async { tokio::signal::ctrl_c().await.ok(); },
+///     )
+///     .await?;
+/// # Ok(()) }
+/// ```
+#[derive(Debug)]
+pub struct Worker {
+    client: Client,
+    keys: QueueKeys,
+    consumer: String,
+    config: WorkerConfig,
+    stats: Arc<WorkerStats>,
+}
+
+impl Worker {
+    /// A worker for queue `queue` with default settings.
+    ///
+    /// # Errors
+    /// [`Error::InvalidName`].
+    pub fn new(client: Client, queue: &str) -> Result<Self> {
+        let keys = client.keys(queue)?;
+        Ok(Worker {
+            client,
+            keys,
+            consumer: consumer_name(),
+            config: WorkerConfig::default(),
+            stats: Arc::default(),
+        })
+    }
+
+    /// Replaces every setting.
+    pub fn config(mut self, config: WorkerConfig) -> Self {
+        self.config = config;
+        self
+    }
+
+    /// Jobs run at once (at least 1).
+    pub fn concurrency(mut self, n: usize) -> Self {
+        self.config.concurrency = n.max(1);
+        self
+    }
+
+    /// Lease of a delivery (at least 30 ms); also the stalled-job threshold.
+    pub fn lease(mut self, lease: Duration) -> Self {
+        self.config.lease = lease.max(Duration::from_millis(30));
+        self
+    }
+
+    /// How often to look for stalled jobs.
+    pub fn reclaim_interval(mut self, every: Duration) -> Self {
+        self.config.reclaim_interval = every.max(Duration::from_millis(10));
+        self
+    }
+
+    /// Default attempts for jobs that do not set their own.
+    pub fn max_attempts(mut self, n: u32) -> Self {
+        self.config.max_attempts = n.max(1);
+        self
+    }
+
+    /// Retry backoff: first delay and cap.
+    pub fn backoff(mut self, base: Duration, max: Duration) -> Self {
+        self.config.backoff_base = base;
+        self.config.backoff_max = max.max(base);
+        self
+    }
+
+    /// Retention of completed job records (zero: none).
+    pub fn retention(mut self, retention: Duration) -> Self {
+        self.config.retention = retention;
+        self
+    }
+
+    /// Publishes `key = value` in this worker's registry record.
+    pub fn metadata(mut self, key: impl Into<String>, value: impl Into<String>) -> Self {
+        self.config.metadata.push((key.into(), value.into()));
+        self
+    }
+
+    /// Declares a capability in this worker's registry record.
+    pub fn capability(mut self, name: impl Into<String>) -> Self {
+        self.config.capabilities.push(name.into());
+        self
+    }
+
+    /// Heartbeat interval and crash threshold.
+    pub fn health(mut self, rule: crate::registry::HealthRule) -> Self {
+        self.config.health = rule;
+        self
+    }
+
+    /// Keep a record of every completed job, not only those with a result.
+    pub fn keep_completed(mut self, on: bool) -> Self {
+        self.config.keep_completed = on;
+        self
+    }
+
+    /// Whether to write `completed` events.
+    pub fn completed_events(mut self, on: bool) -> Self {
+        self.config.completed_events = on;
+        self
+    }
+
+    /// How long shutdown waits for running jobs.
+    pub fn shutdown_timeout(mut self, timeout: Duration) -> Self {
+        self.config.shutdown_timeout = timeout;
+        self
+    }
+
+    /// Longest `XREADGROUP` block.
+    pub fn block(mut self, block: Duration) -> Self {
+        self.config.block = block.max(Duration::from_millis(1));
+        self
+    }
+
+    /// This worker's consumer name in the group.
+    pub fn consumer(&self) -> &str {
+        &self.consumer
+    }
+
+    /// Counters, live while the worker runs.
+    pub fn stats(&self) -> Arc<WorkerStats> {
+        self.stats.clone()
+    }
+
+    /// Runs `handler` on each job until `shutdown` resolves, then shuts down gracefully: stops taking jobs,
+    /// waits up to `shutdown_timeout` for running ones, cancels the rest (their cancellation tokens fire, and
+    /// they are dropped one second later), hands unfinished deliveries back for immediate redelivery, and
+    /// leaves the consumer group.
+    ///
+    /// # Errors
+    /// Only start-up errors (the consumer group cannot be created, the lease thread cannot start, the signals
+    /// cannot be read). Redis trouble while running is logged and retried.
+    pub async fn run<T, R, F, Fut>(
+        self,
+        handler: F,
+        shutdown: impl Future<Output = ()>,
+    ) -> Result<WorkerReport>
+    where
+        T: DeserializeOwned + Send + 'static,
+        R: Serialize + Send + 'static,
+        F: Fn(Job<T>) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = std::result::Result<R, JobError>> + Send + 'static,
+    {
+        ensure_group(&self.client, &self.keys).await?;
+        let shared = Arc::new(Shared {
+            client: self.client,
+            keys: self.keys,
+            consumer: self.consumer,
+            slots: Arc::new(Semaphore::new(self.config.concurrency)),
+            config: self.config,
+            stats: self.stats,
+            deliveries: Default::default(),
+            control: Default::default(),
+            started_ms: now_ms(),
+        });
+        let stopping = CancellationToken::new();
+        let ctx = Arc::new(JobContext {
+            client: shared.client.clone(),
+            keys: shared.keys.clone(),
+            // Progress and data written by a running job must outlive the job (ack deletes them when no record
+            // is kept).
+            record_ttl_ms: shared
+                .config
+                .retention
+                .max(Duration::from_secs(24 * 3600))
+                .as_millis() as u64,
+            checkpoints: shared.config.checkpoints,
+            stopping: stopping.clone(),
+        });
+        let (ack_tx, ack_rx) = mpsc::unbounded_channel();
+        let settler = Settler::new(shared.clone(), ack_tx);
+        let runner = Arc::new(Runner::new(shared.clone(), handler, ctx, settler));
+        tracing::info!(queue = %shared.keys.queue, consumer = %shared.consumer, "worker started");
+
+        let stop_lease = CancellationToken::new();
+        let lease_thread =
+            lease::spawn(shared.clone(), stop_lease.clone()).map_err(Error::Thread)?;
+        // If this future is dropped mid-run, the lease thread must stop too, or leases would never expire.
+        let _lease_guard = stop_lease.clone().drop_guard();
+        let stop_acker = CancellationToken::new();
+        let acker = AbortOnDropHandle::new(tokio::spawn(acker::run(
+            shared.clone(),
+            ack_rx,
+            stop_acker.clone(),
+        )));
+        // Dropping `run` (instead of resolving `shutdown`) is a crash: the background tasks end with it and
+        // unfinished deliveries are reclaimed after their lease.
+        let stop_background = CancellationToken::new();
+        let promoter = AbortOnDropHandle::new(tokio::spawn(promote::run(
+            shared.clone(),
+            stop_background.clone(),
+        )));
+        let listener = listener::start(shared.clone(), stop_background.clone()).await?;
+        let stop_requested = shared.control.stop_requested();
+        fetch::run(&runner, async move {
+            tokio::select! {
+                _ = shutdown => {}
+                _ = stop_requested.cancelled() => {}
+            }
+        })
+        .await;
+
+        // Graceful shutdown.
+        shared.control.begin_draining();
+        stopping.cancel();
+        shared.deliveries.stop_all();
+        stop_background.cancel();
+        let _ = promoter.await;
+        let _ = listener.await;
+        runner.finish(shared.config.shutdown_timeout).await;
+        // Every job task has ended, so every completion has been sent: let the acker drain and stop.
+        stop_acker.cancel();
+        let _ = acker.await;
+        settle::hand_back_pending(&shared, false).await;
+        leave_group(&shared).await;
+        stop_lease.cancel();
+        let _ = tokio::task::spawn_blocking(move || lease_thread.join()).await;
+        heartbeat::deregister(&shared).await;
+        let report = shared.stats.snapshot();
+        tracing::info!(queue = %shared.keys.queue, consumer = %shared.consumer, ?report, "worker stopped");
+        Ok(report)
+    }
+}
+
+/// Creates the queue's consumer group at `0` (so it sees every entry ever added) and the stream if needed, and
+/// lists the queue in the namespace's queue set.
+async fn ensure_group(client: &Client, keys: &QueueKeys) -> Result<()> {
+    let mut conn = client.conn().await?;
+    client.list_queue(&mut conn, keys).await?;
+    let r: redis::RedisResult<()> = redis::cmd("XGROUP")
+        .arg("CREATE")
+        .arg(&keys.ready)
+        .arg(GROUP)
+        .arg("0")
+        .arg("MKSTREAM")
+        .query_async(&mut conn)
+        .await;
+    match r {
+        Ok(()) => Ok(()),
+        Err(e) if e.code() == Some("BUSYGROUP") => Ok(()),
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// Leaves the consumer group, unless entries are still pending to this consumer (then others reclaim them).
+async fn leave_group(shared: &Shared) {
+    let r = async {
+        let mut c = shared.client.conn().await?;
+        scripts::retire(&mut c, &shared.keys, &shared.consumer).await
+    }
+    .await;
+    match r {
+        Ok(true) => {}
+        Ok(false) => {
+            tracing::warn!(consumer = %shared.consumer, "consumer kept: it still has pending entries")
+        }
+        Err(e) => tracing::warn!(error = %e, "could not leave the consumer group"),
+    }
+}

@@ -1,0 +1,215 @@
+//! The runner: starts one task per delivery. It parses and decodes the entry (quarantining what cannot run),
+//! tracks the delivery, runs the handler, and hands what the handler did to the settler. At shutdown it waits
+//! for running jobs, then cancels and finally drops them.
+
+use std::future::Future;
+use std::panic::AssertUnwindSafe;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use futures::FutureExt;
+use serde::{Serialize, de::DeserializeOwned};
+use tokio::sync::OwnedSemaphorePermit;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use super::deliveries::Tracked;
+use super::settle::{Ending, Finished, Outcome, Settler};
+use super::shared::Shared;
+use crate::job::{Job, JobContext, JobError, JobStart};
+use crate::wire::{self, DeadReason, RawEntry};
+
+/// A job handler: any `Fn(Job<T>) -> impl Future<Output = Result<R, JobError>>` where `R` (the result) is
+/// serializable; a result that encodes to CBOR `null` (such as `()`) stores none.
+pub(super) trait Handler<T>: Send + Sync + 'static {
+    /// The result type.
+    type Output: Serialize + Send + 'static;
+    /// Runs the handler on one job.
+    fn call(
+        &self,
+        job: Job<T>,
+    ) -> futures::future::BoxFuture<'static, std::result::Result<Self::Output, JobError>>;
+}
+
+impl<T, R, F, Fut> Handler<T> for F
+where
+    T: Send + 'static,
+    R: Serialize + Send + 'static,
+    F: Fn(Job<T>) -> Fut + Send + Sync + 'static,
+    Fut: Future<Output = std::result::Result<R, JobError>> + Send + 'static,
+{
+    type Output = R;
+    fn call(
+        &self,
+        job: Job<T>,
+    ) -> futures::future::BoxFuture<'static, std::result::Result<R, JobError>> {
+        Box::pin(self(job))
+    }
+}
+
+/// Everything a job task needs.
+pub(super) struct Runner<T, H> {
+    shared: Arc<Shared>,
+    handler: H,
+    _job: std::marker::PhantomData<fn(T)>,
+    ctx: Arc<JobContext>,
+    settler: Settler,
+    tasks: TaskTracker,
+    /// Fires when jobs still running after the shutdown deadline and its grace second are dropped.
+    abort: CancellationToken,
+}
+
+impl<T, H> Runner<T, H>
+where
+    T: DeserializeOwned + Send + 'static,
+    H: Handler<T>,
+{
+    pub(super) fn new(
+        shared: Arc<Shared>,
+        handler: H,
+        ctx: Arc<JobContext>,
+        settler: Settler,
+    ) -> Self {
+        Runner {
+            shared,
+            handler,
+            _job: std::marker::PhantomData,
+            ctx,
+            settler,
+            tasks: TaskTracker::new(),
+            abort: CancellationToken::new(),
+        }
+    }
+
+    pub(super) fn shared(&self) -> &Arc<Shared> {
+        &self.shared
+    }
+
+    /// Starts one delivery (or quarantines it) in its own task, which frees `slot` when the handler returns.
+    pub(super) fn dispatch(
+        self: &Arc<Self>,
+        raw: RawEntry,
+        token: u64,
+        slot: OwnedSemaphorePermit,
+    ) {
+        let shared = &self.shared;
+        let limit = shared.client.config().max_payload_bytes;
+        let entry_id = raw.id.clone();
+        let decoded =
+            wire::parse_entry(raw, limit).and_then(|env| match wire::decode::<T>(&env.payload) {
+                Ok(data) => Ok((env, data)),
+                Err(e) => Err(wire::Malformed {
+                    reason: DeadReason::Malformed,
+                    detail: format!(
+                        "payload does not decode as {}: {e}",
+                        std::any::type_name::<T>()
+                    ),
+                }),
+            });
+        let (env, data) = match decoded {
+            Ok(ok) => ok,
+            Err(m) => {
+                let me = self.clone();
+                self.tasks.spawn(async move {
+                    me.settler.quarantine(entry_id, token, m).await;
+                    drop(slot);
+                });
+                return;
+            }
+        };
+        let cancel = CancellationToken::new();
+        // Not a child of the worker's token (children share one lock across every running job): shutdown fires
+        // each held job's token instead, and a job started after that fires at once (below).
+        let stopping = CancellationToken::new();
+        shared.deliveries.track(Tracked {
+            entry_id: env.entry_id.clone(),
+            token,
+            job_id: env.job_id.clone(),
+            stopping: stopping.clone(),
+            cancel: cancel.clone(),
+        });
+        if self.ctx.stopping.is_cancelled() {
+            stopping.cancel();
+        }
+        let touched = Arc::new(AtomicBool::new(false));
+        let start = JobStart {
+            token,
+            consumer: shared.consumer.clone(),
+            max_attempts: env.max_attempts.unwrap_or(shared.config.max_attempts),
+            cancel,
+            stopping,
+            touched: touched.clone(),
+            ctx: self.ctx.clone(),
+        };
+        let job = Job::new(data, env, start);
+        let me = self.clone();
+        self.tasks
+            .spawn(async move { me.run_one(job, touched, slot).await });
+    }
+
+    /// Runs the handler on `job`, decides how the delivery ends and settles it.
+    async fn run_one(
+        self: Arc<Self>,
+        job: Job<T>,
+        touched: Arc<AtomicBool>,
+        slot: OwnedSemaphorePermit,
+    ) {
+        let shared = &self.shared;
+        let d = Finished {
+            entry_id: job.delivery().entry_id.clone(),
+            token: job.delivery().token,
+            job_id: job.id().to_owned(),
+            attempt: job.attempt(),
+        };
+        let run = AssertUnwindSafe(self.handler.call(job)).catch_unwind();
+        shared.control.job_started();
+        let outcome = tokio::select! {
+            r = run => match r {
+                Ok(returned) => Outcome::Returned(returned),
+                Err(panic) => Outcome::Panicked(panic),
+            },
+            _ = self.abort.cancelled() => Outcome::Dropped,
+        };
+        shared.control.job_ended();
+        drop(slot);
+        // Taken whatever the outcome, so no request outlives its delivery.
+        let cancelled = shared.deliveries.take_cancel(&d.entry_id, d.token);
+        let parked = shared.deliveries.take_park(&d.entry_id, d.token);
+        let (mut ending, message) = Ending::decide(
+            outcome,
+            cancelled,
+            parked,
+            d.attempt,
+            &shared.config,
+            rand::random::<f64>(),
+        );
+        if let Ending::Complete { touched: t, .. } = &mut ending {
+            *t = touched.load(Ordering::Relaxed);
+        }
+        self.settler.settle(d, ending, &message).await;
+    }
+}
+
+impl<T, H> Runner<T, H> {
+    /// Waits up to `timeout` for running jobs; then cancels them (their cancellation tokens fire) and, one second
+    /// later, drops those still running (their deliveries stay pending for the final sweep).
+    pub(super) async fn finish(&self, timeout: Duration) {
+        self.tasks.close();
+        if tokio::time::timeout(timeout, self.tasks.wait())
+            .await
+            .is_ok()
+        {
+            return;
+        }
+        tracing::warn!(queue = %self.shared.keys.queue, running = self.tasks.len(), "shutdown timeout: cancelling running jobs");
+        self.shared.deliveries.cancel_all();
+        if tokio::time::timeout(Duration::from_secs(1), self.tasks.wait())
+            .await
+            .is_err()
+        {
+            self.abort.cancel();
+            self.tasks.wait().await;
+        }
+    }
+}

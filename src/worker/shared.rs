@@ -1,0 +1,48 @@
+//! What a running worker's parts share: fixed settings read by all, and two owners of the state that changes
+//! ([`Deliveries`] and [`Control`]), each behind its own methods. It imports nothing from its sibling roles.
+
+use std::sync::Arc;
+
+use tokio::sync::Semaphore;
+
+use super::config::WorkerConfig;
+use super::control::Control;
+use super::deliveries::Deliveries;
+use super::stats::WorkerStats;
+use crate::client::Client;
+use crate::keys::QueueKeys;
+use crate::scripts::Caller;
+
+/// State shared by a running worker's parts.
+pub(super) struct Shared {
+    /// The process's client (shared command connection; blocking loops open their own).
+    pub(super) client: Client,
+    pub(super) keys: QueueKeys,
+    /// This worker's consumer name in the group.
+    pub(super) consumer: String,
+    pub(super) config: WorkerConfig,
+    /// Counters: each role adds its own; the heartbeat and the caller of `run` read them.
+    pub(super) stats: Arc<WorkerStats>,
+    /// Free job slots: the fetch loop takes one per delivery, a job task frees it when its handler returns.
+    pub(super) slots: Arc<Semaphore>,
+    /// Held deliveries: tracked by the runner, renewed by the lease keeper, ended by the settler and the acker,
+    /// reached by signals through the listener.
+    pub(super) deliveries: Deliveries,
+    /// Gate, stop request, draining flag, running count: changed by the listener and shutdown, read by the fetch
+    /// loop and the heartbeat.
+    pub(super) control: Control,
+    /// When this worker started, ms since the Unix epoch.
+    pub(super) started_ms: u64,
+}
+
+impl Shared {
+    /// How the worker's script calls identify it: keys, consumer, limits.
+    pub(super) fn caller(&self) -> Caller<'_> {
+        Caller {
+            keys: &self.keys,
+            consumer: &self.consumer,
+            events_maxlen: self.config.events_maxlen.max(1),
+            max_attempts: self.config.max_attempts,
+        }
+    }
+}

@@ -1,0 +1,59 @@
+//! A worker's counters ([`WorkerStats`], live) and their snapshot ([`WorkerReport`]).
+
+use std::sync::atomic::{AtomicU64, Ordering};
+
+/// Counters of one worker, readable while it runs.
+#[derive(Debug, Default)]
+pub struct WorkerStats {
+    completed: AtomicU64,
+    retried: AtomicU64,
+    dead: AtomicU64,
+    malformed: AtomicU64,
+    stale: AtomicU64,
+    lease_lost: AtomicU64,
+    lease_failures: AtomicU64,
+    reclaimed: AtomicU64,
+    released: AtomicU64,
+    cancelled: AtomicU64,
+}
+
+/// A snapshot of [`WorkerStats`].
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct WorkerReport {
+    /// Jobs completed (acks accepted).
+    pub completed: u64,
+    /// Failed attempts scheduled for retry.
+    pub retried: u64,
+    /// Jobs dead-lettered by this worker (failed, exhausted or malformed).
+    pub dead: u64,
+    /// Of those, entries refused as malformed or too large.
+    pub malformed: u64,
+    /// Completions, failures or updates rejected because another delivery owned the job.
+    pub stale: u64,
+    /// Leases found taken by another worker.
+    pub lease_lost: u64,
+    /// Lease renewal calls that failed (Redis unreachable).
+    pub lease_failures: u64,
+    /// Stalled deliveries this worker took over.
+    pub reclaimed: u64,
+    /// Deliveries handed back at shutdown (or never seen, after a connection error).
+    pub released: u64,
+    /// Running jobs ended as cancelled by a signal.
+    pub cancelled: u64,
+}
+
+macro_rules! counters {
+    ($($add:ident => $field:ident),*) => {
+        impl WorkerStats {
+            $(pub(crate) fn $add(&self) { self.$field.fetch_add(1, Ordering::Relaxed); })*
+            /// Current values.
+            pub fn snapshot(&self) -> WorkerReport {
+                WorkerReport { $($field: self.$field.load(Ordering::Relaxed)),* }
+            }
+        }
+    };
+}
+counters!(add_completed => completed, add_retried => retried, add_dead => dead, add_malformed => malformed,
+    add_stale => stale, add_lease_lost => lease_lost, add_lease_failure => lease_failures,
+    add_reclaimed => reclaimed, add_released => released, add_cancelled => cancelled);
