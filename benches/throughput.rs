@@ -7,6 +7,9 @@
 #[path = "../tests/support/mod.rs"]
 mod support;
 
+#[path = "../src/bin/rill/raw.rs"]
+mod raw;
+
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant, SystemTime};
@@ -63,61 +66,14 @@ struct Raw {
 async fn raw_ceiling(redis: &TestRedis, jobs: u64) -> Raw {
     let mut c = redis.aconn().await;
     let key = "raw:{bench}:ready";
-    let t = Instant::now();
-    for chunk in (0..jobs).collect::<Vec<_>>().chunks(1000) {
-        let mut p = redis::pipe();
-        for i in chunk {
-            p.cmd("XADD")
-                .arg(key)
-                .arg("*")
-                .arg("v")
-                .arg("1")
-                .arg("payload")
-                .arg(payload(*i))
-                .ignore();
-        }
-        let _: () = p.query_async(&mut c).await.unwrap();
-    }
-    let enqueue_per_s = jobs as f64 / t.elapsed().as_secs_f64();
-    let _: () = redis::cmd("XGROUP")
-        .arg("CREATE")
-        .arg(key)
-        .arg("g")
-        .arg("0")
-        .query_async(&mut c)
-        .await
-        .unwrap();
-    let cpu0 = redis_cpu(&mut c).await;
-    let t = Instant::now();
-    let mut done = 0;
-    while done < jobs {
-        let v: redis::Value = redis::cmd("XREADGROUP")
-            .arg("GROUP")
-            .arg("g")
-            .arg("c")
-            .arg("COUNT")
-            .arg(100)
-            .arg("STREAMS")
-            .arg(key)
-            .arg(">")
-            .query_async(&mut c)
+    let enqueue_per_s = jobs as f64
+        / raw::enqueue(&mut c, key, jobs, payload)
             .await
-            .unwrap();
-        let ids: Vec<String> = rill::wire::parse_read_reply(v)
             .unwrap()
-            .into_iter()
-            .map(|e| e.id)
-            .collect();
-        let _: u64 = redis::cmd("XACK")
-            .arg(key)
-            .arg("g")
-            .arg(&ids)
-            .query_async(&mut c)
-            .await
-            .unwrap();
-        done += ids.len() as u64;
-    }
-    let drain_per_s = jobs as f64 / t.elapsed().as_secs_f64();
+            .as_secs_f64();
+    let cpu0 = redis_cpu(&mut c).await;
+    let took = raw::drain(&mut c, key, jobs, 100).await.unwrap();
+    let drain_per_s = jobs as f64 / took.as_secs_f64();
     let drain_cpu_us = (redis_cpu(&mut c).await - cpu0) * 1e6 / jobs as f64;
     let _: () = redis::cmd("DEL")
         .arg(key)

@@ -31,6 +31,43 @@
 --   1  completed: entry acked and removed (now or, trimmed lazily, by a later call); record written (or deleted,
 --      if touched and not kept); if touched, its checkpoints expire after the retention (deleted if 0)
 --   0  stale: this delivery no longer owns the entry; nothing changed
+-- lib/fence_batch: the fence (lib/fence) for a batch of deliveries, in one XPENDING page (or a few).
+-- owned_between(ready, group, consumer, lo, hi, n) -> entry id -> delivery count, for every entry from `lo` to
+-- `hi` that `consumer` holds, for a batch of `n` deliveries
+local function owned_between(ready, group, consumer, lo, hi, n)
+  local owned = {}
+  local page = n + 16
+  while true do
+    local p = redis.call('XPENDING', ready, group, lo, hi, page, consumer)
+    for _, e in ipairs(p) do owned[e[1]] = e[4] end
+    if #p < page then break end
+    lo = '(' .. p[#p][1]
+  end
+  return owned
+end
+-- lib/last_delivered: how far a consumer group has read the ready stream.
+-- last_delivered(ready, group) -> the group's last-delivered id ('0-0' without the stream or the group)
+local function last_delivered(ready, group)
+  local groups = redis.pcall('XINFO', 'GROUPS', ready)
+  if groups.err then return '0-0' end
+  for _, g in ipairs(groups) do
+    local name, id
+    for k = 1, #g, 2 do
+      if g[k] == 'name' then name = g[k + 1] elseif g[k] == 'last-delivered-id' then id = g[k + 1] end
+    end
+    if name == group then return id end
+  end
+  return '0-0'
+end
+-- undelivered(ready, group, eid) -> true if entry `eid` (an `ms-seq` id) comes after the group's last-delivered
+-- id: it has not been delivered yet
+local function undelivered(ready, group, eid)
+  local ems, eseq = string.match(eid, '^(%d+)-(%d+)$')
+  local lms, lseq = string.match(last_delivered(ready, group), '^(%d+)-(%d+)$')
+  ems, eseq, lms, lseq = tonumber(ems), tonumber(eseq), tonumber(lms), tonumber(lseq)
+  return ems > lms or (ems == lms and eseq > lseq)
+end
+
 local ready, index, events = KEYS[1], KEYS[2], KEYS[3]
 local group, consumer, now = ARGV[1], ARGV[2], ARGV[3]
 local retention = tonumber(ARGV[4])
@@ -42,15 +79,7 @@ if n < 1 then return {} end
 local X = 8 + 2 * n
 
 -- This consumer's pending entries in the batch's range, with their delivery counts.
-local owned = {}
-local lo, hi = ARGV[9], ARGV[7 + 2 * n]
-local page = n + 16
-while true do
-  local p = redis.call('XPENDING', ready, group, lo, hi, page, consumer)
-  for _, e in ipairs(p) do owned[e[1]] = e[4] end
-  if #p < page then break end
-  lo = '(' .. p[#p][1]
-end
+local owned = owned_between(ready, group, consumer, ARGV[9], ARGV[7 + 2 * n], n)
 
 local codes, acked, ids = {}, {}, {}
 for i = 1, n do
@@ -107,15 +136,7 @@ if #acked > 0 then
       redis.call('XDEL', ready, unpack(acked))
     end
   else
-    local last
-    for _, g in ipairs(redis.call('XINFO', 'GROUPS', ready)) do
-      local name, id
-      for k = 1, #g, 2 do
-        if g[k] == 'name' then name = g[k + 1] elseif g[k] == 'last-delivered-id' then id = g[k + 1] end
-      end
-      if name == group then last = id end
-    end
-    local _, lseq, lms_text = parse(last)
+    local _, lseq, lms_text = parse(last_delivered(ready, group))
     floor = lms_text .. '-' .. string.format('%.0f', lseq + 1)
   end
   redis.call('XTRIM', ready, 'MINID', floor)

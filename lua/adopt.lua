@@ -24,6 +24,45 @@
 --   code   1 adopted (taken may be empty), 2 adopted everything and removed the crashed worker,
 --          0 not crashed (it beat recently), nothing done
 --   taken  array of {entry id, token, fields}, now owned by the adopter
+-- lib/entry: what a job's stream entry says about its attempts.
+-- job_fields(fields, default_max) -> attempts recorded on the entry, max attempts, job id (nil: the entry id)
+local function job_fields(fields, default_max)
+  local attempts, max, jid = 0, default_max, nil
+  for i = 1, #fields, 2 do
+    local f = fields[i]
+    if f == 'attempts' then attempts = math.max(0, math.floor(tonumber(fields[i + 1]) or 0))
+    elseif f == 'max_attempts' then max = math.floor(tonumber(fields[i + 1]) or default_max)
+    elseif f == 'id' then jid = fields[i + 1]
+    end
+  end
+  return attempts, max, jid
+end
+-- attempts_made(recorded, deliveries, failed) -> attempts made so far: those recorded on the entry plus this
+-- entry's deliveries, where the latest one counts only if it `failed` (a stalled, handed-back or parked delivery,
+-- or one just started, does not count itself)
+local function attempts_made(recorded, deliveries, failed)
+  if failed then return recorded + deliveries end
+  return recorded + deliveries - 1
+end
+-- lib/dead_letter: move a job to the dead-letter stream (the caller acks and deletes its entry and writes the
+-- event).
+-- dead_letter(dead, deadids, index, eid, jid, fields, reason, err, made, now): appends the entry's fields (minus
+-- any earlier dead_* fields) behind the dead_* fields, indexes the dead letter by job id and drops the job id from
+-- the live index. `now` is the text stored as dead_ms.
+local function dead_letter(dead, deadids, index, eid, jid, fields, reason, err, made, now)
+  local out = {'dead_reason', reason, 'dead_error', err, 'dead_ms', now, 'dead_entry', eid,
+    'dead_attempts', tostring(made), 'dead_job', jid}
+  for i = 1, #fields, 2 do
+    if string.sub(fields[i], 1, 5) ~= 'dead_' then
+      out[#out + 1] = fields[i]
+      out[#out + 1] = fields[i + 1]
+    end
+  end
+  local did = redis.call('XADD', dead, '*', unpack(out))
+  redis.call('HSET', deadids, jid, did)
+  redis.call('HDEL', index, jid)
+end
+
 local ready, index, dead, deadids, events, workers, record =
   KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6], KEYS[7]
 local group, adopter, crashed, now, crash_after, count, default_max, maxlen =
@@ -45,27 +84,12 @@ for _, p in ipairs(pending) do
   if e and e[2] then
     local fields = e[2]
     local deliveries = p[4] + 1
-    local attempts, max, jid = 0, default_max, eid
-    for i = 1, #fields, 2 do
-      local f = fields[i]
-      if f == 'attempts' then attempts = math.max(0, math.floor(tonumber(fields[i + 1]) or 0))
-      elseif f == 'max_attempts' then max = math.floor(tonumber(fields[i + 1]) or default_max)
-      elseif f == 'id' then jid = fields[i + 1]
-      end
-    end
-    local made = attempts + deliveries - 1
+    local attempts, max, jid = job_fields(fields, default_max)
+    jid = jid or eid
+    local made = attempts_made(attempts, deliveries, false)
     if made >= max then
-      local out = {'dead_reason', 'exhausted', 'dead_error', 'worker crashed', 'dead_ms', string.format('%.0f', now),
-        'dead_entry', eid, 'dead_attempts', tostring(made), 'dead_job', jid}
-      for i = 1, #fields, 2 do
-        if string.sub(fields[i], 1, 5) ~= 'dead_' then
-          out[#out + 1] = fields[i]
-          out[#out + 1] = fields[i + 1]
-        end
-      end
-      local did = redis.call('XADD', dead, '*', unpack(out))
-      redis.call('HSET', deadids, jid, did)
-      redis.call('HDEL', index, jid)
+      dead_letter(dead, deadids, index, eid, jid, fields, 'exhausted', 'worker crashed', made,
+        string.format('%.0f', now))
       redis.call('XACK', ready, group, eid)
       redis.call('XDEL', ready, eid)
       dead_n = dead_n + 1

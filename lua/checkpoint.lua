@@ -23,12 +23,19 @@
 --   0  stale: this delivery no longer owns the job; nothing written
 --  -1  version not newer than the newest checkpoint's; nothing written
 --  -2  state larger than the limit; nothing written
+-- lib/fence: the fence. A delivery may change a job only while its consumer holds the entry under the same
+-- delivery count (the token) it was handed with; a reclaimed, acked or re-delivered entry fails the check.
+-- owns(ready, group, consumer, eid, token) -> true if `consumer` holds `eid` under delivery `token`
+local function owns(ready, group, consumer, eid, token)
+  local p = redis.call('XPENDING', ready, group, eid, eid, 1, consumer)
+  return p[1] ~= nil and p[1][4] == token
+end
+
 local ready, ckpt = KEYS[1], KEYS[2]
 local group, consumer, eid, token = ARGV[1], ARGV[2], ARGV[3], tonumber(ARGV[4])
 local version, now, label, state = tonumber(ARGV[5]), ARGV[6], ARGV[7], ARGV[8]
 local keep, ttl, limit = tonumber(ARGV[9]), ARGV[10], tonumber(ARGV[11])
-local p = redis.call('XPENDING', ready, group, eid, eid, 1, consumer)
-if not (p[1] and p[1][4] == token) then
+if not owns(ready, group, consumer, eid, token) then
   return {0, 0}
 end
 local newest = 0

@@ -32,14 +32,59 @@
 --   4  cancelled: entry acked and deleted, job record state = cancelled
 --   0  stale: this delivery no longer owns the entry; nothing changed
 --  -1  entry gone from the stream (deleted by someone else); its pending entry was acked
+-- lib/fence: the fence. A delivery may change a job only while its consumer holds the entry under the same
+-- delivery count (the token) it was handed with; a reclaimed, acked or re-delivered entry fails the check.
+-- owns(ready, group, consumer, eid, token) -> true if `consumer` holds `eid` under delivery `token`
+local function owns(ready, group, consumer, eid, token)
+  local p = redis.call('XPENDING', ready, group, eid, eid, 1, consumer)
+  return p[1] ~= nil and p[1][4] == token
+end
+-- lib/entry: what a job's stream entry says about its attempts.
+-- job_fields(fields, default_max) -> attempts recorded on the entry, max attempts, job id (nil: the entry id)
+local function job_fields(fields, default_max)
+  local attempts, max, jid = 0, default_max, nil
+  for i = 1, #fields, 2 do
+    local f = fields[i]
+    if f == 'attempts' then attempts = math.max(0, math.floor(tonumber(fields[i + 1]) or 0))
+    elseif f == 'max_attempts' then max = math.floor(tonumber(fields[i + 1]) or default_max)
+    elseif f == 'id' then jid = fields[i + 1]
+    end
+  end
+  return attempts, max, jid
+end
+-- attempts_made(recorded, deliveries, failed) -> attempts made so far: those recorded on the entry plus this
+-- entry's deliveries, where the latest one counts only if it `failed` (a stalled, handed-back or parked delivery,
+-- or one just started, does not count itself)
+local function attempts_made(recorded, deliveries, failed)
+  if failed then return recorded + deliveries end
+  return recorded + deliveries - 1
+end
+-- lib/dead_letter: move a job to the dead-letter stream (the caller acks and deletes its entry and writes the
+-- event).
+-- dead_letter(dead, deadids, index, eid, jid, fields, reason, err, made, now): appends the entry's fields (minus
+-- any earlier dead_* fields) behind the dead_* fields, indexes the dead letter by job id and drops the job id from
+-- the live index. `now` is the text stored as dead_ms.
+local function dead_letter(dead, deadids, index, eid, jid, fields, reason, err, made, now)
+  local out = {'dead_reason', reason, 'dead_error', err, 'dead_ms', now, 'dead_entry', eid,
+    'dead_attempts', tostring(made), 'dead_job', jid}
+  for i = 1, #fields, 2 do
+    if string.sub(fields[i], 1, 5) ~= 'dead_' then
+      out[#out + 1] = fields[i]
+      out[#out + 1] = fields[i + 1]
+    end
+  end
+  local did = redis.call('XADD', dead, '*', unpack(out))
+  redis.call('HSET', deadids, jid, did)
+  redis.call('HDEL', index, jid)
+end
+
 local ready, delayed, scheduled, index, dead, deadids, events, job =
   KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6], KEYS[7], KEYS[8]
 local group, consumer, eid, token, jid = ARGV[1], ARGV[2], ARGV[3], tonumber(ARGV[4]), ARGV[5]
 local now, mode, delay, err, reason = tonumber(ARGV[6]), ARGV[7], tonumber(ARGV[8]), ARGV[9], ARGV[10]
 local maxlen = ARGV[12]
 
-local p = redis.call('XPENDING', ready, group, eid, eid, 1, consumer)
-if not (p[1] and p[1][4] == token) then
+if not owns(ready, group, consumer, eid, token) then
   return {0, 0}
 end
 local r = redis.call('XRANGE', ready, eid, eid)
@@ -48,12 +93,6 @@ if not r[1] then
   return {-1, 0}
 end
 local fields = r[1][2]
-local function field(name)
-  for i = 1, #fields, 2 do
-    if fields[i] == name then return fields[i + 1] end
-  end
-  return nil
-end
 -- a copy of the entry with some fields replaced (in place, keeping order) or appended
 local function rewrite(set)
   local out, done = {}, {}
@@ -75,8 +114,8 @@ local function rewrite(set)
   return out
 end
 
-local made = math.max(0, math.floor(tonumber(field('attempts')) or 0)) + token
-local max = math.floor(tonumber(field('max_attempts')) or tonumber(ARGV[11]))
+local recorded, max = job_fields(fields, tonumber(ARGV[11]))
+local made = attempts_made(recorded, token, true)
 redis.call('XACK', ready, group, eid)
 redis.call('XDEL', ready, eid)
 
@@ -114,17 +153,7 @@ if mode == 'retry' and made < max then
 end
 
 if mode == 'retry' then reason = 'exhausted' end
-local out = {'dead_reason', reason, 'dead_error', err, 'dead_ms', tostring(now), 'dead_entry', eid,
-  'dead_attempts', tostring(made), 'dead_job', jid}
-for i = 1, #fields, 2 do
-  if string.sub(fields[i], 1, 5) ~= 'dead_' then
-    out[#out + 1] = fields[i]
-    out[#out + 1] = fields[i + 1]
-  end
-end
-local did = redis.call('XADD', dead, '*', unpack(out))
-redis.call('HSET', deadids, jid, did)
-redis.call('HDEL', index, jid)
+dead_letter(dead, deadids, index, eid, jid, fields, reason, err, made, tostring(now))
 redis.call('XADD', events, 'MAXLEN', '~', maxlen, '*', 'event', 'dead', 'id', jid, 'attempt', tostring(made),
   'ms', tostring(now), 'reason', reason, 'error', err)
 return {3, made}

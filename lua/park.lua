@@ -17,11 +17,60 @@
 -- ARGV[6]  events stream MAXLEN (approximate)
 --
 -- Returns 1 (parked), 0 (stale: not owned by this delivery; nothing changed), -1 (entry gone; pending entry acked).
+-- lib/fence: the fence. A delivery may change a job only while its consumer holds the entry under the same
+-- delivery count (the token) it was handed with; a reclaimed, acked or re-delivered entry fails the check.
+-- owns(ready, group, consumer, eid, token) -> true if `consumer` holds `eid` under delivery `token`
+local function owns(ready, group, consumer, eid, token)
+  local p = redis.call('XPENDING', ready, group, eid, eid, 1, consumer)
+  return p[1] ~= nil and p[1][4] == token
+end
+-- lib/entry: what a job's stream entry says about its attempts.
+-- job_fields(fields, default_max) -> attempts recorded on the entry, max attempts, job id (nil: the entry id)
+local function job_fields(fields, default_max)
+  local attempts, max, jid = 0, default_max, nil
+  for i = 1, #fields, 2 do
+    local f = fields[i]
+    if f == 'attempts' then attempts = math.max(0, math.floor(tonumber(fields[i + 1]) or 0))
+    elseif f == 'max_attempts' then max = math.floor(tonumber(fields[i + 1]) or default_max)
+    elseif f == 'id' then jid = fields[i + 1]
+    end
+  end
+  return attempts, max, jid
+end
+-- attempts_made(recorded, deliveries, failed) -> attempts made so far: those recorded on the entry plus this
+-- entry's deliveries, where the latest one counts only if it `failed` (a stalled, handed-back or parked delivery,
+-- or one just started, does not count itself)
+local function attempts_made(recorded, deliveries, failed)
+  if failed then return recorded + deliveries end
+  return recorded + deliveries - 1
+end
+-- lib/hand_back: an entry rewritten for its next delivery after a hand-back (release, park). The delivery handed
+-- back is not counted as an attempt, and its `last_error` goes: it ended by hand-back, not by an error.
+-- handed_back(fields, eid, token) -> new fields (`id` and `attempts` last), job id, attempts made
+local function handed_back(fields, eid, token)
+  local attempts, jid, out = 0, eid, {}
+  for j = 1, #fields, 2 do
+    local f = fields[j]
+    if f == 'attempts' then attempts = math.max(0, math.floor(tonumber(fields[j + 1]) or 0))
+    elseif f == 'id' then jid = fields[j + 1]
+    end
+    if f ~= 'attempts' and f ~= 'id' and f ~= 'last_error' then
+      out[#out + 1] = f
+      out[#out + 1] = fields[j + 1]
+    end
+  end
+  local made = attempts_made(attempts, token, false)
+  out[#out + 1] = 'id'
+  out[#out + 1] = jid
+  out[#out + 1] = 'attempts'
+  out[#out + 1] = tostring(made)
+  return out, jid, made
+end
+
 local ready, scheduled, parked, index, events = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5]
 local group, consumer, eid, token, now, maxlen =
   ARGV[1], ARGV[2], ARGV[3], tonumber(ARGV[4]), ARGV[5], ARGV[6]
-local p = redis.call('XPENDING', ready, group, eid, eid, 1, consumer)
-if not (p[1] and p[1][4] == token) then
+if not owns(ready, group, consumer, eid, token) then
   return 0
 end
 local r = redis.call('XRANGE', ready, eid, eid)
@@ -29,23 +78,7 @@ if not r[1] then
   redis.call('XACK', ready, group, eid)
   return -1
 end
-local fields = r[1][2]
-local attempts, jid, out = 0, eid, {}
-for j = 1, #fields, 2 do
-  local f = fields[j]
-  if f == 'attempts' then attempts = math.max(0, math.floor(tonumber(fields[j + 1]) or 0))
-  elseif f == 'id' then jid = fields[j + 1]
-  end
-  if f ~= 'attempts' and f ~= 'id' and f ~= 'last_error' then
-    out[#out + 1] = f
-    out[#out + 1] = fields[j + 1]
-  end
-end
-local made = attempts + token - 1
-out[#out + 1] = 'id'
-out[#out + 1] = jid
-out[#out + 1] = 'attempts'
-out[#out + 1] = tostring(made)
+local out, jid, made = handed_back(r[1][2], eid, token)
 local sid = redis.call('XADD', scheduled, '*', unpack(out))
 redis.call('ZADD', parked, now, jid)
 redis.call('HSET', index, jid, sid)

@@ -23,6 +23,45 @@
 --   taken          array of {entry id, token (delivery count), fields (flat array)}, now owned by the caller
 --   dead_lettered  number of exhausted jobs moved to the dead-letter stream
 --   gone           number of pending ids whose entries had been deleted (dropped from the pending list)
+-- lib/entry: what a job's stream entry says about its attempts.
+-- job_fields(fields, default_max) -> attempts recorded on the entry, max attempts, job id (nil: the entry id)
+local function job_fields(fields, default_max)
+  local attempts, max, jid = 0, default_max, nil
+  for i = 1, #fields, 2 do
+    local f = fields[i]
+    if f == 'attempts' then attempts = math.max(0, math.floor(tonumber(fields[i + 1]) or 0))
+    elseif f == 'max_attempts' then max = math.floor(tonumber(fields[i + 1]) or default_max)
+    elseif f == 'id' then jid = fields[i + 1]
+    end
+  end
+  return attempts, max, jid
+end
+-- attempts_made(recorded, deliveries, failed) -> attempts made so far: those recorded on the entry plus this
+-- entry's deliveries, where the latest one counts only if it `failed` (a stalled, handed-back or parked delivery,
+-- or one just started, does not count itself)
+local function attempts_made(recorded, deliveries, failed)
+  if failed then return recorded + deliveries end
+  return recorded + deliveries - 1
+end
+-- lib/dead_letter: move a job to the dead-letter stream (the caller acks and deletes its entry and writes the
+-- event).
+-- dead_letter(dead, deadids, index, eid, jid, fields, reason, err, made, now): appends the entry's fields (minus
+-- any earlier dead_* fields) behind the dead_* fields, indexes the dead letter by job id and drops the job id from
+-- the live index. `now` is the text stored as dead_ms.
+local function dead_letter(dead, deadids, index, eid, jid, fields, reason, err, made, now)
+  local out = {'dead_reason', reason, 'dead_error', err, 'dead_ms', now, 'dead_entry', eid,
+    'dead_attempts', tostring(made), 'dead_job', jid}
+  for i = 1, #fields, 2 do
+    if string.sub(fields[i], 1, 5) ~= 'dead_' then
+      out[#out + 1] = fields[i]
+      out[#out + 1] = fields[i + 1]
+    end
+  end
+  local did = redis.call('XADD', dead, '*', unpack(out))
+  redis.call('HSET', deadids, jid, did)
+  redis.call('HDEL', index, jid)
+end
+
 local ready, index, dead, deadids, events = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5]
 local group, consumer, min_idle, cursor, count = ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[5]
 local now, default_max, maxlen = ARGV[6], tonumber(ARGV[7]), ARGV[8]
@@ -34,27 +73,12 @@ for _, e in ipairs(r[2]) do
   if fields then
     local p = redis.call('XPENDING', ready, group, eid, eid, 1, consumer)
     local deliveries = p[1][4]
-    local attempts, max, jid = 0, default_max, eid
-    for i = 1, #fields, 2 do
-      local f = fields[i]
-      if f == 'attempts' then attempts = math.max(0, math.floor(tonumber(fields[i + 1]) or 0))
-      elseif f == 'max_attempts' then max = math.floor(tonumber(fields[i + 1]) or default_max)
-      elseif f == 'id' then jid = fields[i + 1]
-      end
-    end
-    local made = attempts + deliveries - 1
+    local attempts, max, jid = job_fields(fields, default_max)
+    jid = jid or eid
+    local made = attempts_made(attempts, deliveries, false)
     if made >= max then
-      local out = {'dead_reason', 'exhausted', 'dead_error', 'lease expired (worker stalled or crashed)',
-        'dead_ms', now, 'dead_entry', eid, 'dead_attempts', tostring(made), 'dead_job', jid}
-      for i = 1, #fields, 2 do
-        if string.sub(fields[i], 1, 5) ~= 'dead_' then
-          out[#out + 1] = fields[i]
-          out[#out + 1] = fields[i + 1]
-        end
-      end
-      local did = redis.call('XADD', dead, '*', unpack(out))
-      redis.call('HSET', deadids, jid, did)
-      redis.call('HDEL', index, jid)
+      dead_letter(dead, deadids, index, eid, jid, fields, 'exhausted', 'lease expired (worker stalled or crashed)',
+        made, now)
       redis.call('XACK', ready, group, eid)
       redis.call('XDEL', ready, eid)
       redis.call('XADD', events, 'MAXLEN', '~', maxlen, '*', 'event', 'dead', 'id', jid, 'attempt', tostring(made),

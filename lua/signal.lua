@@ -32,6 +32,29 @@
 --   1  applied here (pause, resume, a job cancelled, parked or resumed before it started running)
 --   2  recorded for workers to apply (a running job, quiet, stop, custom)
 --   0  ignored: a job signal for a job in no state it applies to
+-- lib/last_delivered: how far a consumer group has read the ready stream.
+-- last_delivered(ready, group) -> the group's last-delivered id ('0-0' without the stream or the group)
+local function last_delivered(ready, group)
+  local groups = redis.pcall('XINFO', 'GROUPS', ready)
+  if groups.err then return '0-0' end
+  for _, g in ipairs(groups) do
+    local name, id
+    for k = 1, #g, 2 do
+      if g[k] == 'name' then name = g[k + 1] elseif g[k] == 'last-delivered-id' then id = g[k + 1] end
+    end
+    if name == group then return id end
+  end
+  return '0-0'
+end
+-- undelivered(ready, group, eid) -> true if entry `eid` (an `ms-seq` id) comes after the group's last-delivered
+-- id: it has not been delivered yet
+local function undelivered(ready, group, eid)
+  local ems, eseq = string.match(eid, '^(%d+)-(%d+)$')
+  local lms, lseq = string.match(last_delivered(ready, group), '^(%d+)-(%d+)$')
+  ems, eseq, lms, lseq = tonumber(ems), tonumber(eseq), tonumber(lms), tonumber(lseq)
+  return ems > lms or (ems == lms and eseq > lseq)
+end
+
 local signals, outcomes, paused, ready, delayed, scheduled, index, job, parked =
   KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6], KEYS[7], KEYS[8], KEYS[9]
 local kind, target, sender, now, payload, maxlen, group, retention =
@@ -69,21 +92,7 @@ if string.sub(target, 1, 4) == 'job:' and (kind == 'cancel' or kind == 'pause' o
         where = 'running'
       else
         -- Not pending: waiting unless already delivered (a finished entry awaiting its trim).
-        local last = '0-0'
-        local groups = redis.pcall('XINFO', 'GROUPS', ready)
-        if not groups.err then
-          for _, g in ipairs(groups) do
-            local name, id
-            for k = 1, #g, 2 do
-              if g[k] == 'name' then name = g[k + 1] elseif g[k] == 'last-delivered-id' then id = g[k + 1] end
-            end
-            if name == group then last = id end
-          end
-        end
-        local ems, eseq = string.match(eid, '^(%d+)-(%d+)$')
-        local lms, lseq = string.match(last, '^(%d+)-(%d+)$')
-        ems, eseq, lms, lseq = tonumber(ems), tonumber(eseq), tonumber(lms), tonumber(lseq)
-        if ems > lms or (ems == lms and eseq > lseq) then where = 'waiting' end
+        if undelivered(ready, group, eid) then where = 'waiting' end
       end
     end
   end

@@ -21,28 +21,65 @@
 --   'cancelled'  cancelled by a signal; its record is within retention
 --   'dead'       in the dead-letter stream                   (entry id: dead-letter entry)
 --   'unknown'    none of the above (never existed, or its record expired)
+-- lib/entry: what a job's stream entry says about its attempts.
+-- job_fields(fields, default_max) -> attempts recorded on the entry, max attempts, job id (nil: the entry id)
+local function job_fields(fields, default_max)
+  local attempts, max, jid = 0, default_max, nil
+  for i = 1, #fields, 2 do
+    local f = fields[i]
+    if f == 'attempts' then attempts = math.max(0, math.floor(tonumber(fields[i + 1]) or 0))
+    elseif f == 'max_attempts' then max = math.floor(tonumber(fields[i + 1]) or default_max)
+    elseif f == 'id' then jid = fields[i + 1]
+    end
+  end
+  return attempts, max, jid
+end
+-- attempts_made(recorded, deliveries, failed) -> attempts made so far: those recorded on the entry plus this
+-- entry's deliveries, where the latest one counts only if it `failed` (a stalled, handed-back or parked delivery,
+-- or one just started, does not count itself)
+local function attempts_made(recorded, deliveries, failed)
+  if failed then return recorded + deliveries end
+  return recorded + deliveries - 1
+end
+-- lib/last_delivered: how far a consumer group has read the ready stream.
+-- last_delivered(ready, group) -> the group's last-delivered id ('0-0' without the stream or the group)
+local function last_delivered(ready, group)
+  local groups = redis.pcall('XINFO', 'GROUPS', ready)
+  if groups.err then return '0-0' end
+  for _, g in ipairs(groups) do
+    local name, id
+    for k = 1, #g, 2 do
+      if g[k] == 'name' then name = g[k + 1] elseif g[k] == 'last-delivered-id' then id = g[k + 1] end
+    end
+    if name == group then return id end
+  end
+  return '0-0'
+end
+-- undelivered(ready, group, eid) -> true if entry `eid` (an `ms-seq` id) comes after the group's last-delivered
+-- id: it has not been delivered yet
+local function undelivered(ready, group, eid)
+  local ems, eseq = string.match(eid, '^(%d+)-(%d+)$')
+  local lms, lseq = string.match(last_delivered(ready, group), '^(%d+)-(%d+)$')
+  ems, eseq, lms, lseq = tonumber(ems), tonumber(eseq), tonumber(lms), tonumber(lseq)
+  return ems > lms or (ems == lms and eseq > lseq)
+end
+
 local index, delayed, scheduled, ready, job, deadids, parked =
   KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6], KEYS[7]
 local group, jid = ARGV[1], ARGV[2]
-local function attempts_of(fields)
-  for i = 1, #fields, 2 do
-    if fields[i] == 'attempts' then return math.max(0, math.floor(tonumber(fields[i + 1]) or 0)) end
-  end
-  return 0
-end
 local loc = redis.call('HGET', index, jid)
 if redis.call('ZSCORE', parked, jid) then
   local r = {}
   if loc then r = redis.call('XRANGE', scheduled, loc, loc) end
   local made = 0
-  if r[1] then made = attempts_of(r[1][2]) end
+  if r[1] then made = job_fields(r[1][2], 0) end
   return {'parked', loc or '', made, '', 0}
 end
 if redis.call('ZSCORE', delayed, jid) then
   local r = {}
   if loc then r = redis.call('XRANGE', scheduled, loc, loc) end
   local made = 0
-  if r[1] then made = attempts_of(r[1][2]) end
+  if r[1] then made = job_fields(r[1][2], 0) end
   if made > 0 then return {'failed', loc or '', made, '', 0} end
   return {'delayed', loc or '', made, '', 0}
 end
@@ -50,25 +87,11 @@ local eid = loc or jid
 if string.match(eid, '^%d+%-%d+$') then
   local r = redis.call('XRANGE', ready, eid, eid)
   if r[1] then
-    local made = attempts_of(r[1][2])
+    local made = job_fields(r[1][2], 0)
     local p = redis.pcall('XPENDING', ready, group, eid, eid, 1) -- no group yet: nothing is active
     if p[1] then return {'active', eid, made, p[1][2], p[1][4]} end
     -- Not pending: waiting if not yet delivered; otherwise it finished and awaits trimming (see ack.lua).
-    local last = '0-0'
-    local groups = redis.pcall('XINFO', 'GROUPS', ready)
-    if not groups.err then
-      for _, g in ipairs(groups) do
-        local name, id
-        for k = 1, #g, 2 do
-          if g[k] == 'name' then name = g[k + 1] elseif g[k] == 'last-delivered-id' then id = g[k + 1] end
-        end
-        if name == group then last = id end
-      end
-    end
-    local ems, eseq = string.match(eid, '^(%d+)-(%d+)$')
-    local lms, lseq = string.match(last, '^(%d+)-(%d+)$')
-    ems, eseq, lms, lseq = tonumber(ems), tonumber(eseq), tonumber(lms), tonumber(lseq)
-    if ems > lms or (ems == lms and eseq > lseq) then
+    if undelivered(ready, group, eid) then
       return {'waiting', eid, made, '', 0}
     end
   end

@@ -13,8 +13,15 @@
 -- ARGV[7]  record ttl, ms
 --
 -- Returns 1 (written) or 0 (stale: not owned by this delivery; nothing changed).
-local p = redis.call('XPENDING', KEYS[1], ARGV[1], ARGV[3], ARGV[3], 1, ARGV[2])
-if not (p[1] and p[1][4] == tonumber(ARGV[4])) then
+-- lib/fence: the fence. A delivery may change a job only while its consumer holds the entry under the same
+-- delivery count (the token) it was handed with; a reclaimed, acked or re-delivered entry fails the check.
+-- owns(ready, group, consumer, eid, token) -> true if `consumer` holds `eid` under delivery `token`
+local function owns(ready, group, consumer, eid, token)
+  local p = redis.call('XPENDING', ready, group, eid, eid, 1, consumer)
+  return p[1] ~= nil and p[1][4] == token
+end
+
+if not owns(KEYS[1], ARGV[1], ARGV[2], ARGV[3], tonumber(ARGV[4])) then
   return 0
 end
 if ARGV[5] ~= 'progress' and ARGV[5] ~= 'data' then

@@ -88,10 +88,9 @@ impl Client {
     /// # Errors
     /// [`Error::InvalidName`] for a bad topic name.
     pub fn topic<T: Serialize + DeserializeOwned>(&self, name: &str) -> Result<Topic<T>> {
-        keys::validate_name(name)?;
         Ok(Topic {
             client: self.clone(),
-            key: format!("{}:bus:{{{name}}}", self.config().namespace),
+            key: keys::topic_key(&self.config().namespace, name)?,
             retention: Retention::MaxLen(100_000),
             _t: PhantomData,
         })

@@ -57,6 +57,16 @@ pub fn queues_key(namespace: &str) -> Result<String> {
     Ok(format!("{namespace}:queues"))
 }
 
+/// The stream of message-bus topic `topic` in `namespace` (`<ns>:bus:{<topic>}`; the topic is its own hash tag).
+///
+/// # Errors
+/// [`Error::InvalidName`] for an invalid namespace or topic name.
+pub fn topic_key(namespace: &str, topic: &str) -> Result<String> {
+    validate_name(namespace)?;
+    validate_name(topic)?;
+    Ok(format!("{namespace}:bus:{{{topic}}}"))
+}
+
 /// Checks a caller-supplied job id or dedup key: 1–256 bytes of UTF-8 without control characters or
 /// whitespace. (It follows the hash tag in a key, so braces and `:` are harmless there.)
 ///
@@ -192,6 +202,8 @@ mod tests {
         assert_eq!(k.job("order-42"), "rill:{emails}:job:order-42");
         assert_eq!(k.dedup("k1"), "rill:{emails}:dedup:k1");
         assert_eq!(k.checkpoints("j1"), "rill:{emails}:ckpt:j1");
+        assert_eq!(topic_key("rill", "orders").unwrap(), "rill:bus:{orders}");
+        assert!(topic_key("rill", "a:b").is_err());
     }
 
     #[test]

@@ -148,15 +148,7 @@ impl Harness {
     async fn new(conn: redis::aio::MultiplexedConnection) -> Self {
         let keys = QueueKeys::new(&support::namespace(), "model").unwrap();
         let mut conn = conn;
-        let _: () = redis::cmd("XGROUP")
-            .arg("CREATE")
-            .arg(&keys.ready)
-            .arg(GROUP)
-            .arg("0")
-            .arg("MKSTREAM")
-            .query_async(&mut conn)
-            .await
-            .unwrap();
+        support::create_group(&mut conn, &keys).await;
         Harness {
             conn,
             keys,

@@ -10,7 +10,6 @@ use super::events::DEFAULT_EVENTS_MAXLEN;
 use crate::error::Result;
 use crate::identity::now_ms;
 use crate::scripts;
-use crate::wire;
 
 /// What [`Queue::retry_dead`] did.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
@@ -146,17 +145,9 @@ impl<T: Serialize + DeserializeOwned> Queue<T> {
     /// # Errors
     /// Redis errors.
     pub async fn dead_letters(&self, after: Option<&str>, count: usize) -> Result<Vec<DeadLetter>> {
-        let mut conn = self.client.conn().await?;
-        let start = after.map_or_else(|| "-".to_owned(), |a| format!("({a}"));
-        let v: redis::Value = redis::cmd("XRANGE")
-            .arg(&self.keys.dead)
-            .arg(start)
-            .arg("+")
-            .arg("COUNT")
-            .arg(count)
-            .query_async(&mut conn)
-            .await?;
-        Ok(wire::parse_entries(v)?
+        Ok(self
+            .entries_after(&self.keys.dead, after, count)
+            .await?
             .into_iter()
             .map(|raw| {
                 let mut meta: HashMap<&str, String> = HashMap::new();

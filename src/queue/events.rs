@@ -34,17 +34,9 @@ impl<T: Serialize + DeserializeOwned> Queue<T> {
     /// # Errors
     /// Redis errors.
     pub async fn events(&self, after: Option<&str>, count: usize) -> Result<Vec<Event>> {
-        let mut conn = self.client.conn().await?;
-        let start = after.map_or_else(|| "-".to_owned(), |a| format!("({a}"));
-        let v: redis::Value = redis::cmd("XRANGE")
-            .arg(&self.keys.events)
-            .arg(start)
-            .arg("+")
-            .arg("COUNT")
-            .arg(count)
-            .query_async(&mut conn)
-            .await?;
-        Ok(to_events(wire::parse_entries(v)?))
+        Ok(to_events(
+            self.entries_after(&self.keys.events, after, count).await?,
+        ))
     }
 
     /// A reader that waits for new lifecycle events (for `tail -f`-style views), starting after entry id

@@ -70,6 +70,27 @@ impl<T: Serialize + DeserializeOwned> Queue<T> {
         &self.keys
     }
 
+    /// Up to `count` entries of `stream`, oldest first, after entry id `after` (`None` = from the start): one
+    /// page of a listing.
+    async fn entries_after(
+        &self,
+        stream: &str,
+        after: Option<&str>,
+        count: usize,
+    ) -> Result<Vec<RawEntry>> {
+        let mut conn = self.client.conn().await?;
+        let start = after.map_or_else(|| "-".to_owned(), |a| format!("({a}"));
+        let v: redis::Value = redis::cmd("XRANGE")
+            .arg(stream)
+            .arg(start)
+            .arg("+")
+            .arg("COUNT")
+            .arg(count)
+            .query_async(&mut conn)
+            .await?;
+        wire::parse_entries(v)
+    }
+
     /// `job` encoded, within the client's payload limit.
     fn payload(&self, job: &T) -> Result<Vec<u8>> {
         wire::encode_within(job, self.client.config().max_payload_bytes)

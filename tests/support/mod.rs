@@ -245,6 +245,23 @@ pub fn client(redis: &TestRedis) -> rill::Client {
     .unwrap()
 }
 
+/// Creates the queue's consumer group at `0` with its stream, as a worker does (for tests that drive the
+/// scripts directly).
+pub async fn create_group(
+    conn: &mut redis::aio::MultiplexedConnection,
+    keys: &rill::keys::QueueKeys,
+) {
+    let _: () = redis::cmd("XGROUP")
+        .arg("CREATE")
+        .arg(&keys.ready)
+        .arg(rill::keys::GROUP)
+        .arg("0")
+        .arg("MKSTREAM")
+        .query_async(conn)
+        .await
+        .unwrap();
+}
+
 /// Polls `f` every 10 ms until it returns true or `timeout` passes.
 pub async fn eventually<F, Fut>(timeout: Duration, what: &str, mut f: F)
 where

@@ -12,6 +12,7 @@ use serde_json::json;
 
 use crate::context::{Context, remove_namespace};
 use crate::output;
+use crate::raw;
 
 #[derive(Args, Debug)]
 pub struct BenchArgs {
@@ -36,78 +37,10 @@ impl Case {
     }
 }
 
-const PIPELINE: usize = 1000;
 const PAYLOAD: &[u8] = b"\xa1\x61n\x18\x2a"; // CBOR {"n": 42}
 
-async fn raw_enqueue(
-    conn: &mut redis::aio::MultiplexedConnection,
-    key: &str,
-    n: u64,
-) -> anyhow::Result<Duration> {
-    let t = Instant::now();
-    let mut left = n as usize;
-    while left > 0 {
-        let k = left.min(PIPELINE);
-        let mut pipe = redis::pipe();
-        for _ in 0..k {
-            pipe.cmd("XADD")
-                .arg(key)
-                .arg("*")
-                .arg("v")
-                .arg("1")
-                .arg("payload")
-                .arg(PAYLOAD)
-                .ignore();
-        }
-        let _: () = pipe.query_async(conn).await?;
-        left -= k;
-    }
-    Ok(t.elapsed())
-}
-
-async fn raw_drain(
-    conn: &mut redis::aio::MultiplexedConnection,
-    key: &str,
-    n: u64,
-) -> anyhow::Result<Duration> {
-    let _: () = redis::cmd("XGROUP")
-        .arg("CREATE")
-        .arg(key)
-        .arg("g")
-        .arg("0")
-        .query_async(conn)
-        .await?;
-    let t = Instant::now();
-    let mut done = 0;
-    while done < n {
-        let v: redis::Value = redis::cmd("XREADGROUP")
-            .arg("GROUP")
-            .arg("g")
-            .arg("c")
-            .arg("COUNT")
-            .arg(256)
-            .arg("STREAMS")
-            .arg(key)
-            .arg(">")
-            .query_async(conn)
-            .await?;
-        let ids: Vec<String> = rill::wire::parse_read_reply(v)?
-            .into_iter()
-            .map(|e| e.id)
-            .collect();
-        if ids.is_empty() {
-            bail!("raw drain ran dry after {done} of {n} entries");
-        }
-        let _: () = redis::cmd("XACK")
-            .arg(key)
-            .arg("g")
-            .arg(&ids)
-            .query_async(conn)
-            .await?;
-        done += ids.len() as u64;
-    }
-    Ok(t.elapsed())
-}
+/// Entries per raw read, as a worker at concurrency 256 would ask for.
+const RAW_READ: usize = 256;
 
 async fn rill_drain(client: &rill::Client, n: u64, concurrency: u64) -> anyhow::Result<Duration> {
     let worker = rill::Worker::new(client.clone(), "drain")?.concurrency(concurrency as usize);
@@ -209,11 +142,11 @@ async fn bench(ctx: &Context, ns: &str, a: &BenchArgs) -> anyhow::Result<Vec<Cas
     let mut cases = vec![Case {
         name: "raw XADD (pipelined)",
         jobs: a.jobs,
-        took: raw_enqueue(&mut conn, &raw_key, a.jobs).await?,
+        took: raw::enqueue(&mut conn, &raw_key, a.jobs, |_| PAYLOAD.to_vec()).await?,
         baseline: None,
     }];
     let t = Instant::now();
-    for chunk in jobs.chunks(PIPELINE) {
+    for chunk in jobs.chunks(raw::PIPELINE as usize) {
         queue.enqueue_many(chunk).await?;
     }
     cases.push(Case {
@@ -225,7 +158,7 @@ async fn bench(ctx: &Context, ns: &str, a: &BenchArgs) -> anyhow::Result<Vec<Cas
     cases.push(Case {
         name: "raw XREADGROUP+XACK",
         jobs: a.jobs,
-        took: raw_drain(&mut conn, &raw_key, a.jobs).await?,
+        took: raw::drain(&mut conn, &raw_key, a.jobs, RAW_READ).await?,
         baseline: None,
     });
     cases.push(Case {

@@ -25,7 +25,7 @@ impl Context {
         ) {
             Ok(c) => c,
             Err(rill::Error::InvalidUrl { url, .. }) => bail!(
-                "invalid Redis URL {url:?}: use redis://host:6379, rediss://host:6380 (TLS) or                  redis+unix:///path/redis.sock"
+                "invalid Redis URL {url:?}: use redis://host:6379, rediss://host:6380 (TLS) or redis+unix:///path/redis.sock"
             ),
             Err(e) => return Err(e.into()),
         };

@@ -104,19 +104,8 @@ pub async fn run(g: &Global, redis_named: bool, a: DemoArgs) -> anyhow::Result<E
     outcome.map(|()| ExitCode::SUCCESS)
 }
 
-async fn demo(url: &str, namespace: &str, a: &DemoArgs) -> anyhow::Result<()> {
-    let client = rill::Client::with_config(
-        url,
-        rill::ClientConfig {
-            namespace: namespace.to_owned(),
-            ..Default::default()
-        },
-    )?;
-    client.connect().await.with_context(|| {
-        format!("cannot connect to Redis at {url}; pass --redis URL or set REDIS_URL")
-    })?;
-    let queue = client.queue::<Resize>("images")?;
-    let total = a.jobs;
+/// Enqueues the demo's jobs: `total - 101` plain ones, 100 delayed ones with ids, and one that always fails.
+async fn enqueue_jobs(queue: &rill::Queue<Resize>, total: u32) -> anyhow::Result<()> {
     let delayed = 100;
     let jobs: Vec<Resize> = (0..total - delayed - 1)
         .map(|i| Resize {
@@ -124,7 +113,6 @@ async fn demo(url: &str, namespace: &str, a: &DemoArgs) -> anyhow::Result<()> {
             width: 64 + i % 512,
         })
         .collect();
-    let t0 = Instant::now();
     queue.enqueue_many(&jobs).await?;
     for i in 0..delayed {
         let opts = rill::Enqueue::new()
@@ -143,6 +131,24 @@ async fn demo(url: &str, namespace: &str, a: &DemoArgs) -> anyhow::Result<()> {
     queue
         .enqueue_with(&corrupt, rill::Enqueue::new().id("corrupt").max_attempts(2))
         .await?;
+    Ok(())
+}
+
+async fn demo(url: &str, namespace: &str, a: &DemoArgs) -> anyhow::Result<()> {
+    let client = rill::Client::with_config(
+        url,
+        rill::ClientConfig {
+            namespace: namespace.to_owned(),
+            ..Default::default()
+        },
+    )?;
+    client.connect().await.with_context(|| {
+        format!("cannot connect to Redis at {url}; pass --redis URL or set REDIS_URL")
+    })?;
+    let queue = client.queue::<Resize>("images")?;
+    let total = a.jobs;
+    let t0 = Instant::now();
+    enqueue_jobs(&queue, total).await?;
     println!("enqueued {total} jobs on {url} in {:.0?}", t0.elapsed());
 
     let worker = rill::Worker::new(client.clone(), "images")?

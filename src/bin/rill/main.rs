@@ -12,6 +12,7 @@ mod enqueue;
 mod events;
 mod jobs;
 mod output;
+mod raw;
 mod signal;
 mod stats;
 mod top;

@@ -1,0 +1,23 @@
+--- @include "lib/entry"
+-- lib/hand_back: an entry rewritten for its next delivery after a hand-back (release, park). The delivery handed
+-- back is not counted as an attempt, and its `last_error` goes: it ended by hand-back, not by an error.
+-- handed_back(fields, eid, token) -> new fields (`id` and `attempts` last), job id, attempts made
+local function handed_back(fields, eid, token)
+  local attempts, jid, out = 0, eid, {}
+  for j = 1, #fields, 2 do
+    local f = fields[j]
+    if f == 'attempts' then attempts = math.max(0, math.floor(tonumber(fields[j + 1]) or 0))
+    elseif f == 'id' then jid = fields[j + 1]
+    end
+    if f ~= 'attempts' and f ~= 'id' and f ~= 'last_error' then
+      out[#out + 1] = f
+      out[#out + 1] = fields[j + 1]
+    end
+  end
+  local made = attempts_made(attempts, token, false)
+  out[#out + 1] = 'id'
+  out[#out + 1] = jid
+  out[#out + 1] = 'attempts'
+  out[#out + 1] = tostring(made)
+  return out, jid, made
+end

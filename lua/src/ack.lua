@@ -1,0 +1,118 @@
+#!lua
+-- ack: complete a batch of deliveries. Fenced: a delivery is completed only if this consumer still owns the
+-- entry with the same delivery count (token) it was handed; otherwise nothing changes for that job. The entries
+-- are acked and removed in the same step: the ready stream is trimmed (XTRIM MINID) below its oldest unfinished
+-- entry (the oldest pending one, or the first not yet delivered), which costs a tenth of deleting entries one by
+-- one. When the oldest pending entry is more than the lazy window older (in entry-id time) than the newest entry
+-- this call acks, the batch's entries are deleted outright (XDEL), so finished entries never pile up behind a
+-- long job.
+-- One XPENDING over the batch's id range checks ownership of the whole batch; one event entry lists every job
+-- completed by the call.
+--
+-- KEYS[1]      ready stream
+-- KEYS[2]      index hash (job id -> entry id)
+-- KEYS[3]      events stream
+-- KEYS[2+2j]   job record hash of the j-th extra (below)
+-- KEYS[3+2j]   checkpoint stream of the j-th extra
+-- ARGV[1]      consumer group
+-- ARGV[2]      consumer name
+-- ARGV[3]      now, ms since the Unix epoch
+-- ARGV[4]      retention of a job record, ms; 0 = write no records
+-- ARGV[5]      events stream MAXLEN (approximate); 0 = write no `completed` event
+-- ARGV[6]      keep: '1' = write a record for every completed job (with or without result), '0' = only with one
+-- ARGV[7]      n: number of deliveries
+-- ARGV[8]      lazy window, ms (0 = always delete entries outright)
+-- ARGV[9..]    two per delivery, in ascending entry id order: entry id, token (delivery count)
+-- then         five per extra, for deliveries whose job id differs from the entry id, or that have a result, or
+--              that wrote the job record, or (keep = '1') all of them: position of the delivery (1-based),
+--              job id, attempt number, result (CBOR; '' = none), touched ('1' if this delivery wrote the record)
+--
+-- Returns an array with one code per delivery, in order:
+--   1  completed: entry acked and removed (now or, trimmed lazily, by a later call); record written (or deleted,
+--      if touched and not kept); if touched, its checkpoints expire after the retention (deleted if 0)
+--   0  stale: this delivery no longer owns the entry; nothing changed
+--- @include "lib/fence_batch"
+--- @include "lib/last_delivered"
+
+local ready, index, events = KEYS[1], KEYS[2], KEYS[3]
+local group, consumer, now = ARGV[1], ARGV[2], ARGV[3]
+local retention = tonumber(ARGV[4])
+local maxlen = tonumber(ARGV[5])
+local keep = ARGV[6] == '1'
+local n = tonumber(ARGV[7])
+local window = tonumber(ARGV[8])
+if n < 1 then return {} end
+local X = 8 + 2 * n
+
+-- This consumer's pending entries in the batch's range, with their delivery counts.
+local owned = owned_between(ready, group, consumer, ARGV[9], ARGV[7 + 2 * n], n)
+
+local codes, acked, ids = {}, {}, {}
+for i = 1, n do
+  local eid = ARGV[7 + 2 * i]
+  if owned[eid] == tonumber(ARGV[8 + 2 * i]) then
+    owned[eid] = nil
+    codes[i] = 1
+    acked[#acked + 1] = eid
+    ids[i] = eid
+  else
+    codes[i] = 0
+  end
+end
+for j = 1, (#ARGV - X) / 5 do
+  local b = X + (j - 1) * 5
+  local i = tonumber(ARGV[b + 1])
+  if codes[i] == 1 then
+    local eid, jid, attempt, result, touched = ids[i], ARGV[b + 2], ARGV[b + 3], ARGV[b + 4], ARGV[b + 5]
+    local job, ckpt = KEYS[2 + 2 * j], KEYS[3 + 2 * j]
+    ids[i] = jid
+    if retention > 0 and (keep or result ~= '') then
+      if result ~= '' then
+        redis.call('HSET', job, 'state', 'completed', 'finished_ms', now, 'attempt', attempt, 'result', result)
+      else
+        redis.call('HSET', job, 'state', 'completed', 'finished_ms', now, 'attempt', attempt)
+      end
+      redis.call('PEXPIRE', job, retention)
+    elseif touched == '1' then
+      redis.call('DEL', job)
+    end
+    if touched == '1' then
+      if retention > 0 then redis.call('PEXPIRE', ckpt, retention) else redis.call('DEL', ckpt) end
+    end
+    if jid ~= eid then
+      redis.call('HDEL', index, jid)
+    end
+  end
+end
+local function parse(id)
+  local ms, seq = string.match(id, '^(%d+)-(%d+)$')
+  return tonumber(ms), tonumber(seq), ms
+end
+if #acked > 0 then
+  redis.call('XACK', ready, group, unpack(acked))
+  -- Everything below the oldest pending entry is finished (a pending entry was delivered, so it is never after
+  -- the first undelivered one). With nothing pending, everything up to the group's last-delivered id is.
+  local floor
+  local oldest = redis.call('XPENDING', ready, group, '-', '+', 1)
+  if oldest[1] then
+    floor = oldest[1][1]
+    local oms = parse(floor)
+    local ams = parse(acked[#acked])
+    if ams - oms > window then
+      redis.call('XDEL', ready, unpack(acked))
+    end
+  else
+    local _, lseq, lms_text = parse(last_delivered(ready, group))
+    floor = lms_text .. '-' .. string.format('%.0f', lseq + 1)
+  end
+  redis.call('XTRIM', ready, 'MINID', floor)
+  if maxlen > 0 then
+    local done = {}
+    for i = 1, n do
+      if codes[i] == 1 then done[#done + 1] = ids[i] end
+    end
+    redis.call('XADD', events, 'MAXLEN', '~', maxlen, '*', 'event', 'completed', 'ids', table.concat(done, ' '),
+      'count', tostring(#done), 'ms', now)
+  end
+end
+return codes

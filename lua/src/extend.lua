@@ -1,0 +1,29 @@
+#!lua
+-- extend: renew the leases of a batch of deliveries held by one consumer. The lease clock is the entry's idle
+-- time in the consumer group's pending list; XCLAIM ... JUSTID to the owner resets it without bumping the
+-- delivery count, so the token stays valid. Fenced: an entry owned by someone else, or by this consumer under
+-- a newer delivery, is not touched.
+--
+-- KEYS[1]      ready stream
+-- ARGV[1]      consumer group
+-- ARGV[2]      consumer name
+-- ARGV[3..]    two per delivery: entry id, token (delivery count)
+--
+-- Returns an array with one code per delivery, in order:
+--   1  extended
+--   0  lost: this delivery no longer owns the entry (reclaimed, acked or deleted); nothing changed
+--- @include "lib/fence"
+
+local ready, group, consumer = KEYS[1], ARGV[1], ARGV[2]
+local codes = {}
+local n = (#ARGV - 2) / 2
+for i = 1, n do
+  local eid, token = ARGV[1 + 2 * i], tonumber(ARGV[2 + 2 * i])
+  if owns(ready, group, consumer, eid, token) then
+    redis.call('XCLAIM', ready, group, consumer, 0, eid, 'JUSTID')
+    codes[i] = 1
+  else
+    codes[i] = 0
+  end
+end
+return codes

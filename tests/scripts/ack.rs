@@ -1,0 +1,266 @@
+//! ack.lua: fenced batch completion, records, lazy trimming.
+
+use super::*;
+
+#[tokio::test]
+async fn ack_completes_owned_deliveries_and_rejects_stale_ones() {
+    let mut f = fixture().await;
+    let a = f.add(&[]).await;
+    let b = f.add(&[("id", "job-b")]).await;
+    let c = f.add(&[]).await;
+    f.read("w1", 3).await;
+    let _: () = f.conn.hset(&f.keys.index, "job-b", &b).await.unwrap();
+    // c is taken over by w2 (delivery 2): w1's token 1 is stale.
+    f.age("w1", &c, 100_000).await;
+    let _: redis::Value = redis::cmd("XCLAIM")
+        .arg(&f.keys.ready)
+        .arg(GROUP)
+        .arg("w2")
+        .arg(0)
+        .arg(&c)
+        .query_async(&mut f.conn)
+        .await
+        .unwrap();
+    let items = [
+        AckItem {
+            delivery: d(&a, 1),
+            job_id: &a,
+            attempt: 1,
+            result: b"\x01",
+            touched: false,
+        },
+        AckItem {
+            delivery: d(&b, 1),
+            job_id: "job-b",
+            attempt: 1,
+            result: b"",
+            touched: false,
+        },
+        AckItem {
+            delivery: d(&c, 1),
+            job_id: &c,
+            attempt: 1,
+            result: b"",
+            touched: false,
+        },
+    ];
+    let keys = f.keys.clone();
+    let codes = scripts::ack(
+        &mut f.conn,
+        &Caller {
+            keys: &keys,
+            consumer: "w1",
+            events_maxlen: 100,
+            max_attempts: 5,
+        },
+        Ack {
+            now_ms: 1234,
+            retention: Retention {
+                ms: 60_000,
+                keep_all: false,
+            },
+            completed_event: true,
+            items: &items,
+        },
+    )
+    .await
+    .unwrap();
+    assert_eq!(codes, vec![true, true, false]);
+    // a and b are gone from stream and PEL; c is untouched and still owned by w2 with 2 deliveries.
+    assert!(!f.exists_in(&keys.ready, &a).await);
+    assert!(!f.exists_in(&keys.ready, &b).await);
+    assert!(f.pending(&a).await.is_none());
+    assert_eq!(f.pending(&c).await.unwrap().0, "w2");
+    assert!(f.exists_in(&keys.ready, &c).await);
+    // Records: a has its result; b has none; c has no record; b's index entry is gone.
+    let rec: std::collections::HashMap<String, Vec<u8>> =
+        f.conn.hgetall(keys.job(&a)).await.unwrap();
+    assert_eq!(rec["state"], b"completed");
+    assert_eq!(rec["result"], b"\x01");
+    assert_eq!(rec["finished_ms"], b"1234");
+    let ttl: i64 = f.conn.pttl(keys.job(&a)).await.unwrap();
+    assert!(ttl > 0 && ttl <= 60_000);
+    let rec_b: std::collections::HashMap<String, Vec<u8>> =
+        f.conn.hgetall(keys.job("job-b")).await.unwrap();
+    assert!(!rec_b.contains_key("result"));
+    let c_exists: bool = f.conn.exists(keys.job(&c)).await.unwrap();
+    assert!(!c_exists);
+    let idx: bool = f.conn.hexists(&keys.index, "job-b").await.unwrap();
+    assert!(!idx);
+    // One completed event lists the batch's completed jobs.
+    assert_eq!(f.xlen(&keys.events).await, 1);
+    let v: redis::Value = redis::cmd("XRANGE")
+        .arg(&keys.events)
+        .arg("-")
+        .arg("+")
+        .query_async(&mut f.conn)
+        .await
+        .unwrap();
+    let ev = rill::wire::parse_entries(v)
+        .unwrap()
+        .remove(0)
+        .fields
+        .unwrap();
+    let get = |name: &str| {
+        ev.iter()
+            .find(|(k, _)| k == name.as_bytes())
+            .map(|(_, v)| String::from_utf8(v.clone()).unwrap())
+    };
+    assert_eq!(get("event").as_deref(), Some("completed"));
+    assert_eq!(get("ids").unwrap(), format!("{a} job-b"));
+    assert_eq!(get("count").as_deref(), Some("2"));
+}
+
+#[tokio::test]
+async fn ack_without_retention_or_events_keeps_nothing() {
+    let mut f = fixture().await;
+    let a = f.add(&[]).await;
+    f.read("w1", 1).await;
+    let keys = f.keys.clone();
+    let _: () = f.conn.hset(keys.job(&a), "progress", "x").await.unwrap();
+    let items = [AckItem {
+        delivery: d(&a, 1),
+        job_id: &a,
+        attempt: 1,
+        result: b"\x01",
+        touched: true,
+    }];
+    let codes = scripts::ack(
+        &mut f.conn,
+        &Caller {
+            keys: &keys,
+            consumer: "w1",
+            events_maxlen: 0,
+            max_attempts: 5,
+        },
+        Ack {
+            now_ms: 1,
+            retention: Retention {
+                ms: 0,
+                keep_all: false,
+            },
+            completed_event: false,
+            items: &items,
+        },
+    )
+    .await
+    .unwrap();
+    assert_eq!(codes, vec![true]);
+    let exists: bool = f.conn.exists(keys.job(&a)).await.unwrap();
+    assert!(
+        !exists,
+        "retention 0 deletes the record this delivery wrote"
+    );
+    assert_eq!(f.xlen(&keys.events).await, 0);
+    // A second ack of the same delivery is stale (it is no longer pending).
+    let codes = scripts::ack(
+        &mut f.conn,
+        &Caller {
+            keys: &keys,
+            consumer: "w1",
+            events_maxlen: 0,
+            max_attempts: 5,
+        },
+        Ack {
+            now_ms: 1,
+            retention: Retention {
+                ms: 0,
+                keep_all: false,
+            },
+            completed_event: false,
+            items: &items,
+        },
+    )
+    .await
+    .unwrap();
+    assert_eq!(codes, vec![false]);
+}
+
+async fn ack_one(f: &mut Fixture, id: &str) -> bool {
+    let keys = f.keys.clone();
+    let items = [AckItem {
+        delivery: d(id, 1),
+        job_id: id,
+        attempt: 1,
+        result: b"",
+        touched: false,
+    }];
+    let retention = Retention {
+        ms: 0,
+        keep_all: false,
+    };
+    scripts::ack(
+        &mut f.conn,
+        &Caller {
+            keys: &keys,
+            consumer: "w1",
+            events_maxlen: 0,
+            max_attempts: 5,
+        },
+        Ack {
+            now_ms: 1,
+            retention,
+            completed_event: false,
+            items: &items,
+        },
+    )
+    .await
+    .unwrap()[0]
+}
+
+async fn add_at(f: &mut Fixture, id: &str) -> String {
+    redis::cmd("XADD")
+        .arg(&f.keys.ready)
+        .arg(id)
+        .arg("v")
+        .arg("1")
+        .arg("payload")
+        .arg(&b"\xf6"[..])
+        .query_async(&mut f.conn)
+        .await
+        .unwrap()
+}
+
+#[tokio::test]
+async fn ack_trims_finished_entries_below_the_oldest_unfinished_one() {
+    let mut f = fixture().await;
+    let keys = f.keys.clone();
+    // Close together in entry-id time (within the lazy window).
+    let old = add_at(&mut f, "5000-0").await;
+    let a = add_at(&mut f, "5001-0").await;
+    let b = add_at(&mut f, "5002-0").await;
+    let waiting = add_at(&mut f, "5003-0").await;
+    f.read("w1", 3).await;
+    assert!(ack_one(&mut f, &a).await);
+    assert!(ack_one(&mut f, &b).await);
+    // `old` is still pending: a and b linger, finished, behind it; the undelivered entry waits.
+    assert_eq!(f.xlen(&keys.ready).await, 4);
+    let state = scripts_state(&mut f, &a).await.0;
+    assert_eq!(
+        state, "unknown",
+        "a finished entry awaiting the trim is not waiting"
+    );
+    assert_eq!(scripts_state(&mut f, &waiting).await.0, "waiting");
+    // Finishing `old` trims everything finished, up to the first undelivered entry.
+    assert!(ack_one(&mut f, &old).await);
+    assert_eq!(f.xlen(&keys.ready).await, 1);
+    assert!(f.exists_in(&keys.ready, &waiting).await);
+}
+
+#[tokio::test]
+async fn ack_deletes_at_once_when_an_old_delivery_pins_the_head() {
+    let mut f = fixture().await;
+    let keys = f.keys.clone();
+    // `old` is far behind in entry-id time (past the lazy window): a long job holding the head.
+    add_at(&mut f, "1000-0").await;
+    let a = add_at(&mut f, "900000-0").await;
+    let b = add_at(&mut f, "900001-0").await;
+    f.read("w1", 3).await;
+    assert!(ack_one(&mut f, &a).await);
+    assert!(ack_one(&mut f, &b).await);
+    assert_eq!(
+        f.xlen(&keys.ready).await,
+        1,
+        "only the pinned entry is left"
+    );
+}

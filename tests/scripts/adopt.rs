@@ -1,0 +1,79 @@
+//! adopt.lua: a crashed worker's deliveries taken over at once, never a live worker's.
+
+use super::*;
+
+#[tokio::test]
+async fn adopt_takes_over_only_crashed_workers() {
+    let mut f = fixture().await;
+    let keys = f.keys.clone();
+    let fields = vec![("status".to_owned(), "busy".to_owned())];
+    scripts::heartbeat(&mut f.conn, &keys, "w1", 1_000, 100, 60_000, &fields)
+        .await
+        .unwrap();
+    // w1 holds two jobs, one on its last attempt.
+    let a = f.add(&[]).await;
+    let b = f.add(&[("max_attempts", "1")]).await;
+    f.read("w1", 2).await;
+    // Beat 2 s ago with crash_after 3 s: alive, nothing adopted.
+    let alive = scripts::adopt(
+        &mut f.conn,
+        &Caller {
+            keys: &keys,
+            consumer: "w2",
+            events_maxlen: 100,
+            max_attempts: 5,
+        },
+        Adopt {
+            crashed: "w1",
+            now_ms: 3_000,
+            crash_after_ms: 3_000,
+            count: 10,
+        },
+    )
+    .await
+    .unwrap();
+    assert!(!alive.crashed && alive.taken.is_empty());
+    assert_eq!(f.pending(&a).await.unwrap().0, "w1");
+    // Past it: crashed. `a` is adopted with its next token; `b` is out of attempts and dead-lettered.
+    let out = scripts::adopt(
+        &mut f.conn,
+        &Caller {
+            keys: &keys,
+            consumer: "w2",
+            events_maxlen: 100,
+            max_attempts: 5,
+        },
+        Adopt {
+            crashed: "w1",
+            now_ms: 5_000,
+            crash_after_ms: 3_000,
+            count: 10,
+        },
+    )
+    .await
+    .unwrap();
+    assert!(out.crashed && out.removed);
+    assert_eq!(
+        out.taken
+            .iter()
+            .map(|(e, t)| (e.id.clone(), *t))
+            .collect::<Vec<_>>(),
+        vec![(a.clone(), 2)]
+    );
+    assert_eq!(out.dead_lettered, 1);
+    assert_eq!(f.pending(&a).await.unwrap().0, "w2");
+    let dead: bool = f.conn.hexists(&keys.dead_index, &b).await.unwrap();
+    assert!(dead);
+    // Its pending list empty, w1 is gone from the group and the registry.
+    let rec: std::collections::HashMap<String, String> =
+        f.conn.hgetall(keys.worker("w1")).await.unwrap();
+    assert!(rec.is_empty());
+    let consumers: Vec<redis::Value> = redis::cmd("XINFO")
+        .arg("CONSUMERS")
+        .arg(&keys.ready)
+        .arg(GROUP)
+        .query_async(&mut f.conn)
+        .await
+        .unwrap();
+    assert_eq!(consumers.len(), 1);
+}
