@@ -2,7 +2,7 @@
 //! call ran goes in the next, so under load one call completes many jobs; idle, a completion goes at once.
 
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
@@ -86,8 +86,7 @@ pub(super) async fn run(
     }
 }
 
-/// One `ack.lua` call for `batch`, retrying connection errors for up to one lease (after that the leases are
-/// gone anyway and the jobs will be reclaimed). `None`: it could not be made.
+/// One `ack.lua` call for `batch`, retried for up to one lease. `None`: it could not be made.
 async fn complete(shared: &Shared, batch: &[Completion]) -> Option<Vec<bool>> {
     let items: Vec<AckItem<'_>> = batch
         .iter()
@@ -106,9 +105,8 @@ async fn complete(shared: &Shared, batch: &[Completion]) -> Option<Vec<bool>> {
         ms: shared.config.retention.as_millis() as u64,
         keep_all: shared.config.keep_completed,
     };
-    let deadline = Instant::now() + shared.config.lease;
-    let mut pause = Duration::from_millis(20);
-    loop {
+    let mut retries = shared.retries();
+    let r = loop {
         let r = async {
             let mut conn = shared.client.conn().await?;
             let call = Ack {
@@ -121,16 +119,15 @@ async fn complete(shared: &Shared, batch: &[Completion]) -> Option<Vec<bool>> {
         }
         .await;
         match r {
-            Ok(flags) => return Some(flags),
-            Err(e) if e.is_retryable() && Instant::now() < deadline => {
-                tracing::debug!(error = %e, "ack.lua: retrying");
-                tokio::time::sleep(pause).await;
-                pause = (pause * 2).min(Duration::from_millis(500));
-            }
-            Err(e) => {
-                tracing::error!(error = %e, jobs = batch.len(), "could not complete jobs; they will be reclaimed and run again");
-                return None;
-            }
+            Err(e) if retries.again(&e, "ack.lua").await => {}
+            r => break r,
+        }
+    };
+    match r {
+        Ok(flags) => Some(flags),
+        Err(e) => {
+            tracing::error!(error = %e, jobs = batch.len(), "could not complete jobs; they will be reclaimed and run again");
+            None
         }
     }
 }

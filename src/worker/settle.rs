@@ -5,7 +5,7 @@
 
 use std::any::Any;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use serde::Serialize;
 use tokio::sync::mpsc;
@@ -185,17 +185,15 @@ impl Settler {
     }
 }
 
-/// Calls `fail.lua`, retrying connection errors for up to one lease (after that the lease is gone anyway and
-/// the job will be reclaimed).
+/// Calls `fail.lua`, retried for up to one lease.
 async fn record_failure(
     shared: &Shared,
     d: &Finished,
     mode: FailMode,
     error: &str,
 ) -> Option<FailOutcome> {
-    let deadline = Instant::now() + shared.config.lease;
-    let mut pause = Duration::from_millis(50);
-    loop {
+    let mut retries = shared.retries();
+    let r = loop {
         let r = async {
             let mut c = shared.client.conn().await?;
             let call = Fail {
@@ -212,16 +210,15 @@ async fn record_failure(
         }
         .await;
         match r {
-            Ok(out) => return Some(out),
-            Err(e) if e.is_retryable() && Instant::now() < deadline => {
-                tracing::debug!(error = %e, "fail.lua: retrying");
-                tokio::time::sleep(pause).await;
-                pause = (pause * 2).min(Duration::from_secs(1));
-            }
-            Err(e) => {
-                tracing::error!(error = %e, job = %d.job_id, "could not record a failure; the job will be reclaimed");
-                return None;
-            }
+            Err(e) if retries.again(&e, "fail.lua").await => {}
+            r => break r,
+        }
+    };
+    match r {
+        Ok(out) => Some(out),
+        Err(e) => {
+            tracing::error!(error = %e, job = %d.job_id, "could not record a failure; the job will be reclaimed");
+            None
         }
     }
 }
