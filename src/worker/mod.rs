@@ -1,7 +1,7 @@
 //! Running jobs: [`Worker`] joins a queue's consumer group and runs a handler on each delivery.
 //!
 //! One file per role, started by [`Worker::run`] and stopped in order at shutdown:
-//! - [`fetch`](self): takes free slots, reads new entries (`XREADGROUP ... BLOCK`, own connection), and every
+//! - `fetch`: takes free slots, reads new entries (`XREADGROUP ... BLOCK`, own connection), and every
 //!   `reclaim_interval` recovers stalled ones first (`reclaim`).
 //! - `runner`: one task per delivery; the handler's outcome becomes an ending (`settle`), and completions go to
 //!   the `acker`, which acks them in batches.
