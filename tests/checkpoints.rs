@@ -7,9 +7,9 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use redis::AsyncCommands;
-use rill::scripts::{self, Caller, CheckpointWrite, Checkpointed, DeliveryRef};
+use rill::scripts::{self, CheckpointWrite, Checkpointed, DeliveryRef};
 use rill::{CheckpointPolicy, Job, JobError, PreviousEnd, Worker};
-use support::{TestRedis, eventually, spawn_worker};
+use support::{TestRedis, caller, eventually, spawn_worker};
 
 fn fast(w: Worker) -> Worker {
     w.lease(Duration::from_millis(500))
@@ -169,12 +169,7 @@ async fn a_killed_workers_long_job_resumes_elsewhere_from_its_last_checkpoint() 
     // The killed worker's late checkpoint write is refused.
     let late = scripts::checkpoint(
         &mut c,
-        &Caller {
-            keys: q.keys(),
-            consumer: &consumer,
-            events_maxlen: 100,
-            max_attempts: 5,
-        },
+        &caller(q.keys(), &consumer),
         DeliveryRef {
             entry_id: &id,
             token: 1,

@@ -18,7 +18,7 @@ use rill::scripts::{
     NewJob, Reclaim, Retention,
 };
 use rill::wire::DeadReason;
-use support::TestRedis;
+use support::{TestRedis, caller};
 
 /// Lease used by the reclaim pass: entries not back-dated are never this idle during a case.
 const LEASE_MS: u64 = 600_000;
@@ -337,12 +337,7 @@ impl Harness {
                 };
                 let ok = scripts::ack(
                     &mut self.conn,
-                    &Caller {
-                        keys: &self.keys,
-                        consumer: &consumer,
-                        events_maxlen: 100,
-                        max_attempts: 5,
-                    },
+                    &caller(&self.keys, &consumer),
                     Ack {
                         now_ms: now,
                         retention,
@@ -384,10 +379,8 @@ impl Harness {
                 let out = scripts::fail(
                     &mut self.conn,
                     &Caller {
-                        keys: &self.keys,
-                        consumer: &consumer,
-                        events_maxlen: 100,
                         max_attempts: DEFAULT_MAX,
+                        ..caller(&self.keys, &consumer)
                     },
                     Fail {
                         delivery: DeliveryRef {
@@ -434,12 +427,7 @@ impl Harness {
                 let consumer = self.model.consumers[worker].clone();
                 let ok = scripts::extend(
                     &mut self.conn,
-                    &Caller {
-                        keys: &self.keys,
-                        consumer: &consumer,
-                        events_maxlen: 100,
-                        max_attempts: 5,
-                    },
+                    &caller(&self.keys, &consumer),
                     &[DeliveryRef {
                         entry_id: &h.entry,
                         token: h.token,
@@ -511,10 +499,8 @@ impl Harness {
                     let page = scripts::reclaim(
                         &mut self.conn,
                         &Caller {
-                            keys: &self.keys,
-                            consumer: &consumer,
-                            events_maxlen: 100,
                             max_attempts: DEFAULT_MAX,
+                            ..caller(&self.keys, &consumer)
                         },
                         Reclaim {
                             min_idle_ms: LEASE_MS,
@@ -606,19 +592,9 @@ impl Harness {
                 let codes = if refs.is_empty() {
                     Vec::new()
                 } else {
-                    scripts::release(
-                        &mut self.conn,
-                        &Caller {
-                            keys: &self.keys,
-                            consumer: &consumer,
-                            events_maxlen: 100,
-                            max_attempts: 5,
-                        },
-                        now,
-                        &refs,
-                    )
-                    .await
-                    .unwrap()
+                    scripts::release(&mut self.conn, &caller(&self.keys, &consumer), now, &refs)
+                        .await
+                        .unwrap()
                 };
                 for (h, code) in held.iter().zip(codes) {
                     if self.current(h, &consumer) {

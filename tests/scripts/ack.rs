@@ -47,12 +47,7 @@ async fn ack_completes_owned_deliveries_and_rejects_stale_ones() {
     let keys = f.keys.clone();
     let codes = scripts::ack(
         &mut f.conn,
-        &Caller {
-            keys: &keys,
-            consumer: "w1",
-            events_maxlen: 100,
-            max_attempts: 5,
-        },
+        &caller(&keys, "w1"),
         Ack {
             now_ms: 1234,
             retention: Retention {
@@ -127,12 +122,7 @@ async fn ack_without_retention_or_events_keeps_nothing() {
     }];
     let codes = scripts::ack(
         &mut f.conn,
-        &Caller {
-            keys: &keys,
-            consumer: "w1",
-            events_maxlen: 0,
-            max_attempts: 5,
-        },
+        &caller(&keys, "w1"),
         Ack {
             now_ms: 1,
             retention: Retention {
@@ -155,12 +145,7 @@ async fn ack_without_retention_or_events_keeps_nothing() {
     // A second ack of the same delivery is stale (it is no longer pending).
     let codes = scripts::ack(
         &mut f.conn,
-        &Caller {
-            keys: &keys,
-            consumer: "w1",
-            events_maxlen: 0,
-            max_attempts: 5,
-        },
+        &caller(&keys, "w1"),
         Ack {
             now_ms: 1,
             retention: Retention {
@@ -191,12 +176,7 @@ async fn ack_one(f: &mut Fixture, id: &str) -> bool {
     };
     scripts::ack(
         &mut f.conn,
-        &Caller {
-            keys: &keys,
-            consumer: "w1",
-            events_maxlen: 0,
-            max_attempts: 5,
-        },
+        &caller(&keys, "w1"),
         Ack {
             now_ms: 1,
             retention,

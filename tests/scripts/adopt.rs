@@ -17,12 +17,7 @@ async fn adopt_takes_over_only_crashed_workers() {
     // Beat 2 s ago with crash_after 3 s: alive, nothing adopted.
     let alive = scripts::adopt(
         &mut f.conn,
-        &Caller {
-            keys: &keys,
-            consumer: "w2",
-            events_maxlen: 100,
-            max_attempts: 5,
-        },
+        &caller(&keys, "w2"),
         Adopt {
             crashed: "w1",
             now_ms: 3_000,
@@ -37,12 +32,7 @@ async fn adopt_takes_over_only_crashed_workers() {
     // Past it: crashed. `a` is adopted with its next token; `b` is out of attempts and dead-lettered.
     let out = scripts::adopt(
         &mut f.conn,
-        &Caller {
-            keys: &keys,
-            consumer: "w2",
-            events_maxlen: 100,
-            max_attempts: 5,
-        },
+        &caller(&keys, "w2"),
         Adopt {
             crashed: "w1",
             now_ms: 5_000,

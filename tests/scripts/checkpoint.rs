@@ -24,21 +24,9 @@ async fn checkpoint_is_fenced_versioned_bounded_and_expires_after_completion() {
             let conn = f.conn.clone();
             async move {
                 let mut conn = conn;
-                scripts::checkpoint(
-                    &mut conn,
-                    &Caller {
-                        keys: &keys,
-                        consumer: who,
-                        events_maxlen: 100,
-                        max_attempts: 5,
-                    },
-                    d(&a, token),
-                    &a,
-                    5,
-                    w,
-                )
-                .await
-                .unwrap()
+                scripts::checkpoint(&mut conn, &caller(&keys, who), d(&a, token), &a, 5, w)
+                    .await
+                    .unwrap()
             }
         };
     // Auto versions count up from the newest.
@@ -114,12 +102,7 @@ async fn checkpoint_is_fenced_versioned_bounded_and_expires_after_completion() {
     }];
     scripts::ack(
         &mut f.conn,
-        &Caller {
-            keys: &keys,
-            consumer: "w1",
-            events_maxlen: 0,
-            max_attempts: 5,
-        },
+        &caller(&keys, "w1"),
         Ack {
             now_ms: 1,
             retention: Retention {

@@ -25,12 +25,7 @@ async fn extend_resets_the_lease_without_changing_the_token() {
     let keys = f.keys.clone();
     let flags = scripts::extend(
         &mut f.conn,
-        &Caller {
-            keys: &keys,
-            consumer: "w1",
-            events_maxlen: 100,
-            max_attempts: 5,
-        },
+        &caller(&keys, "w1"),
         &[d(&a, 1), d(&b, 1), d(&a, 7)],
     )
     .await

@@ -15,12 +15,7 @@ async fn fail_schedules_retries_then_dead_letters() {
         .unwrap();
     let out = scripts::fail(
         &mut f.conn,
-        &Caller {
-            keys: &keys,
-            consumer: "w1",
-            events_maxlen: 100,
-            max_attempts: 5,
-        },
+        &caller(&keys, "w1"),
         Fail {
             delivery: d(&a, 1),
             job_id: &a,
@@ -58,12 +53,7 @@ async fn fail_schedules_retries_then_dead_letters() {
     let eid = f.read("w1", 1).await.remove(0);
     let out = scripts::fail(
         &mut f.conn,
-        &Caller {
-            keys: &keys,
-            consumer: "w1",
-            events_maxlen: 100,
-            max_attempts: 5,
-        },
+        &caller(&keys, "w1"),
         Fail {
             delivery: d(&eid, 1),
             job_id: &a,
@@ -96,12 +86,7 @@ async fn fail_requeues_at_once_dead_letters_permanent_and_rejects_stale() {
     f.read("w1", 2).await;
     let out = scripts::fail(
         &mut f.conn,
-        &Caller {
-            keys: &keys,
-            consumer: "w1",
-            events_maxlen: 100,
-            max_attempts: 5,
-        },
+        &caller(&keys, "w1"),
         Fail {
             delivery: d(&a, 1),
             job_id: &a,
@@ -118,12 +103,7 @@ async fn fail_requeues_at_once_dead_letters_permanent_and_rejects_stale() {
     // Stale: w2 does not own b.
     let out = scripts::fail(
         &mut f.conn,
-        &Caller {
-            keys: &keys,
-            consumer: "w2",
-            events_maxlen: 100,
-            max_attempts: 5,
-        },
+        &caller(&keys, "w2"),
         Fail {
             delivery: d(&b, 1),
             job_id: &b,
@@ -138,12 +118,7 @@ async fn fail_requeues_at_once_dead_letters_permanent_and_rejects_stale() {
     assert!(f.exists_in(&keys.ready, &b).await);
     let out = scripts::fail(
         &mut f.conn,
-        &Caller {
-            keys: &keys,
-            consumer: "w1",
-            events_maxlen: 100,
-            max_attempts: 5,
-        },
+        &caller(&keys, "w1"),
         Fail {
             delivery: d(&b, 1),
             job_id: &b,
@@ -163,12 +138,7 @@ async fn fail_requeues_at_once_dead_letters_permanent_and_rejects_stale() {
     let _: () = f.conn.xdel(&keys.ready, &[&c]).await.unwrap();
     let out = scripts::fail(
         &mut f.conn,
-        &Caller {
-            keys: &keys,
-            consumer: "w1",
-            events_maxlen: 100,
-            max_attempts: 5,
-        },
+        &caller(&keys, "w1"),
         Fail {
             delivery: d(&c, 1),
             job_id: &c,

@@ -28,11 +28,11 @@ use std::path::Path;
 use redis::AsyncCommands;
 use rill::keys::{GROUP, QueueKeys};
 use rill::scripts::{
-    self, Ack, AckItem, Adopt, Caller, DeliveryRef, Enqueued, Fail, FailMode, FailOutcome,
-    HandBack, NewJob, Reclaim, RecordField, Retention, SignalApplied, SignalSend, Update,
+    self, Ack, AckItem, Adopt, DeliveryRef, Enqueued, Fail, FailMode, FailOutcome, HandBack,
+    NewJob, Reclaim, RecordField, Retention, SignalApplied, SignalSend, Update,
 };
 use rill::wire::DeadReason;
-use support::TestRedis;
+use support::{TestRedis, caller};
 
 type Conn = redis::aio::MultiplexedConnection;
 

@@ -10,35 +10,15 @@ async fn park_and_resume_a_session() {
     f.read("w1", 1).await;
     // Fenced.
     assert_eq!(
-        scripts::park(
-            &mut f.conn,
-            &Caller {
-                keys: &keys,
-                consumer: "w2",
-                events_maxlen: 100,
-                max_attempts: 5
-            },
-            d(&a, 1),
-            50
-        )
-        .await
-        .unwrap(),
+        scripts::park(&mut f.conn, &caller(&keys, "w2"), d(&a, 1), 50)
+            .await
+            .unwrap(),
         HandBack::Stale
     );
     assert_eq!(
-        scripts::park(
-            &mut f.conn,
-            &Caller {
-                keys: &keys,
-                consumer: "w1",
-                events_maxlen: 100,
-                max_attempts: 5
-            },
-            d(&a, 1),
-            50
-        )
-        .await
-        .unwrap(),
+        scripts::park(&mut f.conn, &caller(&keys, "w1"), d(&a, 1), 50)
+            .await
+            .unwrap(),
         HandBack::Done
     );
     assert!(!f.exists_in(&keys.ready, &a).await);

@@ -17,12 +17,7 @@ async fn reclaim_takes_only_expired_leases_and_dead_letters_exhausted_jobs() {
     let _: () = f.conn.xdel(&keys.ready, &[&deleted]).await.unwrap();
     let page = scripts::reclaim(
         &mut f.conn,
-        &Caller {
-            keys: &keys,
-            consumer: "w2",
-            events_maxlen: 100,
-            max_attempts: 5,
-        },
+        &caller(&keys, "w2"),
         Reclaim {
             min_idle_ms: 30_000,
             cursor: "0-0",
@@ -59,12 +54,7 @@ async fn reclaim_takes_only_expired_leases_and_dead_letters_exhausted_jobs() {
     assert_eq!(
         scripts::ack(
             &mut f.conn,
-            &Caller {
-                keys: &keys,
-                consumer: "w1",
-                events_maxlen: 0,
-                max_attempts: 5
-            },
+            &caller(&keys, "w1"),
             Ack {
                 now_ms: 1,
                 retention: Retention {
@@ -99,12 +89,7 @@ async fn reclaim_follows_the_cursor_in_bounded_pages() {
     loop {
         let page = scripts::reclaim(
             &mut f.conn,
-            &Caller {
-                keys: &keys,
-                consumer: "w2",
-                events_maxlen: 100,
-                max_attempts: 5,
-            },
+            &caller(&keys, "w2"),
             Reclaim {
                 min_idle_ms: 30_000,
                 cursor: &cursor,

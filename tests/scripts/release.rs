@@ -9,19 +9,9 @@ async fn release_hands_back_without_counting_the_attempt() {
     let a = f.add(&[("attempts", "2"), ("id", "job-a")]).await;
     let b = f.add(&[]).await;
     f.read("w1", 2).await;
-    let codes = scripts::release(
-        &mut f.conn,
-        &Caller {
-            keys: &keys,
-            consumer: "w1",
-            events_maxlen: 100,
-            max_attempts: 5,
-        },
-        5,
-        &[d(&a, 1), d(&b, 9)],
-    )
-    .await
-    .unwrap();
+    let codes = scripts::release(&mut f.conn, &caller(&keys, "w1"), 5, &[d(&a, 1), d(&b, 9)])
+        .await
+        .unwrap();
     assert_eq!(codes, vec![HandBack::Done, HandBack::Stale]);
     assert!(!f.exists_in(&keys.ready, &a).await);
     assert!(f.pending(&a).await.is_none());

@@ -19,12 +19,7 @@ async fn retire_never_drops_a_consumer_with_pending_entries() {
     }];
     scripts::ack(
         &mut f.conn,
-        &Caller {
-            keys: &keys,
-            consumer: "w1",
-            events_maxlen: 0,
-            max_attempts: 5,
-        },
+        &caller(&keys, "w1"),
         Ack {
             now_ms: 1,
             retention: Retention {

@@ -35,12 +35,7 @@ async fn state_reports_every_state() {
     f.read("w1", 2).await;
     scripts::fail(
         &mut f.conn,
-        &Caller {
-            keys: &keys,
-            consumer: "w1",
-            events_maxlen: 100,
-            max_attempts: 5,
-        },
+        &caller(&keys, "w1"),
         Fail {
             delivery: d(&r, 1),
             job_id: &r,
@@ -55,12 +50,7 @@ async fn state_reports_every_state() {
     assert_eq!((s.0.as_str(), s.2), ("failed", 1));
     scripts::fail(
         &mut f.conn,
-        &Caller {
-            keys: &keys,
-            consumer: "w1",
-            events_maxlen: 100,
-            max_attempts: 5,
-        },
+        &caller(&keys, "w1"),
         Fail {
             delivery: d(&x, 1),
             job_id: &x,
@@ -81,12 +71,7 @@ async fn state_reports_every_state() {
     }];
     scripts::ack(
         &mut f.conn,
-        &Caller {
-            keys: &keys,
-            consumer: "w1",
-            events_maxlen: 0,
-            max_attempts: 5,
-        },
+        &caller(&keys, "w1"),
         Ack {
             now_ms: 1,
             retention: Retention {

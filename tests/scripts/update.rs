@@ -11,12 +11,7 @@ async fn update_is_fenced() {
     assert!(
         scripts::update(
             &mut f.conn,
-            &Caller {
-                keys: &keys,
-                consumer: "w1",
-                events_maxlen: 100,
-                max_attempts: 5
-            },
+            &caller(&keys, "w1"),
             Update {
                 delivery: d(&a, 1),
                 job_id: &a,
@@ -31,12 +26,7 @@ async fn update_is_fenced() {
     assert!(
         !scripts::update(
             &mut f.conn,
-            &Caller {
-                keys: &keys,
-                consumer: "w2",
-                events_maxlen: 100,
-                max_attempts: 5
-            },
+            &caller(&keys, "w2"),
             Update {
                 delivery: d(&a, 1),
                 job_id: &a,
@@ -51,12 +41,7 @@ async fn update_is_fenced() {
     assert!(
         !scripts::update(
             &mut f.conn,
-            &Caller {
-                keys: &keys,
-                consumer: "w1",
-                events_maxlen: 100,
-                max_attempts: 5
-            },
+            &caller(&keys, "w1"),
             Update {
                 delivery: d(&a, 2),
                 job_id: &a,

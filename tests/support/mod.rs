@@ -262,6 +262,16 @@ pub async fn create_group(
         .unwrap();
 }
 
+/// A worker-side script call context for `consumer` (events trimmed to about 100, 5 attempts by default).
+pub fn caller<'a>(keys: &'a rill::keys::QueueKeys, consumer: &'a str) -> rill::scripts::Caller<'a> {
+    rill::scripts::Caller {
+        keys,
+        consumer,
+        events_maxlen: 100,
+        max_attempts: 5,
+    }
+}
+
 /// Polls `f` every 10 ms until it returns true or `timeout` passes.
 pub async fn eventually<F, Fut>(timeout: Duration, what: &str, mut f: F)
 where
