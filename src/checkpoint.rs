@@ -34,7 +34,6 @@ use std::time::{Duration, Instant};
 
 use serde::{Serialize, de::DeserializeOwned};
 
-use crate::Job;
 use crate::client::Client;
 use crate::error::Result;
 use crate::keys::QueueKeys;
@@ -94,17 +93,11 @@ impl CheckpointPolicy {
         self
     }
 
-    /// Whether the job should checkpoint after `step`: the step or time interval has passed, or the worker is
-    /// stopping, or this delivery was cancelled (its lease is in doubt; the write is fenced anyway).
-    pub fn due<T>(&self, step: u64, job: &Job<T>) -> bool {
-        self.due_at(
-            step,
-            Instant::now(),
-            job.stopping().is_cancelled() || job.cancelled().is_cancelled(),
-        )
-    }
+    // `due(step, &job)`, which asks the job whether it is stopping, is in `job.rs`: the job knows checkpoints,
+    // not the other way round.
 
-    fn due_at(&self, step: u64, now: Instant, stopping: bool) -> bool {
+    /// Whether a checkpoint is due after `step` at `now`, given whether the delivery is `stopping`.
+    pub(crate) fn due_at(&self, step: u64, now: Instant, stopping: bool) -> bool {
         if step <= self.last_step && !stopping {
             return false;
         }

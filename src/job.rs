@@ -6,6 +6,7 @@ use std::time::{Duration, SystemTime};
 use serde::{Serialize, de::DeserializeOwned};
 use tokio_util::sync::CancellationToken;
 
+use crate::checkpoint::CheckpointPolicy;
 pub use crate::checkpoint::{CheckpointSettings, PreviousEnd, Resume};
 use crate::client::Client;
 use crate::error::{Error, Result};
@@ -300,6 +301,18 @@ impl<T> Job<T> {
                 entry: self.delivery.entry_id.clone(),
             })
         }
+    }
+}
+
+impl CheckpointPolicy {
+    /// Whether the job should checkpoint after `step`: the step or time interval has passed, or the worker is
+    /// stopping, or this delivery was cancelled (its lease is in doubt; the write is fenced anyway).
+    pub fn due<T>(&self, step: u64, job: &Job<T>) -> bool {
+        self.due_at(
+            step,
+            std::time::Instant::now(),
+            job.stopping().is_cancelled() || job.cancelled().is_cancelled(),
+        )
     }
 }
 
