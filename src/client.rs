@@ -1,6 +1,7 @@
 //! The shared client: one per process, cloned into every queue and worker. It owns the one multiplexed
 //! command connection (reconnecting, opened lazily) and opens dedicated connections for blocking readers.
 
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -53,12 +54,66 @@ struct Inner {
     conn: Mutex<Conn>,
     /// Queues this process has added to `<ns>:queues`, so each costs one `SADD` per process, not per handle.
     listed: Mutex<std::collections::HashSet<String>>,
+    /// Shared connections opened so far (each open gets the next number).
+    generations: AtomicU64,
 }
 
 enum Conn {
     Idle,
-    Open(ConnectionManager),
+    /// The shared connection and its generation (which open it was).
+    Open(ConnectionManager, u64),
     Closed,
+}
+
+/// The shared command connection as handed out by [`Client::conn`]. It reconnects by itself after I/O errors
+/// (redis-rs `ConnectionManager`), but a link that stops answering without closing (a half-open connection
+/// behind a stuck middlebox or a dropped NAT entry) only ever times out; so a reply that times out retires the
+/// connection, and the next call opens a new one.
+#[derive(Clone)]
+pub(crate) struct SharedConn {
+    conn: ConnectionManager,
+    generation: u64,
+    client: Client,
+}
+
+impl SharedConn {
+    fn check<T>(&self, r: &redis::RedisResult<T>) {
+        if let Err(e) = r
+            && e.is_timeout()
+        {
+            self.client.retire(self.generation, e);
+        }
+    }
+}
+
+impl redis::aio::ConnectionLike for SharedConn {
+    fn req_packed_command<'a>(
+        &'a mut self,
+        cmd: &'a redis::Cmd,
+    ) -> redis::RedisFuture<'a, redis::Value> {
+        Box::pin(async move {
+            let r = self.conn.req_packed_command(cmd).await;
+            self.check(&r);
+            r
+        })
+    }
+
+    fn req_packed_commands<'a>(
+        &'a mut self,
+        pipeline: &'a redis::Pipeline,
+        offset: usize,
+        count: usize,
+    ) -> redis::RedisFuture<'a, Vec<redis::Value>> {
+        Box::pin(async move {
+            let r = self.conn.req_packed_commands(pipeline, offset, count).await;
+            self.check(&r);
+            r
+        })
+    }
+
+    fn get_db(&self) -> i64 {
+        self.conn.get_db()
+    }
 }
 
 impl std::fmt::Debug for Client {
@@ -97,6 +152,7 @@ impl Client {
                 config,
                 conn: Mutex::new(Conn::Idle),
                 listed: Mutex::default(),
+                generations: AtomicU64::new(0),
             }),
         })
     }
@@ -122,11 +178,7 @@ impl Client {
     }
 
     /// Adds `keys.queue` to the namespace's queue set once per process (SPEC.md, `<ns>:queues`).
-    pub(crate) async fn list_queue(
-        &self,
-        conn: &mut ConnectionManager,
-        keys: &QueueKeys,
-    ) -> Result<()> {
+    pub(crate) async fn list_queue(&self, conn: &mut SharedConn, keys: &QueueKeys) -> Result<()> {
         if self
             .inner
             .listed
@@ -180,7 +232,7 @@ impl Client {
     /// Whether Redis answers a PING on the shared connection right now (never opens one).
     pub async fn is_connected(&self) -> bool {
         let conn = match &*self.inner.conn.lock().expect("client lock") {
-            Conn::Open(c) => c.clone(),
+            Conn::Open(c, _) => c.clone(),
             _ => return false,
         };
         let mut conn = conn;
@@ -203,10 +255,26 @@ impl Client {
         matches!(*self.inner.conn.lock().expect("client lock"), Conn::Closed)
     }
 
-    /// The shared command connection, opened on first use. It reconnects by itself after errors.
-    pub(crate) async fn conn(&self) -> Result<ConnectionManager> {
+    /// Drops the shared connection of `generation` (if it is still the current one) after `error`, so the next
+    /// call opens a new one.
+    fn retire(&self, generation: u64, error: &redis::RedisError) {
+        let mut slot = self.inner.conn.lock().expect("client lock");
+        if matches!(&*slot, Conn::Open(_, g) if *g == generation) {
+            tracing::warn!(%error, "shared Redis connection stopped answering: opening a new one");
+            *slot = Conn::Idle;
+        }
+    }
+
+    /// The shared command connection, opened on first use. It reconnects by itself after errors, and is replaced
+    /// when a reply times out.
+    pub(crate) async fn conn(&self) -> Result<SharedConn> {
+        let shared = |conn: &ConnectionManager, generation: u64| SharedConn {
+            conn: conn.clone(),
+            generation,
+            client: self.clone(),
+        };
         match &*self.inner.conn.lock().expect("client lock") {
-            Conn::Open(c) => return Ok(c.clone()),
+            Conn::Open(c, g) => return Ok(shared(c, *g)),
             Conn::Closed => return Err(Error::Closed),
             Conn::Idle => {}
         }
@@ -222,11 +290,12 @@ impl Client {
         let mut slot = self.inner.conn.lock().expect("client lock");
         match &*slot {
             // Another task won the race: share its connection.
-            Conn::Open(c) => Ok(c.clone()),
+            Conn::Open(c, g) => Ok(shared(c, *g)),
             Conn::Closed => Err(Error::Closed),
             Conn::Idle => {
-                *slot = Conn::Open(manager.clone());
-                Ok(manager)
+                let generation = self.inner.generations.fetch_add(1, Ordering::Relaxed);
+                *slot = Conn::Open(manager.clone(), generation);
+                Ok(shared(&manager, generation))
             }
         }
     }

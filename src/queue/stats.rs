@@ -117,7 +117,7 @@ impl<T: Serialize + DeserializeOwned> Queue<T> {
     /// The time part of the first ready entry from `start` on.
     async fn first_entry_ms(
         &self,
-        conn: &mut redis::aio::ConnectionManager,
+        conn: &mut crate::client::SharedConn,
         start: &str,
     ) -> Result<Option<u64>> {
         let v: redis::Value = redis::cmd("XRANGE")

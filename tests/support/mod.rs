@@ -2,6 +2,8 @@
 //! namespaces. Never touches the shared server on 6379.
 #![allow(dead_code)]
 
+pub mod proxy;
+
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
