@@ -1,4 +1,4 @@
-#!lua
+#!lua flags=allow-oom
 -- ack: complete a batch of deliveries. Fenced: a delivery is completed only if this consumer still owns the
 -- entry with the same delivery count (token) it was handed; otherwise nothing changes for that job. The entries
 -- are acked and removed in the same step: the ready stream is trimmed (XTRIM MINID) below its oldest unfinished

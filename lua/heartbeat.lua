@@ -1,4 +1,4 @@
-#!lua
+#!lua flags=allow-oom
 -- heartbeat: register or refresh a worker and append its beat to the heartbeats stream. The first beat (with
 -- the static fields) is the registration.
 --

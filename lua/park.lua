@@ -1,4 +1,4 @@
-#!lua
+#!lua flags=allow-oom
 -- park: take a running job off its worker without counting an attempt, keeping its body until it is resumed
 -- (a paused session: it has saved a checkpoint and gives its worker slot back). Fenced like ack. The body moves to
 -- the scheduled stream; the job id goes into the parked set (score = when parked) instead of the delayed set, so

@@ -1,4 +1,4 @@
-#!lua
+#!lua flags=allow-oom
 -- promote: move delayed jobs that are due onto the ready stream, oldest due first, at most `count` per call.
 --
 -- KEYS[1]  delayed sorted set (job id, score = due time ms)

@@ -1,4 +1,4 @@
-#!lua
+#!lua flags=allow-oom
 -- purge: delete dead letters for good, oldest first: those whose entry id time is before a cutoff, or every one.
 -- Removes their dead-index entries too. Call again while it returns `count`.
 --

@@ -1,4 +1,4 @@
-#!lua
+#!lua flags=allow-oom
 -- requeue: put dead letters back on the ready stream (an operator's "retry"). Each one becomes a fresh job with
 -- its original fields and job id, a full set of attempts (no `attempts` field) and the error it died with as
 -- `last_error`; its dead-letter entry and dead-index entry are removed.

@@ -95,7 +95,8 @@ impl Error {
     pub fn is_retryable(&self) -> bool {
         match self {
             Error::Redis(e) => {
-                e.is_io_error()
+                self.is_out_of_memory()
+                    || e.is_io_error()
                     || e.is_timeout()
                     || e.is_connection_dropped()
                     || e.is_connection_refusal()
@@ -112,6 +113,12 @@ impl Error {
             }
             _ => false,
         }
+    }
+
+    /// Whether Redis refused a write because it is at `maxmemory` (policy `noeviction`): retry later, once
+    /// memory is freed (completing jobs and purging dead letters free it; rill's completion scripts still run).
+    pub fn is_out_of_memory(&self) -> bool {
+        matches!(self, Error::Redis(e) if e.code() == Some("OOM"))
     }
 
     /// Whether this is a fencing rejection: the caller's delivery was superseded.

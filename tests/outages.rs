@@ -1,5 +1,6 @@
-//! Network faults injected between workers and Redis by a TCP fault proxy (tests/support/proxy.rs): connections
-//! that stop forwarding without closing, one-way black holes, resets. Redis itself stays healthy.
+//! Faults a healthy Redis can bring to a worker: network faults injected by a TCP fault proxy
+//! (tests/support/proxy.rs: connections that stop forwarding without closing, one-way black holes, resets) and
+//! memory pressure (`maxmemory` with `noeviction`).
 
 mod support;
 
@@ -78,5 +79,115 @@ async fn half_open_connections_are_replaced_and_jobs_complete_once() {
     let counts = queue.counts().await.unwrap();
     assert_eq!((counts.waiting, counts.active), (0, 0), "{counts:?}");
     proxy.heal();
+    running.stop().await;
+}
+
+/// Fills Redis past `maxmemory` (a script without the shebang may write past the limit) and sets the limit, so
+/// every denied-under-OOM command fails until the filler is deleted.
+async fn fill_memory(c: &mut redis::aio::MultiplexedConnection) {
+    let _: () = redis::cmd("EVAL")
+        .arg("for i = 1, 8000 do redis.call('SET', 'filler:' .. i, string.rep('x', 256)) end")
+        .arg(0)
+        .query_async(c)
+        .await
+        .unwrap();
+    let info: String = redis::cmd("INFO")
+        .arg("memory")
+        .query_async(c)
+        .await
+        .unwrap();
+    let used: u64 = info
+        .lines()
+        .find_map(|l| l.strip_prefix("used_memory:"))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap();
+    // The filler holds about 2.7 MB: the limit sits 1.5 MB under what is used now, so Redis is full until the
+    // filler goes, and has room again after.
+    let limit = (used - 1536 * 1024).to_string();
+    for (k, v) in [
+        ("maxmemory-policy", "noeviction"),
+        ("maxmemory", limit.as_str()),
+    ] {
+        let _: () = redis::cmd("CONFIG")
+            .arg("SET")
+            .arg(k)
+            .arg(v)
+            .query_async(c)
+            .await
+            .unwrap();
+    }
+    let r: redis::RedisResult<()> = redis::cmd("SET").arg("probe").arg("1").query_async(c).await;
+    assert_eq!(r.unwrap_err().code(), Some("OOM"), "Redis must be full now");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn at_maxmemory_a_worker_starts_completes_every_job_once_and_producers_get_a_retryable_error()
+{
+    let redis = TestRedis::start();
+    let ns = support::namespace();
+    let client = client_direct(&redis, &ns);
+    let queue = client.queue::<u64>("q").unwrap();
+    let ids = queue
+        .enqueue_many(&(0..300).collect::<Vec<u64>>())
+        .await
+        .unwrap();
+    let mut c = redis.aconn().await;
+    support::create_group(&mut c, queue.keys()).await;
+    fill_memory(&mut c).await;
+
+    let refused = queue.enqueue(&999).await.unwrap_err();
+    assert!(
+        refused.is_out_of_memory() && refused.is_retryable(),
+        "{refused}"
+    );
+
+    // Started while Redis is full: it must run, and its completions (which free memory) must land.
+    let runs: Arc<Mutex<HashMap<u64, u32>>> = Arc::default();
+    let r = runs.clone();
+    let worker = rill::Worker::new(client_direct(&redis, &ns), "q")
+        .unwrap()
+        .concurrency(16);
+    let running = spawn_worker(worker, move |job: rill::Job<u64>| {
+        let r = r.clone();
+        async move {
+            *r.lock().unwrap().entry(*job.data()).or_default() += 1;
+            Ok(())
+        }
+    });
+    eventually(
+        Duration::from_secs(20),
+        "300 jobs completed at maxmemory",
+        || async { running.stats.snapshot().completed == 300 },
+    )
+    .await;
+    let runs = runs.lock().unwrap().clone();
+    assert_eq!(runs.len(), 300);
+    assert!(runs.values().all(|n| *n == 1), "a job ran twice");
+    assert_eq!(running.stats.snapshot().stale, 0);
+    let counts = queue.counts().await.unwrap();
+    assert_eq!(
+        (counts.waiting, counts.active, counts.dead),
+        (0, 0, 0),
+        "{counts:?}"
+    );
+    assert!(matches!(
+        queue.state(&ids[0]).await.unwrap(),
+        rill::JobState::Completed | rill::JobState::Unknown
+    ));
+
+    // Memory freed: producers go on, and the same worker takes the new job.
+    let _: () = redis::cmd("EVAL")
+        .arg("for i = 1, 8000 do redis.call('DEL', 'filler:' .. i) end")
+        .arg(0)
+        .query_async(&mut c)
+        .await
+        .unwrap();
+    queue.enqueue(&1000).await.unwrap();
+    eventually(
+        Duration::from_secs(10),
+        "a job enqueued after memory was freed",
+        || async { running.stats.snapshot().completed == 301 },
+    )
+    .await;
     running.stop().await;
 }

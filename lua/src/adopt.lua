@@ -1,4 +1,4 @@
-#!lua
+#!lua flags=allow-oom
 -- adopt: take over the pending deliveries of a worker judged crashed (no beat for `crash_after` ms), at once
 -- instead of after their leases expire, counting each as an attempt (exhausted jobs are dead-lettered). When the
 -- crashed worker has nothing pending any more, its consumer, record and registry entry are removed (never

@@ -1,4 +1,4 @@
-#!lua
+#!lua flags=allow-oom
 -- extend: renew the leases of a batch of deliveries held by one consumer. The lease clock is the entry's idle
 -- time in the consumer group's pending list; XCLAIM ... JUSTID to the owner resets it without bumping the
 -- delivery count, so the token stays valid. Fenced: an entry owned by someone else, or by this consumer under

@@ -1,4 +1,4 @@
-#!lua
+#!lua flags=allow-oom
 -- fail: end one delivery that did not succeed. Fenced like ack. Either schedules a retry (a new entry carrying
 -- the job id, the attempts made so far and the error) or moves the job to the dead-letter stream with its reason.
 -- A retry is refused (the job dies) once attempts made reach max_attempts.

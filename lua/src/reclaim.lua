@@ -1,4 +1,4 @@
-#!lua
+#!lua flags=allow-oom
 -- reclaim: stalled-job recovery. Takes entries whose lease expired (idle in the pending list for at least
 -- min_idle ms) and gives them to the calling consumer, following the XAUTOCLAIM cursor one bounded page per
 -- call. Each take counts as a delivery; a job whose attempts made (previous deliveries included) reached its

@@ -1,4 +1,4 @@
-#!lua
+#!lua flags=allow-oom
 -- release: hand deliveries back for immediate redelivery (graceful shutdown, or entries this consumer was
 -- assigned but never saw). Fenced like ack. Each owned entry is re-added at the tail of the ready stream with
 -- its job id and with the released delivery not counted as an attempt, then acked and deleted. Its

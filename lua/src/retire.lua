@@ -1,4 +1,4 @@
-#!lua
+#!lua flags=allow-oom
 -- retire: remove a consumer from the group, but only if it has no pending entries (XGROUP DELCONSUMER would
 -- make them unreachable).
 --

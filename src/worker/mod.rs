@@ -287,9 +287,17 @@ impl Worker {
 
 /// Creates the queue's consumer group at `0` (so it sees every entry ever added) and the stream if needed, and
 /// lists the queue in the namespace's queue set.
+///
+/// At `maxmemory` neither can be written: the listing is then skipped (it is advisory), and an existing group is
+/// enough to start, so a worker started on a full Redis drains the queue (its completions are allowed under OOM).
 async fn ensure_group(client: &Client, keys: &QueueKeys) -> Result<()> {
     let mut conn = client.conn().await?;
-    client.list_queue(&mut conn, keys).await?;
+    match client.list_queue(&mut conn, keys).await {
+        Err(e) if e.is_out_of_memory() => {
+            tracing::warn!(queue = %keys.queue, "Redis is out of memory: the queue is not listed in the queue set")
+        }
+        r => r?,
+    }
     let r: redis::RedisResult<()> = redis::cmd("XGROUP")
         .arg("CREATE")
         .arg(&keys.ready)
@@ -301,8 +309,26 @@ async fn ensure_group(client: &Client, keys: &QueueKeys) -> Result<()> {
     match r {
         Ok(()) => Ok(()),
         Err(e) if e.code() == Some("BUSYGROUP") => Ok(()),
+        Err(e) if e.code() == Some("OOM") && group_exists(&mut conn, keys).await? => Ok(()),
         Err(e) => Err(e.into()),
     }
+}
+
+/// Whether the queue's consumer group exists (a read, possible at `maxmemory`).
+async fn group_exists(conn: &mut crate::client::SharedConn, keys: &QueueKeys) -> Result<bool> {
+    let groups: redis::RedisResult<Vec<std::collections::HashMap<String, redis::Value>>> =
+        redis::cmd("XINFO")
+            .arg("GROUPS")
+            .arg(&keys.ready)
+            .query_async(conn)
+            .await;
+    Ok(groups.is_ok_and(|gs| {
+        gs.iter().any(|g| {
+            g.get("name")
+                .and_then(crate::wire::bytes)
+                .is_some_and(|n| n == GROUP.as_bytes())
+        })
+    }))
 }
 
 /// Leaves the consumer group, unless entries are still pending to this consumer (then others reclaim them).
