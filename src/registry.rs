@@ -77,8 +77,10 @@ pub struct WorkerInfo {
     pub started_ms: u64,
     /// Last beat, ms since the Unix epoch.
     pub last_beat_ms: u64,
-    /// `idle`, `busy`, `paused` or `draining`.
+    /// `idle`, `busy`, `paused`, `draining` or `degraded` (it cannot end deliveries, so it takes no jobs).
     pub status: String,
+    /// Why it is `degraded` (empty otherwise).
+    pub reason: String,
     /// Jobs running now.
     pub in_flight: u64,
     /// Jobs completed.
@@ -107,6 +109,13 @@ pub fn health(info: Option<&WorkerInfo>, now_ms: u64, rule: &HealthRule) -> Heal
     if age > 2 * rule.beat_interval.as_millis() as u64 {
         return Health::Degraded(format!("last beat {age} ms ago"));
     }
+    if w.status == "degraded" {
+        return Health::Degraded(if w.reason.is_empty() {
+            "cannot end deliveries".into()
+        } else {
+            w.reason.clone()
+        });
+    }
     if w.lease_failures > 0 {
         return Health::Degraded(format!("{} lease renewals failed", w.lease_failures));
     }
@@ -129,6 +138,7 @@ fn parse_record(id: &str, fields: HashMap<String, String>) -> WorkerInfo {
         started_ms: num("started_ms"),
         last_beat_ms: num("last_beat_ms"),
         status: fields.get("status").cloned().unwrap_or_default(),
+        reason: fields.get("reason").cloned().unwrap_or_default(),
         in_flight: num("in_flight"),
         processed: num("processed"),
         failed: num("failed"),
@@ -241,6 +251,15 @@ mod tests {
         };
         assert!(
             matches!(health(Some(&erring), 10_000, &rule), Health::Degraded(r) if r.contains("failed"))
+        );
+        let stuck = WorkerInfo {
+            status: "degraded".into(),
+            reason: "ack.lua refused: OOM".into(),
+            ..w.clone()
+        };
+        assert_eq!(
+            health(Some(&stuck), 10_000, &rule),
+            Health::Degraded("ack.lua refused: OOM".into())
         );
         let few = WorkerInfo {
             processed: 1,

@@ -191,3 +191,91 @@ async fn at_maxmemory_a_worker_starts_completes_every_job_once_and_producers_get
     .await;
     running.stop().await;
 }
+
+/// Sets `rules` on ACL user `user`.
+async fn acl(c: &mut redis::aio::MultiplexedConnection, user: &str, rules: &[&str]) {
+    let _: () = redis::cmd("ACL")
+        .arg("SETUSER")
+        .arg(user)
+        .arg(rules)
+        .query_async(c)
+        .await
+        .unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_worker_whose_completions_are_refused_holds_them_takes_nothing_and_says_degraded() {
+    let redis = TestRedis::start();
+    let ns = support::namespace();
+    let mut admin = redis.aconn().await;
+    acl(&mut admin, "w", &["on", ">pw", "~*", "&*", "+@all"]).await;
+    let url = format!("redis://w:pw@127.0.0.1:{}", redis.port());
+    let client = rill::Client::with_config(
+        &url,
+        rill::ClientConfig {
+            namespace: ns.clone(),
+            ..Default::default()
+        },
+    )
+    .unwrap();
+    let runs: Arc<Mutex<HashMap<u64, u32>>> = Arc::default();
+    let r = runs.clone();
+    let worker = rill::Worker::new(client, "q").unwrap().concurrency(2);
+    let running = spawn_worker(worker, move |job: rill::Job<u64>| {
+        let r = r.clone();
+        async move {
+            *r.lock().unwrap().entry(*job.data()).or_default() += 1;
+            Ok(())
+        }
+    });
+    let queue = client_direct(&redis, &ns).queue::<u64>("q").unwrap();
+    queue.enqueue(&0).await.unwrap();
+    eventually(Duration::from_secs(10), "the first job", || async {
+        running.stats.snapshot().completed == 1
+    })
+    .await;
+
+    // ack.lua's XACK is refused from now on (reads, leases and beats still work).
+    acl(&mut admin, "w", &["-xack"]).await;
+    for i in 1..=10u64 {
+        queue.enqueue(&i).await.unwrap();
+    }
+    let rule = rill::HealthRule::default();
+    eventually(
+        Duration::from_secs(10),
+        "the worker reports itself degraded",
+        || async {
+            queue.workers(&rule).await.unwrap().iter().any(|(w, h)| {
+                w.id == running.consumer
+                    && matches!(h, rill::Health::Degraded(r) if r.contains("ack.lua"))
+            })
+        },
+    )
+    .await;
+    let waiting = queue.counts().await.unwrap().waiting;
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let counts = queue.counts().await.unwrap();
+    assert_eq!(counts.waiting, waiting, "it took jobs it cannot complete");
+    assert!(waiting >= 6, "{counts:?}");
+    assert_eq!(running.stats.snapshot().completed, 1);
+
+    // Completions allowed again: the held ones land, the rest run, each once.
+    acl(&mut admin, "w", &["+xack"]).await;
+    eventually(Duration::from_secs(20), "all 11 jobs completed", || async {
+        running.stats.snapshot().completed == 11
+    })
+    .await;
+    let runs = runs.lock().unwrap().clone();
+    assert_eq!(runs.len(), 11);
+    assert!(runs.values().all(|n| *n == 1), "a job ran twice: {runs:?}");
+    eventually(Duration::from_secs(5), "healthy again", || async {
+        queue
+            .workers(&rule)
+            .await
+            .unwrap()
+            .iter()
+            .any(|(w, h)| w.id == running.consumer && *h == rill::Health::Healthy)
+    })
+    .await;
+    running.stop().await;
+}

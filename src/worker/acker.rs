@@ -7,6 +7,8 @@ use std::time::Duration;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
+use super::control::Impairment;
+use super::retries::Retries;
 use super::shared::Shared;
 use crate::identity::now_ms;
 use crate::scripts::{self, Ack, AckItem, DeliveryRef};
@@ -86,7 +88,7 @@ pub(super) async fn run(
     }
 }
 
-/// One `ack.lua` call for `batch`, retried for up to one lease. `None`: it could not be made.
+/// Completes `batch` through `ack.lua`, retried as [`Retries`] says. `None`: it gave up (at shutdown).
 async fn complete(shared: &Shared, batch: &[Completion]) -> Option<Vec<bool>> {
     let items: Vec<AckItem<'_>> = batch
         .iter()
@@ -105,8 +107,8 @@ async fn complete(shared: &Shared, batch: &[Completion]) -> Option<Vec<bool>> {
         ms: shared.config.retention.as_millis() as u64,
         keep_all: shared.config.keep_completed,
     };
-    let mut retries = shared.retries();
-    let r = loop {
+    let mut retries = Retries::new(shared, Impairment::Acks, "ack.lua");
+    loop {
         let r = async {
             let mut conn = shared.client.conn().await?;
             let call = Ack {
@@ -119,15 +121,15 @@ async fn complete(shared: &Shared, batch: &[Completion]) -> Option<Vec<bool>> {
         }
         .await;
         match r {
-            Err(e) if retries.again(&e, "ack.lua").await => {}
-            r => break r,
-        }
-    };
-    match r {
-        Ok(flags) => Some(flags),
-        Err(e) => {
-            tracing::error!(error = %e, jobs = batch.len(), "could not complete jobs; they will be reclaimed and run again");
-            None
+            Ok(flags) => {
+                retries.landed();
+                return Some(flags);
+            }
+            Err(e) if retries.again(&e).await => {}
+            Err(e) => {
+                tracing::error!(error = %e, jobs = batch.len(), "shutting down with jobs not completed; they will be reclaimed and run again");
+                return None;
+            }
         }
     }
 }

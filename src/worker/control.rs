@@ -1,6 +1,7 @@
-//! Whether a worker takes new jobs and how it reports itself: the gate (queue paused, worker quiet), a stop
-//! request, the draining flag and the count of running handlers. The signal listener and shutdown change it;
-//! the fetch loop waits on the gate; the heartbeat reads the status.
+//! Whether a worker takes new jobs and how it reports itself: the gate (queue paused, worker quiet, worker
+//! impaired), a stop request, the draining flag and the count of running handlers. The signal listener,
+//! shutdown and the parts that end deliveries change it; the fetch loop waits on the gate; the heartbeat reads
+//! the status.
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
@@ -12,13 +13,29 @@ use tokio_util::sync::CancellationToken;
 pub(super) struct Gate {
     paused: bool,
     quiet: bool,
+    /// Deliveries cannot be ended (completions or failures refused): taking more would only strand them.
+    impaired: bool,
 }
 
 impl Gate {
     /// Whether new jobs may be taken.
     pub(super) fn is_open(self) -> bool {
-        !self.paused && !self.quiet
+        !self.paused && !self.quiet && !self.impaired
     }
+
+    /// Whether it is closed because the worker is impaired.
+    pub(super) fn is_impaired(self) -> bool {
+        self.impaired
+    }
+}
+
+/// What cannot be done while a worker is impaired.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Impairment {
+    /// Completions (`ack.lua`) fail.
+    Acks,
+    /// Failures, retries and dead letters (`fail.lua`) fail.
+    Failures,
 }
 
 /// The worker's run state, changed by signals and shutdown.
@@ -28,6 +45,8 @@ pub(super) struct Control {
     stop_requested: CancellationToken,
     draining: AtomicBool,
     running: AtomicU64,
+    /// Why the worker is impaired, per [`Impairment`] (acks, failures).
+    impairments: std::sync::Mutex<[Option<String>; 2]>,
 }
 
 impl Default for Control {
@@ -37,6 +56,7 @@ impl Default for Control {
             stop_requested: CancellationToken::new(),
             draining: AtomicBool::new(false),
             running: AtomicU64::new(0),
+            impairments: Default::default(),
         }
     }
 }
@@ -65,6 +85,32 @@ impl Control {
         });
     }
 
+    /// Records that `what` fails (`reason`): the gate closes and the status says `degraded` until
+    /// [`Control::restore`].
+    pub(super) fn impair(&self, what: Impairment, reason: String) {
+        self.impairments.lock().expect("impairments lock")[what as usize] = Some(reason);
+        self.change(|g| g.impaired = true);
+    }
+
+    /// Records that `what` works again; the gate reopens once nothing is impaired.
+    pub(super) fn restore(&self, what: Impairment) {
+        let any = {
+            let mut imp = self.impairments.lock().expect("impairments lock");
+            if imp[what as usize].take().is_none() {
+                return;
+            }
+            imp.iter().any(Option::is_some)
+        };
+        self.change(|g| g.impaired = any);
+    }
+
+    /// Why the worker is impaired, if it is.
+    pub(super) fn impairment(&self) -> Option<String> {
+        let imp = self.impairments.lock().expect("impairments lock");
+        let reasons: Vec<&str> = imp.iter().flatten().map(String::as_str).collect();
+        (!reasons.is_empty()).then(|| reasons.join("; "))
+    }
+
     /// Asks the worker to shut down gracefully (a `stop` signal).
     pub(super) fn request_stop(&self) {
         self.stop_requested.cancel();
@@ -78,6 +124,11 @@ impl Control {
     /// Shutdown has begun.
     pub(super) fn begin_draining(&self) {
         self.draining.store(true, Ordering::Relaxed);
+    }
+
+    /// Whether shutdown has begun.
+    pub(super) fn is_draining(&self) -> bool {
+        self.draining.load(Ordering::Relaxed)
     }
 
     /// A handler starts running.
@@ -95,10 +146,13 @@ impl Control {
         self.running.load(Ordering::Relaxed)
     }
 
-    /// The registry status: `draining`, `paused` (paused queue or quiet worker), `busy` or `idle`.
+    /// The registry status: `draining`, `degraded` (impaired: it cannot end deliveries), `paused` (paused queue
+    /// or quiet worker), `busy` or `idle`.
     pub(super) fn status(&self) -> &'static str {
         if self.draining.load(Ordering::Relaxed) {
             "draining"
+        } else if self.gate.borrow().is_impaired() {
+            "degraded"
         } else if !self.gate.borrow().is_open() {
             "paused"
         } else if self.running() > 0 {
@@ -128,6 +182,18 @@ mod tests {
         assert!(!gate.has_changed().unwrap(), "no change, no wake-up");
         c.set_paused(false);
         assert!(gate.borrow_and_update().is_open());
+        c.impair(Impairment::Acks, "acks refused".into());
+        c.impair(Impairment::Failures, "fails refused".into());
+        assert_eq!(c.status(), "degraded");
+        assert_eq!(c.impairment().unwrap(), "acks refused; fails refused");
+        c.restore(Impairment::Acks);
+        assert!(
+            !gate.borrow_and_update().is_open(),
+            "failures still impaired"
+        );
+        c.restore(Impairment::Failures);
+        assert!(gate.borrow_and_update().is_open());
+        assert_eq!(c.impairment(), None);
         c.quiet();
         assert!(!gate.borrow_and_update().is_open());
         c.begin_draining();

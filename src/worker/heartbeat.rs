@@ -38,6 +38,10 @@ impl Beats {
         let stats = shared.stats.snapshot();
         let mut f: Vec<(String, String)> = vec![
             ("status".into(), shared.control.status().to_owned()),
+            (
+                "reason".into(),
+                shared.control.impairment().unwrap_or_default(),
+            ),
             ("in_flight".into(), shared.control.running().to_string()),
             ("processed".into(), stats.completed.to_string()),
             ("failed".into(), (stats.retried + stats.dead).to_string()),

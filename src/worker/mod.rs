@@ -20,6 +20,7 @@ mod lease;
 mod listener;
 mod promote;
 mod reclaim;
+mod retries;
 mod runner;
 mod settle;
 mod shared;

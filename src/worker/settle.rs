@@ -12,6 +12,8 @@ use tokio::sync::mpsc;
 
 use super::acker::Completion;
 use super::config::{WorkerConfig, backoff};
+use super::control::Impairment;
+use super::retries::Retries;
 use super::shared::Shared;
 use crate::identity::now_ms;
 use crate::job::{FailAction, JobError};
@@ -185,15 +187,15 @@ impl Settler {
     }
 }
 
-/// Calls `fail.lua`, retried for up to one lease.
+/// Calls `fail.lua`, retried as [`Retries`] says. `None`: it gave up (at shutdown).
 async fn record_failure(
     shared: &Shared,
     d: &Finished,
     mode: FailMode,
     error: &str,
 ) -> Option<FailOutcome> {
-    let mut retries = shared.retries();
-    let r = loop {
+    let mut retries = Retries::new(shared, Impairment::Failures, "fail.lua");
+    loop {
         let r = async {
             let mut c = shared.client.conn().await?;
             let call = Fail {
@@ -210,15 +212,15 @@ async fn record_failure(
         }
         .await;
         match r {
-            Err(e) if retries.again(&e, "fail.lua").await => {}
-            r => break r,
-        }
-    };
-    match r {
-        Ok(out) => Some(out),
-        Err(e) => {
-            tracing::error!(error = %e, job = %d.job_id, "could not record a failure; the job will be reclaimed");
-            None
+            Ok(out) => {
+                retries.landed();
+                return Some(out);
+            }
+            Err(e) if retries.again(&e).await => {}
+            Err(e) => {
+                tracing::error!(error = %e, job = %d.job_id, "could not record a failure; the job will be reclaimed");
+                return None;
+            }
         }
     }
 }

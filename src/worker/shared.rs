@@ -2,7 +2,6 @@
 //! ([`Deliveries`] and [`Control`]), each behind its own methods. It imports nothing from its sibling roles.
 
 use std::sync::Arc;
-use std::time::{Duration, Instant};
 
 use tokio::sync::Semaphore;
 
@@ -11,7 +10,6 @@ use super::control::Control;
 use super::deliveries::Deliveries;
 use super::stats::WorkerStats;
 use crate::client::Client;
-use crate::error::Error;
 use crate::keys::QueueKeys;
 use crate::scripts::Caller;
 
@@ -37,36 +35,7 @@ pub(super) struct Shared {
     pub(super) started_ms: u64,
 }
 
-/// Retries of a call that ends deliveries: what may pass (Redis unreachable, loading, a timeout) is retried with
-/// a doubling pause for up to one lease; after that the deliveries are lost to this worker anyway and others
-/// reclaim them.
-pub(super) struct Retries {
-    deadline: Instant,
-    pause: Duration,
-}
-
-impl Retries {
-    /// After a failed call: waits and returns true if it should be made again.
-    pub(super) async fn again(&mut self, e: &Error, what: &'static str) -> bool {
-        if !e.is_retryable() || Instant::now() >= self.deadline {
-            return false;
-        }
-        tracing::debug!(error = %e, script = what, "retrying");
-        tokio::time::sleep(self.pause).await;
-        self.pause = (self.pause * 2).min(Duration::from_millis(500));
-        true
-    }
-}
-
 impl Shared {
-    /// How long a call that ends deliveries is retried: one lease (see [`Retries`]).
-    pub(super) fn retries(&self) -> Retries {
-        Retries {
-            deadline: Instant::now() + self.config.lease,
-            pause: Duration::from_millis(20),
-        }
-    }
-
     /// How the worker's script calls identify it: keys, consumer, limits.
     pub(super) fn caller(&self) -> Caller<'_> {
         Caller {
