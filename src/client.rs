@@ -21,6 +21,9 @@ pub struct ClientConfig {
     pub response_timeout: Duration,
     /// Largest encoded payload accepted by producers and workers (default 1 MiB).
     pub max_payload_bytes: usize,
+    /// Run even when Redis may evict keys under memory pressure (`maxmemory-policy` other than `noeviction`),
+    /// which silently loses jobs. Default false: every operation fails with [`Error::EvictingRedis`] instead.
+    pub allow_eviction: bool,
 }
 
 impl Default for ClientConfig {
@@ -30,6 +33,7 @@ impl Default for ClientConfig {
             connect_timeout: Duration::from_secs(2),
             response_timeout: Duration::from_secs(5),
             max_payload_bytes: 1 << 20,
+            allow_eviction: false,
         }
     }
 }
@@ -63,6 +67,32 @@ enum Conn {
     /// The shared connection and its generation (which open it was).
     Open(ConnectionManager, u64),
     Closed,
+}
+
+/// Fails with [`Error::EvictingRedis`] if the server may evict keys (`maxmemory-policy` other than
+/// `noeviction`). A user not allowed `INFO` gets a warning instead: the policy cannot be checked.
+async fn refuse_eviction(conn: &mut ConnectionManager) -> Result<()> {
+    let info: String = match redis::cmd("INFO").arg("memory").query_async(conn).await {
+        Ok(info) => info,
+        Err(e) if e.code() == Some("NOPERM") => {
+            tracing::warn!(
+                "cannot read INFO memory (ACL): Redis must not evict keys (maxmemory-policy noeviction), or jobs are lost"
+            );
+            return Ok(());
+        }
+        Err(e) => return Err(e.into()),
+    };
+    let policy = info
+        .lines()
+        .find_map(|l| l.strip_prefix("maxmemory_policy:"))
+        .map_or("noeviction", str::trim);
+    if policy == "noeviction" {
+        Ok(())
+    } else {
+        Err(Error::EvictingRedis {
+            policy: policy.to_owned(),
+        })
+    }
 }
 
 /// The shared command connection as handed out by [`Client::conn`]. It reconnects by itself after I/O errors
@@ -219,11 +249,18 @@ impl Client {
         QueueKeys::new(&self.inner.config.namespace, queue)
     }
 
-    /// Opens the shared connection now (otherwise the first command does). Idempotent.
+    /// Opens the shared connection now (otherwise the first command does), also after [`Client::close`].
+    /// Idempotent.
     ///
     /// # Errors
-    /// [`Error::Redis`] if Redis cannot be reached; [`Error::Closed`] after [`Client::close`].
+    /// [`Error::Redis`] if Redis cannot be reached; [`Error::EvictingRedis`] if it may evict keys.
     pub async fn connect(&self) -> Result<()> {
+        {
+            let mut slot = self.inner.conn.lock().expect("client lock");
+            if matches!(*slot, Conn::Closed) {
+                *slot = Conn::Idle;
+            }
+        }
         let mut conn = self.conn().await?;
         redis::cmd("PING").query_async::<()>(&mut conn).await?;
         Ok(())
@@ -244,8 +281,9 @@ impl Client {
         )
     }
 
-    /// Closes the shared connection. Idempotent; afterwards every operation returns [`Error::Closed`].
-    /// Workers built from this client stop claiming at their next read.
+    /// Closes the shared connection. Idempotent; afterwards every operation returns [`Error::Closed`] until
+    /// [`Client::connect`] opens it again. Workers built from this client stop claiming at their next read and
+    /// shut down.
     pub fn close(&self) {
         *self.inner.conn.lock().expect("client lock") = Conn::Closed;
     }
@@ -285,8 +323,11 @@ impl Client {
             .set_number_of_retries(4)
             .set_min_delay(Duration::from_millis(50))
             .set_max_delay(Duration::from_secs(1));
-        let manager =
+        let mut manager =
             ConnectionManager::new_with_config(self.inner.redis.clone(), manager_config).await?;
+        if !cfg.allow_eviction {
+            refuse_eviction(&mut manager).await?;
+        }
         let mut slot = self.inner.conn.lock().expect("client lock");
         match &*slot {
             // Another task won the race: share its connection.

@@ -84,6 +84,15 @@ pub enum Error {
     /// The client was closed with [`crate::Client::close`].
     #[error("the rill client is closed")]
     Closed,
+    /// Redis may evict keys under memory pressure, which silently loses jobs (see
+    /// [`crate::ClientConfig::allow_eviction`]).
+    #[error(
+        "Redis may evict keys under memory pressure (maxmemory-policy {policy}), which loses jobs silently: set maxmemory-policy noeviction, or allow it explicitly (ClientConfig::allow_eviction, rill --allow-eviction)"
+    )]
+    EvictingRedis {
+        /// The server's `maxmemory-policy`.
+        policy: String,
+    },
     /// A worker could not start its lease keeper thread.
     #[error("cannot start the lease keeper thread: {0}")]
     Thread(std::io::Error),

@@ -20,6 +20,7 @@ impl Context {
             &g.redis,
             rill::ClientConfig {
                 namespace: g.namespace.clone(),
+                allow_eviction: g.allow_eviction,
                 ..Default::default()
             },
         ) {

@@ -58,6 +58,10 @@ struct Global {
     /// Print data as JSON (one document, or one object per line for streams of events).
     #[arg(long, global = true)]
     json: bool,
+    /// Run even if Redis may evict keys under memory pressure (a maxmemory-policy other than noeviction), which
+    /// loses jobs silently. Without it, rill refuses such a Redis.
+    #[arg(long, env = "RILL_ALLOW_EVICTION", global = true)]
+    allow_eviction: bool,
 }
 
 #[derive(Subcommand, Debug)]
