@@ -279,3 +279,113 @@ async fn a_worker_whose_completions_are_refused_holds_them_takes_nothing_and_say
     .await;
     running.stop().await;
 }
+
+/// One handler run: which worker, when it started, when it ended (returned or was dropped).
+#[derive(Debug, Clone)]
+struct Run {
+    worker: &'static str,
+    start: std::time::Instant,
+    end: Option<std::time::Instant>,
+}
+
+/// Records the end of a run when the handler's future finishes or is dropped.
+struct EndOfRun(Arc<Mutex<Vec<Run>>>, usize);
+
+impl Drop for EndOfRun {
+    fn drop(&mut self) {
+        self.0.lock().unwrap()[self.1].end = Some(std::time::Instant::now());
+    }
+}
+
+/// A handler that ignores cancellation for `work` (the worst case for fencing) and logs its runs.
+fn logging_handler(
+    worker: &'static str,
+    runs: Arc<Mutex<Vec<Run>>>,
+    work: Duration,
+) -> impl Fn(rill::Job<u64>) -> futures::future::BoxFuture<'static, rill::JobResult<()>>
++ Send
++ Sync
++ 'static {
+    move |_job: rill::Job<u64>| {
+        let runs = runs.clone();
+        Box::pin(async move {
+            let i = {
+                let mut r = runs.lock().unwrap();
+                r.push(Run {
+                    worker,
+                    start: std::time::Instant::now(),
+                    end: None,
+                });
+                r.len() - 1
+            };
+            let _end = EndOfRun(runs, i);
+            tokio::time::sleep(work).await;
+            Ok(())
+        })
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_blip_longer_than_crash_after_never_runs_a_job_twice_at_once_even_with_a_long_lease() {
+    let redis = TestRedis::start();
+    let proxy = FaultProxy::start(redis.port()).await;
+    let ns = support::namespace();
+    let runs: Arc<Mutex<Vec<Run>>> = Arc::default();
+    // A: behind the proxy, a 30 s lease; registry-driven takeover after crash_after (3 s) applies all the same.
+    let a = spawn_worker(
+        rill::Worker::new(client_via(&proxy, &ns), "q")
+            .unwrap()
+            .concurrency(1)
+            .lease(Duration::from_secs(30)),
+        logging_handler("a", runs.clone(), Duration::from_secs(8)),
+    );
+    let queue = client_direct(&redis, &ns).queue::<u64>("q").unwrap();
+    queue.enqueue(&1).await.unwrap();
+    eventually(Duration::from_secs(10), "a runs the job", || async {
+        !runs.lock().unwrap().is_empty()
+    })
+    .await;
+    let b = spawn_worker(
+        rill::Worker::new(client_direct(&redis, &ns), "q")
+            .unwrap()
+            .concurrency(1)
+            .lease(Duration::from_secs(30)),
+        logging_handler("b", runs.clone(), Duration::from_millis(200)),
+    );
+    // Every connection of A, open or new, black-holed both ways for 6 s.
+    let blocked = support::proxy::Flow {
+        blocked: true,
+        ..Default::default()
+    };
+    proxy.set_all(support::proxy::Faults {
+        up: blocked,
+        down: blocked,
+    });
+    tokio::time::sleep(Duration::from_secs(6)).await;
+    proxy.heal();
+    eventually(Duration::from_secs(20), "the job completed", || async {
+        a.stats.snapshot().completed + b.stats.snapshot().completed == 1
+    })
+    .await;
+    let runs = runs.lock().unwrap().clone();
+    let first = &runs[0];
+    assert_eq!(first.worker, "a");
+    let a_end = first.end.expect("a's run was stopped");
+    for later in &runs[1..] {
+        assert!(
+            later.start >= a_end,
+            "two runs at once: a ran until {:?} after its start, {} started {:?} after it",
+            a_end - first.start,
+            later.worker,
+            later.start - first.start
+        );
+    }
+    assert!(
+        a_end - first.start < Duration::from_secs(5),
+        "a's handler was not stopped: {runs:?}"
+    );
+    assert_eq!(a.stats.snapshot().fenced, 1);
+    assert_eq!(a.stats.snapshot().completed, 0);
+    a.stop().await;
+    b.stop().await;
+}

@@ -73,6 +73,29 @@ impl Default for WorkerConfig {
     }
 }
 
+/// The self-fencing timeline. Others may take a delivery over when its lease expires (`lease` after its last
+/// renewal) or when the registry judges this worker crashed (`crash_after` after its last heartbeat). A worker
+/// that cannot renew or beat lets go first: at two thirds of either span it fences the deliveries at risk (their
+/// `cancelled()` fires and nothing more is written for them), and a handler still running a sixth of the shorter
+/// span later is dropped. So a blip shorter than two thirds of `crash_after` (2 s by default) costs nothing, a
+/// longer one stops the running jobs here before any other worker may start them, and no job runs twice at once.
+impl WorkerConfig {
+    /// No heartbeat landed for this long: fence every held delivery.
+    pub(crate) fn fence_after_beat(&self) -> Duration {
+        self.health.crash_after * 2 / 3
+    }
+
+    /// A delivery's lease not renewed for this long: fence it.
+    pub(crate) fn fence_after_renewal(&self) -> Duration {
+        self.lease * 2 / 3
+    }
+
+    /// How long a fenced handler may run on before it is dropped.
+    pub(crate) fn fence_grace(&self) -> Duration {
+        self.health.crash_after.min(self.lease) / 6
+    }
+}
+
 /// Retry delay before attempt `attempts_made + 1`: `base * 2^(attempts_made-1)`, capped, then scaled by a
 /// random factor in [0.5, 1.0) so that jobs failing together do not retry together.
 pub fn backoff(attempts_made: u32, base: Duration, max: Duration, jitter: f64) -> Duration {

@@ -4,6 +4,7 @@
 //! the status.
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::{Duration, Instant};
 
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
@@ -47,6 +48,11 @@ pub(super) struct Control {
     running: AtomicU64,
     /// Why the worker is impaired, per [`Impairment`] (acks, failures).
     impairments: std::sync::Mutex<[Option<String>; 2]>,
+    /// When the last heartbeat that landed was sent: how long others have had no sign of life from this worker
+    /// is at most the time since then.
+    last_beat: std::sync::Mutex<Instant>,
+    /// Deliveries were given up: hand back whatever is pending to this consumer once Redis answers again.
+    sweep_requested: AtomicBool,
 }
 
 impl Default for Control {
@@ -57,6 +63,8 @@ impl Default for Control {
             draining: AtomicBool::new(false),
             running: AtomicU64::new(0),
             impairments: Default::default(),
+            last_beat: std::sync::Mutex::new(Instant::now()),
+            sweep_requested: AtomicBool::new(false),
         }
     }
 }
@@ -124,6 +132,26 @@ impl Control {
     /// Shutdown has begun.
     pub(super) fn begin_draining(&self) {
         self.draining.store(true, Ordering::Relaxed);
+    }
+
+    /// A heartbeat sent at `sent` landed.
+    pub(super) fn beat_landed(&self, sent: Instant) {
+        *self.last_beat.lock().expect("beat lock") = sent;
+    }
+
+    /// Time since the last heartbeat that landed was sent.
+    pub(super) fn since_last_beat(&self) -> Duration {
+        self.last_beat.lock().expect("beat lock").elapsed()
+    }
+
+    /// Asks the fetch loop to hand back this consumer's orphaned pending entries after its next good read.
+    pub(super) fn request_sweep(&self) {
+        self.sweep_requested.store(true, Ordering::Relaxed);
+    }
+
+    /// Whether a sweep was asked for (and forgets the request).
+    pub(super) fn take_sweep(&self) -> bool {
+        self.sweep_requested.swap(false, Ordering::Relaxed)
     }
 
     /// Whether shutdown has begun.

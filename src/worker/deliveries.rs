@@ -21,6 +21,10 @@ struct Held {
     stopping: CancellationToken,
     /// The job's `cancelled()` token: stop now (cancel signal, lease lost, shutdown deadline).
     cancel: CancellationToken,
+    /// Fires when this worker gives the delivery up (fenced): its handler is stopped and nothing is written for
+    /// it, because another worker may own it now or soon.
+    fence: CancellationToken,
+    /// When the last renewal that succeeded was sent (or when the delivery was taken).
     renewed: Instant,
 }
 
@@ -59,9 +63,11 @@ impl Deliveries {
         self.claim.lock().await
     }
 
-    /// Starts holding a delivery. If this worker still held the same entry under an older token (its lease had
-    /// expired and it took the entry back), that older delivery is stale now: its cancellation fires.
-    pub(super) fn track(&self, t: Tracked) {
+    /// Starts holding a delivery; returns its fence (see [`Deliveries::fence_all`]). If this worker still held
+    /// the same entry under an older token (its lease had expired and it took the entry back), that older delivery
+    /// is stale now: it is fenced.
+    pub(super) fn track(&self, t: Tracked) -> CancellationToken {
+        let fence = CancellationToken::new();
         let previous = self.held().insert(
             t.entry_id,
             Held {
@@ -69,12 +75,14 @@ impl Deliveries {
                 job_id: t.job_id,
                 stopping: t.stopping,
                 cancel: t.cancel,
+                fence: fence.clone(),
                 renewed: Instant::now(),
             },
         );
         if let Some(old) = previous {
-            old.cancel.cancel();
+            old.give_up();
         }
+        fence
     }
 
     /// Stops holding one delivery (a newer delivery of the same entry stays).
@@ -105,10 +113,14 @@ impl Deliveries {
         self.held().contains_key(entry_id)
     }
 
-    /// Records a renewal round: renewed deliveries are good for another lease; lost ones (taken by another
-    /// worker) are forgotten and their cancellation fires. Returns the entry ids lost.
-    pub(super) fn renewals(&self, checked: &[DeliveryKey], renewed: &[bool]) -> Vec<String> {
-        let now = Instant::now();
+    /// Records a renewal round sent at `sent`: renewed deliveries are good for another lease from then; lost ones
+    /// (taken by another worker) are fenced. Returns the entry ids lost.
+    pub(super) fn renewals(
+        &self,
+        checked: &[DeliveryKey],
+        renewed: &[bool],
+        sent: Instant,
+    ) -> Vec<String> {
         let mut held = self.held();
         let mut lost = Vec::new();
         for ((entry, token), &ok) in checked.iter().zip(renewed) {
@@ -119,26 +131,41 @@ impl Deliveries {
                 continue;
             }
             if ok {
-                h.renewed = now;
+                h.renewed = sent;
             } else if let Some(h) = held.remove(entry) {
-                h.cancel.cancel();
+                h.give_up();
                 lost.push(entry.clone());
             }
         }
         lost
     }
 
-    /// Fires the cancellation of deliveries not renewed for a whole `lease` (others may have taken them).
-    /// Returns the entry ids newly cancelled.
-    pub(super) fn expire_overdue(&self, lease: Duration) -> Vec<String> {
-        self.held()
+    /// Fences the deliveries whose last successful renewal was sent more than `limit` ago (set below the lease,
+    /// so this worker lets go before others may reclaim them). Returns their entry ids.
+    pub(super) fn fence_overdue(&self, limit: Duration) -> Vec<String> {
+        let mut held = self.held();
+        let overdue: Vec<String> = held
             .iter()
-            .filter(|(_, h)| h.renewed.elapsed() > lease && !h.cancel.is_cancelled())
-            .map(|(entry, h)| {
-                h.cancel.cancel();
-                entry.clone()
-            })
-            .collect()
+            .filter(|(_, h)| h.renewed.elapsed() > limit)
+            .map(|(entry, _)| entry.clone())
+            .collect();
+        for entry in &overdue {
+            if let Some(h) = held.remove(entry) {
+                h.give_up();
+            }
+        }
+        overdue
+    }
+
+    /// Fences every held delivery (this worker lost contact with Redis long enough that others may soon judge
+    /// it crashed and adopt them). Returns how many.
+    pub(super) fn fence_all(&self) -> usize {
+        let mut held = self.held();
+        let n = held.len();
+        for (_, h) in held.drain() {
+            h.give_up();
+        }
+        n
     }
 
     /// A cancel signal for job `job_id`: every held delivery of it is cancelled and will end as cancelled.
@@ -197,6 +224,15 @@ impl Deliveries {
     }
 }
 
+impl Held {
+    /// Gives the delivery up: its handler is told to stop (`cancelled()`), and fenced (dropped after a grace,
+    /// ended without a write).
+    fn give_up(&self) {
+        self.cancel.cancel();
+        self.fence.cancel();
+    }
+}
+
 fn take(requests: &Mutex<HashSet<DeliveryKey>>, entry_id: &str, token: u64) -> bool {
     let mut requested = requests.lock().expect("requests lock");
     // Almost always empty: no allocation per job on the hot path.
@@ -213,15 +249,25 @@ mod tests {
         token: u64,
         job: &str,
     ) -> (CancellationToken, CancellationToken) {
+        track_fenced(d, entry, token, job).0
+    }
+
+    /// ((stopping, cancel), fence).
+    fn track_fenced(
+        d: &Deliveries,
+        entry: &str,
+        token: u64,
+        job: &str,
+    ) -> ((CancellationToken, CancellationToken), CancellationToken) {
         let (stopping, cancel) = (CancellationToken::new(), CancellationToken::new());
-        d.track(Tracked {
+        let fence = d.track(Tracked {
             entry_id: entry.into(),
             token,
             job_id: job.into(),
             stopping: stopping.clone(),
             cancel: cancel.clone(),
         });
-        (stopping, cancel)
+        ((stopping, cancel), fence)
     }
 
     #[test]
@@ -249,13 +295,28 @@ mod tests {
             s.sort();
             s
         };
-        let lost = d.renewals(&snap, &[true, false]);
+        let lost = d.renewals(&snap, &[true, false], Instant::now());
         assert_eq!(lost, vec!["2-0".to_owned()]);
         assert!(!a.is_cancelled() && b.is_cancelled());
         assert_eq!(d.snapshot(), vec![("1-0".to_owned(), 1)]);
-        assert!(d.expire_overdue(Duration::from_secs(60)).is_empty());
-        assert_eq!(d.expire_overdue(Duration::ZERO), vec!["1-0".to_owned()]);
+        assert!(d.fence_overdue(Duration::from_secs(60)).is_empty());
+        assert_eq!(d.fence_overdue(Duration::ZERO), vec!["1-0".to_owned()]);
         assert!(a.is_cancelled());
+        assert!(
+            d.snapshot().is_empty(),
+            "a fenced delivery is no longer held"
+        );
+    }
+
+    #[test]
+    fn fencing_all_lets_every_delivery_go() {
+        let d = Deliveries::default();
+        let ((_, cancel), fence) = track_fenced(&d, "1-0", 1, "a");
+        let (_, newer_fence) = track_fenced(&d, "2-0", 1, "b");
+        assert_eq!(d.fence_all(), 2);
+        assert!(cancel.is_cancelled() && fence.is_cancelled() && newer_fence.is_cancelled());
+        assert!(d.snapshot().is_empty());
+        assert_eq!(d.fence_all(), 0);
     }
 
     #[test]

@@ -182,6 +182,11 @@ impl Fetcher {
                 }
             }
         }
+        // Deliveries given up while Redis was out of reach: hand them back now (before this read, so nothing it
+        // returns is mistaken for an orphan), or at the next read if Redis is still away.
+        if shared.control.take_sweep() && !hand_back_pending(&shared, true).await {
+            shared.control.request_sweep();
+        }
         let c = self.conn.as_mut().expect("connection set above");
         let mut read_cmd = redis::cmd("XREADGROUP");
         read_cmd

@@ -94,6 +94,7 @@ async fn beat(
     }
     let fields = beats.fields(shared);
     let c = conn.as_mut().expect("connection set above");
+    let sent = std::time::Instant::now();
     let r = scripts::heartbeat(
         c,
         &shared.keys,
@@ -106,7 +107,10 @@ async fn beat(
     )
     .await;
     match r {
-        Ok(_) => beats.sent(shared),
+        Ok(_) => {
+            shared.control.beat_landed(sent);
+            beats.sent(shared);
+        }
         Err(e) => {
             tracing::warn!(error = %e, "heartbeat failed");
             *conn = None;

@@ -1,12 +1,15 @@
-//! The lease keeper: renews the leases of every delivery a worker holds, in batches, through `extend.lua`. A
-//! delivery whose lease is lost (taken by another worker) or could not be renewed for a whole lease period has
-//! its cancellation token fired.
+//! The lease keeper: renews the leases of every delivery a worker holds, in batches, through `extend.lua`, and
+//! watches this worker's contact with Redis. A delivery whose lease is lost (taken by another worker) is given up;
+//! so is one not renewed for two thirds of a lease, and every delivery once no heartbeat has landed for two thirds
+//! of `crash_after`: this worker lets go before others may take over (the timeline is on [`WorkerConfig`]).
 //!
 //! It runs on its own OS thread, runtime and connection, so handlers that hog the worker's runtime cannot
 //! starve it; the heartbeat ([`super::heartbeat`]) rides on the same thread for the same reason.
+//!
+//! [`WorkerConfig`]: super::WorkerConfig
 
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use tokio_util::sync::CancellationToken;
 
@@ -38,6 +41,7 @@ pub(super) fn spawn(
             rt.block_on(async {
                 tokio::join!(
                     renew(shared.clone(), stop.clone()),
+                    watch_contact(shared.clone(), stop.clone()),
                     heartbeat::run(shared, stop)
                 )
             });
@@ -63,7 +67,6 @@ async fn renew(shared: Arc<Shared>, stop: CancellationToken) {
                 Err(e) => {
                     tracing::warn!(error = %e, "lease keeper: cannot connect");
                     shared.stats.add_lease_failure();
-                    expire_overdue(&shared);
                     continue;
                 }
             }
@@ -77,9 +80,10 @@ async fn renew(shared: Arc<Shared>, stop: CancellationToken) {
                     token: *t,
                 })
                 .collect();
+            let sent = Instant::now();
             match scripts::extend(c, &shared.caller(), &refs).await {
                 Ok(renewed) => {
-                    for entry in shared.deliveries.renewals(chunk, &renewed) {
+                    for entry in shared.deliveries.renewals(chunk, &renewed, sent) {
                         tracing::warn!(queue = %shared.keys.queue, entry = %entry, "lease lost: another worker owns this job now");
                         shared.stats.add_lease_lost();
                     }
@@ -92,13 +96,34 @@ async fn renew(shared: Arc<Shared>, stop: CancellationToken) {
                 }
             }
         }
-        expire_overdue(&shared);
     }
 }
 
-/// Fires the cancellation of deliveries not renewed for a whole lease: others may have taken them.
-fn expire_overdue(shared: &Shared) {
-    for entry in shared.deliveries.expire_overdue(shared.config.lease) {
-        tracing::warn!(queue = %shared.keys.queue, entry = %entry, "lease not renewed for a whole lease period");
+/// How often contact is checked.
+const WATCH_EVERY: Duration = Duration::from_millis(50);
+
+/// Gives up deliveries at risk of a takeover, until `stop` fires: those whose lease was not renewed for two
+/// thirds of a lease, and all of them once no heartbeat has landed for two thirds of `crash_after`.
+async fn watch_contact(shared: Arc<Shared>, stop: CancellationToken) {
+    let (after_beat, after_renewal) = (
+        shared.config.fence_after_beat(),
+        shared.config.fence_after_renewal(),
+    );
+    loop {
+        tokio::select! {
+            _ = stop.cancelled() => return,
+            _ = tokio::time::sleep(WATCH_EVERY) => {}
+        }
+        let silent = shared.control.since_last_beat();
+        if silent >= after_beat {
+            let n = shared.deliveries.fence_all();
+            if n > 0 {
+                tracing::warn!(queue = %shared.keys.queue, jobs = n, silent_ms = silent.as_millis() as u64, "no heartbeat landed: giving up the running jobs before others may take them over");
+            }
+        }
+        let overdue = shared.deliveries.fence_overdue(after_renewal);
+        for entry in &overdue {
+            tracing::warn!(queue = %shared.keys.queue, entry = %entry, "lease not renewed in time: giving the job up before it may be reclaimed");
+        }
     }
 }

@@ -122,7 +122,7 @@ where
         // Not a child of the worker's token (children share one lock across every running job): shutdown fires
         // each held job's token instead, and a job started after that fires at once (below).
         let stopping = CancellationToken::new();
-        shared.deliveries.track(Tracked {
+        let fence = shared.deliveries.track(Tracked {
             entry_id: env.entry_id.clone(),
             token,
             job_id: env.job_id.clone(),
@@ -145,14 +145,16 @@ where
         let job = Job::new(data, env, start);
         let me = self.clone();
         self.tasks
-            .spawn(async move { me.run_one(job, touched, slot).await });
+            .spawn(async move { me.run_one(job, touched, fence, slot).await });
     }
 
-    /// Runs the handler on `job`, decides how the delivery ends and settles it.
+    /// Runs the handler on `job`, decides how the delivery ends and settles it. A fenced delivery (given up by
+    /// this worker) ends without a write, and its handler is dropped if it runs on past the fence's grace.
     async fn run_one(
         self: Arc<Self>,
         job: Job<T>,
         touched: Arc<AtomicBool>,
+        fence: CancellationToken,
         slot: OwnedSemaphorePermit,
     ) {
         let shared = &self.shared;
@@ -164,15 +166,27 @@ where
         };
         let run = AssertUnwindSafe(self.handler.call(job)).catch_unwind();
         shared.control.job_started();
+        let grace = shared.config.fence_grace();
         let outcome = tokio::select! {
             r = run => match r {
                 Ok(returned) => Outcome::Returned(returned),
                 Err(panic) => Outcome::Panicked(panic),
             },
             _ = self.abort.cancelled() => Outcome::Dropped,
+            _ = async { fence.cancelled().await; tokio::time::sleep(grace).await } => Outcome::Dropped,
         };
         shared.control.job_ended();
         drop(slot);
+        if fence.is_cancelled() {
+            // Given up: another worker may own it now. Write nothing; the entry is handed back or taken over.
+            shared.stats.add_fenced();
+            shared.deliveries.take_cancel(&d.entry_id, d.token);
+            shared.deliveries.take_park(&d.entry_id, d.token);
+            // Its handler has stopped: once Redis answers, hand the entry back rather than wait out its lease.
+            shared.control.request_sweep();
+            tracing::warn!(queue = %shared.keys.queue, job = %d.job_id, "delivery given up (fenced): not ended here");
+            return;
+        }
         // Taken whatever the outcome, so no request outlives its delivery.
         let cancelled = shared.deliveries.take_cancel(&d.entry_id, d.token);
         let parked = shared.deliveries.take_park(&d.entry_id, d.token);

@@ -258,14 +258,15 @@ async fn hand_back(shared: &Shared, d: &Finished, why: &str, park: bool) {
 const PENDING_PAGE: usize = 500;
 
 /// Hands back every entry pending to this consumer that is not running here (`only_orphans`: after a read the
-/// client gave up on, or a pause mid-read), or all of them (at shutdown, after every job task ended).
-pub(super) async fn hand_back_pending(shared: &Shared, only_orphans: bool) {
+/// client gave up on, a pause mid-read, or deliveries given up), or all of them (at shutdown, after every job task
+/// ended). Returns whether it got through the whole pending list.
+pub(super) async fn hand_back_pending(shared: &Shared, only_orphans: bool) -> bool {
     let _claiming = shared.deliveries.claiming().await;
     let mut conn = match shared.client.conn().await {
         Ok(c) => c,
         Err(e) => {
             tracing::warn!(error = %e, "sweep: cannot connect");
-            return;
+            return false;
         }
     };
     let mut start = "-".to_owned();
@@ -284,10 +285,12 @@ pub(super) async fn hand_back_pending(shared: &Shared, only_orphans: bool) {
             Ok(p) => p,
             Err(e) => {
                 tracing::warn!(error = %e, "sweep: XPENDING failed");
-                return;
+                return false;
             }
         };
-        let Some(last) = page.last() else { return };
+        let Some(last) = page.last() else {
+            return true;
+        };
         start = format!("({}", last.0);
         let mine: Vec<DeliveryRef<'_>> = page
             .iter()
@@ -310,14 +313,15 @@ pub(super) async fn hand_back_pending(shared: &Shared, only_orphans: bool) {
                 }
                 Err(e) => {
                     tracing::warn!(error = %e, "sweep: release failed");
-                    return;
+                    return false;
                 }
             }
         }
         if page.len() < PENDING_PAGE {
-            return;
+            return true;
         }
     }
+    true
 }
 
 #[cfg(test)]

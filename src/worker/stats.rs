@@ -15,6 +15,7 @@ pub struct WorkerStats {
     reclaimed: AtomicU64,
     released: AtomicU64,
     cancelled: AtomicU64,
+    fenced: AtomicU64,
 }
 
 /// A snapshot of [`WorkerStats`].
@@ -41,6 +42,9 @@ pub struct WorkerReport {
     pub released: u64,
     /// Running jobs ended as cancelled by a signal.
     pub cancelled: u64,
+    /// Deliveries this worker gave up without ending them (it lost contact with Redis, or its lease, long enough
+    /// that another worker may take them over): their handlers were stopped, and nothing was written for them.
+    pub fenced: u64,
 }
 
 macro_rules! counters {
@@ -56,4 +60,4 @@ macro_rules! counters {
 }
 counters!(add_completed => completed, add_retried => retried, add_dead => dead, add_malformed => malformed,
     add_stale => stale, add_lease_lost => lease_lost, add_lease_failure => lease_failures,
-    add_reclaimed => reclaimed, add_released => released, add_cancelled => cancelled);
+    add_reclaimed => reclaimed, add_released => released, add_cancelled => cancelled, add_fenced => fenced);
