@@ -16,6 +16,8 @@
 -- ARGV[5]  now, ms since the Unix epoch
 -- ARGV[6]  events stream MAXLEN (approximate)
 --
+-- A caller the ACL does not allow every command this script runs gets an error (NOPERM) and nothing changes.
+--
 -- Returns 1 (parked), 0 (stale: not owned by this delivery; nothing changed), -1 (entry gone; pending entry acked).
 -- lib/fence: the fence. A delivery may change a job only while its consumer holds the entry under the same
 -- delivery count (the token) it was handed with; a reclaimed, acked or re-delivered entry fails the check.
@@ -66,10 +68,26 @@ local function handed_back(fields, eid, token)
   out[#out + 1] = tostring(made)
   return out, jid, made
 end
+-- lib/permitted: a script whose effects take several commands checks first that its caller may run each of
+-- them, because Redis does not roll a script back: an ACL that refuses a later command would leave the earlier
+-- effects in place (a job re-added but its old entry kept, say).
+-- refused(calls) -> nil, or an error reply naming the first call (a table: command and arguments) the caller may
+-- not run
+local function refused(calls)
+  for _, c in ipairs(calls) do
+    if not redis.acl_check_cmd(unpack(c)) then
+      return redis.error_reply('NOPERM rill: this user may not run ' .. c[1] .. ' on ' .. tostring(c[2]))
+    end
+  end
+  return nil
+end
 
 local ready, scheduled, parked, index, events = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5]
 local group, consumer, eid, token, now, maxlen =
   ARGV[1], ARGV[2], ARGV[3], tonumber(ARGV[4]), ARGV[5], ARGV[6]
+local no = refused({{'XADD', scheduled, '*', 'f', 'v'}, {'ZADD', parked, '0', 'm'}, {'HSET', index, 'f', 'v'},
+  {'XACK', ready, group, '0-1'}, {'XDEL', ready, '0-1'}, {'XADD', events, '*', 'f', 'v'}})
+if no then return no end
 if not owns(ready, group, consumer, eid, token) then
   return 0
 end

@@ -13,6 +13,8 @@
 -- ARGV[4]    events stream MAXLEN (approximate)
 -- ARGV[5..]  two per delivery: entry id, token (delivery count)
 --
+-- A caller the ACL does not allow every command this script runs gets an error (NOPERM) and nothing changes.
+--
 -- Returns an array with one code per delivery, in order:
 --   1  released: a new ready entry holds the job
 --   0  stale: not owned by this delivery; nothing changed
@@ -66,9 +68,25 @@ local function handed_back(fields, eid, token)
   out[#out + 1] = tostring(made)
   return out, jid, made
 end
+-- lib/permitted: a script whose effects take several commands checks first that its caller may run each of
+-- them, because Redis does not roll a script back: an ACL that refuses a later command would leave the earlier
+-- effects in place (a job re-added but its old entry kept, say).
+-- refused(calls) -> nil, or an error reply naming the first call (a table: command and arguments) the caller may
+-- not run
+local function refused(calls)
+  for _, c in ipairs(calls) do
+    if not redis.acl_check_cmd(unpack(c)) then
+      return redis.error_reply('NOPERM rill: this user may not run ' .. c[1] .. ' on ' .. tostring(c[2]))
+    end
+  end
+  return nil
+end
 
 local ready, index, events = KEYS[1], KEYS[2], KEYS[3]
 local group, consumer, now, maxlen = ARGV[1], ARGV[2], ARGV[3], ARGV[4]
+local no = refused({{'XADD', ready, '*', 'f', 'v'}, {'HSET', index, 'f', 'v'}, {'XACK', ready, group, '0-1'},
+  {'XDEL', ready, '0-1'}, {'XADD', events, '*', 'f', 'v'}})
+if no then return no end
 local codes = {}
 local n = (#ARGV - 4) / 2
 for i = 1, n do

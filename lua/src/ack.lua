@@ -59,6 +59,10 @@ for i = 1, n do
     codes[i] = 0
   end
 end
+-- Acked before anything else is written: a refused XACK (ACL) then leaves no record claiming completion.
+if #acked > 0 then
+  redis.call('XACK', ready, group, unpack(acked))
+end
 for j = 1, (#ARGV - X) / 5 do
   local b = X + (j - 1) * 5
   local i = tonumber(ARGV[b + 1])
@@ -89,7 +93,6 @@ local function parse(id)
   return tonumber(ms), tonumber(seq), ms
 end
 if #acked > 0 then
-  redis.call('XACK', ready, group, unpack(acked))
   -- Everything below the oldest pending entry is finished (a pending entry was delivered, so it is never after
   -- the first undelivered one). With nothing pending, everything up to the group's last-delivered id is.
   local floor

@@ -16,13 +16,19 @@
 -- ARGV[5]  now, ms since the Unix epoch
 -- ARGV[6]  events stream MAXLEN (approximate)
 --
+-- A caller the ACL does not allow every command this script runs gets an error (NOPERM) and nothing changes.
+--
 -- Returns 1 (parked), 0 (stale: not owned by this delivery; nothing changed), -1 (entry gone; pending entry acked).
 --- @include "lib/fence"
 --- @include "lib/hand_back"
+--- @include "lib/permitted"
 
 local ready, scheduled, parked, index, events = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5]
 local group, consumer, eid, token, now, maxlen =
   ARGV[1], ARGV[2], ARGV[3], tonumber(ARGV[4]), ARGV[5], ARGV[6]
+local no = refused({{'XADD', scheduled, '*', 'f', 'v'}, {'ZADD', parked, '0', 'm'}, {'HSET', index, 'f', 'v'},
+  {'XACK', ready, group, '0-1'}, {'XDEL', ready, '0-1'}, {'XADD', events, '*', 'f', 'v'}})
+if no then return no end
 if not owns(ready, group, consumer, eid, token) then
   return 0
 end

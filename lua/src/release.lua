@@ -13,15 +13,21 @@
 -- ARGV[4]    events stream MAXLEN (approximate)
 -- ARGV[5..]  two per delivery: entry id, token (delivery count)
 --
+-- A caller the ACL does not allow every command this script runs gets an error (NOPERM) and nothing changes.
+--
 -- Returns an array with one code per delivery, in order:
 --   1  released: a new ready entry holds the job
 --   0  stale: not owned by this delivery; nothing changed
 --  -1  entry gone from the stream; its pending entry was acked
 --- @include "lib/fence"
 --- @include "lib/hand_back"
+--- @include "lib/permitted"
 
 local ready, index, events = KEYS[1], KEYS[2], KEYS[3]
 local group, consumer, now, maxlen = ARGV[1], ARGV[2], ARGV[3], ARGV[4]
+local no = refused({{'XADD', ready, '*', 'f', 'v'}, {'HSET', index, 'f', 'v'}, {'XACK', ready, group, '0-1'},
+  {'XDEL', ready, '0-1'}, {'XADD', events, '*', 'f', 'v'}})
+if no then return no end
 local codes = {}
 local n = (#ARGV - 4) / 2
 for i = 1, n do

@@ -48,6 +48,8 @@ pub(super) struct Deliveries {
     cancel_requested: Mutex<HashSet<DeliveryKey>>,
     /// Deliveries whose job a signal paused: parked instead of handed back when they yield.
     park_requested: Mutex<HashSet<DeliveryKey>>,
+    /// Deliveries given up (fenced) whose handlers may still be running: not held, but not orphans either.
+    letting_go: Mutex<HashSet<DeliveryKey>>,
     /// Held while taking entries and tracking them, and while handing back this consumer's pending entries, so
     /// a hand-back never takes an entry that is about to run here.
     claim: tokio::sync::Mutex<()>,
@@ -108,9 +110,32 @@ impl Deliveries {
             .collect()
     }
 
-    /// Whether this worker holds (any delivery of) the entry.
+    /// Whether this worker holds (any delivery of) the entry, or gave it up and its handler has not ended yet:
+    /// either way it is not an orphan to hand back.
     pub(super) fn contains(&self, entry_id: &str) -> bool {
         self.held().contains_key(entry_id)
+            || self
+                .letting_go
+                .lock()
+                .expect("letting-go lock")
+                .iter()
+                .any(|(e, _)| e == entry_id)
+    }
+
+    /// The handler of a given-up delivery has ended: from now on its entry is an orphan to hand back.
+    pub(super) fn let_go(&self, entry_id: &str, token: u64) {
+        let mut letting_go = self.letting_go.lock().expect("letting-go lock");
+        if !letting_go.is_empty() {
+            letting_go.remove(&(entry_id.to_owned(), token));
+        }
+    }
+
+    fn give_up(&self, entry_id: &str, h: &Held) {
+        self.letting_go
+            .lock()
+            .expect("letting-go lock")
+            .insert((entry_id.to_owned(), h.token));
+        h.give_up();
     }
 
     /// Records a renewal round sent at `sent`: renewed deliveries are good for another lease from then; lost ones
@@ -133,7 +158,7 @@ impl Deliveries {
             if ok {
                 h.renewed = sent;
             } else if let Some(h) = held.remove(entry) {
-                h.give_up();
+                self.give_up(entry, &h);
                 lost.push(entry.clone());
             }
         }
@@ -151,7 +176,7 @@ impl Deliveries {
             .collect();
         for entry in &overdue {
             if let Some(h) = held.remove(entry) {
-                h.give_up();
+                self.give_up(entry, &h);
             }
         }
         overdue
@@ -162,8 +187,8 @@ impl Deliveries {
     pub(super) fn fence_all(&self) -> usize {
         let mut held = self.held();
         let n = held.len();
-        for (_, h) in held.drain() {
-            h.give_up();
+        for (entry, h) in held.drain() {
+            self.give_up(&entry, &h);
         }
         n
     }

@@ -151,6 +151,9 @@ impl Fetcher {
         H: Handler<T>,
     {
         let shared = &self.shared;
+        // Entries pending to this consumer that no handler here ever saw (assigned by a read the client gave up
+        // on, executed late by Redis) go back at once, before their lease expires and counts them as an attempt.
+        hand_back_pending(shared, true).await;
         let _claiming = shared.deliveries.claiming().await;
         let found = reclaim::reclaim(shared, slots.len(), &mut self.cursor).await;
         for (raw, token) in found.taken {

@@ -110,14 +110,24 @@ where
         let (env, data) = match decoded {
             Ok(ok) => ok,
             Err(m) => {
+                // Held while it is dead-lettered, so the orphan sweep leaves it alone.
+                shared.deliveries.track(Tracked {
+                    entry_id: entry_id.clone(),
+                    token,
+                    job_id: entry_id.clone(),
+                    stopping: CancellationToken::new(),
+                    cancel: CancellationToken::new(),
+                });
                 let me = self.clone();
                 self.tasks.spawn(async move {
-                    me.settler.quarantine(entry_id, token, m).await;
+                    me.settler.quarantine(entry_id.clone(), token, m).await;
+                    me.shared.deliveries.forget(&entry_id, token);
                     drop(slot);
                 });
                 return;
             }
         };
+        let max_attempts = env.max_attempts.unwrap_or(shared.config.max_attempts);
         let cancel = CancellationToken::new();
         // Not a child of the worker's token (children share one lock across every running job): shutdown fires
         // each held job's token instead, and a job started after that fires at once (below).
@@ -136,13 +146,36 @@ where
         let start = JobStart {
             token,
             consumer: shared.consumer.clone(),
-            max_attempts: env.max_attempts.unwrap_or(shared.config.max_attempts),
+            max_attempts,
             cancel,
             stopping,
             touched: touched.clone(),
             ctx: self.ctx.clone(),
         };
         let job = Job::new(data, env, start);
+        if job.attempt() > max_attempts {
+            // Its attempts were used up before this delivery (attempts recorded on the entry by another client,
+            // say): dead-letter it without running it.
+            let me = self.clone();
+            let d = Finished {
+                entry_id: job.delivery().entry_id.clone(),
+                token,
+                job_id: job.id().to_owned(),
+                attempt: job.attempt(),
+            };
+            let why = format!(
+                "attempts used up before this delivery ran (attempt {} of {max_attempts})",
+                job.attempt()
+            );
+            drop(job);
+            self.tasks.spawn(async move {
+                me.settler
+                    .settle(d, Ending::Dead(DeadReason::Exhausted), &why)
+                    .await;
+                drop(slot);
+            });
+            return;
+        }
         let me = self.clone();
         self.tasks
             .spawn(async move { me.run_one(job, touched, fence, slot).await });
@@ -183,6 +216,7 @@ where
             shared.deliveries.take_cancel(&d.entry_id, d.token);
             shared.deliveries.take_park(&d.entry_id, d.token);
             // Its handler has stopped: once Redis answers, hand the entry back rather than wait out its lease.
+            shared.deliveries.let_go(&d.entry_id, d.token);
             shared.control.request_sweep();
             tracing::warn!(queue = %shared.keys.queue, job = %d.job_id, "delivery given up (fenced): not ended here");
             return;

@@ -308,7 +308,7 @@ pub(super) async fn hand_back_pending(shared: &Shared, only_orphans: bool) -> bo
                         shared.stats.add_released();
                     }
                     if n > 0 {
-                        tracing::info!(queue = %shared.keys.queue, released = n, "handed deliveries back for redelivery");
+                        tracing::info!(queue = %shared.keys.queue, released = n, entries = ?mine, "handed deliveries back for redelivery");
                     }
                 }
                 Err(e) => {
