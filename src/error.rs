@@ -84,6 +84,14 @@ pub enum Error {
     /// The client was closed with [`crate::Client::close`].
     #[error("the rill client is closed")]
     Closed,
+    /// The Redis user may not run a command rill needs (README, "ACL rules").
+    #[error(
+        "this Redis user may not run {command}, which a rill worker needs: grant it (README, \"ACL rules\")"
+    )]
+    Permission {
+        /// The command refused (with the key it was checked on, if any).
+        command: String,
+    },
     /// Redis may evict keys under memory pressure, which silently loses jobs (see
     /// [`crate::ClientConfig::allow_eviction`]).
     #[error(

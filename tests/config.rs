@@ -124,3 +124,103 @@ async fn a_client_connects_closes_and_connects_again() {
     .await;
     running.stop().await;
 }
+
+#[tokio::test]
+async fn a_worker_whose_user_lacks_a_command_fails_at_start_naming_it() {
+    let redis = TestRedis::start();
+    let mut admin = redis.aconn().await;
+    for (user, rule) in [("noclaim", "-xclaim"), ("noscripts", "-@scripting")] {
+        let _: () = redis::cmd("ACL")
+            .arg("SETUSER")
+            .arg(user)
+            .arg(&["on", ">pw", "~*", "&*", "+@all", rule])
+            .query_async(&mut admin)
+            .await
+            .unwrap();
+    }
+    let ns = support::namespace();
+    let url = |u: &str| format!("redis://{u}:pw@127.0.0.1:{}", redis.port());
+    let run = |c: rill::Client| async move {
+        rill::Worker::new(c, "q")
+            .unwrap()
+            .run(|_job: rill::Job<u32>| async { Ok(()) }, async {})
+            .await
+    };
+    match run(client(&url("noclaim"), &ns, false)).await {
+        Err(rill::Error::Permission { command }) => {
+            assert!(command.starts_with("XCLAIM"), "{command}")
+        }
+        other => panic!("expected a permission error, got {other:?}"),
+    }
+    match run(client(&url("noscripts"), &ns, false)).await {
+        Err(e @ rill::Error::Permission { .. }) => assert!(e.to_string().contains("EVAL"), "{e}"),
+        other => panic!("expected a permission error, got {other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn a_producer_and_a_worker_run_as_the_readme_acl_users() {
+    let readme =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/README.md")).unwrap();
+    let rule = readme
+        .lines()
+        .find(|l| l.starts_with("ACL SETUSER rill-worker "))
+        .expect("README gives the worker's ACL rules");
+    let redis = TestRedis::start();
+    let ns = support::namespace();
+    let mut admin = redis.aconn().await;
+    let mut cmd = redis::cmd("ACL");
+    for word in rule.split_whitespace().skip(1) {
+        cmd.arg(match word {
+            ">CHANGE-ME" => ">pw".to_owned(),
+            "~rill:*" => format!("~{ns}:*"),
+            w => w.to_owned(),
+        });
+    }
+    let _: () = cmd.query_async(&mut admin).await.unwrap();
+    let url = format!("redis://rill-worker:pw@127.0.0.1:{}", redis.port());
+    // Jobs come from the README's producer user: plain, with an id (twice: deduplicated) and delayed.
+    let producer = readme
+        .lines()
+        .find(|l| l.starts_with("ACL SETUSER rill-producer "))
+        .expect("README gives the producer's ACL rules");
+    let mut cmd = redis::cmd("ACL");
+    for word in producer.split_whitespace().skip(1) {
+        cmd.arg(match word {
+            ">CHANGE-ME" => ">pw".to_owned(),
+            "~rill:*" => format!("~{ns}:*"),
+            w => w.to_owned(),
+        });
+    }
+    let _: () = cmd.query_async(&mut admin).await.unwrap();
+    let purl = format!("redis://rill-producer:pw@127.0.0.1:{}", redis.port());
+    let queue = client(&purl, &ns, false).queue::<u32>("q").unwrap();
+    queue.enqueue(&1).await.unwrap();
+    let id = rill::Enqueue::new().id("two");
+    assert_eq!(queue.enqueue_with(&2, id.clone()).await.unwrap(), "two");
+    assert_eq!(queue.enqueue_with(&2, id).await.unwrap(), "two");
+    queue
+        .enqueue_with(&3, rill::Enqueue::new().delay(Duration::from_millis(50)))
+        .await
+        .unwrap();
+    let running = support::spawn_worker(
+        rill::Worker::new(client(&url, &ns, false), "q").unwrap(),
+        |job: rill::Job<u32>| async move {
+            if *job.data() == 2 && job.attempt() == 1 {
+                return Err(rill::JobError::retry_after(
+                    "once more",
+                    Duration::from_millis(10),
+                ));
+            }
+            Ok(())
+        },
+    );
+    support::eventually(
+        Duration::from_secs(10),
+        "three jobs done, one retried",
+        || async { running.stats.snapshot().completed == 3 },
+    )
+    .await;
+    let report = running.stop().await;
+    assert_eq!(report.retried, 1);
+}

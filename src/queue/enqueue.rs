@@ -15,6 +15,9 @@ use crate::wire::{self, field};
 /// Default lifetime of a dedup record: a second enqueue with the same id or key within this time is a no-op.
 pub const DEFAULT_DEDUP_TTL: Duration = Duration::from_secs(24 * 3600);
 
+/// The furthest a job may be delayed: a due time past it is a mistake (an overflowing duration, say).
+const MAX_DELAY: Duration = Duration::from_secs(100 * 365 * 24 * 3600);
+
 /// Jobs per pipeline in [`Queue::enqueue_many`].
 const BULK_CHUNK: usize = 1000;
 
@@ -83,11 +86,11 @@ impl Enqueue {
     }
 
     fn due_ms(&self, now_ms: u64) -> u64 {
-        let at = self.run_at.map(|t| {
-            t.duration_since(SystemTime::UNIX_EPOCH)
-                .map_or(0, |d| d.as_millis() as u64)
-        });
-        let after = self.delay.map(|d| now_ms + d.as_millis() as u64);
+        let ms = |d: Duration| u64::try_from(d.as_millis()).unwrap_or(u64::MAX);
+        let at = self
+            .run_at
+            .map(|t| t.duration_since(SystemTime::UNIX_EPOCH).map_or(0, ms));
+        let after = self.delay.map(|d| now_ms.saturating_add(ms(d)));
         match (at, after) {
             (Some(a), Some(b)) => a.max(b),
             (Some(a), None) => a,
@@ -117,6 +120,12 @@ impl<T: Serialize + DeserializeOwned> Queue<T> {
         }
         if let Some(k) = &opts.dedup_key {
             keys::validate_job_id(k)?;
+        }
+        if opts.due_ms(now_ms()) > now_ms().saturating_add(MAX_DELAY.as_millis() as u64) {
+            return Err(Error::InvalidOption {
+                option: "delay",
+                reason: "the job would be due more than 100 years from now",
+            });
         }
         if opts.max_attempts == Some(0) {
             return Err(Error::InvalidOption {
@@ -229,5 +238,35 @@ mod tests {
         assert!(Enqueue::new().is_plain());
         assert!(!Enqueue::new().id("x").is_plain());
         assert!(Enqueue::new().max_attempts(3).is_plain());
+        assert_eq!(
+            Enqueue::new()
+                .delay(Duration::from_secs(u64::MAX))
+                .due_ms(now),
+            u64::MAX,
+            "no overflow"
+        );
+    }
+
+    #[tokio::test]
+    async fn nonsense_options_are_refused_before_any_io() {
+        let q = crate::Client::new("redis://127.0.0.1:1")
+            .unwrap()
+            .queue::<u32>("q")
+            .unwrap();
+        let far = Enqueue::new().delay(Duration::from_secs(u64::MAX));
+        assert!(matches!(
+            q.enqueue_with(&1, far).await,
+            Err(Error::InvalidOption {
+                option: "delay",
+                ..
+            })
+        ));
+        assert!(matches!(
+            q.enqueue_with(&1, Enqueue::new().max_attempts(0)).await,
+            Err(Error::InvalidOption {
+                option: "max_attempts",
+                ..
+            })
+        ));
     }
 }

@@ -26,6 +26,7 @@ pub mod extend;
 pub mod fail;
 pub mod heartbeat;
 pub mod park;
+pub mod permissions;
 pub mod promote;
 pub mod purge;
 pub mod reclaim;
@@ -44,6 +45,7 @@ pub use extend::extend;
 pub use fail::{Fail, FailMode, FailOutcome, fail};
 pub use heartbeat::heartbeat;
 pub use park::park;
+pub use permissions::permissions;
 pub use promote::promote;
 pub use purge::purge;
 pub use reclaim::{Reclaim, ReclaimPage, reclaim};
@@ -73,6 +75,7 @@ pub const SOURCES: &[(&str, &str)] = &[
     ("adopt.lua", adopt::SOURCE),
     ("requeue.lua", requeue::SOURCE),
     ("purge.lua", purge::SOURCE),
+    ("permissions.lua", permissions::SOURCE),
 ];
 
 /// One delivery as the scripts see it: the entry it came from and the delivery count it was handed with.

@@ -205,6 +205,7 @@ impl Worker {
         F: Fn(Job<T>) -> Fut + Send + Sync + 'static,
         Fut: Future<Output = std::result::Result<R, JobError>> + Send + 'static,
     {
+        check_permissions(&self.client, &self.keys, &self.consumer, &self.config).await?;
         ensure_group(&self.client, &self.keys).await?;
         let shared = Arc::new(Shared {
             client: self.client,
@@ -283,6 +284,34 @@ impl Worker {
         let report = shared.stats.snapshot();
         tracing::info!(queue = %shared.keys.queue, consumer = %shared.consumer, ?report, "worker stopped");
         Ok(report)
+    }
+}
+
+/// Fails with [`Error::Permission`] when the Redis user may not run a command the worker needs, so a
+/// misconfigured ACL is one error at start, not a worker refused over and over.
+async fn check_permissions(
+    client: &Client,
+    keys: &QueueKeys,
+    consumer: &str,
+    config: &WorkerConfig,
+) -> Result<()> {
+    let caller = scripts::Caller {
+        keys,
+        consumer,
+        events_maxlen: config.events_maxlen,
+        max_attempts: config.max_attempts,
+    };
+    let mut conn = client.conn().await?;
+    match scripts::permissions(&mut conn, &caller).await {
+        Ok(None) => Ok(()),
+        Ok(Some(command)) => Err(Error::Permission { command }),
+        // The script call itself was refused: no scripting commands, or not the queue's keys.
+        Err(Error::Redis(e)) if e.code() == Some("NOPERM") => Err(Error::Permission {
+            command:
+                "EVALSHA / EVAL / SCRIPT LOAD on the queue's keys (rill runs Lua scripts on them)"
+                    .into(),
+        }),
+        Err(e) => Err(e),
     }
 }
 

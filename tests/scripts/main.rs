@@ -13,6 +13,7 @@ mod extend;
 mod fail;
 mod heartbeat;
 mod park;
+mod permissions;
 mod promote;
 mod purge;
 mod reclaim;

@@ -117,6 +117,17 @@ pub(crate) fn parse_duration(s: &str) -> Result<Duration, String> {
     humantime::parse_duration(s).map_err(|e| format!("{e} (examples: 30s, 1m 30s, 500ms, 2h)"))
 }
 
+/// Parses a lease: at least 100 ms (it is renewed every third of it).
+pub(crate) fn parse_lease(s: &str) -> Result<Duration, String> {
+    let d = parse_duration(s)?;
+    if d < Duration::from_millis(100) {
+        return Err(format!(
+            "a lease must be at least 100ms (it is renewed every third of it); got {s}"
+        ));
+    }
+    Ok(d)
+}
+
 fn main() -> ExitCode {
     let matches = Cli::command().get_matches();
     // `rill demo` starts a throwaway Redis only when the user named none.
@@ -169,6 +180,13 @@ async fn run(cli: Cli, redis_named: bool) -> anyhow::Result<ExitCode> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_lease_too_short_to_renew_is_refused() {
+        assert!(parse_lease("0s").unwrap_err().contains("at least 100ms"));
+        assert!(parse_lease("50ms").is_err());
+        assert_eq!(parse_lease("30s").unwrap(), Duration::from_secs(30));
+    }
 
     #[test]
     fn the_command_line_is_consistent() {

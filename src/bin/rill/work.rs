@@ -36,7 +36,7 @@ pub struct WorkArgs {
     #[arg(long, short, default_value_t = 4, value_parser = clap::value_parser!(u64).range(1..=10_000))]
     concurrency: u64,
     /// Lease of a job: renewed while CMD runs; if this worker dies, another takes the job after it.
-    #[arg(long, default_value = "30s", value_parser = crate::parse_duration)]
+    #[arg(long, default_value = "30s", value_parser = crate::parse_lease)]
     lease: Duration,
     /// Attempts for jobs that do not set their own.
     #[arg(long, default_value_t = 5, value_parser = clap::value_parser!(u32).range(1..))]

@@ -1,0 +1,91 @@
+#!lua flags=no-writes
+-- permissions: whether the caller may run every command a worker needs (directly, or inside rill's scripts), checked
+-- with redis.acl_check_cmd when a worker starts, so a missing permission is one clear error at start rather than
+-- a worker that runs on and is refused over and over. Reads nothing and writes nothing.
+--
+-- KEYS[1]   ready stream
+-- KEYS[2]   index hash
+-- KEYS[3]   delayed sorted set
+-- KEYS[4]   scheduled stream
+-- KEYS[5]   dead-letter stream
+-- KEYS[6]   dead index hash
+-- KEYS[7]   events stream
+-- KEYS[8]   a job record hash (any job id)
+-- KEYS[9]   a job's checkpoint stream (any job id)
+-- KEYS[10]  workers sorted set
+-- KEYS[11]  this worker's record hash
+-- KEYS[12]  heartbeats stream
+-- KEYS[13]  signals stream
+-- KEYS[14]  signal outcomes stream
+-- KEYS[15]  paused flag
+-- KEYS[16]  parked sorted set
+-- ARGV[1]   consumer group
+-- ARGV[2]   consumer name
+--
+-- Returns '' when every command is allowed, otherwise '<COMMAND> <key>' for the first one refused.
+local ready, index, delayed, scheduled, dead, deadids, events, job, ckpt, workers, record, beats, signals,
+  outcomes, paused, parked = unpack(KEYS)
+local group, consumer = ARGV[1], ARGV[2]
+local calls = {
+  {'XREADGROUP', 'GROUP', group, consumer, 'COUNT', '1', 'STREAMS', ready, '>'},
+  {'XGROUP', 'CREATE', ready, group, '0'},
+  {'XGROUP', 'DELCONSUMER', ready, group, consumer},
+  {'XINFO', 'GROUPS', ready},
+  {'XPENDING', ready, group, '-', '+', '1', consumer},
+  {'XACK', ready, group, '0-1'},
+  {'XCLAIM', ready, group, consumer, '0', '0-1', 'JUSTID'},
+  {'XAUTOCLAIM', ready, group, consumer, '0', '0-0'},
+  {'XRANGE', ready, '-', '+'},
+  {'XADD', ready, '*', 'f', 'v'},
+  {'XDEL', ready, '0-1'},
+  {'XTRIM', ready, 'MINID', '0'},
+  {'HSET', index, 'f', 'v'},
+  {'HGET', index, 'f'},
+  {'HDEL', index, 'f'},
+  {'HEXISTS', index, 'f'},
+  {'ZADD', delayed, '0', 'm'},
+  {'ZREM', delayed, 'm'},
+  {'ZRANGE', delayed, '0', '0'},
+  {'ZRANGEBYSCORE', delayed, '-inf', '0'},
+  {'XADD', scheduled, '*', 'f', 'v'},
+  {'XRANGE', scheduled, '-', '+'},
+  {'XDEL', scheduled, '0-1'},
+  {'XADD', dead, '*', 'f', 'v'},
+  {'HSET', deadids, 'f', 'v'},
+  {'XADD', events, '*', 'f', 'v'},
+  {'HSET', job, 'f', 'v'},
+  {'HGET', job, 'f'},
+  {'PEXPIRE', job, '1'},
+  {'DEL', job},
+  {'XADD', ckpt, '*', 'f', 'v'},
+  {'XREVRANGE', ckpt, '+', '-'},
+  {'PEXPIRE', ckpt, '1'},
+  {'DEL', ckpt},
+  {'ZADD', workers, '0', 'm'},
+  {'ZSCORE', workers, 'm'},
+  {'ZREM', workers, 'm'},
+  {'ZRANGEBYSCORE', workers, '-inf', '0'},
+  {'HSET', record, 'f', 'v'},
+  {'DEL', record},
+  {'PEXPIRE', record, '1'},
+  {'XADD', beats, '*', 'f', 'v'},
+  {'XREAD', 'STREAMS', signals, '0-0'},
+  {'XREVRANGE', signals, '+', '-'},
+  {'XADD', outcomes, '*', 'f', 'v'},
+  {'EXISTS', paused},
+  {'ZADD', parked, '0', 'm'},
+  {'ZSCORE', parked, 'm'},
+  {'TIME'},
+}
+for _, c in ipairs(calls) do
+  if not redis.acl_check_cmd(unpack(c)) then
+    local key = ''
+    for i = 2, #c do
+      for _, k in ipairs(KEYS) do
+        if c[i] == k then key = k end
+      end
+    end
+    return c[1] .. ' ' .. key
+  end
+end
+return ''
