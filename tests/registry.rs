@@ -163,3 +163,32 @@ async fn a_killed_worker_is_judged_crashed_and_its_jobs_run_elsewhere_within_5s(
     assert_eq!(consumers.len(), 1, "only the rescuer is left in the group");
     rescuer.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lost_registry_record_is_written_whole_again() {
+    let redis = TestRedis::start();
+    let client = support::client(&redis);
+    let q = client.queue::<u32>("reg").unwrap();
+    let w = spawn_worker(
+        Worker::new(client.clone(), "reg").unwrap().concurrency(2),
+        |_job: Job<u32>| async { Ok::<_, JobError>(()) },
+    );
+    let rule = HealthRule::default();
+    let whole = || async {
+        let (info, _) = q.worker(&w.consumer, &rule).await.unwrap();
+        info.is_some_and(|i| {
+            !i.host.is_empty() && i.pid > 0 && i.queue == "reg" && i.concurrency == 2
+        })
+    };
+    eventually(Duration::from_secs(10), "registered", whole).await;
+    // As after Redis lost its data, or adopt.lua removed a worker it judged crashed.
+    let mut c = redis.aconn().await;
+    let _: () = c.del(q.keys().worker(&w.consumer)).await.unwrap();
+    eventually(
+        Duration::from_secs(5),
+        "host, pid and queue written again",
+        whole,
+    )
+    .await;
+    w.stop().await;
+}

@@ -12,7 +12,9 @@
 -- ARGV[5..] field, value pairs for the record: status, in_flight, processed, failed, lease_failures, and on
 --           registration host, pid, queue, concurrency, version, started_ms, metadata, capabilities
 --
--- Returns the heartbeat's entry id.
+-- Returns {heartbeat entry id, registered}: registered is 1 when the record holds the static fields (`host` among
+-- them), 0 when it lacks them (it was lost with Redis's data, or removed when the worker was judged crashed): the
+-- worker then sends them again with its next beat.
 local workers, record, beats = KEYS[1], KEYS[2], KEYS[3]
 local consumer, now, maxlen, ttl = ARGV[1], ARGV[2], ARGV[3], ARGV[4]
 if now == '0' then
@@ -32,4 +34,5 @@ for i = 5, #ARGV, 2 do
     beat[#beat + 1] = ARGV[i + 1]
   end
 end
-return redis.call('XADD', beats, 'MAXLEN', '~', maxlen, '*', unpack(beat))
+local id = redis.call('XADD', beats, 'MAXLEN', '~', maxlen, '*', unpack(beat))
+return {id, redis.call('HEXISTS', record, 'host')}

@@ -2,14 +2,22 @@
 
 use redis::{Value, aio::ConnectionLike};
 
-use super::reply::string;
+use super::reply::Reply;
 use crate::error::Result;
 use crate::keys::QueueKeys;
 
 script!("heartbeat.lua");
 
-/// Registers or refreshes a worker and appends its beat (`now_ms` 0 = the server's clock). Returns the beat's
-/// entry id.
+/// What [`heartbeat`] did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Beat {
+    /// The beat's entry id on the heartbeats stream.
+    pub id: String,
+    /// Whether the record holds the static fields (`host`, `pid`, `queue`, ...); if not, send them again.
+    pub registered: bool,
+}
+
+/// Registers or refreshes a worker and appends its beat (`now_ms` 0 = the server's clock).
 ///
 /// # Errors
 /// [`crate::Error::Redis`] or [`crate::Error::Protocol`].
@@ -21,7 +29,7 @@ pub async fn heartbeat<C: ConnectionLike + Send>(
     maxlen: u64,
     record_ttl_ms: u64,
     fields: &[(String, String)],
-) -> Result<String> {
+) -> Result<Beat> {
     let mut inv = SCRIPT.key(&keys.workers);
     inv.key(keys.worker(consumer)).key(&keys.heartbeats);
     inv.arg(consumer)
@@ -32,5 +40,9 @@ pub async fn heartbeat<C: ConnectionLike + Send>(
         inv.arg(k).arg(v);
     }
     let v: Value = inv.invoke_async(con).await?;
-    string(&v, "heartbeat.lua")
+    let mut r = Reply::new(&v, "heartbeat.lua", 2)?;
+    Ok(Beat {
+        id: r.string()?,
+        registered: r.int()? == 1,
+    })
 }

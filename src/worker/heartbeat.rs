@@ -70,8 +70,10 @@ impl Beats {
         f
     }
 
-    fn sent(&mut self, shared: &Shared) {
-        self.registered = true;
+    /// A beat landed; `registered`: the record holds the static fields (false after Redis lost its data or the
+    /// worker was judged crashed and its record removed: they go out again with the next beat).
+    fn sent(&mut self, shared: &Shared, registered: bool) {
+        self.registered = registered;
         self.lease_failures_at_last_beat = shared.stats.snapshot().lease_failures;
     }
 }
@@ -107,9 +109,9 @@ async fn beat(
     )
     .await;
     match r {
-        Ok(_) => {
+        Ok(beat) => {
             shared.control.beat_landed(sent);
-            beats.sent(shared);
+            beats.sent(shared, beat.registered);
         }
         Err(e) => {
             tracing::warn!(error = %e, "heartbeat failed");

@@ -10,6 +10,17 @@ async fn heartbeat_registers_and_stamps_beats() {
         ("status".to_owned(), "busy".to_owned()),
         ("host".to_owned(), "h1".to_owned()),
     ];
+    let beat = scripts::heartbeat(&mut f.conn, &keys, "w1", 1_000, 100, 60_000, &fields)
+        .await
+        .unwrap();
+    assert!(beat.registered, "host was sent");
+    // The record lost (Redis data loss, or removed by adopt.lua): a beat without the static fields says so.
+    let _: () = f.conn.del(keys.worker("w1")).await.unwrap();
+    let status_only = vec![("status".to_owned(), "busy".to_owned())];
+    let beat = scripts::heartbeat(&mut f.conn, &keys, "w1", 1_000, 100, 60_000, &status_only)
+        .await
+        .unwrap();
+    assert!(!beat.registered, "the static fields must be sent again");
     scripts::heartbeat(&mut f.conn, &keys, "w1", 1_000, 100, 60_000, &fields)
         .await
         .unwrap();
@@ -27,7 +38,7 @@ async fn heartbeat_registers_and_stamps_beats() {
     assert_eq!(score, Some(1000.0));
     assert_eq!(
         f.xlen(&keys.heartbeats).await,
-        1,
+        3,
         "the beat is on the stream; host is not"
     );
     // With now = 0 the server's clock stamps the beat (hosts with skewed clocks still agree).
