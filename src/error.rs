@@ -70,9 +70,10 @@ pub enum Error {
         /// The newest stored version.
         newest: u64,
     },
-    /// Redis answered with an error, or the connection failed.
+    /// Redis answered with an error, or the connection failed. (Not a `source`: the message already holds all
+    /// of it, and error reporters that walk the chain would print it twice.)
     #[error("redis: {0}")]
-    Redis(#[from] redis::RedisError),
+    Redis(redis::RedisError),
     /// A script or command answered in a shape rill does not expect (a server that does not follow SPEC.md).
     #[error("unexpected reply from {what}: {detail}")]
     Protocol {
@@ -104,6 +105,12 @@ pub enum Error {
     /// A worker could not start its lease keeper thread.
     #[error("cannot start the lease keeper thread: {0}")]
     Thread(std::io::Error),
+}
+
+impl From<redis::RedisError> for Error {
+    fn from(e: redis::RedisError) -> Self {
+        Error::Redis(e)
+    }
 }
 
 impl Error {

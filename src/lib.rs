@@ -59,6 +59,9 @@
 //! # Ok(()) }
 //! ```
 
+#[macro_use]
+mod throttle;
+
 pub mod bus;
 pub mod checkpoint;
 pub mod client;

@@ -180,7 +180,7 @@ impl Fetcher {
             match shared.client.blocking_conn(self.block).await {
                 Ok(c) => self.conn = Some(c),
                 Err(e) => {
-                    tracing::warn!(error = %e, "fetch: cannot connect; retrying");
+                    warn_throttled!(error = %e, "fetch: cannot connect; retrying");
                     return self.back_off(shutdown).await;
                 }
             }
@@ -234,13 +234,13 @@ impl Fetcher {
                 // The queue set may be gone with it: list the queue again.
                 shared.client.forget_listed(&shared.keys);
                 if let Err(e) = ensure_group(&shared.client, &shared.keys).await {
-                    tracing::warn!(error = %e, "cannot create consumer group");
+                    warn_throttled!(error = %e, "cannot create consumer group");
                 }
                 Read::Again
             }
             Err(e) => {
                 self.conn = None;
-                tracing::warn!(error = %e, "fetch: read failed; reconnecting");
+                warn_throttled!(error = %e, "fetch: read failed; reconnecting");
                 if let Read::Shutdown = self.back_off(shutdown).await {
                     return Read::Shutdown;
                 }

@@ -89,7 +89,7 @@ async fn beat(
         match shared.client.blocking_conn(Duration::ZERO).await {
             Ok(c) => *conn = Some(c),
             Err(e) => {
-                tracing::warn!(error = %e, "heartbeat: cannot connect");
+                warn_throttled!(error = %e, "heartbeat: cannot connect");
                 return;
             }
         }
@@ -114,7 +114,7 @@ async fn beat(
             beats.sent(shared, beat.registered);
         }
         Err(e) => {
-            tracing::warn!(error = %e, "heartbeat failed");
+            warn_throttled!(error = %e, "heartbeat failed");
             *conn = None;
         }
     }

@@ -65,7 +65,7 @@ async fn renew(shared: Arc<Shared>, stop: CancellationToken) {
             match shared.client.blocking_conn(Duration::ZERO).await {
                 Ok(c) => conn = Some(c),
                 Err(e) => {
-                    tracing::warn!(error = %e, "lease keeper: cannot connect");
+                    warn_throttled!(error = %e, "lease keeper: cannot connect");
                     shared.stats.add_lease_failure();
                     continue;
                 }
@@ -89,7 +89,7 @@ async fn renew(shared: Arc<Shared>, stop: CancellationToken) {
                     }
                 }
                 Err(e) => {
-                    tracing::warn!(error = %e, "lease keeper: renewal failed");
+                    warn_throttled!(error = %e, "lease keeper: renewal failed");
                     shared.stats.add_lease_failure();
                     conn = None;
                     break;

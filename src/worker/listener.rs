@@ -168,6 +168,6 @@ async fn record(
     )
     .await
     {
-        tracing::warn!(error = %e, "could not record a signal outcome");
+        warn_throttled!(error = %e, "could not record a signal outcome");
     }
 }

@@ -31,7 +31,7 @@ pub(super) async fn run(shared: Arc<Shared>, stop: CancellationToken) {
             }
             Ok((_, None)) => shared.config.promote_interval,
             Err(e) => {
-                tracing::warn!(error = %e, "promote failed");
+                warn_throttled!(error = %e, "promote failed");
                 shared
                     .config
                     .promote_interval

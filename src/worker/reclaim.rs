@@ -34,7 +34,7 @@ pub(super) struct Recovered {
 pub(super) async fn reclaim(shared: &Shared, free: usize, cursor: &mut String) -> Recovered {
     let mut out = Recovered::default();
     if let Err(e) = adopt_crashed(shared, free, &mut out.taken).await {
-        tracing::warn!(error = %e, "adopting crashed workers' jobs failed");
+        warn_throttled!(error = %e, "adopting crashed workers' jobs failed");
     }
     for _ in 0..PAGES_PER_CALL {
         let room = free - out.taken.len();
@@ -56,7 +56,7 @@ pub(super) async fn reclaim(shared: &Shared, free: usize, cursor: &mut String) -
         let mut page = match page {
             Ok(p) => p,
             Err(e) => {
-                tracing::warn!(error = %e, "reclaim failed");
+                warn_throttled!(error = %e, "reclaim failed");
                 return out;
             }
         };

@@ -265,7 +265,7 @@ pub(super) async fn hand_back_pending(shared: &Shared, only_orphans: bool) -> bo
     let mut conn = match shared.client.conn().await {
         Ok(c) => c,
         Err(e) => {
-            tracing::warn!(error = %e, "sweep: cannot connect");
+            warn_throttled!(error = %e, "sweep: cannot connect");
             return false;
         }
     };
@@ -284,7 +284,7 @@ pub(super) async fn hand_back_pending(shared: &Shared, only_orphans: bool) -> bo
         let page = match page {
             Ok(p) => p,
             Err(e) => {
-                tracing::warn!(error = %e, "sweep: XPENDING failed");
+                warn_throttled!(error = %e, "sweep: XPENDING failed");
                 return false;
             }
         };
@@ -312,7 +312,7 @@ pub(super) async fn hand_back_pending(shared: &Shared, only_orphans: bool) -> bo
                     }
                 }
                 Err(e) => {
-                    tracing::warn!(error = %e, "sweep: release failed");
+                    warn_throttled!(error = %e, "sweep: release failed");
                     return false;
                 }
             }

@@ -54,6 +54,13 @@ pub struct WorkArgs {
     /// The command run for each job, and its arguments.
     #[arg(last = true, required = true, value_name = "CMD")]
     command: Vec<String>,
+    /// Largest stdout kept as a completed job's result; longer output is cut to this many bytes (with a note of
+    /// how much was cut). 0 keeps no result.
+    #[arg(long, default_value_t = 65_536)]
+    result_max_bytes: usize,
+    /// How long a completed job's result (and record) is kept.
+    #[arg(long, default_value = "24h", value_parser = crate::parse_duration)]
+    retention: Duration,
 }
 
 struct Spec {
@@ -62,6 +69,7 @@ struct Spec {
     queue: String,
     timeout: Option<Duration>,
     kill_after: Duration,
+    result_max_bytes: usize,
     /// Fires on a second SIGINT/SIGTERM: running jobs are terminated and handed back at once.
     force: CancellationToken,
 }
@@ -80,6 +88,7 @@ pub async fn run(ctx: &Context, a: WorkArgs) -> anyhow::Result<ExitCode> {
         queue: a.queue.clone(),
         timeout: a.timeout,
         kill_after: a.kill_after,
+        result_max_bytes: a.result_max_bytes,
         force: CancellationToken::new(),
     });
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
@@ -89,6 +98,7 @@ pub async fn run(ctx: &Context, a: WorkArgs) -> anyhow::Result<ExitCode> {
         .lease(a.lease)
         .max_attempts(a.attempts)
         .shutdown_timeout(a.shutdown_timeout)
+        .retention(a.retention)
         .metadata("command", a.command.join(" "))
         .capability("exec");
     let consumer = worker.consumer().to_owned();
@@ -262,7 +272,7 @@ async fn run_job(spec: &Spec, job: rill::Job<ciborium::Value>) -> rill::JobResul
             output::age(spec.timeout.unwrap_or_default())
         ))),
         End::Exited(status) => match status.code() {
-            Some(0) => Ok(result_of(&out)),
+            Some(0) => Ok(result_of(&out, spec.result_max_bytes)),
             Some(75) => Err(rill::JobError::retry(format!("exit 75 (retry): {tail}"))),
             Some(code) => Err(rill::JobError::retry(format!("exit {code}: {tail}"))),
             None => {
@@ -305,8 +315,19 @@ async fn terminate(pid: Option<u32>, child: &mut tokio::process::Child, grace: D
     }
 }
 
-/// Stdout as the job's result: nothing → no result; JSON → that value; anything else → the text.
-fn result_of(stdout: &[u8]) -> Option<Json> {
+/// Stdout as the job's result: nothing (or `max` 0) → no result; JSON → that value; anything else → the text.
+/// Output over `max` bytes is cut to `max` and kept as text with a note of how much was cut.
+fn result_of(stdout: &[u8], max: usize) -> Option<Json> {
+    if max == 0 {
+        return None;
+    }
+    if stdout.len() > max {
+        let kept = String::from_utf8_lossy(&stdout[..max]);
+        return Some(Json::String(format!(
+            "{kept}… [{} more bytes cut; see --result-max-bytes]",
+            stdout.len() - max
+        )));
+    }
     let text = String::from_utf8_lossy(stdout);
     let text = text.trim();
     if text.is_empty() {
@@ -332,10 +353,18 @@ mod tests {
 
     #[test]
     fn stdout_becomes_the_result() {
-        assert_eq!(result_of(b""), None);
-        assert_eq!(result_of(b"  \n"), None);
-        assert_eq!(result_of(b"{\"ok\":true}\n"), Some(json!({"ok": true})));
-        assert_eq!(result_of(b"done\n"), Some(json!("done")));
+        assert_eq!(result_of(b"", 100), None);
+        assert_eq!(result_of(b"  \n", 100), None);
+        assert_eq!(
+            result_of(b"{\"ok\":true}\n", 100),
+            Some(json!({"ok": true}))
+        );
+        assert_eq!(result_of(b"done\n", 100), Some(json!("done")));
+        assert_eq!(result_of(b"done\n", 0), None, "0 keeps no result");
+        assert_eq!(
+            result_of(b"0123456789", 4),
+            Some(json!("0123… [6 more bytes cut; see --result-max-bytes]"))
+        );
     }
 
     #[test]
