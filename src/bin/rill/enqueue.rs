@@ -1,6 +1,5 @@
 //! `rill enqueue`: one job from the command line, or one per line of a file or stdin.
 
-use std::io::{BufRead, BufReader};
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
@@ -41,42 +40,14 @@ pub struct EnqueueArgs {
     attempts: Option<u32>,
 }
 
-/// Jobs sent per pipelined round trip, and the size above which a progress bar is drawn.
+/// Jobs sent per pipelined round trip (and read ahead of sending).
 const CHUNK: usize = 1000;
+
+/// A pause in the input this long sends what has been read so far.
+const PAUSE: Duration = Duration::from_millis(50);
 
 pub async fn run(ctx: &Context, a: EnqueueArgs) -> anyhow::Result<ExitCode> {
     let queue = ctx.queue(&a.queue)?;
-    let jobs: Vec<Json> = if let Some(p) = &a.payload {
-        vec![
-            serde_json::from_str(p)
-                .with_context(|| format!("PAYLOAD_JSON is not valid JSON: {p}"))?,
-        ]
-    } else if let Some(path) = &a.file {
-        let f =
-            std::fs::File::open(path).with_context(|| format!("cannot open {}", path.display()))?;
-        parse_lines(BufReader::new(f), &path.display().to_string())?
-    } else if a.stdin {
-        parse_lines(BufReader::new(std::io::stdin().lock()), "stdin")?
-    } else {
-        bail!("no job given: pass PAYLOAD_JSON, --file F or --stdin (see rill enqueue --help)");
-    };
-    if jobs.len() != 1 && (a.id.is_some() || a.dedup_key.is_some()) {
-        bail!(
-            "--id and --dedup-key apply to one job; {} were given",
-            jobs.len()
-        );
-    }
-    ctx.connect().await?;
-    let bar = if jobs.len() >= CHUNK {
-        let bar = ProgressBar::new(jobs.len() as u64);
-        bar.set_style(
-            ProgressStyle::with_template("{bar:40} {pos}/{len} jobs  {per_sec}  eta {eta}")
-                .unwrap_or_else(|_| ProgressStyle::default_bar()),
-        );
-        bar
-    } else {
-        ProgressBar::hidden()
-    };
     let mut opts = rill::Enqueue::new();
     if let Some(id) = &a.id {
         opts = opts.id(id);
@@ -92,69 +63,227 @@ pub async fn run(ctx: &Context, a: EnqueueArgs) -> anyhow::Result<ExitCode> {
     }
     let plain =
         a.id.is_none() && a.dedup_key.is_none() && a.delay.is_none() && a.attempts.is_none();
-    let mut ids = Vec::with_capacity(jobs.len());
-    if plain {
-        for chunk in jobs.chunks(CHUNK) {
-            ids.extend(queue.enqueue_many(chunk).await?);
-            bar.inc(chunk.len() as u64);
+    let mut out = Output::new(ctx.json, &a.queue);
+    if let Some(p) = &a.payload {
+        let job: Json = serde_json::from_str(p)
+            .with_context(|| format!("PAYLOAD_JSON is not valid JSON: {p}"))?;
+        ctx.connect().await?;
+        out.landed(&[queue.enqueue_with(&job, opts).await?]);
+        out.finish();
+        return Ok(ExitCode::SUCCESS);
+    }
+    let (name, input): (String, Box<dyn tokio::io::AsyncRead + Unpin + Send>) =
+        if let Some(path) = &a.file {
+            let f = tokio::fs::File::open(path)
+                .await
+                .with_context(|| format!("cannot open {}", path.display()))?;
+            (path.display().to_string(), Box::new(f))
+        } else if a.stdin {
+            ("stdin".into(), Box::new(tokio::io::stdin()))
+        } else {
+            bail!("no job given: pass PAYLOAD_JSON, --file F or --stdin (see rill enqueue --help)");
+        };
+    let mut lines = Lines::new(input, &name);
+    ctx.connect().await?;
+    let bar = ProgressBar::hidden();
+    bar.set_style(
+        ProgressStyle::with_template("{pos} jobs enqueued  {per_sec}")
+            .unwrap_or_else(|_| ProgressStyle::default_spinner()),
+    );
+    let mut first = true;
+    loop {
+        // Read a chunk (stopping at the first bad line, after sending what came before it), send it, print its
+        // ids: memory stays bounded and ids appear as jobs land, however long the input.
+        let chunk = lines.next_chunk(CHUNK).await;
+        let (jobs, bad) = match chunk {
+            Ok(jobs) => (jobs, None),
+            Err(Partial { jobs, error }) => (jobs, Some(error)),
+        };
+        if first {
+            if jobs.is_empty() && bad.is_none() {
+                bail!("{name} holds no jobs (one JSON value per line)");
+            }
+            if jobs.len() > 1 && !(a.id.is_none() && a.dedup_key.is_none()) {
+                bail!("--id and --dedup-key apply to one job; {name} holds more");
+            }
+            first = false;
         }
-    } else {
-        ids = futures::stream::iter(jobs.iter())
-            .map(|job| {
-                let (queue, opts, bar) = (&queue, opts.clone(), &bar);
-                async move {
-                    let id = queue.enqueue_with(job, opts).await;
-                    bar.inc(1);
-                    id
+        if jobs.is_empty() && bad.is_none() {
+            break;
+        }
+        let from_line = jobs.first().map_or(0, |(n, _)| *n);
+        let payloads: Vec<Json> = jobs.into_iter().map(|(_, j)| j).collect();
+        let sent = if plain {
+            queue.enqueue_many(&payloads).await
+        } else {
+            futures::stream::iter(payloads.iter())
+                .map(|job| queue.enqueue_with(job, opts.clone()))
+                .buffered(64)
+                .try_collect()
+                .await
+        };
+        match sent {
+            Ok(ids) => {
+                out.landed(&ids);
+                if out.count >= CHUNK as u64 && bar.is_hidden() {
+                    bar.set_draw_target(indicatif::ProgressDrawTarget::stderr());
                 }
-            })
-            .buffered(64)
-            .try_collect()
-            .await?;
+                bar.set_position(out.count);
+            }
+            Err(e) => {
+                bar.finish_and_clear();
+                out.finish();
+                bail!(
+                    "enqueue failed: {e}; {} jobs landed before the batch starting at {name} line {from_line} (some of \
+                     that batch may have landed too); to go on from there: tail -n +{from_line} FILE | rill enqueue {} --stdin",
+                    out.count,
+                    a.queue
+                );
+            }
+        }
+        if let Some(error) = bad {
+            bar.finish_and_clear();
+            out.finish();
+            return Err(error.context(format!(
+                "{} jobs landed (every line before this one); fix the line and go on from it",
+                out.count
+            )));
+        }
     }
     bar.finish_and_clear();
-    if ctx.json {
-        output::print_json(&json!({ "queue": a.queue, "ids": ids }));
-    } else {
-        let mut out = String::with_capacity(ids.len() * 20);
-        for id in &ids {
-            out.push_str(id);
-            out.push('\n');
-        }
-        print!("{out}");
-    }
+    out.finish();
     Ok(ExitCode::SUCCESS)
 }
 
-/// Every non-empty line as JSON; the first bad line is reported with its number, before anything is sent.
-fn parse_lines(r: impl BufRead, name: &str) -> anyhow::Result<Vec<Json>> {
-    let mut out = Vec::new();
-    for (i, line) in r.lines().enumerate() {
-        let line = line.with_context(|| format!("cannot read {name}"))?;
-        if line.trim().is_empty() {
-            continue;
+/// The ids of jobs that landed: printed one per line as they land, or gathered into one JSON document.
+struct Output {
+    json: bool,
+    queue: String,
+    ids: Vec<String>,
+    count: u64,
+}
+
+impl Output {
+    fn new(json: bool, queue: &str) -> Self {
+        Output {
+            json,
+            queue: queue.to_owned(),
+            ids: Vec::new(),
+            count: 0,
         }
-        out.push(
-            serde_json::from_str(&line)
-                .with_context(|| format!("{name}, line {}: not valid JSON", i + 1))?,
-        );
     }
-    if out.is_empty() {
-        bail!("{name} holds no jobs (one JSON value per line)");
+
+    fn landed(&mut self, ids: &[String]) {
+        self.count += ids.len() as u64;
+        if self.json {
+            self.ids.extend_from_slice(ids);
+            return;
+        }
+        let mut text = String::with_capacity(ids.len() * 20);
+        for id in ids {
+            text.push_str(id);
+            text.push('\n');
+        }
+        use std::io::Write;
+        let mut stdout = std::io::stdout().lock();
+        let _ = stdout.write_all(text.as_bytes());
+        let _ = stdout.flush();
     }
-    Ok(out)
+
+    fn finish(&mut self) {
+        if self.json {
+            output::print_json(
+                &json!({ "queue": self.queue, "ids": std::mem::take(&mut self.ids) }),
+            );
+        }
+    }
+}
+
+/// What a chunk read before a bad line: the good jobs before it, and the error naming the line.
+struct Partial {
+    jobs: Vec<(usize, Json)>,
+    error: anyhow::Error,
+}
+
+/// JSON lines read a chunk at a time, numbered from 1 (blank lines skipped).
+struct Lines {
+    lines: tokio::io::Lines<tokio::io::BufReader<Box<dyn tokio::io::AsyncRead + Unpin + Send>>>,
+    name: String,
+    number: usize,
+}
+
+impl Lines {
+    fn new(input: Box<dyn tokio::io::AsyncRead + Unpin + Send>, name: &str) -> Self {
+        use tokio::io::AsyncBufReadExt;
+        Lines {
+            lines: tokio::io::BufReader::new(input).lines(),
+            name: name.to_owned(),
+            number: 0,
+        }
+    }
+
+    /// Up to `n` jobs with their line numbers; fewer at the end of the input (none: it has ended).
+    async fn next_chunk(&mut self, n: usize) -> Result<Vec<(usize, Json)>, Partial> {
+        let mut jobs = Vec::new();
+        while jobs.len() < n {
+            // Once a chunk has a job, a pause in the input ends it: a slow producer's jobs go out as they come.
+            let next = if jobs.is_empty() {
+                self.lines.next_line().await
+            } else {
+                match tokio::time::timeout(PAUSE, self.lines.next_line()).await {
+                    Ok(r) => r,
+                    Err(_) => break,
+                }
+            };
+            let line = match next {
+                Ok(Some(l)) => l,
+                Ok(None) => break,
+                Err(e) => {
+                    let error = anyhow::Error::new(e).context(format!("cannot read {}", self.name));
+                    return Err(Partial { jobs, error });
+                }
+            };
+            self.number += 1;
+            if line.trim().is_empty() {
+                continue;
+            }
+            match serde_json::from_str(&line) {
+                Ok(job) => jobs.push((self.number, job)),
+                Err(e) => {
+                    let error = anyhow::Error::new(e).context(format!(
+                        "{}, line {}: not valid JSON",
+                        self.name, self.number
+                    ));
+                    return Err(Partial { jobs, error });
+                }
+            }
+        }
+        Ok(jobs)
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    #[test]
-    fn lines_parse_skipping_blanks_and_name_the_bad_one() {
-        let ok = parse_lines(&b"{\"a\":1}\n\n2\n"[..], "f").unwrap();
-        assert_eq!(ok, vec![json!({"a": 1}), json!(2)]);
-        let err = parse_lines(&b"1\n{oops\n"[..], "f").unwrap_err();
-        assert!(format!("{err:#}").contains("f, line 2: not valid JSON"));
-        assert!(parse_lines(&b"\n"[..], "f").is_err());
+    fn lines(text: &'static [u8]) -> Lines {
+        Lines::new(Box::new(text), "f")
+    }
+
+    #[tokio::test]
+    async fn lines_come_in_chunks_skip_blanks_and_name_the_bad_one() {
+        let mut l = lines(b"{\"a\":1}\n\n2\n3\n");
+        assert_eq!(
+            l.next_chunk(2).await.ok().unwrap(),
+            vec![(1, json!({"a": 1})), (3, json!(2))]
+        );
+        assert_eq!(l.next_chunk(2).await.ok().unwrap(), vec![(4, json!(3))]);
+        assert!(l.next_chunk(2).await.ok().unwrap().is_empty());
+        let mut l = lines(b"1\n{oops\n3\n");
+        let Err(p) = l.next_chunk(10).await else {
+            panic!("a bad line")
+        };
+        assert_eq!(p.jobs, vec![(1, json!(1))], "what came before it is kept");
+        assert!(format!("{:#}", p.error).contains("f, line 2: not valid JSON"));
     }
 }
