@@ -741,3 +741,61 @@ fn a_second_sigterm_hands_running_jobs_back_at_once() {
         "{stderr}"
     );
 }
+
+#[test]
+fn enqueue_streams_its_input_and_says_how_far_it_got() {
+    use std::io::Write;
+    let mut cli = Cli::new();
+    let mut child = cli
+        .cmd(&["enqueue", "lines", "--stdin"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdin = child.stdin.take().unwrap();
+    let mut ids = BufReader::new(child.stdout.take().unwrap()).lines();
+    // The first job lands, and its id is printed, while the producer is still writing.
+    writeln!(stdin, "{{\"n\": 1}}").unwrap();
+    stdin.flush().unwrap();
+    let first = ids.next().unwrap().unwrap();
+    assert!(first.contains('-'), "an entry id: {first}");
+    // A bad line: what came before it landed, and the error names the line to go on from.
+    writeln!(stdin, "{{oops").unwrap();
+    drop(stdin);
+    let status = wait_exit(&mut child, Duration::from_secs(10));
+    assert_eq!(status.code(), Some(1));
+    let mut err = String::new();
+    std::io::Read::read_to_string(&mut child.stderr.take().unwrap(), &mut err).unwrap();
+    assert!(
+        err.contains("1 jobs landed") && err.contains("stdin, line 2"),
+        "{err}"
+    );
+
+    // Redis goes away mid-stream: the error says how many landed and from which line to resume.
+    let mut child = cli
+        .cmd(&["enqueue", "lines", "--stdin"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdin = child.stdin.take().unwrap();
+    let mut ids = BufReader::new(child.stdout.take().unwrap()).lines();
+    writeln!(stdin, "1\n2").unwrap();
+    stdin.flush().unwrap();
+    ids.next().unwrap().unwrap();
+    ids.next().unwrap().unwrap();
+    cli.redis.kill();
+    writeln!(stdin, "3").unwrap();
+    drop(stdin);
+    let status = wait_exit(&mut child, Duration::from_secs(30));
+    assert_eq!(status.code(), Some(1));
+    let mut err = String::new();
+    std::io::Read::read_to_string(&mut child.stderr.take().unwrap(), &mut err).unwrap();
+    assert!(
+        err.contains("2 jobs landed before the batch starting at stdin line 3")
+            && err.contains("tail -n +3"),
+        "{err}"
+    );
+}
