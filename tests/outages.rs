@@ -385,6 +385,11 @@ async fn a_blip_longer_than_crash_after_never_runs_a_job_twice_at_once_even_with
         a_end - first.start < Duration::from_secs(5),
         "a's handler was not stopped: {runs:?}"
     );
+    println!(
+        "blip: a's run stopped {:?} after it started; the next run started {:?} after it",
+        a_end - first.start,
+        runs.get(1).map(|r| (r.worker, r.start - first.start))
+    );
     assert_eq!(a.stats.snapshot().fenced, 1);
     assert_eq!(a.stats.snapshot().completed, 0);
     a.stop().await;
