@@ -177,3 +177,58 @@ fn names_that_escape_the_key_layout_are_refused_before_io() {
         ));
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_entry_whose_attempts_are_used_up_is_dead_lettered_without_running() {
+    let redis = support::TestRedis::start();
+    let client = support::client(&redis);
+    let q = client.queue::<u32>("spent").unwrap();
+    // Written by another client: attempts already at the maximum.
+    let mut c = redis.aconn().await;
+    let payload = rill::wire::encode(&7u32).unwrap();
+    let id: String = redis::cmd("XADD")
+        .arg(&q.keys().ready)
+        .arg("*")
+        .arg("v")
+        .arg("1")
+        .arg("payload")
+        .arg(payload)
+        .arg("attempts")
+        .arg("3")
+        .arg("max_attempts")
+        .arg("3")
+        .query_async(&mut c)
+        .await
+        .unwrap();
+    let ran = std::sync::Arc::new(std::sync::atomic::AtomicU32::new(0));
+    let r = ran.clone();
+    let w = support::spawn_worker(
+        rill::Worker::new(client.clone(), "spent").unwrap(),
+        move |_job: rill::Job<u32>| {
+            r.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            async { Ok(()) }
+        },
+    );
+    support::eventually(
+        std::time::Duration::from_secs(10),
+        "dead-lettered",
+        || async { q.counts().await.unwrap().dead == 1 },
+    )
+    .await;
+    assert_eq!(
+        ran.load(std::sync::atomic::Ordering::SeqCst),
+        0,
+        "it must not run"
+    );
+    let dead = q.dead_letters(None, 10).await.unwrap();
+    assert_eq!(
+        (dead[0].job_id.as_str(), dead[0].reason.as_str()),
+        (id.as_str(), "exhausted")
+    );
+    assert!(
+        dead[0].error.contains("attempt 4 of 3"),
+        "{}",
+        dead[0].error
+    );
+    w.stop().await;
+}

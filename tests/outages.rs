@@ -462,3 +462,66 @@ async fn entries_assigned_by_a_read_the_worker_never_saw_cost_no_attempt() {
     assert_eq!(queue.counts().await.unwrap().dead, 0);
     running.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_worker_stopping_while_completions_are_refused_gives_up_a_lease_later() {
+    let redis = TestRedis::start();
+    let ns = support::namespace();
+    let mut admin = redis.aconn().await;
+    acl(&mut admin, "w", &["on", ">pw", "~*", "&*", "+@all"]).await;
+    let url = format!("redis://w:pw@127.0.0.1:{}", redis.port());
+    let client = rill::Client::with_config(
+        &url,
+        rill::ClientConfig {
+            namespace: ns.clone(),
+            ..Default::default()
+        },
+    )
+    .unwrap();
+    let worker = rill::Worker::new(client, "q")
+        .unwrap()
+        .lease(Duration::from_secs(1))
+        .shutdown_timeout(Duration::from_millis(200));
+    let running = spawn_worker(worker, |_job: rill::Job<u64>| async { Ok(()) });
+    let queue = client_direct(&redis, &ns).queue::<u64>("q").unwrap();
+    let rule = rill::HealthRule::default();
+    eventually(Duration::from_secs(10), "started", || async {
+        !queue.workers(&rule).await.unwrap().is_empty()
+    })
+    .await;
+    acl(&mut admin, "w", &["-xack"]).await;
+    queue.enqueue(&1).await.unwrap();
+    eventually(Duration::from_secs(10), "degraded", || async {
+        queue
+            .workers(&rule)
+            .await
+            .unwrap()
+            .iter()
+            .any(|(_, h)| matches!(h, rill::Health::Degraded(_)))
+    })
+    .await;
+    let t = std::time::Instant::now();
+    let report = running.stop().await;
+    assert!(
+        t.elapsed() < Duration::from_secs(5),
+        "shutdown gave up a lease after it began: {:?}",
+        t.elapsed()
+    );
+    assert_eq!(report.completed, 0);
+    // The job was not lost: still pending, reclaimed by the next worker once its lease lapses.
+    acl(&mut admin, "w", &["+xack"]).await;
+    let next = spawn_worker(
+        rill::Worker::new(client_direct(&redis, &ns), "q")
+            .unwrap()
+            .lease(Duration::from_secs(1))
+            .reclaim_interval(Duration::from_millis(200)),
+        |_job: rill::Job<u64>| async { Ok(()) },
+    );
+    eventually(
+        Duration::from_secs(10),
+        "the job completed by the next worker",
+        || async { next.stats.snapshot().completed == 1 },
+    )
+    .await;
+    next.stop().await;
+}
