@@ -24,6 +24,20 @@ fn client_via(proxy: &FaultProxy, namespace: &str) -> rill::Client {
     .unwrap()
 }
 
+/// Runs `worker` with a handler that counts the runs of each job (its payload is its number).
+fn counting(worker: rill::Worker) -> (support::Running, Arc<Mutex<HashMap<u64, u32>>>) {
+    let runs: Arc<Mutex<HashMap<u64, u32>>> = Arc::default();
+    let r = runs.clone();
+    let running = spawn_worker(worker, move |job: rill::Job<u64>| {
+        let r = r.clone();
+        async move {
+            *r.lock().unwrap().entry(*job.data()).or_default() += 1;
+            Ok(())
+        }
+    });
+    (running, runs)
+}
+
 /// A client straight to `redis` in `namespace` (the producer side, unaffected by the proxy).
 fn client_direct(redis: &TestRedis, namespace: &str) -> rill::Client {
     rill::Client::with_config(
@@ -41,19 +55,11 @@ async fn half_open_connections_are_replaced_and_jobs_complete_once() {
     let redis = TestRedis::start();
     let proxy = FaultProxy::start(redis.port()).await;
     let ns = support::namespace();
-    let runs: Arc<Mutex<HashMap<u64, u32>>> = Arc::default();
-    let r = runs.clone();
     let worker = rill::Worker::new(client_via(&proxy, &ns), "q")
         .unwrap()
         .concurrency(8)
         .lease(Duration::from_secs(3));
-    let running = spawn_worker(worker, move |job: rill::Job<u64>| {
-        let r = r.clone();
-        async move {
-            *r.lock().unwrap().entry(*job.data()).or_default() += 1;
-            Ok(())
-        }
-    });
+    let (running, runs) = counting(worker);
     let queue = client_direct(&redis, &ns).queue::<u64>("q").unwrap();
     queue.enqueue(&0).await.unwrap();
     eventually(Duration::from_secs(10), "the first job", || async {
@@ -142,18 +148,10 @@ async fn at_maxmemory_a_worker_starts_completes_every_job_once_and_producers_get
     );
 
     // Started while Redis is full: it must run, and its completions (which free memory) must land.
-    let runs: Arc<Mutex<HashMap<u64, u32>>> = Arc::default();
-    let r = runs.clone();
     let worker = rill::Worker::new(client_direct(&redis, &ns), "q")
         .unwrap()
         .concurrency(16);
-    let running = spawn_worker(worker, move |job: rill::Job<u64>| {
-        let r = r.clone();
-        async move {
-            *r.lock().unwrap().entry(*job.data()).or_default() += 1;
-            Ok(())
-        }
-    });
+    let (running, runs) = counting(worker);
     eventually(
         Duration::from_secs(20),
         "300 jobs completed at maxmemory",
@@ -219,16 +217,8 @@ async fn a_worker_whose_completions_are_refused_holds_them_takes_nothing_and_say
         },
     )
     .unwrap();
-    let runs: Arc<Mutex<HashMap<u64, u32>>> = Arc::default();
-    let r = runs.clone();
     let worker = rill::Worker::new(client, "q").unwrap().concurrency(2);
-    let running = spawn_worker(worker, move |job: rill::Job<u64>| {
-        let r = r.clone();
-        async move {
-            *r.lock().unwrap().entry(*job.data()).or_default() += 1;
-            Ok(())
-        }
-    });
+    let (running, runs) = counting(worker);
     let queue = client_direct(&redis, &ns).queue::<u64>("q").unwrap();
     queue.enqueue(&0).await.unwrap();
     eventually(Duration::from_secs(10), "the first job", || async {
