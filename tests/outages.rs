@@ -515,3 +515,36 @@ async fn a_worker_stopping_while_completions_are_refused_gives_up_a_lease_later(
     .await;
     next.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_connection_reset_and_redis_unreachable_for_a_while_loses_nothing() {
+    let redis = TestRedis::start();
+    let proxy = FaultProxy::start(redis.port()).await;
+    let ns = support::namespace();
+    let worker = rill::Worker::new(client_via(&proxy, &ns), "q")
+        .unwrap()
+        .concurrency(4);
+    let (running, runs) = counting(worker);
+    let queue = client_direct(&redis, &ns).queue::<u64>("q").unwrap();
+    queue.enqueue(&0).await.unwrap();
+    eventually(Duration::from_secs(10), "the first job", || async {
+        running.stats.snapshot().completed == 1
+    })
+    .await;
+    // Every connection reset, and none accepted for 1.5 s (shorter than crash_after: nothing is taken over).
+    proxy.refuse_new(true);
+    proxy.reset();
+    for i in 1..=20u64 {
+        queue.enqueue(&i).await.unwrap();
+    }
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    proxy.refuse_new(false);
+    eventually(Duration::from_secs(20), "21 jobs completed", || async {
+        running.stats.snapshot().completed == 21
+    })
+    .await;
+    let runs = runs.lock().unwrap().clone();
+    assert_eq!(runs.len(), 21);
+    assert!(runs.values().all(|n| *n == 1), "a job ran twice: {runs:?}");
+    running.stop().await;
+}

@@ -39,6 +39,8 @@ struct State {
     links: Vec<Link>,
     /// What new connections start with.
     new: Faults,
+    /// New connections are closed at once (Redis unreachable).
+    refuse: bool,
 }
 
 /// A running proxy. Dropping it stops accepting and closes every connection.
@@ -57,6 +59,10 @@ impl FaultProxy {
         let st = state.clone();
         let accept = tokio::spawn(async move {
             while let Ok((client, _)) = listener.accept().await {
+                if st.lock().unwrap().refuse {
+                    drop(client);
+                    continue;
+                }
                 let Ok(server) = TcpStream::connect(("127.0.0.1", target)).await else {
                     continue;
                 };
@@ -119,6 +125,11 @@ impl FaultProxy {
     /// Forwarding as normal for every connection.
     pub fn heal(&self) {
         self.set_all(Faults::default());
+    }
+
+    /// Closes new connections at once while `refuse` holds (as if Redis were down); open ones are untouched.
+    pub fn refuse_new(&self, refuse: bool) {
+        self.state.lock().unwrap().refuse = refuse;
     }
 
     /// Closes every open connection at once (new ones are accepted).
