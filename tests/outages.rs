@@ -472,7 +472,14 @@ async fn a_worker_stopping_while_completions_are_refused_gives_up_a_lease_later(
         .unwrap()
         .lease(Duration::from_secs(1))
         .shutdown_timeout(Duration::from_millis(200));
-    let running = spawn_worker(worker, |_job: rill::Job<u64>| async { Ok(()) });
+    // Job 1 completes, job 2 fails, job 3 yields: none of those endings can be written.
+    let running = spawn_worker(worker.concurrency(3), |job: rill::Job<u64>| async move {
+        match *job.data() {
+            2 => Err(rill::JobError::retry("boom")),
+            3 => Err(rill::JobError::interrupted("yield")),
+            _ => Ok(()),
+        }
+    });
     let queue = client_direct(&redis, &ns).queue::<u64>("q").unwrap();
     let rule = rill::HealthRule::default();
     eventually(Duration::from_secs(10), "started", || async {
@@ -480,7 +487,7 @@ async fn a_worker_stopping_while_completions_are_refused_gives_up_a_lease_later(
     })
     .await;
     acl(&mut admin, "w", &["-xack"]).await;
-    queue.enqueue(&1).await.unwrap();
+    queue.enqueue_many(&[1, 2, 3]).await.unwrap();
     eventually(Duration::from_secs(10), "degraded", || async {
         queue
             .workers(&rule)
@@ -497,8 +504,11 @@ async fn a_worker_stopping_while_completions_are_refused_gives_up_a_lease_later(
         "shutdown gave up a lease after it began: {:?}",
         t.elapsed()
     );
-    assert_eq!(report.completed, 0);
-    // The job was not lost: still pending, reclaimed by the next worker once its lease lapses.
+    assert_eq!(
+        (report.completed, report.retried, report.released),
+        (0, 0, 0)
+    );
+    // The jobs were not lost: still pending, reclaimed by the next worker once its lease lapses.
     acl(&mut admin, "w", &["+xack"]).await;
     let next = spawn_worker(
         rill::Worker::new(client_direct(&redis, &ns), "q")
@@ -509,8 +519,8 @@ async fn a_worker_stopping_while_completions_are_refused_gives_up_a_lease_later(
     );
     eventually(
         Duration::from_secs(10),
-        "the job completed by the next worker",
-        || async { next.stats.snapshot().completed == 1 },
+        "the jobs completed by the next worker",
+        || async { next.stats.snapshot().completed == 3 },
     )
     .await;
     next.stop().await;
