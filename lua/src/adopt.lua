@@ -56,6 +56,8 @@ for _, p in ipairs(pending) do
         string.format('%.0f', now))
       redis.call('XACK', ready, group, eid)
       redis.call('XDEL', ready, eid)
+      redis.call('XADD', events, 'MAXLEN', '~', maxlen, '*', 'event', 'dead', 'id', jid, 'attempt', tostring(made),
+        'ms', string.format('%.0f', now), 'reason', 'exhausted', 'error', 'worker crashed')
       dead_n = dead_n + 1
     else
       taken[#taken + 1] = {eid, deliveries, fields}

@@ -54,6 +54,24 @@ async fn adopt_takes_over_only_crashed_workers() {
     assert_eq!(f.pending(&a).await.unwrap().0, "w2");
     let dead: bool = f.conn.hexists(&keys.dead_index, &b).await.unwrap();
     assert!(dead);
+    // Its death is an event, as when reclaim.lua or fail.lua dead-letter a job.
+    let v: redis::Value = redis::cmd("XRANGE")
+        .arg(&keys.events)
+        .arg("-")
+        .arg("+")
+        .query_async(&mut f.conn)
+        .await
+        .unwrap();
+    let deaths: Vec<_> = rill::wire::parse_entries(v)
+        .unwrap()
+        .into_iter()
+        .filter(|e| {
+            let fields = e.fields.as_deref().unwrap_or_default();
+            rill::wire::field(fields, "event") == Some(&b"dead"[..])
+                && rill::wire::field(fields, "id") == Some(b.as_bytes())
+        })
+        .collect();
+    assert_eq!(deaths.len(), 1, "one dead event for {b}");
     // Its pending list empty, w1 is gone from the group and the registry.
     let rec: std::collections::HashMap<String, String> =
         f.conn.hgetall(keys.worker("w1")).await.unwrap();
