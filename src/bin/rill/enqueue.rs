@@ -113,16 +113,7 @@ pub async fn run(ctx: &Context, a: EnqueueArgs) -> anyhow::Result<ExitCode> {
         }
         let from_line = jobs.first().map_or(0, |(n, _)| *n);
         let payloads: Vec<Json> = jobs.into_iter().map(|(_, j)| j).collect();
-        let sent = if plain {
-            queue.enqueue_many(&payloads).await
-        } else {
-            futures::stream::iter(payloads.iter())
-                .map(|job| queue.enqueue_with(job, opts.clone()))
-                .buffered(64)
-                .try_collect()
-                .await
-        };
-        match sent {
+        match send(&queue, &payloads, (!plain).then_some(&opts)).await {
             Ok(ids) => {
                 out.landed(&ids);
                 if out.count >= CHUNK as u64 && bar.is_hidden() {
@@ -153,6 +144,25 @@ pub async fn run(ctx: &Context, a: EnqueueArgs) -> anyhow::Result<ExitCode> {
     bar.finish_and_clear();
     out.finish();
     Ok(ExitCode::SUCCESS)
+}
+
+/// Sends a chunk of jobs: pipelined plain `XADD`s, or (`opts`: options that need `enqueue.lua`) 64 calls at a
+/// time. Returns their ids in order.
+async fn send(
+    queue: &rill::Queue<Json>,
+    jobs: &[Json],
+    opts: Option<&rill::Enqueue>,
+) -> rill::Result<Vec<String>> {
+    match opts {
+        None => queue.enqueue_many(jobs).await,
+        Some(opts) => {
+            futures::stream::iter(jobs.iter())
+                .map(|job| queue.enqueue_with(job, opts.clone()))
+                .buffered(64)
+                .try_collect()
+                .await
+        }
+    }
 }
 
 /// The ids of jobs that landed: printed one per line as they land, or gathered into one JSON document.
