@@ -399,3 +399,22 @@ impl std::fmt::Display for JobError {
         f.write_str(&self.message)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_job_error_says_what_happens_next() {
+        let e = JobError::retry("flaky");
+        assert!(e.is_retry());
+        assert_eq!((e.message(), e.to_string().as_str()), ("flaky", "flaky"));
+        assert!(JobError::retry_after("later", Duration::from_secs(1)).is_retry());
+        assert!(!JobError::permanent("bad input").is_retry());
+        assert!(!JobError::interrupted("maintenance").is_retry());
+        // Any error converts with `?` and means "retry".
+        let io: JobError = std::io::Error::other("disk").into();
+        assert!(io.is_retry());
+        assert_eq!(io.message(), "disk");
+    }
+}

@@ -565,4 +565,71 @@ mod tests {
             .is_err()
         );
     }
+
+    #[test]
+    fn every_malformed_read_reply_is_a_protocol_error() {
+        use redis::Value as V;
+        let s = |x: &str| V::BulkString(x.as_bytes().to_vec());
+        let detail = |r: Result<Vec<RawEntry>>| match r {
+            Err(Error::Protocol { detail, .. }) => detail,
+            other => panic!("expected a protocol error, got {other:?}"),
+        };
+        let one = |entry: V| V::Array(vec![entry]);
+        assert_eq!(detail(parse_entries(V::Int(1))), "not an array");
+        assert_eq!(
+            detail(parse_entries(one(V::Int(1)))),
+            "entry is not an array"
+        );
+        assert_eq!(
+            detail(parse_entries(one(V::Array(vec![s("1-0")])))),
+            "entry is not [id, fields]"
+        );
+        assert_eq!(
+            detail(parse_entries(one(V::Array(vec![V::Int(1), V::Nil])))),
+            "entry id is not a string"
+        );
+        assert_eq!(
+            detail(parse_entries(one(V::Array(vec![s("1-0"), V::Int(1)])))),
+            "fields are neither an array nor nil"
+        );
+        assert_eq!(
+            detail(parse_read_reply(V::Array(vec![V::Int(1)]))),
+            "stream is not [key, entries]"
+        );
+        // RESP3 answers with a map of stream name to entries, and simple strings are strings.
+        let map = V::Map(vec![(
+            s("k"),
+            one(V::Array(vec![
+                V::SimpleString("1-0".into()),
+                V::Array(vec![V::SimpleString("v".into()), s("1")]),
+            ])),
+        )]);
+        let got = parse_read_reply(map).unwrap();
+        assert_eq!(got[0].id, "1-0");
+        assert_eq!(
+            got[0].fields.as_ref().unwrap()[0],
+            (b"v".to_vec(), b"1".to_vec())
+        );
+        assert_eq!(bytes(&V::SimpleString("x".into())), Some(&b"x"[..]));
+        assert_eq!(bytes(&V::Nil), None);
+    }
+
+    #[test]
+    fn long_bad_values_are_cut_in_the_reason() {
+        let long = "9".repeat(30);
+        let p = encode(&1).unwrap();
+        let fields = [
+            ("v", &b"1"[..]),
+            ("payload", &p),
+            ("attempts", long.as_bytes()),
+        ];
+        let m = parse_entry(raw(&fields), 1024).unwrap_err();
+        assert!(
+            m.detail.contains("must be a non-negative decimal"),
+            "{}",
+            m.detail
+        );
+        assert_eq!(truncate("héllo", 2), "hé");
+        assert_eq!(truncate("hi", 5), "hi");
+    }
 }

@@ -298,3 +298,87 @@ async fn a_paused_session_parks_without_a_worker_and_resumes_on_another_process(
             .any(|o| o.receiver == a_name && o.result == "applied")
     );
 }
+
+/// Takes the delivery of `job` away from its worker (as a reclaim by another worker would).
+async fn steal(conn: &mut redis::aio::MultiplexedConnection, ready: &str, entry: &str) {
+    let _: redis::Value = redis::cmd("XCLAIM")
+        .arg(ready)
+        .arg(rill::keys::GROUP)
+        .arg("thief")
+        .arg(0)
+        .arg(entry)
+        .query_async(conn)
+        .await
+        .unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn writes_that_cannot_land_say_why_and_a_stolen_delivery_ends_nothing() {
+    let redis = TestRedis::start();
+    let client = support::client(&redis);
+    let q = client.queue::<String>("why").unwrap();
+    let ready = q.keys().ready.clone();
+    let errors = Arc::new(Mutex::new(Vec::new()));
+    let e2 = errors.clone();
+    let conn = redis.aconn().await;
+    let w = spawn_worker(
+        fast(Worker::new(client.clone(), "why").unwrap()),
+        move |job: Job<String>| {
+            let errors = e2.clone();
+            let mut conn = conn.clone();
+            let ready = ready.clone();
+            async move {
+                if job.delivery().token > 1 {
+                    // The thief's delivery, reclaimed later: nothing more to see.
+                    return Ok(());
+                }
+                let mut seen = Vec::new();
+                assert_eq!(job.checkpoint_as("text", 5, "first").await.unwrap(), 5);
+                seen.push(job.checkpoint_as("again", 5, "").await.unwrap_err());
+                seen.push(job.resume::<u64>().await.unwrap_err());
+                steal(&mut conn, &ready, &job.delivery().entry_id).await;
+                seen.push(job.checkpoint(&"late").await.unwrap_err());
+                errors.lock().unwrap().push(seen);
+                let shown = format!("{job:?}");
+                assert!(
+                    shown.contains(job.id()) && shown.contains("attempt"),
+                    "{shown}"
+                );
+                // Ending a delivery that was taken away changes nothing, as a completion or as a failure.
+                if job.into_data() == "fail" {
+                    Err(JobError::retry("too late"))
+                } else {
+                    Ok(())
+                }
+            }
+        },
+    );
+    q.enqueue(&"complete".to_owned()).await.unwrap();
+    q.enqueue(&"fail".to_owned()).await.unwrap();
+    eventually(Duration::from_secs(20), "both stale", || async {
+        w.stats.snapshot().stale == 2
+    })
+    .await;
+    for seen in errors.lock().unwrap().iter() {
+        assert!(
+            matches!(
+                seen[0],
+                rill::Error::CheckpointNotNewer {
+                    version: 5,
+                    newest: 5,
+                    ..
+                }
+            ),
+            "{:?}",
+            seen[0]
+        );
+        assert!(matches!(seen[1], rill::Error::Decode(_)), "{:?}", seen[1]);
+        assert!(
+            matches!(seen[2], rill::Error::Stale { .. }),
+            "{:?}",
+            seen[2]
+        );
+    }
+    let report = w.stop().await;
+    assert_eq!((report.completed, report.retried), (0, 0));
+}

@@ -18,6 +18,7 @@ mod promote;
 mod purge;
 mod reclaim;
 mod release;
+mod replies;
 mod requeue;
 mod retire;
 mod signal;
