@@ -39,12 +39,6 @@ pub enum SignalKind {
 
 impl SignalKind {
     /// The wire name (`custom:<name>` for custom signals).
-    #[deprecated(note = "use `to_wire`")]
-    pub fn as_str(&self) -> String {
-        self.to_wire()
-    }
-
-    /// The wire name (`custom:<name>` for custom signals).
     pub fn to_wire(&self) -> String {
         match self {
             SignalKind::Cancel => "cancel".into(),
@@ -82,12 +76,6 @@ pub enum Target {
 }
 
 impl Target {
-    /// The wire form: `queue`, `worker:<consumer>`, `job:<id>`.
-    #[deprecated(note = "use `to_wire`")]
-    pub fn as_string(&self) -> String {
-        self.to_wire()
-    }
-
     /// The wire form: `queue`, `worker:<consumer>`, `job:<id>`.
     pub fn to_wire(&self) -> String {
         match self {

@@ -159,3 +159,65 @@ async fn retention_bounds_a_topic_by_length_or_age() {
     );
     assert!(client.topic::<OrderPlaced>("bad:name").is_err());
 }
+
+#[tokio::test]
+async fn groups_start_where_asked_and_foreign_entries_are_errors_not_panics() {
+    let redis = TestRedis::start();
+    let client = support::client(&redis);
+    let topic = client.topic::<OrderPlaced>("mixed").unwrap();
+    assert!(format!("{topic:?}").contains(topic.key()));
+    let first = topic.publish(&OrderPlaced { order: 1 }).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(5)).await;
+    let after_first = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as u64;
+    tokio::time::sleep(Duration::from_millis(5)).await;
+    topic.publish(&OrderPlaced { order: 2 }).await.unwrap();
+    assert!(topic.replay(Start::New, 10).await.unwrap().is_empty());
+    let mut by_id = topic
+        .subscribe("by-id", "m", Start::AfterId(first))
+        .await
+        .unwrap();
+    assert!(format!("{by_id:?}").contains("by-id"));
+    assert_eq!(drain(&mut by_id, true).await, vec![2]);
+    let mut by_time = topic
+        .subscribe("by-time", "m", Start::Time(after_first))
+        .await
+        .unwrap();
+    assert_eq!(drain(&mut by_time, true).await, vec![2]);
+    // Another client wrote an entry without the format version: an error entry, the rest still arrive.
+    let mut conn = redis.aconn().await;
+    let _: String = redis::cmd("XADD")
+        .arg(topic.key())
+        .arg("*")
+        .arg("payload")
+        .arg("x")
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    topic.publish(&OrderPlaced { order: 3 }).await.unwrap();
+    let batch = by_id.next(10, Duration::from_millis(200)).await.unwrap();
+    assert_eq!(batch.len(), 2);
+    match &batch[0].1 {
+        Err(rill::Error::Decode(why)) => assert!(why.contains("no `v` = 1"), "{why}"),
+        other => panic!("expected a decode error, got {other:?}"),
+    }
+    assert_eq!(batch[1].1.as_ref().unwrap().value.order, 3);
+    assert!(
+        topic.replay(Start::Beginning, 10).await.is_err(),
+        "replay stops at the foreign entry"
+    );
+    // A key of another type under the topic's name: a typed Redis error, no panic.
+    let other = client.topic::<OrderPlaced>("not-a-stream").unwrap();
+    let _: () = redis::cmd("SET")
+        .arg(other.key())
+        .arg("x")
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    assert!(matches!(
+        other.subscribe("g", "m", Start::New).await,
+        Err(rill::Error::Redis(_))
+    ));
+}

@@ -106,6 +106,11 @@ async fn a_client_connects_closes_and_connects_again() {
     assert!(c.is_closed());
     assert!(!c.is_connected().await);
     assert!(matches!(q.enqueue(&2).await, Err(rill::Error::Closed)));
+    assert!(
+        matches!(q.follow_events(None).await, Err(rill::Error::Closed)),
+        "blocking connections are refused too"
+    );
+    assert!(format!("{c:?}").contains(&redis.url()));
 
     c.connect().await.unwrap();
     assert!(!c.is_closed());

@@ -558,3 +558,79 @@ async fn every_connection_reset_and_redis_unreachable_for_a_while_loses_nothing(
     assert!(runs.values().all(|n| *n == 1), "a job ran twice: {runs:?}");
     running.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_long_job_outlives_failed_renewals_and_completes_once() {
+    let redis = TestRedis::start();
+    let proxy = FaultProxy::start(redis.port()).await;
+    let ns = support::namespace();
+    let release = Arc::new(tokio::sync::Notify::new());
+    let r = release.clone();
+    let worker = rill::Worker::new(client_via(&proxy, &ns), "q")
+        .unwrap()
+        .lease(Duration::from_millis(1500));
+    let running = spawn_worker(worker, move |_job: rill::Job<u64>| {
+        let r = r.clone();
+        async move {
+            r.notified().await;
+            Ok(())
+        }
+    });
+    let queue = client_direct(&redis, &ns).queue::<u64>("q").unwrap();
+    queue.enqueue(&1).await.unwrap();
+    // A renewal lands (the keeper has its connection), then every connection drops and none is accepted
+    // for most of a renewal period and beyond: renewals fail, then cannot connect.
+    eventually(Duration::from_secs(10), "a renewal", || async {
+        queue.counts().await.unwrap().active == 1
+    })
+    .await;
+    tokio::time::sleep(Duration::from_millis(700)).await;
+    proxy.refuse_new(true);
+    proxy.reset();
+    eventually(Duration::from_secs(10), "failed renewals", || async {
+        running.stats.snapshot().lease_failures >= 2
+    })
+    .await;
+    proxy.refuse_new(false);
+    // However the outage ended for it (renewed in time, or fenced and handed back), the job completes once.
+    eventually(Duration::from_secs(20), "completed", || async {
+        release.notify_waiters();
+        running.stats.snapshot().completed == 1
+    })
+    .await;
+    running.stop().await;
+    assert_eq!(queue.counts().await.unwrap().active, 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_queue_deleted_under_a_running_worker_is_recreated_and_runs_new_jobs() {
+    let redis = TestRedis::start();
+    let ns = support::namespace();
+    let worker = rill::Worker::new(client_direct(&redis, &ns), "q")
+        .unwrap()
+        .block(Duration::from_millis(100));
+    let (running, runs) = counting(worker);
+    let queue = client_direct(&redis, &ns).queue::<u64>("q").unwrap();
+    queue.enqueue(&1).await.unwrap();
+    eventually(Duration::from_secs(10), "first", || async {
+        running.stats.snapshot().completed == 1
+    })
+    .await;
+    // An operator deletes the stream (and its group) while the worker blocks on it.
+    let mut conn = redis.aconn().await;
+    let _: () = redis::cmd("DEL")
+        .arg(&queue.keys().ready)
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    queue.enqueue(&2).await.unwrap();
+    eventually(
+        Duration::from_secs(10),
+        "the job enqueued after the deletion",
+        || async { running.stats.snapshot().completed == 2 },
+    )
+    .await;
+    assert_eq!(runs.lock().unwrap().get(&2), Some(&1));
+    running.stop().await;
+}

@@ -8,11 +8,19 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
 use rill::{
-    CancelOutcome, Enqueue, Job, JobError, JobState, SignalFilter, SignalKind, Target, Worker,
+    CancelOutcome, Enqueue, Job, JobError, JobState, PauseOutcome, SignalFilter, SignalKind,
+    Target, Worker,
 };
 use support::{TestRedis, eventually, spawn_worker};
 
 const T: Duration = Duration::from_secs(20);
+
+fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as u64
+}
 
 fn fast(w: Worker) -> Worker {
     w.lease(Duration::from_millis(600))
@@ -256,4 +264,53 @@ async fn quiet_and_stop_a_worker_and_collect_signals() {
             .len(),
         0
     );
+}
+
+#[tokio::test]
+async fn history_windows_and_pausing_jobs_that_are_not_running() {
+    let redis = TestRedis::start();
+    let client = support::client(&redis);
+    let q = client.queue::<u32>("hist").unwrap();
+    let waiting = q.enqueue(&1).await.unwrap();
+    assert_eq!(q.pause_job(&waiting).await.unwrap(), PauseOutcome::Parked);
+    assert_eq!(
+        q.pause_job(&waiting).await.unwrap(),
+        PauseOutcome::NotFound,
+        "parked already"
+    );
+    assert_eq!(q.pause_job("nope").await.unwrap(), PauseOutcome::NotFound);
+    let collector = q.collect_signals(None).await.unwrap();
+    assert!(format!("{collector:?}").contains("signals"));
+    // Signal ids are millisecond times: keep the pauses out of the window below.
+    tokio::time::sleep(Duration::from_millis(5)).await;
+    let before = now_ms();
+    for name in ["a", "b", "c"] {
+        q.send_signal::<()>(SignalKind::Custom(name.into()), Target::Queue, None)
+            .await
+            .unwrap();
+    }
+    // An outcome written by another client without a `signal` field is skipped, not fatal.
+    let mut conn = redis.aconn().await;
+    let _: String = redis::cmd("XADD")
+        .arg(&q.keys().outcomes)
+        .arg("*")
+        .arg("receiver")
+        .arg("x")
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    let custom = |s: &rill::Signal| match &s.kind {
+        SignalKind::Custom(n) => n.clone(),
+        other => other.to_wire(),
+    };
+    let newest_two = q.signal_history(SignalFilter::new(), 2).await.unwrap();
+    assert_eq!(
+        newest_two.iter().map(custom).collect::<Vec<_>>(),
+        ["b", "c"]
+    );
+    let window = SignalFilter::new().since_ms(before).until_ms(now_ms());
+    let all = q.signal_history(window, 10).await.unwrap();
+    assert_eq!(all.iter().map(custom).collect::<Vec<_>>(), ["a", "b", "c"]);
+    let old = SignalFilter::new().until_ms(before.saturating_sub(60_000));
+    assert!(q.signal_history(old, 10).await.unwrap().is_empty());
 }
