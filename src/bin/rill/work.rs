@@ -11,7 +11,7 @@ use std::process::{ExitCode, Stdio};
 use std::sync::Arc;
 use std::time::Duration;
 
-use anyhow::bail;
+use anyhow::{Context as _, bail};
 use clap::Args;
 use serde_json::json;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -75,9 +75,11 @@ struct Spec {
 }
 
 pub async fn run(ctx: &Context, a: WorkArgs) -> anyhow::Result<ExitCode> {
-    let Some((program, args)) = a.command.split_first() else {
-        bail!("no command given: rill work QUEUE -- CMD [ARGS...]");
-    };
+    // clap requires CMD; this says so again should that ever change.
+    let (program, args) = a
+        .command
+        .split_first()
+        .context("no command given: rill work QUEUE -- CMD [ARGS...]")?;
     if !is_runnable(program) {
         bail!("command not found or not executable: {program}");
     }

@@ -1,0 +1,287 @@
+//! The operator's commands on the states they meet: empty namespaces, a job running elsewhere with checkpoints, a
+//! retried job, dead letters to list, requeue and purge, signals with targets, events followed live. State the
+//! CLI cannot make (a delivery held by another worker) is made with the library's scripts.
+
+use std::io::{BufRead, BufReader};
+use std::process::Stdio;
+use std::time::Duration;
+
+use rill::keys::{GROUP, QueueKeys};
+use rill::scripts::{self, CheckpointWrite, DeliveryRef, Fail, FailMode};
+use rill::wire::DeadReason;
+use serde_json::Value as Json;
+
+use super::support::{ChildGuard, caller, create_group};
+use super::{Cli, wait_exit};
+
+fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as u64
+}
+
+/// A worker elsewhere (consumer `w1`) that holds deliveries and ends them through the scripts.
+struct Elsewhere {
+    rt: tokio::runtime::Runtime,
+    conn: redis::aio::MultiplexedConnection,
+    keys: QueueKeys,
+}
+
+impl Elsewhere {
+    fn new(cli: &Cli, queue: &str) -> Self {
+        let rt = tokio::runtime::Runtime::new().unwrap();
+        let mut conn = rt.block_on(cli.redis.aconn());
+        let keys = QueueKeys::new(&cli.ns, queue).unwrap();
+        rt.block_on(create_group(&mut conn, &keys));
+        Elsewhere { rt, conn, keys }
+    }
+
+    /// Takes the next waiting job; returns its entry id.
+    fn take(&mut self) -> String {
+        let v: redis::Value = self
+            .rt
+            .block_on(
+                redis::cmd("XREADGROUP")
+                    .arg("GROUP")
+                    .arg(GROUP)
+                    .arg("w1")
+                    .arg("COUNT")
+                    .arg(1)
+                    .arg("STREAMS")
+                    .arg(&self.keys.ready)
+                    .arg(">")
+                    .query_async(&mut self.conn),
+            )
+            .unwrap();
+        rill::wire::parse_read_reply(v).unwrap().remove(0).id
+    }
+
+    fn checkpoint(&mut self, entry: &str, job: &str, label: &str, step: u64) {
+        let state = rill::wire::encode(&step).unwrap();
+        let write = CheckpointWrite {
+            version: 0,
+            label,
+            state: &state,
+            keep: 5,
+            ttl_ms: 3_600_000,
+            max_bytes: 1 << 20,
+        };
+        let d = DeliveryRef {
+            entry_id: entry,
+            token: 1,
+        };
+        let c = caller(&self.keys, "w1");
+        self.rt
+            .block_on(scripts::checkpoint(
+                &mut self.conn,
+                &c,
+                d,
+                job,
+                now_ms(),
+                write,
+            ))
+            .unwrap();
+    }
+
+    /// Marks job id `job` live (in the index), as a new job with that id would.
+    fn mark_live(&mut self, job: &str) {
+        let _: () = self
+            .rt
+            .block_on(
+                redis::cmd("HSET")
+                    .arg(&self.keys.index)
+                    .arg(job)
+                    .arg("9-0")
+                    .query_async(&mut self.conn),
+            )
+            .unwrap();
+    }
+
+    fn fail(&mut self, entry: &str, job: &str, mode: FailMode, error: &str) {
+        let call = Fail {
+            delivery: DeliveryRef {
+                entry_id: entry,
+                token: 1,
+            },
+            job_id: job,
+            now_ms: now_ms(),
+            mode,
+            error,
+        };
+        let c = caller(&self.keys, "w1");
+        self.rt
+            .block_on(scripts::fail(&mut self.conn, &c, call))
+            .unwrap();
+    }
+}
+
+#[test]
+fn empty_namespaces_and_missing_arguments_say_so() {
+    let cli = Cli::new();
+    assert!(cli.ok(&["stats"]).contains("no queues in namespace"));
+    assert!(cli.ok(&["workers"]).contains("no workers registered"));
+    assert!(cli.fails(&["enqueue", "q"], 1).contains("no job given"));
+    assert!(cli.fails(&["work", "q"], 2).contains("<CMD>"));
+    let dir = tempfile::tempdir().unwrap();
+    let empty = dir.path().join("empty.jsonl");
+    std::fs::write(&empty, "").unwrap();
+    let e = cli.fails(&["enqueue", "q", "--file", empty.to_str().unwrap()], 1);
+    assert!(e.contains("holds no jobs"), "{e}");
+    let two = dir.path().join("two.jsonl");
+    std::fs::write(&two, "1\n2\n").unwrap();
+    let e = cli.fails(
+        &["enqueue", "q", "--file", two.to_str().unwrap(), "--id", "x"],
+        1,
+    );
+    assert!(e.contains("apply to one job"), "{e}");
+    let first = cli.ok(&["enqueue", "q", "1", "--dedup-key", "k"]);
+    assert_eq!(
+        cli.ok(&["enqueue", "q", "2", "--dedup-key", "k"]),
+        first,
+        "deduplicated"
+    );
+    assert!(
+        cli.ok(&["dead", "list", "q"])
+            .contains("no dead letters in q")
+    );
+    assert!(cli.ok(&["signal", "history", "q"]).contains("no signals"));
+
+    cli.ok(&["signal", "send", "q", "pause"]);
+    assert!(cli.ok(&["stats"]).contains("q (paused)"));
+    cli.ok(&["signal", "send", "q", "custom:hello", "--worker", "w1"]);
+    cli.ok(&["signal", "send", "q", "cancel", "--job", first.trim()]);
+    let h = cli.ok(&["signal", "history", "q", "--worker", "w1", "--since", "1h"]);
+    assert!(h.contains("custom:hello") && h.contains("worker:w1"), "{h}");
+    assert!(!h.contains("cancel"), "filtered by target: {h}");
+    let h: Json = cli.json(&["signal", "history", "q", "--job", first.trim()]);
+    assert_eq!(h[0]["kind"], "cancel");
+}
+
+#[test]
+fn jobs_show_a_job_running_elsewhere_with_checkpoints_and_one_that_failed() {
+    let cli = Cli::new();
+    cli.ok(&["enqueue", "q", "30", "--id", "long"]);
+    let mut w = Elsewhere::new(&cli, "q");
+    let entry = w.take();
+    w.checkpoint(&entry, "long", "step 10", 10);
+    let shown = cli.ok(&["jobs", "show", "long"]);
+    assert!(shown.contains("running on: w1 (delivery 1)"), "{shown}");
+    assert!(
+        shown.contains("checkpoints (newest first):") && shown.contains("step 10"),
+        "{shown}"
+    );
+    let doc = cli.job("q", "long");
+    assert_eq!(doc["checkpoints"][0]["label"], "step 10");
+    assert_eq!(doc["checkpoints"][0]["state"], 10);
+
+    cli.ok(&["enqueue", "q", "1", "--id", "flaky"]);
+    let entry = w.take();
+    w.fail(
+        &entry,
+        "flaky",
+        FailMode::Retry {
+            delay_ms: 3_600_000,
+        },
+        "upstream said 503",
+    );
+    let shown = cli.ok(&["jobs", "show", "flaky"]);
+    assert!(shown.contains("last error: upstream said 503"), "{shown}");
+}
+
+#[test]
+fn dead_letters_are_listed_requeued_and_purged_and_a_dead_job_cannot_be_cancelled() {
+    let cli = Cli::new();
+    let mut w = Elsewhere::new(&cli, "q");
+    for id in ["d1", "d2", "d3"] {
+        cli.ok(&["enqueue", "q", "1", "--id", id]);
+        let entry = w.take();
+        w.fail(&entry, id, FailMode::Dead(DeadReason::Failed), "bad input");
+    }
+    assert!(
+        cli.fails(&["jobs", "cancel", "d1"], 1).is_empty(),
+        "the answer is on stdout"
+    );
+    let out = cli.run(&["jobs", "cancel", "d1", "--json"]);
+    assert_eq!(out.status.code(), Some(1));
+    let doc: Json = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(
+        (doc["outcome"].as_str(), doc["state_before"].as_str()),
+        (Some("not_found"), Some("dead"))
+    );
+    assert!(
+        cli.ok(&["dead", "list", "q", "--limit", "2"])
+            .contains("(2 of 3 shown")
+    );
+
+    // d2's id is live again (another producer's job holds it); "nope" never died: one requeued, two refused,
+    // and the command says so.
+    w.mark_live("d2");
+    let out = cli.run(&["dead", "retry", "q", "d1", "d2", "nope"]);
+    assert_eq!(out.status.code(), Some(1));
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("requeued 1 job(s) on q"), "{text}");
+    assert!(text.contains("nope: not a dead letter of q"), "{text}");
+    assert!(
+        text.contains("d2: left dead, the job id is live again"),
+        "{text}"
+    );
+    assert!(String::from_utf8_lossy(&out.stderr).contains("2 of 3 job(s) could not be requeued"));
+
+    let all = cli.ok(&["dead", "retry", "q", "--all"]);
+    assert!(all.contains("requeued"), "{all}");
+    assert!(
+        cli.ok(&["dead", "purge", "q"])
+            .contains("dead letter(s) from q;")
+    );
+}
+
+#[test]
+fn events_are_followed_live_as_json_lines_until_interrupted() {
+    let cli = Cli::new();
+    let mut w = Elsewhere::new(&cli, "q");
+    cli.ok(&["enqueue", "q", "1", "--id", "before"]);
+    let entry = w.take();
+    w.fail(
+        &entry,
+        "before",
+        FailMode::Retry {
+            delay_ms: 3_600_000,
+        },
+        "later",
+    );
+    let past = cli.ok(&["events", "tail", "q", "--json", "--no-follow"]);
+    let first: Json = serde_json::from_str(past.lines().next().unwrap()).unwrap();
+    assert_eq!(
+        (first["event"].as_str(), first["id"].as_str()),
+        (Some("retrying"), Some("before"))
+    );
+    let mut child = ChildGuard(
+        cli.cmd(&["events", "tail", "q", "--json", "-n", "0"])
+            .stdout(Stdio::piped())
+            .spawn()
+            .unwrap(),
+    );
+    let mut lines = BufReader::new(child.0.stdout.take().unwrap()).lines();
+    // Whenever the follower's blocking read starts, it continues after the newest event it printed.
+    cli.ok(&["enqueue", "q", "2", "--id", "after"]);
+    let entry = w.take();
+    w.fail(
+        &entry,
+        "after",
+        FailMode::Dead(DeadReason::Failed),
+        "bad input",
+    );
+    let line: Json = serde_json::from_str(&lines.next().unwrap().unwrap()).unwrap();
+    assert_eq!(
+        (line["event"].as_str(), line["id"].as_str()),
+        (Some("dead"), Some("after"))
+    );
+    let ok = std::process::Command::new("kill")
+        .args(["-INT", &child.0.id().to_string()])
+        .status()
+        .unwrap()
+        .success();
+    assert!(ok);
+    assert!(wait_exit(&mut child.0, Duration::from_secs(10)).success());
+}

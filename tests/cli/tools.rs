@@ -1,0 +1,116 @@
+//! `rill top`, `rill bench` and `rill demo`.
+
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use super::support::ChildGuard;
+use super::work::worker;
+use super::{Cli, wait_exit};
+
+#[test]
+fn top_bench_and_demo() {
+    let cli = Cli::new();
+    cli.ok(&["enqueue", "pics", r#"{"w":1}"#]);
+    let dir = tempfile::tempdir().unwrap();
+    let _w = worker(&cli, "pics", &dir.path().join("m"));
+    cli.wait_for("a worker registered", || {
+        cli.json(&["workers"])
+            .as_array()
+            .is_some_and(|a| !a.is_empty())
+    });
+    let frame = cli.ok(&["top", "--once"]);
+    assert!(
+        frame.contains("rill top") && frame.contains("Queues (1)") && frame.contains("pics"),
+        "{frame}"
+    );
+    assert!(
+        frame.contains("Workers (1)") && frame.contains("healthy"),
+        "{frame}"
+    );
+
+    let bench = cli.json(&["bench", "--jobs", "300", "--concurrency", "8"]);
+    let cases = bench["cases"].as_array().unwrap();
+    assert_eq!(cases.len(), 4);
+    for c in cases {
+        assert!(c["jobs_per_s"].as_f64().unwrap() > 0.0, "{c}");
+    }
+    assert!(cases[1]["vs_raw"].as_f64().unwrap() > 0.0);
+    // The benchmark cleans up after itself: only the test's own keys are left.
+    let mut conn = cli.redis.conn();
+    let keys: Vec<String> = redis::cmd("KEYS")
+        .arg("rill-bench-*")
+        .query(&mut conn)
+        .unwrap();
+    assert!(keys.is_empty(), "{keys:?}");
+
+    let demo = cli.ok(&["demo", "--jobs", "300"]);
+    assert!(demo.contains("processed 300 jobs"), "{demo}");
+    assert!(demo.contains("dead letter: job corrupt"), "{demo}");
+    let keys: Vec<String> = redis::cmd("KEYS")
+        .arg("rill-demo-*")
+        .query(&mut conn)
+        .unwrap();
+    assert!(keys.is_empty(), "{keys:?}");
+}
+
+/// The live view on a real terminal (a pty from util-linux `script`): it draws, refreshes and quits on `q`.
+#[test]
+fn top_runs_live_on_a_terminal_and_quits_on_q() {
+    let cli = Cli::new();
+    cli.ok(&["enqueue", "live", "{}"]);
+    let rill = format!(
+        "stty rows 20 cols 150; {} --redis {} --namespace {} top --interval 200ms",
+        env!("CARGO_BIN_EXE_rill"),
+        cli.redis.url(),
+        cli.ns
+    );
+    let mut child = ChildGuard(
+        Command::new("script")
+            .args(["-qec", &rill, "/dev/null"])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .spawn()
+            .expect("util-linux script"),
+    );
+    std::thread::sleep(Duration::from_millis(1500));
+    use std::io::Write;
+    child.0.stdin.as_mut().unwrap().write_all(b"q").unwrap();
+    let status = wait_exit(&mut child.0, Duration::from_secs(10));
+    assert!(status.success(), "{status:?}");
+    let mut screen = String::new();
+    std::io::Read::read_to_string(&mut child.0.stdout.take().unwrap(), &mut screen).unwrap();
+    // Cells are placed with cursor moves, so words arrive one by one.
+    for word in ["rill top", "Queues", "(1)", "live", "Workers", "quit"] {
+        assert!(screen.contains(word), "{word} missing: {screen}");
+    }
+    assert!(
+        screen.ends_with("\x1b[?1049l\x1b[?25h"),
+        "the terminal is restored"
+    );
+}
+
+/// `rill demo` with no `--redis` and nothing on the default address starts its own redis-server. Run in a fresh
+/// network namespace (root), where 127.0.0.1:6379 is free whatever this machine runs.
+#[test]
+fn demo_starts_a_throwaway_redis_when_nothing_answers() {
+    let script = format!(
+        "ip link set lo up && {} demo --jobs 300",
+        env!("CARGO_BIN_EXE_rill")
+    );
+    let out = Command::new("unshare")
+        .args(["--net", "sh", "-c", &script])
+        .env_remove("REDIS_URL")
+        .output()
+        .expect("unshare (util-linux)");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stdout}\n{stderr}");
+    assert!(
+        stderr.contains("started a throwaway redis-server"),
+        "{stderr}"
+    );
+    assert!(
+        stdout.contains("processed 300 jobs") && stdout.contains("3 retried"),
+        "{stdout}"
+    );
+}
