@@ -28,6 +28,11 @@ fn top_bench_and_demo() {
         "{frame}"
     );
 
+    let table = cli.ok(&["bench", "--jobs", "100", "--concurrency", "4"]);
+    assert!(
+        table.contains("VS RAW") && table.contains("rill bench on"),
+        "{table}"
+    );
     let bench = cli.json(&["bench", "--jobs", "300", "--concurrency", "8"]);
     let cases = bench["cases"].as_array().unwrap();
     assert_eq!(cases.len(), 4);

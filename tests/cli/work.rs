@@ -244,13 +244,24 @@ fn work_runs_a_command_per_job_with_retry_failure_cancel_and_graceful_stop() {
     assert_eq!(cli.json(&["workers", "q"]), json!([]));
 }
 
-/// `--timeout`: a job that runs too long is terminated and its attempt fails with the reason.
+/// `--timeout`: a job that runs too long is terminated and its attempt fails with the reason; a process killed
+/// by a signal fails with the signal's number; the report at shutdown counts both.
 #[test]
 fn work_terminates_a_job_past_its_timeout() {
     let cli = Cli::new();
     cli.ok(&["enqueue", "t", "{}", "--id", "j-long", "--attempts", "1"]);
-    let _w = ChildGuard(
+    cli.ok(&[
+        "enqueue",
+        "t",
+        r#"{"kill":1}"#,
+        "--id",
+        "j-killed",
+        "--attempts",
+        "1",
+    ]);
+    let mut w = ChildGuard(
         cli.cmd(&[
+            "--json",
             "work",
             "t",
             "--timeout",
@@ -260,21 +271,32 @@ fn work_terminates_a_job_past_its_timeout() {
             "--",
             "sh",
             "-c",
-            "sleep 30",
+            r#"case "$(cat)" in *kill*) kill -9 $$ ;; *) sleep 30 ;; esac"#,
         ])
-        .stdout(Stdio::null())
+        .stdout(Stdio::piped())
         .stderr(Stdio::null())
         .spawn()
         .unwrap(),
     );
     let t = Instant::now();
-    cli.wait_for("j-long dead", || cli.state("t", "j-long") == "dead");
+    cli.wait_for("both dead", || {
+        cli.state("t", "j-long") == "dead" && cli.state("t", "j-killed") == "dead"
+    });
     assert!(t.elapsed() < Duration::from_secs(20));
-    let err = cli.job("t", "j-long")["last_error"]
-        .as_str()
-        .unwrap()
-        .to_owned();
+    let error = |id: &str| cli.job("t", id)["last_error"].as_str().unwrap().to_owned();
+    let err = error("j-long");
     assert!(err.starts_with("timed out after 300ms"), "{err}");
+    let err = error("j-killed");
+    assert!(err.starts_with("killed by signal 9"), "{err}");
+    sigterm(&w.0);
+    assert!(wait_exit(&mut w.0, Duration::from_secs(10)).success());
+    let mut out = String::new();
+    std::io::Read::read_to_string(&mut w.0.stdout.take().unwrap(), &mut out).unwrap();
+    let report: Json = serde_json::from_str(&out).unwrap();
+    assert_eq!(
+        (report["dead"].as_u64(), report["completed"].as_u64()),
+        (Some(2), Some(0))
+    );
 }
 
 /// A second SIGTERM does not wait out `--shutdown-timeout`: running jobs are terminated and handed back, their

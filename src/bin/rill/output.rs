@@ -166,6 +166,16 @@ mod tests {
         let mut buf = Vec::new();
         ciborium::into_writer(&ciborium::Value::Bytes(vec![1, 2]), &mut buf).unwrap();
         assert_eq!(cbor_to_json(&buf), json!([1, 2]));
+        // Tags are looked through; non-text map keys are shown as JSON text; booleans stay booleans.
+        use ciborium::Value as C;
+        let v = C::Tag(
+            1,
+            Box::new(C::Map(vec![
+                (C::Integer(7.into()), C::Bool(true)),
+                (C::Text("big".into()), C::Integer(u64::MAX.into())),
+            ])),
+        );
+        assert_eq!(from_cbor(v), json!({"7": true, "big": u64::MAX}));
         assert!(
             cbor_to_json(&[0xff, 0x00])
                 .get("undecodable_cbor")
@@ -178,6 +188,7 @@ mod tests {
         assert_eq!(ago(1_000, 1_250), "250ms");
         assert_eq!(ago(0, 75_000), "1m 15s");
         assert_eq!(ago(0, 7_500_000), "2h 5m");
+        assert_eq!(ago(0, 97_200_000), "1d 3h");
         assert_eq!(compact(&json!({"a": "bbbbbbbbbb"}), 8), "{\"a\":\"b…");
         assert_eq!(one_line("a\nb", 10), "a ⏎ b");
         assert_eq!(one_line("abcdef", 4), "abc…");

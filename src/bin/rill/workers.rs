@@ -98,3 +98,18 @@ pub async fn run(ctx: &Context, a: WorkersArgs) -> anyhow::Result<ExitCode> {
     }
     Ok(ExitCode::SUCCESS)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn health_reads_as_words() {
+        assert_eq!(health_text(&rill::Health::Healthy), "healthy");
+        assert_eq!(health_text(&rill::Health::Crashed), "crashed");
+        assert_eq!(
+            health_text(&rill::Health::Degraded("cannot end deliveries".into())),
+            "degraded: cannot end deliveries"
+        );
+    }
+}
