@@ -164,6 +164,29 @@ async fn a_worker_whose_user_lacks_a_command_fails_at_start_naming_it() {
 }
 
 #[tokio::test]
+async fn a_queue_key_of_another_type_stops_a_worker_at_start_with_the_redis_error() {
+    let redis = TestRedis::start();
+    let ns = support::namespace();
+    let c = client(&redis.url(), &ns, false);
+    let keys = rill::keys::QueueKeys::new(&ns, "q").unwrap();
+    let mut admin = redis.aconn().await;
+    let _: () = redis::cmd("SET")
+        .arg(&keys.ready)
+        .arg("not a stream")
+        .query_async(&mut admin)
+        .await
+        .unwrap();
+    let r = rill::Worker::new(c, "q")
+        .unwrap()
+        .run(|_job: rill::Job<u32>| async { Ok(()) }, async {})
+        .await;
+    match r {
+        Err(rill::Error::Redis(e)) => assert_eq!(e.code(), Some("WRONGTYPE")),
+        other => panic!("expected WRONGTYPE, got {other:?}"),
+    }
+}
+
+#[tokio::test]
 async fn a_producer_and_a_worker_run_as_the_readme_acl_users() {
     let readme =
         std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/README.md")).unwrap();

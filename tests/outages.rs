@@ -634,3 +634,56 @@ async fn a_queue_deleted_under_a_running_worker_is_recreated_and_runs_new_jobs()
     assert_eq!(runs.lock().unwrap().get(&2), Some(&1));
     running.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn refused_upkeep_calls_cost_recovery_not_jobs() {
+    let redis = TestRedis::start();
+    let ns = support::namespace();
+    let mut admin = redis.aconn().await;
+    acl(&mut admin, "w", &["on", ">pw", "~*", "&*", "+@all"]).await;
+    let url = format!("redis://w:pw@127.0.0.1:{}", redis.port());
+    let client = rill::Client::with_config(
+        &url,
+        rill::ClientConfig {
+            namespace: ns.clone(),
+            ..Default::default()
+        },
+    )
+    .unwrap();
+    let worker = rill::Worker::new(client, "q")
+        .unwrap()
+        .reclaim_interval(Duration::from_millis(50))
+        .health(rill::HealthRule::default());
+    let (running, runs) = counting(worker);
+    let queue = client_direct(&redis, &ns).queue::<u64>("q").unwrap();
+    queue.enqueue(&0).await.unwrap();
+    eventually(Duration::from_secs(10), "started", || async {
+        running.stats.snapshot().completed == 1
+    })
+    .await;
+    // Stalled-job recovery and crashed-worker adoption are refused: new jobs still run, once each.
+    acl(&mut admin, "w", &["-xautoclaim", "-zrangebyscore"]).await;
+    for i in 1..5u64 {
+        queue.enqueue(&i).await.unwrap();
+    }
+    eventually(Duration::from_secs(10), "5 jobs", || async {
+        running.stats.snapshot().completed == 5
+    })
+    .await;
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert_eq!(running.stats.snapshot().reclaimed, 0);
+    // Leaving is refused too: the worker stops all the same, and stays listed until judged crashed.
+    acl(&mut admin, "w", &["-xgroup", "-zrem"]).await;
+    let consumer = running.consumer.clone();
+    running.stop().await;
+    let listed: Option<f64> = redis::cmd("ZSCORE")
+        .arg(&queue.keys().workers)
+        .arg(&consumer)
+        .query_async(&mut admin)
+        .await
+        .unwrap();
+    assert!(listed.is_some(), "its registry entry could not be removed");
+    let runs = runs.lock().unwrap().clone();
+    assert_eq!(runs.len(), 5);
+    assert!(runs.values().all(|n| *n == 1), "{runs:?}");
+}

@@ -314,3 +314,41 @@ async fn history_windows_and_pausing_jobs_that_are_not_running() {
     let old = SignalFilter::new().until_ms(before.saturating_sub(60_000));
     assert!(q.signal_history(old, 10).await.unwrap().is_empty());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_running_job_paused_parks_when_it_yields_and_resumes_where_asked() {
+    let redis = TestRedis::start();
+    let client = support::client(&redis);
+    let q = client.queue::<u32>("sessions").unwrap();
+    let runs = Arc::new(AtomicU32::new(0));
+    let r = runs.clone();
+    let w = spawn_worker(
+        fast(Worker::new(client.clone(), "sessions").unwrap()),
+        move |job: Job<u32>| {
+            let runs = r.clone();
+            async move {
+                if runs.fetch_add(1, Ordering::SeqCst) > 0 {
+                    return Ok(());
+                }
+                // The first run yields when asked to stop (after its checkpoint, in a real session).
+                job.stopping().cancelled().await;
+                Err(JobError::interrupted("pausing at a checkpoint"))
+            }
+        },
+    );
+    let id = q.enqueue(&1).await.unwrap();
+    eventually(T, "running", || async { runs.load(Ordering::SeqCst) == 1 }).await;
+    assert_eq!(q.pause_job(&id).await.unwrap(), PauseOutcome::Signalled);
+    eventually(T, "parked", || async {
+        q.state(&id).await.unwrap() == JobState::Parked
+    })
+    .await;
+    assert_eq!(runs.load(Ordering::SeqCst), 1, "a parked job does not run");
+    assert!(q.resume_job(&id).await.unwrap());
+    eventually(T, "completed after resuming", || async {
+        w.stats.snapshot().completed == 1
+    })
+    .await;
+    assert_eq!(runs.load(Ordering::SeqCst), 2);
+    w.stop().await;
+}
