@@ -37,22 +37,21 @@ pub(crate) fn hostname() -> String {
 
 /// A consumer name unique to this worker: host (restricted to key-safe characters), pid and a random suffix.
 pub(crate) fn consumer_name() -> String {
-    let host: String = hostname()
-        .chars()
-        .map(|c| {
-            if c.is_ascii_alphanumeric() || c == '-' || c == '.' {
-                c
-            } else {
-                '_'
-            }
-        })
-        .take(64)
-        .collect();
     format!(
-        "{host}-{}-{:08x}",
+        "{}-{}-{:08x}",
+        key_safe(&hostname()),
         std::process::id(),
         rand::random::<u32>()
     )
+}
+
+/// At most 64 characters of `s`, with any character outside `[A-Za-z0-9.-]` replaced by `_`.
+fn key_safe(s: &str) -> String {
+    let safe = |c: char| c.is_ascii_alphanumeric() || c == '-' || c == '.';
+    s.chars()
+        .map(|c| if safe(c) { c } else { '_' })
+        .take(64)
+        .collect()
 }
 
 /// The name this process signs its signals with: host and pid.
@@ -63,6 +62,13 @@ pub fn sender_name() -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn host_names_are_made_key_safe() {
+        assert_eq!(key_safe("web-1.example"), "web-1.example");
+        assert_eq!(key_safe("my host{x}:ü"), "my_host_x___");
+        assert_eq!(key_safe(&"a".repeat(100)).len(), 64);
+    }
 
     #[test]
     fn random_ids_are_hex_and_distinct() {

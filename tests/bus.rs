@@ -208,6 +208,27 @@ async fn groups_start_where_asked_and_foreign_entries_are_errors_not_panics() {
         topic.replay(Start::Beginning, 10).await.is_err(),
         "replay stops at the foreign entry"
     );
+    // A versioned entry whose payload is not an `OrderPlaced`: a decode error too.
+    let _: String = redis::cmd("XADD")
+        .arg(topic.key())
+        .arg("*")
+        .arg("v")
+        .arg("1")
+        .arg("payload")
+        .arg(b"\x63abc".as_slice())
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    let batch = by_id.next(10, Duration::from_millis(200)).await.unwrap();
+    assert!(
+        matches!(batch[0].1, Err(rill::Error::Decode(_))),
+        "{:?}",
+        batch[0].1
+    );
+    assert!(matches!(
+        client.topic::<OrderPlaced>("no spaces"),
+        Err(rill::Error::InvalidName { .. })
+    ));
     // A key of another type under the topic's name: a typed Redis error, no panic.
     let other = client.topic::<OrderPlaced>("not-a-stream").unwrap();
     let _: () = redis::cmd("SET")

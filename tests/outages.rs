@@ -687,3 +687,42 @@ async fn refused_upkeep_calls_cost_recovery_not_jobs() {
     assert_eq!(runs.len(), 5);
     assert!(runs.values().all(|n| *n == 1), "{runs:?}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn endings_sent_into_a_reset_connection_are_retried_and_land_once() {
+    let redis = TestRedis::start();
+    let proxy = Arc::new(FaultProxy::start(redis.port()).await);
+    let ns = support::namespace();
+    let p = proxy.clone();
+    let runs: Arc<Mutex<Vec<(u64, u32)>>> = Arc::default();
+    let r = runs.clone();
+    let worker = rill::Worker::new(client_via(&proxy, &ns), "q")
+        .unwrap()
+        .backoff(Duration::from_millis(10), Duration::from_millis(20));
+    let running = spawn_worker(worker, move |job: rill::Job<u64>| {
+        let (p, r) = (p.clone(), r.clone());
+        async move {
+            r.lock().unwrap().push((*job.data(), job.attempt()));
+            // Every connection drops just as the job ends: its failure or completion meets a reset.
+            p.reset();
+            if *job.data() == 1 && job.attempt() == 1 {
+                return Err(rill::JobError::retry("first attempt fails"));
+            }
+            Ok(())
+        }
+    });
+    let queue = client_direct(&redis, &ns).queue::<u64>("q").unwrap();
+    queue.enqueue(&1).await.unwrap();
+    eventually(Duration::from_secs(20), "completed", || async {
+        running.stats.snapshot().completed == 1
+    })
+    .await;
+    queue.enqueue(&2).await.unwrap();
+    eventually(Duration::from_secs(20), "both completed", || async {
+        running.stats.snapshot().completed == 2
+    })
+    .await;
+    let report = running.stop().await;
+    assert_eq!(report.retried, 1);
+    assert_eq!(*runs.lock().unwrap(), vec![(1, 1), (1, 2), (2, 1)]);
+}

@@ -855,5 +855,8 @@ async fn operators_list_queues_retry_and_purge_dead_letters_and_follow_events() 
     );
     assert_eq!(q.purge_dead(None).await.unwrap(), 1);
     assert_eq!(q.state("again").await.unwrap(), JobState::Unknown);
+    let none = q.retry_dead(&[]).await.unwrap();
+    assert!(none.requeued.is_empty() && none.missing.is_empty() && none.live.is_empty());
+    assert!(format!("{q:?}").contains("ops"));
     w.stop().await;
 }

@@ -192,3 +192,33 @@ async fn a_lost_registry_record_is_written_whole_again() {
     .await;
     w.stop().await;
 }
+
+#[tokio::test]
+async fn entries_written_by_others_are_read_without_guessing() {
+    let redis = TestRedis::start();
+    let client = support::client(&redis);
+    let q = client.queue::<u32>("reg").unwrap();
+    let keys = q.keys().clone();
+    let mut c = redis.aconn().await;
+    let (secs, micros): (u64, u64) = redis::cmd("TIME").query_async(&mut c).await.unwrap();
+    let now = secs * 1000 + micros / 1000;
+    // Listed with no record at all (the record expired, or another client wrote only the listing).
+    let _: () = c.zadd(&keys.workers, "ghost", now).await.unwrap();
+    // Degraded without saying why.
+    let _: () = c.zadd(&keys.workers, "tired", now).await.unwrap();
+    let record = [
+        ("status", "degraded".to_owned()),
+        ("last_beat_ms", now.to_string()),
+    ];
+    let _: () = c
+        .hset_multiple(keys.worker("tired"), &record)
+        .await
+        .unwrap();
+    let listed = q.workers(&HealthRule::default()).await.unwrap();
+    let find = |id: &str| listed.iter().find(|(w, _)| w.id == id).cloned().unwrap();
+    let (ghost, health) = find("ghost");
+    assert!(ghost.host.is_empty() && ghost.pid == 0, "{ghost:?}");
+    assert_eq!(health, Health::Unknown);
+    let (_, health) = find("tired");
+    assert_eq!(health, Health::Degraded("cannot end deliveries".into()));
+}

@@ -34,7 +34,11 @@ impl Cli {
         c.args(["--redis", &self.redis.url(), "--namespace", &self.ns])
             .args(args)
             .env_remove("REDIS_URL")
-            .env("RUST_LOG", "off");
+            // Quiet unless RILL_TEST_LOG asks (e.g. `RILL_TEST_LOG=info`: the processes log to the test output).
+            .env(
+                "RUST_LOG",
+                std::env::var("RILL_TEST_LOG").unwrap_or("off".into()),
+            );
         c
     }
 

@@ -120,10 +120,46 @@ impl Elsewhere {
 fn empty_namespaces_and_missing_arguments_say_so() {
     let cli = Cli::new();
     assert!(cli.ok(&["stats"]).contains("no queues in namespace"));
+    assert!(
+        cli.fails(&["dead", "list", "nope"], 1)
+            .contains("has no queues yet")
+    );
+    assert!(
+        cli.fails(&["jobs", "show", "nope"], 1)
+            .contains("(searched: none)")
+    );
+    let bad = std::process::Command::new(env!("CARGO_BIN_EXE_rill"))
+        .args([
+            "--redis",
+            &cli.redis.url(),
+            "--namespace",
+            "bad name",
+            "stats",
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(bad.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&bad.stderr).contains("bad name"));
+    // A queue another client wrote to without listing it is found by its entries.
+    let raw = QueueKeys::new(&cli.ns, "unlisted").unwrap();
+    let mut c = redis::Client::open(cli.redis.url().as_str())
+        .unwrap()
+        .get_connection()
+        .unwrap();
+    let _: String = redis::cmd("XADD")
+        .arg(&raw.ready)
+        .arg("*")
+        .arg("v")
+        .arg("1")
+        .query(&mut c)
+        .unwrap();
+    assert!(cli.ok(&["stats", "unlisted"]).contains("unlisted"));
+    let dir = tempfile::tempdir().unwrap();
+    let e = cli.fails(&["enqueue", "q", "--file", dir.path().to_str().unwrap()], 1);
+    assert!(e.contains("cannot read"), "{e}");
     assert!(cli.ok(&["workers"]).contains("no workers registered"));
     assert!(cli.fails(&["enqueue", "q"], 1).contains("no job given"));
     assert!(cli.fails(&["work", "q"], 2).contains("<CMD>"));
-    let dir = tempfile::tempdir().unwrap();
     let empty = dir.path().join("empty.jsonl");
     std::fs::write(&empty, "").unwrap();
     let e = cli.fails(&["enqueue", "q", "--file", empty.to_str().unwrap()], 1);

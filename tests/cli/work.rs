@@ -259,6 +259,16 @@ fn work_terminates_a_job_past_its_timeout() {
         "--attempts",
         "1",
     ]);
+    let stubborn = r#"{"stubborn":1}"#;
+    cli.ok(&[
+        "enqueue",
+        "t",
+        stubborn,
+        "--id",
+        "j-stubborn",
+        "--attempts",
+        "1",
+    ]);
     let mut w = ChildGuard(
         cli.cmd(&[
             "--json",
@@ -271,7 +281,7 @@ fn work_terminates_a_job_past_its_timeout() {
             "--",
             "sh",
             "-c",
-            r#"case "$(cat)" in *kill*) kill -9 $$ ;; *) sleep 30 ;; esac"#,
+            r#"case "$(cat)" in *kill*) kill -9 $$ ;; *stubborn*) trap '' TERM; sleep 30 ;; *) sleep 30 ;; esac"#,
         ])
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
@@ -279,12 +289,17 @@ fn work_terminates_a_job_past_its_timeout() {
         .unwrap(),
     );
     let t = Instant::now();
-    cli.wait_for("both dead", || {
-        cli.state("t", "j-long") == "dead" && cli.state("t", "j-killed") == "dead"
+    // A process that ignores SIGTERM is killed `--kill-after` later.
+    cli.wait_for("all dead", || {
+        ["j-long", "j-killed", "j-stubborn"]
+            .iter()
+            .all(|id| cli.state("t", id) == "dead")
     });
     assert!(t.elapsed() < Duration::from_secs(20));
     let error = |id: &str| cli.job("t", id)["last_error"].as_str().unwrap().to_owned();
     let err = error("j-long");
+    assert!(err.starts_with("timed out after 300ms"), "{err}");
+    let err = error("j-stubborn");
     assert!(err.starts_with("timed out after 300ms"), "{err}");
     let err = error("j-killed");
     assert!(err.starts_with("killed by signal 9"), "{err}");
@@ -295,7 +310,7 @@ fn work_terminates_a_job_past_its_timeout() {
     let report: Json = serde_json::from_str(&out).unwrap();
     assert_eq!(
         (report["dead"].as_u64(), report["completed"].as_u64()),
-        (Some(2), Some(0))
+        (Some(3), Some(0))
     );
 }
 
