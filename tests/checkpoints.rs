@@ -344,19 +344,20 @@ async fn writes_that_cannot_land_say_why_and_a_stolen_delivery_ends_nothing() {
                     shown.contains(job.id()) && shown.contains("attempt"),
                     "{shown}"
                 );
-                // Ending a delivery that was taken away changes nothing, as a completion or as a failure.
-                if job.into_data() == "fail" {
-                    Err(JobError::retry("too late"))
-                } else {
-                    Ok(())
+                // Ending a delivery that was taken away changes nothing: a completion, a failure or a hand-back.
+                match job.into_data().as_str() {
+                    "fail" => Err(JobError::retry("too late")),
+                    "hand back" => Err(JobError::interrupted("too late")),
+                    _ => Ok(()),
                 }
             }
         },
     );
     q.enqueue(&"complete".to_owned()).await.unwrap();
     q.enqueue(&"fail".to_owned()).await.unwrap();
-    eventually(Duration::from_secs(20), "both stale", || async {
-        w.stats.snapshot().stale == 2
+    q.enqueue(&"hand back".to_owned()).await.unwrap();
+    eventually(Duration::from_secs(20), "all three stale", || async {
+        w.stats.snapshot().stale == 3
     })
     .await;
     for seen in errors.lock().unwrap().iter() {
@@ -380,5 +381,8 @@ async fn writes_that_cannot_land_say_why_and_a_stolen_delivery_ends_nothing() {
         );
     }
     let report = w.stop().await;
-    assert_eq!((report.completed, report.retried), (0, 0));
+    assert_eq!(
+        (report.completed, report.retried, report.released),
+        (0, 0, 0)
+    );
 }

@@ -192,6 +192,21 @@ fn empty_namespaces_and_missing_arguments_say_so() {
     assert!(!h.contains("cancel"), "filtered by target: {h}");
     let h: Json = cli.json(&["signal", "history", "q", "--job", first.trim()]);
     assert_eq!(h[0]["kind"], "cancel");
+
+    // A listed queue whose stream another program replaced with a string: one line naming Redis's error.
+    let broken = QueueKeys::new(&cli.ns, "broken").unwrap();
+    let _: () = redis::cmd("SET")
+        .arg(&broken.ready)
+        .arg("oops")
+        .query(&mut c)
+        .unwrap();
+    let _: () = redis::cmd("SADD")
+        .arg(rill::keys::queues_key(&cli.ns).unwrap())
+        .arg("broken")
+        .query(&mut c)
+        .unwrap();
+    let e = cli.fails(&["top", "--once"], 1);
+    assert!(e.contains("WRONGTYPE") && e.lines().count() == 1, "{e}");
 }
 
 #[test]
