@@ -74,10 +74,7 @@ async fn unacked_messages_come_back_and_history_replays() {
     let mut s1 = topic.subscribe("audit", "a1", Start::New).await.unwrap();
     let first = topic.publish(&OrderPlaced { order: 1 }).await.unwrap();
     tokio::time::sleep(Duration::from_millis(5)).await;
-    let t_second = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_millis() as u64;
+    let t_second = support::now_ms();
     tokio::time::sleep(Duration::from_millis(5)).await;
     topic.publish(&OrderPlaced { order: 2 }).await.unwrap();
     assert_eq!(
@@ -168,10 +165,7 @@ async fn groups_start_where_asked_and_foreign_entries_are_errors_not_panics() {
     assert!(format!("{topic:?}").contains(topic.key()));
     let first = topic.publish(&OrderPlaced { order: 1 }).await.unwrap();
     tokio::time::sleep(Duration::from_millis(5)).await;
-    let after_first = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_millis() as u64;
+    let after_first = support::now_ms();
     tokio::time::sleep(Duration::from_millis(5)).await;
     topic.publish(&OrderPlaced { order: 2 }).await.unwrap();
     assert!(topic.replay(Start::New, 10).await.unwrap().is_empty());

@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use redis::AsyncCommands;
 use rill::{Job, JobError, JobState, Worker};
-use support::{TestRedis, eventually, spawn_worker};
+use support::{TestRedis, eventually, now_ms, spawn_worker};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_worker_killed_with_sigkill_has_its_jobs_completed_elsewhere_within_the_lease() {
@@ -189,13 +189,6 @@ fn spawn_fault_worker(
         ("RILL_CONCURRENCY", concurrency.to_string()),
     ];
     support::fault_worker(redis, ns, queue, &env).0
-}
-
-fn now_ms() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_millis() as u64
 }
 
 /// Kills worker processes with SIGKILL again and again while jobs flow. `RILL_FAULT_CRASHES` sets how many

@@ -11,16 +11,9 @@ use rill::{
     CancelOutcome, Enqueue, Job, JobError, JobState, PauseOutcome, SignalFilter, SignalKind,
     Target, Worker,
 };
-use support::{TestRedis, eventually, spawn_worker};
+use support::{TestRedis, eventually, now_ms, spawn_worker};
 
 const T: Duration = Duration::from_secs(20);
-
-fn now_ms() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_millis() as u64
-}
 
 fn fast(w: Worker) -> Worker {
     w.lease(Duration::from_millis(600))

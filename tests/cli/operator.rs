@@ -11,15 +11,8 @@ use rill::scripts::{self, CheckpointWrite, DeliveryRef, Fail, FailMode};
 use rill::wire::DeadReason;
 use serde_json::Value as Json;
 
-use super::support::{ChildGuard, caller, create_group};
+use super::support::{ChildGuard, caller, create_group, now_ms};
 use super::{Cli, wait_exit};
-
-fn now_ms() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_millis() as u64
-}
 
 /// A worker elsewhere (consumer `w1`) that holds deliveries and ends them through the scripts.
 struct Elsewhere {

@@ -356,6 +356,14 @@ where
     }
 }
 
+/// This machine's clock, ms since the Unix epoch.
+pub fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("clock after 1970")
+        .as_millis() as u64
+}
+
 /// A child process stopped (and reaped) on drop, so a failing test leaves no worker behind.
 pub struct ChildGuard(pub std::process::Child);
 
