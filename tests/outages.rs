@@ -190,6 +190,24 @@ async fn at_maxmemory_a_worker_starts_completes_every_job_once_and_producers_get
     running.stop().await;
 }
 
+/// Creates ACL user `w` with every permission (tests take some away later) and returns a client logged in as it.
+async fn as_acl_user(
+    admin: &mut redis::aio::MultiplexedConnection,
+    redis: &TestRedis,
+    namespace: &str,
+) -> rill::Client {
+    acl(admin, "w", &["on", ">pw", "~*", "&*", "+@all"]).await;
+    let url = format!("redis://w:pw@127.0.0.1:{}", redis.port());
+    rill::Client::with_config(
+        &url,
+        rill::ClientConfig {
+            namespace: namespace.to_owned(),
+            ..Default::default()
+        },
+    )
+    .unwrap()
+}
+
 /// Sets `rules` on ACL user `user`.
 async fn acl(c: &mut redis::aio::MultiplexedConnection, user: &str, rules: &[&str]) {
     let _: () = redis::cmd("ACL")
@@ -207,16 +225,7 @@ async fn a_worker_whose_completions_are_refused_holds_them_takes_nothing_and_say
     let redis = TestRedis::start();
     let ns = support::namespace();
     let mut admin = redis.aconn().await;
-    acl(&mut admin, "w", &["on", ">pw", "~*", "&*", "+@all"]).await;
-    let url = format!("redis://w:pw@127.0.0.1:{}", redis.port());
-    let client = rill::Client::with_config(
-        &url,
-        rill::ClientConfig {
-            namespace: ns.clone(),
-            ..Default::default()
-        },
-    )
-    .unwrap();
+    let client = as_acl_user(&mut admin, &redis, &ns).await;
     let worker = rill::Worker::new(client, "q").unwrap().concurrency(2);
     let (running, runs) = counting(worker);
     let queue = client_direct(&redis, &ns).queue::<u64>("q").unwrap();
@@ -458,16 +467,7 @@ async fn a_worker_stopping_while_completions_are_refused_gives_up_a_lease_later(
     let redis = TestRedis::start();
     let ns = support::namespace();
     let mut admin = redis.aconn().await;
-    acl(&mut admin, "w", &["on", ">pw", "~*", "&*", "+@all"]).await;
-    let url = format!("redis://w:pw@127.0.0.1:{}", redis.port());
-    let client = rill::Client::with_config(
-        &url,
-        rill::ClientConfig {
-            namespace: ns.clone(),
-            ..Default::default()
-        },
-    )
-    .unwrap();
+    let client = as_acl_user(&mut admin, &redis, &ns).await;
     let worker = rill::Worker::new(client, "q")
         .unwrap()
         .lease(Duration::from_secs(1))
@@ -640,16 +640,7 @@ async fn refused_upkeep_calls_cost_recovery_not_jobs() {
     let redis = TestRedis::start();
     let ns = support::namespace();
     let mut admin = redis.aconn().await;
-    acl(&mut admin, "w", &["on", ">pw", "~*", "&*", "+@all"]).await;
-    let url = format!("redis://w:pw@127.0.0.1:{}", redis.port());
-    let client = rill::Client::with_config(
-        &url,
-        rill::ClientConfig {
-            namespace: ns.clone(),
-            ..Default::default()
-        },
-    )
-    .unwrap();
+    let client = as_acl_user(&mut admin, &redis, &ns).await;
     let worker = rill::Worker::new(client, "q")
         .unwrap()
         .reclaim_interval(Duration::from_millis(50))

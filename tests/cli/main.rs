@@ -324,6 +324,7 @@ fn every_subcommand_has_help_with_an_example() {
         );
     }
 }
+
 #[test]
 fn enqueue_streams_its_input_and_says_how_far_it_got() {
     use std::io::Write;
