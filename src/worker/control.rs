@@ -9,6 +9,9 @@ use std::time::{Duration, Instant};
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
+/// How far ahead a worker prefetches: the deliveries it expects to start within this time.
+pub(super) const PREFETCH_HORIZON: Duration = Duration::from_millis(100);
+
 /// What holds the fetch loop back.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub(super) struct Gate {
@@ -53,6 +56,8 @@ pub(super) struct Control {
     last_beat: std::sync::Mutex<Instant>,
     /// Deliveries were given up: hand back whatever is pending to this consumer once Redis answers again.
     sweep_requested: AtomicBool,
+    /// Moving average of how long handlers run, µs (0 = none has finished yet).
+    run_us: AtomicU64,
 }
 
 impl Default for Control {
@@ -65,6 +70,7 @@ impl Default for Control {
             impairments: Default::default(),
             last_beat: std::sync::Mutex::new(Instant::now()),
             sweep_requested: AtomicBool::new(false),
+            run_us: AtomicU64::new(0),
         }
     }
 }
@@ -169,6 +175,29 @@ impl Control {
         self.running.fetch_sub(1, Ordering::Relaxed);
     }
 
+    /// Records how long a handler ran (a moving average over about the last eight runs).
+    pub(super) fn record_run(&self, took: Duration) {
+        let us = (took.as_micros() as u64).max(1);
+        // One writer at a time in practice (job tasks finish at different moments); a lost update only delays
+        // the average by one sample.
+        let old = self.run_us.load(Ordering::Relaxed);
+        let new = if old == 0 { us } else { old - old / 8 + us / 8 };
+        self.run_us.store(new.max(1), Ordering::Relaxed);
+    }
+
+    /// How many deliveries beyond `concurrency` may wait here for a slot: as many as `concurrency` handlers are
+    /// expected to start within [`PREFETCH_HORIZON`], at most `max`, and none before a handler has finished
+    /// (nothing is known of how long jobs take). Long jobs thus get no prefetch, and wait in Redis where any
+    /// worker can take them.
+    pub(super) fn prefetch_allowed(&self, concurrency: usize, max: usize) -> usize {
+        let us = self.run_us.load(Ordering::Relaxed);
+        if us == 0 || max == 0 {
+            return 0;
+        }
+        let starts = PREFETCH_HORIZON.as_micros() as u64 * concurrency as u64 / us;
+        (starts.min(max as u64)) as usize
+    }
+
     /// Handlers running now: not the held deliveries, which include finished jobs whose ack is on its way.
     pub(super) fn running(&self) -> u64 {
         self.running.load(Ordering::Relaxed)
@@ -194,6 +223,29 @@ impl Control {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn prefetch_follows_how_long_handlers_run() {
+        let c = Control::default();
+        assert_eq!(c.prefetch_allowed(1, 64), 0, "nothing known yet");
+        c.record_run(Duration::from_micros(10));
+        assert_eq!(c.prefetch_allowed(1, 64), 64, "short jobs: the whole bound");
+        assert_eq!(c.prefetch_allowed(1, 0), 0, "disabled");
+        let c = Control::default();
+        c.record_run(Duration::from_millis(10));
+        assert_eq!(c.prefetch_allowed(1, 64), 10, "100 ms of 10 ms jobs");
+        assert_eq!(c.prefetch_allowed(4, 64), 40);
+        for _ in 0..50 {
+            c.record_run(Duration::from_secs(1));
+        }
+        assert_eq!(
+            c.prefetch_allowed(16, 64),
+            1,
+            "the average moved to the long jobs"
+        );
+        c.record_run(Duration::from_secs(60));
+        assert_eq!(c.prefetch_allowed(16, 64), 0);
+    }
 
     #[test]
     fn status_follows_the_gate_and_the_running_count() {

@@ -1,6 +1,8 @@
-//! The fetch loop: takes free slots, recovers stalled jobs once per `reclaim_interval`, and reads new entries
-//! with `XREADGROUP ... BLOCK` on its own connection, never more than it has slots for; each entry goes to the
-//! runner. A paused queue or a quiet worker holds it at the gate.
+//! The fetch loop: takes room for deliveries, recovers stalled jobs once per `reclaim_interval`, and reads new
+//! entries with `XREADGROUP ... BLOCK` on its own connection, never more than it has room for; each entry goes to
+//! the runner, where it waits for a handler slot. The room is `concurrency` plus a prefetch that follows how long
+//! handlers run ([`WorkerConfig::prefetch`](super::WorkerConfig::prefetch)). A paused queue or a quiet worker
+//! holds it at the gate.
 
 use std::future::Future;
 use std::sync::Arc;
@@ -17,7 +19,7 @@ use super::shared::Shared;
 use crate::keys::GROUP;
 use crate::wire::{self, RawEntry};
 
-/// Longest wait for more free slots before a read while there is a backlog.
+/// Longest wait for more room before a read while there is a backlog.
 const COALESCE: Duration = Duration::from_millis(1);
 
 /// Most entries one read asks for.
@@ -31,7 +33,7 @@ enum Read {
     Shutdown,
 }
 
-/// Reads new entries while there are free slots, until `shutdown`.
+/// Reads new entries while there is room for them, until `shutdown`.
 pub(super) async fn run<T, H>(runner: &Arc<Runner<T, H>>, shutdown: impl Future<Output = ()>)
 where
     T: DeserializeOwned + Send + 'static,
@@ -42,6 +44,7 @@ where
     let block = shared.config.block.min(shared.config.reclaim_interval);
     let mut f = Fetcher {
         max_batch: shared.config.concurrency.min(MAX_READ),
+        prefetch: 0,
         block,
         conn: None,
         pause: Duration::from_millis(50),
@@ -61,21 +64,22 @@ where
                 r = f.gate.changed() => if r.is_err() { return },
             }
         }
-        let mut slots = tokio::select! {
+        f.adjust_prefetch();
+        let mut room = tokio::select! {
             biased;
             _ = &mut shutdown => return,
-            s = f.take_slots() => match s { Some(s) => s, None => return },
+            s = f.take_room() => match s { Some(s) => s, None => return },
         };
         if f.shared.client.is_closed() {
             return;
         }
         if Instant::now() >= f.next_reclaim {
-            f.recover(runner, &mut slots).await;
-            if slots.is_empty() {
+            f.recover(runner, &mut room).await;
+            if room.is_empty() {
                 continue;
             }
         }
-        let requested = slots.len();
+        let requested = room.len();
         let entries = match f.read(requested, &mut shutdown).await {
             Read::Entries(e) => e,
             Read::Again => continue,
@@ -83,12 +87,12 @@ where
         };
         f.backlog = entries.len() == requested;
         for raw in entries {
-            let Some(slot) = slots.pop() else {
+            let Some(place) = room.pop() else {
                 tracing::error!("fetch: more entries than requested");
                 break;
             };
             // A new entry's delivery count is 1.
-            runner.dispatch(raw, 1, slot);
+            runner.dispatch(raw, 1, place);
         }
     }
 }
@@ -96,7 +100,10 @@ where
 /// The fetch loop's state between rounds.
 struct Fetcher {
     shared: Arc<Shared>,
+    /// Most entries one read asks for (`concurrency` plus the prefetch in effect, at most [`MAX_READ`]).
     max_batch: usize,
+    /// Room beyond `concurrency` added to [`Shared::room`] now.
+    prefetch: usize,
     block: Duration,
     /// The blocking read's own connection (dropped after an error, reopened on the next read).
     conn: Option<redis::aio::MultiplexedConnection>,
@@ -111,41 +118,60 @@ struct Fetcher {
 }
 
 impl Fetcher {
-    /// Waits for a free slot, then takes every free one (up to a read's worth). With a backlog (the last read
-    /// was full), it waits briefly for half the slots so reads (and the acks that follow) come in batches:
+    /// Sets the room for prefetched deliveries to what [`Control::prefetch_allowed`] says now. Room is removed
+    /// only as it frees (a delivery already taken keeps its place).
+    ///
+    /// [`Control::prefetch_allowed`]: super::control::Control::prefetch_allowed
+    fn adjust_prefetch(&mut self) {
+        let config = &self.shared.config;
+        let want = self
+            .shared
+            .control
+            .prefetch_allowed(config.concurrency, config.prefetch);
+        if want > self.prefetch {
+            self.shared.room.add_permits(want - self.prefetch);
+            self.prefetch = want;
+        } else if want < self.prefetch {
+            self.prefetch -= self.shared.room.forget_permits(self.prefetch - want);
+        }
+        self.max_batch = (config.concurrency + self.prefetch).min(MAX_READ);
+    }
+
+    /// Waits for room for a delivery, then takes all the room free (up to a read's worth). With a backlog (the
+    /// last read was full), it waits briefly for half a read's worth so reads (and the acks that follow) come in batches:
     /// per-call costs in Redis and in the client are paid once per batch, not per job. Without one, it reads at
     /// once with whatever is free, so latency stays low. `None`: the worker is shutting down.
-    async fn take_slots(&self) -> Option<Vec<OwnedSemaphorePermit>> {
-        let sem = &self.shared.slots;
+    async fn take_room(&self) -> Option<Vec<OwnedSemaphorePermit>> {
+        let sem = &self.shared.room;
         let first = sem.clone().acquire_owned().await.ok()?;
-        let mut slots = vec![first];
-        while slots.len() < self.max_batch {
+        let mut room = vec![first];
+        while room.len() < self.max_batch {
             match sem.clone().try_acquire_owned() {
-                Ok(p) => slots.push(p),
+                Ok(p) => room.push(p),
                 Err(_) => break,
             }
         }
         let half = self.max_batch / 2;
-        if self.backlog && slots.len() < half {
-            let want = (half - slots.len()) as u32;
+        if self.backlog && room.len() < half {
+            let want = (half - room.len()) as u32;
             if let Ok(Ok(mut more)) =
                 tokio::time::timeout(COALESCE, sem.clone().acquire_many_owned(want)).await
             {
                 // One permit per entry, as dispatch expects.
                 while more.num_permits() > 1 {
-                    slots.extend(more.split(1));
+                    room.extend(more.split(1));
                 }
-                slots.push(more);
+                room.push(more);
             }
         }
-        Some(slots)
+        Some(room)
     }
 
-    /// Recovers stalled deliveries into free `slots` and starts them.
+    /// Recovers stalled deliveries into the free `room` and starts them.
     async fn recover<T, H>(
         &mut self,
         runner: &Arc<Runner<T, H>>,
-        slots: &mut Vec<OwnedSemaphorePermit>,
+        room: &mut Vec<OwnedSemaphorePermit>,
     ) where
         T: DeserializeOwned + Send + 'static,
         H: Handler<T>,
@@ -155,13 +181,13 @@ impl Fetcher {
         // on, executed late by Redis) go back at once, before their lease expires and counts them as an attempt.
         hand_back_pending(shared, true).await;
         let _claiming = shared.deliveries.claiming().await;
-        let found = reclaim::reclaim(shared, slots.len(), &mut self.cursor).await;
+        let found = reclaim::reclaim(shared, room.len(), &mut self.cursor).await;
         for (raw, token) in found.taken {
-            let Some(slot) = slots.pop() else { break };
-            runner.dispatch(raw, token, slot);
+            let Some(place) = room.pop() else { break };
+            runner.dispatch(raw, token, place);
         }
-        // Stalled jobs come before new ones: while a pass keeps filling every free slot, look again as soon as
-        // the next slot frees.
+        // Stalled jobs come before new ones: while a pass keeps filling all the room, look again as soon as room
+        // frees.
         self.next_reclaim = if found.more {
             Instant::now()
         } else {

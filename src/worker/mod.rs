@@ -103,6 +103,13 @@ impl Worker {
         self
     }
 
+    /// Most deliveries taken beyond `concurrency` to wait for a free slot (0 disables); see
+    /// [`WorkerConfig::prefetch`].
+    pub fn prefetch(mut self, n: usize) -> Self {
+        self.config.prefetch = n;
+        self
+    }
+
     /// Lease of a delivery (at least 30 ms); also the stalled-job threshold.
     pub fn lease(mut self, lease: Duration) -> Self {
         self.config.lease = lease.max(Duration::from_millis(30));
@@ -212,6 +219,8 @@ impl Worker {
             keys: self.keys,
             consumer: self.consumer,
             slots: Arc::new(Semaphore::new(self.config.concurrency)),
+            // Prefetch starts at none; the fetch loop widens it once handlers have run.
+            room: Arc::new(Semaphore::new(self.config.concurrency)),
             config: self.config,
             stats: self.stats,
             deliveries: Default::default(),

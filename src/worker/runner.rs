@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use futures::FutureExt;
 use serde::{Serialize, de::DeserializeOwned};
-use tokio::sync::OwnedSemaphorePermit;
+use tokio::sync::{OwnedSemaphorePermit, oneshot};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
@@ -58,6 +58,9 @@ pub(super) struct Runner<T, H> {
     tasks: TaskTracker,
     /// Fires when jobs still running after the shutdown deadline and its grace second are dropped.
     abort: CancellationToken,
+    /// The last dispatched delivery's "has its slot" signal: each delivery takes its handler slot after the one
+    /// dispatched before it, so prefetched jobs start in the order they were read.
+    line: std::sync::Mutex<Option<oneshot::Receiver<()>>>,
 }
 
 impl<T, H> Runner<T, H>
@@ -79,6 +82,7 @@ where
             settler,
             tasks: TaskTracker::new(),
             abort: CancellationToken::new(),
+            line: std::sync::Mutex::new(None),
         }
     }
 
@@ -86,12 +90,13 @@ where
         &self.shared
     }
 
-    /// Starts one delivery (or quarantines it) in its own task, which frees `slot` when the handler returns.
+    /// Starts one delivery (or quarantines it) in its own task, which frees `place` (its room, see
+    /// [`Shared::room`]) when the delivery ends.
     pub(super) fn dispatch(
         self: &Arc<Self>,
         raw: RawEntry,
         token: u64,
-        slot: OwnedSemaphorePermit,
+        place: OwnedSemaphorePermit,
     ) {
         let shared = &self.shared;
         let limit = shared.client.config().max_payload_bytes;
@@ -122,7 +127,7 @@ where
                 self.tasks.spawn(async move {
                     me.settler.quarantine(entry_id.clone(), token, m).await;
                     me.shared.deliveries.forget(&entry_id, token);
-                    drop(slot);
+                    drop(place);
                 });
                 return;
             }
@@ -172,33 +177,62 @@ where
                 me.settler
                     .settle(d, Ending::Dead(DeadReason::Exhausted), &why)
                     .await;
-                drop(slot);
+                drop(place);
             });
             return;
         }
+        let (turn, after) = {
+            let (tx, rx) = oneshot::channel();
+            (tx, self.line.lock().expect("line lock").replace(rx))
+        };
         let me = self.clone();
+        let queued = Queued { place, after, turn };
         self.tasks
-            .spawn(async move { me.run_one(job, touched, fence, slot).await });
+            .spawn(async move { me.run_one(job, touched, fence, queued).await });
     }
 
-    /// Runs the handler on `job`, decides how the delivery ends and settles it. A fenced delivery (given up by
-    /// this worker) ends without a write, and its handler is dropped if it runs on past the fence's grace.
+    /// Waits for a handler slot, runs the handler on `job`, decides how the delivery ends and settles it. A
+    /// fenced delivery (given up by this worker) ends without a write, and its handler is dropped if it runs on
+    /// past the fence's grace. A delivery asked to stop, cancelled or fenced before it got a slot ends without
+    /// running (handed back, parked or cancelled; the attempt not counted).
     async fn run_one(
         self: Arc<Self>,
         job: Job<T>,
         touched: Arc<AtomicBool>,
         fence: CancellationToken,
-        slot: OwnedSemaphorePermit,
+        queued: Queued,
     ) {
         let shared = &self.shared;
+        let Queued { place, after, turn } = queued;
         let d = Finished {
             entry_id: job.delivery().entry_id.clone(),
             token: job.delivery().token,
             job_id: job.id().to_owned(),
             attempt: job.attempt(),
         };
+        let slot = tokio::select! {
+            biased;
+            _ = fence.cancelled() => None,
+            _ = job.cancelled().cancelled() => None,
+            _ = job.stopping().cancelled() => None,
+            s = async {
+                // The delivery dispatched before this one has its slot (or has ended): now this one's turn.
+                if let Some(after) = after {
+                    let _ = after.await;
+                }
+                shared.slots.clone().acquire_owned().await
+            } => s.ok(),
+        };
+        let _ = turn.send(());
+        let Some(slot) = slot else {
+            drop(job);
+            self.end_unstarted(d, &fence).await;
+            drop(place);
+            return;
+        };
         let run = AssertUnwindSafe(self.handler.call(job)).catch_unwind();
         shared.control.job_started();
+        let started = std::time::Instant::now();
         let grace = shared.config.fence_grace();
         let outcome = tokio::select! {
             r = run => match r {
@@ -209,6 +243,7 @@ where
             _ = async { fence.cancelled().await; tokio::time::sleep(grace).await } => Outcome::Dropped,
         };
         shared.control.job_ended();
+        shared.control.record_run(started.elapsed());
         drop(slot);
         if fence.is_cancelled() {
             // Given up: another worker may own it now. Write nothing; the entry is handed back or taken over.
@@ -236,7 +271,41 @@ where
             *t = touched.load(Ordering::Relaxed);
         }
         self.settler.settle(d, ending, &message).await;
+        drop(place);
     }
+
+    /// Ends a delivery that never got a handler slot: fenced (another worker may own it: write nothing, hand it
+    /// back once Redis answers), cancelled by a signal, parked by one, or handed back (shutdown, pause, quiet).
+    async fn end_unstarted(&self, d: Finished, fence: &CancellationToken) {
+        let shared = &self.shared;
+        if fence.is_cancelled() {
+            shared.deliveries.take_cancel(&d.entry_id, d.token);
+            shared.deliveries.take_park(&d.entry_id, d.token);
+            shared.deliveries.let_go(&d.entry_id, d.token);
+            shared.control.request_sweep();
+            return;
+        }
+        let (ending, why) = if shared.deliveries.take_cancel(&d.entry_id, d.token) {
+            (Ending::Cancel, "cancelled before it started")
+        } else if shared.deliveries.take_park(&d.entry_id, d.token) {
+            (Ending::Park, "paused before it started")
+        } else {
+            (
+                Ending::HandBack,
+                "not started: the worker is stopping or paused",
+            )
+        };
+        self.settler.settle(d, ending, why).await;
+    }
+}
+
+/// A dispatched delivery's place in line: its room, and its turn for a handler slot.
+struct Queued {
+    place: OwnedSemaphorePermit,
+    /// Fires (or closes) when the delivery dispatched before this one has its slot.
+    after: Option<oneshot::Receiver<()>>,
+    /// Fired when this one has its slot (dropped if it ends without one: the next goes on either way).
+    turn: oneshot::Sender<()>,
 }
 
 impl<T, H> Runner<T, H> {

@@ -23,8 +23,12 @@ pub(super) struct Shared {
     pub(super) config: WorkerConfig,
     /// Counters: each role adds its own; the heartbeat and the caller of `run` read them.
     pub(super) stats: Arc<WorkerStats>,
-    /// Free job slots: the fetch loop takes one per delivery, a job task frees it when its handler returns.
+    /// Free handler slots (`concurrency`): a job task takes one before its handler runs, and frees it when the
+    /// handler returns.
     pub(super) slots: Arc<Semaphore>,
+    /// Room for deliveries (`concurrency` plus the prefetch in effect, which the fetch loop adjusts): the fetch
+    /// loop takes one per delivery it reads, the job task frees it when the delivery ends.
+    pub(super) room: Arc<Semaphore>,
     /// Held deliveries: tracked by the runner, renewed by the lease keeper, ended by the settler and the acker,
     /// reached by signals through the listener.
     pub(super) deliveries: Deliveries,
