@@ -481,6 +481,20 @@ async fn heartbeats(redis: &TestRedis) {
         beat.push(t.elapsed().as_secs_f64() * 1e3);
     }
     let cpu_us = (redis_cpu(&mut c).await - cpu0) * 1e6 / n as f64;
+    if std::env::var_os("RILL_BENCH_COMMANDSTATS").is_some() {
+        let stats: String = redis::cmd("INFO")
+            .arg("commandstats")
+            .query_async(&mut c)
+            .await
+            .unwrap();
+        eprintln!("heartbeats:\n{stats}");
+    }
+    // The same number of round trips doing nothing: what any one-call beat costs Redis in network handling.
+    let cpu0 = redis_cpu(&mut c).await;
+    for _ in 0..n {
+        let _: () = redis::cmd("PING").query_async(&mut c).await.unwrap();
+    }
+    let ping_us = (redis_cpu(&mut c).await - cpu0) * 1e6 / n as f64;
     reg.sort_by(f64::total_cmp);
     beat.sort_by(f64::total_cmp);
     println!(
@@ -488,6 +502,7 @@ async fn heartbeats(redis: &TestRedis) {
         json!({"bench": "registry", "register_p50_ms": r(percentile(&reg, 0.5)), "register_p99_ms": r(percentile(&reg, 0.99)),
                "heartbeat_p50_ms": r(percentile(&beat, 0.5)), "heartbeat_p99_ms": r(percentile(&beat, 0.99)),
                "redis_cpu_us_per_beat": (cpu_us * 100.0).round() / 100.0,
+               "redis_cpu_us_per_ping": (ping_us * 100.0).round() / 100.0,
                "redis_cpu_us_per_worker_per_s": (cpu_us * 100.0).round() / 100.0})
     );
 }
