@@ -1,7 +1,8 @@
 //! `cargo bench --bench throughput`: rill against the raw Redis ceiling, on a private redis-server started here.
 //! Prints one JSON line per case. `RILL_BENCH_JOBS` sets the job count (default 100,000); `RILL_BENCH_CASES`
 //! picks cases (comma-separated from
-//! `enqueue,drain1,drain16,drain64,drain256,lean64,latency,checkpoint,resume,registry`; default all). Each drain
+//! `enqueue,drain1,drain16,drain64,drain256,lean64,memory,latency,checkpoint,resume,registry`; default all;
+//! `memory` enqueues 1,000,000 jobs). Each drain
 //! line reports jobs/s, Redis and client (this process) CPU per job, and the same for the raw loop it is compared
 //! with, measured in the same run: `XREADGROUP COUNT 1` + `XACK` per job for concurrency 1, `XREADGROUP COUNT 256`
 //! + `XACK` per batch above.
@@ -190,6 +191,78 @@ async fn drain(redis: &TestRedis, jobs: u64, concurrency: usize, lean: bool, raw
         .query_async(&mut c)
         .await
         .unwrap();
+}
+
+/// Redis `used_memory`, bytes.
+async fn used_memory(c: &mut redis::aio::MultiplexedConnection) -> f64 {
+    let info: String = redis::cmd("INFO")
+        .arg("memory")
+        .query_async(c)
+        .await
+        .unwrap();
+    info.lines()
+        .find_map(|l| l.strip_prefix("used_memory:"))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap()
+}
+
+/// Redis memory per waiting job (`waiting` jobs of `PAYLOAD` bytes, enqueued in bulk) and per completed job whose
+/// record is kept (`keep_completed`, a small result each).
+async fn memory(redis: &TestRedis, waiting: u64, completed: u64) {
+    let client = support::client(redis);
+    let mut c = redis.aconn().await;
+    let q = client.queue::<serde_bytes_like::Bytes>("mem").unwrap();
+    let base = used_memory(&mut c).await;
+    let chunk = 100_000u64;
+    let mut done = 0;
+    while done < waiting {
+        let n = chunk.min(waiting - done);
+        let batch: Vec<_> = (done..done + n)
+            .map(|i| serde_bytes_like::Bytes(payload(i)))
+            .collect();
+        q.enqueue_many(&batch).await.unwrap();
+        done += n;
+    }
+    let per_waiting = (used_memory(&mut c).await - base) / waiting as f64;
+    let _: () = redis::cmd("FLUSHALL").query_async(&mut c).await.unwrap();
+
+    let q = client.queue::<u64>("kept").unwrap();
+    q.enqueue_many(&(0..completed).collect::<Vec<_>>())
+        .await
+        .unwrap();
+    let w = Worker::new(client.clone(), "kept")
+        .unwrap()
+        .concurrency(64)
+        .keep_completed(true);
+    let stats = w.stats();
+    let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+    let h = tokio::spawn(w.run(
+        |job: Job<u64>| async move { Ok::<_, JobError>(*job.data()) },
+        async {
+            let _ = rx.await;
+        },
+    ));
+    while stats.snapshot().completed < completed {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let _ = tx.send(());
+    h.await.unwrap().unwrap();
+    // What is left is the records (the stream was trimmed as jobs finished) and the worker's own keys.
+    let _: () = redis::cmd("DEL")
+        .arg(&q.keys().events)
+        .arg(&q.keys().heartbeats)
+        .query_async(&mut c)
+        .await
+        .unwrap();
+    let after = used_memory(&mut c).await;
+    let per_completed = (after - base) / completed as f64;
+    println!(
+        "{}",
+        json!({"bench": "memory", "waiting_jobs": waiting, "payload_bytes": PAYLOAD,
+               "bytes_per_waiting_job": per_waiting.round(),
+               "completed_jobs_kept": completed, "bytes_per_completed_job_kept": per_completed.round()})
+    );
+    let _: () = redis::cmd("FLUSHALL").query_async(&mut c).await.unwrap();
 }
 
 /// Enqueue -> handler start latency at a steady `rate` for `secs`, for rill and for a raw blocked XREADGROUP.
@@ -572,7 +645,7 @@ fn main() {
         let mut c = redis.aconn().await;
         let _: () = redis::cmd("FLUSHALL").query_async(&mut c).await.unwrap();
         let _: () = redis::cmd("CONFIG").arg("RESETSTAT").query_async(&mut c).await.unwrap();
-        let cases = std::env::var("RILL_BENCH_CASES").unwrap_or_else(|_| "enqueue,drain1,drain16,drain64,drain256,lean64,latency,checkpoint,resume,registry".into());
+        let cases = std::env::var("RILL_BENCH_CASES").unwrap_or_else(|_| "enqueue,drain1,drain16,drain64,drain256,lean64,memory,latency,checkpoint,resume,registry".into());
         let want = |c: &str| cases.split(',').any(|x| x == c);
         for conc in [1, 16, 64, 256] {
             if want(&format!("drain{conc}")) {
@@ -581,6 +654,10 @@ fn main() {
         }
         if want("lean64") {
             drain(&redis, jobs, 64, true, &raw).await;
+        }
+        if want("memory") {
+            let (waiting, kept) = if full { (1_000_000, 100_000) } else { (20_000, 2_000) };
+            memory(&redis, waiting, kept).await;
         }
         if want("latency") {
             latency(&redis, 2000, if full { 5 } else { 1 }).await;
