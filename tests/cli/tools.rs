@@ -38,8 +38,14 @@ fn top_bench_and_demo() {
     assert_eq!(cases.len(), 4);
     for c in cases {
         assert!(c["jobs_per_s"].as_f64().unwrap() > 0.0, "{c}");
+        assert!(c["redis_cpu_us_per_job"].as_f64().unwrap() >= 0.0, "{c}");
+        assert!(c["client_cpu_us_per_job"].as_f64().unwrap() >= 0.0, "{c}");
     }
     assert!(cases[1]["vs_raw"].as_f64().unwrap() > 0.0);
+    assert_eq!(cases[3]["concurrency"], 8);
+    // At concurrency 1 the raw loop it is compared with reads one entry at a time.
+    let one = cli.json(&["bench", "--jobs", "200", "--concurrency", "1"]);
+    assert_eq!(one["cases"][2]["case"], "raw XREADGROUP COUNT 1+XACK");
     // The benchmark cleans up after itself: only the test's own keys are left.
     let mut conn = cli.redis.conn();
     let keys: Vec<String> = redis::cmd("KEYS")

@@ -29,11 +29,62 @@ struct Case {
     jobs: u64,
     took: Duration,
     baseline: Option<usize>,
+    /// Worker concurrency (drain cases).
+    concurrency: Option<u64>,
+    /// CPU seconds the case cost Redis and this process (`None` where they cannot be read).
+    cpu: Cpu,
 }
 
 impl Case {
     fn rate(&self) -> f64 {
         self.jobs as f64 / self.took.as_secs_f64().max(1e-9)
+    }
+
+    fn per_job_us(&self, secs: Option<f64>) -> Option<f64> {
+        secs.map(|s| (s * 1e6 / self.jobs as f64 * 100.0).round() / 100.0)
+    }
+}
+
+/// CPU seconds used so far by Redis (`INFO cpu`: none if the user may not run INFO) and by this process (Linux
+/// `/proc/self/stat`), or, after [`Cpu::since`], used in between.
+#[derive(Debug, Clone, Copy, Default)]
+struct Cpu {
+    redis: Option<f64>,
+    own: Option<f64>,
+}
+
+impl Cpu {
+    async fn now(conn: &mut redis::aio::MultiplexedConnection) -> Cpu {
+        let info: Option<String> = redis::cmd("INFO").arg("cpu").query_async(conn).await.ok();
+        let redis = info.map(|i| {
+            i.lines()
+                .filter_map(|l| l.split_once(':'))
+                .filter(|(k, _)| *k == "used_cpu_sys" || *k == "used_cpu_user")
+                .filter_map(|(_, v)| v.trim().parse::<f64>().ok())
+                .sum()
+        });
+        let own = std::fs::read_to_string("/proc/self/stat")
+            .ok()
+            .and_then(|stat| {
+                // utime and stime, the 12th and 13th fields after the command name, in clock ticks of 1/100 s.
+                let f: Vec<f64> = stat
+                    .rsplit_once(')')?
+                    .1
+                    .split_whitespace()
+                    .skip(11)
+                    .take(2)
+                    .filter_map(|v| v.parse().ok())
+                    .collect();
+                (f.len() == 2).then(|| (f[0] + f[1]) / 100.0)
+            });
+        Cpu { redis, own }
+    }
+
+    fn since(self, before: Cpu) -> Cpu {
+        Cpu {
+            redis: self.redis.zip(before.redis).map(|(a, b)| a - b),
+            own: self.own.zip(before.own).map(|(a, b)| a - b),
+        }
     }
 }
 
@@ -90,6 +141,9 @@ pub async fn run(ctx: &Context, a: BenchArgs) -> anyhow::Result<ExitCode> {
                 json!({
                     "case": c.name, "jobs": c.jobs, "seconds": c.took.as_secs_f64(), "jobs_per_s": c.rate(),
                     "vs_raw": c.baseline.map(|b| c.rate() / cases[b].rate()),
+                    "concurrency": c.concurrency,
+                    "redis_cpu_us_per_job": c.per_job_us(c.cpu.redis),
+                    "client_cpu_us_per_job": c.per_job_us(c.cpu.own),
                 })
             })
             .collect();
@@ -109,6 +163,10 @@ pub async fn run(ctx: &Context, a: BenchArgs) -> anyhow::Result<ExitCode> {
                         || "-".into(),
                         |b| format!("{:.2}", c.rate() / cases[b].rate()),
                     ),
+                    c.per_job_us(c.cpu.redis)
+                        .map_or_else(|| "-".into(), |us| format!("{us:.1}")),
+                    c.per_job_us(c.cpu.own)
+                        .map_or_else(|| "-".into(), |us| format!("{us:.1}")),
                 ]
             })
             .collect();
@@ -118,7 +176,18 @@ pub async fn run(ctx: &Context, a: BenchArgs) -> anyhow::Result<ExitCode> {
         );
         print!(
             "{}",
-            output::table(&["CASE", "JOBS", "SECONDS", "JOBS/s", "VS RAW"], &rows)
+            output::table(
+                &[
+                    "CASE",
+                    "JOBS",
+                    "SECONDS",
+                    "JOBS/s",
+                    "VS RAW",
+                    "REDIS µs/JOB",
+                    "CLIENT µs/JOB"
+                ],
+                &rows
+            )
         );
     }
     Ok(ExitCode::SUCCESS)
@@ -138,13 +207,21 @@ async fn bench(ctx: &Context, ns: &str, a: &BenchArgs) -> anyhow::Result<Vec<Cas
     )?;
     let queue = client.queue::<serde_json::Value>("drain")?;
     let jobs: Vec<serde_json::Value> = (0..a.jobs).map(|n| json!({ "n": n })).collect();
+    // A concurrency-1 worker is compared with a one-at-a-time raw loop, a wider one with batched reads.
+    let raw_read = if a.concurrency == 1 { 1 } else { RAW_READ };
     eprintln!("measuring: raw XADD, rill enqueue, raw XREADGROUP+XACK, rill drain ...");
-    let mut cases = vec![Case {
+    let mut cases = Vec::new();
+    let cpu = Cpu::now(&mut conn).await;
+    let took = raw::enqueue(&mut conn, &raw_key, a.jobs, |_| PAYLOAD.to_vec()).await?;
+    cases.push(Case {
         name: "raw XADD (pipelined)",
         jobs: a.jobs,
-        took: raw::enqueue(&mut conn, &raw_key, a.jobs, |_| PAYLOAD.to_vec()).await?,
+        took,
         baseline: None,
-    }];
+        concurrency: None,
+        cpu: Cpu::now(&mut conn).await.since(cpu),
+    });
+    let cpu = Cpu::now(&mut conn).await;
     let t = Instant::now();
     for chunk in jobs.chunks(raw::PIPELINE as usize) {
         queue.enqueue_many(chunk).await?;
@@ -154,18 +231,32 @@ async fn bench(ctx: &Context, ns: &str, a: &BenchArgs) -> anyhow::Result<Vec<Cas
         jobs: a.jobs,
         took: t.elapsed(),
         baseline: Some(0),
+        concurrency: None,
+        cpu: Cpu::now(&mut conn).await.since(cpu),
     });
+    let cpu = Cpu::now(&mut conn).await;
+    let took = raw::drain(&mut conn, &raw_key, a.jobs, raw_read).await?;
     cases.push(Case {
-        name: "raw XREADGROUP+XACK",
+        name: if raw_read == 1 {
+            "raw XREADGROUP COUNT 1+XACK"
+        } else {
+            "raw XREADGROUP+XACK"
+        },
         jobs: a.jobs,
-        took: raw::drain(&mut conn, &raw_key, a.jobs, RAW_READ).await?,
+        took,
         baseline: None,
+        concurrency: Some(a.concurrency),
+        cpu: Cpu::now(&mut conn).await.since(cpu),
     });
+    let cpu = Cpu::now(&mut conn).await;
+    let took = rill_drain(&client, a.jobs, a.concurrency).await?;
     cases.push(Case {
         name: "rill worker drain",
         jobs: a.jobs,
-        took: rill_drain(&client, a.jobs, a.concurrency).await?,
+        took,
         baseline: Some(2),
+        concurrency: Some(a.concurrency),
+        cpu: Cpu::now(&mut conn).await.since(cpu),
     });
     Ok(cases)
 }
