@@ -1,8 +1,8 @@
 //! `cargo bench --bench throughput`: rill against the raw Redis ceiling, on a private redis-server started here.
 //! Prints one JSON line per case. `RILL_BENCH_JOBS` sets the job count (default 100,000); `RILL_BENCH_CASES`
 //! picks cases (comma-separated from
-//! `enqueue,drain1,drain16,drain64,drain256,lean64,memory,latency,checkpoint,resume,registry`; default all;
-//! `memory` enqueues 1,000,000 jobs). Each drain
+//! `enqueue,drain1,drain1p,drain16,drain64,drain64p,drain256,lean64,memory,latency,checkpoint,resume,registry`;
+//! default all; `drainNp` is `drainN` with a prefetch of 64; `memory` enqueues 1,000,000 jobs). Each drain
 //! line reports jobs/s, Redis and client (this process) CPU per job, and the same for the raw loop it is compared
 //! with, measured in the same run: `XREADGROUP COUNT 1` + `XACK` per job for concurrency 1, `XREADGROUP COUNT 256`
 //! + `XACK` per batch above.
@@ -128,7 +128,14 @@ async fn raw_ceiling(redis: &TestRedis, jobs: u64, single_jobs: u64) -> Raw {
     }
 }
 
-async fn drain(redis: &TestRedis, jobs: u64, concurrency: usize, lean: bool, raw: &Raw) {
+async fn drain(
+    redis: &TestRedis,
+    jobs: u64,
+    concurrency: usize,
+    prefetch: usize,
+    lean: bool,
+    raw: &Raw,
+) {
     let client = support::client(redis);
     let q = client.queue::<serde_bytes_like::Bytes>("bench").unwrap();
     let batch: Vec<_> = (0..jobs)
@@ -138,7 +145,8 @@ async fn drain(redis: &TestRedis, jobs: u64, concurrency: usize, lean: bool, raw
     let mut c = redis.aconn().await;
     let mut w = Worker::new(client.clone(), "bench")
         .unwrap()
-        .concurrency(concurrency);
+        .concurrency(concurrency)
+        .prefetch(prefetch);
     if lean {
         w = w.completed_events(false).retention(Duration::ZERO);
     }
@@ -176,7 +184,7 @@ async fn drain(redis: &TestRedis, jobs: u64, concurrency: usize, lean: bool, raw
     println!(
         "{}",
         json!({
-            "bench": "drain", "concurrency": concurrency, "jobs": jobs,
+            "bench": "drain", "concurrency": concurrency, "prefetch": prefetch, "jobs": jobs,
             "config": if lean { "no completed events, no retention" } else { "default (completed events, results kept 24 h)" },
             "jobs_per_s": jobs_per_s.round(), "redis_cpu_us_per_job": r2(redis_cpu_us),
             "client_cpu_us_per_job": r2(own * 1e6 / jobs as f64),
@@ -645,15 +653,19 @@ fn main() {
         let mut c = redis.aconn().await;
         let _: () = redis::cmd("FLUSHALL").query_async(&mut c).await.unwrap();
         let _: () = redis::cmd("CONFIG").arg("RESETSTAT").query_async(&mut c).await.unwrap();
-        let cases = std::env::var("RILL_BENCH_CASES").unwrap_or_else(|_| "enqueue,drain1,drain16,drain64,drain256,lean64,memory,latency,checkpoint,resume,registry".into());
+        let cases = std::env::var("RILL_BENCH_CASES").unwrap_or_else(|_| "enqueue,drain1,drain1p,drain16,drain64,drain64p,drain256,lean64,memory,latency,checkpoint,resume,registry".into());
         let want = |c: &str| cases.split(',').any(|x| x == c);
         for conc in [1, 16, 64, 256] {
             if want(&format!("drain{conc}")) {
-                drain(&redis, jobs, conc, false, &raw).await;
+                drain(&redis, jobs, conc, 0, false, &raw).await;
+            }
+            // The same with a prefetch of 64 (off by default).
+            if want(&format!("drain{conc}p")) {
+                drain(&redis, jobs, conc, 64, false, &raw).await;
             }
         }
         if want("lean64") {
-            drain(&redis, jobs, 64, true, &raw).await;
+            drain(&redis, jobs, 64, 0, true, &raw).await;
         }
         if want("memory") {
             let (waiting, kept) = if full { (1_000_000, 100_000) } else { (20_000, 2_000) };

@@ -8,10 +8,11 @@ use std::time::Duration;
 pub struct WorkerConfig {
     /// Jobs run at once (default 16).
     pub concurrency: usize,
-    /// Most deliveries taken beyond `concurrency`, to wait here for a free slot (default 64; 0 disables). They
-    /// are held like running ones (leases renewed, reached by signals, handed back at shutdown without costing
-    /// an attempt). The bound in effect is what `concurrency` handlers are expected to start within 100 ms,
-    /// from how long recent handlers ran: none until one has finished, and none for long jobs.
+    /// Most deliveries taken beyond `concurrency`, to wait here for a free slot (default 0: off; 64 is a good
+    /// value for short jobs). They are held like running ones (leases renewed, reached by signals, handed back
+    /// at shutdown without costing an attempt). The bound in effect is what `concurrency` handlers are expected
+    /// to start within 100 ms, from how long recent handlers ran: none until one has finished, and none for long
+    /// jobs. The cost: a crash delays the prefetched jobs by a lease too, not only the running ones.
     pub prefetch: usize,
     /// Lease of a delivery (default 5 s): renewed every third of it; a delivery not renewed for this long is
     /// reclaimed by another worker. Crash recovery takes at most `lease + reclaim_interval`.
@@ -57,7 +58,7 @@ impl Default for WorkerConfig {
     fn default() -> Self {
         WorkerConfig {
             concurrency: 16,
-            prefetch: 64,
+            prefetch: 0,
             lease: Duration::from_secs(5),
             reclaim_interval: Duration::from_secs(1),
             block: Duration::from_secs(2),

@@ -74,7 +74,10 @@ where
             return;
         }
         if Instant::now() >= f.next_reclaim {
-            f.recover(runner, &mut room).await;
+            // Stalled jobs have waited a lease already: take as many as can start at once (at least one, which
+            // starts at the next free slot, ahead of prefetched jobs), before anything new is read.
+            let free = room.len().min(f.shared.slots.available().max(1));
+            f.recover(runner, &mut room, free).await;
             if room.is_empty() {
                 continue;
             }
@@ -92,7 +95,7 @@ where
                 break;
             };
             // A new entry's delivery count is 1.
-            runner.dispatch(raw, 1, place);
+            runner.dispatch(raw, 1, place, false);
         }
     }
 }
@@ -167,11 +170,13 @@ impl Fetcher {
         Some(room)
     }
 
-    /// Recovers stalled deliveries into the free `room` and starts them.
+    /// Recovers up to `free` stalled deliveries (as many as there are free handler slots) into `room` and starts
+    /// them.
     async fn recover<T, H>(
         &mut self,
         runner: &Arc<Runner<T, H>>,
         room: &mut Vec<OwnedSemaphorePermit>,
+        free: usize,
     ) where
         T: DeserializeOwned + Send + 'static,
         H: Handler<T>,
@@ -181,10 +186,11 @@ impl Fetcher {
         // on, executed late by Redis) go back at once, before their lease expires and counts them as an attempt.
         hand_back_pending(shared, true).await;
         let _claiming = shared.deliveries.claiming().await;
-        let found = reclaim::reclaim(shared, room.len(), &mut self.cursor).await;
+        let found = reclaim::reclaim(shared, free, &mut self.cursor).await;
         for (raw, token) in found.taken {
             let Some(place) = room.pop() else { break };
-            runner.dispatch(raw, token, place);
+            // First in line: a slot it was counted on may have gone to a prefetched job meanwhile.
+            runner.dispatch(raw, token, place, true);
         }
         // Stalled jobs come before new ones: while a pass keeps filling all the room, look again as soon as room
         // frees.

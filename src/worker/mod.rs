@@ -24,6 +24,7 @@ mod retries;
 mod runner;
 mod settle;
 mod shared;
+mod slots;
 mod stats;
 
 use std::future::Future;
@@ -218,7 +219,7 @@ impl Worker {
             client: self.client,
             keys: self.keys,
             consumer: self.consumer,
-            slots: Arc::new(Semaphore::new(self.config.concurrency)),
+            slots: slots::Slots::new(self.config.concurrency),
             // Prefetch starts at none; the fetch loop widens it once handlers have run.
             room: Arc::new(Semaphore::new(self.config.concurrency)),
             config: self.config,

@@ -70,7 +70,7 @@ pub(super) async fn reclaim(shared: &Shared, free: usize, cursor: &mut String) -
         out.taken.append(&mut page.taken);
         *cursor = page.cursor;
         if cursor == "0-0" {
-            out.more = out.taken.len() == free;
+            // The pass has looked at every pending entry: what is still stalled is for the next pass.
             return out;
         }
     }

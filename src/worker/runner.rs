@@ -10,13 +10,14 @@ use std::time::Duration;
 
 use futures::FutureExt;
 use serde::{Serialize, de::DeserializeOwned};
-use tokio::sync::{OwnedSemaphorePermit, oneshot};
+use tokio::sync::OwnedSemaphorePermit;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use super::deliveries::Tracked;
 use super::settle::{Ending, Finished, Outcome, Settler};
 use super::shared::Shared;
+use super::slots::Ticket;
 use crate::job::{Job, JobContext, JobError, JobStart};
 use crate::wire::{self, DeadReason, RawEntry};
 
@@ -58,9 +59,6 @@ pub(super) struct Runner<T, H> {
     tasks: TaskTracker,
     /// Fires when jobs still running after the shutdown deadline and its grace second are dropped.
     abort: CancellationToken,
-    /// The last dispatched delivery's "has its slot" signal: each delivery takes its handler slot after the one
-    /// dispatched before it, so prefetched jobs start in the order they were read.
-    line: std::sync::Mutex<Option<oneshot::Receiver<()>>>,
 }
 
 impl<T, H> Runner<T, H>
@@ -82,7 +80,6 @@ where
             settler,
             tasks: TaskTracker::new(),
             abort: CancellationToken::new(),
-            line: std::sync::Mutex::new(None),
         }
     }
 
@@ -91,12 +88,14 @@ where
     }
 
     /// Starts one delivery (or quarantines it) in its own task, which frees `place` (its room, see
-    /// [`Shared::room`]) when the delivery ends.
+    /// [`Shared::room`]) when the delivery ends. It waits for a handler slot in line, at the `front` for a stalled
+    /// delivery taken back.
     pub(super) fn dispatch(
         self: &Arc<Self>,
         raw: RawEntry,
         token: u64,
         place: OwnedSemaphorePermit,
+        front: bool,
     ) {
         let shared = &self.shared;
         let limit = shared.client.config().max_payload_bytes;
@@ -181,12 +180,10 @@ where
             });
             return;
         }
-        let (turn, after) = {
-            let (tx, rx) = oneshot::channel();
-            (tx, self.line.lock().expect("line lock").replace(rx))
-        };
+        // In line now, in dispatch order: prefetched jobs start in the order they were read.
+        let ticket = shared.slots.queue(front);
         let me = self.clone();
-        let queued = Queued { place, after, turn };
+        let queued = Queued { place, ticket };
         self.tasks
             .spawn(async move { me.run_one(job, touched, fence, queued).await });
     }
@@ -203,7 +200,7 @@ where
         queued: Queued,
     ) {
         let shared = &self.shared;
-        let Queued { place, after, turn } = queued;
+        let Queued { place, ticket } = queued;
         let d = Finished {
             entry_id: job.delivery().entry_id.clone(),
             token: job.delivery().token,
@@ -215,15 +212,8 @@ where
             _ = fence.cancelled() => None,
             _ = job.cancelled().cancelled() => None,
             _ = job.stopping().cancelled() => None,
-            s = async {
-                // The delivery dispatched before this one has its slot (or has ended): now this one's turn.
-                if let Some(after) = after {
-                    let _ = after.await;
-                }
-                shared.slots.clone().acquire_owned().await
-            } => s.ok(),
+            s = ticket.slot() => Some(s),
         };
-        let _ = turn.send(());
         let Some(slot) = slot else {
             drop(job);
             self.end_unstarted(d, &fence).await;
@@ -299,13 +289,10 @@ where
     }
 }
 
-/// A dispatched delivery's place in line: its room, and its turn for a handler slot.
+/// A dispatched delivery's room and its place in line for a handler slot.
 struct Queued {
     place: OwnedSemaphorePermit,
-    /// Fires (or closes) when the delivery dispatched before this one has its slot.
-    after: Option<oneshot::Receiver<()>>,
-    /// Fired when this one has its slot (dropped if it ends without one: the next goes on either way).
-    turn: oneshot::Sender<()>,
+    ticket: Ticket,
 }
 
 impl<T, H> Runner<T, H> {

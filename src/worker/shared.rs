@@ -8,6 +8,7 @@ use tokio::sync::Semaphore;
 use super::config::WorkerConfig;
 use super::control::Control;
 use super::deliveries::Deliveries;
+use super::slots::Slots;
 use super::stats::WorkerStats;
 use crate::client::Client;
 use crate::keys::QueueKeys;
@@ -23,9 +24,9 @@ pub(super) struct Shared {
     pub(super) config: WorkerConfig,
     /// Counters: each role adds its own; the heartbeat and the caller of `run` read them.
     pub(super) stats: Arc<WorkerStats>,
-    /// Free handler slots (`concurrency`): a job task takes one before its handler runs, and frees it when the
-    /// handler returns.
-    pub(super) slots: Arc<Semaphore>,
+    /// Handler slots (`concurrency`): a delivery takes its place in line when dispatched, its handler runs once
+    /// it has a slot, and frees it when it returns.
+    pub(super) slots: Arc<Slots>,
     /// Room for deliveries (`concurrency` plus the prefetch in effect, which the fetch loop adjusts): the fetch
     /// loop takes one per delivery it reads, the job task frees it when the delivery ends.
     pub(super) room: Arc<Semaphore>,

@@ -22,6 +22,10 @@ pub struct BenchArgs {
     /// Worker concurrency for the drain case.
     #[arg(long, default_value_t = 64, value_parser = clap::value_parser!(u64).range(1..=10_000))]
     concurrency: u64,
+    /// Worker prefetch for the drain case (deliveries beyond concurrency waiting for a slot; 0 = off, as by
+    /// default).
+    #[arg(long, default_value_t = 0, value_parser = clap::value_parser!(u64).range(0..=10_000))]
+    prefetch: u64,
 }
 
 struct Case {
@@ -93,8 +97,15 @@ const PAYLOAD: &[u8] = b"\xa1\x61n\x18\x2a"; // CBOR {"n": 42}
 /// Entries per raw read, as a worker at concurrency 256 would ask for.
 const RAW_READ: usize = 256;
 
-async fn rill_drain(client: &rill::Client, n: u64, concurrency: u64) -> anyhow::Result<Duration> {
-    let worker = rill::Worker::new(client.clone(), "drain")?.concurrency(concurrency as usize);
+async fn rill_drain(
+    client: &rill::Client,
+    n: u64,
+    concurrency: u64,
+    prefetch: u64,
+) -> anyhow::Result<Duration> {
+    let worker = rill::Worker::new(client.clone(), "drain")?
+        .concurrency(concurrency as usize)
+        .prefetch(prefetch as usize);
     let stats = worker.stats();
     let done = Arc::new(tokio::sync::Notify::new());
     let t = Instant::now();
@@ -148,7 +159,7 @@ pub async fn run(ctx: &Context, a: BenchArgs) -> anyhow::Result<ExitCode> {
             })
             .collect();
         output::print_json(
-            &json!({ "redis": ctx.url, "concurrency": a.concurrency, "cases": items }),
+            &json!({ "redis": ctx.url, "concurrency": a.concurrency, "prefetch": a.prefetch, "cases": items }),
         );
     } else {
         let rows: Vec<Vec<String>> = cases
@@ -249,7 +260,7 @@ async fn bench(ctx: &Context, ns: &str, a: &BenchArgs) -> anyhow::Result<Vec<Cas
         cpu: Cpu::now(&mut conn).await.since(cpu),
     });
     let cpu = Cpu::now(&mut conn).await;
-    let took = rill_drain(&client, a.jobs, a.concurrency).await?;
+    let took = rill_drain(&client, a.jobs, a.concurrency, a.prefetch).await?;
     cases.push(Case {
         name: "rill worker drain",
         jobs: a.jobs,
