@@ -14,7 +14,7 @@
 //! - [`queue`]: [`Queue`], by subject: `enqueue`, `jobs` (state, record, result), `stats` (counts, recent),
 //!   `dead` (dead letters), `events`.
 //! - [`worker`]: [`Worker`], one file per role: `fetch`, `runner`, `settle`, `acker`, `lease`, `heartbeat`,
-//!   `listener`, `reclaim`, `promote`, over shared state owned by `deliveries` and `control`.
+//!   `listener`, `reclaim`, `promote`, over shared state owned by `deliveries`, `control` and `slots`.
 //! - [`job`]: what a handler gets ([`Job`]) and returns ([`JobResult`], [`JobError`]).
 //! - [`checkpoint`]: when to save a long job's state ([`CheckpointPolicy`]), limits, resuming, the operator's
 //!   view of checkpoints.
@@ -26,8 +26,9 @@
 //! The life of a job, file by file:
 //! 1. `queue/enqueue.rs` adds it: a plain `XADD`, or `lua/enqueue.lua` for ids, dedup and delays
 //!    (`worker/promote.rs` moves due ones to the ready stream).
-//! 2. `worker/fetch.rs` reads it (`XREADGROUP`) into a free slot; `worker/reclaim.rs` takes stalled ones back.
-//! 3. `worker/runner.rs` tracks the delivery in `worker/deliveries.rs` and runs the handler.
+//! 2. `worker/fetch.rs` reads it (`XREADGROUP`) into free room; `worker/reclaim.rs` takes stalled ones back.
+//! 3. `worker/runner.rs` tracks the delivery in `worker/deliveries.rs` and runs the handler once
+//!    `worker/slots.rs` gives it a handler slot.
 //! 4. `worker/lease.rs` renews its lease meanwhile; `worker/listener.rs` delivers cancel and pause signals.
 //! 5. `worker/settle.rs` decides how it ends: retry, dead letter, cancel, hand back (`lua/fail.lua`, ...).
 //! 6. `worker/acker.rs` completes it in a batch through `lua/ack.lua`, fenced by the delivery's token.

@@ -1,9 +1,10 @@
 //! Running jobs: [`Worker`] joins a queue's consumer group and runs a handler on each delivery.
 //!
 //! One file per role, started by [`Worker::run`] and stopped in order at shutdown:
-//! - `fetch`: takes free slots, reads new entries (`XREADGROUP ... BLOCK`, own connection), and every
-//!   `reclaim_interval` recovers stalled ones first (`reclaim`).
-//! - `runner`: one task per delivery; the handler's outcome becomes an ending (`settle`), and completions go to
+//! - `fetch`: takes free room (slots, plus an optional prefetch), reads new entries (`XREADGROUP ... BLOCK`, own
+//!   connection), and every `reclaim_interval` recovers stalled ones first (`reclaim`).
+//! - `runner`: one task per delivery, which waits in line for a handler slot (`slots`: read order, stalled jobs
+//!   first); the handler's outcome becomes an ending (`settle`), and completions go to
 //!   the `acker`, which acks them in batches.
 //! - `lease` (its own thread): renews held deliveries' leases; `heartbeat` beats on the same thread.
 //! - `listener`: applies signals (cancel, pause, quiet, stop); `promote`: moves due delayed jobs.
