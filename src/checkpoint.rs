@@ -145,7 +145,7 @@ pub enum PreviousEnd {
     Stalled,
     /// It failed with this error and was retried.
     Failed(String),
-    /// It was handed back (worker shutdown, queue paused, job paused and resumed, [`JobError::interrupted`]) or
+    /// It was handed back (worker shutdown, queue paused, job paused and resumed, [`JobError::interrupted`](crate::JobError::interrupted)) or
     /// the job was enqueued again.
     HandedBack,
 }
@@ -190,7 +190,7 @@ impl CheckpointInfo {
     /// The state decoded as `S`.
     ///
     /// # Errors
-    /// [`Error::Decode`].
+    /// [`Error::Decode`](crate::Error::Decode).
     pub fn state<S: DeserializeOwned>(&self) -> Result<S> {
         wire::decode(&self.state)
     }

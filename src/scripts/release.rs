@@ -9,7 +9,7 @@ use crate::keys::GROUP;
 
 script!("release.lua");
 
-/// What handing one delivery back did ([`release`], and [`super::park`]).
+/// What handing one delivery back did ([`release`], and [`park`](super::park::park)).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum HandBack {
     /// Handed back: on the ready stream again (release) or parked (park).
