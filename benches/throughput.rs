@@ -39,6 +39,18 @@ async fn redis_cpu(c: &mut redis::aio::MultiplexedConnection) -> f64 {
         .sum()
 }
 
+/// With `RILL_BENCH_COMMANDSTATS` set, prints Redis's per-command times so far under `title`.
+async fn commandstats(c: &mut redis::aio::MultiplexedConnection, title: &str) {
+    if std::env::var_os("RILL_BENCH_COMMANDSTATS").is_some() {
+        let stats: String = redis::cmd("INFO")
+            .arg("commandstats")
+            .query_async(c)
+            .await
+            .unwrap();
+        eprintln!("{title}:\n{stats}");
+    }
+}
+
 /// CPU seconds this process has used (user + sys), from /proc/self/stat.
 fn own_cpu() -> f64 {
     let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
@@ -169,14 +181,11 @@ async fn drain(
     let cpu = redis_cpu(&mut c).await - cpu0;
     let _ = tx.send(());
     h.await.unwrap().unwrap();
-    if std::env::var_os("RILL_BENCH_COMMANDSTATS").is_some() {
-        let stats: String = redis::cmd("INFO")
-            .arg("commandstats")
-            .query_async(&mut c)
-            .await
-            .unwrap();
-        eprintln!("concurrency {concurrency} lean {lean}:\n{stats}");
-    }
+    commandstats(
+        &mut c,
+        &format!("concurrency {concurrency} prefetch {prefetch} lean {lean}"),
+    )
+    .await;
     let jobs_per_s = jobs as f64 / secs;
     let (raw_loop, raw_per_s, raw_cpu_us) = raw.loop_for(concurrency);
     let redis_cpu_us = cpu * 1e6 / jobs as f64;
@@ -562,14 +571,7 @@ async fn heartbeats(redis: &TestRedis) {
         beat.push(t.elapsed().as_secs_f64() * 1e3);
     }
     let cpu_us = (redis_cpu(&mut c).await - cpu0) * 1e6 / n as f64;
-    if std::env::var_os("RILL_BENCH_COMMANDSTATS").is_some() {
-        let stats: String = redis::cmd("INFO")
-            .arg("commandstats")
-            .query_async(&mut c)
-            .await
-            .unwrap();
-        eprintln!("heartbeats:\n{stats}");
-    }
+    commandstats(&mut c, "heartbeats").await;
     // The same number of round trips doing nothing: what any one-call beat costs Redis in network handling.
     let cpu0 = redis_cpu(&mut c).await;
     for _ in 0..n {
