@@ -170,8 +170,7 @@ impl Fetcher {
         Some(room)
     }
 
-    /// Recovers up to `free` stalled deliveries (as many as there are free handler slots) into `room` and starts
-    /// them.
+    /// Recovers up to `free` stalled deliveries into `room` and starts them, first in line for handler slots.
     async fn recover<T, H>(
         &mut self,
         runner: &Arc<Runner<T, H>>,
@@ -192,8 +191,7 @@ impl Fetcher {
             // First in line: a slot it was counted on may have gone to a prefetched job meanwhile.
             runner.dispatch(raw, token, place, true);
         }
-        // Stalled jobs come before new ones: while a pass keeps filling all the room, look again as soon as room
-        // frees.
+        // Stalled jobs come before new ones: while a pass stops short for want of slots, look again at once.
         self.next_reclaim = if found.more {
             Instant::now()
         } else {

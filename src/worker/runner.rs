@@ -183,9 +183,8 @@ where
         // In line now, in dispatch order: prefetched jobs start in the order they were read.
         let ticket = shared.slots.queue(front);
         let me = self.clone();
-        let queued = Queued { place, ticket };
         self.tasks
-            .spawn(async move { me.run_one(job, touched, fence, queued).await });
+            .spawn(async move { me.run_one(job, touched, fence, place, ticket).await });
     }
 
     /// Waits for a handler slot, runs the handler on `job`, decides how the delivery ends and settles it. A
@@ -197,10 +196,10 @@ where
         job: Job<T>,
         touched: Arc<AtomicBool>,
         fence: CancellationToken,
-        queued: Queued,
+        place: OwnedSemaphorePermit,
+        ticket: Ticket,
     ) {
         let shared = &self.shared;
-        let Queued { place, ticket } = queued;
         let d = Finished {
             entry_id: job.delivery().entry_id.clone(),
             token: job.delivery().token,
@@ -236,13 +235,8 @@ where
         shared.control.record_run(started.elapsed());
         drop(slot);
         if fence.is_cancelled() {
-            // Given up: another worker may own it now. Write nothing; the entry is handed back or taken over.
             shared.stats.add_fenced();
-            shared.deliveries.take_cancel(&d.entry_id, d.token);
-            shared.deliveries.take_park(&d.entry_id, d.token);
-            // Its handler has stopped: once Redis answers, hand the entry back rather than wait out its lease.
-            shared.deliveries.let_go(&d.entry_id, d.token);
-            shared.control.request_sweep();
+            self.let_go_fenced(&d);
             tracing::warn!(queue = %shared.keys.queue, job = %d.job_id, "delivery given up (fenced): not ended here");
             return;
         }
@@ -269,10 +263,7 @@ where
     async fn end_unstarted(&self, d: Finished, fence: &CancellationToken) {
         let shared = &self.shared;
         if fence.is_cancelled() {
-            shared.deliveries.take_cancel(&d.entry_id, d.token);
-            shared.deliveries.take_park(&d.entry_id, d.token);
-            shared.deliveries.let_go(&d.entry_id, d.token);
-            shared.control.request_sweep();
+            self.let_go_fenced(&d);
             return;
         }
         let (ending, why) = if shared.deliveries.take_cancel(&d.entry_id, d.token) {
@@ -287,12 +278,17 @@ where
         };
         self.settler.settle(d, ending, why).await;
     }
-}
 
-/// A dispatched delivery's room and its place in line for a handler slot.
-struct Queued {
-    place: OwnedSemaphorePermit,
-    ticket: Ticket,
+    /// A fenced delivery whose handler has stopped (or never started): another worker may own it now, so nothing
+    /// is written for it; its requests are dropped and, once Redis answers, its entry is handed back rather than
+    /// left to wait out its lease.
+    fn let_go_fenced(&self, d: &Finished) {
+        let shared = &self.shared;
+        shared.deliveries.take_cancel(&d.entry_id, d.token);
+        shared.deliveries.take_park(&d.entry_id, d.token);
+        shared.deliveries.let_go(&d.entry_id, d.token);
+        shared.control.request_sweep();
+    }
 }
 
 impl<T, H> Runner<T, H> {
