@@ -325,10 +325,14 @@ fn every_subcommand_has_help_with_an_example() {
     }
 }
 
-#[test]
-fn enqueue_streams_its_input_and_says_how_far_it_got() {
-    use std::io::Write;
-    let mut cli = Cli::new();
+/// `rill enqueue lines --stdin` running: the process, its stdin, and the ids it prints.
+fn enqueue_from_stdin(
+    cli: &Cli,
+) -> (
+    std::process::Child,
+    std::process::ChildStdin,
+    std::io::Lines<BufReader<std::process::ChildStdout>>,
+) {
     let mut child = cli
         .cmd(&["enqueue", "lines", "--stdin"])
         .stdin(Stdio::piped())
@@ -336,8 +340,23 @@ fn enqueue_streams_its_input_and_says_how_far_it_got() {
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    let mut stdin = child.stdin.take().unwrap();
-    let mut ids = BufReader::new(child.stdout.take().unwrap()).lines();
+    let stdin = child.stdin.take().unwrap();
+    let ids = BufReader::new(child.stdout.take().unwrap()).lines();
+    (child, stdin, ids)
+}
+
+/// Everything an exited child wrote to its piped stderr.
+fn stderr_of(child: &mut std::process::Child) -> String {
+    let mut err = String::new();
+    std::io::Read::read_to_string(&mut child.stderr.take().unwrap(), &mut err).unwrap();
+    err
+}
+
+#[test]
+fn enqueue_streams_its_input_and_says_how_far_it_got() {
+    use std::io::Write;
+    let mut cli = Cli::new();
+    let (mut child, mut stdin, mut ids) = enqueue_from_stdin(&cli);
     // The first job lands, and its id is printed, while the producer is still writing.
     writeln!(stdin, "{{\"n\": 1}}").unwrap();
     stdin.flush().unwrap();
@@ -348,23 +367,14 @@ fn enqueue_streams_its_input_and_says_how_far_it_got() {
     drop(stdin);
     let status = wait_exit(&mut child, Duration::from_secs(10));
     assert_eq!(status.code(), Some(1));
-    let mut err = String::new();
-    std::io::Read::read_to_string(&mut child.stderr.take().unwrap(), &mut err).unwrap();
+    let err = stderr_of(&mut child);
     assert!(
         err.contains("1 jobs landed") && err.contains("stdin, line 2"),
         "{err}"
     );
 
     // Redis goes away mid-stream: the error says how many landed and from which line to resume.
-    let mut child = cli
-        .cmd(&["enqueue", "lines", "--stdin"])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut stdin = child.stdin.take().unwrap();
-    let mut ids = BufReader::new(child.stdout.take().unwrap()).lines();
+    let (mut child, mut stdin, mut ids) = enqueue_from_stdin(&cli);
     writeln!(stdin, "1\n2").unwrap();
     stdin.flush().unwrap();
     ids.next().unwrap().unwrap();
@@ -374,8 +384,7 @@ fn enqueue_streams_its_input_and_says_how_far_it_got() {
     drop(stdin);
     let status = wait_exit(&mut child, Duration::from_secs(30));
     assert_eq!(status.code(), Some(1));
-    let mut err = String::new();
-    std::io::Read::read_to_string(&mut child.stderr.take().unwrap(), &mut err).unwrap();
+    let err = stderr_of(&mut child);
     assert!(
         err.contains("2 jobs landed before the batch starting at stdin line 3")
             && err.contains("tail -n +3"),
