@@ -31,12 +31,10 @@ fn payload(i: u64) -> Vec<u8> {
 
 /// Redis CPU seconds (user + sys) so far.
 async fn redis_cpu(c: &mut redis::aio::MultiplexedConnection) -> f64 {
-    let info: String = redis::cmd("INFO").arg("cpu").query_async(c).await.unwrap();
-    info.lines()
-        .filter_map(|l| l.split_once(':'))
-        .filter(|(k, _)| *k == "used_cpu_sys" || *k == "used_cpu_user")
-        .map(|(_, v)| v.trim().parse::<f64>().unwrap())
-        .sum()
+    raw::Cpu::now(c)
+        .await
+        .redis
+        .expect("INFO cpu on the private server")
 }
 
 /// With `RILL_BENCH_COMMANDSTATS` set, prints Redis's per-command times so far under `title`.
@@ -49,16 +47,6 @@ async fn commandstats(c: &mut redis::aio::MultiplexedConnection, title: &str) {
             .unwrap();
         eprintln!("{title}:\n{stats}");
     }
-}
-
-/// CPU seconds this process has used (user + sys), from /proc/self/stat.
-fn own_cpu() -> f64 {
-    let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
-    let after = stat.rsplit_once(')').map_or("", |(_, r)| r);
-    let f: Vec<&str> = after.split_whitespace().collect();
-    let ticks = |i: usize| f.get(i).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
-    // Fields 14 and 15 (utime, stime), counted after the command name; clock ticks are 100 per second on Linux.
-    (ticks(11) + ticks(12)) / 100.0
 }
 
 fn now_ns() -> u64 {
@@ -164,8 +152,7 @@ async fn drain(
     }
     let stats = w.stats();
     let (tx, rx) = tokio::sync::oneshot::channel::<()>();
-    let cpu0 = redis_cpu(&mut c).await;
-    let own0 = own_cpu();
+    let before = raw::Cpu::now(&mut c).await;
     let t = Instant::now();
     let h = tokio::spawn(w.run(
         |_job: Job<serde_bytes_like::Bytes>| async { Ok::<_, JobError>(()) },
@@ -177,8 +164,8 @@ async fn drain(
         tokio::time::sleep(Duration::from_millis(1)).await;
     }
     let secs = t.elapsed().as_secs_f64();
-    let own = own_cpu() - own0;
-    let cpu = redis_cpu(&mut c).await - cpu0;
+    let used = raw::Cpu::now(&mut c).await.since(before);
+    let (cpu, own) = (used.redis.expect("INFO cpu"), used.own.unwrap_or(0.0));
     let _ = tx.send(());
     h.await.unwrap().unwrap();
     commandstats(

@@ -12,7 +12,7 @@ use serde_json::json;
 
 use crate::context::{Context, remove_namespace};
 use crate::output;
-use crate::raw;
+use crate::raw::{self, Cpu};
 
 #[derive(Args, Debug)]
 pub struct BenchArgs {
@@ -46,49 +46,6 @@ impl Case {
 
     fn per_job_us(&self, secs: Option<f64>) -> Option<f64> {
         secs.map(|s| (s * 1e6 / self.jobs as f64 * 100.0).round() / 100.0)
-    }
-}
-
-/// CPU seconds used so far by Redis (`INFO cpu`: none if the user may not run INFO) and by this process (Linux
-/// `/proc/self/stat`), or, after [`Cpu::since`], used in between.
-#[derive(Debug, Clone, Copy, Default)]
-struct Cpu {
-    redis: Option<f64>,
-    own: Option<f64>,
-}
-
-impl Cpu {
-    async fn now(conn: &mut redis::aio::MultiplexedConnection) -> Cpu {
-        let info: Option<String> = redis::cmd("INFO").arg("cpu").query_async(conn).await.ok();
-        let redis = info.map(|i| {
-            i.lines()
-                .filter_map(|l| l.split_once(':'))
-                .filter(|(k, _)| *k == "used_cpu_sys" || *k == "used_cpu_user")
-                .filter_map(|(_, v)| v.trim().parse::<f64>().ok())
-                .sum()
-        });
-        let own = std::fs::read_to_string("/proc/self/stat")
-            .ok()
-            .and_then(|stat| {
-                // utime and stime, the 12th and 13th fields after the command name, in clock ticks of 1/100 s.
-                let f: Vec<f64> = stat
-                    .rsplit_once(')')?
-                    .1
-                    .split_whitespace()
-                    .skip(11)
-                    .take(2)
-                    .filter_map(|v| v.parse().ok())
-                    .collect();
-                (f.len() == 2).then(|| (f[0] + f[1]) / 100.0)
-            });
-        Cpu { redis, own }
-    }
-
-    fn since(self, before: Cpu) -> Cpu {
-        Cpu {
-            redis: self.redis.zip(before.redis).map(|(a, b)| a - b),
-            own: self.own.zip(before.own).map(|(a, b)| a - b),
-        }
     }
 }
 
