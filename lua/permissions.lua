@@ -77,6 +77,10 @@ local calls = {
   {'ZSCORE', parked, 'm'},
   {'TIME'},
 }
+-- Workers ack with XACKDEL where the server has it (Redis >= 8.2; see ack.lua).
+if redis.REDIS_VERSION_NUM >= 0x080200 then
+  table.insert(calls, {'XACKDEL', ready, group, 'IDS', '1', '0-1'})
+end
 for _, c in ipairs(calls) do
   if not redis.acl_check_cmd(unpack(c)) then
     local key = ''

@@ -64,21 +64,86 @@ struct Inner {
 
 enum Conn {
     Idle,
-    /// The shared connection and its generation (which open it was).
-    Open(ConnectionManager, u64),
+    Open(Open),
     Closed,
 }
 
-/// Fails with [`Error::EvictingRedis`] if the server may evict keys (`maxmemory-policy` other than
-/// `noeviction`). A user not allowed `INFO` gets a warning instead: the policy cannot be checked.
-async fn refuse_eviction(conn: &mut ConnectionManager) -> Result<()> {
-    let info: String = match redis::cmd("INFO").arg("memory").query_async(conn).await {
+/// The open shared connection.
+#[derive(Clone)]
+struct Open {
+    conn: ConnectionManager,
+    /// Which open this was.
+    generation: u64,
+    /// The server version found when it opened.
+    server: ServerVersion,
+}
+
+/// The Redis version a shared connection found when it opened (`redis_version` of `INFO server`), which picks
+/// optional fast paths: [`ServerVersion::has_xackdel`]. Servers that report an older compatibility version
+/// (Valkey reports 7.2.4) get the paths of that version.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Default)]
+pub struct ServerVersion {
+    /// Major version (`8` of 8.2.3); 0 when unknown.
+    pub major: u16,
+    /// Minor version.
+    pub minor: u16,
+    /// Patch version.
+    pub patch: u16,
+}
+
+impl ServerVersion {
+    /// Reads `redis_version:X.Y.Z` from an `INFO` reply; `None` without one.
+    pub fn from_info(info: &str) -> Option<Self> {
+        let text = info
+            .lines()
+            .find_map(|l| l.strip_prefix("redis_version:"))?
+            .trim();
+        let mut parts = text.split('.').map(|p| p.parse::<u16>().ok());
+        Some(ServerVersion {
+            major: parts.next()??,
+            minor: parts.next().flatten().unwrap_or(0),
+            patch: parts.next().flatten().unwrap_or(0),
+        })
+    }
+
+    /// Whether the server has `XACKDEL` (Redis 8.2): workers then ack and delete an entry in one command
+    /// instead of acking and trimming (SPEC.md, `ack.lua`).
+    pub fn has_xackdel(self) -> bool {
+        (self.major, self.minor) >= (8, 2)
+    }
+}
+
+impl std::fmt::Display for ServerVersion {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        if self.major == 0 {
+            f.write_str("unknown")
+        } else {
+            write!(f, "{}.{}.{}", self.major, self.minor, self.patch)
+        }
+    }
+}
+
+/// What a newly opened shared connection learns of its server: its version, and (unless `allow_eviction`)
+/// whether it may evict keys, which fails with [`Error::EvictingRedis`]. A user not allowed `INFO` gets a
+/// warning instead (the policy cannot be checked) and the version stays unknown.
+async fn inspect_server(
+    conn: &mut ConnectionManager,
+    allow_eviction: bool,
+) -> Result<ServerVersion> {
+    let info: String = match redis::cmd("INFO")
+        .arg("server")
+        .arg("memory")
+        .query_async(conn)
+        .await
+    {
         Ok(info) => info,
         Err(e) if e.code() == Some("NOPERM") => {
-            tracing::warn!(
-                "cannot read INFO memory (ACL): Redis must not evict keys (maxmemory-policy noeviction), or jobs are lost"
-            );
-            return Ok(());
+            if !allow_eviction {
+                tracing::warn!(
+                    "cannot read INFO (ACL): Redis must not evict keys (maxmemory-policy noeviction), or jobs are lost"
+                );
+            }
+            return Ok(ServerVersion::default());
         }
         Err(e) => return Err(e.into()),
     };
@@ -86,13 +151,12 @@ async fn refuse_eviction(conn: &mut ConnectionManager) -> Result<()> {
         .lines()
         .find_map(|l| l.strip_prefix("maxmemory_policy:"))
         .map_or("noeviction", str::trim);
-    if policy == "noeviction" {
-        Ok(())
-    } else {
-        Err(Error::EvictingRedis {
+    if !allow_eviction && policy != "noeviction" {
+        return Err(Error::EvictingRedis {
             policy: policy.to_owned(),
-        })
+        });
     }
+    Ok(ServerVersion::from_info(&info).unwrap_or_default())
 }
 
 /// The shared command connection as handed out by [`Client::conn`]. It reconnects by itself after I/O errors
@@ -103,10 +167,16 @@ async fn refuse_eviction(conn: &mut ConnectionManager) -> Result<()> {
 pub(crate) struct SharedConn {
     conn: ConnectionManager,
     generation: u64,
+    server: ServerVersion,
     client: Client,
 }
 
 impl SharedConn {
+    /// The server version this connection found when it opened.
+    pub(crate) fn server(&self) -> ServerVersion {
+        self.server
+    }
+
     fn check<T>(&self, r: &redis::RedisResult<T>) {
         if let Err(e) = r
             && e.is_timeout()
@@ -266,10 +336,18 @@ impl Client {
         Ok(())
     }
 
+    /// The version of the Redis server behind the shared connection, read when it opened (opens it if needed).
+    ///
+    /// # Errors
+    /// As [`Client::connect`].
+    pub async fn server_version(&self) -> Result<ServerVersion> {
+        Ok(self.conn().await?.server())
+    }
+
     /// Whether Redis answers a PING on the shared connection right now (never opens one).
     pub async fn is_connected(&self) -> bool {
         let conn = match &*self.inner.conn.lock().expect("client lock") {
-            Conn::Open(c, _) => c.clone(),
+            Conn::Open(open) => open.conn.clone(),
             _ => return false,
         };
         let mut conn = conn;
@@ -297,7 +375,7 @@ impl Client {
     /// call opens a new one.
     fn retire(&self, generation: u64, error: &redis::RedisError) {
         let mut slot = self.inner.conn.lock().expect("client lock");
-        if matches!(&*slot, Conn::Open(_, g) if *g == generation) {
+        if matches!(&*slot, Conn::Open(open) if open.generation == generation) {
             tracing::warn!(%error, "shared Redis connection stopped answering: opening a new one");
             *slot = Conn::Idle;
         }
@@ -306,13 +384,14 @@ impl Client {
     /// The shared command connection, opened on first use. It reconnects by itself after errors, and is replaced
     /// when a reply times out.
     pub(crate) async fn conn(&self) -> Result<SharedConn> {
-        let shared = |conn: &ConnectionManager, generation: u64| SharedConn {
-            conn: conn.clone(),
-            generation,
+        let shared = |open: &Open| SharedConn {
+            conn: open.conn.clone(),
+            generation: open.generation,
+            server: open.server,
             client: self.clone(),
         };
         match &*self.inner.conn.lock().expect("client lock") {
-            Conn::Open(c, g) => return Ok(shared(c, *g)),
+            Conn::Open(open) => return Ok(shared(open)),
             Conn::Closed => return Err(Error::Closed),
             Conn::Idle => {}
         }
@@ -325,18 +404,21 @@ impl Client {
             .set_max_delay(Duration::from_secs(1));
         let mut manager =
             ConnectionManager::new_with_config(self.inner.redis.clone(), manager_config).await?;
-        if !cfg.allow_eviction {
-            refuse_eviction(&mut manager).await?;
-        }
+        let server = inspect_server(&mut manager, cfg.allow_eviction).await?;
         let mut slot = self.inner.conn.lock().expect("client lock");
         match &*slot {
             // Another task won the race: share its connection.
-            Conn::Open(c, g) => Ok(shared(c, *g)),
+            Conn::Open(open) => Ok(shared(open)),
             Conn::Closed => Err(Error::Closed),
             Conn::Idle => {
-                let generation = self.inner.generations.fetch_add(1, Ordering::Relaxed);
-                *slot = Conn::Open(manager.clone(), generation);
-                Ok(shared(&manager, generation))
+                let open = Open {
+                    conn: manager,
+                    generation: self.inner.generations.fetch_add(1, Ordering::Relaxed),
+                    server,
+                };
+                let conn = shared(&open);
+                *slot = Conn::Open(open);
+                Ok(conn)
             }
         }
     }
@@ -361,6 +443,27 @@ impl Client {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn server_versions_parse_and_pick_fast_paths() {
+        let v = |info: &str| ServerVersion::from_info(info);
+        let r8 = v("# Server\r\nredis_version:8.2.3\r\nredis_git_sha1:0\r\n").unwrap();
+        assert_eq!((r8.major, r8.minor, r8.patch), (8, 2, 3));
+        assert!(r8.has_xackdel());
+        assert_eq!(r8.to_string(), "8.2.3");
+        let r7 = v("redis_version:7.0.15\n").unwrap();
+        assert!(!r7.has_xackdel());
+        assert!(r7 < r8);
+        assert!(v("redis_version:8.10\n").unwrap().has_xackdel());
+        assert!(!v("redis_version:8.1.9\n").unwrap().has_xackdel());
+        // Valkey reports a 7.2.4 compatibility version (and has no XACKDEL).
+        let valkey = v("redis_version:7.2.4\nvalkey_version:8.0.1\n").unwrap();
+        assert!(!valkey.has_xackdel());
+        assert_eq!(v("no version here"), None);
+        assert_eq!(v("redis_version:x.1"), None);
+        assert_eq!(ServerVersion::default().to_string(), "unknown");
+        assert!(!ServerVersion::default().has_xackdel());
+    }
 
     #[test]
     fn construction_does_no_io_and_validates() {

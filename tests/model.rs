@@ -343,6 +343,7 @@ impl Harness {
                         retention,
                         completed_event: true,
                         items: &[item],
+                        xackdel: true,
                     },
                 )
                 .await

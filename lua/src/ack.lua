@@ -5,7 +5,9 @@
 -- entry (the oldest pending one, or the first not yet delivered), which costs a tenth of deleting entries one by
 -- one. When the oldest pending entry is more than the lazy window older (in entry-id time) than the newest entry
 -- this call acks, the batch's entries are deleted outright (XDEL), so finished entries never pile up behind a
--- long job.
+-- long job. On Redis 8.2 and later (when the caller allows it), a batch of at most 8 is acked and deleted by one
+-- XACKDEL instead: it saves the trim's lookups (XPENDING, XINFO), which outweighs deleting entries one by one only
+-- for small batches (measured: 19 against 26 us of Redis CPU for one entry, 5.4 against 4.0 us per entry for 16).
 -- One XPENDING over the batch's id range checks ownership of the whole batch; one event entry lists every job
 -- completed by the call.
 --
@@ -21,14 +23,16 @@
 -- ARGV[5]      events stream MAXLEN (approximate); 0 = write no `completed` event
 -- ARGV[6]      keep: '1' = write a record for every completed job (with or without result), '0' = only with one
 -- ARGV[7]      n: number of deliveries
--- ARGV[8]      lazy window, ms (0 = always delete entries outright)
--- ARGV[9..]    two per delivery, in ascending entry id order: entry id, token (delivery count)
+-- ARGV[8]      lazy window, ms (0 = always delete entries outright); unused on the XACKDEL path
+-- ARGV[9]      '1' = XACKDEL allowed: used for batches of up to 8 when the server has it (Redis >= 8.2, checked
+--              here, so '1' is safe on any server); '0' = always XACK + XTRIM
+-- ARGV[10..]   two per delivery, in ascending entry id order: entry id, token (delivery count)
 -- then         five per extra, for deliveries whose job id differs from the entry id, or that have a result, or
 --              that wrote the job record, or (keep = '1') all of them: position of the delivery (1-based),
 --              job id, attempt number, result (CBOR; '' = none), touched ('1' if this delivery wrote the record)
 --
 -- Returns an array with one code per delivery, in order:
---   1  completed: entry acked and removed (now or, trimmed lazily, by a later call); record written (or deleted,
+--   1  completed: entry acked and removed (now, or trimmed lazily by a later call); record written (or deleted,
 --      if touched and not kept); if touched, its checkpoints expire after the retention (deleted if 0)
 --   0  stale: this delivery no longer owns the entry; nothing changed
 --- @include "lib/fence_batch"
@@ -42,15 +46,15 @@ local keep = ARGV[6] == '1'
 local n = tonumber(ARGV[7])
 local window = tonumber(ARGV[8])
 if n < 1 then return {} end
-local X = 8 + 2 * n
+local X = 9 + 2 * n
 
 -- This consumer's pending entries in the batch's range, with their delivery counts.
-local owned = owned_between(ready, group, consumer, ARGV[9], ARGV[7 + 2 * n], n)
+local owned = owned_between(ready, group, consumer, ARGV[10], ARGV[8 + 2 * n], n)
 
 local codes, acked, ids = {}, {}, {}
 for i = 1, n do
-  local eid = ARGV[7 + 2 * i]
-  if owned[eid] == tonumber(ARGV[8 + 2 * i]) then
+  local eid = ARGV[8 + 2 * i]
+  if owned[eid] == tonumber(ARGV[9 + 2 * i]) then
     owned[eid] = nil
     codes[i] = 1
     acked[#acked + 1] = eid
@@ -59,9 +63,14 @@ for i = 1, n do
     codes[i] = 0
   end
 end
+local ackdel = ARGV[9] == '1' and #acked <= 8 and redis.REDIS_VERSION_NUM >= 0x080200
 -- Acked before anything else is written: a refused XACK (ACL) then leaves no record claiming completion.
 if #acked > 0 then
-  redis.call('XACK', ready, group, unpack(acked))
+  if ackdel then
+    redis.call('XACKDEL', ready, group, 'IDS', #acked, unpack(acked))
+  else
+    redis.call('XACK', ready, group, unpack(acked))
+  end
 end
 for j = 1, (#ARGV - X) / 5 do
   local b = X + (j - 1) * 5
@@ -92,7 +101,7 @@ local function parse(id)
   local ms, seq = string.match(id, '^(%d+)-(%d+)$')
   return tonumber(ms), tonumber(seq), ms
 end
-if #acked > 0 then
+if #acked > 0 and not ackdel then
   -- Everything below the oldest pending entry is finished (a pending entry was delivered, so it is never after
   -- the first undelivered one). With nothing pending, everything up to the group's last-delivered id is.
   local floor
@@ -109,13 +118,13 @@ if #acked > 0 then
     floor = lms_text .. '-' .. string.format('%.0f', lseq + 1)
   end
   redis.call('XTRIM', ready, 'MINID', floor)
-  if maxlen > 0 then
-    local done = {}
-    for i = 1, n do
-      if codes[i] == 1 then done[#done + 1] = ids[i] end
-    end
-    redis.call('XADD', events, 'MAXLEN', '~', maxlen, '*', 'event', 'completed', 'ids', table.concat(done, ' '),
-      'count', tostring(#done), 'ms', now)
+end
+if #acked > 0 and maxlen > 0 then
+  local done = {}
+  for i = 1, n do
+    if codes[i] == 1 then done[#done + 1] = ids[i] end
   end
+  redis.call('XADD', events, 'MAXLEN', '~', maxlen, '*', 'event', 'completed', 'ids', table.concat(done, ' '),
+    'count', tostring(#done), 'ms', now)
 end
 return codes

@@ -49,6 +49,10 @@ pub struct Ack<'a> {
     pub completed_event: bool,
     /// The completions, in any order.
     pub items: &'a [AckItem<'a>],
+    /// Allow acking and deleting a small batch with one `XACKDEL` instead of `XACK` and a trim (cheaper for
+    /// batches of up to 8), where the server has it ([`crate::ServerVersion::has_xackdel`]; the script checks the
+    /// version again, so `true` is safe on any server).
+    pub xackdel: bool,
 }
 
 /// Orders stream ids numerically (`ms-seq`); unparsable ids sort last, by text.
@@ -95,7 +99,8 @@ pub async fn ack<C: ConnectionLike + Send>(
         })
         .arg(if retention.keep_all { "1" } else { "0" })
         .arg(items.len())
-        .arg(LAZY_WINDOW_MS);
+        .arg(LAZY_WINDOW_MS)
+        .arg(if call.xackdel { "1" } else { "0" });
     for &i in &order {
         inv.arg(items[i].delivery.entry_id)
             .arg(items[i].delivery.token);

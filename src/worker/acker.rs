@@ -116,6 +116,7 @@ async fn complete(shared: &Shared, batch: &[Completion]) -> Option<Vec<bool>> {
                 retention,
                 completed_event: shared.config.completed_events,
                 items: &items,
+                xackdel: conn.server().has_xackdel(),
             };
             scripts::ack(&mut conn, &shared.caller(), call).await
         }

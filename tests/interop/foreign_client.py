@@ -51,8 +51,9 @@ elif cmd == "work":
         got = r.xreadgroup(GROUP, consumer, {ready: ">"}, count=want - done, block=1000)
         for _stream, entries in got or []:
             keys = [ready, f"{prefix}:index", f"{prefix}:events"]
-            # group, consumer, now ms, retention ms, events maxlen, keep-all flag, number of deliveries, lazy window
-            argv = [GROUP, consumer, str(int(time.time() * 1000)), "60000", "100", "0", str(len(entries)), "1000"]
+            # group, consumer, now ms, retention ms, events maxlen, keep-all flag, number of deliveries, lazy window,
+            # XACKDEL wanted (the script uses it only where the server has it)
+            argv = [GROUP, consumer, str(int(time.time() * 1000)), "60000", "100", "0", str(len(entries)), "1000", "1"]
             extras = []
             # XREADGROUP returns entries in ascending id order, as ack.lua wants them.
             for pos, (entry_id, fields) in enumerate(entries, start=1):

@@ -56,6 +56,7 @@ async fn ack_completes_owned_deliveries_and_rejects_stale_ones() {
             },
             completed_event: true,
             items: &items,
+            xackdel: true,
         },
     )
     .await
@@ -131,6 +132,7 @@ async fn ack_without_retention_or_events_keeps_nothing() {
             },
             completed_event: false,
             items: &items,
+            xackdel: true,
         },
     )
     .await
@@ -154,6 +156,7 @@ async fn ack_without_retention_or_events_keeps_nothing() {
             },
             completed_event: false,
             items: &items,
+            xackdel: true,
         },
     )
     .await
@@ -161,7 +164,8 @@ async fn ack_without_retention_or_events_keeps_nothing() {
     assert_eq!(codes, vec![false]);
 }
 
-async fn ack_one(f: &mut Fixture, id: &str) -> bool {
+/// Acks `id` (delivery 1 to `w1`); `xackdel` as [`Ack::xackdel`].
+async fn ack_one(f: &mut Fixture, id: &str, xackdel: bool) -> bool {
     let keys = f.keys.clone();
     let items = [AckItem {
         delivery: d(id, 1),
@@ -182,6 +186,7 @@ async fn ack_one(f: &mut Fixture, id: &str) -> bool {
             retention,
             completed_event: false,
             items: &items,
+            xackdel,
         },
     )
     .await
@@ -211,8 +216,8 @@ async fn ack_trims_finished_entries_below_the_oldest_unfinished_one() {
     let b = add_at(&mut f, "5002-0").await;
     let waiting = add_at(&mut f, "5003-0").await;
     f.read("w1", 3).await;
-    assert!(ack_one(&mut f, &a).await);
-    assert!(ack_one(&mut f, &b).await);
+    assert!(ack_one(&mut f, &a, false).await);
+    assert!(ack_one(&mut f, &b, false).await);
     // `old` is still pending: a and b linger, finished, behind it; the undelivered entry waits.
     assert_eq!(f.xlen(&keys.ready).await, 4);
     let state = scripts_state(&mut f, &a).await.0;
@@ -222,7 +227,7 @@ async fn ack_trims_finished_entries_below_the_oldest_unfinished_one() {
     );
     assert_eq!(scripts_state(&mut f, &waiting).await.0, "waiting");
     // Finishing `old` trims everything finished, up to the first undelivered entry.
-    assert!(ack_one(&mut f, &old).await);
+    assert!(ack_one(&mut f, &old, false).await);
     assert_eq!(f.xlen(&keys.ready).await, 1);
     assert!(f.exists_in(&keys.ready, &waiting).await);
 }
@@ -236,11 +241,80 @@ async fn ack_deletes_at_once_when_an_old_delivery_pins_the_head() {
     let a = add_at(&mut f, "900000-0").await;
     let b = add_at(&mut f, "900001-0").await;
     f.read("w1", 3).await;
-    assert!(ack_one(&mut f, &a).await);
-    assert!(ack_one(&mut f, &b).await);
+    assert!(ack_one(&mut f, &a, false).await);
+    assert!(ack_one(&mut f, &b, false).await);
     assert_eq!(
         f.xlen(&keys.ready).await,
         1,
         "only the pinned entry is left"
     );
+}
+
+#[tokio::test]
+async fn ack_with_xackdel_deletes_entries_at_once_where_the_server_has_it() {
+    let mut f = fixture().await;
+    let keys = f.keys.clone();
+    let server = support::server_version(&mut f.conn).await;
+    let old = add_at(&mut f, "5000-0").await;
+    let a = add_at(&mut f, "5001-0").await;
+    let b = add_at(&mut f, "5002-0").await;
+    let waiting = add_at(&mut f, "5003-0").await;
+    f.read("w1", 3).await;
+    assert!(ack_one(&mut f, &a, true).await);
+    assert!(ack_one(&mut f, &b, true).await);
+    assert!(f.pending(&a).await.is_none() && f.pending(&b).await.is_none());
+    if server.has_xackdel() {
+        // XACKDEL removed a and b at once, though `old` is still pending ahead of them.
+        assert_eq!(f.xlen(&keys.ready).await, 2, "on {server}");
+        assert!(!f.exists_in(&keys.ready, &a).await);
+    } else {
+        // Older servers ignore the request and trim lazily (as above).
+        assert_eq!(f.xlen(&keys.ready).await, 4, "on {server}");
+    }
+    assert_eq!(scripts_state(&mut f, &a).await.0, "unknown");
+    assert!(ack_one(&mut f, &old, true).await);
+    assert_eq!(f.xlen(&keys.ready).await, 1);
+    assert!(f.exists_in(&keys.ready, &waiting).await);
+    // A stale delivery changes nothing on either path.
+    assert!(!ack_one(&mut f, &old, true).await);
+    assert!(!ack_one(&mut f, &waiting, true).await);
+    assert!(f.exists_in(&keys.ready, &waiting).await);
+}
+
+#[tokio::test]
+async fn batches_over_eight_are_trimmed_even_where_xackdel_exists() {
+    let mut f = fixture().await;
+    let keys = f.keys.clone();
+    add_at(&mut f, "7000-0").await;
+    let mut ids = Vec::new();
+    for i in 1..=9 {
+        ids.push(add_at(&mut f, &format!("7000-{i}")).await);
+    }
+    f.read("w1", 10).await;
+    let items: Vec<AckItem<'_>> = ids
+        .iter()
+        .map(|id| AckItem {
+            delivery: d(id, 1),
+            job_id: id,
+            attempt: 1,
+            result: b"",
+            touched: false,
+        })
+        .collect();
+    let call = Ack {
+        now_ms: 1,
+        retention: Retention {
+            ms: 0,
+            keep_all: false,
+        },
+        completed_event: false,
+        items: &items,
+        xackdel: true,
+    };
+    let codes = scripts::ack(&mut f.conn, &caller(&keys, "w1"), call)
+        .await
+        .unwrap();
+    assert_eq!(codes, vec![true; 9]);
+    // Nine finished entries wait behind the pending 7000-0 for the trim, on every server.
+    assert_eq!(f.xlen(&keys.ready).await, 10);
 }

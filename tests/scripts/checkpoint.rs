@@ -111,6 +111,7 @@ async fn checkpoint_is_fenced_versioned_bounded_and_expires_after_completion() {
             },
             completed_event: false,
             items: &items,
+            xackdel: true,
         },
     )
     .await

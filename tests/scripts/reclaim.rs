@@ -62,7 +62,8 @@ async fn reclaim_takes_only_expired_leases_and_dead_letters_exhausted_jobs() {
                     keep_all: false
                 },
                 completed_event: false,
-                items: &items
+                items: &items,
+                xackdel: true,
             }
         )
         .await

@@ -163,6 +163,7 @@ async fn replies_of_the_wrong_shape_are_protocol_errors() {
         },
         completed_event: true,
         items: &[item],
+        xackdel: true,
     };
     refused(scripts::ack(&mut con, &c, ack).await, "ack.lua", array);
     refused(

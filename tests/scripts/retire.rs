@@ -28,6 +28,7 @@ async fn retire_never_drops_a_consumer_with_pending_entries() {
             },
             completed_event: false,
             items: &items,
+            xackdel: true,
         },
     )
     .await

