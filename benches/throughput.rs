@@ -525,7 +525,7 @@ async fn heartbeats(redis: &TestRedis) {
     .iter()
     .map(|(k, v)| (k.to_string(), v.to_string()))
     .collect();
-    let beat_fields: Vec<(String, String)> = static_fields[7..].to_vec();
+    let (registration, per_beat) = static_fields.split_at(7);
     let mut reg = Vec::new();
     for i in 0..500 {
         let t = Instant::now();
@@ -536,7 +536,10 @@ async fn heartbeats(redis: &TestRedis) {
             1,
             10_000,
             60_000,
-            &static_fields,
+            rill::scripts::BeatFields {
+                per_beat,
+                registration,
+            },
         )
         .await
         .unwrap();
@@ -554,7 +557,10 @@ async fn heartbeats(redis: &TestRedis) {
             2,
             10_000,
             60_000,
-            &beat_fields,
+            rill::scripts::BeatFields {
+                per_beat,
+                registration: &[],
+            },
         )
         .await
         .unwrap();

@@ -17,6 +17,15 @@ pub struct Beat {
     pub registered: bool,
 }
 
+/// The record fields a beat writes.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct BeatFields<'a> {
+    /// Written to the record and to the heartbeats stream every beat: status and counters.
+    pub per_beat: &'a [(String, String)],
+    /// Written to the record only, on registration (empty on an ordinary beat): host, pid, queue, ...
+    pub registration: &'a [(String, String)],
+}
+
 /// Registers or refreshes a worker and appends its beat (`now_ms` 0 = the server's clock).
 ///
 /// # Errors
@@ -28,21 +37,25 @@ pub async fn heartbeat<C: ConnectionLike + Send>(
     now_ms: u64,
     maxlen: u64,
     record_ttl_ms: u64,
-    fields: &[(String, String)],
+    fields: BeatFields<'_>,
 ) -> Result<Beat> {
     let mut inv = SCRIPT.key(&keys.workers);
     inv.key(keys.worker(consumer)).key(&keys.heartbeats);
     inv.arg(consumer)
         .arg(now_ms)
         .arg(maxlen.max(1))
-        .arg(record_ttl_ms.max(1));
-    for (k, v) in fields {
+        .arg(record_ttl_ms.max(1))
+        .arg(fields.per_beat.len());
+    for (k, v) in fields.per_beat.iter().chain(fields.registration) {
         inv.arg(k).arg(v);
     }
     let v: Value = inv.invoke_async(con).await?;
     let mut r = Reply::new(&v, "heartbeat.lua", 2)?;
+    let id = r.string()?;
+    let new = r.int()?;
     Ok(Beat {
-        id: r.string()?,
-        registered: r.int()? == 1,
+        id,
+        // A beat without the static fields that created record fields found no record.
+        registered: !fields.registration.is_empty() || new == 0,
     })
 }

@@ -43,7 +43,7 @@ pub use checkpoint::{CheckpointWrite, Checkpointed, checkpoint};
 pub use enqueue::{Enqueued, NewJob, enqueue};
 pub use extend::extend;
 pub use fail::{Fail, FailMode, FailOutcome, fail};
-pub use heartbeat::{Beat, heartbeat};
+pub use heartbeat::{Beat, BeatFields, heartbeat};
 pub use park::park;
 pub use permissions::permissions;
 pub use promote::promote;

@@ -25,6 +25,9 @@ pub(super) async fn run(shared: Arc<Shared>, stop: CancellationToken) {
     }
 }
 
+/// Record fields, in order.
+type Fields = Vec<(String, String)>;
+
 /// What the next beat must say beyond the counters.
 #[derive(Debug, Default)]
 struct Beats {
@@ -33,10 +36,11 @@ struct Beats {
 }
 
 impl Beats {
-    /// The record fields of the next beat: status and counters, plus the static fields until one beat is in.
-    fn fields(&self, shared: &Shared) -> Vec<(String, String)> {
+    /// The record fields of the next beat: status and counters, and the static fields until one beat is in
+    /// (empty after).
+    fn fields(&self, shared: &Shared) -> (Fields, Fields) {
         let stats = shared.stats.snapshot();
-        let mut f: Vec<(String, String)> = vec![
+        let per_beat: Fields = vec![
             ("status".into(), shared.control.status().to_owned()),
             (
                 "reason".into(),
@@ -53,6 +57,7 @@ impl Beats {
                     .to_string(),
             ),
         ];
+        let mut f = Vec::new();
         if !self.registered {
             f.extend([
                 ("host".into(), crate::identity::hostname()),
@@ -67,7 +72,7 @@ impl Beats {
                 f.push((format!("meta:{k}"), v.clone()));
             }
         }
-        f
+        (per_beat, f)
     }
 
     /// A beat landed; `registered`: the record holds the static fields (false after Redis lost its data or the
@@ -94,7 +99,7 @@ async fn beat(
             }
         }
     }
-    let fields = beats.fields(shared);
+    let (per_beat, registration) = beats.fields(shared);
     let c = conn.as_mut().expect("connection set above");
     let sent = std::time::Instant::now();
     let r = scripts::heartbeat(
@@ -105,7 +110,10 @@ async fn beat(
         0,
         HEARTBEATS_MAXLEN,
         RECORD_TTL.as_millis() as u64,
-        &fields,
+        scripts::BeatFields {
+            per_beat: &per_beat,
+            registration: &registration,
+        },
     )
     .await;
     match r {

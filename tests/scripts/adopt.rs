@@ -7,7 +7,11 @@ async fn adopt_takes_over_only_crashed_workers() {
     let mut f = fixture().await;
     let keys = f.keys.clone();
     let fields = vec![("status".to_owned(), "busy".to_owned())];
-    scripts::heartbeat(&mut f.conn, &keys, "w1", 1_000, 100, 60_000, &fields)
+    let fields = BeatFields {
+        per_beat: &fields,
+        registration: &[],
+    };
+    scripts::heartbeat(&mut f.conn, &keys, "w1", 1_000, 100, 60_000, fields)
         .await
         .unwrap();
     // w1 holds two jobs, one on its last attempt.

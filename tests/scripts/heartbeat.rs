@@ -6,24 +6,34 @@ use super::*;
 async fn heartbeat_registers_and_stamps_beats() {
     let mut f = fixture().await;
     let keys = f.keys.clone();
-    let fields = vec![
-        ("status".to_owned(), "busy".to_owned()),
-        ("host".to_owned(), "h1".to_owned()),
-    ];
-    let beat = scripts::heartbeat(&mut f.conn, &keys, "w1", 1_000, 100, 60_000, &fields)
+    let status = vec![("status".to_owned(), "busy".to_owned())];
+    let host = vec![("host".to_owned(), "h1".to_owned())];
+    let fields = BeatFields {
+        per_beat: &status,
+        registration: &host,
+    };
+    let beat = scripts::heartbeat(&mut f.conn, &keys, "w1", 1_000, 100, 60_000, fields)
         .await
         .unwrap();
     assert!(beat.registered, "host was sent");
     // The record lost (Redis data loss, or removed by adopt.lua): a beat without the static fields says so.
     let _: () = f.conn.del(keys.worker("w1")).await.unwrap();
-    let status_only = vec![("status".to_owned(), "busy".to_owned())];
-    let beat = scripts::heartbeat(&mut f.conn, &keys, "w1", 1_000, 100, 60_000, &status_only)
+    let status_only = BeatFields {
+        per_beat: &status,
+        registration: &[],
+    };
+    let beat = scripts::heartbeat(&mut f.conn, &keys, "w1", 1_000, 100, 60_000, status_only)
         .await
         .unwrap();
     assert!(!beat.registered, "the static fields must be sent again");
-    scripts::heartbeat(&mut f.conn, &keys, "w1", 1_000, 100, 60_000, &fields)
+    scripts::heartbeat(&mut f.conn, &keys, "w1", 1_000, 100, 60_000, fields)
         .await
         .unwrap();
+    // An ordinary beat on a record that is there: still registered.
+    let beat = scripts::heartbeat(&mut f.conn, &keys, "w1", 1_000, 100, 60_000, status_only)
+        .await
+        .unwrap();
+    assert!(beat.registered);
     let rec: std::collections::HashMap<String, String> =
         f.conn.hgetall(keys.worker("w1")).await.unwrap();
     assert_eq!(
@@ -38,11 +48,23 @@ async fn heartbeat_registers_and_stamps_beats() {
     assert_eq!(score, Some(1000.0));
     assert_eq!(
         f.xlen(&keys.heartbeats).await,
-        3,
+        4,
         "the beat is on the stream; host is not"
     );
+    let last: Vec<(String, std::collections::HashMap<String, String>)> = redis::cmd("XREVRANGE")
+        .arg(&keys.heartbeats)
+        .arg("+")
+        .arg("-")
+        .arg("COUNT")
+        .arg(1)
+        .query_async(&mut f.conn)
+        .await
+        .unwrap();
+    let mut names: Vec<&str> = last[0].1.keys().map(String::as_str).collect();
+    names.sort();
+    assert_eq!(names, vec!["ms", "status", "worker"]);
     // With now = 0 the server's clock stamps the beat (hosts with skewed clocks still agree).
-    scripts::heartbeat(&mut f.conn, &keys, "w0", 0, 100, 60_000, &fields)
+    scripts::heartbeat(&mut f.conn, &keys, "w0", 0, 100, 60_000, fields)
         .await
         .unwrap();
     let (secs, _): (u64, u64) = redis::cmd("TIME").query_async(&mut f.conn).await.unwrap();

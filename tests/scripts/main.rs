@@ -30,8 +30,8 @@ use std::path::Path;
 use redis::AsyncCommands;
 use rill::keys::{GROUP, QueueKeys};
 use rill::scripts::{
-    self, Ack, AckItem, Adopt, DeliveryRef, Enqueued, Fail, FailMode, FailOutcome, HandBack,
-    NewJob, Reclaim, RecordField, Retention, SignalApplied, SignalSend, Update,
+    self, Ack, AckItem, Adopt, BeatFields, DeliveryRef, Enqueued, Fail, FailMode, FailOutcome,
+    HandBack, NewJob, Reclaim, RecordField, Retention, SignalApplied, SignalSend, Update,
 };
 use rill::wire::DeadReason;
 use support::{TestRedis, caller};

@@ -6,8 +6,8 @@ use redis::Value;
 use rill::Error;
 use rill::keys::QueueKeys;
 use rill::scripts::{
-    self, Ack, AckItem, Adopt, DeliveryRef, Fail, FailMode, NewJob, Reclaim, RecordField,
-    Retention, SignalSend, Update,
+    self, Ack, AckItem, Adopt, BeatFields, DeliveryRef, Fail, FailMode, NewJob, Reclaim,
+    RecordField, Retention, SignalSend, Update,
 };
 use rill::wire::DeadReason;
 
@@ -199,7 +199,7 @@ async fn replies_of_the_wrong_shape_are_protocol_errors() {
         array,
     );
     refused(
-        scripts::heartbeat(&mut con, &keys, "w", 1, 10, 1, &[]).await,
+        scripts::heartbeat(&mut con, &keys, "w", 1, 10, 1, BeatFields::default()).await,
         "heartbeat.lua",
         array,
     );
@@ -257,7 +257,7 @@ async fn replies_of_the_wrong_shape_are_protocol_errors() {
     );
     let mut beat = Canned(Value::Array(vec![Value::Nil, Value::Int(1)]));
     refused(
-        scripts::heartbeat(&mut beat, &keys, "w", 1, 10, 1, &[]).await,
+        scripts::heartbeat(&mut beat, &keys, "w", 1, 10, 1, BeatFields::default()).await,
         "heartbeat.lua",
         "expected a string",
     );
