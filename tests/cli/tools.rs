@@ -36,6 +36,12 @@ fn top_bench_and_demo() {
     let bench = cli.json(&["bench", "--jobs", "300", "--concurrency", "8"]);
     let cases = bench["cases"].as_array().unwrap();
     assert_eq!(cases.len(), 4);
+    // The server's version, as the shared connection read it.
+    let server = bench["server"].as_str().unwrap();
+    assert!(
+        server.split('.').count() == 3 && server.split('.').all(|p| p.parse::<u16>().is_ok()),
+        "{server}"
+    );
     for c in cases {
         assert!(c["jobs_per_s"].as_f64().unwrap() > 0.0, "{c}");
         assert!(c["redis_cpu_us_per_job"].as_f64().unwrap() >= 0.0, "{c}");

@@ -98,6 +98,7 @@ async fn rill_drain(
 
 pub async fn run(ctx: &Context, a: BenchArgs) -> anyhow::Result<ExitCode> {
     ctx.connect().await?;
+    let server = ctx.client.server_version().await?;
     let ns = format!("rill-bench-{}", std::process::id());
     let result = bench(ctx, &ns, &a).await;
     remove_namespace(&ctx.url, &ns).await?;
@@ -116,7 +117,7 @@ pub async fn run(ctx: &Context, a: BenchArgs) -> anyhow::Result<ExitCode> {
             })
             .collect();
         output::print_json(
-            &json!({ "redis": ctx.url, "concurrency": a.concurrency, "prefetch": a.prefetch, "cases": items }),
+            &json!({ "redis": ctx.url, "server": server.to_string(), "concurrency": a.concurrency, "prefetch": a.prefetch, "cases": items }),
         );
     } else {
         let rows: Vec<Vec<String>> = cases
@@ -139,7 +140,7 @@ pub async fn run(ctx: &Context, a: BenchArgs) -> anyhow::Result<ExitCode> {
             })
             .collect();
         println!(
-            "rill bench on {} ({} jobs, concurrency {})",
+            "rill bench on {} (Redis {server}; {} jobs, concurrency {})",
             ctx.url, a.jobs, a.concurrency
         );
         print!(
