@@ -320,8 +320,9 @@ impl CheckpointPolicy {
 /// stores no result), `Err(JobError)` retries or dead-letters it.
 pub type JobResult<R = ()> = std::result::Result<R, JobError>;
 
-/// A handler's failure and what to do about it. Any `std::error::Error` converts into a retryable one, so `?`
-/// works in handlers.
+/// A handler's failure and what to do about it. Any error converts into a retryable one, so `?` works in
+/// handlers: every `std::error::Error` (its `source()` chain joined into the message), `anyhow::Error` and
+/// others that convert into `Box<dyn Error>`, and `&str` / `String`.
 #[derive(Debug)]
 pub struct JobError {
     pub(crate) message: String,
@@ -388,9 +389,21 @@ impl JobError {
     }
 }
 
-impl<E: std::error::Error> From<E> for JobError {
+impl<E: Into<Box<dyn std::error::Error>>> From<E> for JobError {
     fn from(e: E) -> Self {
-        JobError::retry(e)
+        let e: Box<dyn std::error::Error> = e.into();
+        let mut message = e.to_string();
+        let mut source = e.source();
+        while let Some(s) = source {
+            let text = s.to_string();
+            // Many errors already print their source (`#[error("...: {0}")]`): say it once.
+            if !message.ends_with(&text) {
+                message.push_str(": ");
+                message.push_str(&text);
+            }
+            source = s.source();
+        }
+        JobError::retry(message)
     }
 }
 
@@ -416,5 +429,56 @@ mod tests {
         let io: JobError = std::io::Error::other("disk").into();
         assert!(io.is_retry());
         assert_eq!(io.message(), "disk");
+    }
+
+    /// `?` in a handler-shaped function, for each kind of error a handler meets.
+    fn fails_with<E>(e: E) -> JobResult
+    where
+        JobError: From<E>,
+    {
+        Err(e)?;
+        Ok(())
+    }
+
+    #[test]
+    fn question_mark_converts_anyhow_text_and_error_chains_into_retries() {
+        let any =
+            fails_with(anyhow::anyhow!("disk full").context("writing thumbnail")).unwrap_err();
+        assert!(any.is_retry());
+        assert_eq!(any.message(), "writing thumbnail: disk full");
+        assert_eq!(
+            fails_with("plain text").unwrap_err().message(),
+            "plain text"
+        );
+        assert_eq!(
+            fails_with(String::from("owned")).unwrap_err().message(),
+            "owned"
+        );
+        // A source already in the error's own text is not repeated; one that is not is appended.
+        #[derive(Debug)]
+        struct Outer(std::io::Error, bool);
+        impl std::fmt::Display for Outer {
+            fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                if self.1 {
+                    write!(f, "upload failed: {}", self.0)
+                } else {
+                    f.write_str("upload failed")
+                }
+            }
+        }
+        impl std::error::Error for Outer {
+            fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+                Some(&self.0)
+            }
+        }
+        let inner = || std::io::Error::other("timed out");
+        assert_eq!(
+            fails_with(Outer(inner(), true)).unwrap_err().message(),
+            "upload failed: timed out"
+        );
+        assert_eq!(
+            fails_with(Outer(inner(), false)).unwrap_err().message(),
+            "upload failed: timed out"
+        );
     }
 }

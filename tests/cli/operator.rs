@@ -307,7 +307,13 @@ fn events_are_followed_live_as_json_lines_until_interrupted() {
             .unwrap(),
     );
     let mut lines = BufReader::new(child.0.stdout.take().unwrap()).lines();
-    // Whenever the follower's blocking read starts, it continues after the newest event it printed.
+    // `-n 0` follows from the newest event when the command starts: produce the next one only once it is
+    // blocked reading (on a loaded machine the process may start after the event, which it then never shows).
+    let mut conn = cli.redis.conn();
+    cli.wait_for("the follower blocked on XREAD", || {
+        let clients: String = redis::cmd("CLIENT").arg("LIST").query(&mut conn).unwrap();
+        clients.lines().any(|c| c.contains(" cmd=xread "))
+    });
     cli.ok(&["enqueue", "q", "2", "--id", "after"]);
     let entry = w.take();
     w.fail(
