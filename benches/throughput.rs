@@ -165,10 +165,15 @@ async fn drain(redis: &TestRedis, jobs: u64, concurrency: usize, prefetch: usize
         "ratio_to_raw": (jobs_per_s / raw_per_s * 1000.0).round() / 1000.0,
         "redis_cpu_ratio_to_raw": r2(redis_cpu_us / raw_cpu_us),
     }));
-    let _: () = redis::cmd("FLUSHALL").query_async(&mut c).await.unwrap();
+    fresh_server(&mut c).await;
+}
+
+/// Empties the server and zeroes its command statistics, so the next case starts from nothing.
+async fn fresh_server(c: &mut redis::aio::MultiplexedConnection) {
+    let _: () = redis::cmd("FLUSHALL").query_async(c).await.unwrap();
     let _: () = redis::cmd("CONFIG")
         .arg("RESETSTAT")
-        .query_async(&mut c)
+        .query_async(c)
         .await
         .unwrap();
 }
@@ -630,12 +635,7 @@ async fn run_all(server: &std::path::Path, jobs: u64, full: bool) {
                    "ratio_to_raw": (per_s / raw_enqueue_per_s * 1000.0).round() / 1000.0}),
     );
     let mut c = redis.aconn().await;
-    let _: () = redis::cmd("FLUSHALL").query_async(&mut c).await.unwrap();
-    let _: () = redis::cmd("CONFIG")
-        .arg("RESETSTAT")
-        .query_async(&mut c)
-        .await
-        .unwrap();
+    fresh_server(&mut c).await;
     let cases = std::env::var("RILL_BENCH_CASES").unwrap_or_else(|_| "enqueue,drain1,drain1p,drain16,drain64,drain64p,drain256,lean64,memory,latency,checkpoint,resume,registry".into());
     let want = |c: &str| cases.split(',').any(|x| x == c);
     for conc in [1, 16, 64, 256] {

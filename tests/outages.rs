@@ -587,8 +587,10 @@ async fn a_long_job_outlives_failed_renewals_and_completes_once() {
     tokio::time::sleep(Duration::from_millis(700)).await;
     proxy.refuse_new(true);
     proxy.reset();
+    // At least one renewal fails. A second (cannot connect) falls due at two thirds of the lease, the very moment
+    // the watcher gives an unrenewed job up, so whether it is attempted is a coin toss the test does not rely on.
     eventually(Duration::from_secs(10), "failed renewals", || async {
-        running.stats.snapshot().lease_failures >= 2
+        running.stats.snapshot().lease_failures >= 1
     })
     .await;
     proxy.refuse_new(false);

@@ -164,33 +164,36 @@ async fn ack_without_retention_or_events_keeps_nothing() {
     assert_eq!(codes, vec![false]);
 }
 
-/// Acks `id` (delivery 1 to `w1`); `xackdel` as [`Ack::xackdel`].
-async fn ack_one(f: &mut Fixture, id: &str, xackdel: bool) -> bool {
+/// Acks `ids` (delivery 1 to `w1`) in one call, without records or events; `xackdel` as [`Ack::xackdel`].
+async fn ack_ids(f: &mut Fixture, ids: &[&str], xackdel: bool) -> Vec<bool> {
     let keys = f.keys.clone();
-    let items = [AckItem {
-        delivery: d(id, 1),
-        job_id: id,
-        attempt: 1,
-        result: b"",
-        touched: false,
-    }];
-    let retention = Retention {
-        ms: 0,
-        keep_all: false,
-    };
-    scripts::ack(
-        &mut f.conn,
-        &caller(&keys, "w1"),
-        Ack {
-            now_ms: 1,
-            retention,
-            completed_event: false,
-            items: &items,
-            xackdel,
+    let items: Vec<AckItem<'_>> = ids
+        .iter()
+        .map(|id| AckItem {
+            delivery: d(id, 1),
+            job_id: id,
+            attempt: 1,
+            result: b"",
+            touched: false,
+        })
+        .collect();
+    let call = Ack {
+        now_ms: 1,
+        retention: Retention {
+            ms: 0,
+            keep_all: false,
         },
-    )
-    .await
-    .unwrap()[0]
+        completed_event: false,
+        items: &items,
+        xackdel,
+    };
+    scripts::ack(&mut f.conn, &caller(&keys, "w1"), call)
+        .await
+        .unwrap()
+}
+
+async fn ack_one(f: &mut Fixture, id: &str, xackdel: bool) -> bool {
+    ack_ids(f, &[id], xackdel).await[0]
 }
 
 async fn add_at(f: &mut Fixture, id: &str) -> String {
@@ -291,29 +294,8 @@ async fn batches_over_eight_are_trimmed_even_where_xackdel_exists() {
         ids.push(add_at(&mut f, &format!("7000-{i}")).await);
     }
     f.read("w1", 10).await;
-    let items: Vec<AckItem<'_>> = ids
-        .iter()
-        .map(|id| AckItem {
-            delivery: d(id, 1),
-            job_id: id,
-            attempt: 1,
-            result: b"",
-            touched: false,
-        })
-        .collect();
-    let call = Ack {
-        now_ms: 1,
-        retention: Retention {
-            ms: 0,
-            keep_all: false,
-        },
-        completed_event: false,
-        items: &items,
-        xackdel: true,
-    };
-    let codes = scripts::ack(&mut f.conn, &caller(&keys, "w1"), call)
-        .await
-        .unwrap();
+    let ids: Vec<&str> = ids.iter().map(String::as_str).collect();
+    let codes = ack_ids(&mut f, &ids, true).await;
     assert_eq!(codes, vec![true; 9]);
     // Nine finished entries wait behind the pending 7000-0 for the trim, on every server.
     assert_eq!(f.xlen(&keys.ready).await, 10);
