@@ -234,6 +234,26 @@ fn jobs_show_a_job_running_elsewhere_with_checkpoints_and_one_that_failed() {
 }
 
 #[test]
+fn an_id_in_several_queues_is_refused_until_the_queue_is_named() {
+    let cli = Cli::new();
+    cli.ok(&["enqueue", "images", "1", "--id", "flaky-1"]);
+    cli.ok(&["enqueue", "media", "2", "--id", "flaky-1", "--delay", "1h"]);
+    for verb in ["show", "cancel"] {
+        let err = cli.fails(&["jobs", verb, "flaky-1"], 1);
+        assert!(
+            err.contains("is in 2 queues: images (waiting), media (delayed)")
+                && err.contains("--queue"),
+            "{err}"
+        );
+    }
+    // Neither job was touched; naming the queue acts on that one only.
+    assert_eq!(cli.job("images", "flaky-1")["state"], "waiting");
+    cli.ok(&["jobs", "cancel", "flaky-1", "--queue", "media"]);
+    assert_eq!(cli.job("media", "flaky-1")["state"], "cancelled");
+    assert_eq!(cli.job("images", "flaky-1")["state"], "waiting");
+}
+
+#[test]
 fn dead_letters_are_listed_requeued_and_purged_and_a_dead_job_cannot_be_cancelled() {
     let cli = Cli::new();
     let mut w = Elsewhere::new(&cli, "q");

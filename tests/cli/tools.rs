@@ -63,11 +63,53 @@ fn top_bench_and_demo() {
     let demo = cli.ok(&["demo", "--jobs", "300"]);
     assert!(demo.contains("processed 300 jobs"), "{demo}");
     assert!(demo.contains("dead letter: job corrupt"), "{demo}");
+    // A job's result as a person writes it, not Rust's `Debug` (`Some(0)`).
+    assert!(
+        demo.contains("job later-7 (delayed): completed, result 0") && !demo.contains("Some("),
+        "{demo}"
+    );
     let keys: Vec<String> = redis::cmd("KEYS")
         .arg("rill-demo-*")
         .query(&mut conn)
         .unwrap();
     assert!(keys.is_empty(), "{keys:?}");
+}
+
+/// Ctrl-C stops the demo and still removes its keys; a `--redis` with nothing there is one line saying so.
+#[test]
+fn demo_cleans_up_after_ctrl_c_and_names_an_unreachable_redis_once() {
+    let cli = Cli::new();
+    let mut conn = cli.redis.conn();
+    let demo_keys = |conn: &mut redis::Connection| -> usize {
+        let keys: Vec<String> = redis::cmd("KEYS").arg("rill-demo-*").query(conn).unwrap();
+        keys.len()
+    };
+    let mut child = ChildGuard(
+        cli.cmd(&["demo", "--jobs", "1000000"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap(),
+    );
+    cli.wait_for("the demo's keys", || demo_keys(&mut conn) > 0);
+    let sent = Command::new("kill")
+        .args(["-INT", &child.0.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(sent.success());
+    let status = wait_exit(&mut child.0, Duration::from_secs(30));
+    assert_eq!(status.code(), Some(130), "{status:?}");
+    assert_eq!(demo_keys(&mut conn), 0, "the demo's keys are gone");
+
+    let err = cli.fails(
+        &["demo", "--jobs", "300", "--redis", "redis://127.0.0.1:1"],
+        1,
+    );
+    assert!(
+        err.contains("cannot connect to Redis at redis://127.0.0.1:1") && err.lines().count() == 1,
+        "{err}"
+    );
+    assert_eq!(err.matches("Connection refused").count(), 1, "{err}");
 }
 
 /// The live view on a real terminal (a pty from util-linux `script`): it draws, refreshes and quits on `q`.

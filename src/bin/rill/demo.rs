@@ -99,9 +99,19 @@ pub async fn run(g: &Global, redis_named: bool, a: DemoArgs) -> anyhow::Result<E
         (url, Some(s))
     };
     let namespace = format!("rill-demo-{}", std::process::id());
-    let outcome = demo(&url, &namespace, &a).await;
-    remove_namespace(&url, &namespace).await?;
-    outcome.map(|()| ExitCode::SUCCESS)
+    // Ctrl-C stops the demo but not its clean-up: the keys go either way.
+    let outcome = tokio::select! {
+        r = demo(&url, &namespace, &a) => r.map(|()| ExitCode::SUCCESS),
+        _ = tokio::signal::ctrl_c() => {
+            eprintln!("interrupted: removing the demo's keys");
+            Ok(ExitCode::from(130))
+        }
+    };
+    let cleanup = remove_namespace(&url, &namespace).await;
+    // A demo that failed says why; its clean-up failing too (Redis unreachable, say) would only repeat it.
+    let code = outcome?;
+    cleanup?;
+    Ok(code)
 }
 
 /// Enqueues the demo's jobs: `total - 101` plain ones, 100 delayed ones with ids, and one that always fails.
@@ -211,10 +221,10 @@ async fn demo(url: &str, namespace: &str, a: &DemoArgs) -> anyhow::Result<()> {
         );
     }
     let info = queue.job("later-7").await?;
-    println!(
-        "job later-7 (delayed): {}, result {:?}",
-        info.state.as_str(),
-        info.result::<u32>()?
-    );
+    let result = match info.result::<u32>()? {
+        Some(r) => format!("result {r}"),
+        None => "no result".to_owned(),
+    };
+    println!("job later-7 (delayed): {}, {result}", info.state.as_str());
     Ok(())
 }

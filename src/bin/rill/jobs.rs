@@ -1,4 +1,5 @@
-//! `rill jobs show ID` and `rill jobs cancel ID`. Without `--queue`, every queue of the namespace is searched.
+//! `rill jobs show ID` and `rill jobs cancel ID`. Without `--queue`, every queue of the namespace is searched, and an
+//! id found in several queues is refused with their names (ids are per queue).
 
 use std::process::ExitCode;
 
@@ -27,23 +28,39 @@ pub enum JobsCommand {
 pub struct JobArgs {
     /// Job id.
     id: String,
-    /// The job's queue (default: search every queue).
+    /// The job's queue (default: search every queue; an id found in several is refused, naming them).
     #[arg(long, short)]
     queue: Option<String>,
 }
 
-/// The queue that knows job `id`, with what it knows.
+/// The queue that knows job `id`, with what it knows. Job ids are per queue: when several queues know `id`,
+/// this refuses (naming them) rather than act on one of them.
 async fn find(
     ctx: &Context,
     id: &str,
     queue: Option<&str>,
 ) -> anyhow::Result<(rill::Queue<context::Json>, rill::JobInfo)> {
     let queues = ctx.queues_or_all(queue).await?;
+    let mut found = Vec::new();
     for q in &queues {
         let info = q.job(id).await?;
         if info.state != rill::JobState::Unknown {
-            return Ok((q.clone(), info));
+            found.push((q.clone(), info));
         }
+    }
+    if found.len() > 1 {
+        let listed: Vec<String> = found
+            .iter()
+            .map(|(q, info)| format!("{} ({})", q.name(), info.state.as_str()))
+            .collect();
+        bail!(
+            "job {id:?} is in {} queues: {}; say which with --queue",
+            found.len(),
+            listed.join(", ")
+        );
+    }
+    if let Some(hit) = found.pop() {
+        return Ok(hit);
     }
     match queue {
         Some(q) => bail!(
