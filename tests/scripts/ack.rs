@@ -209,16 +209,23 @@ async fn add_at(f: &mut Fixture, id: &str) -> String {
         .unwrap()
 }
 
+/// Four entries close together in entry-id time (within the lazy window), the first three delivered to `w1`:
+/// `old` (to stay pending), `a` and `b` (to finish), `waiting` (never delivered).
+async fn old_two_finishing_and_one_waiting(f: &mut Fixture) -> [String; 4] {
+    let mut ids = Vec::new();
+    for id in ["5000-0", "5001-0", "5002-0", "5003-0"] {
+        ids.push(add_at(f, id).await);
+    }
+    f.read("w1", 3).await;
+    ids.try_into().unwrap()
+}
+
 #[tokio::test]
 async fn ack_trims_finished_entries_below_the_oldest_unfinished_one() {
     let mut f = fixture().await;
     let keys = f.keys.clone();
     // Close together in entry-id time (within the lazy window).
-    let old = add_at(&mut f, "5000-0").await;
-    let a = add_at(&mut f, "5001-0").await;
-    let b = add_at(&mut f, "5002-0").await;
-    let waiting = add_at(&mut f, "5003-0").await;
-    f.read("w1", 3).await;
+    let [old, a, b, waiting] = old_two_finishing_and_one_waiting(&mut f).await;
     assert!(ack_one(&mut f, &a, false).await);
     assert!(ack_one(&mut f, &b, false).await);
     // `old` is still pending: a and b linger, finished, behind it; the undelivered entry waits.
@@ -258,11 +265,7 @@ async fn ack_with_xackdel_deletes_entries_at_once_where_the_server_has_it() {
     let mut f = fixture().await;
     let keys = f.keys.clone();
     let server = support::server_version(&mut f.conn).await;
-    let old = add_at(&mut f, "5000-0").await;
-    let a = add_at(&mut f, "5001-0").await;
-    let b = add_at(&mut f, "5002-0").await;
-    let waiting = add_at(&mut f, "5003-0").await;
-    f.read("w1", 3).await;
+    let [old, a, b, waiting] = old_two_finishing_and_one_waiting(&mut f).await;
     assert!(ack_one(&mut f, &a, true).await);
     assert!(ack_one(&mut f, &b, true).await);
     assert!(f.pending(&a).await.is_none() && f.pending(&b).await.is_none());
