@@ -224,7 +224,6 @@ async fn old_two_finishing_and_one_waiting(f: &mut Fixture) -> [String; 4] {
 async fn ack_trims_finished_entries_below_the_oldest_unfinished_one() {
     let mut f = fixture().await;
     let keys = f.keys.clone();
-    // Close together in entry-id time (within the lazy window).
     let [old, a, b, waiting] = old_two_finishing_and_one_waiting(&mut f).await;
     assert!(ack_one(&mut f, &a, false).await);
     assert!(ack_one(&mut f, &b, false).await);
