@@ -292,6 +292,32 @@ fn enqueue_stats_show_and_errors_a_person_can_act_on() {
 }
 
 #[test]
+fn command_line_slips_get_a_tip_and_text_views_refuse_json() {
+    let cli = Cli::new();
+    let err = cli.fails(&["work", "emails", "./send-email.sh"], 2);
+    assert!(
+        err.contains("tip: put `--` before the worker command"),
+        "{err}"
+    );
+    for view in [&["top", "--once"][..], &["demo", "--jobs", "300"]] {
+        let args: Vec<&str> = ["--json"].iter().chain(view).copied().collect();
+        let err = cli.fails(&args, 1);
+        assert!(
+            err.contains("prints no JSON") && err.contains("--json"),
+            "{err}"
+        );
+    }
+    // `host:port` without a scheme is a redis:// URL.
+    let bare = format!("127.0.0.1:{}", cli.redis.port());
+    cli.ok(&["enqueue", "q", "1", "--id", "bare"]);
+    let shown = cli.ok(&["jobs", "show", "bare", "--redis", &bare]);
+    assert!(shown.contains("waiting"), "{shown}");
+    // (the address given last is the one used)
+    let err = cli.fails(&["jobs", "show", "bare", "--redis", "127.0.0.1:1"], 1);
+    assert!(err.contains("redis://127.0.0.1:1"), "{err}");
+}
+
+#[test]
 fn every_subcommand_has_help_with_an_example() {
     let cli = Cli::new();
     for sub in [

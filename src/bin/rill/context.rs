@@ -14,6 +14,16 @@ pub struct Context {
     pub json: bool,
 }
 
+/// `host:port` (no scheme) means `redis://host:port`, as `redis-cli -u` users expect; anything with a scheme
+/// is left as written.
+pub fn with_scheme(url: &str) -> String {
+    if url.contains("://") {
+        url.to_owned()
+    } else {
+        format!("redis://{url}")
+    }
+}
+
 impl Context {
     pub fn new(g: &Global) -> anyhow::Result<Self> {
         let client = match rill::Client::with_config(

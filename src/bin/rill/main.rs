@@ -128,14 +128,30 @@ pub(crate) fn parse_lease(s: &str) -> Result<Duration, String> {
     Ok(d)
 }
 
+/// Prints a command-line error, with a tip when a worker command came without the `--` that must precede it.
+fn usage_error(e: clap::Error) -> ! {
+    let worker_without_dashes = e.kind() == clap::error::ErrorKind::UnknownArgument
+        && std::env::args().any(|a| a == "work")
+        && !std::env::args().any(|a| a == "--");
+    if worker_without_dashes {
+        let _ = e.print();
+        eprintln!("\ntip: put `--` before the worker command: rill work QUEUE -- CMD [ARGS...]");
+        std::process::exit(2);
+    }
+    e.exit()
+}
+
 fn main() -> ExitCode {
-    let matches = Cli::command().get_matches();
+    let matches = Cli::command()
+        .try_get_matches()
+        .unwrap_or_else(|e| usage_error(e));
     // `rill demo` starts a throwaway Redis only when the user named none.
     let redis_named = matches.value_source("redis") != Some(ValueSource::DefaultValue);
-    let cli = match Cli::from_arg_matches(&matches) {
+    let mut cli = match Cli::from_arg_matches(&matches) {
         Ok(cli) => cli,
         Err(e) => e.exit(),
     };
+    cli.global.redis = context::with_scheme(&cli.global.redis);
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_env("RUST_LOG")
@@ -166,6 +182,19 @@ fn main() -> ExitCode {
 
 async fn run(cli: Cli, redis_named: bool) -> anyhow::Result<ExitCode> {
     let g = cli.global;
+    // Views for a person only: refuse `--json` rather than print text where JSON was asked for.
+    let text_only = match &cli.command {
+        Command::Top(_) => Some(
+            "`rill top` is a live view and prints no JSON; `rill stats --json` and `rill workers --json` give its data",
+        ),
+        Command::Demo(_) => Some(
+            "`rill demo` is a walk-through and prints no JSON; `rill bench --json` measures throughput as JSON",
+        ),
+        _ => None,
+    };
+    if let (true, Some(why)) = (g.json, text_only) {
+        anyhow::bail!("{why}");
+    }
     let ctx = Context::new(&g)?;
     match cli.command {
         Command::Enqueue(a) => enqueue::run(&ctx, a).await,
@@ -191,6 +220,19 @@ mod tests {
         assert!(parse_lease("0s").unwrap_err().contains("at least 100ms"));
         assert!(parse_lease("50ms").is_err());
         assert_eq!(parse_lease("30s").unwrap(), Duration::from_secs(30));
+    }
+
+    #[test]
+    fn an_address_without_scheme_is_a_redis_url() {
+        assert_eq!(
+            context::with_scheme("127.0.0.1:6391"),
+            "redis://127.0.0.1:6391"
+        );
+        assert_eq!(context::with_scheme("redis://h:1/2"), "redis://h:1/2");
+        assert_eq!(
+            context::with_scheme("redis+unix:///tmp/r.sock"),
+            "redis+unix:///tmp/r.sock"
+        );
     }
 
     #[test]
