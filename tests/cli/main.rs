@@ -192,6 +192,11 @@ fn enqueue_stats_show_and_errors_a_person_can_act_on() {
         table.starts_with("QUEUE") && table.contains("emails"),
         "{table}"
     );
+    // The rate columns say what they measure.
+    assert!(
+        table.contains("DONE/s, FAILED/s: per second over the last 1m"),
+        "{table}"
+    );
 
     // jobs show, with and without --queue.
     let job = cli.job("emails", one);

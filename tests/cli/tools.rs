@@ -23,6 +23,11 @@ fn top_bench_and_demo() {
         frame.contains("rill top") && frame.contains("Queues (1)") && frame.contains("pics"),
         "{frame}"
     );
+    // One frame: the rates' window, and no key to press.
+    assert!(
+        frame.contains("per second over the last 10s") && !frame.contains("q to quit"),
+        "{frame}"
+    );
     assert!(
         frame.contains("Workers (1)") && frame.contains("healthy"),
         "{frame}"

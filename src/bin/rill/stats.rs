@@ -118,6 +118,10 @@ pub async fn run(ctx: &Context, a: StatsArgs) -> anyhow::Result<ExitCode> {
     } else {
         let rows: Vec<Vec<String>> = stats.iter().map(|s| row(s, now)).collect();
         print!("{}", output::table(&HEADERS, &rows));
+        println!(
+            "DONE/s, FAILED/s: per second over the last {} (--window)",
+            output::age(a.window)
+        );
         if stats.iter().any(|s| !s.recent.complete) {
             println!("(rates cover less than the window where the events stream was trimmed)");
         }

@@ -69,7 +69,8 @@ async fn snapshot(ctx: &Context, window: Duration) -> Snapshot {
     }
 }
 
-fn draw(frame: &mut ratatui::Frame, s: &Snapshot) {
+/// Draws a frame; `live` adds how to quit.
+fn draw(frame: &mut ratatui::Frame, s: &Snapshot, live: bool) {
     let [head, queues, workers, foot] = Layout::vertical([
         Constraint::Length(1),
         Constraint::Length(s.queues.len().max(1) as u16 + 3),
@@ -150,8 +151,9 @@ fn draw(frame: &mut ratatui::Frame, s: &Snapshot) {
     );
     frame.render_widget(
         Line::from(format!(
-            "rates over the last {}; q to quit",
-            output::age(s.window)
+            "DONE/s, FAILED/s: per second over the last {}{}",
+            output::age(s.window),
+            if live { "; q to quit" } else { "" }
         )),
         foot,
     );
@@ -161,7 +163,7 @@ fn draw(frame: &mut ratatui::Frame, s: &Snapshot) {
 fn render_text(s: &Snapshot) -> anyhow::Result<String> {
     let height = 8 + s.queues.len().max(1) + s.workers.len().max(1);
     let mut term = Terminal::new(TestBackend::new(150, height as u16))?;
-    term.draw(|f| draw(f, s))?;
+    term.draw(|f| draw(f, s, false))?;
     let buf = term.backend().buffer();
     let mut out = String::new();
     for y in 0..buf.area.height {
@@ -186,7 +188,7 @@ pub async fn run(ctx: &Context, a: TopArgs) -> anyhow::Result<ExitCode> {
     let result = async {
         loop {
             let s = snapshot(ctx, a.window).await;
-            term.draw(|f| draw(f, &s))?;
+            term.draw(|f| draw(f, &s, true))?;
             let deadline = tokio::time::Instant::now() + a.interval;
             // Keys are read between refreshes; the wait ends early on q / Esc / Ctrl-C.
             loop {
