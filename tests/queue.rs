@@ -428,21 +428,41 @@ async fn malformed_entries_are_dead_lettered_with_their_reason() {
         }
         bad_ids.push(cmd.query_async::<String>(&mut c).await.unwrap());
     }
+    // A payload of the wrong shape enqueued with its own id is dead-lettered under that id.
+    let _: String = redis::cmd("XADD")
+        .arg(&q.keys().ready)
+        .arg("*")
+        .arg("v")
+        .arg("1")
+        .arg("payload")
+        .arg(rill::wire::encode(&42u32).unwrap())
+        .arg("id")
+        .arg("wrong-shape")
+        .query_async(&mut c)
+        .await
+        .unwrap();
     let good2 = q.enqueue(&email(2)).await.unwrap();
     let w = spawn_worker(
         fast(Worker::new(client.clone(), "emails").unwrap()),
         |job: Job<Email>| async move { Ok::<_, JobError>(job.data().n) },
     );
-    eventually(T, "2 done, 7 quarantined", || async {
+    eventually(T, "2 done, 8 quarantined", || async {
         let s = w.stats.snapshot();
-        s.completed == 2 && s.malformed == 7
+        s.completed == 2 && s.malformed == 8
     })
     .await;
     w.stop().await;
     assert_eq!(q.result::<u32>(&good1).await.unwrap(), Some(1));
     assert_eq!(q.result::<u32>(&good2).await.unwrap(), Some(2));
     let dead = q.dead_letters(None, 100).await.unwrap();
-    assert_eq!(dead.len(), 7);
+    assert_eq!(dead.len(), 8);
+    let named = dead.iter().find(|d| d.job_id == "wrong-shape").unwrap();
+    assert!(
+        named.error.contains("payload does not decode"),
+        "{}",
+        named.error
+    );
+    assert_eq!(q.state("wrong-shape").await.unwrap(), JobState::Dead);
     for ((_, want), id) in bad.iter().zip(&bad_ids) {
         let d = dead
             .iter()

@@ -200,6 +200,24 @@ fn truncate(s: &str, max: usize) -> &str {
     }
 }
 
+/// The job id an entry names in its `id` field, when it names exactly one valid id; `None` otherwise (then the
+/// entry id is the job id). Read even from an entry that is otherwise malformed, so it is dead-lettered, shown
+/// and retried under the id its producer gave it.
+pub fn job_id_of(raw: &RawEntry) -> Option<String> {
+    let mut ids = raw
+        .fields
+        .as_ref()?
+        .iter()
+        .filter(|(k, _)| k == field::ID.as_bytes());
+    let (_, id) = ids.next()?;
+    if ids.next().is_some() {
+        return None;
+    }
+    let id = std::str::from_utf8(id).ok()?;
+    crate::keys::validate_job_id(id).ok()?;
+    Some(id.to_owned())
+}
+
 /// Checks a job entry against SPEC.md v1. Unknown fields are refused unless they start with `x-`; a field may
 /// appear only once; the payload must fit `max_payload` bytes (CBOR validity is checked when it is decoded into
 /// the handler's type).

@@ -219,3 +219,21 @@ fn long_bad_values_are_cut_in_the_reason() {
     assert_eq!(truncate("héllo", 2), "hé");
     assert_eq!(truncate("hi", 5), "hi");
 }
+
+#[test]
+fn the_job_id_an_entry_names_is_read_even_when_the_rest_is_malformed() {
+    assert_eq!(
+        job_id_of(&raw(&[("id", b"order-42"), ("payload", b"\xff")])).as_deref(),
+        Some("order-42")
+    );
+    // No id, an invalid one, a repeated one, or a deleted entry: the entry id stands in.
+    assert_eq!(job_id_of(&raw(&[("v", b"1")])), None);
+    assert_eq!(job_id_of(&raw(&[("id", b"has space")])), None);
+    assert_eq!(job_id_of(&raw(&[("id", b"\xff\xfe")])), None);
+    assert_eq!(job_id_of(&raw(&[("id", b"a"), ("id", b"b")])), None);
+    let gone = RawEntry {
+        id: "1-0".into(),
+        fields: None,
+    };
+    assert_eq!(job_id_of(&gone), None);
+}

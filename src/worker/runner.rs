@@ -100,6 +100,7 @@ where
         let shared = &self.shared;
         let limit = shared.client.config().max_payload_bytes;
         let entry_id = raw.id.clone();
+        let named = wire::job_id_of(&raw);
         let decoded =
             wire::parse_entry(raw, limit).and_then(|env| match wire::decode::<T>(&env.payload) {
                 Ok(data) => Ok((env, data)),
@@ -115,16 +116,19 @@ where
             Ok(ok) => ok,
             Err(m) => {
                 // Held while it is dead-lettered, so the orphan sweep leaves it alone.
+                let job_id = named.unwrap_or_else(|| entry_id.clone());
                 shared.deliveries.track(Tracked {
                     entry_id: entry_id.clone(),
                     token,
-                    job_id: entry_id.clone(),
+                    job_id: job_id.clone(),
                     stopping: CancellationToken::new(),
                     cancel: CancellationToken::new(),
                 });
                 let me = self.clone();
                 self.tasks.spawn(async move {
-                    me.settler.quarantine(entry_id.clone(), token, m).await;
+                    me.settler
+                        .quarantine(entry_id.clone(), job_id, token, m)
+                        .await;
                     me.shared.deliveries.forget(&entry_id, token);
                     drop(place);
                 });

@@ -168,13 +168,19 @@ impl Settler {
         shared.deliveries.forget(&d.entry_id, d.token);
     }
 
-    /// Dead-letters an entry that cannot run (malformed, too large, undecodable), with the reason.
-    pub(super) async fn quarantine(&self, entry_id: String, token: u64, m: wire::Malformed) {
+    /// Dead-letters an entry that cannot run (malformed, too large, undecodable), with the reason, under `job_id`
+    /// (the id its `id` field names, if a valid one, else the entry id: [`wire::job_id_of`]).
+    pub(super) async fn quarantine(
+        &self,
+        entry_id: String,
+        job_id: String,
+        token: u64,
+        m: wire::Malformed,
+    ) {
         let shared = &*self.shared;
-        tracing::warn!(queue = %shared.keys.queue, entry = %entry_id, reason = m.reason.as_str(), detail = %m.detail, "quarantining entry");
-        // Its job id is unknown (the entry did not parse): the entry id stands in, as for a plain job.
+        tracing::warn!(queue = %shared.keys.queue, entry = %entry_id, job = %job_id, reason = m.reason.as_str(), detail = %m.detail, "quarantining entry");
         let d = Finished {
-            job_id: entry_id.clone(),
+            job_id,
             entry_id,
             token,
             attempt: 0,
