@@ -363,3 +363,73 @@ fn a_second_sigterm_hands_running_jobs_back_at_once() {
         "{stderr}"
     );
 }
+
+/// README's console session, replayed with the files it names (`examples/send-email.sh`, `examples/batch.jsonl`),
+/// run from `examples/` as the README says.
+#[test]
+fn the_readme_session_replays_with_the_shipped_worker_and_batch() {
+    let cli = Cli::new();
+    let examples = concat!(env!("CARGO_MANIFEST_DIR"), "/examples");
+    let in_examples = |args: &[&str]| {
+        let out = cli.cmd(args).current_dir(examples).output().unwrap();
+        assert!(out.status.success(), "rill {args:?}: {out:?}");
+        String::from_utf8(out.stdout).unwrap()
+    };
+    in_examples(&["enqueue", "emails", r#"{"to":"ada@example.com"}"#]);
+    in_examples(&[
+        "enqueue",
+        "emails",
+        r#"{"to":"bob@invalid"}"#,
+        "--id",
+        "welcome-bob",
+        "--attempts",
+        "2",
+    ]);
+    in_examples(&[
+        "enqueue",
+        "emails",
+        r#"{"to":"cy@slow.example"}"#,
+        "--id",
+        "digest-cy",
+    ]);
+    in_examples(&["enqueue", "emails", "--file", "batch.jsonl"]);
+    let mut w = ChildGuard(
+        cli.cmd(&[
+            "work",
+            "emails",
+            "--concurrency",
+            "8",
+            "--",
+            "./send-email.sh",
+        ])
+        .current_dir(examples)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap(),
+    );
+    cli.wait_for("digest-cy running", || {
+        cli.state("emails", "digest-cy") == "active"
+    });
+    let cancel = in_examples(&["jobs", "cancel", "digest-cy"]);
+    assert!(cancel.contains("cancel sent"), "{cancel}");
+    cli.wait_for("bob dead, cy cancelled, 3,001 done", || {
+        let stats = cli.json(&["workers"]);
+        let done = stats[0]["processed"].as_u64().unwrap_or(0);
+        done == 3001
+            && cli.state("emails", "welcome-bob") == "dead"
+            && cli.state("emails", "digest-cy") == "cancelled"
+    });
+    let bob = cli.job("emails", "welcome-bob");
+    assert_eq!(
+        bob["last_error"], "exit 1: no MX record for invalid",
+        "{bob}"
+    );
+    let dead = in_examples(&["dead", "list", "emails"]);
+    assert!(
+        dead.contains("welcome-bob") && dead.contains("exhausted"),
+        "{dead}"
+    );
+    sigterm(&w.0);
+    assert!(wait_exit(&mut w.0, Duration::from_secs(30)).success());
+}
