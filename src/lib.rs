@@ -102,3 +102,8 @@ pub use signals::{
     CancelOutcome, PauseOutcome, Signal, SignalCollector, SignalFilter, SignalKind, Target,
 };
 pub use worker::{Worker, WorkerConfig, WorkerReport, WorkerStats};
+
+/// README.md's Rust blocks, compiled as doctests so the README stays true to the API.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+pub struct ReadmeDoctests;
