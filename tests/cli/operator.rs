@@ -320,6 +320,14 @@ fn events_are_followed_live_as_json_lines_until_interrupted() {
         (first["event"].as_str(), first["id"].as_str()),
         (Some("retrying"), Some("before"))
     );
+    // Numbers are JSON numbers, here and in a job's history.
+    assert_eq!(first["delay_ms"], 3_600_000, "{first}");
+    assert!(first["attempt"].is_u64() && first["ms"].is_u64(), "{first}");
+    let history = &cli.job("q", "before")["history"][0];
+    assert!(
+        history["attempt"].is_u64() && history.get("ids").is_none(),
+        "{history}"
+    );
     let mut child = ChildGuard(
         cli.cmd(&["events", "tail", "q", "--json", "-n", "0"])
             .stdout(Stdio::piped())

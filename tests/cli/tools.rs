@@ -65,7 +65,12 @@ fn top_bench_and_demo() {
         .unwrap();
     assert!(keys.is_empty(), "{keys:?}");
 
-    let demo = cli.ok(&["demo", "--jobs", "300"]);
+    let out = cli.run(&["demo", "--jobs", "300"]);
+    assert!(out.status.success());
+    // The test's --namespace does not apply to the demo, and it says so.
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("rill demo ignores --namespace"), "{err}");
+    let demo = String::from_utf8(out.stdout).unwrap();
     assert!(demo.contains("processed 300 jobs"), "{demo}");
     assert!(demo.contains("dead letter: job corrupt"), "{demo}");
     // A job's result as a person writes it, not Rust's `Debug` (`Some(0)`).
@@ -111,7 +116,8 @@ fn demo_cleans_up_after_ctrl_c_and_names_an_unreachable_redis_once() {
         1,
     );
     assert!(
-        err.contains("cannot connect to Redis at redis://127.0.0.1:1") && err.lines().count() == 1,
+        err.contains("cannot connect to Redis at redis://127.0.0.1:1")
+            && err.lines().filter(|l| l.starts_with("error:")).count() == 1,
         "{err}"
     );
     assert_eq!(err.matches("Connection refused").count(), 1, "{err}");

@@ -4,7 +4,6 @@ use std::io::Write;
 use std::process::ExitCode;
 
 use clap::{Args, Subcommand};
-use serde_json::json;
 
 use crate::context::Context;
 use crate::output;
@@ -69,13 +68,7 @@ fn print_event(as_json: bool, e: &rill::Event, out: &mut impl Write) -> anyhow::
         .or_else(|| e.entry_id.split('-').next()?.parse().ok())
         .unwrap_or(0);
     if as_json {
-        let mut doc = json!({ "entry_id": e.entry_id, "event": e.kind });
-        for (k, v) in &e.fields {
-            if k != "event" {
-                doc[k] = json!(v);
-            }
-        }
-        writeln!(out, "{doc}")?;
+        writeln!(out, "{}", output::event_json(e))?;
     } else {
         let detail = match e.kind.as_str() {
             "completed" => format!(

@@ -122,11 +122,10 @@ async fn show(ctx: &Context, a: JobArgs) -> anyhow::Result<ExitCode> {
         "last_error": info.last_error,
         "finished_ms": info.finished_ms,
         "history": history.iter().map(|e| {
-            let mut doc = json!({ "entry_id": e.entry_id, "event": e.kind });
-            for (k, v) in &e.fields {
-                if k != "event" && k != "ids" {
-                    doc[k] = json!(v);
-                }
+            let mut doc = output::event_json(e);
+            // A batch's other job ids say nothing about this job.
+            if let Some(fields) = doc.as_object_mut() {
+                fields.remove("ids");
             }
             doc
         }).collect::<Vec<_>>(),

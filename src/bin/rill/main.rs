@@ -147,6 +147,7 @@ fn main() -> ExitCode {
         .unwrap_or_else(|e| usage_error(e));
     // `rill demo` starts a throwaway Redis only when the user named none.
     let redis_named = matches.value_source("redis") != Some(ValueSource::DefaultValue);
+    let namespace_named = matches.value_source("namespace") == Some(ValueSource::CommandLine);
     let mut cli = match Cli::from_arg_matches(&matches) {
         Ok(cli) => cli,
         Err(e) => e.exit(),
@@ -171,6 +172,11 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
+    if namespace_named && matches!(cli.command, Command::Demo(_)) {
+        eprintln!(
+            "note: rill demo ignores --namespace: it works in a namespace of its own, rill-demo-<pid>, which it removes at the end"
+        );
+    }
     match runtime.block_on(run(cli, redis_named)) {
         Ok(code) => code,
         Err(e) => {

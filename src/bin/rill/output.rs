@@ -54,6 +54,22 @@ pub fn print_json(v: &Json) {
 
 /// Decodes a CBOR value for display. Byte strings become arrays of numbers (as serde writes `Vec<u8>`);
 /// what cannot be decoded is shown as a note, never a panic.
+/// A lifecycle event as JSON: `entry_id`, `event`, and its fields, the numeric ones of SPEC.md's events table
+/// (`attempt`, `ms`, `delay_ms`, `count`) as JSON numbers.
+pub fn event_json(e: &rill::Event) -> Json {
+    let mut doc = json!({ "entry_id": e.entry_id, "event": e.kind });
+    for (k, v) in &e.fields {
+        if k == "event" {
+            continue;
+        }
+        let number = matches!(k.as_str(), "attempt" | "ms" | "delay_ms" | "count")
+            .then(|| v.parse::<u64>().ok())
+            .flatten();
+        doc[k] = number.map_or_else(|| json!(v), |n| json!(n));
+    }
+    doc
+}
+
 pub fn cbor_to_json(bytes: &[u8]) -> Json {
     match ciborium::from_reader::<ciborium::Value, _>(bytes) {
         Ok(v) => from_cbor(v),
