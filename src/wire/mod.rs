@@ -94,13 +94,29 @@ pub fn encode_within<T: Serialize + ?Sized>(value: &T, limit: usize) -> Result<V
     Ok(bytes)
 }
 
+/// A CBOR decoding error as a person reads it (ciborium's own text is its `Debug` form, `Semantic(None, "...")`).
+fn decode_error_text(e: &ciborium::de::Error<std::io::Error>) -> String {
+    use ciborium::de::Error as E;
+    match e {
+        E::Io(io) if io.kind() == std::io::ErrorKind::UnexpectedEof => {
+            "the value ends early".to_owned()
+        }
+        E::Io(io) => format!("read failed: {io}"),
+        E::Syntax(at) => format!("not valid CBOR (at byte {at})"),
+        E::Semantic(Some(at), what) => format!("{what} (at byte {at})"),
+        E::Semantic(None, what) => what.clone(),
+        E::RecursionLimitExceeded => "nested too deeply".to_owned(),
+    }
+}
+
 /// Decodes exactly one CBOR value.
 ///
 /// # Errors
 /// [`Error::Decode`] if the bytes are not CBOR of the expected shape, or if bytes follow the value.
 pub fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T> {
     let mut rest = bytes;
-    let value = ciborium::from_reader(&mut rest).map_err(|e| Error::Decode(e.to_string()))?;
+    let value =
+        ciborium::from_reader(&mut rest).map_err(|e| Error::Decode(decode_error_text(&e)))?;
     if !rest.is_empty() {
         return Err(Error::Decode(format!(
             "{} trailing bytes after the CBOR value",

@@ -237,3 +237,21 @@ fn the_job_id_an_entry_names_is_read_even_when_the_rest_is_malformed() {
     };
     assert_eq!(job_id_of(&gone), None);
 }
+
+#[test]
+fn decode_errors_read_as_sentences() {
+    let text = |bytes: &[u8]| decode::<u32>(bytes).unwrap_err().to_string();
+    let wrong_type = text(&encode(&"seven").unwrap());
+    assert!(
+        wrong_type.starts_with("cannot decode CBOR: ") && !wrong_type.contains("Semantic("),
+        "{wrong_type}"
+    );
+    assert_eq!(
+        text(&[0x1a, 0x00]),
+        "cannot decode CBOR: the value ends early"
+    );
+    for bad in [&[0xff][..], &[0x1c]] {
+        let t = text(bad);
+        assert!(!t.contains("Syntax(") && !t.contains("Semantic("), "{t}");
+    }
+}
