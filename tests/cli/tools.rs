@@ -128,8 +128,45 @@ fn demo_cleans_up_after_ctrl_c_and_names_an_unreachable_redis_once() {
 fn top_runs_live_on_a_terminal_and_quits_on_q() {
     let cli = Cli::new();
     cli.ok(&["enqueue", "live", "{}"]);
+    let screen = top_on_a_terminal(&cli, 150);
+    // Cells are placed with cursor moves, so words arrive one by one.
+    for word in ["rill top", "Queues", "(1)", "live", "Workers", "quit"] {
+        assert!(screen.contains(word), "{word} missing: {screen}");
+    }
+    assert!(
+        screen.ends_with("\x1b[?1049l\x1b[?25h"),
+        "the terminal is restored"
+    );
+    // On an 80-column terminal every queue header is whole.
+    let dir = tempfile::tempdir().unwrap();
+    let _w = worker(&cli, "live", &dir.path().join("m"));
+    cli.wait_for("a worker registered", || {
+        cli.json(&["workers"])
+            .as_array()
+            .is_some_and(|a| !a.is_empty())
+    });
+    let narrow = top_on_a_terminal(&cli, 80);
+    for header in [
+        "WAITING",
+        "DELAYED",
+        "PARKED",
+        "DONE/s",
+        "FAILED/s",
+        "OLDEST",
+        "IN-FLIGHT",
+        "HEALTH",
+    ] {
+        assert!(
+            narrow.contains(header),
+            "{header} cut at 80 columns: {narrow}"
+        );
+    }
+}
+
+/// `rill top` on a pty `cols` wide (util-linux `script`), quit with `q` after 1.5 s: what it drew.
+fn top_on_a_terminal(cli: &Cli, cols: u16) -> String {
     let rill = format!(
-        "stty rows 20 cols 150; {} --redis {} --namespace {} top --interval 200ms",
+        "stty rows 20 cols {cols}; {} --redis {} --namespace {} top --interval 200ms",
         env!("CARGO_BIN_EXE_rill"),
         cli.redis.url(),
         cli.ns
@@ -149,14 +186,7 @@ fn top_runs_live_on_a_terminal_and_quits_on_q() {
     assert!(status.success(), "{status:?}");
     let mut screen = String::new();
     std::io::Read::read_to_string(&mut child.0.stdout.take().unwrap(), &mut screen).unwrap();
-    // Cells are placed with cursor moves, so words arrive one by one.
-    for word in ["rill top", "Queues", "(1)", "live", "Workers", "quit"] {
-        assert!(screen.contains(word), "{word} missing: {screen}");
-    }
-    assert!(
-        screen.ends_with("\x1b[?1049l\x1b[?25h"),
-        "the terminal is restored"
-    );
+    screen
 }
 
 /// `rill demo` with no `--redis` and nothing on the default address starts its own redis-server. Run in a fresh

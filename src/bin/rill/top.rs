@@ -69,6 +69,23 @@ async fn snapshot(ctx: &Context, window: Duration) -> Snapshot {
     }
 }
 
+/// Column widths that fit the headers and the cells and no more, so the tables fit 80 columns when their
+/// contents do.
+fn fitted(headers: &[&str], rows: &[Vec<String>]) -> Vec<Constraint> {
+    headers
+        .iter()
+        .enumerate()
+        .map(|(i, h)| {
+            let widest = rows
+                .iter()
+                .filter_map(|r| r.get(i))
+                .map(|c| c.chars().count())
+                .fold(h.chars().count(), usize::max);
+            Constraint::Length(widest as u16)
+        })
+        .collect()
+}
+
 /// Draws a frame; `live` adds how to quit.
 fn draw(frame: &mut ratatui::Frame, s: &Snapshot, live: bool) {
     let [head, queues, workers, foot] = Layout::vertical([
@@ -90,59 +107,42 @@ fn draw(frame: &mut ratatui::Frame, s: &Snapshot, live: bool) {
         Row::new(cols.iter().map(|c| c.to_string()).collect::<Vec<_>>())
             .style(Style::new().add_modifier(Modifier::BOLD))
     };
+    let q_cells: Vec<Vec<String>> = s.queues.iter().map(|q| stats::row(q, s.at)).collect();
     let q_rows: Vec<Row> = s
         .queues
         .iter()
-        .map(|q| {
+        .zip(&q_cells)
+        .map(|(q, cells)| {
             let style = if q.counts.dead > 0 {
                 Style::new().fg(Color::Yellow)
             } else {
                 Style::new()
             };
-            Row::new(stats::row(q, s.at)).style(style)
+            Row::new(cells.clone()).style(style)
         })
         .collect();
-    let q_widths = [
-        Constraint::Min(16),
-        Constraint::Length(9),
-        Constraint::Length(8),
-        Constraint::Length(7),
-        Constraint::Length(7),
-        Constraint::Length(7),
-        Constraint::Length(9),
-        Constraint::Length(9),
-        Constraint::Length(9),
-        Constraint::Length(8),
-    ];
+    let q_widths = fitted(&stats::HEADERS, &q_cells);
     frame.render_widget(
         Table::new(q_rows, q_widths)
             .header(header(&stats::HEADERS))
             .block(Block::bordered().title(format!(" Queues ({}) ", s.queues.len()))),
         queues,
     );
+    let w_cells: Vec<Vec<String>> = s.workers.iter().map(|(w, h)| workers::row(w, h)).collect();
     let w_rows: Vec<Row> = s
         .workers
         .iter()
-        .map(|(w, h)| {
+        .zip(&w_cells)
+        .map(|((_, h), cells)| {
             let color = match h {
                 rill::Health::Healthy => Color::Green,
                 rill::Health::Crashed => Color::Red,
                 _ => Color::Yellow,
             };
-            Row::new(workers::row(w, h)).style(Style::new().fg(color))
+            Row::new(cells.clone()).style(Style::new().fg(color))
         })
         .collect();
-    let w_widths = [
-        Constraint::Min(24),
-        Constraint::Length(14),
-        Constraint::Length(14),
-        Constraint::Length(8),
-        Constraint::Length(9),
-        Constraint::Length(22),
-        Constraint::Length(10),
-        Constraint::Length(9),
-        Constraint::Length(7),
-    ];
+    let w_widths = fitted(&workers::HEADERS, &w_cells);
     frame.render_widget(
         Table::new(w_rows, w_widths)
             .header(header(&workers::HEADERS))
