@@ -1,11 +1,69 @@
-//! rill: a job queue that lives natively on Redis Streams.
+//! rill: a job queue for Rust services that lives natively on Redis Streams.
 //!
 //! Producers append jobs to a stream; workers join its consumer group and run them at least once. Every state
-//! change is one Lua script (in `lua/`) that checks the caller still owns the delivery, so a stale worker can
-//! never complete, fail or extend a job someone else now holds. SPEC.md is the wire contract for other
-//! languages.
+//! change is one Lua script that checks the caller still owns the delivery, so a worker whose lease was taken
+//! over can never complete, fail or extend a job someone else now holds. A crashed worker's jobs run elsewhere
+//! within seconds, long jobs resume from their last checkpoint, and the wire format (`SPEC.md` in the
+//! repository) lets any language produce, work and inspect the same queues.
 //!
-//! The layout, by role:
+//! The package is `rill-queue` on crates.io; the library is `rill`:
+//!
+//! ```toml
+//! [dependencies]
+//! rill = { package = "rill-queue", version = "0.1" }
+//! tokio = { version = "1", features = ["macros", "rt-multi-thread", "signal"] }
+//! serde = { version = "1", features = ["derive"] }
+//! ```
+//!
+//! # A producer and a worker
+//!
+//! ```no_run
+//! use serde::{Deserialize, Serialize};
+//!
+//! #[derive(Serialize, Deserialize)]
+//! struct SendEmail { to: String }
+//!
+//! #[tokio::main]
+//! async fn main() -> rill::Result<()> {
+//!     let client = rill::Client::new("redis://127.0.0.1:6379")?;
+//!     let queue = client.queue::<SendEmail>("emails")?;
+//!     let id = queue.enqueue(&SendEmail { to: "a@example.com".into() }).await?;
+//!     println!("enqueued {id}");
+//!
+//!     rill::Worker::new(client, "emails")?
+//!         .concurrency(64)
+//!         .run(
+//!             |job: rill::Job<SendEmail>| async move {
+//!                 println!("sending to {}", job.data().to);
+//!                 rill::JobResult::Ok(())    // or Err(..) / `?`: retried with backoff, then dead-lettered
+//!             },
+//!             async { tokio::signal::ctrl_c().await.ok(); },   // graceful shutdown on Ctrl-C
+//!         )
+//!         .await?;
+//!     Ok(())
+//! }
+//! ```
+//!
+//! # Where to go next
+//! - [`Queue`]: enqueue (ids, dedup, delays, bulk), a job's state and result, stats, dead letters, events.
+//! - [`Worker`]: concurrency, leases, retries and backoff, timeouts, prefetch, shutdown; [`Job`] is what a
+//!   handler gets (payload, attempt, progress, checkpoints, cancellation) and [`JobError`] how it fails.
+//! - [`checkpoint`]: long jobs that resume where they stopped after a crash or a deploy.
+//! - [`signals`]: cancel a job, pause or resume a queue, quiet or stop workers, custom signals.
+//! - [`registry`]: which workers are alive, what they run, and their health.
+//! - [`bus`]: typed topics fanned out to consumer groups, with replay.
+//! - [`Error`]: every infrastructure error, with [`Error::is_retryable`].
+//! - The `rill` command (package `rill-cli`: `cargo install rill-cli`) does all of this from a shell, and runs
+//!   any program as a worker.
+//!
+//! # Logging
+//! rill reports through [`tracing`]: worker start and stop, recovered and adopted jobs, signals at `info`;
+//! lost leases, rejected completions and quarantined entries at `warn`; infrastructure failures at `error`
+//! (repeated warnings are throttled, with a `suppressed` count). Nothing is printed unless the application
+//! installs a subscriber, for example `tracing_subscriber::fmt().with_env_filter(EnvFilter::from_default_env())
+//! .init()` and `RUST_LOG=rill=info`. The `rill` command honours `RUST_LOG` (default `warn`).
+//!
+//! # The layout, for contributors
 //! - Foundation (no worker knowledge): [`keys`] (the one place that builds Redis keys, hash tag `{queue}`),
 //!   [`wire`] (entry fields, CBOR, strict parsing of foreign entries), [`error`] ([`Error`]), `identity` (clock,
 //!   host name, ids), [`client`] ([`Client`]: one shared command connection, a dedicated one per blocking loop).
@@ -16,12 +74,9 @@
 //! - [`worker`]: [`Worker`], one file per role: `fetch`, `runner`, `settle`, `acker`, `lease`, `heartbeat`,
 //!   `listener`, `reclaim`, `promote`, over shared state owned by `deliveries`, `control` and `slots`.
 //! - [`job`]: what a handler gets ([`Job`]) and returns ([`JobResult`], [`JobError`]).
-//! - [`checkpoint`]: when to save a long job's state ([`CheckpointPolicy`]), limits, resuming, the operator's
-//!   view of checkpoints.
-//! - [`signals`]: cancel, pause/resume, quiet/stop, custom signals, their history and a collector (the
-//!   worker's side is `worker::listener`).
-//! - [`registry`]: the worker registry and the health rule (the worker's side is `worker::heartbeat`).
-//! - [`bus`]: the message bus: typed topics, fan-out to consumer groups, replay, retention.
+//! - [`checkpoint`], [`signals`], [`registry`] (the worker's sides are `worker::listener` and
+//!   `worker::heartbeat`), [`bus`].
+//! - The `rill` command lives in `cli/` (package `rill-cli`), built on this public API alone.
 //!
 //! The life of a job, file by file:
 //! 1. `queue/enqueue.rs` adds it: a plain `XADD`, or `lua/enqueue.lua` for ids, dedup and delays
@@ -32,33 +87,6 @@
 //! 4. `worker/lease.rs` renews its lease meanwhile; `worker/listener.rs` delivers cancel and pause signals.
 //! 5. `worker/settle.rs` decides how it ends: retry, dead letter, cancel, hand back (`lua/fail.lua`, ...).
 //! 6. `worker/acker.rs` completes it in a batch through `lua/ack.lua`, fenced by the delivery's token.
-//!
-//! The `rill` command (`src/bin/rill/`, feature `cli`, on by default) is built on this API alone: enqueue, a
-//! worker that runs any command per job, stats, a live view, jobs, dead letters, workers, signals, events,
-//! bench and demo.
-//!
-//! ```no_run
-//! use serde::{Deserialize, Serialize};
-//!
-//! #[derive(Serialize, Deserialize)]
-//! struct SendEmail { to: String }
-//!
-//! # async fn f() -> rill::Result<()> {
-//! let client = rill::Client::new("redis://127.0.0.1:6379")?;
-//! let queue = client.queue::<SendEmail>("emails")?;
-//! queue.enqueue(&SendEmail { to: "a@example.com".into() }).await?;
-//! rill::Worker::new(client, "emails")?
-//!     .concurrency(64)
-//!     .run(
-//!         |job: rill::Job<SendEmail>| async move {
-//!             println!("sending to {}", job.data().to);
-//!             rill::JobResult::Ok(())
-//!         },
-//!         async { tokio::signal::ctrl_c().await.ok(); },
-//!     )
-//!     .await?;
-//! # Ok(()) }
-//! ```
 
 #[macro_use]
 mod throttle;

@@ -16,22 +16,50 @@ struct Email {
     n: u32,
 }
 
+/// The first Python that imports both `redis` and `cbor2`: `RILL_TEST_PYTHON`, then `python3` on PATH, then
+/// Debian's `/usr/bin/python3` (where `apt-get install python3-redis python3-cbor2` puts them when PATH leads to
+/// another Python, such as pyenv's).
+fn interpreter() -> &'static str {
+    static FOUND: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    FOUND.get_or_init(|| {
+        let candidates: Vec<String> = std::env::var("RILL_TEST_PYTHON")
+            .into_iter()
+            .chain(["python3".to_string(), "/usr/bin/python3".to_string()])
+            .collect();
+        candidates
+            .iter()
+            .find(|py| {
+                Command::new(py.as_str())
+                    .args(["-c", "import redis, cbor2"])
+                    .output()
+                    .is_ok_and(|o| o.status.success())
+            })
+            .cloned()
+            .unwrap_or_else(|| {
+                panic!(
+                    "no Python with the redis and cbor2 modules among {candidates:?}: \
+                     apt-get install python3-redis python3-cbor2 (or pip install redis cbor2)"
+                )
+            })
+    })
+}
+
 fn python(redis: &TestRedis, ns: &str, args: &[&str]) -> String {
     let script = concat!(
         env!("CARGO_MANIFEST_DIR"),
         "/tests/interop/foreign_client.py"
     );
-    let out = Command::new("python3")
+    let out = Command::new(interpreter())
         .arg(script)
         .arg(redis.url())
         .arg(ns)
         .arg("emails")
         .args(args)
         .output()
-        .expect("python3 on PATH (.ci/run installs it with redis and cbor2)");
+        .expect("the Python found above runs");
     assert!(
         out.status.success(),
-        "foreign client failed (pip install redis cbor2?): {}",
+        "foreign client failed: {}",
         String::from_utf8_lossy(&out.stderr)
     );
     String::from_utf8(out.stdout).unwrap()

@@ -1,7 +1,7 @@
 //! The `rill` command driven as a process against a private Redis: every subcommand, `rill work -- sh -c ...`
 //! with success, retry (exit 75), failure, cancel and SIGTERM, and the errors a person sees.
 
-#[path = "../support/mod.rs"]
+#[path = "../../../tests/support/mod.rs"]
 mod support;
 
 mod operator;

@@ -369,7 +369,7 @@ fn a_second_sigterm_hands_running_jobs_back_at_once() {
 #[test]
 fn the_readme_session_replays_with_the_shipped_worker_and_batch() {
     let cli = Cli::new();
-    let examples = concat!(env!("CARGO_MANIFEST_DIR"), "/examples");
+    let examples = concat!(env!("CARGO_MANIFEST_DIR"), "/../examples");
     let in_examples = |args: &[&str]| {
         let out = cli.cmd(args).current_dir(examples).output().unwrap();
         assert!(out.status.success(), "rill {args:?}: {out:?}");
