@@ -119,7 +119,7 @@ pub mod inspect {
 }
 
 pub use checkpoint::{CheckpointInfo, CheckpointPolicy, CheckpointSettings, PreviousEnd, Resume};
-pub use client::{Client, ClientConfig, ServerVersion};
+pub use client::{Client, ClientConfig, ServerVersion, Tls};
 pub use error::{Error, Result};
 pub use job::{Delivery, Job, JobError, JobResult};
 pub use queue::{

@@ -101,7 +101,7 @@ pub async fn run(ctx: &Context, a: BenchArgs) -> anyhow::Result<ExitCode> {
     let server = ctx.client.server_version().await?;
     let ns = format!("rill-bench-{}", std::process::id());
     let result = bench(ctx, &ns, &a).await;
-    remove_namespace(&ctx.url, &ns).await?;
+    remove_namespace(ctx.client.redis(), &ns).await?;
     let cases = result?;
     if ctx.json {
         let items: Vec<_> = cases
@@ -163,17 +163,13 @@ pub async fn run(ctx: &Context, a: BenchArgs) -> anyhow::Result<ExitCode> {
 }
 
 async fn bench(ctx: &Context, ns: &str, a: &BenchArgs) -> anyhow::Result<Vec<Case>> {
-    let mut conn = redis::Client::open(ctx.url.as_str())?
+    let mut conn = ctx
+        .client
+        .redis()
         .get_multiplexed_async_connection()
         .await?;
     let raw_key = format!("{ns}:raw");
-    let client = rill::Client::with_config(
-        &ctx.url,
-        rill::ClientConfig {
-            namespace: ns.to_owned(),
-            ..Default::default()
-        },
-    )?;
+    let client = ctx.client_in(ns)?;
     let queue = client.queue::<serde_json::Value>("drain")?;
     let jobs: Vec<serde_json::Value> = (0..a.jobs).map(|n| json!({ "n": n })).collect();
     // A concurrency-1 worker is compared with a one-at-a-time raw loop, a wider one with batched reads.

@@ -1,6 +1,6 @@
 //! What every subcommand starts from: the client, the output mode, and errors a person can act on.
 
-use anyhow::bail;
+use anyhow::{Context as _, bail};
 
 use crate::Global;
 
@@ -12,6 +12,56 @@ pub struct Context {
     pub url: String,
     pub namespace: String,
     pub json: bool,
+    tls: rill::Tls,
+}
+
+/// The TLS settings the global options name, the files read.
+pub fn tls(g: &Global) -> anyhow::Result<rill::Tls> {
+    let read = |flag: &str, path: &std::path::Path| {
+        std::fs::read(path).with_context(|| format!("{flag} {}: cannot read it", path.display()))
+    };
+    let tls = rill::Tls {
+        ca_pem: g
+            .tls_ca
+            .as_deref()
+            .map(|p| read("--tls-ca", p))
+            .transpose()?,
+        client_pem: match (&g.tls_cert, &g.tls_key) {
+            (Some(c), Some(k)) => Some((read("--tls-cert", c)?, read("--tls-key", k)?)),
+            _ => None,
+        },
+        insecure: g.tls_insecure,
+    };
+    let set = tls.ca_pem.is_some() || tls.client_pem.is_some() || tls.insecure;
+    if set && !g.redis.starts_with("rediss://") {
+        bail!(
+            "--tls-ca, --tls-cert, --tls-key and --tls-insecure need a rediss:// URL (got {:?})",
+            g.redis
+        );
+    }
+    Ok(tls)
+}
+
+/// A client for `url` in `namespace` with these TLS settings, or a one-line error saying which URLs work.
+pub fn client(
+    url: &str,
+    namespace: &str,
+    allow_eviction: bool,
+    tls: &rill::Tls,
+) -> anyhow::Result<rill::Client> {
+    let config = rill::ClientConfig {
+        namespace: namespace.to_owned(),
+        allow_eviction,
+        tls: tls.clone(),
+        ..Default::default()
+    };
+    match rill::Client::with_config(url, config) {
+        Ok(c) => Ok(c),
+        Err(rill::Error::InvalidUrl { url, .. }) => bail!(
+            "invalid Redis URL {url:?}: use redis://host:6379, rediss://host:6380 (TLS) or redis+unix:///path/redis.sock"
+        ),
+        Err(e) => Err(e.into()),
+    }
 }
 
 /// `host:port` (no scheme) means `redis://host:port`, as `redis-cli -u` users expect; anything with a scheme
@@ -26,26 +76,24 @@ pub fn with_scheme(url: &str) -> String {
 
 impl Context {
     pub fn new(g: &Global) -> anyhow::Result<Self> {
-        let client = match rill::Client::with_config(
-            &g.redis,
-            rill::ClientConfig {
-                namespace: g.namespace.clone(),
-                allow_eviction: g.allow_eviction,
-                ..Default::default()
-            },
-        ) {
-            Ok(c) => c,
-            Err(rill::Error::InvalidUrl { url, .. }) => bail!(
-                "invalid Redis URL {url:?}: use redis://host:6379, rediss://host:6380 (TLS) or redis+unix:///path/redis.sock"
-            ),
-            Err(e) => return Err(e.into()),
-        };
+        let tls = tls(g)?;
         Ok(Context {
-            client,
+            client: client(&g.redis, &g.namespace, g.allow_eviction, &tls)?,
             url: g.redis.clone(),
             namespace: g.namespace.clone(),
             json: g.json,
+            tls,
         })
+    }
+
+    /// A client for the same Redis (and TLS settings) in another namespace.
+    pub fn client_in(&self, namespace: &str) -> anyhow::Result<rill::Client> {
+        client(
+            &self.url,
+            namespace,
+            self.client.config().allow_eviction,
+            &self.tls,
+        )
     }
 
     /// Opens the connection, or says which address failed and how to point elsewhere.
@@ -113,11 +161,9 @@ impl Context {
 }
 
 /// Deletes every key of `namespace` (the demo's and the benchmark's private namespaces), with SCAN + UNLINK.
-pub async fn remove_namespace(url: &str, namespace: &str) -> anyhow::Result<()> {
+pub async fn remove_namespace(redis: &redis::Client, namespace: &str) -> anyhow::Result<()> {
     rill::keys::validate_name(namespace)?;
-    let mut conn = redis::Client::open(url)?
-        .get_multiplexed_async_connection()
-        .await?;
+    let mut conn = redis.get_multiplexed_async_connection().await?;
     let pattern = format!("{namespace}:*");
     let mut cursor = 0u64;
     loop {

@@ -92,22 +92,28 @@ async fn throwaway(default: &str) -> anyhow::Result<(String, Throwaway)> {
 }
 
 pub async fn run(g: &Global, redis_named: bool, a: DemoArgs) -> anyhow::Result<ExitCode> {
-    let (url, _server) = if redis_named || reachable(&g.redis).await {
+    let (url, server) = if redis_named || reachable(&g.redis).await {
         (g.redis.clone(), None)
     } else {
         let (url, s) = throwaway(&g.redis).await?;
         (url, Some(s))
     };
     let namespace = format!("rill-demo-{}", std::process::id());
+    // The throwaway server speaks plain TCP; a named rediss:// one gets the --tls-* settings.
+    let tls = match server {
+        Some(_) => rill::Tls::default(),
+        None => crate::context::tls(g)?,
+    };
+    let client = crate::context::client(&url, &namespace, g.allow_eviction, &tls)?;
     // Ctrl-C stops the demo but not its clean-up: the keys go either way.
     let outcome = tokio::select! {
-        r = demo(&url, &namespace, &a) => r.map(|()| ExitCode::SUCCESS),
+        r = demo(&client, &url, &a) => r.map(|()| ExitCode::SUCCESS),
         _ = tokio::signal::ctrl_c() => {
             eprintln!("interrupted: removing the demo's keys");
             Ok(ExitCode::from(130))
         }
     };
-    let cleanup = remove_namespace(&url, &namespace).await;
+    let cleanup = remove_namespace(client.redis(), &namespace).await;
     // A demo that failed says why; its clean-up failing too (Redis unreachable, say) would only repeat it.
     let code = outcome?;
     cleanup?;
@@ -144,14 +150,7 @@ async fn enqueue_jobs(queue: &rill::Queue<Resize>, total: u32) -> anyhow::Result
     Ok(())
 }
 
-async fn demo(url: &str, namespace: &str, a: &DemoArgs) -> anyhow::Result<()> {
-    let client = rill::Client::with_config(
-        url,
-        rill::ClientConfig {
-            namespace: namespace.to_owned(),
-            ..Default::default()
-        },
-    )?;
+async fn demo(client: &rill::Client, url: &str, a: &DemoArgs) -> anyhow::Result<()> {
     client.connect().await.with_context(|| {
         format!("cannot connect to Redis at {url}; pass --redis URL or set REDIS_URL")
     })?;

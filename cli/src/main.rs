@@ -44,7 +44,7 @@ struct Cli {
 /// Options every subcommand takes.
 #[derive(Args, Debug, Clone)]
 struct Global {
-    /// Redis to use.
+    /// Redis to use: redis://host:6379, rediss://host:6380 (TLS: see --tls-*), redis+unix:///path, or host:port.
     #[arg(
         long = "redis",
         env = "REDIS_URL",
@@ -62,6 +62,31 @@ struct Global {
     /// loses jobs silently. Without it, rill refuses such a Redis.
     #[arg(long, env = "RILL_ALLOW_EVICTION", global = true)]
     allow_eviction: bool,
+    /// For rediss:// URLs: PEM file of the certificate authority to trust instead of the system's roots.
+    #[arg(long, env = "RILL_TLS_CA", global = true, value_name = "FILE")]
+    tls_ca: Option<std::path::PathBuf>,
+    /// For rediss:// URLs: PEM client certificate, for servers that authenticate clients (with --tls-key).
+    #[arg(
+        long,
+        env = "RILL_TLS_CERT",
+        global = true,
+        value_name = "FILE",
+        requires = "tls_key"
+    )]
+    tls_cert: Option<std::path::PathBuf>,
+    /// For rediss:// URLs: PEM private key of --tls-cert.
+    #[arg(
+        long,
+        env = "RILL_TLS_KEY",
+        global = true,
+        value_name = "FILE",
+        requires = "tls_cert"
+    )]
+    tls_key: Option<std::path::PathBuf>,
+    /// For rediss:// URLs: accept any server certificate and host name (test servers only: anyone on the path
+    /// can read and change the traffic).
+    #[arg(long, global = true)]
+    tls_insecure: bool,
 }
 
 #[derive(Subcommand, Debug)]

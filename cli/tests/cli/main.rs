@@ -5,6 +5,7 @@
 mod support;
 
 mod operator;
+mod tls;
 mod tools;
 mod work;
 
