@@ -530,6 +530,10 @@ async fn a_lost_lease_cancels_the_handler_and_nothing_is_written_for_it() {
     // The thief still owns it; nothing was completed.
     let info = q.job(&id).await.unwrap();
     assert_eq!(info.state, JobState::Active);
+    assert_eq!(
+        info.attempts, 2,
+        "the thief's delivery is the second attempt"
+    );
     assert_eq!(info.owner.unwrap().0, "thief");
     assert!(info.result.is_none());
 }
@@ -702,6 +706,10 @@ async fn progress_and_data_updates_are_visible_and_carried_to_retries() {
     rx.recv().await.unwrap();
     let info = q.job(&id).await.unwrap();
     assert_eq!(info.state, JobState::Active);
+    assert_eq!(
+        info.attempts, 1,
+        "the running attempt counts, as Job::attempt says"
+    );
     assert_eq!(
         info.progress::<(String, u32)>().unwrap().unwrap(),
         ("halfway".into(), 50)

@@ -77,7 +77,7 @@ fn print_event(as_json: bool, e: &rill::Event, out: &mut impl Write) -> anyhow::
                 e.fields.get("ids").map_or("", String::as_str)
             ),
             _ => {
-                let mut d = format!("{} attempt {}", e.job_id, e.attempt);
+                let mut d = format!("{} attempts {}", e.job_id, e.attempt);
                 for k in ["reason", "delay_ms", "error"] {
                     if let Some(v) = e.fields.get(k) {
                         d.push_str(&format!("  {k}={}", output::one_line(v, 200)));

@@ -104,6 +104,17 @@ pub async fn run(ctx: &Context, c: JobsCommand) -> anyhow::Result<ExitCode> {
     }
 }
 
+/// Attempts as `jobs show` prints them: the number, with what it means where it could be misread.
+fn attempts_text(info: &rill::JobInfo) -> String {
+    match info.state {
+        rill::JobState::Active => format!("{} (the running one included)", info.attempts),
+        rill::JobState::Waiting if info.attempts == 0 && info.last_error.is_some() => {
+            "0 (requeued from the dead letters with a full set of attempts)".into()
+        }
+        _ => info.attempts.to_string(),
+    }
+}
+
 async fn show(ctx: &Context, a: JobArgs) -> anyhow::Result<ExitCode> {
     let (q, info) = find(ctx, &a.id, a.queue.as_deref()).await?;
     let checkpoints = q.checkpoints(&a.id, 10).await?;
@@ -146,7 +157,7 @@ async fn show(ctx: &Context, a: JobArgs) -> anyhow::Result<ExitCode> {
         ("job", info.id.clone()),
         ("queue", q.name().to_owned()),
         ("state", info.state.as_str().to_owned()),
-        ("attempts", info.attempts.to_string()),
+        ("attempts", attempts_text(&info)),
     ];
     if let Some((worker, token)) = &info.owner {
         lines.push(("running on", format!("{worker} (delivery {token})")));
@@ -174,7 +185,7 @@ async fn show(ctx: &Context, a: JobArgs) -> anyhow::Result<ExitCode> {
             let ms = e.fields.get("ms").and_then(|m| m.parse().ok()).unwrap_or(0);
             let mut line = format!("  {}  {:<9}", output::time(ms), e.kind);
             if e.attempt > 0 {
-                line.push_str(&format!(" attempt {}", e.attempt));
+                line.push_str(&format!(" attempts {}", e.attempt));
             }
             for k in ["reason", "error"] {
                 if let Some(v) = e.fields.get(k) {

@@ -79,7 +79,10 @@ pub struct JobInfo {
     pub id: String,
     /// Where it is.
     pub state: JobState,
-    /// Attempts made (for `completed`: the attempt that succeeded).
+    /// Attempts counted so far, in one meaning everywhere (this field, `rill jobs show|list`, dead letters,
+    /// events): 0 for a job that never ran; while active, the running attempt's number (what the handler's
+    /// [`crate::Job::attempt`] says); for completed, the attempt that succeeded; for failed, parked and dead,
+    /// the attempts made. A hand-back at shutdown or a pause does not count; a stall does.
     pub attempts: u64,
     /// The entry holding it (ready, scheduled or dead-letter stream), if any.
     pub entry_id: Option<String>,
@@ -174,9 +177,11 @@ impl<T: Serialize + DeserializeOwned> Queue<T> {
             text(b"last_error")
         };
         let payload = fields.get(&b"payload"[..]).cloned();
-        // state.lua reports attempts of live entries; a dead letter records its own.
-        let attempts = match text(b"dead_attempts").and_then(|a| a.parse().ok()) {
-            Some(a) if state == JobState::Dead => a,
+        // state.lua reports attempts made before the entry's deliveries; a running one counts (SPEC: attempt
+        // number = attempts + delivery count), and a dead letter records its own.
+        let attempts = match (state, text(b"dead_attempts").and_then(|a| a.parse().ok())) {
+            (JobState::Dead, Some(a)) => a,
+            (JobState::Active, _) => attempts + deliveries,
             _ => attempts,
         };
         Ok(JobInfo {

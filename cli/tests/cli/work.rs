@@ -72,7 +72,7 @@ fn work_runs_a_command_per_job_with_retry_failure_cancel_and_graceful_stop() {
     assert_eq!(history, ["retrying", "completed"]);
     assert!(
         cli.ok(&["jobs", "show", "j-retry"])
-            .contains("retrying  attempt 1  error=exit 75 (retry): busy")
+            .contains("retrying  attempts 1  error=exit 75 (retry): busy")
     );
     assert_eq!(
         (retried["attempts"].as_u64(), &retried["result"]),
