@@ -286,6 +286,12 @@ async fn heartbeats(redis: &TestRedis) {
     .map(|(k, v)| (k.to_string(), v.to_string()))
     .collect();
     let (registration, per_beat) = static_fields.split_at(7);
+    // A busy worker's `running` field: four jobs.
+    let running = vec![(
+        "running".to_string(),
+        "1796223540005:order-1 1796223540105:order-2 1796223540205:order-3 1796223540305:order-4"
+            .to_string(),
+    )];
     let mut reg = Vec::new();
     for i in 0..500 {
         let t = Instant::now();
@@ -298,6 +304,7 @@ async fn heartbeats(redis: &TestRedis) {
             60_000,
             rill::scripts::BeatFields {
                 per_beat,
+                record: &running,
                 registration,
             },
         )
@@ -319,6 +326,7 @@ async fn heartbeats(redis: &TestRedis) {
             60_000,
             rill::scripts::BeatFields {
                 per_beat,
+                record: &running,
                 registration: &[],
             },
         )

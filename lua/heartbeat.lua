@@ -12,8 +12,8 @@
 -- ARGV[4]  record TTL, ms (a record outlives its last beat this long, then it is gone)
 -- ARGV[5]  k: how many of the pairs below also go on the heartbeats stream (they come first)
 -- ARGV[6..] field, value pairs for the record: first the k per-beat ones (status, reason, in_flight, processed,
---           failed, lease_failures), then on registration host, pid, queue, concurrency, version, started_ms,
---           capabilities, meta:*
+--           failed, lease_failures), then the record-only ones of every beat (running), then on registration
+--           host, pid, queue, concurrency, version, started_ms, capabilities, meta:*
 --
 -- Returns {heartbeat entry id, new}: new is how many record fields this beat created. A beat that sent only the
 -- per-beat fields and gets new > 0 found no record (it was lost with Redis's data, or removed when the worker

@@ -125,7 +125,7 @@ pub use job::{Delivery, Job, JobError, JobResult};
 pub use queue::{
     Counts, DeadLetter, Enqueue, Event, EventFeed, JobInfo, JobState, Queue, Recent, Requeue,
 };
-pub use registry::{Health, HealthRule, WorkerInfo};
+pub use registry::{Health, HealthRule, RunningJob, WorkerInfo};
 pub use signals::{
     CancelOutcome, PauseOutcome, Signal, SignalCollector, SignalFilter, SignalKind, Target,
 };

@@ -19,6 +19,46 @@ pub const HEARTBEATS_MAXLEN: u64 = 10_000;
 /// How long a registry record outlives its last beat.
 pub const RECORD_TTL: Duration = Duration::from_secs(24 * 3600);
 
+/// Most running jobs a worker lists in its record (`running`); `in_flight` counts them all.
+pub const RUNNING_LISTED: usize = 100;
+
+/// A job a worker is running, from its registry record.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RunningJob {
+    /// Job id.
+    pub job_id: String,
+    /// When its handler started, ms since the Unix epoch (the worker's clock).
+    pub started_ms: u64,
+}
+
+/// The record's `running` field (SPEC.md): `<started ms>:<job id>` pairs, space-separated, longest-running
+/// first. Job ids hold no whitespace, and the start time comes first so an id may contain ':'.
+pub(crate) fn running_field(running: &[(u64, String)]) -> String {
+    let mut out = String::new();
+    for (started, id) in running {
+        if !out.is_empty() {
+            out.push(' ');
+        }
+        out.push_str(&format!("{started}:{id}"));
+    }
+    out
+}
+
+/// Reads a `running` field; malformed pairs (another client's) are skipped.
+fn parse_running(field: &str) -> Vec<RunningJob> {
+    field
+        .split_ascii_whitespace()
+        .filter_map(|pair| {
+            let (started, id) = pair.split_once(':')?;
+            Some(RunningJob {
+                job_id: id.to_owned(),
+                started_ms: started.parse().ok()?,
+            })
+        })
+        .filter(|r| !r.job_id.is_empty())
+        .collect()
+}
+
 /// Thresholds of the health rule.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct HealthRule {
@@ -83,6 +123,9 @@ pub struct WorkerInfo {
     pub reason: String,
     /// Jobs running now.
     pub in_flight: u64,
+    /// Which jobs run now and since when, longest-running first (at most [`RUNNING_LISTED`]; empty from a
+    /// worker that does not report them).
+    pub running: Vec<RunningJob>,
     /// Jobs completed.
     pub processed: u64,
     /// Jobs failed (retried or dead-lettered).
@@ -140,6 +183,10 @@ fn parse_record(id: &str, fields: HashMap<String, String>) -> WorkerInfo {
         status: fields.get("status").cloned().unwrap_or_default(),
         reason: fields.get("reason").cloned().unwrap_or_default(),
         in_flight: num("in_flight"),
+        running: fields
+            .get("running")
+            .map(|r| parse_running(r))
+            .unwrap_or_default(),
         processed: num("processed"),
         failed: num("failed"),
         lease_failures: num("lease_failures"),
@@ -221,6 +268,35 @@ impl<T: Serialize + DeserializeOwned> Queue<T> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_running_field_round_trips_and_skips_what_it_cannot_read() {
+        let running = vec![(1_000, "a".to_string()), (2_000, "ns:job:7".to_string())];
+        let field = running_field(&running);
+        assert_eq!(field, "1000:a 2000:ns:job:7");
+        assert_eq!(
+            parse_running(&field),
+            vec![
+                RunningJob {
+                    job_id: "a".into(),
+                    started_ms: 1_000
+                },
+                RunningJob {
+                    job_id: "ns:job:7".into(),
+                    started_ms: 2_000
+                },
+            ]
+        );
+        assert_eq!(running_field(&[]), "");
+        assert!(parse_running("").is_empty());
+        assert_eq!(
+            parse_running("x:a 5 :b 6:  7:c"),
+            vec![RunningJob {
+                job_id: "c".into(),
+                started_ms: 7
+            }]
+        );
+    }
 
     #[test]
     fn the_health_rule() {

@@ -222,3 +222,60 @@ async fn entries_written_by_others_are_read_without_guessing() {
     let (_, health) = find("tired");
     assert_eq!(health, Health::Degraded("cannot end deliveries".into()));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_worker_lists_the_jobs_it_runs_and_since_when() {
+    let redis = TestRedis::start();
+    let client = support::client(&redis);
+    let q = client.queue::<u32>("busy").unwrap();
+    let gate = std::sync::Arc::new(tokio::sync::Semaphore::new(0));
+    let g = gate.clone();
+    let w = spawn_worker(
+        Worker::new(client.clone(), "busy").unwrap().concurrency(2),
+        move |_job: Job<u32>| {
+            let g = g.clone();
+            async move {
+                g.acquire().await.unwrap().forget();
+                Ok::<_, JobError>(())
+            }
+        },
+    );
+    let before = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as u64;
+    for id in ["slow-1", "slow-2"] {
+        q.enqueue_with(&1, rill::Enqueue::new().id(id))
+            .await
+            .unwrap();
+    }
+    let rule = HealthRule::default();
+    eventually(
+        Duration::from_secs(10),
+        "both listed as running",
+        || async {
+            let info = q.worker(&w.consumer, &rule).await.unwrap().0;
+            info.is_some_and(|i| i.running.len() == 2)
+        },
+    )
+    .await;
+    let info = q.worker(&w.consumer, &rule).await.unwrap().0.unwrap();
+    let mut ids: Vec<&str> = info.running.iter().map(|r| r.job_id.as_str()).collect();
+    ids.sort();
+    assert_eq!(ids, vec!["slow-1", "slow-2"]);
+    assert!(info.running.iter().all(|r| r.started_ms >= before));
+    assert!(
+        info.running[0].started_ms <= info.running[1].started_ms,
+        "longest-running first"
+    );
+    gate.add_permits(2);
+    eventually(
+        Duration::from_secs(10),
+        "nothing listed once they end",
+        || async {
+            let info = q.worker(&w.consumer, &rule).await.unwrap().0.unwrap();
+            info.running.is_empty() && info.processed == 2
+        },
+    )
+    .await;
+}

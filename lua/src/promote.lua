@@ -13,31 +13,13 @@
 -- Returns {promoted, next_due}:
 --   promoted  number of jobs moved to the ready stream (a delayed id with no body is dropped and not counted)
 --   next_due  due time (ms) of the earliest job still delayed, or -1 if none
+--- @include "lib/to_ready"
 local delayed, scheduled, ready, index, events = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5]
 local now, count, maxlen = ARGV[1], tonumber(ARGV[2]), ARGV[3]
 local due = redis.call('ZRANGEBYSCORE', delayed, '-inf', now, 'LIMIT', 0, count)
 local promoted = 0
 for _, jid in ipairs(due) do
-  local sid = redis.call('HGET', index, jid)
-  local r = {}
-  if sid then r = redis.call('XRANGE', scheduled, sid, sid) end
-  if r[1] then
-    local fields = r[1][2]
-    local has_id = false
-    for i = 1, #fields, 2 do
-      if fields[i] == 'id' then has_id = true end
-    end
-    if not has_id then
-      fields[#fields + 1] = 'id'
-      fields[#fields + 1] = jid
-    end
-    local nid = redis.call('XADD', ready, '*', unpack(fields))
-    redis.call('HSET', index, jid, nid)
-    redis.call('XDEL', scheduled, sid)
-    promoted = promoted + 1
-  else
-    redis.call('HDEL', index, jid)
-  end
+  if to_ready(scheduled, ready, index, jid) then promoted = promoted + 1 end
   redis.call('ZREM', delayed, jid)
 end
 local nxt = redis.call('ZRANGE', delayed, 0, 0, 'WITHSCORES')

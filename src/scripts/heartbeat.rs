@@ -22,6 +22,8 @@ pub struct Beat {
 pub struct BeatFields<'a> {
     /// Written to the record and to the heartbeats stream every beat: status and counters.
     pub per_beat: &'a [(String, String)],
+    /// Written to the record only, every beat: what it runs (`running`).
+    pub record: &'a [(String, String)],
     /// Written to the record only, on registration (empty on an ordinary beat): host, pid, queue, ...
     pub registration: &'a [(String, String)],
 }
@@ -46,7 +48,12 @@ pub async fn heartbeat<C: ConnectionLike + Send>(
         .arg(maxlen.max(1))
         .arg(record_ttl_ms.max(1))
         .arg(fields.per_beat.len());
-    for (k, v) in fields.per_beat.iter().chain(fields.registration) {
+    for (k, v) in fields
+        .per_beat
+        .iter()
+        .chain(fields.record)
+        .chain(fields.registration)
+    {
         inv.arg(k).arg(v);
     }
     let v: Value = inv.invoke_async(con).await?;
@@ -55,7 +62,8 @@ pub async fn heartbeat<C: ConnectionLike + Send>(
     let new = r.int()?;
     Ok(Beat {
         id,
-        // A beat without the static fields that created record fields found no record.
+        // A beat without the static fields that created record fields found no record (every per-beat and
+        // record field exists after the first beat).
         registered: !fields.registration.is_empty() || new == 0,
     })
 }

@@ -21,6 +21,8 @@ mod reply;
 pub mod ack;
 pub mod adopt;
 pub mod checkpoint;
+pub mod delete;
+pub mod drain;
 pub mod enqueue;
 pub mod extend;
 pub mod fail;
@@ -33,6 +35,7 @@ pub mod reclaim;
 pub mod release;
 pub mod requeue;
 pub mod retire;
+pub mod run_now;
 pub mod signal;
 pub mod state;
 pub mod update;
@@ -40,6 +43,8 @@ pub mod update;
 pub use ack::{Ack, AckItem, LAZY_WINDOW_MS, Retention, ack};
 pub use adopt::{Adopt, Adopted, adopt};
 pub use checkpoint::{CheckpointWrite, Checkpointed, checkpoint};
+pub use delete::{Deleted, delete};
+pub use drain::{Drained, drain};
 pub use enqueue::{Enqueued, NewJob, enqueue};
 pub use extend::extend;
 pub use fail::{Fail, FailMode, FailOutcome, fail};
@@ -52,6 +57,7 @@ pub use reclaim::{Reclaim, ReclaimPage, reclaim};
 pub use release::{HandBack, release};
 pub use requeue::{Requeued, requeue};
 pub use retire::retire;
+pub use run_now::{RunNow, run_now};
 pub use signal::{SignalApplied, SignalSend, SignalSent, signal};
 pub use state::{StateRow, state};
 pub use update::{RecordField, Update, update};
@@ -76,6 +82,9 @@ pub const SOURCES: &[(&str, &str)] = &[
     ("requeue.lua", requeue::SOURCE),
     ("purge.lua", purge::SOURCE),
     ("permissions.lua", permissions::SOURCE),
+    ("run_now.lua", run_now::SOURCE),
+    ("delete.lua", delete::SOURCE),
+    ("drain.lua", drain::SOURCE),
 ];
 
 /// One delivery as the scripts see it: the entry it came from and the delivery count it was handed with.

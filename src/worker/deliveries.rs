@@ -26,6 +26,8 @@ struct Held {
     fence: CancellationToken,
     /// When the last renewal that succeeded was sent (or when the delivery was taken).
     renewed: Instant,
+    /// When its handler started, ms since the Unix epoch (0: waiting for a handler slot).
+    started_ms: u64,
 }
 
 /// A delivery by entry id and token.
@@ -79,6 +81,7 @@ impl Deliveries {
                 cancel: t.cancel,
                 fence: fence.clone(),
                 renewed: Instant::now(),
+                started_ms: 0,
             },
         );
         if let Some(old) = previous {
@@ -106,6 +109,27 @@ impl Deliveries {
                 letting_go.remove(&(entry_id.to_owned(), token));
             }
         }
+    }
+
+    /// Its handler started now (what the registry shows as running, and since when).
+    pub(super) fn started(&self, entry_id: &str, token: u64) {
+        if let Some(h) = self.held().get_mut(entry_id).filter(|h| h.token == token) {
+            h.started_ms = crate::identity::now_ms();
+        }
+    }
+
+    /// Up to `limit` jobs whose handlers run now, longest-running first: (started, ms since the Unix epoch; job
+    /// id).
+    pub(super) fn running(&self, limit: usize) -> Vec<(u64, String)> {
+        let mut running: Vec<(u64, String)> = self
+            .held()
+            .values()
+            .filter(|h| h.started_ms > 0)
+            .map(|h| (h.started_ms, h.job_id.clone()))
+            .collect();
+        running.sort_unstable();
+        running.truncate(limit);
+        running
     }
 
     /// Every held delivery, for renewal.

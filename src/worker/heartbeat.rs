@@ -9,7 +9,7 @@ use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 
 use super::shared::Shared;
-use crate::registry::{HEARTBEATS_MAXLEN, RECORD_TTL};
+use crate::registry::{HEARTBEATS_MAXLEN, RECORD_TTL, RUNNING_LISTED};
 use crate::scripts;
 
 /// Beats until `stop` fires (the first one registers).
@@ -36,9 +36,9 @@ struct Beats {
 }
 
 impl Beats {
-    /// The record fields of the next beat: status and counters, and the static fields until one beat is in
-    /// (empty after).
-    fn fields(&self, shared: &Shared) -> (Fields, Fields) {
+    /// The record fields of the next beat: status and counters (record and stream), the jobs running now
+    /// (record only), and the static fields until one beat is in (empty after).
+    fn fields(&self, shared: &Shared) -> (Fields, Fields, Fields) {
         let stats = shared.stats.snapshot();
         let per_beat: Fields = vec![
             ("status".into(), shared.control.status().to_owned()),
@@ -72,7 +72,11 @@ impl Beats {
                 f.push((format!("meta:{k}"), v.clone()));
             }
         }
-        (per_beat, f)
+        let record: Fields = vec![(
+            "running".into(),
+            crate::registry::running_field(&shared.deliveries.running(RUNNING_LISTED)),
+        )];
+        (per_beat, record, f)
     }
 
     /// A beat landed; `registered`: the record holds the static fields (false after Redis lost its data or the
@@ -99,7 +103,7 @@ async fn beat(
             }
         }
     }
-    let (per_beat, registration) = beats.fields(shared);
+    let (per_beat, record, registration) = beats.fields(shared);
     let c = conn.as_mut().expect("connection set above");
     let sent = std::time::Instant::now();
     let r = scripts::heartbeat(
@@ -112,6 +116,7 @@ async fn beat(
         RECORD_TTL.as_millis() as u64,
         scripts::BeatFields {
             per_beat: &per_beat,
+            record: &record,
             registration: &registration,
         },
     )

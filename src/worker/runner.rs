@@ -225,6 +225,7 @@ where
         };
         let run = AssertUnwindSafe(self.handler.call(job)).catch_unwind();
         shared.control.job_started();
+        shared.deliveries.started(&d.entry_id, d.token);
         let started = std::time::Instant::now();
         let grace = shared.config.fence_grace();
         let outcome = tokio::select! {

@@ -9,7 +9,7 @@ async fn adopt_takes_over_only_crashed_workers() {
     let fields = vec![("status".to_owned(), "busy".to_owned())];
     let fields = BeatFields {
         per_beat: &fields,
-        registration: &[],
+        ..Default::default()
     };
     scripts::heartbeat(&mut f.conn, &keys, "w1", 1_000, 100, 60_000, fields)
         .await

@@ -8,8 +8,10 @@ async fn heartbeat_registers_and_stamps_beats() {
     let keys = f.keys.clone();
     let status = vec![("status".to_owned(), "busy".to_owned())];
     let host = vec![("host".to_owned(), "h1".to_owned())];
+    let running = vec![("running".to_owned(), "900:j1".to_owned())];
     let fields = BeatFields {
         per_beat: &status,
+        record: &running,
         registration: &host,
     };
     let beat = scripts::heartbeat(&mut f.conn, &keys, "w1", 1_000, 100, 60_000, fields)
@@ -18,8 +20,10 @@ async fn heartbeat_registers_and_stamps_beats() {
     assert!(beat.registered, "host was sent");
     // The record lost (Redis data loss, or removed by adopt.lua): a beat without the static fields says so.
     let _: () = f.conn.del(keys.worker("w1")).await.unwrap();
+    // An ordinary beat: counters and what runs, no static fields.
     let status_only = BeatFields {
         per_beat: &status,
+        record: &running,
         registration: &[],
     };
     let beat = scripts::heartbeat(&mut f.conn, &keys, "w1", 1_000, 100, 60_000, status_only)
@@ -40,16 +44,17 @@ async fn heartbeat_registers_and_stamps_beats() {
         (
             rec["status"].as_str(),
             rec["host"].as_str(),
-            rec["last_beat_ms"].as_str()
+            rec["last_beat_ms"].as_str(),
+            rec["running"].as_str()
         ),
-        ("busy", "h1", "1000")
+        ("busy", "h1", "1000", "900:j1")
     );
     let score: Option<f64> = f.conn.zscore(&keys.workers, "w1").await.unwrap();
     assert_eq!(score, Some(1000.0));
     assert_eq!(
         f.xlen(&keys.heartbeats).await,
         4,
-        "the beat is on the stream; host is not"
+        "the beat is on the stream; host and running are not"
     );
     let last: Vec<(String, std::collections::HashMap<String, String>)> = redis::cmd("XREVRANGE")
         .arg(&keys.heartbeats)

@@ -8,6 +8,8 @@ mod support;
 mod ack;
 mod adopt;
 mod checkpoint;
+mod delete;
+mod drain;
 mod enqueue;
 mod extend;
 mod fail;
@@ -21,6 +23,7 @@ mod release;
 mod replies;
 mod requeue;
 mod retire;
+mod run_now;
 mod signal;
 mod state;
 mod update;
@@ -30,8 +33,9 @@ use std::path::Path;
 use redis::AsyncCommands;
 use rill::keys::{GROUP, QueueKeys};
 use rill::scripts::{
-    self, Ack, AckItem, Adopt, BeatFields, DeliveryRef, Enqueued, Fail, FailMode, FailOutcome,
-    HandBack, NewJob, Reclaim, RecordField, Retention, SignalApplied, SignalSend, Update,
+    self, Ack, AckItem, Adopt, BeatFields, Deleted, DeliveryRef, Drained, Enqueued, Fail, FailMode,
+    FailOutcome, HandBack, NewJob, Reclaim, RecordField, Retention, RunNow, SignalApplied,
+    SignalSend, Update,
 };
 use rill::wire::DeadReason;
 use support::{TestRedis, caller};
@@ -291,4 +295,46 @@ fn flattened_scripts_match_their_sources() {
         stale.is_empty(),
         "lua/{stale:?} differ from lua/src + lua/lib: run `RILL_BLESS=1 cargo test --test scripts flattened`"
     );
+}
+
+/// Enqueues `id` through enqueue.lua (dedup record on its id), due at `due_ms` (0 = ready now), with `extra` fields.
+async fn enqueue_job(f: &mut Fixture, id: &str, due_ms: u64, extra: &[(&str, &[u8])]) {
+    let keys = f.keys.clone();
+    let mut fields: Vec<(&str, &[u8])> = vec![("v", b"1"), ("payload", b"\xf6")];
+    fields.extend_from_slice(extra);
+    scripts::enqueue(
+        &mut f.conn,
+        &keys,
+        NewJob {
+            job_id: id,
+            dedup_key: id,
+            dedup_ttl_ms: 60_000,
+            due_ms,
+            now_ms: 100,
+            fields: &fields,
+        },
+    )
+    .await
+    .unwrap();
+}
+
+/// The newest entry of the events stream.
+async fn last_event(f: &mut Fixture) -> std::collections::HashMap<String, String> {
+    let v: redis::Value = redis::cmd("XREVRANGE")
+        .arg(&f.keys.events)
+        .arg("+")
+        .arg("-")
+        .arg("COUNT")
+        .arg(1)
+        .query_async(&mut f.conn)
+        .await
+        .unwrap();
+    rill::wire::parse_entries(v)
+        .unwrap()
+        .remove(0)
+        .fields
+        .unwrap()
+        .into_iter()
+        .map(|(k, v)| (String::from_utf8(k).unwrap(), String::from_utf8(v).unwrap()))
+        .collect()
 }

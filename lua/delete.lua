@@ -1,0 +1,111 @@
+#!lua flags=allow-oom
+-- delete: remove one job for good, in any state but running: a waiting job's ready entry, a delayed, failed or
+-- parked job's body and set member, a dead letter, a completed or cancelled job's record; then its index entry,
+-- record, checkpoints and the dedup record its id made, so the id can be used again. A running job is left
+-- alone (code 2): a worker owns it, and the caller cancels it through a signal instead, fenced like every other
+-- change of a running job.
+--
+-- KEYS[1]  ready stream
+-- KEYS[2]  delayed sorted set
+-- KEYS[3]  scheduled stream
+-- KEYS[4]  index hash (job id -> entry id)
+-- KEYS[5]  parked sorted set
+-- KEYS[6]  dead-letter stream
+-- KEYS[7]  dead index hash (job id -> dead-letter entry id)
+-- KEYS[8]  the job's record hash
+-- KEYS[9]  the job's checkpoint stream
+-- KEYS[10] the dedup record of the job id (string: job id)
+-- KEYS[11] events stream
+-- ARGV[1]  consumer group
+-- ARGV[2]  job id
+-- ARGV[3]  now, ms since the Unix epoch
+-- ARGV[4]  events stream MAXLEN (approximate)
+--
+-- Returns {code, state it was in}:
+--   1  deleted; state: waiting | delayed | failed | parked | dead | completed | cancelled (event `deleted`)
+--   2  running: nothing done; state: active
+--   0  no such job; state: ''
+-- lib/entry: what a job's stream entry says about its attempts.
+-- job_fields(fields, default_max) -> attempts recorded on the entry, max attempts, job id (nil: the entry id)
+local function job_fields(fields, default_max)
+  local attempts, max, jid = 0, default_max, nil
+  for i = 1, #fields, 2 do
+    local f = fields[i]
+    if f == 'attempts' then attempts = math.max(0, math.floor(tonumber(fields[i + 1]) or 0))
+    elseif f == 'max_attempts' then max = math.floor(tonumber(fields[i + 1]) or default_max)
+    elseif f == 'id' then jid = fields[i + 1]
+    end
+  end
+  return attempts, max, jid
+end
+-- attempts_made(recorded, deliveries, failed) -> attempts made so far: those recorded on the entry plus this
+-- entry's deliveries, where the latest one counts only if it `failed` (a stalled, handed-back or parked delivery,
+-- or one just started, does not count itself)
+local function attempts_made(recorded, deliveries, failed)
+  if failed then return recorded + deliveries end
+  return recorded + deliveries - 1
+end
+-- lib/last_delivered: how far a consumer group has read the ready stream.
+-- last_delivered(ready, group) -> the group's last-delivered id ('0-0' without the stream or the group)
+local function last_delivered(ready, group)
+  local groups = redis.pcall('XINFO', 'GROUPS', ready)
+  if groups.err then return '0-0' end
+  for _, g in ipairs(groups) do
+    local name, id
+    for k = 1, #g, 2 do
+      if g[k] == 'name' then name = g[k + 1] elseif g[k] == 'last-delivered-id' then id = g[k + 1] end
+    end
+    if name == group then return id end
+  end
+  return '0-0'
+end
+-- undelivered(ready, group, eid) -> true if entry `eid` (an `ms-seq` id) comes after the group's last-delivered
+-- id: it has not been delivered yet
+local function undelivered(ready, group, eid)
+  local ems, eseq = string.match(eid, '^(%d+)-(%d+)$')
+  local lms, lseq = string.match(last_delivered(ready, group), '^(%d+)-(%d+)$')
+  ems, eseq, lms, lseq = tonumber(ems), tonumber(eseq), tonumber(lms), tonumber(lseq)
+  return ems > lms or (ems == lms and eseq > lseq)
+end
+local ready, delayed, scheduled, index, parked, dead, deadids, job, ckpt, dedup, events =
+  KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6], KEYS[7], KEYS[8], KEYS[9], KEYS[10], KEYS[11]
+local group, jid, now, maxlen = ARGV[1], ARGV[2], ARGV[3], ARGV[4]
+local loc = redis.call('HGET', index, jid)
+local state
+if redis.call('ZSCORE', parked, jid) or redis.call('ZSCORE', delayed, jid) then
+  state = 'parked'
+  if not redis.call('ZSCORE', parked, jid) then
+    state = 'delayed'
+    local r = {}
+    if loc then r = redis.call('XRANGE', scheduled, loc, loc) end
+    if r[1] and job_fields(r[1][2], 0) > 0 then state = 'failed' end
+  end
+  redis.call('ZREM', parked, jid)
+  redis.call('ZREM', delayed, jid)
+  if loc then redis.call('XDEL', scheduled, loc) end
+else
+  local eid = loc or jid
+  if string.match(eid, '^%d+%-%d+$') and redis.call('XRANGE', ready, eid, eid)[1] then
+    local p = redis.pcall('XPENDING', ready, group, eid, eid, 1)
+    if type(p) == 'table' and p[1] then return {2, 'active'} end
+    if undelivered(ready, group, eid) then
+      state = 'waiting'
+      redis.call('XDEL', ready, eid)
+    end
+  end
+end
+if not state then
+  local did = redis.call('HGET', deadids, jid)
+  if did and redis.call('XDEL', dead, did) == 1 then state = 'dead' end
+  if did then redis.call('HDEL', deadids, jid) end
+end
+if not state then
+  local recorded = redis.call('HGET', job, 'state')
+  if recorded == 'completed' or recorded == 'cancelled' then state = recorded end
+end
+if not state then return {0, ''} end
+redis.call('HDEL', index, jid)
+redis.call('DEL', job, ckpt)
+if redis.call('GET', dedup) == jid then redis.call('DEL', dedup) end
+redis.call('XADD', events, 'MAXLEN', '~', maxlen, '*', 'event', 'deleted', 'id', jid, 'state', state, 'ms', now)
+return {1, state}
