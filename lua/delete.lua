@@ -67,6 +67,22 @@ local function undelivered(ready, group, eid)
   ems, eseq, lms, lseq = tonumber(ems), tonumber(eseq), tonumber(lms), tonumber(lseq)
   return ems > lms or (ems == lms and eseq > lseq)
 end
+-- lib/settle_lag: after deleting undelivered entries from the ready stream, keep the group's `lag` readable.
+-- Redis reports lag as nil while a deleted entry lies after the group's last-delivered id. When nothing
+-- undelivered is left, moving the last-delivered id to the stream's last id (with entries-read = entries
+-- added) changes no delivery and makes lag exact (0) again. Needs lib/last_delivered.
+-- settle_lag(ready, group)
+local function settle_lag(ready, group)
+  local last = last_delivered(ready, group)
+  if last == '0-0' then return end -- no group (or nothing delivered and nothing to fix)
+  if redis.call('XRANGE', ready, '(' .. last, '+', 'COUNT', 1)[1] then return end
+  local info = redis.call('XINFO', 'STREAM', ready)
+  local added
+  for i = 1, #info, 2 do
+    if info[i] == 'entries-added' then added = info[i + 1] end
+  end
+  if added then redis.call('XGROUP', 'SETID', ready, group, '$', 'ENTRIESREAD', added) end
+end
 local ready, delayed, scheduled, index, parked, dead, deadids, job, ckpt, dedup, events =
   KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6], KEYS[7], KEYS[8], KEYS[9], KEYS[10], KEYS[11]
 local group, jid, now, maxlen = ARGV[1], ARGV[2], ARGV[3], ARGV[4]
@@ -91,6 +107,7 @@ else
     if undelivered(ready, group, eid) then
       state = 'waiting'
       redis.call('XDEL', ready, eid)
+      settle_lag(ready, group)
     end
   end
 end

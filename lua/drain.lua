@@ -1,7 +1,8 @@
 #!lua flags=allow-oom
 -- drain: delete waiting jobs and delayed ones (failed jobs waiting for their retry included), at most `count` of
 -- each per call, oldest first; running and parked jobs stay. Call again while `more` is 1. Each deleted job's
--- index entry goes too (its record and checkpoints expire by themselves).
+-- index entry goes too (its record and checkpoints expire by themselves). Once no waiting job is left, the
+-- group's last-delivered id moves to the stream's end (lib/settle_lag) so its `lag` stays exact.
 --
 -- KEYS[1]  ready stream
 -- KEYS[2]  delayed sorted set
@@ -37,6 +38,22 @@ local function undelivered(ready, group, eid)
   ems, eseq, lms, lseq = tonumber(ems), tonumber(eseq), tonumber(lms), tonumber(lseq)
   return ems > lms or (ems == lms and eseq > lseq)
 end
+-- lib/settle_lag: after deleting undelivered entries from the ready stream, keep the group's `lag` readable.
+-- Redis reports lag as nil while a deleted entry lies after the group's last-delivered id. When nothing
+-- undelivered is left, moving the last-delivered id to the stream's last id (with entries-read = entries
+-- added) changes no delivery and makes lag exact (0) again. Needs lib/last_delivered.
+-- settle_lag(ready, group)
+local function settle_lag(ready, group)
+  local last = last_delivered(ready, group)
+  if last == '0-0' then return end -- no group (or nothing delivered and nothing to fix)
+  if redis.call('XRANGE', ready, '(' .. last, '+', 'COUNT', 1)[1] then return end
+  local info = redis.call('XINFO', 'STREAM', ready)
+  local added
+  for i = 1, #info, 2 do
+    if info[i] == 'entries-added' then added = info[i + 1] end
+  end
+  if added then redis.call('XGROUP', 'SETID', ready, group, '$', 'ENTRIESREAD', added) end
+end
 local ready, delayed, scheduled, index, events = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5]
 local group, count, now, maxlen = ARGV[1], tonumber(ARGV[2]), ARGV[3], ARGV[4]
 local function unindex(jid, eid)
@@ -65,6 +82,7 @@ if #waiting + #due > 0 then
   redis.call('XADD', events, 'MAXLEN', '~', maxlen, '*', 'event', 'drained', 'waiting', #waiting,
     'delayed', #due, 'ms', now)
 end
+if #waiting < count then settle_lag(ready, group) end
 local more = 0
 if #waiting == count or #due == count then more = 1 end
 return {#waiting, #due, more}

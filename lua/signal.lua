@@ -54,6 +54,22 @@ local function undelivered(ready, group, eid)
   ems, eseq, lms, lseq = tonumber(ems), tonumber(eseq), tonumber(lms), tonumber(lseq)
   return ems > lms or (ems == lms and eseq > lseq)
 end
+-- lib/settle_lag: after deleting undelivered entries from the ready stream, keep the group's `lag` readable.
+-- Redis reports lag as nil while a deleted entry lies after the group's last-delivered id. When nothing
+-- undelivered is left, moving the last-delivered id to the stream's last id (with entries-read = entries
+-- added) changes no delivery and makes lag exact (0) again. Needs lib/last_delivered.
+-- settle_lag(ready, group)
+local function settle_lag(ready, group)
+  local last = last_delivered(ready, group)
+  if last == '0-0' then return end -- no group (or nothing delivered and nothing to fix)
+  if redis.call('XRANGE', ready, '(' .. last, '+', 'COUNT', 1)[1] then return end
+  local info = redis.call('XINFO', 'STREAM', ready)
+  local added
+  for i = 1, #info, 2 do
+    if info[i] == 'entries-added' then added = info[i + 1] end
+  end
+  if added then redis.call('XGROUP', 'SETID', ready, group, '$', 'ENTRIESREAD', added) end
+end
 
 local signals, outcomes, paused, ready, delayed, scheduled, index, job, parked =
   KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6], KEYS[7], KEYS[8], KEYS[9]
@@ -110,6 +126,7 @@ if string.sub(target, 1, 4) == 'job:' and (kind == 'cancel' or kind == 'pause' o
       if loc then redis.call('XDEL', scheduled, loc) end
     else
       redis.call('XDEL', ready, eid)
+      settle_lag(ready, group)
     end
     redis.call('HDEL', index, jid)
     redis.call('HSET', job, 'state', 'cancelled', 'finished_ms', now, 'cancelled_by', sender)
@@ -128,6 +145,7 @@ if string.sub(target, 1, 4) == 'job:' and (kind == 'cancel' or kind == 'pause' o
       end
       local nid = redis.call('XADD', scheduled, '*', unpack(fields))
       redis.call('XDEL', ready, eid)
+      settle_lag(ready, group)
       redis.call('HSET', index, jid, nid)
     else
       redis.call('ZREM', delayed, jid)

@@ -29,6 +29,14 @@ pub enum Error {
         /// Why it was rejected.
         reason: &'static str,
     },
+    /// A queue cannot be removed while workers are registered on it (they would recreate its keys).
+    #[error("queue {queue:?} has live workers ({}): stop them first, or force it", workers.join(", "))]
+    QueueInUse {
+        /// The queue.
+        queue: String,
+        /// Consumer names of the workers that are not judged crashed.
+        workers: Vec<String>,
+    },
     /// The Redis URL could not be parsed.
     #[error("invalid Redis URL {url:?}: {source}")]
     InvalidUrl {

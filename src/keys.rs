@@ -171,6 +171,12 @@ impl QueueKeys {
         format!("{}:ckpt:{job_id}", self.prefix)
     }
 
+    /// A `SCAN MATCH` pattern for every key of this queue (names hold no glob characters, see
+    /// [`validate_name`]); the namespace's queue set is not among them.
+    pub fn pattern(&self) -> String {
+        format!("{}:*", self.prefix)
+    }
+
     /// Dedup record of one key (a string holding the job id).
     pub fn dedup(&self, key: &str) -> String {
         format!("{}:dedup:{key}", self.prefix)
@@ -198,6 +204,7 @@ mod tests {
         assert_eq!(k.workers, "rill:{emails}:workers");
         assert_eq!(k.heartbeats, "rill:{emails}:heartbeats");
         assert_eq!(k.queues, "rill:queues");
+        assert_eq!(k.pattern(), "rill:{emails}:*");
         assert_eq!(k.worker("w-1"), "rill:{emails}:worker:w-1");
         assert_eq!(k.job("order-42"), "rill:{emails}:job:order-42");
         assert_eq!(k.dedup("k1"), "rill:{emails}:dedup:k1");

@@ -123,7 +123,8 @@ pub use client::{Client, ClientConfig, ServerVersion, Tls};
 pub use error::{Error, Result};
 pub use job::{Delivery, Job, JobError, JobResult};
 pub use queue::{
-    Counts, DeadLetter, Enqueue, Event, EventFeed, JobInfo, JobState, Queue, Recent, Requeue,
+    Counts, DeadLetter, Deleted, Drained, Enqueue, Event, EventFeed, JobInfo, JobPage, JobState,
+    JobSummary, Queue, Recent, Requeue,
 };
 pub use registry::{Health, HealthRule, RunningJob, WorkerInfo};
 pub use signals::{

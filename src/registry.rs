@@ -45,7 +45,7 @@ pub(crate) fn running_field(running: &[(u64, String)]) -> String {
 }
 
 /// Reads a `running` field; malformed pairs (another client's) are skipped.
-fn parse_running(field: &str) -> Vec<RunningJob> {
+pub(crate) fn parse_running(field: &str) -> Vec<RunningJob> {
     field
         .split_ascii_whitespace()
         .filter_map(|pair| {

@@ -27,6 +27,7 @@
 --   0  no such job; state: ''
 --- @include "lib/entry"
 --- @include "lib/last_delivered"
+--- @include "lib/settle_lag"
 local ready, delayed, scheduled, index, parked, dead, deadids, job, ckpt, dedup, events =
   KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6], KEYS[7], KEYS[8], KEYS[9], KEYS[10], KEYS[11]
 local group, jid, now, maxlen = ARGV[1], ARGV[2], ARGV[3], ARGV[4]
@@ -51,6 +52,7 @@ else
     if undelivered(ready, group, eid) then
       state = 'waiting'
       redis.call('XDEL', ready, eid)
+      settle_lag(ready, group)
     end
   end
 end

@@ -1,7 +1,8 @@
 #!lua flags=allow-oom
 -- drain: delete waiting jobs and delayed ones (failed jobs waiting for their retry included), at most `count` of
 -- each per call, oldest first; running and parked jobs stay. Call again while `more` is 1. Each deleted job's
--- index entry goes too (its record and checkpoints expire by themselves).
+-- index entry goes too (its record and checkpoints expire by themselves). Once no waiting job is left, the
+-- group's last-delivered id moves to the stream's end (lib/settle_lag) so its `lag` stays exact.
 --
 -- KEYS[1]  ready stream
 -- KEYS[2]  delayed sorted set
@@ -16,6 +17,7 @@
 -- Returns {waiting deleted, delayed deleted, more}: more = 1 if either kind may have jobs left (event `drained`
 -- with both counts when anything went)
 --- @include "lib/last_delivered"
+--- @include "lib/settle_lag"
 local ready, delayed, scheduled, index, events = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5]
 local group, count, now, maxlen = ARGV[1], tonumber(ARGV[2]), ARGV[3], ARGV[4]
 local function unindex(jid, eid)
@@ -44,6 +46,7 @@ if #waiting + #due > 0 then
   redis.call('XADD', events, 'MAXLEN', '~', maxlen, '*', 'event', 'drained', 'waiting', #waiting,
     'delayed', #due, 'ms', now)
 end
+if #waiting < count then settle_lag(ready, group) end
 local more = 0
 if #waiting == count or #due == count then more = 1 end
 return {#waiting, #due, more}

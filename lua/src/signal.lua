@@ -33,6 +33,7 @@
 --   2  recorded for workers to apply (a running job, quiet, stop, custom)
 --   0  ignored: a job signal for a job in no state it applies to
 --- @include "lib/last_delivered"
+--- @include "lib/settle_lag"
 
 local signals, outcomes, paused, ready, delayed, scheduled, index, job, parked =
   KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6], KEYS[7], KEYS[8], KEYS[9]
@@ -89,6 +90,7 @@ if string.sub(target, 1, 4) == 'job:' and (kind == 'cancel' or kind == 'pause' o
       if loc then redis.call('XDEL', scheduled, loc) end
     else
       redis.call('XDEL', ready, eid)
+      settle_lag(ready, group)
     end
     redis.call('HDEL', index, jid)
     redis.call('HSET', job, 'state', 'cancelled', 'finished_ms', now, 'cancelled_by', sender)
@@ -107,6 +109,7 @@ if string.sub(target, 1, 4) == 'job:' and (kind == 'cancel' or kind == 'pause' o
       end
       local nid = redis.call('XADD', scheduled, '*', unpack(fields))
       redis.call('XDEL', ready, eid)
+      settle_lag(ready, group)
       redis.call('HSET', index, jid, nid)
     else
       redis.call('ZREM', delayed, jid)

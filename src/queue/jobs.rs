@@ -35,7 +35,7 @@ pub enum JobState {
 }
 
 impl JobState {
-    fn parse(s: &str) -> Result<Self> {
+    pub(crate) fn parse(s: &str) -> Result<Self> {
         Ok(match s {
             "waiting" => JobState::Waiting,
             "delayed" => JobState::Delayed,

@@ -1,5 +1,6 @@
 //! A typed handle on one queue ([`Queue`]), by subject: producing jobs (`enqueue`), where a job is (`jobs`),
-//! how many are where (`stats`), dead letters (`dead`) and lifecycle events (`events`). Signals
+//! how many are where (`stats`), dead letters (`dead`), lifecycle events (`events`), jobs by state a page at a
+//! time (`list`) and an operator's changes (`admin`: promote, delete, drain, remove). Signals
 //! ([`crate::signals`]), the worker registry ([`crate::registry`]) and checkpoints ([`crate::checkpoint`]) add
 //! their own `Queue` methods beside their concepts.
 
@@ -13,17 +14,21 @@ use crate::error::Result;
 use crate::keys::QueueKeys;
 use crate::wire::{self, RawEntry};
 
+mod admin;
 mod dead;
 mod enqueue;
 mod events;
 mod jobs;
+mod list;
 mod stats;
 
+pub use admin::{Deleted, Drained};
 pub use dead::{DeadLetter, Requeue};
 pub use enqueue::{DEFAULT_DEDUP_TTL, Enqueue};
 pub(crate) use events::newest_entry_id;
 pub use events::{DEFAULT_EVENTS_MAXLEN, Event, EventFeed};
 pub use jobs::{JobInfo, JobState};
+pub use list::{JobPage, JobSummary};
 pub use stats::{Counts, Recent};
 
 /// Typed handle on one queue: enqueue jobs, look them up.

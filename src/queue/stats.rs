@@ -44,6 +44,9 @@ pub struct Recent {
     pub complete: bool,
 }
 
+/// When Redis cannot tell a group's lag, waiting entries up to this many are counted one by one.
+const EXACT_WAITING_UP_TO: u64 = 1_000;
+
 impl<T: Serialize + DeserializeOwned> Queue<T> {
     /// How many jobs are waiting, active, delayed and dead.
     ///
@@ -91,14 +94,33 @@ impl<T: Serialize + DeserializeOwned> Queue<T> {
             _ => None,
         };
         let active = int("pending").unwrap_or(0);
-        // `lag` (entries not yet delivered) is exact; Redis reports nil when it cannot tell, and then finished
-        // entries not yet trimmed (SPEC.md, ack.lua) make this an upper bound.
-        let waiting = int("lag").unwrap_or_else(|| len.saturating_sub(active));
         let last = group
             .get("last-delivered-id")
             .and_then(wire::bytes)
             .map(|b| format!("({}", String::from_utf8_lossy(b)))
             .unwrap_or_else(|| "-".to_owned());
+        // `lag` (entries not yet delivered) is exact. Redis reports nil while an entry deleted before delivery
+        // (a cancelled or deleted waiting job) lies ahead of the group: then count what is ahead, up to a bound,
+        // and past it use the stream's length less what is pending (an upper bound: finished entries not yet
+        // trimmed, SPEC.md ack.lua, count too).
+        let waiting = match int("lag") {
+            Some(lag) => lag,
+            None => {
+                let ahead: Vec<redis::Value> = redis::cmd("XRANGE")
+                    .arg(&self.keys.ready)
+                    .arg(&last)
+                    .arg("+")
+                    .arg("COUNT")
+                    .arg(EXACT_WAITING_UP_TO + 1)
+                    .query_async(&mut conn)
+                    .await?;
+                if ahead.len() as u64 <= EXACT_WAITING_UP_TO {
+                    ahead.len() as u64
+                } else {
+                    len.saturating_sub(active)
+                }
+            }
+        };
         let oldest_waiting_ms = if waiting > 0 {
             self.first_entry_ms(&mut conn, &last).await?
         } else {

@@ -74,6 +74,11 @@ async fn delete_removes_a_job_in_each_state_but_leaves_a_running_one_alone() {
             Deleted::NotFound
         );
     }
+    assert_eq!(
+        group_lag(&mut f).await,
+        Some(0),
+        "lag readable after deleting the waiting job"
+    );
     let ckpt: bool = f.conn.exists(keys.checkpoints("waiting")).await.unwrap();
     assert!(!ckpt, "checkpoints go with the job");
     assert!(!f.exists_in(&keys.dead, &dead).await);

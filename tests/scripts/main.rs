@@ -338,3 +338,17 @@ async fn last_event(f: &mut Fixture) -> std::collections::HashMap<String, String
         .map(|(k, v)| (String::from_utf8(k).unwrap(), String::from_utf8(v).unwrap()))
         .collect()
 }
+
+/// The consumer group's `lag` as XINFO GROUPS reports it (`None`: nil, Redis cannot tell).
+async fn group_lag(f: &mut Fixture) -> Option<i64> {
+    let groups: Vec<std::collections::HashMap<String, redis::Value>> = redis::cmd("XINFO")
+        .arg("GROUPS")
+        .arg(&f.keys.ready)
+        .query_async(&mut f.conn)
+        .await
+        .unwrap();
+    match groups[0].get("lag") {
+        Some(redis::Value::Int(n)) => Some(*n),
+        _ => None,
+    }
+}

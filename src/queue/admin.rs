@@ -1,0 +1,154 @@
+//! What an operator does to a queue and its jobs beyond looking: run a delayed job now, delete one job, drain
+//! the waiting and delayed ones, remove the whole queue. Every change of a job is one fenced script; a running
+//! job is never yanked from its worker, it is cancelled through a signal.
+
+use serde::{Serialize, de::DeserializeOwned};
+
+use super::Queue;
+use super::events::DEFAULT_EVENTS_MAXLEN;
+use super::jobs::JobState;
+use crate::error::{Error, Result};
+use crate::identity::now_ms;
+use crate::registry::{Health, HealthRule};
+use crate::scripts;
+use crate::signals::CancelOutcome;
+
+/// Jobs deleted per `drain.lua` call (and keys per `UNLINK` when removing a queue): each call stays short.
+const BATCH: usize = 1_000;
+
+/// What [`Queue::delete`] did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Deleted {
+    /// Gone for good, from this state (with its record, checkpoints and the dedup record of its id).
+    Removed(JobState),
+    /// It is running: a cancel signal went to its worker, which stops it and records it as cancelled.
+    CancelSent,
+    /// No job has this id.
+    NotFound,
+}
+
+/// What [`Queue::drain`] deleted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[non_exhaustive]
+pub struct Drained {
+    /// Waiting jobs.
+    pub waiting: u64,
+    /// Delayed jobs, failed ones waiting for their retry included.
+    pub delayed: u64,
+}
+
+impl<T: Serialize + DeserializeOwned> Queue<T> {
+    /// Runs a delayed job, or a failed one waiting for its retry, now: it goes onto the ready stream with its
+    /// attempts and last error (BullMQ's `promote`, asynq's `task run`). Returns false if the job is not delayed
+    /// or failed-waiting.
+    ///
+    /// # Errors
+    /// Redis errors.
+    pub async fn promote(&self, id: &str) -> Result<bool> {
+        let mut conn = self.client.conn().await?;
+        let out =
+            scripts::run_now(&mut conn, &self.keys, id, now_ms(), DEFAULT_EVENTS_MAXLEN).await?;
+        Ok(out == scripts::RunNow::Moved)
+    }
+
+    /// Deletes job `id` in whatever state it is: waiting, delayed, failed, parked, dead, completed or cancelled
+    /// ones go for good, with their record and checkpoints, and the id can be enqueued again; a running one is
+    /// cancelled instead (fenced: its worker stops it and records it as cancelled).
+    ///
+    /// # Errors
+    /// Redis errors.
+    pub async fn delete(&self, id: &str) -> Result<Deleted> {
+        let mut conn = self.client.conn().await?;
+        match scripts::delete(&mut conn, &self.keys, id, now_ms(), DEFAULT_EVENTS_MAXLEN).await? {
+            scripts::Deleted::Deleted(state) => Ok(Deleted::Removed(JobState::parse(&state)?)),
+            scripts::Deleted::NotFound => Ok(Deleted::NotFound),
+            // It ended between the two calls: delete what it left.
+            scripts::Deleted::Running => match self.cancel(id).await? {
+                CancelOutcome::Signalled => Ok(Deleted::CancelSent),
+                _ => Box::pin(self.delete(id)).await,
+            },
+        }
+    }
+
+    /// Deletes every waiting and delayed job (failed ones waiting for their retry included), a bounded batch per
+    /// script call; running and parked jobs stay. Jobs enqueued meanwhile may be deleted too.
+    ///
+    /// # Errors
+    /// Redis errors; what was deleted before one stays deleted.
+    pub async fn drain(&self) -> Result<Drained> {
+        let mut conn = self.client.conn().await?;
+        let mut total = Drained::default();
+        loop {
+            let d = scripts::drain(
+                &mut conn,
+                &self.keys,
+                BATCH,
+                now_ms(),
+                DEFAULT_EVENTS_MAXLEN,
+            )
+            .await?;
+            total.waiting += d.waiting;
+            total.delayed += d.delayed;
+            if !d.more {
+                return Ok(total);
+            }
+        }
+    }
+
+    /// Deletes every key of this queue (jobs in every state, dead letters, records, checkpoints, events,
+    /// signals, the registry) and drops it from the namespace's queue list, by `SCAN` and `UNLINK` in batches.
+    /// Refused with [`Error::QueueInUse`] while a worker that is not judged crashed is registered, unless
+    /// `force`: workers left running would recreate the queue's keys.
+    ///
+    /// # Errors
+    /// [`Error::QueueInUse`], Redis errors.
+    pub async fn remove(&self, force: bool) -> Result<u64> {
+        if !force {
+            let live: Vec<String> = self
+                .workers(&HealthRule::default())
+                .await?
+                .into_iter()
+                .filter(|(_, h)| !matches!(h, Health::Crashed | Health::Unknown))
+                .map(|(w, _)| w.id)
+                .collect();
+            if !live.is_empty() {
+                return Err(Error::QueueInUse {
+                    queue: self.keys.queue.clone(),
+                    workers: live,
+                });
+            }
+        }
+        let mut conn = self.client.conn().await?;
+        let pattern = self.keys.pattern();
+        let mut cursor = 0u64;
+        let mut removed = 0;
+        loop {
+            let (next, found): (u64, Vec<String>) = redis::cmd("SCAN")
+                .arg(cursor)
+                .arg("MATCH")
+                .arg(&pattern)
+                .arg("COUNT")
+                .arg(BATCH)
+                .query_async(&mut conn)
+                .await?;
+            if !found.is_empty() {
+                let n: u64 = redis::cmd("UNLINK")
+                    .arg(&found)
+                    .query_async(&mut conn)
+                    .await?;
+                removed += n;
+            }
+            cursor = next;
+            if cursor == 0 {
+                break;
+            }
+        }
+        let _: () = redis::cmd("SREM")
+            .arg(&self.keys.queues)
+            .arg(&self.keys.queue)
+            .query_async(&mut conn)
+            .await?;
+        Ok(removed)
+    }
+}
