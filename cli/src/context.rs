@@ -187,3 +187,20 @@ pub async fn remove_namespace(redis: &redis::Client, namespace: &str) -> anyhow:
         }
     }
 }
+
+/// Asks `question` on the terminal and says whether the answer was yes; `yes` (the `--yes` flag) answers for
+/// scripts. Without a terminal to ask on, refuses rather than guess.
+pub fn confirm(question: &str, yes: bool) -> anyhow::Result<bool> {
+    use std::io::{BufRead, IsTerminal, Write};
+    if yes {
+        return Ok(true);
+    }
+    if !std::io::stdin().is_terminal() {
+        bail!("{question} Not asked: stdin is not a terminal; pass --yes to do it from a script");
+    }
+    eprint!("{question} [y/N] ");
+    std::io::stderr().flush()?;
+    let mut answer = String::new();
+    std::io::stdin().lock().read_line(&mut answer)?;
+    Ok(matches!(answer.trim(), "y" | "Y" | "yes" | "YES" | "Yes"))
+}

@@ -57,6 +57,9 @@ pub struct PurgeArgs {
     /// Only dead letters that died longer ago than this (7d, 12h); default: every one.
     #[arg(long, value_parser = crate::parse_duration)]
     older_than: Option<Duration>,
+    /// Purge without asking (for scripts; without a terminal, rill refuses rather than ask).
+    #[arg(long, short)]
+    yes: bool,
 }
 
 pub async fn run(ctx: &Context, c: DeadCommand) -> anyhow::Result<ExitCode> {
@@ -152,6 +155,20 @@ async fn retry(ctx: &Context, a: RetryArgs) -> anyhow::Result<ExitCode> {
 
 async fn purge(ctx: &Context, a: PurgeArgs) -> anyhow::Result<ExitCode> {
     let q = ctx.existing_queue(&a.queue).await?;
+    let which = match a.older_than {
+        Some(d) => format!(
+            "the dead letters of {} older than {}",
+            a.queue,
+            output::age(d)
+        ),
+        None => format!("all {} dead letters of {}", q.counts().await?.dead, a.queue),
+    };
+    if !crate::context::confirm(&format!("delete {which} for good?"), a.yes)? {
+        if !ctx.json {
+            println!("nothing done");
+        }
+        return Ok(ExitCode::FAILURE);
+    }
     let n = q.purge_dead(a.older_than).await?;
     let left = q.counts().await?.dead;
     if ctx.json {

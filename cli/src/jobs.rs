@@ -1,7 +1,9 @@
-//! `rill jobs show ID` and `rill jobs cancel ID`. Without `--queue`, every queue of the namespace is searched, and an
-//! id found in several queues is refused with their names (ids are per queue).
+//! `rill jobs list QUEUE --state S`, and `rill jobs show|cancel|promote|delete ID`. Without `--queue`, every queue of
+//! the namespace is searched for ID, and an id found in several queues is refused with their names (ids are per
+//! queue).
 
 use std::process::ExitCode;
+use std::time::Duration;
 
 use anyhow::bail;
 use clap::{Args, Subcommand};
@@ -22,6 +24,50 @@ pub enum JobsCommand {
         after_help = "Examples:\n  rill jobs cancel order-42\n  rill jobs cancel order-42 --queue emails"
     )]
     Cancel(JobArgs),
+    /// Jobs in one state, a page at a time: id, attempts, age (or when due), and the worker of active ones.
+    #[command(
+        after_help = "Examples:\n  rill jobs list emails --state waiting\n  rill jobs list emails --state failed --limit 100\n  rill jobs list emails --state completed --json\n\nStates: waiting, active, delayed, failed (waiting for a retry), parked, dead, completed (as long as\nthe events stream keeps their completion). A full page ends with the --after to pass for the next one."
+    )]
+    List(ListArgs),
+    /// Run a delayed job, or a failed one waiting for its retry, now (its attempts stay as they are).
+    #[command(
+        after_help = "Examples:\n  rill jobs promote order-42\n  rill jobs promote order-42 --queue emails"
+    )]
+    Promote(JobArgs),
+    /// Delete a job in any state for good (record and checkpoints too); a running one is cancelled instead.
+    #[command(
+        after_help = "Examples:\n  rill jobs delete order-42\n  rill jobs delete order-42 --queue emails"
+    )]
+    Delete(JobArgs),
+}
+
+#[derive(Args, Debug)]
+pub struct ListArgs {
+    /// The queue.
+    queue: String,
+    /// waiting, active, delayed, failed, parked, dead or completed.
+    #[arg(long, short, default_value = "waiting", value_parser = parse_state)]
+    state: rill::JobState,
+    /// Most jobs on the page.
+    #[arg(long, default_value_t = 50, value_parser = clap::value_parser!(u32).range(1..=10_000))]
+    limit: u32,
+    /// Start after this cursor (printed at the end of the previous page).
+    #[arg(long)]
+    after: Option<String>,
+}
+
+fn parse_state(s: &str) -> Result<rill::JobState, String> {
+    use rill::JobState as S;
+    Ok(match s {
+        "waiting" => S::Waiting,
+        "active" => S::Active,
+        "delayed" => S::Delayed,
+        "failed" => S::Failed,
+        "parked" => S::Parked,
+        "dead" => S::Dead,
+        "completed" => S::Completed,
+        _ => return Err("one of waiting, active, delayed, failed, parked, dead, completed".into()),
+    })
 }
 
 #[derive(Args, Debug)]
@@ -101,6 +147,9 @@ pub async fn run(ctx: &Context, c: JobsCommand) -> anyhow::Result<ExitCode> {
     match c {
         JobsCommand::Show(a) => show(ctx, a).await,
         JobsCommand::Cancel(a) => cancel(ctx, a).await,
+        JobsCommand::List(a) => list(ctx, a).await,
+        JobsCommand::Promote(a) => promote(ctx, a).await,
+        JobsCommand::Delete(a) => delete(ctx, a).await,
     }
 }
 
@@ -245,6 +294,138 @@ async fn cancel(ctx: &Context, a: JobArgs) -> anyhow::Result<ExitCode> {
             q.name(),
             info.state.as_str()
         );
+    }
+    Ok(if word == "not_found" {
+        ExitCode::FAILURE
+    } else {
+        ExitCode::SUCCESS
+    })
+}
+
+async fn list(ctx: &Context, a: ListArgs) -> anyhow::Result<ExitCode> {
+    let q = ctx.existing_queue(&a.queue).await?;
+    let page = q
+        .jobs(a.state, a.after.as_deref(), a.limit as usize)
+        .await?;
+    let now = output::now_ms();
+    if ctx.json {
+        output::print_json(&json!({
+            "queue": q.name(),
+            "state": a.state.as_str(),
+            "jobs": page.jobs.iter().map(|j| json!({
+                "id": j.id,
+                "attempts": j.attempts,
+                "at_ms": j.at_ms,
+                "owner": j.owner,
+                "error": j.error,
+            })).collect::<Vec<_>>(),
+            "next": page.next,
+        }));
+        return Ok(ExitCode::SUCCESS);
+    }
+    if page.jobs.is_empty() {
+        println!("no {} jobs on {}", a.state.as_str(), q.name());
+        return Ok(ExitCode::SUCCESS);
+    }
+    // The time column says what the time is in this state.
+    let (when, future) = match a.state {
+        rill::JobState::Waiting => ("WAITING", false),
+        rill::JobState::Active => ("RUNNING", false),
+        rill::JobState::Delayed | rill::JobState::Failed => ("DUE IN", true),
+        rill::JobState::Parked => ("PARKED", false),
+        rill::JobState::Dead => ("DIED", false),
+        _ => ("FINISHED", false),
+    };
+    let mut headers = vec!["JOB", "ATTEMPTS", when];
+    let active = a.state == rill::JobState::Active;
+    let with_error = page.jobs.iter().any(|j| j.error.is_some());
+    if active {
+        headers.push("WORKER");
+    }
+    if with_error {
+        headers.push("ERROR");
+    }
+    let rows: Vec<Vec<String>> = page
+        .jobs
+        .iter()
+        .map(|j| {
+            let time = match j.at_ms {
+                None => "-".to_owned(),
+                Some(ms) if future && ms > now => output::age(Duration::from_millis(ms - now)),
+                Some(_) if future => "now".to_owned(),
+                Some(ms) => format!("{} ago", output::ago(ms, now)),
+            };
+            let mut row = vec![
+                j.id.clone(),
+                j.attempts.map_or("-".to_owned(), |n| n.to_string()),
+                time,
+            ];
+            if active {
+                row.push(j.owner.clone().unwrap_or_default());
+            }
+            if with_error {
+                row.push(output::one_line(j.error.as_deref().unwrap_or(""), 60));
+            }
+            row
+        })
+        .collect();
+    print!("{}", output::table(&headers, &rows));
+    if let Some(next) = page.next {
+        println!(
+            "more: rill jobs list {} --state {} --after {next}",
+            q.name(),
+            a.state.as_str()
+        );
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn promote(ctx: &Context, a: JobArgs) -> anyhow::Result<ExitCode> {
+    let (q, info) = find(ctx, &a.id, a.queue.as_deref()).await?;
+    let moved = q.promote(&a.id).await?;
+    if ctx.json {
+        output::print_json(&json!({
+            "id": a.id, "queue": q.name(), "state_before": info.state.as_str(), "promoted": moved,
+        }));
+    } else if moved {
+        println!(
+            "job {} ({}, was {}): on the queue now",
+            a.id,
+            q.name(),
+            info.state.as_str()
+        );
+    } else {
+        println!(
+            "job {} ({}) is {}: only delayed jobs and failed ones waiting for their retry can be promoted",
+            a.id,
+            q.name(),
+            info.state.as_str()
+        );
+    }
+    Ok(if moved {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
+}
+
+async fn delete(ctx: &Context, a: JobArgs) -> anyhow::Result<ExitCode> {
+    let (q, info) = find(ctx, &a.id, a.queue.as_deref()).await?;
+    let (word, text) = match q.delete(&a.id).await? {
+        rill::Deleted::Removed(from) => ("deleted", format!("deleted (it was {})", from.as_str())),
+        rill::Deleted::CancelSent => (
+            "cancel_sent",
+            "running: cancel sent; its worker stops it and records it as cancelled (delete it then to drop the record)"
+                .to_owned(),
+        ),
+        _ => ("not_found", "already gone".to_owned()),
+    };
+    if ctx.json {
+        output::print_json(&json!({
+            "id": a.id, "queue": q.name(), "state_before": info.state.as_str(), "outcome": word,
+        }));
+    } else {
+        println!("job {} ({}): {text}", a.id, q.name());
     }
     Ok(if word == "not_found" {
         ExitCode::FAILURE

@@ -12,6 +12,7 @@ mod enqueue;
 mod events;
 mod jobs;
 mod output;
+mod queue;
 mod raw;
 mod signal;
 mod stats;
@@ -49,27 +50,46 @@ struct Global {
         long = "redis",
         env = "REDIS_URL",
         default_value = "redis://127.0.0.1:6379",
-        global = true
+        global = true,
+        help_heading = "Global options"
     )]
     redis: String,
     /// Key namespace (the first key segment), for several deployments on one Redis.
-    #[arg(long, env = "RILL_NAMESPACE", default_value = "rill", global = true)]
+    #[arg(
+        long,
+        env = "RILL_NAMESPACE",
+        default_value = "rill",
+        global = true,
+        help_heading = "Global options"
+    )]
     namespace: String,
     /// Print data as JSON (one document, or one object per line for streams of events).
-    #[arg(long, global = true)]
+    #[arg(long, global = true, help_heading = "Global options")]
     json: bool,
     /// Run even if Redis may evict keys under memory pressure (a maxmemory-policy other than noeviction), which
     /// loses jobs silently. Without it, rill refuses such a Redis.
-    #[arg(long, env = "RILL_ALLOW_EVICTION", global = true)]
+    #[arg(
+        long,
+        env = "RILL_ALLOW_EVICTION",
+        global = true,
+        help_heading = "Global options"
+    )]
     allow_eviction: bool,
     /// For rediss:// URLs: PEM file of the certificate authority to trust instead of the system's roots.
-    #[arg(long, env = "RILL_TLS_CA", global = true, value_name = "FILE")]
+    #[arg(
+        long,
+        env = "RILL_TLS_CA",
+        global = true,
+        help_heading = "Global options",
+        value_name = "FILE"
+    )]
     tls_ca: Option<std::path::PathBuf>,
     /// For rediss:// URLs: PEM client certificate, for servers that authenticate clients (with --tls-key).
     #[arg(
         long,
         env = "RILL_TLS_CERT",
         global = true,
+        help_heading = "Global options",
         value_name = "FILE",
         requires = "tls_key"
     )]
@@ -79,13 +99,14 @@ struct Global {
         long,
         env = "RILL_TLS_KEY",
         global = true,
+        help_heading = "Global options",
         value_name = "FILE",
         requires = "tls_cert"
     )]
     tls_key: Option<std::path::PathBuf>,
     /// For rediss:// URLs: accept any server certificate and host name (test servers only: anyone on the path
     /// can read and change the traffic).
-    #[arg(long, global = true)]
+    #[arg(long, global = true, help_heading = "Global options")]
     tls_insecure: bool,
 }
 
@@ -110,20 +131,38 @@ enum Command {
                             frame as text"
     )]
     Top(top::TopArgs),
-    /// Look at or cancel one job.
-    #[command(subcommand)]
+    /// List jobs by state; show, cancel, promote or delete one.
+    #[command(
+        subcommand,
+        after_help = "Examples:\n  rill jobs list emails --state failed\n  rill jobs show order-42\n  rill jobs promote order-42\n  rill jobs delete order-42"
+    )]
     Jobs(jobs::JobsCommand),
+    /// Pause, resume, drain or remove a queue.
+    #[command(
+        subcommand,
+        after_help = "Examples:\n  rill queue pause emails\n  rill queue drain emails --yes\n  rill queue remove emails"
+    )]
+    Queue(queue::QueueCommand),
     /// List, retry or purge dead letters.
-    #[command(subcommand)]
+    #[command(
+        subcommand,
+        after_help = "Examples:\n  rill dead list emails\n  rill dead retry emails --all\n  rill dead purge emails --older-than 7d"
+    )]
     Dead(dead::DeadCommand),
     /// Registered workers, with their health.
     #[command(after_help = "Examples:\n  rill workers\n  rill workers emails --json")]
     Workers(workers::WorkersArgs),
     /// Send signals (cancel, pause, resume, quiet, stop, custom) and read their history.
-    #[command(subcommand)]
+    #[command(
+        subcommand,
+        after_help = "Examples:\n  rill signal send emails quiet\n  rill signal history emails"
+    )]
     Signal(signal::SignalCommand),
     /// Follow a queue's lifecycle events.
-    #[command(subcommand)]
+    #[command(
+        subcommand,
+        after_help = "Examples:\n  rill events tail emails\n  rill events tail emails -n 20 --no-follow --json"
+    )]
     Events(events::EventsCommand),
     /// Measure throughput against this Redis: raw Redis ceiling, then rill.
     #[command(
@@ -233,6 +272,7 @@ async fn run(cli: Cli, redis_named: bool) -> anyhow::Result<ExitCode> {
         Command::Stats(a) => stats::run(&ctx, a).await,
         Command::Top(a) => top::run(&ctx, a).await,
         Command::Jobs(c) => jobs::run(&ctx, c).await,
+        Command::Queue(c) => queue::run(&ctx, c).await,
         Command::Dead(c) => dead::run(&ctx, c).await,
         Command::Workers(a) => workers::run(&ctx, a).await,
         Command::Signal(c) => signal::run(&ctx, c).await,

@@ -1,4 +1,5 @@
-//! `rill workers [QUEUE]`: the registry, with each worker's health (SPEC.md, "Worker registry and health").
+//! `rill workers [QUEUE]`: the registry, with each worker's health (SPEC.md, "Worker registry and health") and the
+//! jobs it runs now.
 
 use std::process::ExitCode;
 
@@ -79,6 +80,11 @@ pub fn to_json(w: &rill::WorkerInfo, h: &rill::Health, now: u64) -> Json {
         "last_beat_age_ms": now.saturating_sub(w.last_beat_ms),
         "metadata": w.metadata,
         "capabilities": w.capabilities,
+        "running": w.running.iter().map(|r| json!({
+            "job": r.job_id,
+            "started_ms": r.started_ms,
+            "running_ms": now.saturating_sub(r.started_ms),
+        })).collect::<Vec<_>>(),
     })
 }
 
@@ -95,8 +101,25 @@ pub async fn run(ctx: &Context, a: WorkersArgs) -> anyhow::Result<ExitCode> {
     } else {
         let rows: Vec<Vec<String>> = workers.iter().map(|(w, h)| row(w, h)).collect();
         print!("{}", output::table(&HEADERS, &rows));
+        for (w, _) in workers.iter().filter(|(w, _)| !w.running.is_empty()) {
+            println!("{} runs: {}", w.id, running_text(w, now));
+        }
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// `order-7 (12s), order-9 (3s)`, and how many more a worker runs than its record lists.
+fn running_text(w: &rill::WorkerInfo, now: u64) -> String {
+    let mut jobs: Vec<String> = w
+        .running
+        .iter()
+        .map(|r| format!("{} ({})", r.job_id, output::ago(r.started_ms, now)))
+        .collect();
+    let unlisted = w.in_flight.saturating_sub(w.running.len() as u64);
+    if unlisted > 0 {
+        jobs.push(format!("and {unlisted} more"));
+    }
+    jobs.join(", ")
 }
 
 #[cfg(test)]

@@ -4,6 +4,7 @@
 #[path = "../../../tests/support/mod.rs"]
 mod support;
 
+mod admin;
 mod operator;
 mod tls;
 mod tools;
@@ -331,14 +332,26 @@ fn every_subcommand_has_help_with_an_example() {
         vec!["work"],
         vec!["stats"],
         vec!["top"],
+        vec!["jobs"],
         vec!["jobs", "show"],
         vec!["jobs", "cancel"],
+        vec!["jobs", "list"],
+        vec!["jobs", "promote"],
+        vec!["jobs", "delete"],
+        vec!["queue"],
+        vec!["queue", "pause"],
+        vec!["queue", "resume"],
+        vec!["queue", "drain"],
+        vec!["queue", "remove"],
+        vec!["dead"],
         vec!["dead", "list"],
         vec!["dead", "retry"],
         vec!["dead", "purge"],
         vec!["workers"],
+        vec!["signal"],
         vec!["signal", "send"],
         vec!["signal", "history"],
+        vec!["events"],
         vec!["events", "tail"],
         vec!["bench"],
         vec!["demo"],

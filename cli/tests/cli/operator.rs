@@ -295,7 +295,7 @@ fn dead_letters_are_listed_requeued_and_purged_and_a_dead_job_cannot_be_cancelle
     let all = cli.ok(&["dead", "retry", "q", "--all"]);
     assert!(all.contains("requeued"), "{all}");
     assert!(
-        cli.ok(&["dead", "purge", "q"])
+        cli.ok(&["dead", "purge", "q", "--yes"])
             .contains("dead letter(s) from q;")
     );
 }

@@ -185,10 +185,10 @@ fn work_runs_a_command_per_job_with_retry_failure_cancel_and_graceful_stop() {
     ]);
     cli.wait_for("j-fail-2 dead", || cli.state("q", "j-fail-2") == "dead");
     assert_eq!(
-        cli.json(&["dead", "purge", "q", "--older-than", "1h"])["purged"],
+        cli.json(&["dead", "purge", "q", "--older-than", "1h", "--yes"])["purged"],
         0
     );
-    assert_eq!(cli.json(&["dead", "purge", "q"])["purged"], 1);
+    assert_eq!(cli.json(&["dead", "purge", "q", "--yes"])["purged"], 1);
 
     // Signals: pause the queue, read the history.
     let sent = cli.json(&["signal", "send", "q", "pause"]);

@@ -1,0 +1,150 @@
+//! `rill queue pause|resume|drain|remove QUEUE`: what an operator does to a whole queue. Each asks first on a
+//! terminal; scripts say `--yes`.
+
+use std::process::ExitCode;
+
+use clap::{Args, Subcommand};
+use serde_json::json;
+
+use crate::context::{Context, confirm};
+use crate::output;
+
+#[derive(Subcommand, Debug)]
+pub enum QueueCommand {
+    /// Stop every worker of the queue from taking jobs (running ones finish); kept across worker restarts.
+    #[command(after_help = "Examples:\n  rill queue pause emails\n  rill queue pause emails --yes")]
+    Pause(QueueArgs),
+    /// Let a paused queue's workers take jobs again.
+    #[command(
+        after_help = "Examples:\n  rill queue resume emails\n  rill queue resume emails --yes"
+    )]
+    Resume(QueueArgs),
+    /// Delete every waiting and delayed job (failed ones waiting for a retry too); running, parked and dead
+    /// ones stay.
+    #[command(
+        after_help = "Examples:\n  rill queue drain emails\n  rill queue drain emails --yes --json"
+    )]
+    Drain(QueueArgs),
+    /// Delete every key of the queue: jobs in every state, dead letters, records, checkpoints, events,
+    /// signals. Refused while live workers are registered, unless --force.
+    #[command(
+        after_help = "Examples:\n  rill queue remove emails\n  rill queue remove emails --yes --force"
+    )]
+    Remove(RemoveArgs),
+}
+
+#[derive(Args, Debug)]
+pub struct QueueArgs {
+    /// The queue.
+    queue: String,
+    /// Do it without asking (for scripts; without a terminal, rill refuses rather than ask).
+    #[arg(long, short)]
+    yes: bool,
+}
+
+#[derive(Args, Debug)]
+pub struct RemoveArgs {
+    #[command(flatten)]
+    target: QueueArgs,
+    /// Remove it even while workers are registered (they would recreate some of its keys: stop them too).
+    #[arg(long)]
+    force: bool,
+}
+
+pub async fn run(ctx: &Context, c: QueueCommand) -> anyhow::Result<ExitCode> {
+    match c {
+        QueueCommand::Pause(a) => pause_or_resume(ctx, a, true).await,
+        QueueCommand::Resume(a) => pause_or_resume(ctx, a, false).await,
+        QueueCommand::Drain(a) => drain(ctx, a).await,
+        QueueCommand::Remove(a) => remove(ctx, a).await,
+    }
+}
+
+fn declined(ctx: &Context) -> ExitCode {
+    if !ctx.json {
+        println!("nothing done");
+    }
+    ExitCode::FAILURE
+}
+
+async fn pause_or_resume(ctx: &Context, a: QueueArgs, pause: bool) -> anyhow::Result<ExitCode> {
+    let q = ctx.existing_queue(&a.queue).await?;
+    let verb = if pause { "pause" } else { "resume" };
+    if !confirm(&format!("{verb} queue {}?", q.name()), a.yes)? {
+        return Ok(declined(ctx));
+    }
+    let signal = if pause {
+        q.pause().await?
+    } else {
+        q.resume().await?
+    };
+    if ctx.json {
+        output::print_json(&json!({"queue": q.name(), "paused": pause, "signal": signal}));
+    } else if pause {
+        println!(
+            "queue {} paused: its workers take no new jobs until `rill queue resume {0}`",
+            q.name()
+        );
+    } else {
+        println!("queue {} resumed", q.name());
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn drain(ctx: &Context, a: QueueArgs) -> anyhow::Result<ExitCode> {
+    let q = ctx.existing_queue(&a.queue).await?;
+    let c = q.counts().await?;
+    let question = format!(
+        "delete the {} waiting and {} delayed jobs of {}?",
+        c.waiting,
+        c.delayed,
+        q.name()
+    );
+    if !confirm(&question, a.yes)? {
+        return Ok(declined(ctx));
+    }
+    let d = q.drain().await?;
+    if ctx.json {
+        output::print_json(&json!({"queue": q.name(), "waiting": d.waiting, "delayed": d.delayed}));
+    } else {
+        println!(
+            "drained {}: {} waiting and {} delayed jobs deleted",
+            q.name(),
+            d.waiting,
+            d.delayed
+        );
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn remove(ctx: &Context, a: RemoveArgs) -> anyhow::Result<ExitCode> {
+    let q = ctx.existing_queue(&a.target.queue).await?;
+    let c = q.counts().await?;
+    let question = format!(
+        "remove queue {} and everything in it ({} waiting, {} active, {} delayed, {} dead)?",
+        q.name(),
+        c.waiting,
+        c.active,
+        c.delayed,
+        c.dead
+    );
+    if !confirm(&question, a.target.yes)? {
+        return Ok(declined(ctx));
+    }
+    let keys = match q.remove(a.force).await {
+        Ok(n) => n,
+        Err(rill::Error::QueueInUse { queue, workers }) => anyhow::bail!(
+            "queue {queue:?} has {} live worker(s) ({}): stop them first (rill signal send {queue} stop), or \
+             pass --force",
+            workers.len(),
+            workers.join(", ")
+        ),
+        Err(e) => return Err(e.into()),
+    };
+    if ctx.json {
+        output::print_json(&json!({"queue": q.name(), "keys_removed": keys}));
+    } else {
+        println!("removed queue {} ({keys} keys)", q.name());
+    }
+    Ok(ExitCode::SUCCESS)
+}

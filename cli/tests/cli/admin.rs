@@ -1,0 +1,161 @@
+//! The commands an operator reaches for first, on a live queue with a worker: `jobs list` by state and page,
+//! `workers` with the jobs each runs, `jobs promote|delete`, and `queue pause|resume|drain|remove` with their
+//! confirmation (`--yes`; without a terminal rill refuses rather than ask).
+
+use std::process::Stdio;
+
+use serde_json::Value as Json;
+
+use super::Cli;
+use super::support::ChildGuard;
+
+/// A worker that holds `{"kind":"hold"}` jobs for a minute and completes the rest, one at a time.
+fn holding_worker(cli: &Cli, queue: &str) -> ChildGuard {
+    let script = r#"read p; case "$p" in *hold*) sleep 60 ;; esac"#;
+    let child = cli
+        .cmd(&[
+            "work",
+            queue,
+            "--concurrency",
+            "1",
+            "--",
+            "sh",
+            "-c",
+            script,
+        ])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    ChildGuard(child)
+}
+
+fn ids(page: &Json) -> Vec<String> {
+    page["jobs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|j| j["id"].as_str().unwrap().to_owned())
+        .collect()
+}
+
+#[test]
+fn jobs_are_listed_promoted_and_deleted_and_queues_drained_paused_and_removed() {
+    let cli = Cli::new();
+    cli.ok(&["enqueue", "adm", r#"{"kind":"hold"}"#, "--id", "held"]);
+    let mut w = holding_worker(&cli, "adm");
+    cli.wait_for("held running", || cli.state("adm", "held") == "active");
+    for i in 1..=3 {
+        cli.ok(&["enqueue", "adm", "{}", "--id", &format!("w-{i}")]);
+    }
+    for i in 1..=2 {
+        cli.ok(&[
+            "enqueue",
+            "adm",
+            "{}",
+            "--id",
+            &format!("d-{i}"),
+            "--delay",
+            "1h",
+        ]);
+    }
+
+    // Pages of two: a cursor to go on, printed as the command that does.
+    let first = cli.ok(&["jobs", "list", "adm", "--state", "waiting", "--limit", "2"]);
+    assert!(
+        first.contains("JOB") && first.contains("ATTEMPTS") && first.contains("WAITING"),
+        "{first}"
+    );
+    assert!(
+        first.contains("w-1") && first.contains("w-2") && !first.contains("w-3"),
+        "{first}"
+    );
+    let more = first
+        .lines()
+        .find(|l| l.starts_with("more: "))
+        .expect("a next-page line");
+    let after = more.rsplit(' ').next().unwrap();
+    let page = cli.json(&[
+        "jobs", "list", "adm", "--state", "waiting", "--limit", "2", "--after", after,
+    ]);
+    assert_eq!(ids(&page), vec!["w-3"]);
+    assert!(page["next"].is_null());
+    let delayed = cli.json(&["jobs", "list", "adm", "--state", "delayed"]);
+    assert_eq!(ids(&delayed), vec!["d-1", "d-2"]);
+    assert!(delayed["jobs"][0]["attempts"] == 0 && delayed["jobs"][0]["at_ms"].is_u64());
+    let text = cli.ok(&["jobs", "list", "adm", "--state", "delayed"]);
+    assert!(text.contains("DUE IN") && text.contains("59m"), "{text}");
+
+    // Active: its worker and how long it has run, here and in `rill workers`.
+    cli.wait_for("the start time, from the registry", || {
+        cli.json(&["jobs", "list", "adm", "--state", "active"])["jobs"][0]["at_ms"].is_u64()
+    });
+    let active = cli.json(&["jobs", "list", "adm", "--state", "active"]);
+    assert_eq!(ids(&active), vec!["held"]);
+    assert_eq!(active["jobs"][0]["attempts"], 1);
+    let worker = active["jobs"][0]["owner"].as_str().unwrap().to_owned();
+    let workers = cli.ok(&["workers", "adm"]);
+    assert!(
+        workers.contains(&format!("{worker} runs: held (")),
+        "{workers}"
+    );
+    let json = cli.json(&["workers", "adm"]);
+    assert_eq!(json[0]["running"][0]["job"], "held");
+    assert!(
+        cli.fails(&["jobs", "list", "adm", "--state", "nope"], 2)
+            .contains("one of waiting")
+    );
+
+    // Promote and delete one job.
+    assert!(
+        cli.ok(&["jobs", "promote", "d-1"])
+            .contains("on the queue now")
+    );
+    assert_eq!(cli.state("adm", "d-1"), "waiting");
+    assert!(cli.fails(&["jobs", "promote", "w-1"], 1).is_empty());
+    assert!(
+        cli.ok(&["jobs", "delete", "w-2"])
+            .contains("deleted (it was waiting)")
+    );
+    assert_eq!(cli.state("adm", "w-2"), "unknown");
+
+    // Drain: asked first, so a script without --yes is refused and nothing goes.
+    let refused = cli.fails(&["queue", "drain", "adm"], 1);
+    assert!(refused.contains("pass --yes"), "{refused}");
+    assert_eq!(cli.state("adm", "w-1"), "waiting");
+    let drained = cli.json(&["queue", "drain", "adm", "--yes"]);
+    assert_eq!(
+        (drained["waiting"].as_u64(), drained["delayed"].as_u64()),
+        (Some(3), Some(1))
+    );
+    assert_eq!(cli.state("adm", "held"), "active", "running jobs stay");
+
+    // Pause and resume.
+    assert!(
+        cli.ok(&["queue", "pause", "adm", "--yes"])
+            .contains("paused")
+    );
+    assert_eq!(cli.json(&["stats", "adm"])[0]["paused"], true);
+    assert!(
+        cli.ok(&["queue", "resume", "adm", "--yes"])
+            .contains("resumed")
+    );
+
+    // Delete the running job: it is cancelled by its worker, not yanked.
+    assert!(cli.ok(&["jobs", "delete", "held"]).contains("cancel sent"));
+    cli.wait_for("held cancelled", || cli.state("adm", "held") == "cancelled");
+
+    // Remove: refused under a live worker, done with --force, and the queue is gone.
+    let busy = cli.fails(&["queue", "remove", "adm", "--yes"], 1);
+    assert!(
+        busy.contains("live worker") && busy.contains(&worker),
+        "{busy}"
+    );
+    assert!(
+        cli.ok(&["queue", "remove", "adm", "--yes", "--force"])
+            .contains("removed queue adm")
+    );
+    w.stop();
+    let stats = cli.ok(&["stats"]);
+    assert!(!stats.contains("adm"), "{stats}");
+}
