@@ -632,6 +632,7 @@ impl Harness {
                 attempts: made,
                 owner,
                 deliveries,
+                ..
             } = scripts::state(&mut self.conn, &self.keys, id)
                 .await
                 .unwrap();

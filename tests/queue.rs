@@ -889,3 +889,35 @@ async fn operators_list_queues_retry_and_purge_dead_letters_and_follow_events() 
     assert!(format!("{q:?}").contains("ops"));
     w.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_job_that_just_completed_reads_as_completed_by_default() {
+    let redis = TestRedis::start();
+    let client = support::client(&redis);
+    let q = client.queue::<Email>("done").unwrap();
+    let w = spawn_worker(
+        Worker::new(client.clone(), "done")
+            .unwrap()
+            .block(Duration::from_millis(200)),
+        |_job: Job<Email>| async { Ok::<_, JobError>(()) },
+    );
+    let unnamed = q.enqueue(&email(1)).await.unwrap();
+    let named = q
+        .enqueue_with(&email(2), Enqueue::new().id("welcome-7"))
+        .await
+        .unwrap();
+    eventually(T, "both completed", || async {
+        q.state(&unnamed).await.unwrap() == JobState::Completed
+            && q.state(&named).await.unwrap() == JobState::Completed
+    })
+    .await;
+    // The named job keeps a compact record (the attempt that succeeded); the unnamed one is known from its
+    // `completed` event, with its finish time but no attempt count.
+    let info = q.job(&named).await.unwrap();
+    assert_eq!(info.attempts, 1);
+    assert!(info.finished_ms.is_some());
+    let info = q.job(&unnamed).await.unwrap();
+    assert_eq!(info.attempts, 0);
+    assert!(info.finished_ms.is_some());
+    w.stop().await;
+}

@@ -21,7 +21,9 @@
 -- ARGV[3]      now, ms since the Unix epoch
 -- ARGV[4]      retention of a job record, ms; 0 = write no records
 -- ARGV[5]      events stream MAXLEN (approximate); 0 = write no `completed` event
--- ARGV[6]      keep: '1' = write a record for every completed job (with or without result), '0' = only with one
+-- ARGV[6]      keep: '1' = write a record for every completed job (with or without result), '0' = only for
+--              jobs with a result or a job id of their own (not their entry id: named or retried jobs, which
+--              callers look up by that id)
 -- ARGV[7]      n: number of deliveries
 -- ARGV[8]      lazy window, ms (0 = always delete entries outright); unused on the XACKDEL path
 -- ARGV[9]      '1' = XACKDEL allowed: used for batches of up to 8 when the server has it (Redis >= 8.2, checked
@@ -79,7 +81,7 @@ for j = 1, (#ARGV - X) / 5 do
     local eid, jid, attempt, result, touched = ids[i], ARGV[b + 2], ARGV[b + 3], ARGV[b + 4], ARGV[b + 5]
     local job, ckpt = KEYS[2 + 2 * j], KEYS[3 + 2 * j]
     ids[i] = jid
-    if retention > 0 and (keep or result ~= '') then
+    if retention > 0 and (keep or result ~= '' or jid ~= eid) then
       if result ~= '' then
         redis.call('HSET', job, 'state', 'completed', 'finished_ms', now, 'attempt', attempt, 'result', result)
       else

@@ -8,40 +8,43 @@
 -- KEYS[5]  job record hash
 -- KEYS[6]  dead index hash (job id -> dead-letter entry id)
 -- KEYS[7]  parked sorted set
+-- KEYS[8]  events stream
 -- ARGV[1]  consumer group
 -- ARGV[2]  job id
+-- ARGV[3]  most events read looking for the job's `completed` event when nothing else knows it (0 = none)
 --
--- Returns {state, entry id, attempts made, owner, deliveries}, state one of:
+-- Returns {state, entry id, attempts made, owner, deliveries, finished ms}, state one of:
 --   'delayed'    in the delayed set, never attempted        (entry id: scheduled entry)
 --   'failed'     in the delayed set after a failed attempt, waiting for its retry
 --   'parked'     paused by a signal, waiting to be resumed  (entry id: scheduled entry)
 --   'waiting'    on the ready stream, not delivered         (entry id: ready entry)
 --   'active'     on the ready stream and pending            (owner: consumer, deliveries: delivery count)
---   'completed'  finished; its record is within retention   (entry id: '')
+--   'completed'  finished: its record is within retention, or (attempts 0: not recorded) the newest of the
+--                last ARGV[3] events that names it is a `completed` one (entry id: ''; finished ms from either)
 --   'cancelled'  cancelled by a signal; its record is within retention
 --   'dead'       in the dead-letter stream                   (entry id: dead-letter entry)
 --   'unknown'    none of the above (never existed, or its record expired)
 --- @include "lib/entry"
 --- @include "lib/last_delivered"
 
-local index, delayed, scheduled, ready, job, deadids, parked =
-  KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6], KEYS[7]
-local group, jid = ARGV[1], ARGV[2]
+local index, delayed, scheduled, ready, job, deadids, parked, events =
+  KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6], KEYS[7], KEYS[8]
+local group, jid, scan = ARGV[1], ARGV[2], tonumber(ARGV[3])
 local loc = redis.call('HGET', index, jid)
 if redis.call('ZSCORE', parked, jid) then
   local r = {}
   if loc then r = redis.call('XRANGE', scheduled, loc, loc) end
   local made = 0
   if r[1] then made = job_fields(r[1][2], 0) end
-  return {'parked', loc or '', made, '', 0}
+  return {'parked', loc or '', made, '', 0, 0}
 end
 if redis.call('ZSCORE', delayed, jid) then
   local r = {}
   if loc then r = redis.call('XRANGE', scheduled, loc, loc) end
   local made = 0
   if r[1] then made = job_fields(r[1][2], 0) end
-  if made > 0 then return {'failed', loc or '', made, '', 0} end
-  return {'delayed', loc or '', made, '', 0}
+  if made > 0 then return {'failed', loc or '', made, '', 0, 0} end
+  return {'delayed', loc or '', made, '', 0, 0}
 end
 local eid = loc or jid
 if string.match(eid, '^%d+%-%d+$') then
@@ -49,17 +52,41 @@ if string.match(eid, '^%d+%-%d+$') then
   if r[1] then
     local made = job_fields(r[1][2], 0)
     local p = redis.pcall('XPENDING', ready, group, eid, eid, 1) -- no group yet: nothing is active
-    if p[1] then return {'active', eid, made, p[1][2], p[1][4]} end
+    if p[1] then return {'active', eid, made, p[1][2], p[1][4], 0} end
     -- Not pending: waiting if not yet delivered; otherwise it finished and awaits trimming (see ack.lua).
     if undelivered(ready, group, eid) then
-      return {'waiting', eid, made, '', 0}
+      return {'waiting', eid, made, '', 0, 0}
     end
   end
 end
-local recorded = redis.call('HGET', job, 'state')
-if recorded == 'completed' or recorded == 'cancelled' then
-  return {recorded, '', tonumber(redis.call('HGET', job, 'attempt')) or 0, '', 0}
+local rec = redis.call('HMGET', job, 'state', 'attempt', 'finished_ms')
+if rec[1] == 'completed' or rec[1] == 'cancelled' then
+  return {rec[1], '', tonumber(rec[2]) or 0, '', 0, tonumber(rec[3]) or 0}
 end
 local did = redis.call('HGET', deadids, jid)
-if did then return {'dead', did, 0, '', 0} end
-return {'unknown', '', 0, '', 0}
+if did then return {'dead', did, 0, '', 0, 0} end
+-- No record: the newest event that names it may be its `completed` one. Newest first, a page at a time; a job
+-- whose id is its entry id completed after that entry was added, so older events need no look.
+local since = tonumber(string.match(jid, '^(%d+)%-%d+$'))
+local needle = ' ' .. jid .. ' '
+local upper, read = '+', 0
+while read < scan do
+  local page = redis.call('XREVRANGE', events, upper, '-', 'COUNT', math.min(100, scan - read))
+  for _, e in ipairs(page) do
+    if since and tonumber(string.match(e[1], '^(%d+)')) < since then return {'unknown', '', 0, '', 0, 0} end
+    local f = e[2]
+    local ids, id, ms
+    for i = 3, #f, 2 do
+      if f[i] == 'ids' then ids = f[i + 1] elseif f[i] == 'id' then id = f[i + 1] elseif f[i] == 'ms' then ms = f[i + 1] end
+    end
+    if f[2] == 'completed' and ids and string.find(' ' .. ids .. ' ', needle, 1, true) then
+      return {'completed', '', 0, '', 0, tonumber(ms) or 0}
+    end
+    -- Its newest event says something else happened last (died and purged, deleted, ...): not completed.
+    if id == jid then return {'unknown', '', 0, '', 0, 0} end
+  end
+  if #page < 100 then break end
+  read = read + #page
+  upper = '(' .. page[#page][1]
+end
+return {'unknown', '', 0, '', 0, 0}

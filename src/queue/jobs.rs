@@ -81,8 +81,9 @@ pub struct JobInfo {
     pub state: JobState,
     /// Attempts counted so far, in one meaning everywhere (this field, `rill jobs show|list`, dead letters,
     /// events): 0 for a job that never ran; while active, the running attempt's number (what the handler's
-    /// [`crate::Job::attempt`] says); for completed, the attempt that succeeded; for failed, parked and dead,
-    /// the attempts made. A hand-back at shutdown or a pause does not count; a stall does.
+    /// [`crate::Job::attempt`] says); for completed, the attempt that succeeded (0 when no record kept it: see
+    /// [`Queue::job`]); for failed, parked and dead, the attempts made. A hand-back at shutdown or a pause does
+    /// not count; a stall does.
     pub attempts: u64,
     /// The entry holding it (ready, scheduled or dead-letter stream), if any.
     pub entry_id: Option<String>,
@@ -129,6 +130,11 @@ impl<T: Serialize + DeserializeOwned> Queue<T> {
 
     /// Job `id`'s state and record.
     ///
+    /// A completed job reads as [`JobState::Completed`] while its record is kept (the worker's `retention`, 24 h
+    /// by default): jobs with a result or with an id of their own (named, or retried) get one, every job with
+    /// `keep_completed`. Without a record, it still reads as completed while its `completed` event is among
+    /// the newest 500 events of the queue (finish time known, attempts 0); after that, [`JobState::Unknown`].
+    ///
     /// # Errors
     /// Redis errors.
     pub async fn job(&self, id: &str) -> Result<JobInfo> {
@@ -139,15 +145,14 @@ impl<T: Serialize + DeserializeOwned> Queue<T> {
             attempts,
             owner,
             deliveries,
+            finished_ms: finished,
         } = scripts::state(&mut conn, &self.keys, id).await?;
         let state = JobState::parse(&state)?;
         let record: HashMap<String, Vec<u8>> = redis::cmd("HGETALL")
             .arg(self.keys.job(id))
             .query_async(&mut conn)
             .await?;
-        let finished_ms = record
-            .get("finished_ms")
-            .and_then(|v| std::str::from_utf8(v).ok()?.parse().ok());
+        let finished_ms = (finished > 0).then_some(finished);
         let stream = match state {
             JobState::Waiting | JobState::Active => Some(&self.keys.ready),
             JobState::Delayed | JobState::Failed | JobState::Parked => Some(&self.keys.scheduled),

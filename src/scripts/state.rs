@@ -21,7 +21,12 @@ pub struct StateRow {
     pub owner: String,
     /// Its delivery count (0 if not pending).
     pub deliveries: u64,
+    /// For completed and cancelled: when it finished, ms since the Unix epoch (0 if unknown).
+    pub finished_ms: u64,
 }
+
+/// Events `state.lua` reads, newest first, looking for the `completed` event of a job nothing else knows.
+pub const STATE_EVENT_SCAN: u64 = 500;
 
 /// Reads where a job is.
 ///
@@ -40,16 +45,19 @@ pub async fn state<C: ConnectionLike + Send>(
         .key(keys.job(job_id))
         .key(&keys.dead_index)
         .key(&keys.parked)
+        .key(&keys.events)
         .arg(GROUP)
         .arg(job_id)
+        .arg(STATE_EVENT_SCAN)
         .invoke_async(con)
         .await?;
-    let mut r = Reply::new(&v, "state.lua", 5)?;
+    let mut r = Reply::new(&v, "state.lua", 6)?;
     Ok(StateRow {
         state: r.string()?,
         entry_id: r.string()?,
         attempts: r.count()?,
         owner: r.string()?,
         deliveries: r.count()?,
+        finished_ms: r.count()?,
     })
 }

@@ -68,7 +68,8 @@ async fn ack_completes_owned_deliveries_and_rejects_stale_ones() {
     assert!(f.pending(&a).await.is_none());
     assert_eq!(f.pending(&c).await.unwrap().0, "w2");
     assert!(f.exists_in(&keys.ready, &c).await);
-    // Records: a has its result; b has none; c has no record; b's index entry is gone.
+    // Records: a has its result; b, a named job, has a compact one without (named jobs are looked up by their
+    // id); c has no record; b's index entry is gone.
     let rec: std::collections::HashMap<String, Vec<u8>> =
         f.conn.hgetall(keys.job(&a)).await.unwrap();
     assert_eq!(rec["state"], b"completed");
@@ -79,6 +80,16 @@ async fn ack_completes_owned_deliveries_and_rejects_stale_ones() {
     let rec_b: std::collections::HashMap<String, Vec<u8>> =
         f.conn.hgetall(keys.job("job-b")).await.unwrap();
     assert!(!rec_b.contains_key("result"));
+    assert_eq!(
+        (
+            &rec_b["state"][..],
+            &rec_b["attempt"][..],
+            &rec_b["finished_ms"][..]
+        ),
+        (&b"completed"[..], &b"1"[..], &b"1234"[..])
+    );
+    let ttl: i64 = f.conn.pttl(keys.job("job-b")).await.unwrap();
+    assert!(ttl > 0 && ttl <= 60_000);
     let c_exists: bool = f.conn.exists(keys.job(&c)).await.unwrap();
     assert!(!c_exists);
     let idx: bool = f.conn.hexists(&keys.index, "job-b").await.unwrap();

@@ -216,6 +216,7 @@ async fn replies_of_the_wrong_shape_are_protocol_errors() {
         Value::Nil,
         Value::Nil,
         Value::Nil,
+        Value::Nil,
     ]));
     refused(
         scripts::state(&mut strings, &keys, "j").await,

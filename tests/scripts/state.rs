@@ -88,3 +88,87 @@ async fn state_reports_every_state() {
     let s = scripts_state(&mut f, &w).await;
     assert_eq!((s.0.as_str(), s.2), ("completed", 1));
 }
+
+#[tokio::test]
+async fn a_completed_job_without_a_record_is_found_by_its_completed_event_within_the_scan() {
+    let mut f = fixture().await;
+    let keys = f.keys.clone();
+    let xadd = |id: &str, fields: Vec<(&'static str, String)>| {
+        let mut cmd = redis::cmd("XADD");
+        cmd.arg(&keys.events).arg(id);
+        for (k, v) in fields {
+            cmd.arg(k).arg(v);
+        }
+        cmd
+    };
+    let completed = |ids: &str, ms: u64| {
+        vec![
+            ("event", "completed".to_string()),
+            ("ids", ids.to_string()),
+            ("count", ids.split(' ').count().to_string()),
+            ("ms", ms.to_string()),
+        ]
+    };
+    // An unnamed job (its id is its entry id) and a named one completed long ago, then 600 other events.
+    let _: String = xadd("1000-0", completed("900-0 named-old", 1_000))
+        .query_async(&mut f.conn)
+        .await
+        .unwrap();
+    for i in 0..600u64 {
+        let fields = if i % 2 == 0 {
+            completed(&format!("{}-0 {}-1", 2_000 + i, 2_000 + i), 2_000 + i)
+        } else {
+            vec![
+                ("event", "retrying".into()),
+                ("id", "x".into()),
+                ("ms", "1".into()),
+            ]
+        };
+        let _: String = xadd(&format!("{}-0", 2_000 + i), fields)
+            .query_async(&mut f.conn)
+            .await
+            .unwrap();
+    }
+    let row = scripts::state(&mut f.conn, &keys, "2590-1").await.unwrap();
+    assert_eq!(
+        (row.state.as_str(), row.attempts, row.finished_ms),
+        ("completed", 0, 2_590),
+        "found by its event; attempts not recorded"
+    );
+    // A whole word only: "2590-" is not a job of that event.
+    assert_eq!(scripts_state(&mut f, "2590-").await.0, "unknown");
+    // Beyond the scan (500 events): unknown, whether named or not.
+    assert_eq!(scripts_state(&mut f, "900-0").await.0, "unknown");
+    assert_eq!(scripts_state(&mut f, "named-old").await.0, "unknown");
+    // A later event about the job (it was retried, died and was purged since) says it did not end completed.
+    let _: String = xadd(
+        "5000-0",
+        vec![
+            ("event", "dead".into()),
+            ("id", "2590-1".into()),
+            ("ms", "5000".into()),
+        ],
+    )
+    .query_async(&mut f.conn)
+    .await
+    .unwrap();
+    assert_eq!(scripts_state(&mut f, "2590-1").await.0, "unknown");
+    assert_eq!(scripts_state(&mut f, "2590-0").await.0, "completed");
+    // An entry-id job newer than every completed event stops the scan at once.
+    assert_eq!(scripts_state(&mut f, "999999-0").await.0, "unknown");
+    // A record wins over the events, and gives the attempt and the finish time.
+    let _: () = f
+        .conn
+        .hset_multiple(
+            keys.job("2590-1"),
+            &[
+                ("state", "completed"),
+                ("attempt", "2"),
+                ("finished_ms", "2600"),
+            ],
+        )
+        .await
+        .unwrap();
+    let row = scripts::state(&mut f.conn, &keys, "2590-1").await.unwrap();
+    assert_eq!((row.attempts, row.finished_ms), (2, 2_600));
+}

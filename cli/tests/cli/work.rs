@@ -232,8 +232,8 @@ fn work_runs_a_command_per_job_with_retry_failure_cancel_and_graceful_stop() {
     );
     assert_eq!(
         cli.state("q", "j-slow"),
-        "unknown",
-        "completed without a result: no record kept"
+        "completed",
+        "a named job keeps a compact record, result or not"
     );
     let mut stderr = String::new();
     std::io::Read::read_to_string(&mut w.0.stderr.take().unwrap(), &mut stderr).unwrap();
