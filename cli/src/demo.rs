@@ -207,7 +207,8 @@ async fn demo(client: &rill::Client, url: &str, a: &DemoArgs) -> anyhow::Result<
     let _ = stop_tx.send(());
     let report = run.await??;
     println!(
-        "processed {} jobs in {elapsed:.2?} ({:.0} jobs/s); {} retried, {} dead-lettered",
+        "processed {} jobs in {elapsed:.2?} ({:.0} jobs/s, the wait for the delayed ones included: `rill bench` \
+         measures throughput); {} retried, {} dead-lettered",
         report.completed + report.dead,
         (report.completed + report.dead) as f64 / elapsed.as_secs_f64(),
         report.retried,

@@ -265,6 +265,10 @@ async fn show(ctx: &Context, a: JobArgs) -> anyhow::Result<ExitCode> {
             "{}",
             output::table(&["  VERSION", "WRITTEN", "BY", "LABEL", "BYTES"], &rows)
         );
+        println!(
+            "newest checkpoint state: {}",
+            output::compact(&doc["checkpoints"][0]["state"], 200)
+        );
     }
     Ok(ExitCode::SUCCESS)
 }

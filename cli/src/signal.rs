@@ -14,7 +14,7 @@ use crate::output;
 pub enum SignalCommand {
     /// Send a signal to the queue (every worker), one worker, or one job.
     #[command(
-        after_help = "KIND: cancel, pause, resume, quiet, stop, or custom:NAME\n\nExamples:\n  rill signal \
+        after_help = "cancel takes --job; pause and resume act on the queue, or with --job on one job; quiet, stop\nand custom:NAME go to every worker of the queue, or with --worker to one.\n\nExamples:\n  rill signal \
                             send emails pause\n  rill signal send emails resume\n  rill signal send emails cancel \
                             --job order-42\n  rill signal send emails pause --job report-7   # park a long job at \
                             its checkpoint\n  rill signal send emails quiet --worker host-123-ab12cd34\n  rill \
@@ -124,12 +124,13 @@ async fn send(ctx: &Context, a: SendArgs) -> anyhow::Result<ExitCode> {
             "outcomes": outcomes.iter().map(outcome_json).collect::<Vec<_>>(),
         }));
     } else {
-        println!(
-            "sent {} to {} on {} (signal {id})",
-            a.kind.to_wire(),
-            target.to_wire(),
-            a.queue
-        );
+        let to = match &target {
+            rill::Target::Queue => format!("queue {}", a.queue),
+            rill::Target::Job(job) => format!("job {job} on {}", a.queue),
+            rill::Target::Worker(w) => format!("worker {w} on {}", a.queue),
+            _ => format!("{} on {}", target.to_wire(), a.queue),
+        };
+        println!("sent {} to {to} (signal {id})", a.kind.to_wire());
         for o in &outcomes {
             println!("  {}: {} ({})", o.receiver, o.result, o.reason);
         }

@@ -215,6 +215,11 @@ fn jobs_show_a_job_running_elsewhere_with_checkpoints_and_one_that_failed() {
         shown.contains("checkpoints (newest first):") && shown.contains("step 10"),
         "{shown}"
     );
+    assert!(shown.contains("newest checkpoint state: 10"), "{shown}");
+    assert!(
+        shown.contains("attempts:   1 (the running one included)"),
+        "{shown}"
+    );
     let doc = cli.job("q", "long");
     assert_eq!(doc["checkpoints"][0]["label"], "step 10");
     assert_eq!(doc["checkpoints"][0]["state"], 10);
