@@ -108,6 +108,27 @@ async fn send(ctx: &Context, a: SendArgs) -> anyhow::Result<ExitCode> {
         .transpose()
         .context("--payload is not valid JSON")?;
     let q = ctx.existing_queue(&a.queue).await?;
+    // A signal to a worker that is not registered would be recorded and never answered.
+    if let rill::Target::Worker(w) = &target {
+        let rule = rill::HealthRule::default();
+        if q.worker(w, &rule).await?.0.is_none() {
+            let known: Vec<String> = q
+                .workers(&rule)
+                .await?
+                .into_iter()
+                .map(|(w, _)| w.id)
+                .collect();
+            bail!(
+                "no worker {w:?} is registered on {} (registered: {}); `rill workers {0}` lists them",
+                a.queue,
+                if known.is_empty() {
+                    "none".to_owned()
+                } else {
+                    known.join(", ")
+                }
+            );
+        }
+    }
     let id = q
         .send_signal(a.kind.clone(), target.clone(), payload.as_ref())
         .await?;

@@ -178,6 +178,29 @@ fn empty_namespaces_and_missing_arguments_say_so() {
 
     cli.ok(&["signal", "send", "q", "pause"]);
     assert!(cli.ok(&["stats"]).contains("q (paused)"));
+    // To a worker: only one that is registered (a record and an entry in the registry).
+    let e = cli.fails(
+        &["signal", "send", "q", "custom:hello", "--worker", "w1"],
+        1,
+    );
+    assert!(
+        e.contains("no worker \"w1\" is registered on q (registered: none)"),
+        "{e}"
+    );
+    let q_keys = QueueKeys::new(&cli.ns, "q").unwrap();
+    let now = now_ms();
+    let _: () = redis::cmd("HSET")
+        .arg(q_keys.worker("w1"))
+        .arg("last_beat_ms")
+        .arg(now)
+        .query(&mut c)
+        .unwrap();
+    let _: () = redis::cmd("ZADD")
+        .arg(&q_keys.workers)
+        .arg(now)
+        .arg("w1")
+        .query(&mut c)
+        .unwrap();
     cli.ok(&["signal", "send", "q", "custom:hello", "--worker", "w1"]);
     cli.ok(&["signal", "send", "q", "cancel", "--job", first.trim()]);
     let h = cli.ok(&["signal", "history", "q", "--worker", "w1", "--since", "1h"]);
