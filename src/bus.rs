@@ -2,6 +2,27 @@
 //! Every consumer group of a topic receives every message (fan-out); the members of one group share them
 //! (load-balancing); a message is redelivered until acked (at least once); history can be replayed from an id
 //! or a time; retention is bounded by length or age, per topic (SPEC.md, "Message bus").
+//!
+//! ```no_run
+//! use std::time::Duration;
+//!
+//! #[derive(serde::Serialize, serde::Deserialize)]
+//! struct OrderPlaced { order: u64 }
+//!
+//! # async fn f() -> rill::Result<()> {
+//! let client = rill::Client::new("redis://127.0.0.1:6379")?;
+//! let orders = client.topic::<OrderPlaced>("orders")?;
+//! // Each consumer group gets every message; its members share them.
+//! let mut billing = orders.subscribe("billing", "billing-1", rill::bus::Start::New).await?;
+//! orders.publish(&OrderPlaced { order: 42 }).await?;
+//! for (id, message) in billing.next(10, Duration::from_secs(1)).await? {
+//!     if let Ok(m) = message {
+//!         println!("bill order {}", m.value.order);
+//!     }
+//!     billing.ack(&[id]).await?; // unacked messages are delivered again
+//! }
+//! # Ok(()) }
+//! ```
 
 use std::marker::PhantomData;
 use std::time::Duration;

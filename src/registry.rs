@@ -209,6 +209,17 @@ fn parse_record(id: &str, fields: HashMap<String, String>) -> WorkerInfo {
 impl<T: Serialize + DeserializeOwned> Queue<T> {
     /// Every registered worker of this queue with its health under `rule`.
     ///
+    /// ```no_run
+    /// # async fn f(queue: rill::Queue<String>) -> rill::Result<()> {
+    /// for (w, health) in queue.workers(&rill::HealthRule::default()).await? {
+    ///     println!("{} on {} pid {}: {health:?}, {}/{} busy", w.id, w.host, w.pid, w.in_flight, w.concurrency);
+    ///     for job in &w.running {
+    ///         println!("  runs {} since {}", job.job_id, job.started_ms);
+    ///     }
+    /// }
+    /// # Ok(()) }
+    /// ```
+    ///
     /// # Errors
     /// Redis errors.
     pub async fn workers(&self, rule: &HealthRule) -> Result<Vec<(WorkerInfo, Health)>> {

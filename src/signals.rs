@@ -290,6 +290,17 @@ impl<T: Serialize + DeserializeOwned> Queue<T> {
 
     /// Cancels job `id`: a waiting or delayed job never runs; a running one's cancellation token fires.
     ///
+    /// ```no_run
+    /// # async fn f(queue: rill::Queue<String>) -> rill::Result<()> {
+    /// match queue.cancel("order-42").await? {
+    ///     rill::CancelOutcome::Removed => println!("it had not started: it never will"),
+    ///     rill::CancelOutcome::Signalled => println!("its worker stops it and records it as cancelled"),
+    ///     _ => println!("nothing to cancel"),
+    /// }
+    /// queue.pause().await?; // every worker of the queue stops taking jobs until `resume`
+    /// # Ok(()) }
+    /// ```
+    ///
     /// # Errors
     /// Redis errors.
     pub async fn cancel(&self, id: &str) -> Result<CancelOutcome> {

@@ -142,6 +142,21 @@ impl<T: Serialize + DeserializeOwned> Queue<T> {
 
     /// Up to `count` dead letters, oldest first, starting after entry id `after` (`None` = from the start).
     ///
+    /// ```no_run
+    /// # async fn f(queue: rill::Queue<String>) -> rill::Result<()> {
+    /// let mut after: Option<String> = None;
+    /// loop {
+    ///     let page = queue.dead_letters(after.as_deref(), 100).await?;
+    ///     let Some(last) = page.last() else { break };
+    ///     after = Some(last.entry_id.clone());
+    ///     for d in &page {
+    ///         println!("{} died ({}, {} attempts): {}", d.job_id, d.reason, d.attempts, d.error);
+    ///     }
+    /// }
+    /// queue.retry_all_dead().await?; // back on the queue, each with a full set of attempts
+    /// # Ok(()) }
+    /// ```
+    ///
     /// # Errors
     /// Redis errors.
     pub async fn dead_letters(&self, after: Option<&str>, count: usize) -> Result<Vec<DeadLetter>> {

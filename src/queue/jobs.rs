@@ -135,6 +135,18 @@ impl<T: Serialize + DeserializeOwned> Queue<T> {
     /// `keep_completed`. Without a record, it still reads as completed while its `completed` event is among
     /// the newest 500 events of the queue (finish time known, attempts 0); after that, [`JobState::Unknown`].
     ///
+    /// ```no_run
+    /// # async fn f(queue: rill::Queue<String>) -> rill::Result<()> {
+    /// let id = queue.enqueue_with(&"hello".to_string(), rill::Enqueue::new().id("greet-1")).await?;
+    /// let info = queue.job(&id).await?;
+    /// match info.state {
+    ///     rill::JobState::Completed => println!("done: {:?}", info.result::<String>()?),
+    ///     rill::JobState::Failed | rill::JobState::Dead => println!("failing: {:?}", info.last_error),
+    ///     other => println!("{} after {} attempts", other.as_str(), info.attempts),
+    /// }
+    /// # Ok(()) }
+    /// ```
+    ///
     /// # Errors
     /// Redis errors.
     pub async fn job(&self, id: &str) -> Result<JobInfo> {

@@ -74,6 +74,22 @@ impl<T: Serialize + DeserializeOwned> Queue<T> {
     /// after the cursor `after` of the previous page. Completed jobs come from the events stream, so they are
     /// listed as long as their `completed` event is kept (the events stream's length).
     ///
+    /// ```no_run
+    /// # async fn f(queue: rill::Queue<String>) -> rill::Result<()> {
+    /// let mut after = None;
+    /// loop {
+    ///     let page = queue.jobs(rill::JobState::Failed, after.as_deref(), 100).await?;
+    ///     for job in &page.jobs {
+    ///         println!("{} attempts={:?} error={:?}", job.id, job.attempts, job.error);
+    ///     }
+    ///     match page.next {
+    ///         Some(cursor) => after = Some(cursor),
+    ///         None => break,
+    ///     }
+    /// }
+    /// # Ok(()) }
+    /// ```
+    ///
     /// # Errors
     /// [`Error::InvalidOption`] for another state or a cursor this listing did not return; Redis errors.
     pub async fn jobs(
