@@ -19,8 +19,9 @@
 --   'parked'     paused by a signal, waiting to be resumed  (entry id: scheduled entry)
 --   'waiting'    on the ready stream, not delivered         (entry id: ready entry)
 --   'active'     on the ready stream and pending            (owner: consumer, deliveries: delivery count)
---   'completed'  finished: its record is within retention, or (attempts 0: not recorded) the newest of the
---                last ARGV[3] events that names it is a `completed` one (entry id: ''; finished ms from either)
+--   'completed'  finished: its record is within retention, or (attempts 0: not recorded; only for a job whose
+--                id is its entry id) the newest of the last ARGV[3] events that names it is a `completed` one
+--                (entry id: ''; finished ms from the record or the event)
 --   'cancelled'  cancelled by a signal; its record is within retention
 --   'dead'       in the dead-letter stream                   (entry id: dead-letter entry)
 --   'unknown'    none of the above (never existed, or its record expired)
@@ -105,15 +106,19 @@ if rec[1] == 'completed' or rec[1] == 'cancelled' then
 end
 local did = redis.call('HGET', deadids, jid)
 if did then return {'dead', did, 0, '', 0, 0} end
--- No record: the newest event that names it may be its `completed` one. Newest first, a page at a time; a job
--- whose id is its entry id completed after that entry was added, so older events need no look.
+-- No record. A job whose id is its entry id (enqueued by a plain XADD; named and retried jobs get records) may
+-- still be named by a `completed` event: the newest event that names it decides. Newest first, a page at a time
+-- (each event can list many ids); the job completed after its entry was added, so older events need no look.
 local since = tonumber(string.match(jid, '^(%d+)%-%d+$'))
+if not since then return {'unknown', '', 0, '', 0, 0} end
 local needle = ' ' .. jid .. ' '
-local upper, read = '+', 0
+local upper, read, size = '+', 0, 4
 while read < scan do
-  local page = redis.call('XREVRANGE', events, upper, '-', 'COUNT', math.min(100, scan - read))
+  -- Small pages first: a job that just completed is named by one of the newest events.
+  local page = redis.call('XREVRANGE', events, upper, '-', 'COUNT', math.min(size, scan - read))
+  size = math.min(size * 2, 50)
   for _, e in ipairs(page) do
-    if since and tonumber(string.match(e[1], '^(%d+)')) < since then return {'unknown', '', 0, '', 0, 0} end
+    if tonumber(string.match(e[1], '^(%d+)')) < since then return {'unknown', '', 0, '', 0, 0} end
     local f = e[2]
     local ids, id, ms
     for i = 3, #f, 2 do
@@ -122,10 +127,10 @@ while read < scan do
     if f[2] == 'completed' and ids and string.find(' ' .. ids .. ' ', needle, 1, true) then
       return {'completed', '', 0, '', 0, tonumber(ms) or 0}
     end
-    -- Its newest event says something else happened last (died and purged, deleted, ...): not completed.
+    -- Its newest event says something else happened last (died and purged, ...): not completed.
     if id == jid then return {'unknown', '', 0, '', 0, 0} end
   end
-  if #page < 100 then break end
+  if #page == 0 then break end
   read = read + #page
   upper = '(' .. page[#page][1]
 end

@@ -16,7 +16,7 @@ use crate::output;
 pub enum JobsCommand {
     /// State, attempts, payload, progress, result or last error, and checkpoints of a job.
     #[command(
-        after_help = "Examples:\n  rill jobs show order-42\n  rill jobs show 1732871234567-0 --queue emails --json\n\nA completed job shows as completed while its record is kept (24 h: jobs with a result or an id of\ntheir own) or, without one, while its completion is among the queue's newest 500 events."
+        after_help = "Examples:\n  rill jobs show order-42\n  rill jobs show 1732871234567-0 --queue emails --json\n\nA completed job shows as completed while its record is kept (24 h: jobs with a result or an id of\ntheir own) or, without one, while its completion is among the queue's newest 200 events."
     )]
     Show(JobArgs),
     /// Cancel a job: a waiting or delayed one never runs; a running one's process or handler is stopped.

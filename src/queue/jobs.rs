@@ -132,8 +132,9 @@ impl<T: Serialize + DeserializeOwned> Queue<T> {
     ///
     /// A completed job reads as [`JobState::Completed`] while its record is kept (the worker's `retention`, 24 h
     /// by default): jobs with a result or with an id of their own (named, or retried) get one, every job with
-    /// `keep_completed`. Without a record, it still reads as completed while its `completed` event is among
-    /// the newest 500 events of the queue (finish time known, attempts 0); after that, [`JobState::Unknown`].
+    /// `keep_completed`. Without a record (a job enqueued without an id of its own), it still reads as completed
+    /// while its `completed` event is among the newest 200 events of the queue (finish time known, attempts 0);
+    /// after that, [`JobState::Unknown`].
     ///
     /// ```no_run
     /// # async fn f(queue: rill::Queue<String>) -> rill::Result<()> {

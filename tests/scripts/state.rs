@@ -137,7 +137,7 @@ async fn a_completed_job_without_a_record_is_found_by_its_completed_event_within
     );
     // A whole word only: "2590-" is not a job of that event.
     assert_eq!(scripts_state(&mut f, "2590-").await.0, "unknown");
-    // Beyond the scan (500 events): unknown, whether named or not.
+    // Beyond the scan (200 events): unknown; a named id is never looked for in the events (it gets a record).
     assert_eq!(scripts_state(&mut f, "900-0").await.0, "unknown");
     assert_eq!(scripts_state(&mut f, "named-old").await.0, "unknown");
     // A later event about the job (it was retried, died and was purged since) says it did not end completed.
