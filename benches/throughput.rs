@@ -431,19 +431,19 @@ async fn run_all(server: &std::path::Path, jobs: u64, full: bool) {
     );
     let mut c = redis.aconn().await;
     fresh_server(&mut c).await;
-    let cases = std::env::var("RILL_BENCH_CASES").unwrap_or_else(|_| "enqueue,drain1,drain1p,drain16,drain64,drain64p,drain256,lean64,memory,latency,checkpoint,resume,registry".into());
+    let cases = std::env::var("RILL_BENCH_CASES").unwrap_or_else(|_| "enqueue,drain1,drain1n,drain16,drain64,drain64n,drain256,lean64,memory,latency,checkpoint,resume,registry".into());
     let want = |c: &str| cases.split(',').any(|x| x == c);
     for conc in [1, 16, 64, 256] {
         if want(&format!("drain{conc}")) {
-            drain(&redis, jobs, conc, 0, false).await;
+            drain(&redis, jobs, conc, rill::DEFAULT_PREFETCH, false).await;
         }
-        // The same with a prefetch of 64 (off by default).
-        if want(&format!("drain{conc}p")) {
-            drain(&redis, jobs, conc, 64, false).await;
+        // The same without prefetch (one read per free slot).
+        if want(&format!("drain{conc}n")) {
+            drain(&redis, jobs, conc, 0, false).await;
         }
     }
     if want("lean64") {
-        drain(&redis, jobs, 64, 0, true).await;
+        drain(&redis, jobs, 64, rill::DEFAULT_PREFETCH, true).await;
     }
     if want("memory") {
         let (waiting, kept) = if full {

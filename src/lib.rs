@@ -130,7 +130,7 @@ pub use registry::{Health, HealthRule, RunningJob, WorkerInfo};
 pub use signals::{
     CancelOutcome, PauseOutcome, Signal, SignalCollector, SignalFilter, SignalKind, Target,
 };
-pub use worker::{Worker, WorkerConfig, WorkerReport, WorkerStats};
+pub use worker::{DEFAULT_PREFETCH, Worker, WorkerConfig, WorkerReport, WorkerStats};
 
 /// README.md's Rust blocks, compiled as doctests so the README stays true to the API.
 #[cfg(doctest)]

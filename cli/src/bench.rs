@@ -22,9 +22,9 @@ pub struct BenchArgs {
     /// Worker concurrency for the drain case.
     #[arg(long, default_value_t = 64, value_parser = clap::value_parser!(u64).range(1..=10_000))]
     concurrency: u64,
-    /// Worker prefetch for the drain case (deliveries beyond concurrency waiting for a slot; 0 = off, as by
-    /// default).
-    #[arg(long, default_value_t = 0, value_parser = clap::value_parser!(u64).range(0..=10_000))]
+    /// Worker prefetch for the drain case (deliveries beyond concurrency waiting for a slot, the library's
+    /// default; 0 = off).
+    #[arg(long, default_value_t = rill::DEFAULT_PREFETCH as u64, value_parser = clap::value_parser!(u64).range(0..=10_000))]
     prefetch: u64,
 }
 

@@ -166,7 +166,7 @@ enum Command {
     Events(events::EventsCommand),
     /// Measure throughput against this Redis: raw Redis ceiling, then rill.
     #[command(
-        after_help = "Examples:\n  rill bench\n  rill bench --jobs 50000 --concurrency 64 --json\n  rill bench --concurrency 1 --prefetch 64"
+        after_help = "Examples:\n  rill bench\n  rill bench --jobs 50000 --concurrency 64 --json\n  rill bench --concurrency 1 --prefetch 0"
     )]
     Bench(bench::BenchArgs),
     /// Run a producer and a worker on sample jobs (starts a throwaway redis-server if none answers).

@@ -35,6 +35,10 @@ pub struct WorkArgs {
     /// Jobs (processes) run at once.
     #[arg(long, short, default_value_t = 4, value_parser = clap::value_parser!(u64).range(1..=10_000))]
     concurrency: u64,
+    /// Most jobs taken beyond --concurrency to wait here for a free slot; fewer when jobs run long (what is
+    /// expected to start within 100 ms), none for jobs of a second or more. 0 = off.
+    #[arg(long, default_value_t = rill::DEFAULT_PREFETCH as u64, value_parser = clap::value_parser!(u64).range(0..=10_000))]
+    prefetch: u64,
     /// Lease of a job: renewed while CMD runs; if this worker dies, another takes the job after it.
     #[arg(long, default_value = "30s", value_parser = crate::parse_lease)]
     lease: Duration,
@@ -97,6 +101,7 @@ pub async fn run(ctx: &Context, a: WorkArgs) -> anyhow::Result<ExitCode> {
     let signals = tokio::spawn(watch_signals(stop_tx, spec.force.clone()));
     let worker = rill::Worker::new(ctx.client.clone(), &a.queue)?
         .concurrency(a.concurrency as usize)
+        .prefetch(a.prefetch as usize)
         .lease(a.lease)
         .max_attempts(a.attempts)
         .shutdown_timeout(a.shutdown_timeout)

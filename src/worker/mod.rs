@@ -37,7 +37,7 @@ use tokio::sync::{Semaphore, mpsc};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::AbortOnDropHandle;
 
-pub use config::{WorkerConfig, backoff};
+pub use config::{DEFAULT_PREFETCH, WorkerConfig, backoff};
 pub use stats::{WorkerReport, WorkerStats};
 
 use crate::client::Client;
