@@ -921,3 +921,54 @@ async fn a_job_that_just_completed_reads_as_completed_by_default() {
     assert!(info.finished_ms.is_some());
     w.stop().await;
 }
+
+#[tokio::test]
+async fn a_bulk_enqueue_keeps_the_order_of_its_jobs_across_chunks() {
+    let redis = TestRedis::start();
+    let client = support::client(&redis);
+    let q = client.queue::<u32>("bulk").unwrap();
+    // 2,500 jobs: three pipelines, the next built while the one before is on the wire.
+    let jobs: Vec<u32> = (0..2_500).collect();
+    let ids = q.enqueue_many(&jobs).await.unwrap();
+    assert_eq!(ids.len(), jobs.len());
+    let mut c = redis.aconn().await;
+    let v: redis::Value = redis::cmd("XRANGE")
+        .arg(&q.keys().ready)
+        .arg("-")
+        .arg("+")
+        .query_async(&mut c)
+        .await
+        .unwrap();
+    let entries = rill::wire::parse_entries(v).unwrap();
+    let stored: Vec<(String, u32)> = entries
+        .into_iter()
+        .map(|e| {
+            let fields = e.fields.unwrap();
+            let payload = rill::wire::field(&fields, "payload").unwrap();
+            (e.id, rill::wire::decode(payload).unwrap())
+        })
+        .collect();
+    let expected: Vec<(String, u32)> = ids.into_iter().zip(jobs).collect();
+    assert_eq!(
+        stored, expected,
+        "stream order = job order, and each id names its job"
+    );
+    // A payload over the limit anywhere refuses the whole batch before anything is sent.
+    let small = rill::Client::with_config(
+        &redis.url(),
+        rill::ClientConfig {
+            namespace: support::namespace(),
+            max_payload_bytes: 16,
+            ..Default::default()
+        },
+    )
+    .unwrap();
+    let q2 = small.queue::<String>("bulk").unwrap();
+    let mut batch = vec!["ok".to_string(); 1_500];
+    batch[1_200] = "x".repeat(100);
+    assert!(matches!(
+        q2.enqueue_many(&batch).await,
+        Err(rill::Error::PayloadTooLarge { .. })
+    ));
+    assert_eq!(q2.counts().await.unwrap().waiting, 0);
+}

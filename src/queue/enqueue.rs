@@ -189,26 +189,46 @@ impl<T: Serialize + DeserializeOwned> Queue<T> {
     /// [`Error::PayloadTooLarge`] (checked for every job before anything is sent), [`Error::Encode`], or a Redis
     /// error.
     pub async fn enqueue_many(&self, jobs: &[T]) -> Result<Vec<String>> {
-        let payloads = jobs
-            .iter()
-            .map(|j| self.payload(j))
-            .collect::<Result<Vec<_>>>()?;
+        // Every payload encoded (and checked) before anything is sent, into one buffer.
+        let limit = self.client.config().max_payload_bytes;
+        let mut encoded = Vec::with_capacity(jobs.len() * 128);
+        let mut ends = Vec::with_capacity(jobs.len());
+        for j in jobs {
+            wire::encode_into(j, &mut encoded, limit)?;
+            ends.push(encoded.len());
+        }
         let mut conn = self.client.conn().await?;
         self.client.list_queue(&mut conn, &self.keys).await?;
-        let mut ids = Vec::with_capacity(jobs.len());
-        for chunk in payloads.chunks(BULK_CHUNK) {
+        // The XADDs of jobs `from..to` (indexes into `ends`), as one pipeline.
+        let pipeline = |from: usize, to: usize| {
             let mut pipe = redis::pipe();
-            for p in chunk {
+            let mut start = if from == 0 { 0 } else { ends[from - 1] };
+            for &end in &ends[from..to] {
                 pipe.cmd("XADD")
                     .arg(&self.keys.ready)
                     .arg("*")
                     .arg(field::V)
                     .arg(wire::FORMAT_VERSION)
                     .arg(field::PAYLOAD)
-                    .arg(p);
+                    .arg(&encoded[start..end]);
+                start = end;
             }
-            let got: Vec<String> = pipe.query_async(&mut conn).await?;
-            ids.extend(got);
+            pipe
+        };
+        // One chunk on the wire at a time, so the entries keep the order of `jobs`; the next chunk is built while
+        // Redis adds the current one.
+        let mut ids = Vec::with_capacity(jobs.len());
+        let mut from = 0;
+        let mut pipe = pipeline(0, jobs.len().min(BULK_CHUNK));
+        while from < jobs.len() {
+            let to = (from + BULK_CHUNK).min(jobs.len());
+            let next_to = (to + BULK_CHUNK).min(jobs.len());
+            let (got, next) = tokio::join!(pipe.query_async::<Vec<String>>(&mut conn), async {
+                pipeline(to, next_to)
+            });
+            ids.extend(got?);
+            pipe = next;
+            from = to;
         }
         Ok(ids)
     }

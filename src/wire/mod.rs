@@ -78,6 +78,26 @@ pub fn encode<T: Serialize + ?Sized>(value: &T) -> Result<Vec<u8>> {
     Ok(out)
 }
 
+/// Appends `value`'s CBOR encoding to `out` and returns its length, refused over `limit` bytes (many payloads
+/// in one buffer: one allocation for a bulk enqueue instead of one per job).
+///
+/// # Errors
+/// [`Error::Encode`], or [`Error::PayloadTooLarge`] over the limit (`out` then holds a partial encoding after
+/// its previous contents).
+pub fn encode_into<T: Serialize + ?Sized>(
+    value: &T,
+    out: &mut Vec<u8>,
+    limit: usize,
+) -> Result<usize> {
+    let start = out.len();
+    ciborium::into_writer(value, &mut *out).map_err(|e| Error::Encode(e.to_string()))?;
+    let size = out.len() - start;
+    if size > limit {
+        return Err(Error::PayloadTooLarge { size, limit });
+    }
+    Ok(size)
+}
+
 /// Encodes `value` as CBOR and checks the result against `limit` bytes (payloads, checkpoint states, bus
 /// messages).
 ///
