@@ -98,6 +98,8 @@ pub mod error;
 mod identity;
 pub mod job;
 pub mod keys;
+#[cfg(feature = "metrics")]
+pub mod metrics;
 pub mod queue;
 pub mod registry;
 pub mod scripts;

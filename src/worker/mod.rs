@@ -190,6 +190,13 @@ impl Worker {
         &self.consumer
     }
 
+    /// Counts this worker's jobs into `metrics` too (feature `metrics`), under this queue's `queue` label.
+    #[cfg(feature = "metrics")]
+    pub fn metrics(self, metrics: &crate::metrics::Metrics) -> Self {
+        self.stats.export_to(metrics.for_queue(&self.keys.queue));
+        self
+    }
+
     /// Counters, live while the worker runs.
     pub fn stats(&self) -> Arc<WorkerStats> {
         self.stats.clone()

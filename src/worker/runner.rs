@@ -237,7 +237,23 @@ where
             _ = async { fence.cancelled().await; tokio::time::sleep(grace).await } => Outcome::Dropped,
         };
         shared.control.job_ended();
-        shared.control.record_run(started.elapsed());
+        let took = started.elapsed();
+        shared.control.record_run(took);
+        #[cfg(feature = "metrics")]
+        {
+            // Waited since its entry was added (the entry id's time), as far as the clocks agree.
+            let added = d
+                .entry_id
+                .split('-')
+                .next()
+                .and_then(|ms| ms.parse::<u64>().ok());
+            let waited = added.map_or(0, |ms| {
+                crate::identity::now_ms().saturating_sub(ms + took.as_millis() as u64)
+            });
+            shared
+                .stats
+                .observe_run(took, std::time::Duration::from_millis(waited));
+        }
         drop(slot);
         if fence.is_cancelled() {
             shared.stats.add_fenced();

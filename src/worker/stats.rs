@@ -16,6 +16,9 @@ pub struct WorkerStats {
     released: AtomicU64,
     cancelled: AtomicU64,
     fenced: AtomicU64,
+    /// Prometheus series the counts also go to ([`crate::Worker::metrics`]).
+    #[cfg(feature = "metrics")]
+    sink: std::sync::OnceLock<crate::metrics::QueueMetrics>,
 }
 
 /// A snapshot of [`WorkerStats`].
@@ -48,9 +51,17 @@ pub struct WorkerReport {
 }
 
 macro_rules! counters {
-    ($($add:ident => $field:ident),*) => {
+    ($($add:ident => $field:ident $(/ $series:ident)?),*) => {
         impl WorkerStats {
-            $(pub(crate) fn $add(&self) { self.$field.fetch_add(1, Ordering::Relaxed); })*
+            $(pub(crate) fn $add(&self) {
+                self.$field.fetch_add(1, Ordering::Relaxed);
+                $(
+                    #[cfg(feature = "metrics")]
+                    if let Some(m) = self.sink.get() {
+                        m.$series.inc();
+                    }
+                )?
+            })*
             /// Current values.
             pub fn snapshot(&self) -> WorkerReport {
                 WorkerReport { $($field: self.$field.load(Ordering::Relaxed)),* }
@@ -58,6 +69,22 @@ macro_rules! counters {
         }
     };
 }
-counters!(add_completed => completed, add_retried => retried, add_dead => dead, add_malformed => malformed,
-    add_stale => stale, add_lease_lost => lease_lost, add_lease_failure => lease_failures,
-    add_reclaimed => reclaimed, add_released => released, add_cancelled => cancelled, add_fenced => fenced);
+counters!(add_completed => completed / completed, add_retried => retried / retried, add_dead => dead / dead,
+    add_malformed => malformed, add_stale => stale / stale, add_lease_lost => lease_lost,
+    add_lease_failure => lease_failures / lease_failures, add_reclaimed => reclaimed,
+    add_released => released / handed_back, add_cancelled => cancelled / cancelled, add_fenced => fenced / fenced);
+
+#[cfg(feature = "metrics")]
+impl WorkerStats {
+    /// Sends the counts to `series` as well, from now on (once; a second call is ignored).
+    pub(crate) fn export_to(&self, series: crate::metrics::QueueMetrics) {
+        let _ = self.sink.set(series);
+    }
+
+    /// A handler ran for `took`, `waited` after its entry was added.
+    pub(crate) fn observe_run(&self, took: std::time::Duration, waited: std::time::Duration) {
+        if let Some(m) = self.sink.get() {
+            m.observe_run(took, waited);
+        }
+    }
+}
