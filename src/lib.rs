@@ -53,6 +53,7 @@
 //! - [`registry`]: which workers are alive, what they run, and their health.
 //! - [`bus`]: typed topics fanned out to consumer groups, with replay.
 //! - [`Error`]: every infrastructure error, with [`Error::is_retryable`].
+//! - `metrics` (feature `metrics`): Prometheus series of workers and queues.
 //! - The `rill` command (package `rill-cli`: `cargo install rill-cli`) does all of this from a shell, and runs
 //!   any program as a worker.
 //!

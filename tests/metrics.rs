@@ -42,7 +42,10 @@ async fn a_workers_outcomes_timings_and_the_queue_depth_are_exported() {
         r.completed == 4 && r.dead == 1
     })
     .await;
-    metrics.observe_queues(std::slice::from_ref(&q)).await.unwrap();
+    metrics
+        .observe_queues(std::slice::from_ref(&q))
+        .await
+        .unwrap();
     let mut text = String::new();
     prometheus_client::encoding::text::encode(&mut text, &registry).unwrap();
     let jobs = |outcome: &str| {
@@ -89,7 +92,10 @@ async fn a_workers_outcomes_timings_and_the_queue_depth_are_exported() {
     w.stop().await;
     q.enqueue(&0).await.unwrap();
     tokio::time::sleep(Duration::from_millis(20)).await;
-    metrics.observe_queues(std::slice::from_ref(&q)).await.unwrap();
+    metrics
+        .observe_queues(std::slice::from_ref(&q))
+        .await
+        .unwrap();
     let mut text = String::new();
     prometheus_client::encoding::text::encode(&mut text, &registry).unwrap();
     assert_eq!(
@@ -101,4 +107,40 @@ async fn a_workers_outcomes_timings_and_the_queue_depth_are_exported() {
         sample(&text, "rill_queue_oldest_waiting_seconds{queue=\"m\"}").unwrap() > 0.0,
         "{text}"
     );
+    dashboard_queries_only(&text);
+}
+
+/// Every `rill_*` name the example Grafana dashboard queries is a family of `text` (a scrape in which every
+/// family has samples).
+fn dashboard_queries_only(text: &str) {
+    // Families (with their `_total`, `_bucket`, ... sample names) as the registry declares them.
+    let families: Vec<&str> = text
+        .lines()
+        .filter_map(|l| l.strip_prefix("# TYPE "))
+        .filter_map(|l| l.split(' ').next())
+        .collect();
+    let dashboard: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/examples/grafana-dashboard.json"
+        ))
+        .unwrap(),
+    )
+    .unwrap();
+    let mut queried = 0;
+    for panel in dashboard["panels"].as_array().unwrap() {
+        for target in panel["targets"].as_array().unwrap() {
+            let expr = target["expr"].as_str().unwrap();
+            for word in expr.split(|c: char| !(c.is_ascii_alphanumeric() || c == '_')) {
+                if word.starts_with("rill_") {
+                    assert!(
+                        families.iter().any(|f| word.starts_with(f)),
+                        "{word} (in {expr:?}) is not among {families:?}"
+                    );
+                    queried += 1;
+                }
+            }
+        }
+    }
+    assert!(queried >= 6, "{queried}");
 }

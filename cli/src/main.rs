@@ -11,6 +11,7 @@ mod demo;
 mod enqueue;
 mod events;
 mod jobs;
+mod metrics;
 mod output;
 mod queue;
 mod raw;
@@ -158,6 +159,11 @@ enum Command {
         after_help = "Examples:\n  rill signal send emails quiet\n  rill signal history emails"
     )]
     Signal(signal::SignalCommand),
+    /// Serve Prometheus metrics of queue depths (workers serve their own with `rill work --metrics`).
+    #[command(
+        after_help = "Examples:\n  rill metrics\n  rill metrics --listen 0.0.0.0:9464 emails images\n\nSeries: rill_queue_jobs{queue,state}, rill_queue_oldest_waiting_seconds{queue}; with a worker also\nrill_jobs_total{queue,outcome}, rill_job_duration_seconds, rill_job_wait_seconds, rill_lease_renewal_failures_total."
+    )]
+    Metrics(metrics::MetricsArgs),
     /// Follow a queue's lifecycle events.
     #[command(
         subcommand,
@@ -257,6 +263,9 @@ async fn run(cli: Cli, redis_named: bool) -> anyhow::Result<ExitCode> {
         Command::Top(_) => Some(
             "`rill top` is a live view and prints no JSON; `rill stats --json` and `rill workers --json` give its data",
         ),
+        Command::Metrics(_) => Some(
+            "`rill metrics` serves Prometheus text; `rill stats --json` gives queue counts as JSON",
+        ),
         Command::Demo(_) => Some(
             "`rill demo` is a walk-through and prints no JSON; `rill bench --json` measures throughput as JSON",
         ),
@@ -273,6 +282,7 @@ async fn run(cli: Cli, redis_named: bool) -> anyhow::Result<ExitCode> {
         Command::Top(a) => top::run(&ctx, a).await,
         Command::Jobs(c) => jobs::run(&ctx, c).await,
         Command::Queue(c) => queue::run(&ctx, c).await,
+        Command::Metrics(a) => metrics::run(&ctx, a).await,
         Command::Dead(c) => dead::run(&ctx, c).await,
         Command::Workers(a) => workers::run(&ctx, a).await,
         Command::Signal(c) => signal::run(&ctx, c).await,

@@ -39,6 +39,10 @@ pub struct WorkArgs {
     /// expected to start within 100 ms), none for jobs of a second or more. 0 = off.
     #[arg(long, default_value_t = rill::DEFAULT_PREFETCH as u64, value_parser = clap::value_parser!(u64).range(0..=10_000))]
     prefetch: u64,
+    /// Serve Prometheus metrics at http://ADDR/metrics: this worker's jobs by outcome, handler duration and wait,
+    /// lease renewal failures, and the queue's depth.
+    #[arg(long, value_name = "ADDR")]
+    metrics: Option<std::net::SocketAddr>,
     /// Lease of a job: renewed while CMD runs; if this worker dies, another takes the job after it.
     #[arg(long, default_value = "30s", value_parser = crate::parse_lease)]
     lease: Duration,
@@ -108,6 +112,20 @@ pub async fn run(ctx: &Context, a: WorkArgs) -> anyhow::Result<ExitCode> {
         .retention(a.retention)
         .metadata("command", a.command.join(" "))
         .capability("exec");
+    // Bound before the worker starts, so a taken port is one error at start, not a worker without metrics.
+    let (worker, _exporter) = match a.metrics {
+        Some(addr) => {
+            let metrics = rill::metrics::Metrics::new();
+            let scope = crate::metrics::Scope::Queues(vec![ctx.queue(&a.queue)?]);
+            let server = crate::metrics::serve(addr, metrics.clone(), scope).await?;
+            eprintln!("rill work: metrics at http://{addr}/metrics");
+            (
+                worker.metrics(&metrics),
+                Some(tokio_util::task::AbortOnDropHandle::new(server)),
+            )
+        }
+        None => (worker, None),
+    };
     let consumer = worker.consumer().to_owned();
     eprintln!(
         "rill work: queue {} on {}, {} at once, worker {consumer}; running: {} (Ctrl-C to stop)",

@@ -5,6 +5,7 @@
 mod support;
 
 mod admin;
+mod metrics;
 mod operator;
 mod tls;
 mod tools;
@@ -351,6 +352,7 @@ fn every_subcommand_has_help_with_an_example() {
         vec!["signal"],
         vec!["signal", "send"],
         vec!["signal", "history"],
+        vec!["metrics"],
         vec!["events"],
         vec!["events", "tail"],
         vec!["bench"],
