@@ -48,9 +48,12 @@ pub async fn run(ctx: &Context, c: EventsCommand) -> anyhow::Result<ExitCode> {
         return Ok(ExitCode::SUCCESS);
     }
     let mut feed = q.follow_events(Some(&after)).await?;
+    // One listener for the whole loop: a Ctrl-C that arrives while a batch is being printed is not lost.
+    let interrupted = tokio::signal::ctrl_c();
+    tokio::pin!(interrupted);
     loop {
         tokio::select! {
-            _ = tokio::signal::ctrl_c() => return Ok(ExitCode::SUCCESS),
+            _ = &mut interrupted => return Ok(ExitCode::SUCCESS),
             batch = feed.next(100) => {
                 for e in &batch? {
                     print_event(ctx.json, e, &mut stdout)?;
