@@ -33,6 +33,7 @@ use serde::{Serialize, de::DeserializeOwned};
 
 use crate::error::Result;
 use crate::queue::Queue;
+use crate::worker::Call;
 
 /// How a delivery ended, as `rill_jobs_total` counts it.
 #[derive(Debug, Clone, Copy, Hash, PartialEq, Eq, EncodeLabelValue)]
@@ -62,6 +63,12 @@ struct QueueLabel {
 }
 
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct CallLabels {
+    queue: String,
+    call: &'static str,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct StateLabels {
     queue: String,
     state: &'static str,
@@ -74,6 +81,13 @@ fn seconds() -> Histogram {
     ))
 }
 
+/// Seconds, from 100 µs to about 3.3 s: a Redis call.
+fn call_seconds() -> Histogram {
+    Histogram::new(prometheus_client::metrics::histogram::exponential_buckets(
+        0.0001, 2.0, 16,
+    ))
+}
+
 /// The metric families rill records into. Cheap to clone (clones share the counters).
 #[derive(Debug, Clone)]
 pub struct Metrics {
@@ -81,6 +95,7 @@ pub struct Metrics {
     duration: Family<QueueLabel, Histogram, fn() -> Histogram>,
     wait: Family<QueueLabel, Histogram, fn() -> Histogram>,
     lease_failures: Family<QueueLabel, Counter>,
+    redis_calls: Family<CallLabels, Histogram, fn() -> Histogram>,
     depth: Family<StateLabels, Gauge>,
     oldest: Family<QueueLabel, Gauge<f64, AtomicU64>>,
 }
@@ -99,6 +114,7 @@ impl Metrics {
             duration: Family::new_with_constructor(seconds),
             wait: Family::new_with_constructor(seconds),
             lease_failures: Family::default(),
+            redis_calls: Family::new_with_constructor(call_seconds),
             depth: Family::default(),
             oldest: Family::default(),
         }
@@ -111,6 +127,8 @@ impl Metrics {
     /// - `rill_job_duration_seconds{queue}`: how long handlers ran.
     /// - `rill_job_wait_seconds{queue}`: from the job's entry on the ready stream to its handler's start.
     /// - `rill_lease_renewal_failures_total{queue}`: renewal calls that failed (Redis unreachable).
+    /// - `rill_redis_call_seconds{queue, call}`: how long the worker's script calls took, round trip included;
+    ///   call `ack`, `fail`, `extend`, `reclaim`, `adopt`, `heartbeat`, `promote`, `release`, `park`.
     /// - `rill_queue_jobs{queue, state}`: jobs waiting, active, delayed, parked and dead, as of the last
     ///   [`Metrics::observe_queues`].
     /// - `rill_queue_oldest_waiting_seconds{queue}`: age of the oldest waiting job (0 when none waits).
@@ -133,6 +151,12 @@ impl Metrics {
             "lease_renewal_failures",
             "Lease renewal calls that failed",
             self.lease_failures.clone(),
+        );
+        r.register_with_unit(
+            "redis_call",
+            "How long the worker's Redis script calls took, round trip included",
+            Unit::Seconds,
+            self.redis_calls.clone(),
         );
         r.register(
             "queue_jobs",
@@ -201,6 +225,14 @@ impl Metrics {
             stale: outcome(Outcome::stale),
             handed_back: outcome(Outcome::handed_back),
             fenced: outcome(Outcome::fenced),
+            calls: Call::ALL.map(|call| {
+                self.redis_calls
+                    .get_or_create(&CallLabels {
+                        queue: queue.to_owned(),
+                        call: call.name(),
+                    })
+                    .clone()
+            }),
             duration: self.duration.get_or_create(&label).clone(),
             wait: self.wait.get_or_create(&label).clone(),
             lease_failures: self.lease_failures.get_or_create(&label).clone(),
@@ -219,11 +251,19 @@ pub(crate) struct QueueMetrics {
     pub(crate) handed_back: Counter,
     pub(crate) fenced: Counter,
     pub(crate) lease_failures: Counter,
+    /// One per [`Call`], in the order of [`Call::ALL`].
+    calls: [Histogram; Call::ALL.len()],
     duration: Histogram,
     wait: Histogram,
 }
 
 impl QueueMetrics {
+    /// A Redis call of the worker took `took`.
+    pub(crate) fn observe_call(&self, call: Call, took: Duration) {
+        let i = Call::ALL.iter().position(|c| *c == call).unwrap_or(0);
+        self.calls[i].observe(took.as_secs_f64());
+    }
+
     /// A handler ran for `took`, starting `waited` after its entry was added.
     pub(crate) fn observe_run(&self, took: Duration, waited: Duration) {
         self.duration.observe(took.as_secs_f64());

@@ -73,6 +73,15 @@ async fn a_workers_outcomes_timings_and_the_queue_depth_are_exported() {
         text.contains("# UNIT rill_job_duration_seconds seconds"),
         "{text}"
     );
+    // Redis calls timed: an ack call at least, the retry's and the death's fail calls, heartbeats.
+    let calls = |call: &str| {
+        let series = format!("rill_redis_call_seconds_count{{queue=\"m\",call=\"{call}\"}}");
+        sample(&text, &series).unwrap_or(0.0)
+    };
+    assert!(calls("ack") >= 1.0, "{text}");
+    assert_eq!(calls("fail"), 2.0, "{text}");
+    assert!(calls("heartbeat") >= 1.0, "{text}");
+    assert_eq!(calls("adopt"), 0.0, "{text}");
     let depth = |state: &str| {
         sample(
             &text,

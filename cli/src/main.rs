@@ -161,7 +161,7 @@ enum Command {
     Signal(signal::SignalCommand),
     /// Serve Prometheus metrics of queue depths (workers serve their own with `rill work --metrics`).
     #[command(
-        after_help = "Examples:\n  rill metrics\n  rill metrics --listen 0.0.0.0:9464 emails images\n\nSeries: rill_queue_jobs{queue,state}, rill_queue_oldest_waiting_seconds{queue}; with a worker also\nrill_jobs_total{queue,outcome}, rill_job_duration_seconds, rill_job_wait_seconds, rill_lease_renewal_failures_total."
+        after_help = "Examples:\n  rill metrics\n  rill metrics --listen 0.0.0.0:9464 emails images\n\nSeries: rill_queue_jobs{queue,state}, rill_queue_oldest_waiting_seconds{queue}; with a worker also\nrill_jobs_total{queue,outcome}, rill_job_duration_seconds, rill_job_wait_seconds, rill_lease_renewal_failures_total,\nrill_redis_call_seconds{queue,call}."
     )]
     Metrics(metrics::MetricsArgs),
     /// Follow a queue's lifecycle events.

@@ -40,7 +40,7 @@ pub struct WorkArgs {
     #[arg(long, default_value_t = rill::DEFAULT_PREFETCH as u64, value_parser = clap::value_parser!(u64).range(0..=10_000))]
     prefetch: u64,
     /// Serve Prometheus metrics at http://ADDR/metrics: this worker's jobs by outcome, handler duration and wait,
-    /// lease renewal failures, and the queue's depth.
+    /// lease renewal failures, Redis call times, and the queue's depth.
     #[arg(long, value_name = "ADDR")]
     metrics: Option<std::net::SocketAddr>,
     /// Lease of a job: renewed while CMD runs; if this worker dies, another takes the job after it.

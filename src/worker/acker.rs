@@ -10,6 +10,7 @@ use tokio_util::sync::CancellationToken;
 use super::control::Impairment;
 use super::retries::Retries;
 use super::shared::Shared;
+use super::stats::Call;
 use crate::identity::now_ms;
 use crate::scripts::{self, Ack, AckItem, DeliveryRef};
 
@@ -118,7 +119,10 @@ async fn complete(shared: &Shared, batch: &[Completion]) -> Option<Vec<bool>> {
                 items: &items,
                 xackdel: conn.server().has_xackdel(),
             };
-            scripts::ack(&mut conn, &shared.caller(), call).await
+            shared
+                .stats
+                .timed(Call::Ack, scripts::ack(&mut conn, &shared.caller(), call))
+                .await
         }
         .await;
         match r {

@@ -9,6 +9,7 @@ use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 
 use super::shared::Shared;
+use super::stats::Call;
 use crate::registry::{HEARTBEATS_MAXLEN, RECORD_TTL, RUNNING_LISTED};
 use crate::scripts;
 
@@ -106,7 +107,7 @@ async fn beat(
     let (per_beat, record, registration) = beats.fields(shared);
     let c = conn.as_mut().expect("connection set above");
     let sent = std::time::Instant::now();
-    let r = scripts::heartbeat(
+    let beat = scripts::heartbeat(
         c,
         &shared.keys,
         &shared.consumer,
@@ -119,8 +120,8 @@ async fn beat(
             record: &record,
             registration: &registration,
         },
-    )
-    .await;
+    );
+    let r = shared.stats.timed(Call::Heartbeat, beat).await;
     match r {
         Ok(beat) => {
             shared.control.beat_landed(sent);

@@ -15,6 +15,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::heartbeat;
 use super::shared::Shared;
+use super::stats::Call;
 use crate::scripts::{self, DeliveryRef};
 
 /// Deliveries renewed per script call.
@@ -81,7 +82,9 @@ async fn renew(shared: Arc<Shared>, stop: CancellationToken) {
                 })
                 .collect();
             let sent = Instant::now();
-            match scripts::extend(c, &shared.caller(), &refs).await {
+            let caller = shared.caller();
+            let extend = scripts::extend(c, &caller, &refs);
+            match shared.stats.timed(Call::Extend, extend).await {
                 Ok(renewed) => {
                     for entry in shared.deliveries.renewals(chunk, &renewed, sent) {
                         tracing::warn!(queue = %shared.keys.queue, entry = %entry, "lease lost: another worker owns this job now");

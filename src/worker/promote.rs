@@ -8,6 +8,7 @@ use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 
 use super::shared::Shared;
+use super::stats::Call;
 use crate::identity::now_ms;
 use crate::scripts;
 
@@ -21,7 +22,13 @@ pub(super) async fn run(shared: Arc<Shared>, stop: CancellationToken) {
         let r = async {
             let mut c = shared.client.conn().await?;
             let maxlen = shared.caller().events_maxlen;
-            scripts::promote(&mut c, &shared.keys, now, BATCH, maxlen).await
+            shared
+                .stats
+                .timed(
+                    Call::Promote,
+                    scripts::promote(&mut c, &shared.keys, now, BATCH, maxlen),
+                )
+                .await
         }
         .await;
         let wait = match r {

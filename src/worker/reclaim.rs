@@ -5,6 +5,7 @@
 //! dead-lettered by the scripts. What is taken goes back to the fetch loop, which starts it.
 
 use super::shared::Shared;
+use super::stats::Call;
 use crate::error::Result;
 use crate::identity::{now_ms, server_ms};
 use crate::scripts::{self, Adopt, Reclaim};
@@ -50,7 +51,13 @@ pub(super) async fn reclaim(shared: &Shared, free: usize, cursor: &mut String) -
                 count: room.min(PAGE),
                 now_ms: now_ms(),
             };
-            scripts::reclaim(&mut c, &shared.caller(), call).await
+            shared
+                .stats
+                .timed(
+                    Call::Reclaim,
+                    scripts::reclaim(&mut c, &shared.caller(), call),
+                )
+                .await
         }
         .await;
         let mut page = match page {
@@ -108,7 +115,10 @@ async fn adopt_crashed(
             crash_after_ms: crash_after,
             count: room,
         };
-        let mut adopted = scripts::adopt(&mut c, &shared.caller(), call).await?;
+        let mut adopted = shared
+            .stats
+            .timed(Call::Adopt, scripts::adopt(&mut c, &shared.caller(), call))
+            .await?;
         if !adopted.taken.is_empty() || adopted.removed {
             tracing::info!(queue = %shared.keys.queue, crashed = %worker, taken = adopted.taken.len(), removed = adopted.removed, "adopted a crashed worker's jobs");
         }

@@ -15,6 +15,7 @@ use super::config::{WorkerConfig, backoff};
 use super::control::Impairment;
 use super::retries::Retries;
 use super::shared::Shared;
+use super::stats::Call;
 use crate::identity::now_ms;
 use crate::job::{FailAction, JobError};
 use crate::keys::GROUP;
@@ -214,7 +215,10 @@ async fn record_failure(
                 mode,
                 error,
             };
-            scripts::fail(&mut c, &shared.caller(), call).await
+            shared
+                .stats
+                .timed(Call::Fail, scripts::fail(&mut c, &shared.caller(), call))
+                .await
         }
         .await;
         match r {
@@ -242,9 +246,17 @@ async fn hand_back(shared: &Shared, d: &Finished, why: &str, park: bool) {
         let mut c = shared.client.conn().await?;
         let caller = shared.caller();
         if park {
-            scripts::park(&mut c, &caller, delivery, now_ms()).await
+            shared
+                .stats
+                .timed(
+                    Call::Park,
+                    scripts::park(&mut c, &caller, delivery, now_ms()),
+                )
+                .await
         } else {
-            let codes = scripts::release(&mut c, &caller, now_ms(), &[delivery]).await?;
+            let one = [delivery];
+            let release = scripts::release(&mut c, &caller, now_ms(), &one);
+            let codes = shared.stats.timed(Call::Release, release).await?;
             Ok(codes.first().copied().unwrap_or(HandBack::Stale))
         }
     }
@@ -307,7 +319,9 @@ pub(super) async fn hand_back_pending(shared: &Shared, only_orphans: bool) -> bo
             })
             .collect();
         if !mine.is_empty() {
-            match scripts::release(&mut conn, &shared.caller(), now_ms(), &mine).await {
+            let caller = shared.caller();
+            let release = scripts::release(&mut conn, &caller, now_ms(), &mine);
+            match shared.stats.timed(Call::Release, release).await {
                 Ok(codes) => {
                     let n = codes.iter().filter(|c| **c == HandBack::Done).count();
                     for _ in 0..n {
