@@ -60,7 +60,8 @@
 //! # Logging
 //! rill reports through [`tracing`]: worker start and stop, recovered and adopted jobs, signals at `info`;
 //! lost leases, rejected completions and quarantined entries at `warn`; infrastructure failures at `error`
-//! (repeated warnings are throttled, with a `suppressed` count). Nothing is printed unless the application
+//! (repeated warnings are throttled, with a `suppressed` count). Each handler runs in a `rill.job` span
+//! (`queue`, `job`, `attempt`, `entry`), so what it logs names its job. Nothing is printed unless the application
 //! installs a subscriber, for example `tracing_subscriber::fmt().with_env_filter(EnvFilter::from_default_env())
 //! .init()` and `RUST_LOG=rill=info`. The `rill` command honours `RUST_LOG` (default `warn`).
 //!

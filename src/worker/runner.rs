@@ -13,6 +13,7 @@ use serde::{Serialize, de::DeserializeOwned};
 use tokio::sync::OwnedSemaphorePermit;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
+use tracing::Instrument;
 
 use super::deliveries::Tracked;
 use super::settle::{Ending, Finished, Outcome, Settler};
@@ -223,7 +224,15 @@ where
             drop(place);
             return;
         };
-        let run = AssertUnwindSafe(self.handler.call(job)).catch_unwind();
+        // The handler runs in a span naming its job, so whatever it logs says which job and attempt it was.
+        let span = tracing::info_span!(
+            "rill.job",
+            queue = %shared.keys.queue,
+            job = %d.job_id,
+            attempt = d.attempt,
+            entry = %d.entry_id,
+        );
+        let run = AssertUnwindSafe(self.handler.call(job).instrument(span)).catch_unwind();
         shared.control.job_started();
         shared.deliveries.started(&d.entry_id, d.token);
         let started = std::time::Instant::now();
