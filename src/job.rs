@@ -54,6 +54,7 @@ pub struct Job<T> {
     max_attempts: u32,
     enqueued_ms: u64,
     last_error: Option<String>,
+    headers: Vec<(String, Vec<u8>)>,
     delivery: Delivery,
     cancel: CancellationToken,
     ctx: Arc<JobContext>,
@@ -94,6 +95,7 @@ impl<T> Job<T> {
             max_attempts: start.max_attempts,
             enqueued_ms: env.enqueued_ms,
             last_error: env.last_error,
+            headers: env.headers,
             delivery: Delivery {
                 entry_id: env.entry_id,
                 consumer: start.consumer,
@@ -129,6 +131,20 @@ impl<T> Job<T> {
     /// Most attempts this job gets.
     pub fn max_attempts(&self) -> u32 {
         self.max_attempts
+    }
+
+    /// The value of header `name` (an `x-*` field of the job's entry, set with
+    /// [`Enqueue::header`](crate::Enqueue::header) or by a producer in another language), if present.
+    pub fn header(&self, name: &str) -> Option<&[u8]> {
+        self.headers
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, v)| v.as_slice())
+    }
+
+    /// Every header of the job, in entry order.
+    pub fn headers(&self) -> &[(String, Vec<u8>)] {
+        &self.headers
     }
 
     /// When the job was first enqueued.

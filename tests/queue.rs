@@ -972,3 +972,81 @@ async fn a_bulk_enqueue_keeps_the_order_of_its_jobs_across_chunks() {
     ));
     assert_eq!(q2.counts().await.unwrap().waiting, 0);
 }
+
+/// (attempt, `x-traceparent`, `x-tenant`) as a handler saw them.
+type Seen = (u32, Option<Vec<u8>>, Option<Vec<u8>>);
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn headers_travel_with_a_job_and_its_retries() {
+    let redis = TestRedis::start();
+    let client = support::client(&redis);
+    let q = client.queue::<u32>("headers").unwrap();
+    let seen: Arc<std::sync::Mutex<Vec<Seen>>> = Arc::default();
+    let s = seen.clone();
+    let w = spawn_worker(
+        Worker::new(client.clone(), "headers")
+            .unwrap()
+            .backoff(Duration::from_millis(10), Duration::from_millis(20))
+            .block(Duration::from_millis(200)),
+        move |job: Job<u32>| {
+            let s = s.clone();
+            async move {
+                let tp = job.header("x-traceparent").map(<[u8]>::to_vec);
+                let tenant = job.header("x-tenant").map(<[u8]>::to_vec);
+                s.lock().unwrap().push((job.attempt(), tp, tenant));
+                if job.attempt() == 1 {
+                    return Err(JobError::retry("again"));
+                }
+                Ok(())
+            }
+        },
+    );
+    let tp = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+    // A plain job (one XADD) and a named one (enqueue.lua) both carry them.
+    q.enqueue_with(&1, Enqueue::new().header("x-traceparent", tp))
+        .await
+        .unwrap();
+    q.enqueue_with(
+        &2,
+        Enqueue::new()
+            .id("named")
+            .header("x-tenant", "acme")
+            .header("x-tenant", "globex"),
+    )
+    .await
+    .unwrap();
+    eventually(
+        Duration::from_secs(10),
+        "both completed after a retry",
+        || async { w.stats.snapshot().completed == 2 },
+    )
+    .await;
+    w.stop().await;
+    let seen = seen.lock().unwrap().clone();
+    assert_eq!(seen.len(), 4, "{seen:?}");
+    let with_tp = seen
+        .iter()
+        .filter(|(_, t, _)| t.as_deref() == Some(tp.as_bytes()))
+        .count();
+    let with_tenant = seen
+        .iter()
+        .filter(|(_, _, t)| t.as_deref() == Some(&b"globex"[..]))
+        .count();
+    assert_eq!(
+        (with_tp, with_tenant),
+        (2, 2),
+        "both attempts of each saw its header: {seen:?}"
+    );
+    for bad in ["tenant", "x-", "x-has space"] {
+        assert!(
+            matches!(
+                q.enqueue_with(&3, Enqueue::new().header(bad, "v")).await,
+                Err(rill::Error::InvalidOption {
+                    option: "header",
+                    ..
+                })
+            ),
+            "{bad}"
+        );
+    }
+}

@@ -1,4 +1,6 @@
-//! Each handler runs in a `rill.job` tracing span, so what it logs names its queue, job and attempt.
+//! Each handler runs in a `rill.job` tracing span (queue, job, attempt, the producer's trace context). Alone in
+//! its test binary: the subscriber it installs is thread-local, and tracing caches which callsites are enabled
+//! across threads, so another test running beside it could hide the span.
 
 mod support;
 
@@ -51,7 +53,8 @@ async fn what_a_handler_logs_names_its_job_and_attempt() {
             Ok(())
         },
     );
-    q.enqueue_with(&7, Enqueue::new().id("img-7"))
+    let tp = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+    q.enqueue_with(&7, Enqueue::new().id("img-7").header("x-traceparent", tp))
         .await
         .unwrap();
     eventually(
@@ -69,7 +72,8 @@ async fn what_a_handler_logs_names_its_job_and_attempt() {
             line.contains("rill.job{")
                 && line.contains("queue=spans")
                 && line.contains("job=img-7")
-                && line.contains(&format!("attempt={attempt}")),
+                && line.contains(&format!("attempt={attempt}"))
+                && line.contains(&format!("traceparent={tp}")),
             "{line}"
         );
     }

@@ -21,6 +21,22 @@ const MAX_DELAY: Duration = Duration::from_secs(100 * 365 * 24 * 3600);
 /// Jobs per pipeline in [`Queue::enqueue_many`].
 const BULK_CHUNK: usize = 1000;
 
+/// Why `name` cannot be a header, if it cannot.
+fn header_name_problem(name: &str) -> Option<&'static str> {
+    if !name.starts_with(field::EXTENSION_PREFIX) || name.len() <= field::EXTENSION_PREFIX.len() {
+        Some("a header name starts with `x-` and names something after it")
+    } else if name.len() > 128 {
+        Some("a header name is at most 128 bytes")
+    } else if !name
+        .bytes()
+        .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'))
+    {
+        Some("a header name holds only ASCII letters, digits, '-', '_' and '.'")
+    } else {
+        None
+    }
+}
+
 /// Options for one enqueue.
 ///
 /// ```
@@ -36,6 +52,7 @@ pub struct Enqueue {
     run_at: Option<SystemTime>,
     delay: Option<Duration>,
     max_attempts: Option<u32>,
+    headers: Vec<(String, Vec<u8>)>,
 }
 
 impl Enqueue {
@@ -78,6 +95,16 @@ impl Enqueue {
     /// Most attempts (deliveries that fail or stall) before the job is dead-lettered. At least 1.
     pub fn max_attempts(mut self, n: u32) -> Self {
         self.max_attempts = Some(n);
+        self
+    }
+
+    /// Carries header `name` with the job: an `x-*` field of its entry (SPEC.md §3), such as a W3C trace context
+    /// (`x-traceparent`) or a tenant; kept across retries, read with [`crate::Job::header`]. The name must start
+    /// with `x-`; a name given twice keeps the last value.
+    pub fn header(mut self, name: impl Into<String>, value: impl Into<Vec<u8>>) -> Self {
+        let name = name.into();
+        self.headers.retain(|(n, _)| *n != name);
+        self.headers.push((name, value.into()));
         self
     }
 
@@ -133,6 +160,16 @@ impl<T: Serialize + DeserializeOwned> Queue<T> {
                 reason: "must be at least 1",
             });
         }
+        if let Some((_, reason)) = opts
+            .headers
+            .iter()
+            .find_map(|(n, _)| header_name_problem(n).map(|r| (n, r)))
+        {
+            return Err(Error::InvalidOption {
+                option: "header",
+                reason,
+            });
+        }
         let mut conn = self.client.conn().await?;
         self.client.list_queue(&mut conn, &self.keys).await?;
         let max = opts.max_attempts.map(|m| m.to_string());
@@ -146,6 +183,9 @@ impl<T: Serialize + DeserializeOwned> Queue<T> {
                 .arg(&payload);
             if let Some(m) = &max {
                 cmd.arg(field::MAX_ATTEMPTS).arg(m);
+            }
+            for (name, value) in &opts.headers {
+                cmd.arg(name).arg(value);
             }
             return Ok(cmd.query_async(&mut conn).await?);
         }
@@ -166,6 +206,9 @@ impl<T: Serialize + DeserializeOwned> Queue<T> {
         ];
         if let Some(m) = &max {
             fields.push((field::MAX_ATTEMPTS, m.as_bytes()));
+        }
+        for (name, value) in &opts.headers {
+            fields.push((name, value));
         }
         let job = NewJob {
             job_id: &job_id,

@@ -172,6 +172,8 @@ pub struct Envelope {
     pub enqueued_ms: u64,
     /// Previous attempt's error.
     pub last_error: Option<String>,
+    /// The entry's `x-*` extension fields (trace context, application headers), in entry order.
+    pub headers: Vec<(String, Vec<u8>)>,
 }
 
 /// Why an entry was refused, as stored in the dead-letter stream.
@@ -277,6 +279,7 @@ pub fn parse_entry(raw: RawEntry, max_payload: usize) -> Result<Envelope, Malfor
     let mut max_attempts = None;
     let mut enqueued = None;
     let mut last_error = None;
+    let mut headers = Vec::new();
     for (name, value) in fields {
         let name = std::str::from_utf8(&name)
             .map_err(|_| Malformed::new("a field name is not valid UTF-8"))?;
@@ -288,7 +291,10 @@ pub fn parse_entry(raw: RawEntry, max_payload: usize) -> Result<Envelope, Malfor
             field::MAX_ATTEMPTS => &mut max_attempts,
             field::ENQUEUED_MS => &mut enqueued,
             field::LAST_ERROR => &mut last_error,
-            other if other.starts_with(field::EXTENSION_PREFIX) => continue,
+            other if other.starts_with(field::EXTENSION_PREFIX) => {
+                headers.push((other.to_owned(), value));
+                continue;
+            }
             other => {
                 return Err(Malformed::new(format!(
                     "unknown field {:?} (format v1 allows only the SPEC.md fields and `x-` extensions)",
@@ -359,6 +365,7 @@ pub fn parse_entry(raw: RawEntry, max_payload: usize) -> Result<Envelope, Malfor
         max_attempts,
         enqueued_ms,
         last_error,
+        headers,
     })
 }
 

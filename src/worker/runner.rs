@@ -231,7 +231,15 @@ where
             job = %d.job_id,
             attempt = d.attempt,
             entry = %d.entry_id,
+            traceparent = tracing::field::Empty,
         );
+        // A W3C trace context the producer sent along: logs can be joined with its trace.
+        if let Some(tp) = job
+            .header("x-traceparent")
+            .and_then(|v| std::str::from_utf8(v).ok())
+        {
+            span.record("traceparent", tracing::field::display(tp));
+        }
         let run = AssertUnwindSafe(self.handler.call(job).instrument(span)).catch_unwind();
         shared.control.job_started();
         shared.deliveries.started(&d.entry_id, d.token);
