@@ -71,8 +71,8 @@
 //!   host name, ids), [`client`] ([`Client`]: one shared command connection, a dedicated one per blocking loop).
 //! - [`scripts`]: one file per Lua script of `lua/` (`lua/X.lua` is called from `scripts/X.rs`), with typed
 //!   arguments and outcomes.
-//! - [`queue`]: [`Queue`], by subject: `enqueue`, `jobs` (state, record, result), `stats` (counts, recent),
-//!   `dead` (dead letters), `events`.
+//! - [`queue`]: [`Queue`], by subject: `enqueue`, `jobs` (state, record, result), `list` (jobs by state, paged),
+//!   `stats` (counts, recent), `dead` (dead letters), `events`, `admin` (promote, delete, drain, remove).
 //! - [`worker`]: [`Worker`], one file per role: `fetch`, `runner`, `settle`, `acker`, `lease`, `heartbeat`,
 //!   `listener`, `reclaim`, `promote`, over shared state owned by `deliveries`, `control` and `slots`.
 //! - [`job`]: what a handler gets ([`Job`]) and returns ([`JobResult`], [`JobError`]).

@@ -33,7 +33,7 @@ use serde::{Serialize, de::DeserializeOwned};
 
 use crate::error::Result;
 use crate::queue::Queue;
-use crate::worker::Call;
+use crate::scripts::Call;
 
 /// How a delivery ended, as `rill_jobs_total` counts it.
 #[derive(Debug, Clone, Copy, Hash, PartialEq, Eq, EncodeLabelValue)]

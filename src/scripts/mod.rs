@@ -62,6 +62,51 @@ pub use signal::{SignalApplied, SignalSend, SignalSent, signal};
 pub use state::{StateRow, state};
 pub use update::{RecordField, Update, update};
 
+/// A script call a worker makes, as the metrics label it (`rill_redis_call_seconds{call}`, feature `metrics`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[allow(missing_docs)]
+pub enum Call {
+    Ack,
+    Fail,
+    Extend,
+    Reclaim,
+    Adopt,
+    Heartbeat,
+    Promote,
+    Release,
+    Park,
+}
+
+#[cfg(feature = "metrics")]
+impl Call {
+    pub(crate) const ALL: [Call; 9] = [
+        Call::Ack,
+        Call::Fail,
+        Call::Extend,
+        Call::Reclaim,
+        Call::Adopt,
+        Call::Heartbeat,
+        Call::Promote,
+        Call::Release,
+        Call::Park,
+    ];
+
+    /// The label value: the script it runs.
+    pub(crate) fn name(self) -> &'static str {
+        match self {
+            Call::Ack => "ack",
+            Call::Fail => "fail",
+            Call::Extend => "extend",
+            Call::Reclaim => "reclaim",
+            Call::Adopt => "adopt",
+            Call::Heartbeat => "heartbeat",
+            Call::Promote => "promote",
+            Call::Release => "release",
+            Call::Park => "park",
+        }
+    }
+}
+
 /// The source of every script, by file name (for tests and for tools that load them elsewhere).
 pub const SOURCES: &[(&str, &str)] = &[
     ("ack.lua", ack::SOURCE),

@@ -10,8 +10,8 @@ use tokio_util::sync::CancellationToken;
 use super::control::Impairment;
 use super::retries::Retries;
 use super::shared::Shared;
-use super::stats::Call;
 use crate::identity::now_ms;
+use crate::scripts::Call;
 use crate::scripts::{self, Ack, AckItem, DeliveryRef};
 
 /// Longest wait for more completions while under load (see [`run`]).

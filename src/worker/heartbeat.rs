@@ -9,9 +9,9 @@ use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 
 use super::shared::Shared;
-use super::stats::Call;
 use crate::registry::{HEARTBEATS_MAXLEN, RECORD_TTL, RUNNING_LISTED};
 use crate::scripts;
+use crate::scripts::Call;
 
 /// Beats until `stop` fires (the first one registers).
 pub(super) async fn run(shared: Arc<Shared>, stop: CancellationToken) {

@@ -15,7 +15,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::heartbeat;
 use super::shared::Shared;
-use super::stats::Call;
+use crate::scripts::Call;
 use crate::scripts::{self, DeliveryRef};
 
 /// Deliveries renewed per script call.

@@ -38,8 +38,6 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::AbortOnDropHandle;
 
 pub use config::{DEFAULT_PREFETCH, WorkerConfig, backoff};
-#[cfg(feature = "metrics")]
-pub(crate) use stats::Call;
 pub use stats::{WorkerReport, WorkerStats};
 
 use crate::client::Client;

@@ -8,9 +8,9 @@ use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 
 use super::shared::Shared;
-use super::stats::Call;
 use crate::identity::now_ms;
 use crate::scripts;
+use crate::scripts::Call;
 
 /// Jobs moved per call.
 const BATCH: usize = 500;

@@ -5,9 +5,9 @@
 //! dead-lettered by the scripts. What is taken goes back to the fetch loop, which starts it.
 
 use super::shared::Shared;
-use super::stats::Call;
 use crate::error::Result;
 use crate::identity::{now_ms, server_ms};
+use crate::scripts::Call;
 use crate::scripts::{self, Adopt, Reclaim};
 use crate::wire::RawEntry;
 

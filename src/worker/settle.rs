@@ -15,10 +15,10 @@ use super::config::{WorkerConfig, backoff};
 use super::control::Impairment;
 use super::retries::Retries;
 use super::shared::Shared;
-use super::stats::Call;
 use crate::identity::now_ms;
 use crate::job::{FailAction, JobError};
 use crate::keys::GROUP;
+use crate::scripts::Call;
 use crate::scripts::{self, DeliveryRef, Fail, FailMode, FailOutcome, HandBack};
 use crate::wire::{self, DeadReason};
 

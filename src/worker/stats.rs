@@ -74,49 +74,7 @@ counters!(add_completed => completed / completed, add_retried => retried / retri
     add_lease_failure => lease_failures / lease_failures, add_reclaimed => reclaimed,
     add_released => released / handed_back, add_cancelled => cancelled / cancelled, add_fenced => fenced / fenced);
 
-/// A worker's Redis call, as `rill_redis_call_seconds` labels it (feature `metrics`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Call {
-    Ack,
-    Fail,
-    Extend,
-    Reclaim,
-    Adopt,
-    Heartbeat,
-    Promote,
-    Release,
-    Park,
-}
-
-#[cfg(feature = "metrics")]
-impl Call {
-    pub(crate) const ALL: [Call; 9] = [
-        Call::Ack,
-        Call::Fail,
-        Call::Extend,
-        Call::Reclaim,
-        Call::Adopt,
-        Call::Heartbeat,
-        Call::Promote,
-        Call::Release,
-        Call::Park,
-    ];
-
-    /// The label value: the script it runs.
-    pub(crate) fn name(self) -> &'static str {
-        match self {
-            Call::Ack => "ack",
-            Call::Fail => "fail",
-            Call::Extend => "extend",
-            Call::Reclaim => "reclaim",
-            Call::Adopt => "adopt",
-            Call::Heartbeat => "heartbeat",
-            Call::Promote => "promote",
-            Call::Release => "release",
-            Call::Park => "park",
-        }
-    }
-}
+use crate::scripts::Call;
 
 impl WorkerStats {
     /// Runs `call`'s future, timing it into `rill_redis_call_seconds` when metrics are exported.
