@@ -226,7 +226,12 @@ async fn a_worker_whose_completions_are_refused_holds_them_takes_nothing_and_say
     let ns = support::namespace();
     let mut admin = redis.aconn().await;
     let client = as_acl_user(&mut admin, &redis, &ns).await;
-    let worker = rill::Worker::new(client, "q").unwrap().concurrency(2);
+    // No prefetch: with room for 2 only, the jobs it cannot complete stay visibly in Redis (a prefetch could take
+    // every one of them before the first refused ack, and "it took nothing more" would prove nothing).
+    let worker = rill::Worker::new(client, "q")
+        .unwrap()
+        .concurrency(2)
+        .prefetch(0);
     let (running, runs) = counting(worker);
     let queue = client_direct(&redis, &ns).queue::<u64>("q").unwrap();
     queue.enqueue(&0).await.unwrap();
