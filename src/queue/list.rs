@@ -351,7 +351,7 @@ impl<T: Serialize + DeserializeOwned> Queue<T> {
     /// `<event id>/<jobs of that event already listed>`.
     async fn list_completed(&self, after: Option<&str>, limit: usize) -> Result<JobPage> {
         let mut conn = self.client.conn().await?;
-        let (mut end, mut skip) = match after {
+        let (mut end, skip) = match after {
             None => ("+".to_owned(), 0usize),
             Some(a) => {
                 let (id, n) = a.split_once('/').ok_or_else(|| bad_cursor(a))?;
@@ -361,6 +361,8 @@ impl<T: Serialize + DeserializeOwned> Queue<T> {
                 (id.to_owned(), n.parse().map_err(|_| bad_cursor(a))?)
             }
         };
+        // The jobs of the cursor's event already listed (only if that event is still there: trimmed, it is gone).
+        let cursor = end.clone();
         let mut found: Vec<(String, u64)> = Vec::new();
         let mut scanned = 0;
         let mut first = true;
@@ -389,24 +391,19 @@ impl<T: Serialize + DeserializeOwned> Queue<T> {
                 end = e.id.clone();
                 let fields = e.fields.clone().unwrap_or_default();
                 if text(&fields, "event").as_deref() != Some("completed") {
-                    skip = 0;
                     continue;
                 }
                 let ms = number(&fields, "ms");
                 let ids = text(&fields, "ids").unwrap_or_default();
                 let ids: Vec<&str> = ids.split_ascii_whitespace().collect();
-                for (n, id) in ids.iter().enumerate().skip(skip) {
+                let listed = if e.id == cursor { skip } else { 0 };
+                for (n, id) in ids.iter().enumerate().skip(listed) {
                     found.push(((*id).to_owned(), ms));
                     if found.len() == limit {
-                        let next = if n + 1 < ids.len() {
-                            format!("{}/{}", e.id, n + 1)
-                        } else {
-                            format!("{}/{}", e.id, ids.len())
-                        };
+                        let next = format!("{}/{}", e.id, n + 1);
                         return self.completed_page(found, Some(next)).await;
                     }
                 }
-                skip = 0;
             }
             if events.len() < limit {
                 break;
