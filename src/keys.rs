@@ -67,6 +67,15 @@ pub fn topic_key(namespace: &str, topic: &str) -> Result<String> {
     Ok(format!("{namespace}:bus:{{{topic}}}"))
 }
 
+/// A `SCAN MATCH` pattern for every key of `namespace` (names hold no glob characters, see [`validate_name`]).
+///
+/// # Errors
+/// [`Error::InvalidName`].
+pub fn namespace_pattern(namespace: &str) -> Result<String> {
+    validate_name(namespace)?;
+    Ok(format!("{namespace}:*"))
+}
+
 /// Checks a caller-supplied job id or dedup key: 1–256 bytes of UTF-8 without control characters or
 /// whitespace. (It follows the hash tag in a key, so braces and `:` are harmless there.)
 ///
@@ -205,6 +214,8 @@ mod tests {
         assert_eq!(k.heartbeats, "rill:{emails}:heartbeats");
         assert_eq!(k.queues, "rill:queues");
         assert_eq!(k.pattern(), "rill:{emails}:*");
+        assert_eq!(namespace_pattern("rill").unwrap(), "rill:*");
+        assert!(namespace_pattern("a*b").is_err());
         assert_eq!(k.worker("w-1"), "rill:{emails}:worker:w-1");
         assert_eq!(k.job("order-42"), "rill:{emails}:job:order-42");
         assert_eq!(k.dedup("k1"), "rill:{emails}:dedup:k1");

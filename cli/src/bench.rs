@@ -10,7 +10,7 @@ use anyhow::bail;
 use clap::Args;
 use serde_json::json;
 
-use crate::context::{Context, remove_namespace};
+use crate::context::Context;
 use crate::output;
 use crate::raw::{self, Cpu};
 
@@ -101,7 +101,7 @@ pub async fn run(ctx: &Context, a: BenchArgs) -> anyhow::Result<ExitCode> {
     let server = ctx.client.server_version().await?;
     let ns = format!("rill-bench-{}", std::process::id());
     let result = bench(ctx, &ns, &a).await;
-    remove_namespace(ctx.client.redis(), &ns).await?;
+    ctx.client_in(&ns)?.remove_namespace().await?;
     let cases = result?;
     if ctx.json {
         let items: Vec<_> = cases

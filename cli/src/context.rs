@@ -160,34 +160,6 @@ impl Context {
     }
 }
 
-/// Deletes every key of `namespace` (the demo's and the benchmark's private namespaces), with SCAN + UNLINK.
-pub async fn remove_namespace(redis: &redis::Client, namespace: &str) -> anyhow::Result<()> {
-    rill::keys::validate_name(namespace)?;
-    let mut conn = redis.get_multiplexed_async_connection().await?;
-    let pattern = format!("{namespace}:*");
-    let mut cursor = 0u64;
-    loop {
-        let (next, found): (u64, Vec<String>) = redis::cmd("SCAN")
-            .arg(cursor)
-            .arg("MATCH")
-            .arg(&pattern)
-            .arg("COUNT")
-            .arg(1000)
-            .query_async(&mut conn)
-            .await?;
-        if !found.is_empty() {
-            let _: () = redis::cmd("UNLINK")
-                .arg(&found)
-                .query_async(&mut conn)
-                .await?;
-        }
-        cursor = next;
-        if cursor == 0 {
-            return Ok(());
-        }
-    }
-}
-
 /// Asks `question` on the terminal and says whether the answer was yes; `yes` (the `--yes` flag) answers for
 /// scripts. Without a terminal to ask on, refuses rather than guess.
 pub fn confirm(question: &str, yes: bool) -> anyhow::Result<bool> {

@@ -11,7 +11,6 @@ use indicatif::{ProgressBar, ProgressStyle};
 use serde::{Deserialize, Serialize};
 
 use crate::Global;
-use crate::context::remove_namespace;
 
 #[derive(Args, Debug)]
 pub struct DemoArgs {
@@ -113,7 +112,7 @@ pub async fn run(g: &Global, redis_named: bool, a: DemoArgs) -> anyhow::Result<E
             Ok(ExitCode::from(130))
         }
     };
-    let cleanup = remove_namespace(client.redis(), &namespace).await;
+    let cleanup = client.remove_namespace().await;
     // A demo that failed says why; its clean-up failing too (Redis unreachable, say) would only repeat it.
     let code = outcome?;
     cleanup?;

@@ -269,6 +269,45 @@ impl Client {
         &self.inner.config
     }
 
+    /// Deletes every key of this client's namespace (all its queues, their jobs, records and registries, its
+    /// topics), by `SCAN` and `UNLINK` in batches; returns how many keys went. Meant for throwaway namespaces
+    /// (tests, demos, benchmarks): workers still running in it recreate their keys.
+    ///
+    /// # Errors
+    /// Redis errors.
+    pub async fn remove_namespace(&self) -> Result<u64> {
+        let pattern = keys::namespace_pattern(&self.inner.config.namespace)?;
+        self.unlink_matching(&pattern).await
+    }
+
+    /// Unlinks every key matching `pattern`, `SCAN` page by page (each call bounded); returns how many went.
+    pub(crate) async fn unlink_matching(&self, pattern: &str) -> Result<u64> {
+        let mut conn = self.conn().await?;
+        let mut cursor = 0u64;
+        let mut removed = 0;
+        loop {
+            let (next, found): (u64, Vec<String>) = redis::cmd("SCAN")
+                .arg(cursor)
+                .arg("MATCH")
+                .arg(pattern)
+                .arg("COUNT")
+                .arg(1_000)
+                .query_async(&mut conn)
+                .await?;
+            if !found.is_empty() {
+                let n: u64 = redis::cmd("UNLINK")
+                    .arg(&found)
+                    .query_async(&mut conn)
+                    .await?;
+                removed += n;
+            }
+            cursor = next;
+            if cursor == 0 {
+                return Ok(removed);
+            }
+        }
+    }
+
     /// The redis-rs client underneath (same URL and TLS settings), for connections of your own.
     pub fn redis(&self) -> &redis::Client {
         &self.inner.redis

@@ -13,7 +13,7 @@ use crate::registry::{Health, HealthRule};
 use crate::scripts;
 use crate::signals::CancelOutcome;
 
-/// Jobs deleted per `drain.lua` call (and keys per `UNLINK` when removing a queue): each call stays short.
+/// Jobs deleted per `drain.lua` call: each call stays short.
 const BATCH: usize = 1_000;
 
 /// What [`Queue::delete`] did.
@@ -119,31 +119,8 @@ impl<T: Serialize + DeserializeOwned> Queue<T> {
                 });
             }
         }
+        let removed = self.client.unlink_matching(&self.keys.pattern()).await?;
         let mut conn = self.client.conn().await?;
-        let pattern = self.keys.pattern();
-        let mut cursor = 0u64;
-        let mut removed = 0;
-        loop {
-            let (next, found): (u64, Vec<String>) = redis::cmd("SCAN")
-                .arg(cursor)
-                .arg("MATCH")
-                .arg(&pattern)
-                .arg("COUNT")
-                .arg(BATCH)
-                .query_async(&mut conn)
-                .await?;
-            if !found.is_empty() {
-                let n: u64 = redis::cmd("UNLINK")
-                    .arg(&found)
-                    .query_async(&mut conn)
-                    .await?;
-                removed += n;
-            }
-            cursor = next;
-            if cursor == 0 {
-                break;
-            }
-        }
         let _: () = redis::cmd("SREM")
             .arg(&self.keys.queues)
             .arg(&self.keys.queue)

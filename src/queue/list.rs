@@ -53,11 +53,6 @@ fn number(fields: &[(Vec<u8>, Vec<u8>)], name: &str) -> u64 {
     text(fields, name).and_then(|v| v.parse().ok()).unwrap_or(0)
 }
 
-/// The ms part of a stream entry id.
-fn id_ms(entry_id: &str) -> Option<u64> {
-    entry_id.split('-').next()?.parse().ok()
-}
-
 fn bad_cursor(after: &str) -> Error {
     Error::InvalidOption {
         option: "after",
@@ -116,23 +111,19 @@ impl<T: Serialize + DeserializeOwned> Queue<T> {
 
     async fn list_waiting(&self, after: Option<&str>, limit: usize) -> Result<JobPage> {
         let mut conn = self.client.conn().await?;
-        // Waiting = after the group's last-delivered id (XINFO GROUPS: missing group, nothing delivered yet).
-        let groups: redis::RedisResult<Vec<HashMap<String, redis::Value>>> = redis::cmd("XINFO")
-            .arg("GROUPS")
-            .arg(&self.keys.ready)
-            .query_async(&mut conn)
-            .await;
-        let delivered = groups
-            .unwrap_or_default()
-            .into_iter()
-            .find(|g| matches!(g.get("name"), Some(redis::Value::BulkString(n)) if n == GROUP.as_bytes()))
-            .and_then(|g| match g.get("last-delivered-id") {
-                Some(redis::Value::BulkString(id)) => String::from_utf8(id.clone()).ok(),
-                _ => None,
+        // Waiting = after the group's last-delivered id (missing group: nothing delivered yet).
+        let delivered = self
+            .group_info(&mut conn)
+            .await
+            .and_then(|g| {
+                g.get("last-delivered-id")
+                    .and_then(wire::bytes)
+                    .map(<[u8]>::to_vec)
             })
+            .and_then(|id| String::from_utf8(id).ok())
             .unwrap_or_else(|| "0-0".into());
         let from = match after {
-            Some(a) if id_ms(a).is_none() => return Err(bad_cursor(a)),
+            Some(a) if wire::entry_id_ms(a).is_none() => return Err(bad_cursor(a)),
             Some(a) if later(a, &delivered) => a.to_owned(),
             _ => delivered,
         };
@@ -150,7 +141,7 @@ impl<T: Serialize + DeserializeOwned> Queue<T> {
                     id: text(&fields, "id").unwrap_or_else(|| e.id.clone()),
                     state: JobState::Waiting,
                     attempts: Some(number(&fields, "attempts")),
-                    at_ms: id_ms(&e.id),
+                    at_ms: wire::entry_id_ms(&e.id),
                     owner: None,
                     error: text(&fields, "last_error"),
                 })
@@ -162,7 +153,7 @@ impl<T: Serialize + DeserializeOwned> Queue<T> {
     async fn list_active(&self, after: Option<&str>, limit: usize) -> Result<JobPage> {
         let mut conn = self.client.conn().await?;
         let start = match after {
-            Some(a) if id_ms(a).is_none() => return Err(bad_cursor(a)),
+            Some(a) if wire::entry_id_ms(a).is_none() => return Err(bad_cursor(a)),
             Some(a) => format!("({a}"),
             None => "-".into(),
         };
@@ -322,7 +313,7 @@ impl<T: Serialize + DeserializeOwned> Queue<T> {
     }
 
     async fn list_dead(&self, after: Option<&str>, limit: usize) -> Result<JobPage> {
-        if let Some(a) = after.filter(|a| id_ms(a).is_none()) {
+        if let Some(a) = after.filter(|a| wire::entry_id_ms(a).is_none()) {
             return Err(bad_cursor(a));
         }
         let dead = self.dead_letters(after, limit).await?;
@@ -355,7 +346,7 @@ impl<T: Serialize + DeserializeOwned> Queue<T> {
             None => ("+".to_owned(), 0usize),
             Some(a) => {
                 let (id, n) = a.split_once('/').ok_or_else(|| bad_cursor(a))?;
-                if id_ms(id).is_none() {
+                if wire::entry_id_ms(id).is_none() {
                     return Err(bad_cursor(a));
                 }
                 (id.to_owned(), n.parse().map_err(|_| bad_cursor(a))?)

@@ -96,6 +96,26 @@ impl<T: Serialize + DeserializeOwned> Queue<T> {
         wire::parse_entries(v)
     }
 
+    /// The workers' consumer group as `XINFO GROUPS` describes it (`lag`, `pending`, `last-delivered-id`, ...);
+    /// `None` without the stream or the group (or when the reply cannot be read: callers then assume nothing
+    /// was delivered).
+    async fn group_info(
+        &self,
+        conn: &mut crate::client::SharedConn,
+    ) -> Option<HashMap<String, redis::Value>> {
+        let groups: Vec<HashMap<String, redis::Value>> = redis::cmd("XINFO")
+            .arg("GROUPS")
+            .arg(&self.keys.ready)
+            .query_async(conn)
+            .await
+            .ok()?;
+        groups.into_iter().find(|g| {
+            g.get("name")
+                .and_then(wire::bytes)
+                .is_some_and(|n| n == crate::keys::GROUP.as_bytes())
+        })
+    }
+
     /// `job` encoded, within the client's payload limit.
     fn payload(&self, job: &T) -> Result<Vec<u8>> {
         wire::encode_within(job, self.client.config().max_payload_bytes)

@@ -7,7 +7,6 @@ use serde::{Serialize, de::DeserializeOwned};
 use super::{Queue, text_fields};
 use crate::error::Result;
 use crate::identity::now_ms;
-use crate::keys::GROUP;
 use crate::wire;
 
 /// Jobs in each place of a queue.
@@ -65,20 +64,8 @@ impl<T: Serialize + DeserializeOwned> Queue<T> {
             .arg(&self.keys.parked)
             .query_async(&mut conn)
             .await?;
-        let groups: redis::RedisResult<Vec<HashMap<String, redis::Value>>> = redis::cmd("XINFO")
-            .arg("GROUPS")
-            .arg(&self.keys.ready)
-            .query_async(&mut conn)
-            .await;
         // No stream or no group yet: every entry is waiting.
-        let group = groups.ok().and_then(|gs| {
-            gs.into_iter().find(|g| {
-                g.get("name")
-                    .and_then(wire::bytes)
-                    .is_some_and(|n| n == GROUP.as_bytes())
-            })
-        });
-        let Some(group) = group else {
+        let Some(group) = self.group_info(&mut conn).await else {
             let oldest = self.first_entry_ms(&mut conn, "-").await?;
             return Ok(Counts {
                 waiting: len,

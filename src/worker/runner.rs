@@ -259,12 +259,7 @@ where
         #[cfg(feature = "metrics")]
         {
             // Waited since its entry was added (the entry id's time), as far as the clocks agree.
-            let added = d
-                .entry_id
-                .split('-')
-                .next()
-                .and_then(|ms| ms.parse::<u64>().ok());
-            let waited = added.map_or(0, |ms| {
+            let waited = wire::entry_id_ms(&d.entry_id).map_or(0, |ms| {
                 crate::identity::now_ms().saturating_sub(ms + took.as_millis() as u64)
             });
             shared
