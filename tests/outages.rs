@@ -424,7 +424,9 @@ async fn entries_assigned_by_a_read_the_worker_never_saw_cost_no_attempt() {
         }
     });
     // Held back by a paused queue, the worker reads nothing while a "late" read, issued in its name and
-    // executed by Redis after the worker gave up on it, assigns three jobs to it.
+    // executed by Redis after the worker gave up on it, assigns three jobs to it. The pause comes while the
+    // worker is blocked in a read, which it then gives up on: the read the late one stands for.
+    tokio::time::sleep(Duration::from_millis(300)).await;
     queue.pause().await.unwrap();
     tokio::time::sleep(Duration::from_millis(300)).await;
     for i in 0..5u64 {

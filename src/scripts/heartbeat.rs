@@ -15,6 +15,26 @@ pub struct Beat {
     pub id: String,
     /// Whether the record holds the static fields (`host`, `pid`, `queue`, ...); if not, send them again.
     pub registered: bool,
+    /// Other workers silent past the crash threshold (at most 8, oldest beat first): candidates for
+    /// [`adopt`](super::adopt), which checks again.
+    pub crashed: Vec<String>,
+}
+
+/// One [`heartbeat`] call.
+#[derive(Debug, Clone, Copy)]
+pub struct Heartbeat<'a> {
+    /// The beating worker's consumer name.
+    pub consumer: &'a str,
+    /// The clock, ms since the Unix epoch; 0 = the Redis server's clock.
+    pub now_ms: u64,
+    /// Approximate length the heartbeats stream is trimmed to.
+    pub maxlen: u64,
+    /// How long the record outlives its last beat, ms.
+    pub record_ttl_ms: u64,
+    /// List workers whose last beat is older than this, ms (0 = list none).
+    pub crash_after_ms: u64,
+    /// What the beat writes.
+    pub fields: BeatFields<'a>,
 }
 
 /// The record fields a beat writes.
@@ -28,25 +48,23 @@ pub struct BeatFields<'a> {
     pub registration: &'a [(String, String)],
 }
 
-/// Registers or refreshes a worker and appends its beat (`now_ms` 0 = the server's clock).
+/// Registers or refreshes a worker, appends its beat, and lists the workers that look crashed.
 ///
 /// # Errors
 /// [`crate::Error::Redis`] or [`crate::Error::Protocol`].
 pub async fn heartbeat<C: ConnectionLike + Send>(
     con: &mut C,
     keys: &QueueKeys,
-    consumer: &str,
-    now_ms: u64,
-    maxlen: u64,
-    record_ttl_ms: u64,
-    fields: BeatFields<'_>,
+    call: Heartbeat<'_>,
 ) -> Result<Beat> {
+    let fields = call.fields;
     let mut inv = SCRIPT.key(&keys.workers);
-    inv.key(keys.worker(consumer)).key(&keys.heartbeats);
-    inv.arg(consumer)
-        .arg(now_ms)
-        .arg(maxlen.max(1))
-        .arg(record_ttl_ms.max(1))
+    inv.key(keys.worker(call.consumer)).key(&keys.heartbeats);
+    inv.arg(call.consumer)
+        .arg(call.now_ms)
+        .arg(call.maxlen.max(1))
+        .arg(call.record_ttl_ms.max(1))
+        .arg(call.crash_after_ms)
         .arg(fields.per_beat.len());
     for (k, v) in fields
         .per_beat
@@ -57,10 +75,12 @@ pub async fn heartbeat<C: ConnectionLike + Send>(
         inv.arg(k).arg(v);
     }
     let v: Value = inv.invoke_async(con).await?;
-    let mut r = Reply::new(&v, "heartbeat.lua", 2)?;
+    let mut r = Reply::new(&v, "heartbeat.lua", 3)?;
     let id = r.string()?;
     let new = r.int()?;
+    let crashed = r.strings()?;
     Ok(Beat {
+        crashed,
         id,
         // A beat without the static fields that created record fields found no record (every per-beat and
         // record field exists after the first beat).

@@ -48,7 +48,7 @@ pub use drain::{Drained, drain};
 pub use enqueue::{Enqueued, NewJob, enqueue};
 pub use extend::extend;
 pub use fail::{Fail, FailMode, FailOutcome, fail};
-pub use heartbeat::{Beat, BeatFields, heartbeat};
+pub use heartbeat::{Beat, BeatFields, Heartbeat, heartbeat};
 pub use park::park;
 pub use permissions::permissions;
 pub use promote::promote;

@@ -90,6 +90,15 @@ impl<'a> Reply<'a> {
         string(v, self.what)
     }
 
+    /// The next item as a list of strings.
+    pub(crate) fn strings(&mut self) -> Result<Vec<String>> {
+        let what = self.what;
+        match self.next()? {
+            Value::Array(items) => items.iter().map(|v| string(v, what)).collect(),
+            v => Err(protocol(what, format!("expected an array, got {v:?}"))),
+        }
+    }
+
     /// The next item as a list of taken deliveries: `{entry id, token, fields}` each (reclaim.lua, adopt.lua).
     pub(crate) fn taken(&mut self) -> Result<Vec<(RawEntry, u64)>> {
         let what = self.what;

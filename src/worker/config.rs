@@ -48,7 +48,8 @@ pub struct WorkerConfig {
     pub shutdown_timeout: Duration,
     /// Most completions per `ack.lua` call (default 256).
     pub ack_batch: usize,
-    /// Longest sleep of the promoter between due-job checks (default 250 ms).
+    /// Longest sleep of the promoter between due-job checks (default 1 s): it wakes when the earliest delayed
+    /// job it knows of is due, so this bounds only how late a job added since, due earlier, can start.
     pub promote_interval: Duration,
     /// Checkpoint limits.
     pub checkpoints: crate::checkpoint::CheckpointSettings,
@@ -77,7 +78,7 @@ impl Default for WorkerConfig {
             completed_events: true,
             shutdown_timeout: Duration::from_secs(10),
             ack_batch: 256,
-            promote_interval: Duration::from_millis(250),
+            promote_interval: Duration::from_secs(1),
             checkpoints: crate::checkpoint::CheckpointSettings::default(),
             health: crate::registry::HealthRule::default(),
             metadata: Vec::new(),

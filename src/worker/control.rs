@@ -56,6 +56,12 @@ pub(super) struct Control {
     last_beat: std::sync::Mutex<Instant>,
     /// Deliveries were given up: hand back whatever is pending to this consumer once Redis answers again.
     sweep_requested: AtomicBool,
+    /// When a read was last abandoned (failed or dropped after it was sent): Redis may still execute it later.
+    abandoned_read: std::sync::Mutex<Option<Instant>>,
+    /// Other workers the last heartbeat found silent past the crash threshold, not yet looked at.
+    crashed: std::sync::Mutex<Vec<String>>,
+    /// This worker put a job on the delayed set (a retry): the promoter looks at the set again.
+    delayed_added: tokio::sync::Notify,
     /// Moving average of how long handlers run, µs (0 = none has finished yet).
     run_us: AtomicU64,
 }
@@ -70,6 +76,9 @@ impl Default for Control {
             impairments: Default::default(),
             last_beat: std::sync::Mutex::new(Instant::now()),
             sweep_requested: AtomicBool::new(false),
+            abandoned_read: std::sync::Mutex::new(None),
+            crashed: std::sync::Mutex::new(Vec::new()),
+            delayed_added: tokio::sync::Notify::new(),
             run_us: AtomicU64::new(0),
         }
     }
@@ -140,9 +149,40 @@ impl Control {
         self.draining.store(true, Ordering::Relaxed);
     }
 
-    /// A heartbeat sent at `sent` landed.
-    pub(super) fn beat_landed(&self, sent: Instant) {
+    /// A heartbeat sent at `sent` landed, and found `crashed` silent.
+    pub(super) fn beat_landed(&self, sent: Instant, crashed: Vec<String>) {
         *self.last_beat.lock().expect("beat lock") = sent;
+        *self.crashed.lock().expect("crashed lock") = crashed;
+    }
+
+    /// The workers the last beat found silent (each handed out once: the next beat lists them again if they are
+    /// still in the registry).
+    pub(super) fn take_crashed(&self) -> Vec<String> {
+        std::mem::take(&mut *self.crashed.lock().expect("crashed lock"))
+    }
+
+    /// This worker scheduled a retry: wake the promoter, which may be sleeping past its due time.
+    pub(super) fn delayed_added(&self) {
+        self.delayed_added.notify_one();
+    }
+
+    /// Resolves once [`Control::delayed_added`] is called (at once if it was called since the last wait).
+    pub(super) async fn delayed_added_wait(&self) {
+        self.delayed_added.notified().await;
+    }
+
+    /// A read was sent and then given up on (an error, or dropped mid-read).
+    pub(super) fn read_abandoned(&self) {
+        *self.abandoned_read.lock().expect("read lock") = Some(Instant::now());
+    }
+
+    /// Whether a read was abandoned within `window`: Redis may still run it late (it was queued behind a stall)
+    /// and assign entries nobody here will start.
+    pub(super) fn abandoned_read_within(&self, window: Duration) -> bool {
+        self.abandoned_read
+            .lock()
+            .expect("read lock")
+            .is_some_and(|t| t.elapsed() < window)
     }
 
     /// Time since the last heartbeat that landed was sent.

@@ -22,6 +22,10 @@ use crate::wire::{self, RawEntry};
 /// Longest wait for more room before a read while there is a backlog.
 const COALESCE: Duration = Duration::from_millis(1);
 
+/// How long after a read was given up on the reclaim passes still look for entries it assigned late (a command
+/// queued behind a stalled Redis runs when the stall ends).
+const LATE_READS: Duration = Duration::from_secs(60);
+
 /// Most entries one read asks for.
 const MAX_READ: usize = 512;
 
@@ -183,7 +187,10 @@ impl Fetcher {
         let shared = &self.shared;
         // Entries pending to this consumer that no handler here ever saw (assigned by a read the client gave up
         // on, executed late by Redis) go back at once, before their lease expires and counts them as an attempt.
-        hand_back_pending(shared, true).await;
+        // Only a read given up on lately can do that: otherwise the look would cost a round trip every pass.
+        if shared.control.abandoned_read_within(LATE_READS) {
+            hand_back_pending(shared, true).await;
+        }
         let _claiming = shared.deliveries.claiming().await;
         let found = reclaim::reclaim(shared, free, &mut self.cursor).await;
         for (raw, token) in found.taken {
@@ -242,6 +249,7 @@ impl Fetcher {
             // Paused or quieted mid-read: drop the blocked read and hand back anything it was assigned.
             _ = self.gate.changed() => {
                 self.conn = None;
+                shared.control.read_abandoned();
                 hand_back_pending(&shared, true).await;
                 return Read::Again;
             }
@@ -270,6 +278,7 @@ impl Fetcher {
             }
             Err(e) => {
                 self.conn = None;
+                shared.control.read_abandoned();
                 warn_throttled!(error = %e, "fetch: read failed; reconnecting");
                 if let Read::Shutdown = self.back_off(shutdown).await {
                     return Read::Shutdown;

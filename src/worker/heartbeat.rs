@@ -110,22 +110,25 @@ async fn beat(
     let beat = scripts::heartbeat(
         c,
         &shared.keys,
-        &shared.consumer,
-        // The server's clock: every host judges beats by the same clock.
-        0,
-        HEARTBEATS_MAXLEN,
-        RECORD_TTL.as_millis() as u64,
-        scripts::BeatFields {
-            per_beat: &per_beat,
-            record: &record,
-            registration: &registration,
+        scripts::Heartbeat {
+            consumer: &shared.consumer,
+            // The server's clock: every host judges beats by the same clock.
+            now_ms: 0,
+            maxlen: HEARTBEATS_MAXLEN,
+            record_ttl_ms: RECORD_TTL.as_millis() as u64,
+            crash_after_ms: shared.config.health.crash_after.as_millis() as u64,
+            fields: scripts::BeatFields {
+                per_beat: &per_beat,
+                record: &record,
+                registration: &registration,
+            },
         },
     );
     let r = shared.stats.timed(Call::Heartbeat, beat).await;
     match r {
         Ok(beat) => {
-            shared.control.beat_landed(sent);
             beats.sent(shared, beat.registered);
+            shared.control.beat_landed(sent, beat.crashed);
         }
         Err(e) => {
             warn_throttled!(error = %e, "heartbeat failed");

@@ -15,7 +15,7 @@ use crate::signals::{Signal, SignalKind, Target, parse_signal, record_outcome};
 use crate::wire;
 
 /// Longest block of one read.
-const BLOCK: Duration = Duration::from_millis(500);
+const BLOCK: Duration = Duration::from_secs(2);
 
 /// Catches up before the fetch loop begins (the newest signal, and whether the queue is paused, so a pause sent
 /// before this worker started holds it back before it takes anything), then follows the stream until `stop`

@@ -1,6 +1,6 @@
 //! The promoter: moves due delayed jobs and retries from the delayed set to the ready stream through
 //! `promote.lua`, in bounded batches, sleeping until the next due time (at most `promote_interval`, since
-//! another process may add an earlier job).
+//! another process may add an earlier job; a retry this worker schedules wakes it at once).
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -49,6 +49,8 @@ pub(super) async fn run(shared: Arc<Shared>, stop: CancellationToken) {
             biased;
             _ = stop.cancelled() => return,
             _ = tokio::time::sleep(wait) => {}
+            // A retry of ours may be due before the wake-up planned.
+            _ = shared.control.delayed_added_wait() => {}
         }
     }
 }

@@ -6,7 +6,7 @@
 
 use super::shared::Shared;
 use crate::error::Result;
-use crate::identity::{now_ms, server_ms};
+use crate::identity::now_ms;
 use crate::scripts::Call;
 use crate::scripts::{self, Adopt, Reclaim};
 use crate::wire::RawEntry;
@@ -16,9 +16,6 @@ const PAGES_PER_CALL: usize = 8;
 
 /// Most entries taken per page.
 const PAGE: usize = 100;
-
-/// Crashed workers looked at per call.
-const CRASHED_PER_CALL: usize = 8;
 
 /// What one [`reclaim`] call took.
 #[derive(Debug, Default)]
@@ -84,26 +81,20 @@ pub(super) async fn reclaim(shared: &Shared, free: usize, cursor: &mut String) -
     out
 }
 
-/// Takes over, for up to `free - taken.len()` slots, the deliveries of workers the registry judges crashed (no
-/// beat for `crash_after`), without waiting for their leases to expire.
+/// Takes over, for up to `free - taken.len()` slots, the deliveries of workers the last heartbeat found crashed
+/// (no beat for `crash_after`; at most 8 per beat), without waiting for their leases to expire.
 async fn adopt_crashed(
     shared: &Shared,
     free: usize,
     taken: &mut Vec<(RawEntry, u64)>,
 ) -> Result<()> {
+    // The heartbeat found them (on the server's clock, in the beat's own round trip).
+    let crashed = shared.control.take_crashed();
+    if crashed.is_empty() {
+        return Ok(());
+    }
     let crash_after = shared.config.health.crash_after.as_millis() as u64;
     let mut c = shared.client.conn().await?;
-    // Beats carry the server's clock; judge them by it too.
-    let now = server_ms(&mut c).await?;
-    let crashed: Vec<String> = redis::cmd("ZRANGEBYSCORE")
-        .arg(&shared.keys.workers)
-        .arg("-inf")
-        .arg(now.saturating_sub(crash_after + 1))
-        .arg("LIMIT")
-        .arg(0)
-        .arg(CRASHED_PER_CALL)
-        .query_async(&mut c)
-        .await?;
     for worker in crashed.iter().filter(|w| **w != shared.consumer) {
         let room = free - taken.len();
         if room == 0 {

@@ -155,9 +155,11 @@ impl Settler {
             },
         };
         match record_failure(shared, &d, mode, message).await {
-            Some(FailOutcome::RetryScheduled { .. } | FailOutcome::Requeued { .. }) => {
-                shared.stats.add_retried()
+            Some(FailOutcome::RetryScheduled { .. }) => {
+                shared.stats.add_retried();
+                shared.control.delayed_added();
             }
+            Some(FailOutcome::Requeued { .. }) => shared.stats.add_retried(),
             Some(FailOutcome::Dead { .. }) => shared.stats.add_dead(),
             Some(FailOutcome::Cancelled) => shared.stats.add_cancelled(),
             Some(FailOutcome::Stale) => {

@@ -11,7 +11,7 @@ async fn adopt_takes_over_only_crashed_workers() {
         per_beat: &fields,
         ..Default::default()
     };
-    scripts::heartbeat(&mut f.conn, &keys, "w1", 1_000, 100, 60_000, fields)
+    scripts::heartbeat(&mut f.conn, &keys, beating("w1", 1_000, fields))
         .await
         .unwrap();
     // w1 holds two jobs, one on its last attempt.

@@ -14,7 +14,7 @@ async fn heartbeat_registers_and_stamps_beats() {
         record: &running,
         registration: &host,
     };
-    let beat = scripts::heartbeat(&mut f.conn, &keys, "w1", 1_000, 100, 60_000, fields)
+    let beat = scripts::heartbeat(&mut f.conn, &keys, beating("w1", 1_000, fields))
         .await
         .unwrap();
     assert!(beat.registered, "host was sent");
@@ -26,15 +26,15 @@ async fn heartbeat_registers_and_stamps_beats() {
         record: &running,
         registration: &[],
     };
-    let beat = scripts::heartbeat(&mut f.conn, &keys, "w1", 1_000, 100, 60_000, status_only)
+    let beat = scripts::heartbeat(&mut f.conn, &keys, beating("w1", 1_000, status_only))
         .await
         .unwrap();
     assert!(!beat.registered, "the static fields must be sent again");
-    scripts::heartbeat(&mut f.conn, &keys, "w1", 1_000, 100, 60_000, fields)
+    scripts::heartbeat(&mut f.conn, &keys, beating("w1", 1_000, fields))
         .await
         .unwrap();
     // An ordinary beat on a record that is there: still registered.
-    let beat = scripts::heartbeat(&mut f.conn, &keys, "w1", 1_000, 100, 60_000, status_only)
+    let beat = scripts::heartbeat(&mut f.conn, &keys, beating("w1", 1_000, status_only))
         .await
         .unwrap();
     assert!(beat.registered);
@@ -69,7 +69,7 @@ async fn heartbeat_registers_and_stamps_beats() {
     names.sort();
     assert_eq!(names, vec!["ms", "status", "worker"]);
     // With now = 0 the server's clock stamps the beat (hosts with skewed clocks still agree).
-    scripts::heartbeat(&mut f.conn, &keys, "w0", 0, 100, 60_000, fields)
+    scripts::heartbeat(&mut f.conn, &keys, beating("w0", 0, fields))
         .await
         .unwrap();
     let (secs, _): (u64, u64) = redis::cmd("TIME").query_async(&mut f.conn).await.unwrap();
@@ -79,4 +79,54 @@ async fn heartbeat_registers_and_stamps_beats() {
         "{stamped} vs {secs}"
     );
     let _: () = f.conn.zrem(&keys.workers, "w0").await.unwrap();
+}
+
+#[tokio::test]
+async fn heartbeat_lists_the_workers_silent_past_the_threshold() {
+    let mut f = fixture().await;
+    let keys = f.keys.clone();
+    for (w, at) in [
+        ("old", 1_000),
+        ("edge", 2_000),
+        ("late", 1_999),
+        ("fresh", 4_000),
+    ] {
+        scripts::heartbeat(&mut f.conn, &keys, beating(w, at, BeatFields::default()))
+            .await
+            .unwrap();
+    }
+    // "me" itself last beat long ago: its own beat now is never counted as silence.
+    scripts::heartbeat(&mut f.conn, &keys, beating("me", 10, BeatFields::default()))
+        .await
+        .unwrap();
+    let mut call = beating("me", 5_000, BeatFields::default());
+    call.crash_after_ms = 3_000;
+    let beat = scripts::heartbeat(&mut f.conn, &keys, call).await.unwrap();
+    // Silent for more than 3 s at 5,000: last beat before 2,000, oldest first.
+    assert_eq!(beat.crashed, vec!["old", "late"]);
+    // At most 8, and none when not asked.
+    for i in 0..12 {
+        scripts::heartbeat(
+            &mut f.conn,
+            &keys,
+            beating(&format!("gone{i}"), 100, BeatFields::default()),
+        )
+        .await
+        .unwrap();
+    }
+    let beat = scripts::heartbeat(&mut f.conn, &keys, call).await.unwrap();
+    assert_eq!(beat.crashed.len(), 8);
+    assert!(
+        beat.crashed.iter().all(|w| w.starts_with("gone")),
+        "{:?}",
+        beat.crashed
+    );
+    let beat = scripts::heartbeat(
+        &mut f.conn,
+        &keys,
+        beating("me", 5_000, BeatFields::default()),
+    )
+    .await
+    .unwrap();
+    assert!(beat.crashed.is_empty());
 }

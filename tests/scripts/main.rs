@@ -34,13 +34,26 @@ use redis::AsyncCommands;
 use rill::keys::{GROUP, QueueKeys};
 use rill::scripts::{
     self, Ack, AckItem, Adopt, BeatFields, Deleted, DeliveryRef, Drained, Enqueued, Fail, FailMode,
-    FailOutcome, HandBack, NewJob, Reclaim, RecordField, Retention, RunNow, SignalApplied,
-    SignalSend, Update,
+    FailOutcome, HandBack, Heartbeat, NewJob, Reclaim, RecordField, Retention, RunNow,
+    SignalApplied, SignalSend, Update,
 };
 use rill::wire::DeadReason;
 use support::{TestRedis, caller};
 
 type Conn = redis::aio::MultiplexedConnection;
+
+/// A heartbeat call of `consumer` at `now_ms` (heartbeats MAXLEN 100, record TTL 60 s) that lists no crashed
+/// workers.
+fn beating<'a>(consumer: &'a str, now_ms: u64, fields: BeatFields<'a>) -> Heartbeat<'a> {
+    Heartbeat {
+        consumer,
+        now_ms,
+        maxlen: 100,
+        record_ttl_ms: 60_000,
+        crash_after_ms: 0,
+        fields,
+    }
+}
 
 struct Fixture {
     _redis: TestRedis,

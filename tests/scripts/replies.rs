@@ -199,7 +199,12 @@ async fn replies_of_the_wrong_shape_are_protocol_errors() {
         array,
     );
     refused(
-        scripts::heartbeat(&mut con, &keys, "w", 1, 10, 1, BeatFields::default()).await,
+        scripts::heartbeat(
+            &mut con,
+            &keys,
+            super::beating("w", 1, BeatFields::default()),
+        )
+        .await,
         "heartbeat.lua",
         array,
     );
@@ -256,11 +261,36 @@ async fn replies_of_the_wrong_shape_are_protocol_errors() {
         "reclaim.lua",
         "",
     );
-    let mut beat = Canned(Value::Array(vec![Value::Nil, Value::Int(1)]));
+    let mut beat = Canned(Value::Array(vec![
+        Value::Nil,
+        Value::Int(1),
+        Value::Array(vec![]),
+    ]));
     refused(
-        scripts::heartbeat(&mut beat, &keys, "w", 1, 10, 1, BeatFields::default()).await,
+        scripts::heartbeat(
+            &mut beat,
+            &keys,
+            super::beating("w", 1, BeatFields::default()),
+        )
+        .await,
         "heartbeat.lua",
         "expected a string",
+    );
+    // The crashed workers must be a list of names.
+    let mut beat = Canned(Value::Array(vec![
+        Value::BulkString(b"1-0".to_vec()),
+        Value::Int(0),
+        Value::Int(3),
+    ]));
+    refused(
+        scripts::heartbeat(
+            &mut beat,
+            &keys,
+            super::beating("w", 1, BeatFields::default()),
+        )
+        .await,
+        "heartbeat.lua",
+        "expected an array",
     );
     let update = Update {
         delivery: D,

@@ -1,0 +1,154 @@
+//! The costs a worker adds while it waits for work: one heartbeat (and a registration), and everything an idle
+//! worker sends Redis in a second (beat, stalled-job recovery, promotion of due jobs, blocked reads).
+
+use std::time::{Duration, Instant};
+
+use rill::{Job, JobError, Worker};
+use serde_json::json;
+
+use super::support::{self, TestRedis};
+use super::{commandstats, emit, fresh_server, percentile, redis_cpu};
+
+/// Redis CPU per idle worker per second: `WORKERS` workers with nothing to do, over `secs`, less what the
+/// server spends on its own over as long with no worker (its timers).
+pub async fn idle_workers(redis: &TestRedis, secs: u64) {
+    const WORKERS: usize = 16;
+    let client = support::client(redis);
+    let mut c = redis.aconn().await;
+    let cpu0 = redis_cpu(&mut c).await;
+    let t = Instant::now();
+    tokio::time::sleep(Duration::from_secs(secs)).await;
+    let baseline_per_s = (redis_cpu(&mut c).await - cpu0) / t.elapsed().as_secs_f64();
+    let (tx, _) = tokio::sync::broadcast::channel::<()>(1);
+    let mut running = Vec::new();
+    for _ in 0..WORKERS {
+        let mut stop = tx.subscribe();
+        let w = Worker::new(client.clone(), "idle").unwrap();
+        running.push(tokio::spawn(w.run(
+            |_job: Job<serde_json::Value>| async { Ok::<_, JobError>(()) },
+            async move {
+                let _ = stop.recv().await;
+            },
+        )));
+    }
+    // Past registration and the first reads.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let _: () = redis::cmd("CONFIG")
+        .arg("RESETSTAT")
+        .query_async(&mut c)
+        .await
+        .unwrap();
+    let cpu0 = redis_cpu(&mut c).await;
+    let t = Instant::now();
+    tokio::time::sleep(Duration::from_secs(secs)).await;
+    let secs_taken = t.elapsed().as_secs_f64();
+    let cpu = redis_cpu(&mut c).await - cpu0 - baseline_per_s * secs_taken;
+    let per_worker_s = cpu * 1e6 / (WORKERS as f64 * secs_taken);
+    commandstats(&mut c, "idle workers").await;
+    let _ = tx.send(());
+    for h in running {
+        h.await.unwrap().unwrap();
+    }
+    emit(json!({"bench": "idle", "workers": WORKERS, "secs": secs,
+                "redis_cpu_us_per_worker_per_s": (per_worker_s * 10.0).round() / 10.0,
+                "redis_idle_cpu_us_per_s": (baseline_per_s * 1e6).round()}));
+    fresh_server(&mut c).await;
+}
+
+/// Registration and heartbeat round trips, and the Redis CPU a worker's beats cost per second.
+pub async fn heartbeats(redis: &TestRedis) {
+    let client = support::client(redis);
+    let keys = client.keys("beats").unwrap();
+    let mut c = redis.aconn().await;
+    let r = |x: f64| (x * 1000.0).round() / 1000.0;
+    let static_fields: Vec<(String, String)> = [
+        ("host", "bench-host"),
+        ("pid", "4242"),
+        ("queue", "beats"),
+        ("concurrency", "64"),
+        ("version", "0.1.0"),
+        ("started_ms", "1"),
+        ("capabilities", "gpu,pdf"),
+        ("status", "idle"),
+        ("in_flight", "0"),
+        ("processed", "0"),
+        ("failed", "0"),
+        ("lease_failures", "0"),
+    ]
+    .iter()
+    .map(|(k, v)| (k.to_string(), v.to_string()))
+    .collect();
+    let (registration, per_beat) = static_fields.split_at(7);
+    // A busy worker's `running` field: four jobs.
+    let running = vec![(
+        "running".to_string(),
+        "1796223540005:order-1 1796223540105:order-2 1796223540205:order-3 1796223540305:order-4"
+            .to_string(),
+    )];
+    let mut reg = Vec::new();
+    for i in 0..500 {
+        let t = Instant::now();
+        rill::scripts::heartbeat(
+            &mut c,
+            &keys,
+            rill::scripts::Heartbeat {
+                consumer: &format!("w{i}"),
+                now_ms: 1,
+                maxlen: 10_000,
+                record_ttl_ms: 60_000,
+                crash_after_ms: 0,
+                fields: rill::scripts::BeatFields {
+                    per_beat,
+                    record: &running,
+                    registration,
+                },
+            },
+        )
+        .await
+        .unwrap();
+        reg.push(t.elapsed().as_secs_f64() * 1e3);
+    }
+    let cpu0 = redis_cpu(&mut c).await;
+    let mut beat = Vec::new();
+    let n = 2000;
+    for i in 0..n {
+        let t = Instant::now();
+        rill::scripts::heartbeat(
+            &mut c,
+            &keys,
+            rill::scripts::Heartbeat {
+                consumer: &format!("w{}", i % 500),
+                now_ms: 2,
+                maxlen: 10_000,
+                // As a worker beats: it also looks for crashed workers.
+                crash_after_ms: 3_000,
+                record_ttl_ms: 60_000,
+                fields: rill::scripts::BeatFields {
+                    per_beat,
+                    record: &running,
+                    registration: &[],
+                },
+            },
+        )
+        .await
+        .unwrap();
+        beat.push(t.elapsed().as_secs_f64() * 1e3);
+    }
+    let cpu_us = (redis_cpu(&mut c).await - cpu0) * 1e6 / n as f64;
+    commandstats(&mut c, "heartbeats").await;
+    // The same number of round trips doing nothing: what any one-call beat costs Redis in network handling.
+    let cpu0 = redis_cpu(&mut c).await;
+    for _ in 0..n {
+        let _: () = redis::cmd("PING").query_async(&mut c).await.unwrap();
+    }
+    let ping_us = (redis_cpu(&mut c).await - cpu0) * 1e6 / n as f64;
+    reg.sort_by(f64::total_cmp);
+    beat.sort_by(f64::total_cmp);
+    emit(
+        json!({"bench": "registry", "register_p50_ms": r(percentile(&reg, 0.5)), "register_p99_ms": r(percentile(&reg, 0.99)),
+               "heartbeat_p50_ms": r(percentile(&beat, 0.5)), "heartbeat_p99_ms": r(percentile(&beat, 0.99)),
+               "redis_cpu_us_per_beat": (cpu_us * 100.0).round() / 100.0,
+               "redis_cpu_us_per_ping": (ping_us * 100.0).round() / 100.0,
+               "redis_cpu_us_per_worker_per_s": (cpu_us * 100.0).round() / 100.0}),
+    );
+}
