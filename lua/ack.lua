@@ -33,7 +33,7 @@
 --              that wrote the job record, or (keep = '1') all of them: position of the delivery (1-based),
 --              job id, attempt number, result (CBOR; '' = none), touched ('1' if this delivery wrote the record)
 --
--- Returns an array with one code per delivery, in order:
+-- Returns n (an integer) when every delivery completed; otherwise an array with one code per delivery, in order:
 --   1  completed: entry acked and removed (now, or trimmed lazily by a later call); record written (or deleted,
 --      if touched and not kept); if touched, its checkpoints expire after the retention (deleted if 0)
 --   0  stale: this delivery no longer owns the entry; nothing changed
@@ -87,34 +87,35 @@ local X = 9 + 2 * n
 -- This consumer's pending entries in the batch's range, with their delivery counts.
 local owned = owned_between(ready, group, consumer, ARGV[10], ARGV[8 + 2 * n], n)
 
-local codes, acked, ids = {}, {}, {}
+local codes, acked, k = {}, {}, 0
 for i = 1, n do
   local eid = ARGV[8 + 2 * i]
   if owned[eid] == tonumber(ARGV[9 + 2 * i]) then
     owned[eid] = nil
     codes[i] = 1
-    acked[#acked + 1] = eid
-    ids[i] = eid
+    k = k + 1
+    acked[k] = eid
   else
     codes[i] = 0
   end
 end
-local ackdel = ARGV[9] == '1' and #acked <= 8 and redis.REDIS_VERSION_NUM >= 0x080200
+local ackdel = ARGV[9] == '1' and k <= 8 and redis.REDIS_VERSION_NUM >= 0x080200
 -- Acked before anything else is written: a refused XACK (ACL) then leaves no record claiming completion.
-if #acked > 0 then
+if k > 0 then
   if ackdel then
-    redis.call('XACKDEL', ready, group, 'IDS', #acked, unpack(acked))
+    redis.call('XACKDEL', ready, group, 'IDS', k, unpack(acked))
   else
     redis.call('XACK', ready, group, unpack(acked))
   end
 end
+local names = {}
 for j = 1, (#ARGV - X) / 5 do
   local b = X + (j - 1) * 5
   local i = tonumber(ARGV[b + 1])
   if codes[i] == 1 then
-    local eid, jid, attempt, result, touched = ids[i], ARGV[b + 2], ARGV[b + 3], ARGV[b + 4], ARGV[b + 5]
+    local eid, jid, attempt, result, touched = ARGV[8 + 2 * i], ARGV[b + 2], ARGV[b + 3], ARGV[b + 4], ARGV[b + 5]
     local job, ckpt = KEYS[2 + 2 * j], KEYS[3 + 2 * j]
-    ids[i] = jid
+    names[i] = jid
     if retention > 0 and (keep or result ~= '' or jid ~= eid) then
       if result ~= '' then
         redis.call('HSET', job, 'state', 'completed', 'finished_ms', now, 'attempt', attempt, 'result', result)
@@ -137,7 +138,7 @@ local function parse(id)
   local ms, seq = string.match(id, '^(%d+)-(%d+)$')
   return tonumber(ms), tonumber(seq), ms
 end
-if #acked > 0 and not ackdel then
+if k > 0 and not ackdel then
   -- Everything below the oldest pending entry is finished (a pending entry was delivered, so it is never after
   -- the first undelivered one). With nothing pending, everything up to the group's last-delivered id is.
   local floor
@@ -145,7 +146,7 @@ if #acked > 0 and not ackdel then
   if oldest[1] then
     floor = oldest[1][1]
     local oms = parse(floor)
-    local ams = parse(acked[#acked])
+    local ams = parse(acked[k])
     if ams - oms > window then
       redis.call('XDEL', ready, unpack(acked))
     end
@@ -155,12 +156,17 @@ if #acked > 0 and not ackdel then
   end
   redis.call('XTRIM', ready, 'MINID', floor)
 end
-if #acked > 0 and maxlen > 0 then
-  local done = {}
-  for i = 1, n do
-    if codes[i] == 1 then done[#done + 1] = ids[i] end
+if k > 0 and maxlen > 0 then
+  local done = acked
+  if #ARGV > X then
+    done = {}
+    for i = 1, n do
+      if codes[i] == 1 then done[#done + 1] = names[i] or ARGV[8 + 2 * i] end
+    end
   end
   redis.call('XADD', events, 'MAXLEN', '~', maxlen, '*', 'event', 'completed', 'ids', table.concat(done, ' '),
-    'count', tostring(#done), 'ms', now)
+    'count', tostring(k), 'ms', now)
 end
+-- The common case in one integer: every delivery completed.
+if k == n then return n end
 return codes

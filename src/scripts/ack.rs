@@ -2,7 +2,7 @@
 
 use redis::{Value, aio::ConnectionLike};
 
-use super::reply::codes;
+use super::reply::{self, codes};
 use super::{Caller, DeliveryRef};
 use crate::error::Result;
 use crate::keys::GROUP;
@@ -120,6 +120,16 @@ pub async fn ack<C: ConnectionLike + Send>(
         }
     }
     let v: Value = inv.invoke_async(con).await?;
+    // Every delivery completed: the count alone.
+    if let Value::Int(n) = v {
+        if n as usize == items.len() {
+            return Ok(vec![true; items.len()]);
+        }
+        return Err(reply::protocol(
+            "ack.lua",
+            format!("{n} completed of {}", items.len()),
+        ));
+    }
     let sorted = codes(&v, "ack.lua", items.len())?;
     let mut out = vec![false; items.len()];
     for (pos, &i) in order.iter().enumerate() {

@@ -313,3 +313,49 @@ async fn batches_over_eight_are_trimmed_even_where_xackdel_exists() {
     // Nine finished entries wait behind the pending 7000-0 for the trim, on every server.
     assert_eq!(f.xlen(&keys.ready).await, 10);
 }
+
+/// ack.lua's raw reply for `ids` (owned by `w1`) with their `tokens`: no records, no events.
+async fn raw_ack(f: &mut Fixture, ids: &[String], tokens: &[u64]) -> redis::Value {
+    let source = scripts::SOURCES
+        .iter()
+        .find(|(n, _)| *n == "ack.lua")
+        .unwrap()
+        .1;
+    let script = redis::Script::new(source);
+    let mut inv = script.key(&f.keys.ready);
+    inv.key(&f.keys.index).key(&f.keys.events);
+    inv.arg(GROUP).arg("w1").arg(1).arg(0).arg(0).arg("0");
+    inv.arg(ids.len()).arg(1000).arg("0");
+    for (id, t) in ids.iter().zip(tokens) {
+        inv.arg(id).arg(t);
+    }
+    inv.invoke_async(&mut f.conn).await.unwrap()
+}
+
+#[tokio::test]
+async fn ack_answers_the_count_when_all_completed_and_codes_otherwise() {
+    use redis::Value::{Array, Int};
+    let mut f = fixture().await;
+    let ids = vec![
+        add_at(&mut f, "7000-0").await,
+        add_at(&mut f, "7001-0").await,
+    ];
+    f.read("w1", 2).await;
+    // One token stale: a code per delivery (the first completes).
+    assert_eq!(
+        raw_ack(&mut f, &ids, &[1, 9]).await,
+        Array(vec![Int(1), Int(0)])
+    );
+    // The first is gone now: a code per delivery again.
+    assert_eq!(
+        raw_ack(&mut f, &ids, &[1, 1]).await,
+        Array(vec![Int(0), Int(1)])
+    );
+    // Both owned and current: the count alone.
+    let more = vec![
+        add_at(&mut f, "7002-0").await,
+        add_at(&mut f, "7003-0").await,
+    ];
+    f.read("w1", 2).await;
+    assert_eq!(raw_ack(&mut f, &more, &[1, 1]).await, Int(2));
+}
