@@ -52,6 +52,7 @@ pub struct Job<T> {
     id: String,
     attempt: u32,
     max_attempts: u32,
+    timeout: Option<std::time::Duration>,
     enqueued_ms: u64,
     last_error: Option<String>,
     headers: Vec<(String, Vec<u8>)>,
@@ -77,6 +78,8 @@ pub(crate) struct JobStart {
     pub(crate) token: u64,
     pub(crate) consumer: String,
     pub(crate) max_attempts: u32,
+    /// The worker's default timeout (the entry's own wins).
+    pub(crate) timeout: Option<std::time::Duration>,
     pub(crate) cancel: CancellationToken,
     pub(crate) stopping: CancellationToken,
     /// Set when the job writes its record or a checkpoint (the ack must then clean up after it).
@@ -93,6 +96,10 @@ impl<T> Job<T> {
                 .saturating_add(start.token.min(u64::from(u32::MAX)) as u32),
             id: env.job_id,
             max_attempts: start.max_attempts,
+            timeout: env
+                .timeout_ms
+                .map(std::time::Duration::from_millis)
+                .or(start.timeout),
             enqueued_ms: env.enqueued_ms,
             last_error: env.last_error,
             headers: env.headers,
@@ -131,6 +138,12 @@ impl<T> Job<T> {
     /// Most attempts this job gets.
     pub fn max_attempts(&self) -> u32 {
         self.max_attempts
+    }
+
+    /// Longest this attempt may run (the job's own timeout, else the worker's), counted from when its handler
+    /// started; `None`: no limit.
+    pub fn timeout(&self) -> Option<std::time::Duration> {
+        self.timeout
     }
 
     /// The value of header `name` (an `x-*` field of the job's entry, set with

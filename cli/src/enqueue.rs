@@ -38,6 +38,10 @@ pub struct EnqueueArgs {
     /// Most attempts before the job is dead-lettered (default: the worker's, 5).
     #[arg(long, value_parser = clap::value_parser!(u32).range(1..))]
     attempts: Option<u32>,
+    /// Longest one attempt may run (300ms, 30s, 5m): past it the handler is stopped and the attempt fails
+    /// (default: the worker's).
+    #[arg(long, value_parser = crate::parse_duration)]
+    timeout: Option<Duration>,
 }
 
 /// Jobs sent per pipelined round trip (and read ahead of sending).
@@ -61,8 +65,14 @@ pub async fn run(ctx: &Context, a: EnqueueArgs) -> anyhow::Result<ExitCode> {
     if let Some(n) = a.attempts {
         opts = opts.max_attempts(n);
     }
-    let plain =
-        a.id.is_none() && a.dedup_key.is_none() && a.delay.is_none() && a.attempts.is_none();
+    if let Some(t) = a.timeout {
+        opts = opts.timeout(t);
+    }
+    let plain = a.id.is_none()
+        && a.dedup_key.is_none()
+        && a.delay.is_none()
+        && a.attempts.is_none()
+        && a.timeout.is_none();
     let mut out = Output::new(ctx.json, &a.queue);
     if let Some(p) = &a.payload {
         let job: Json = serde_json::from_str(p)

@@ -260,9 +260,11 @@ async fn run_job(spec: &Spec, job: rill::Job<ciborium::Value>) -> rill::JobResul
         }
         buf
     };
+    // The job's own limit (its worker also fires its token then) or --timeout.
+    let limit = job.timeout().or(spec.timeout);
     let supervise = async {
         let timeout = async {
-            match spec.timeout {
+            match limit {
                 Some(t) => tokio::time::sleep(t).await,
                 None => std::future::pending().await,
             }
@@ -294,7 +296,7 @@ async fn run_job(spec: &Spec, job: rill::Job<ciborium::Value>) -> rill::JobResul
         )),
         End::TimedOut => Err(rill::JobError::retry(format!(
             "timed out after {}: {tail}",
-            output::age(spec.timeout.unwrap_or_default())
+            output::age(limit.unwrap_or_default())
         ))),
         End::Exited(status) => match status.code() {
             Some(0) => Ok(result_of(&out, spec.result_max_bytes)),

@@ -52,6 +52,7 @@ pub struct Enqueue {
     run_at: Option<SystemTime>,
     delay: Option<Duration>,
     max_attempts: Option<u32>,
+    timeout: Option<Duration>,
     headers: Vec<(String, Vec<u8>)>,
 }
 
@@ -95,6 +96,15 @@ impl Enqueue {
     /// Most attempts (deliveries that fail or stall) before the job is dead-lettered. At least 1.
     pub fn max_attempts(mut self, n: u32) -> Self {
         self.max_attempts = Some(n);
+        self
+    }
+
+    /// Longest one attempt may run (overrides the worker's [`Worker::timeout`](crate::Worker::timeout)): at the
+    /// deadline the handler's [`Job::cancelled`](crate::Job::cancelled) token fires, and a handler still running
+    /// shortly after is dropped; the attempt fails with a `timeout:` error and is retried like any failure. At
+    /// least 1 ms, at most 366 days.
+    pub fn timeout(mut self, timeout: Duration) -> Self {
+        self.timeout = Some(timeout);
         self
     }
 
@@ -160,6 +170,14 @@ impl<T: Serialize + DeserializeOwned> Queue<T> {
                 reason: "must be at least 1",
             });
         }
+        if let Some(t) = opts.timeout
+            && (t < Duration::from_millis(1) || t.as_millis() > u128::from(wire::MAX_TIMEOUT_MS))
+        {
+            return Err(Error::InvalidOption {
+                option: "timeout",
+                reason: "must be from 1 ms to 366 days",
+            });
+        }
         if let Some((_, reason)) = opts
             .headers
             .iter()
@@ -173,6 +191,7 @@ impl<T: Serialize + DeserializeOwned> Queue<T> {
         let mut conn = self.client.conn().await?;
         self.client.list_queue(&mut conn, &self.keys).await?;
         let max = opts.max_attempts.map(|m| m.to_string());
+        let timeout = opts.timeout.map(|t| t.as_millis().to_string());
         if opts.is_plain() {
             let mut cmd = redis::cmd("XADD");
             cmd.arg(&self.keys.ready)
@@ -183,6 +202,9 @@ impl<T: Serialize + DeserializeOwned> Queue<T> {
                 .arg(&payload);
             if let Some(m) = &max {
                 cmd.arg(field::MAX_ATTEMPTS).arg(m);
+            }
+            if let Some(t) = &timeout {
+                cmd.arg(field::TIMEOUT_MS).arg(t);
             }
             for (name, value) in &opts.headers {
                 cmd.arg(name).arg(value);
@@ -206,6 +228,9 @@ impl<T: Serialize + DeserializeOwned> Queue<T> {
         ];
         if let Some(m) = &max {
             fields.push((field::MAX_ATTEMPTS, m.as_bytes()));
+        }
+        if let Some(t) = &timeout {
+            fields.push((field::TIMEOUT_MS, t.as_bytes()));
         }
         for (name, value) in &opts.headers {
             fields.push((name, value));
@@ -301,6 +326,7 @@ mod tests {
         assert!(Enqueue::new().is_plain());
         assert!(!Enqueue::new().id("x").is_plain());
         assert!(Enqueue::new().max_attempts(3).is_plain());
+        assert!(Enqueue::new().timeout(Duration::from_secs(3)).is_plain());
         assert_eq!(
             Enqueue::new()
                 .delay(Duration::from_secs(u64::MAX))
@@ -331,5 +357,14 @@ mod tests {
                 ..
             })
         ));
+        for t in [Duration::ZERO, Duration::from_secs(367 * 24 * 3600)] {
+            assert!(matches!(
+                q.enqueue_with(&1, Enqueue::new().timeout(t)).await,
+                Err(Error::InvalidOption {
+                    option: "timeout",
+                    ..
+                })
+            ));
+        }
     }
 }

@@ -16,7 +16,7 @@ pub struct Beat {
     /// Whether the record holds the static fields (`host`, `pid`, `queue`, ...); if not, send them again.
     pub registered: bool,
     /// Other workers silent past the crash threshold (at most 8, oldest beat first): candidates for
-    /// [`adopt`](super::adopt), which checks again.
+    /// [`adopt()`](super::adopt()), which checks again.
     pub crashed: Vec<String>,
 }
 

@@ -22,6 +22,8 @@ pub mod field {
     pub const MAX_ATTEMPTS: &str = "max_attempts";
     /// First enqueue time, ms since the Unix epoch, decimal. Absent = the entry id's time.
     pub const ENQUEUED_MS: &str = "enqueued_ms";
+    /// Longest an attempt may run, ms, decimal >= 1. Absent = the worker's default.
+    pub const TIMEOUT_MS: &str = "timeout_ms";
     /// Error of the previous attempt, UTF-8.
     pub const LAST_ERROR: &str = "last_error";
     /// Prefix of free extension fields (trace context, application headers), ignored by rill.
@@ -30,6 +32,9 @@ pub mod field {
 
 /// Highest `attempts` / `max_attempts` value accepted.
 pub const MAX_ATTEMPTS_LIMIT: u32 = 1_000_000;
+
+/// Longest `timeout_ms` accepted: 366 days.
+pub const MAX_TIMEOUT_MS: u64 = 366 * 24 * 3600 * 1000;
 
 /// Why a job ended in the dead-letter stream (the `dead_reason` field).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -168,6 +173,8 @@ pub struct Envelope {
     pub attempts: u32,
     /// Max attempts, if the entry sets it.
     pub max_attempts: Option<u32>,
+    /// Longest an attempt may run, ms, if the entry sets it.
+    pub timeout_ms: Option<u64>,
     /// First enqueue time, ms since the Unix epoch.
     pub enqueued_ms: u64,
     /// Previous attempt's error.
@@ -277,6 +284,7 @@ pub fn parse_entry(raw: RawEntry, max_payload: usize) -> Result<Envelope, Malfor
     let mut id = None;
     let mut attempts = None;
     let mut max_attempts = None;
+    let mut timeout = None;
     let mut enqueued = None;
     let mut last_error = None;
     let mut headers = Vec::new();
@@ -289,6 +297,7 @@ pub fn parse_entry(raw: RawEntry, max_payload: usize) -> Result<Envelope, Malfor
             field::ID => &mut id,
             field::ATTEMPTS => &mut attempts,
             field::MAX_ATTEMPTS => &mut max_attempts,
+            field::TIMEOUT_MS => &mut timeout,
             field::ENQUEUED_MS => &mut enqueued,
             field::LAST_ERROR => &mut last_error,
             other if other.starts_with(field::EXTENSION_PREFIX) => {
@@ -351,6 +360,13 @@ pub fn parse_entry(raw: RawEntry, max_payload: usize) -> Result<Envelope, Malfor
             Some(m)
         }
     };
+    let timeout_ms = match timeout {
+        None => None,
+        Some(t) => match decimal(field::TIMEOUT_MS, &t, MAX_TIMEOUT_MS)? {
+            0 => return Err(Malformed::new("field `timeout_ms` must be at least 1")),
+            t => Some(t),
+        },
+    };
     let enqueued_ms = match enqueued {
         None => entry_ms,
         // Up to year ~2500: anything later is a unit mistake (µs or ns), not a time.
@@ -363,6 +379,7 @@ pub fn parse_entry(raw: RawEntry, max_payload: usize) -> Result<Envelope, Malfor
         payload,
         attempts,
         max_attempts,
+        timeout_ms,
         enqueued_ms,
         last_error,
         headers,

@@ -33,6 +33,7 @@ fn full_entry() {
             ("id", b"order-42"),
             ("attempts", b"2"),
             ("max_attempts", b"5"),
+            ("timeout_ms", b"30000"),
             ("enqueued_ms", b"1699999999999"),
             ("last_error", b"boom"),
             ("x-trace", b"00-abc"),
@@ -42,6 +43,7 @@ fn full_entry() {
     .unwrap();
     assert_eq!(e.job_id, "order-42");
     assert_eq!((e.attempts, e.max_attempts), (2, Some(5)));
+    assert_eq!(e.timeout_ms, Some(30_000));
     assert_eq!(e.enqueued_ms, 1_699_999_999_999);
     assert_eq!(e.last_error.as_deref(), Some("boom"));
 }
@@ -80,6 +82,18 @@ fn refusals_name_their_reason() {
         (
             &[("v", b"1"), ("payload", b"\xf6"), ("max_attempts", b"0")],
             "at least 1",
+        ),
+        (
+            &[("v", b"1"), ("payload", b"\xf6"), ("timeout_ms", b"0")],
+            "`timeout_ms` must be at least 1",
+        ),
+        (
+            &[
+                ("v", b"1"),
+                ("payload", b"\xf6"),
+                ("timeout_ms", b"99999999999999"),
+            ],
+            "out of range",
         ),
         (
             &[("v", b"1"), ("payload", b"\xf6"), ("enqueued_ms", b"1e9")],

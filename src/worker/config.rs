@@ -46,6 +46,10 @@ pub struct WorkerConfig {
     pub completed_events: bool,
     /// How long shutdown waits for running jobs before cancelling them (default 10 s).
     pub shutdown_timeout: Duration,
+    /// Longest one attempt may run unless its job sets its own ([`crate::Enqueue::timeout`]); default none. At
+    /// the deadline the job's [`cancelled`](crate::Job::cancelled) token fires; a handler still running a sixth of
+    /// min(lease, crash_after) later is dropped. The attempt fails (`timeout: ...`) and is retried.
+    pub timeout: Option<Duration>,
     /// Most completions per `ack.lua` call (default 256).
     pub ack_batch: usize,
     /// Longest sleep of the promoter between due-job checks (default 1 s): it wakes when the earliest delayed
@@ -77,6 +81,7 @@ impl Default for WorkerConfig {
             events_maxlen: crate::queue::DEFAULT_EVENTS_MAXLEN,
             completed_events: true,
             shutdown_timeout: Duration::from_secs(10),
+            timeout: None,
             ack_batch: 256,
             promote_interval: Duration::from_secs(1),
             checkpoints: crate::checkpoint::CheckpointSettings::default(),

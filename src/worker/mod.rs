@@ -124,6 +124,13 @@ impl Worker {
         self
     }
 
+    /// Longest one attempt may run, for jobs that do not set their own timeout (`Duration::ZERO`: no limit, the
+    /// default); see [`WorkerConfig::timeout`].
+    pub fn timeout(mut self, timeout: Duration) -> Self {
+        self.config.timeout = (!timeout.is_zero()).then_some(timeout);
+        self
+    }
+
     /// Default attempts for jobs that do not set their own.
     pub fn max_attempts(mut self, n: u32) -> Self {
         self.config.max_attempts = n.max(1);

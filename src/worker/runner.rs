@@ -156,6 +156,7 @@ where
             token,
             consumer: shared.consumer.clone(),
             max_attempts,
+            timeout: shared.config.timeout,
             cancel,
             stopping,
             touched: touched.clone(),
@@ -240,19 +241,14 @@ where
         {
             span.record("traceparent", tracing::field::display(tp));
         }
+        let timeout = job.timeout();
+        let cancel = job.cancelled().clone();
         let run = AssertUnwindSafe(self.handler.call(job).instrument(span)).catch_unwind();
         shared.control.job_started();
         shared.deliveries.started(&d.entry_id, d.token);
         let started = std::time::Instant::now();
         let grace = shared.config.fence_grace();
-        let outcome = tokio::select! {
-            r = run => match r {
-                Ok(returned) => Outcome::Returned(returned),
-                Err(panic) => Outcome::Panicked(panic),
-            },
-            _ = self.abort.cancelled() => Outcome::Dropped,
-            _ = async { fence.cancelled().await; tokio::time::sleep(grace).await } => Outcome::Dropped,
-        };
+        let outcome = self.watch(run, &fence, timeout, &cancel, grace).await;
         shared.control.job_ended();
         let took = started.elapsed();
         shared.control.record_run(took);
@@ -289,6 +285,53 @@ where
         }
         self.settler.settle(d, ending, &message).await;
         drop(place);
+    }
+
+    /// Runs a started handler to its outcome: what it returned, or dropped at the shutdown deadline or past the
+    /// fence's grace, or timed out. At the `timeout` its `cancel` token fires; what it returns within `grace`
+    /// after still counts if it completed (the work is done), and anything else, or still running then, is a
+    /// timeout.
+    async fn watch<R>(
+        &self,
+        run: impl Future<Output = std::thread::Result<std::result::Result<R, JobError>>>,
+        fence: &CancellationToken,
+        timeout: Option<Duration>,
+        cancel: &CancellationToken,
+        grace: Duration,
+    ) -> Outcome<R> {
+        let returned = |r: std::thread::Result<_>| match r {
+            Ok(returned) => Outcome::Returned(returned),
+            Err(panic) => Outcome::Panicked(panic),
+        };
+        let fenced = async {
+            fence.cancelled().await;
+            tokio::time::sleep(grace).await
+        };
+        let deadline = async {
+            match timeout {
+                Some(t) => tokio::time::sleep(t).await,
+                None => std::future::pending().await,
+            }
+        };
+        tokio::pin!(run, fenced);
+        tokio::select! {
+            r = &mut run => return returned(r),
+            _ = self.abort.cancelled() => return Outcome::Dropped,
+            _ = &mut fenced => return Outcome::Dropped,
+            _ = deadline => {}
+        }
+        let after = timeout.unwrap_or_default();
+        cancel.cancel();
+        tokio::select! {
+            r = &mut run => match r {
+                Ok(Ok(value)) => Outcome::Returned(Ok(value)),
+                Ok(Err(e)) => Outcome::TimedOut(after, Some(e.message)),
+                Err(_) => Outcome::TimedOut(after, Some("handler panicked".into())),
+            },
+            _ = self.abort.cancelled() => Outcome::Dropped,
+            _ = &mut fenced => Outcome::Dropped,
+            _ = tokio::time::sleep(grace) => Outcome::TimedOut(after, None),
+        }
     }
 
     /// Ends a delivery that never got a handler slot: fenced (another worker may own it: write nothing, hand it

@@ -30,6 +30,9 @@ pub(super) enum Outcome<R> {
     Panicked(Box<dyn Any + Send>),
     /// It was dropped at the shutdown deadline.
     Dropped,
+    /// It ran past its timeout (this long) and then failed (with this message) or, still running a grace later,
+    /// was dropped (`None`).
+    TimedOut(Duration, Option<String>),
 }
 
 /// How a delivery ends.
@@ -67,6 +70,16 @@ impl Ending {
         };
         let e = match outcome {
             Outcome::Dropped => return (Ending::Abandon, String::new()),
+            Outcome::TimedOut(..) if cancelled => {
+                return (Ending::Cancel, "cancelled by signal".into());
+            }
+            Outcome::TimedOut(after, said) => {
+                let mut msg = format!("timeout: the attempt ran past its {after:?} limit");
+                if let Some(said) = said {
+                    msg = format!("{msg} ({said})");
+                }
+                return (retry(), msg);
+            }
             Outcome::Panicked(panic) => {
                 let msg = panic
                     .downcast_ref::<&str>()
@@ -405,6 +418,28 @@ mod tests {
         let (ending, msg) = decide(Outcome::Panicked(Box::new("boom")), false, false);
         assert!(matches!(ending, Ending::Retry { .. }));
         assert_eq!(msg, "handler panicked: boom");
+        let (ending, msg) = decide(
+            Outcome::TimedOut(Duration::from_secs(3), None),
+            false,
+            false,
+        );
+        assert!(matches!(ending, Ending::Retry { .. }));
+        assert_eq!(msg, "timeout: the attempt ran past its 3s limit");
+        let said = Some("stopped at row 7".to_owned());
+        let (_, msg) = decide(
+            Outcome::TimedOut(Duration::from_secs(3), said),
+            false,
+            false,
+        );
+        assert_eq!(
+            msg,
+            "timeout: the attempt ran past its 3s limit (stopped at row 7)"
+        );
+        assert_eq!(
+            decide(Outcome::TimedOut(Duration::from_secs(3), None), true, false).0,
+            Ending::Cancel,
+            "a cancel asked for meanwhile wins"
+        );
     }
 
     #[test]

@@ -314,6 +314,43 @@ fn work_terminates_a_job_past_its_timeout() {
     );
 }
 
+/// `rill enqueue --timeout`: a job's own limit holds under a worker without `--timeout`.
+#[test]
+fn work_honours_a_timeout_set_on_the_job() {
+    let cli = Cli::new();
+    cli.ok(&[
+        "enqueue",
+        "t",
+        "{}",
+        "--id",
+        "j-own",
+        "--attempts",
+        "1",
+        "--timeout",
+        "300ms",
+    ]);
+    let mut w = ChildGuard(
+        cli.cmd(&["work", "t", "--", "sh", "-c", "cat >/dev/null; sleep 30"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    let t = Instant::now();
+    cli.wait_for("dead", || cli.state("t", "j-own") == "dead");
+    assert!(t.elapsed() < Duration::from_secs(20));
+    let err = cli.job("t", "j-own")["last_error"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    assert!(
+        err.starts_with("timeout: the attempt ran past its 300ms limit"),
+        "{err}"
+    );
+    sigterm(&w.0);
+    assert!(wait_exit(&mut w.0, Duration::from_secs(10)).success());
+}
+
 /// A second SIGTERM does not wait out `--shutdown-timeout`: running jobs are terminated and handed back, their
 /// attempt not counted.
 #[test]
