@@ -72,7 +72,8 @@
 //! - [`scripts`]: one file per Lua script of `lua/` (`lua/X.lua` is called from `scripts/X.rs`), with typed
 //!   arguments and outcomes.
 //! - [`queue`]: [`Queue`], by subject: `enqueue`, `jobs` (state, record, result), `list` (jobs by state, paged),
-//!   `stats` (counts, recent), `dead` (dead letters), `events`, `admin` (promote, delete, drain, remove).
+//!   `stats` (counts, recent), `dead` (dead letters), `events`, `wait` (a job's outcome, one shared events read per
+//!   process), `admin` (promote, delete, drain, remove).
 //! - [`worker`]: [`Worker`], one file per role: `fetch`, `runner`, `settle`, `acker`, `lease`, `heartbeat`,
 //!   `listener`, `reclaim`, `promote`, over shared state owned by `deliveries`, `control` and `slots`.
 //! - [`job`]: what a handler gets ([`Job`]) and returns ([`JobResult`], [`JobError`]).
@@ -127,8 +128,8 @@ pub use client::{Client, ClientConfig, ServerVersion, Tls};
 pub use error::{Error, Result};
 pub use job::{Delivery, Job, JobError, JobResult};
 pub use queue::{
-    Counts, DeadLetter, Deleted, Drained, Enqueue, Event, EventFeed, JobInfo, JobPage, JobState,
-    JobSummary, Queue, Recent, Requeue,
+    Counts, DeadLetter, Deleted, Drained, Enqueue, Event, EventFeed, JobInfo, JobOutcome, JobPage,
+    JobState, JobSummary, Queue, Recent, Requeue,
 };
 pub use registry::{Health, HealthRule, RunningJob, WorkerInfo};
 pub use signals::{

@@ -41,7 +41,14 @@ pub struct EnqueueArgs {
     /// Longest one attempt may run (300ms, 30s, 5m): past it the handler is stopped and the attempt fails
     /// (default: the worker's).
     #[arg(long, value_parser = crate::parse_duration)]
-    timeout: Option<Duration>,
+    job_timeout: Option<Duration>,
+    /// Wait until the job ends and print how: its result when it completes (exit 0); exit 1 if it is
+    /// dead-lettered, cancelled or unknown, 2 if it has not ended within --timeout. One job only.
+    #[arg(long)]
+    wait: bool,
+    /// With --wait: the longest wait (default 1m).
+    #[arg(long, requires = "wait", value_parser = crate::parse_duration, default_value = "1m")]
+    timeout: Duration,
 }
 
 /// Jobs sent per pipelined round trip (and read ahead of sending).
@@ -52,6 +59,9 @@ const PAUSE: Duration = Duration::from_millis(50);
 
 pub async fn run(ctx: &Context, a: EnqueueArgs) -> anyhow::Result<ExitCode> {
     let queue = ctx.queue(&a.queue)?;
+    if a.wait && a.payload.is_none() {
+        bail!("--wait waits for one job: pass it as PAYLOAD_JSON, not with --file or --stdin");
+    }
     let mut opts = rill::Enqueue::new();
     if let Some(id) = &a.id {
         opts = opts.id(id);
@@ -65,20 +75,24 @@ pub async fn run(ctx: &Context, a: EnqueueArgs) -> anyhow::Result<ExitCode> {
     if let Some(n) = a.attempts {
         opts = opts.max_attempts(n);
     }
-    if let Some(t) = a.timeout {
+    if let Some(t) = a.job_timeout {
         opts = opts.timeout(t);
     }
     let plain = a.id.is_none()
         && a.dedup_key.is_none()
         && a.delay.is_none()
         && a.attempts.is_none()
-        && a.timeout.is_none();
+        && a.job_timeout.is_none();
     let mut out = Output::new(ctx.json, &a.queue);
     if let Some(p) = &a.payload {
         let job: Json = serde_json::from_str(p)
             .with_context(|| format!("PAYLOAD_JSON is not valid JSON: {p}"))?;
         ctx.connect().await?;
-        out.landed(&[queue.enqueue_with(&job, opts).await?]);
+        let id = queue.enqueue_with(&job, opts).await?;
+        if a.wait {
+            return wait(ctx, &queue, &id, a.timeout).await;
+        }
+        out.landed(&[id]);
         out.finish();
         return Ok(ExitCode::SUCCESS);
     }
@@ -154,6 +168,52 @@ pub async fn run(ctx: &Context, a: EnqueueArgs) -> anyhow::Result<ExitCode> {
     bar.finish_and_clear();
     out.finish();
     Ok(ExitCode::SUCCESS)
+}
+
+/// `--wait`: prints the job's id, then how it ended (or where it is when the wait runs out).
+async fn wait(
+    ctx: &Context,
+    queue: &rill::Queue<Json>,
+    id: &str,
+    timeout: Duration,
+) -> anyhow::Result<ExitCode> {
+    if !ctx.json {
+        println!("{id}");
+    }
+    let outcome = queue.wait(id, timeout).await?;
+    let (name, code, detail) = match &outcome {
+        rill::JobOutcome::Completed { .. } => {
+            let result = outcome.result::<ciborium::Value>()?.map(output::from_cbor);
+            ("completed", 0, result.unwrap_or(Json::Null))
+        }
+        rill::JobOutcome::Dead { error } => ("dead", 1, json!(error)),
+        rill::JobOutcome::Cancelled => ("cancelled", 1, Json::Null),
+        rill::JobOutcome::Pending(state) => ("pending", 2, json!(state.as_str())),
+        _ => ("unknown", 1, Json::Null),
+    };
+    if ctx.json {
+        let key = match name {
+            "completed" => "result",
+            "dead" => "error",
+            _ => "state",
+        };
+        output::print_json(
+            &json!({ "queue": queue.name(), "id": id, "outcome": name, key: detail }),
+        );
+    } else {
+        match name {
+            "completed" if detail.is_null() => println!("completed"),
+            "completed" => println!("completed: {detail}"),
+            "dead" => println!("dead: {}", detail.as_str().unwrap_or_default()),
+            "pending" => println!(
+                "not ended after {}: {}",
+                output::age(timeout),
+                detail.as_str().unwrap_or_default()
+            ),
+            other => println!("{other}"),
+        }
+    }
+    Ok(ExitCode::from(code))
 }
 
 /// Sends a chunk of jobs: pipelined plain `XADD`s, or (`opts`: options that need `enqueue.lua`) 64 calls at a

@@ -234,6 +234,11 @@ impl std::fmt::Debug for Client {
 }
 
 impl Client {
+    /// The URL this client connects to.
+    pub(crate) fn url(&self) -> &str {
+        &self.inner.url
+    }
+
     /// A client for `url` (`redis://host:port/db`, `rediss://`, `redis+unix:///path`) with default settings.
     /// Does no I/O.
     ///

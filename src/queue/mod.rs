@@ -21,6 +21,7 @@ mod events;
 mod jobs;
 mod list;
 mod stats;
+mod wait;
 
 pub use admin::{Deleted, Drained};
 pub use dead::{DeadLetter, Requeue};
@@ -30,6 +31,7 @@ pub use events::{DEFAULT_EVENTS_MAXLEN, Event, EventFeed};
 pub use jobs::{JobInfo, JobState};
 pub use list::{JobPage, JobSummary};
 pub use stats::{Counts, Recent};
+pub use wait::JobOutcome;
 
 /// Typed handle on one queue: enqueue jobs, look them up.
 pub struct Queue<T> {

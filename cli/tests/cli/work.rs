@@ -326,7 +326,7 @@ fn work_honours_a_timeout_set_on_the_job() {
         "j-own",
         "--attempts",
         "1",
-        "--timeout",
+        "--job-timeout",
         "300ms",
     ]);
     let mut w = ChildGuard(
@@ -347,6 +347,71 @@ fn work_honours_a_timeout_set_on_the_job() {
         err.starts_with("timeout: the attempt ran past its 300ms limit"),
         "{err}"
     );
+    sigterm(&w.0);
+    assert!(wait_exit(&mut w.0, Duration::from_secs(10)).success());
+}
+
+/// `rill enqueue --wait`: prints the result of a job a worker completes (exit 0), the error of one that dies
+/// (exit 1), and where a job is when the wait runs out (exit 2).
+#[test]
+fn enqueue_waits_for_the_outcome() {
+    let cli = Cli::new();
+    let mut w = ChildGuard(
+        cli.cmd(&[
+            "work",
+            "w",
+            "--attempts",
+            "1",
+            "--",
+            "sh",
+            "-c",
+            r#"case "$(cat)" in *fail*) echo 'no such mailbox' >&2; exit 3 ;; *) echo '{"sent":true}' ;; esac"#,
+        ])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap(),
+    );
+    let done = cli.json(&[
+        "enqueue",
+        "w",
+        r#"{"to":"ada"}"#,
+        "--wait",
+        "--timeout",
+        "20s",
+    ]);
+    assert_eq!(done["outcome"], "completed", "{done}");
+    assert_eq!(done["result"], serde_json::json!({"sent": true}), "{done}");
+    let out = cli.run(&[
+        "enqueue",
+        "w",
+        r#"{"fail":1}"#,
+        "--wait",
+        "--timeout",
+        "20s",
+    ]);
+    assert_eq!(out.status.code(), Some(1));
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("dead: exit 3: no such mailbox"), "{text}");
+    // No worker on this queue: still waiting when the wait runs out.
+    let out = cli.run(&[
+        "--json",
+        "enqueue",
+        "idle",
+        "{}",
+        "--wait",
+        "--timeout",
+        "300ms",
+    ]);
+    assert_eq!(out.status.code(), Some(2));
+    let doc: Json = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(
+        (doc["outcome"].as_str(), doc["state"].as_str()),
+        (Some("pending"), Some("waiting"))
+    );
+    // --wait takes one job from the command line.
+    let err = cli.fails(&["enqueue", "w", "--stdin", "--wait"], 1);
+    assert!(err.contains("--wait waits for one job"), "{err}");
     sigterm(&w.0);
     assert!(wait_exit(&mut w.0, Duration::from_secs(10)).success());
 }
