@@ -19,12 +19,14 @@
 -- KEYS[14]  signal outcomes stream
 -- KEYS[15]  paused flag
 -- KEYS[16]  parked sorted set
+-- KEYS[17]  schedules sorted set
+-- KEYS[18]  a schedule's hash (any name)
 -- ARGV[1]   consumer group
 -- ARGV[2]   consumer name
 --
 -- Returns '' when every command is allowed, otherwise '<COMMAND> <key>' for the first one refused.
 local ready, index, delayed, scheduled, dead, deadids, events, job, ckpt, workers, record, beats, signals,
-  outcomes, paused, parked = unpack(KEYS)
+  outcomes, paused, parked, schedules, schedule = unpack(KEYS)
 local group, consumer = ARGV[1], ARGV[2]
 local calls = {
   {'XREADGROUP', 'GROUP', group, consumer, 'COUNT', '1', 'STREAMS', ready, '>'},
@@ -75,6 +77,14 @@ local calls = {
   {'EXISTS', paused},
   {'ZADD', parked, '0', 'm'},
   {'ZSCORE', parked, 'm'},
+  {'ZRANGEBYSCORE', schedules, '-inf', '0'},
+  {'ZSCORE', schedules, 'm'},
+  {'ZADD', schedules, '0', 'm'},
+  {'ZREM', schedules, 'm'},
+  {'HGET', schedule, 'f'},
+  {'HMGET', schedule, 'f'},
+  {'HSET', schedule, 'f', 'v'},
+  {'HINCRBY', schedule, 'f', '1'},
   {'TIME'},
 }
 -- Workers ack with XACKDEL where the server has it (Redis >= 8.2; see ack.lua).

@@ -6,13 +6,15 @@
 -- KEYS[3]  ready stream
 -- KEYS[4]  index hash (job id -> entry id; for a delayed job, its scheduled entry)
 -- KEYS[5]  events stream
+-- KEYS[6]  schedules sorted set (read only: its earliest fire time is returned)
 -- ARGV[1]  now, ms since the Unix epoch
 -- ARGV[2]  count: most jobs moved by this call
 -- ARGV[3]  events stream MAXLEN (approximate)
 --
--- Returns {promoted, next_due}:
+-- Returns {promoted, next_due, next_fire}:
 --   promoted  number of jobs moved to the ready stream (a delayed id with no body is dropped and not counted)
 --   next_due  due time (ms) of the earliest job still delayed, or -1 if none
+--   next_fire the earliest fire time (ms) of a schedule that is not paused, or -1 if none (fire.lua fires it)
 -- lib/to_ready: move a delayed (or failed, retry-waiting) job's body onto the ready stream.
 -- to_ready(scheduled, ready, index, jid) -> true if moved (the body gets its `id` field, the index points at the
 -- new ready entry, the scheduled entry is deleted); false if its body was gone (the index entry is dropped).
@@ -39,7 +41,7 @@ local function to_ready(scheduled, ready, index, jid)
   redis.call('XDEL', scheduled, sid)
   return true
 end
-local delayed, scheduled, ready, index, events = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5]
+local delayed, scheduled, ready, index, events, schedules = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6]
 local now, count, maxlen = ARGV[1], tonumber(ARGV[2]), ARGV[3]
 local due = redis.call('ZRANGEBYSCORE', delayed, '-inf', now, 'LIMIT', 0, count)
 local promoted = 0
@@ -50,4 +52,7 @@ end
 local nxt = redis.call('ZRANGE', delayed, 0, 0, 'WITHSCORES')
 local next_due = -1
 if nxt[2] then next_due = nxt[2] end
-return {promoted, next_due}
+local fire = redis.call('ZRANGEBYSCORE', schedules, '-inf', '(+inf', 'WITHSCORES', 'LIMIT', 0, 1)
+local next_fire = -1
+if fire[2] then next_fire = fire[2] end
+return {promoted, next_due, next_fire}

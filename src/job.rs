@@ -140,6 +140,17 @@ impl<T> Job<T> {
         self.max_attempts
     }
 
+    /// For a job a schedule enqueued: the schedule's name and the fire time it ran for (ms since the Unix
+    /// epoch), from the `x-schedule` and `x-fire-ms` headers.
+    pub fn schedule(&self) -> Option<(&str, u64)> {
+        let name = std::str::from_utf8(self.header("x-schedule")?).ok()?;
+        let at = std::str::from_utf8(self.header("x-fire-ms")?)
+            .ok()?
+            .parse()
+            .ok()?;
+        Some((name, at))
+    }
+
     /// Longest this attempt may run (the job's own timeout, else the worker's), counted from when its handler
     /// started; `None`: no limit.
     pub fn timeout(&self) -> Option<std::time::Duration> {

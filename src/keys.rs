@@ -131,6 +131,8 @@ pub struct QueueKeys {
     pub workers: String,
     /// Heartbeats stream (trimmed by MAXLEN).
     pub heartbeats: String,
+    /// Sorted set of schedule names, score = next fire time (ms; `+inf` while paused).
+    pub schedules: String,
     /// The namespace's set of queue names (not under the queue's hash tag: it spans queues).
     pub queues: String,
     prefix: String,
@@ -160,6 +162,7 @@ impl QueueKeys {
             parked: format!("{prefix}:parked"),
             workers: format!("{prefix}:workers"),
             heartbeats: format!("{prefix}:heartbeats"),
+            schedules: format!("{prefix}:schedules"),
             queues: queues_key(namespace)?,
             prefix,
         })
@@ -184,6 +187,11 @@ impl QueueKeys {
     /// [`validate_name`]); the namespace's queue set is not among them.
     pub fn pattern(&self) -> String {
         format!("{}:*", self.prefix)
+    }
+
+    /// Definition of one schedule (hash).
+    pub fn schedule(&self, name: &str) -> String {
+        format!("{}:schedule:{name}", self.prefix)
     }
 
     /// Dedup record of one key (a string holding the job id).
@@ -212,6 +220,8 @@ mod tests {
         assert_eq!(k.parked, "rill:{emails}:parked");
         assert_eq!(k.workers, "rill:{emails}:workers");
         assert_eq!(k.heartbeats, "rill:{emails}:heartbeats");
+        assert_eq!(k.schedules, "rill:{emails}:schedules");
+        assert_eq!(k.schedule("nightly"), "rill:{emails}:schedule:nightly");
         assert_eq!(k.queues, "rill:queues");
         assert_eq!(k.pattern(), "rill:{emails}:*");
         assert_eq!(namespace_pattern("rill").unwrap(), "rill:*");
@@ -241,6 +251,8 @@ mod tests {
             &k.parked,
             &k.workers,
             &k.heartbeats,
+            &k.schedules,
+            &k.schedule("n"),
             &k.worker("w"),
             &k.job("a{b}"),
             &k.dedup("x}y"),

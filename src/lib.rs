@@ -45,12 +45,14 @@
 //! ```
 //!
 //! # Where to go next
-//! - [`Queue`]: enqueue (ids, dedup, delays, bulk), a job's state and result, stats, dead letters, events.
+//! - [`Queue`]: enqueue (ids, dedup, delays, timeouts, bulk), wait for a job's outcome, its state and result,
+//!   stats, dead letters, events.
 //! - [`Worker`]: concurrency, leases, retries and backoff, timeouts, prefetch, shutdown; [`Job`] is what a
 //!   handler gets (payload, attempt, progress, checkpoints, cancellation) and [`JobError`] how it fails.
 //! - [`checkpoint`]: long jobs that resume where they stopped after a crash or a deploy.
 //! - [`signals`]: cancel a job, pause or resume a queue, quiet or stop workers, custom signals.
 //! - [`registry`]: which workers are alive, what they run, and their health.
+//! - [`schedule`]: cron and interval schedules the queue's workers fire, each fire time once.
 //! - [`bus`]: typed topics fanned out to consumer groups, with replay.
 //! - [`Error`]: every infrastructure error, with [`Error::is_retryable`].
 //! - `metrics` (feature `metrics`): Prometheus series of workers and queues.
@@ -77,8 +79,8 @@
 //! - [`worker`]: [`Worker`], one file per role: `fetch`, `runner`, `settle`, `acker`, `lease`, `heartbeat`,
 //!   `listener`, `reclaim`, `promote`, over shared state owned by `deliveries`, `control` and `slots`.
 //! - [`job`]: what a handler gets ([`Job`]) and returns ([`JobResult`], [`JobError`]).
-//! - [`checkpoint`], [`signals`], [`registry`] (the worker's sides are `worker::listener` and
-//!   `worker::heartbeat`), [`bus`].
+//! - [`checkpoint`], [`signals`], [`registry`], [`schedule`] (the worker's sides are `worker::listener`,
+//!   `worker::heartbeat` and `worker::promote`), [`bus`].
 //! - The `rill` command lives in `cli/` (package `rill-cli`), built on this public API alone.
 //!
 //! The life of a job, file by file:
@@ -105,6 +107,7 @@ pub mod keys;
 pub mod metrics;
 pub mod queue;
 pub mod registry;
+pub mod schedule;
 pub mod scripts;
 pub mod signals;
 pub mod wire;
@@ -132,6 +135,7 @@ pub use queue::{
     JobState, JobSummary, Queue, Recent, Requeue,
 };
 pub use registry::{Health, HealthRule, RunningJob, WorkerInfo};
+pub use schedule::{Missed, Schedule, ScheduleInfo};
 pub use signals::{
     CancelOutcome, PauseOutcome, Signal, SignalCollector, SignalFilter, SignalKind, Target,
 };

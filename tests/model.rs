@@ -562,9 +562,10 @@ impl Harness {
             Op::Promote { advance } => {
                 self.model.now += u64::from(advance);
                 let now = self.model.now;
-                let (moved, _) = scripts::promote(&mut self.conn, &self.keys, now, 1000, 100)
+                let moved = scripts::promote(&mut self.conn, &self.keys, now, 1000, 100)
                     .await
-                    .unwrap();
+                    .unwrap()
+                    .moved;
                 let due: Vec<String> = self
                     .model
                     .jobs

@@ -15,6 +15,7 @@ mod metrics;
 mod output;
 mod queue;
 mod raw;
+mod schedule;
 mod signal;
 mod stats;
 mod top;
@@ -144,6 +145,12 @@ enum Command {
         after_help = "Examples:\n  rill queue pause emails\n  rill queue drain emails --yes\n  rill queue remove emails"
     )]
     Queue(queue::QueueCommand),
+    /// Cron and interval schedules: add, list, pause, resume, remove.
+    #[command(
+        subcommand,
+        after_help = "Examples:\n  rill schedule add nightly-report reports --cron '0 3 * * *' --tz Europe/Berlin\n  rill schedule list reports\n  rill schedule pause nightly-report reports"
+    )]
+    Schedule(schedule::ScheduleCommand),
     /// List, retry or purge dead letters.
     #[command(
         subcommand,
@@ -284,6 +291,7 @@ async fn run(cli: Cli, redis_named: bool) -> anyhow::Result<ExitCode> {
         Command::Queue(c) => queue::run(&ctx, c).await,
         Command::Metrics(a) => metrics::run(&ctx, a).await,
         Command::Dead(c) => dead::run(&ctx, c).await,
+        Command::Schedule(c) => schedule::run(&ctx, c).await,
         Command::Workers(a) => workers::run(&ctx, a).await,
         Command::Signal(c) => signal::run(&ctx, c).await,
         Command::Events(c) => events::run(&ctx, c).await,

@@ -26,6 +26,7 @@ pub mod drain;
 pub mod enqueue;
 pub mod extend;
 pub mod fail;
+pub mod fire;
 pub mod heartbeat;
 pub mod park;
 pub mod permissions;
@@ -48,10 +49,11 @@ pub use drain::{Drained, drain};
 pub use enqueue::{Enqueued, NewJob, enqueue};
 pub use extend::extend;
 pub use fail::{Fail, FailMode, FailOutcome, fail};
+pub use fire::{Fire, Fired, fire};
 pub use heartbeat::{Beat, BeatFields, Heartbeat, heartbeat};
 pub use park::park;
 pub use permissions::permissions;
-pub use promote::promote;
+pub use promote::{Promoted, promote};
 pub use purge::purge;
 pub use reclaim::{Reclaim, ReclaimPage, reclaim};
 pub use release::{HandBack, release};
@@ -75,11 +77,12 @@ pub enum Call {
     Promote,
     Release,
     Park,
+    Fire,
 }
 
 #[cfg(feature = "metrics")]
 impl Call {
-    pub(crate) const ALL: [Call; 9] = [
+    pub(crate) const ALL: [Call; 10] = [
         Call::Ack,
         Call::Fail,
         Call::Extend,
@@ -89,6 +92,7 @@ impl Call {
         Call::Promote,
         Call::Release,
         Call::Park,
+        Call::Fire,
     ];
 
     /// The label value: the script it runs.
@@ -103,6 +107,7 @@ impl Call {
             Call::Promote => "promote",
             Call::Release => "release",
             Call::Park => "park",
+            Call::Fire => "fire",
         }
     }
 }
@@ -130,6 +135,7 @@ pub const SOURCES: &[(&str, &str)] = &[
     ("run_now.lua", run_now::SOURCE),
     ("delete.lua", delete::SOURCE),
     ("drain.lua", drain::SOURCE),
+    ("fire.lua", fire::SOURCE),
 ];
 
 /// One delivery as the scripts see it: the entry it came from and the delivery count it was handed with.

@@ -35,6 +35,8 @@ pub async fn permissions<C: ConnectionLike + Send>(
         .key(&k.outcomes)
         .key(&k.paused)
         .key(&k.parked)
+        .key(&k.schedules)
+        .key(k.schedule("permission-check"))
         .arg(GROUP)
         .arg(caller.consumer)
         .invoke_async(con)

@@ -8,8 +8,19 @@ use crate::keys::QueueKeys;
 
 script!("promote.lua");
 
-/// Moves up to `count` due delayed jobs to the ready stream. Returns how many moved and the earliest due
-/// time (ms) still waiting.
+/// What [`promote`] did and found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Promoted {
+    /// Jobs moved to the ready stream.
+    pub moved: u64,
+    /// Due time (ms) of the earliest job still delayed.
+    pub next_due: Option<u64>,
+    /// The earliest fire time (ms) of a schedule that is not paused.
+    pub next_fire: Option<u64>,
+}
+
+/// Moves up to `count` due delayed jobs to the ready stream, and says when the next delayed job and the next
+/// schedule are due.
 ///
 /// # Errors
 /// [`crate::Error::Redis`] or [`crate::Error::Protocol`].
@@ -19,20 +30,26 @@ pub async fn promote<C: ConnectionLike + Send>(
     now_ms: u64,
     count: usize,
     events_maxlen: u64,
-) -> Result<(u64, Option<u64>)> {
+) -> Result<Promoted> {
     let v: Value = SCRIPT
         .key(&keys.delayed)
         .key(&keys.scheduled)
         .key(&keys.ready)
         .key(&keys.index)
         .key(&keys.events)
+        .key(&keys.schedules)
         .arg(now_ms)
         .arg(count.max(1))
         .arg(events_maxlen.max(1))
         .invoke_async(con)
         .await?;
-    let mut r = Reply::new(&v, "promote.lua", 2)?;
+    let mut r = Reply::new(&v, "promote.lua", 3)?;
     let moved = r.count()?;
-    let next = r.int()?;
-    Ok((moved, (next >= 0).then_some(next as u64)))
+    let next_due = r.int()?;
+    let next_fire = r.int()?;
+    Ok(Promoted {
+        moved,
+        next_due: (next_due >= 0).then_some(next_due as u64),
+        next_fire: (next_fire >= 0).then_some(next_fire as u64),
+    })
 }

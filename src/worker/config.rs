@@ -50,6 +50,9 @@ pub struct WorkerConfig {
     /// the deadline the job's [`cancelled`](crate::Job::cancelled) token fires; a handler still running a sixth of
     /// min(lease, crash_after) later is dropped. The attempt fails (`timeout: ...`) and is retried.
     pub timeout: Option<Duration>,
+    /// Shifts the clock the promoter reads (ms): tests use it to run workers whose hosts disagree on the time.
+    #[doc(hidden)]
+    pub clock_skew_ms: i64,
     /// Most completions per `ack.lua` call (default 256).
     pub ack_batch: usize,
     /// Longest sleep of the promoter between due-job checks (default 1 s): it wakes when the earliest delayed
@@ -82,6 +85,7 @@ impl Default for WorkerConfig {
             completed_events: true,
             shutdown_timeout: Duration::from_secs(10),
             timeout: None,
+            clock_skew_ms: 0,
             ack_batch: 256,
             promote_interval: Duration::from_secs(1),
             checkpoints: crate::checkpoint::CheckpointSettings::default(),

@@ -131,6 +131,13 @@ impl Worker {
         self
     }
 
+    /// Runs this worker's promoter on a clock `ms` off the host's (tests of hosts whose clocks disagree).
+    #[doc(hidden)]
+    pub fn clock_skew(mut self, ms: i64) -> Self {
+        self.config.clock_skew_ms = ms;
+        self
+    }
+
     /// Default attempts for jobs that do not set their own.
     pub fn max_attempts(mut self, n: u32) -> Self {
         self.config.max_attempts = n.max(1);

@@ -41,6 +41,11 @@ pub(super) struct Shared {
 }
 
 impl Shared {
+    /// This worker's clock, ms since the Unix epoch (shifted by [`WorkerConfig::clock_skew_ms`] in tests).
+    pub(super) fn now_ms(&self) -> u64 {
+        crate::identity::now_ms().saturating_add_signed(self.config.clock_skew_ms)
+    }
+
     /// How the worker's script calls identify it: keys, consumer, limits.
     pub(super) fn caller(&self) -> Caller<'_> {
         Caller {

@@ -46,10 +46,10 @@ async fn fail_schedules_retries_then_dead_letters() {
     );
 
     // Promote it, deliver it again, fail again: attempts (2) reach max_attempts (2) -> dead, exhausted.
-    let (moved, next) = scripts::promote(&mut f.conn, &keys, 10_500, 10, 100)
+    let p = scripts::promote(&mut f.conn, &keys, 10_500, 10, 100)
         .await
         .unwrap();
-    assert_eq!((moved, next), (1, None));
+    assert_eq!((p.moved, p.next_due), (1, None));
     let eid = f.read("w1", 1).await.remove(0);
     let out = scripts::fail(
         &mut f.conn,

@@ -13,6 +13,7 @@ mod drain;
 mod enqueue;
 mod extend;
 mod fail;
+mod fire;
 mod heartbeat;
 mod park;
 mod permissions;

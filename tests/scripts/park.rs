@@ -35,7 +35,7 @@ async fn park_and_resume_a_session() {
         scripts::promote(&mut f.conn, &keys, u64::MAX / 2, 10, 100)
             .await
             .unwrap()
-            .0,
+            .moved,
         0
     );
     // A resume signal puts it back on the ready stream.

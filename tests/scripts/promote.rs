@@ -24,14 +24,30 @@ async fn promote_moves_due_jobs_in_bounded_batches() {
         .unwrap();
         assert_eq!(out, Enqueued::Delayed(format!("j{i}")));
     }
-    let (moved, next) = scripts::promote(&mut f.conn, &keys, 1_002, 2, 100)
+    let p = scripts::promote(&mut f.conn, &keys, 1_002, 2, 100)
         .await
         .unwrap();
-    assert_eq!((moved, next), (2, Some(1_002)));
-    let (moved, next) = scripts::promote(&mut f.conn, &keys, 1_002, 10, 100)
+    assert_eq!((p.moved, p.next_due, p.next_fire), (2, Some(1_002), None));
+    let p = scripts::promote(&mut f.conn, &keys, 1_002, 10, 100)
         .await
         .unwrap();
-    assert_eq!((moved, next), (1, Some(1_003)));
+    assert_eq!((p.moved, p.next_due), (1, Some(1_003)));
+    // The earliest schedule that is not paused is reported (fire.lua fires it), paused ones (+inf) are not.
+    let _: () = redis::cmd("ZADD")
+        .arg(&keys.schedules)
+        .arg("+inf")
+        .arg("paused")
+        .arg(5_000)
+        .arg("later")
+        .arg(4_000)
+        .arg("soon")
+        .query_async(&mut f.conn)
+        .await
+        .unwrap();
+    let p = scripts::promote(&mut f.conn, &keys, 1_002, 10, 100)
+        .await
+        .unwrap();
+    assert_eq!(p.next_fire, Some(4_000));
     assert_eq!(f.xlen(&keys.ready).await, 3);
     assert_eq!(f.xlen(&keys.scheduled).await, 2);
     let left: u64 = f.conn.zcard(&keys.delayed).await.unwrap();
@@ -41,10 +57,10 @@ async fn promote_moves_due_jobs_in_bounded_batches() {
     assert_eq!(f.fields(&keys.ready, &nid).await["id"], b"j0");
     // A delayed id whose body vanished is dropped, not promoted.
     let _: () = f.conn.zadd(&keys.delayed, "ghost", 1).await.unwrap();
-    let (moved, _) = scripts::promote(&mut f.conn, &keys, 1_002, 10, 100)
+    let p = scripts::promote(&mut f.conn, &keys, 1_002, 10, 100)
         .await
         .unwrap();
-    assert_eq!(moved, 0);
+    assert_eq!(p.moved, 0);
     let ghost: Option<f64> = f.conn.zscore(&keys.delayed, "ghost").await.unwrap();
     assert!(ghost.is_none());
 }

@@ -7,6 +7,7 @@ mod support;
 mod admin;
 mod metrics;
 mod operator;
+mod schedule;
 mod tls;
 mod tools;
 mod work;

@@ -1,0 +1,55 @@
+#!lua flags=allow-oom
+-- fire: run a schedule's due fire times, exactly once across every worker. The caller read the schedule's next
+-- fire time T from the schedules set and computed (from the schedule's definition) which fire times to run now
+-- and the next one after them; this call enqueues those jobs and moves the schedule to its next time only if the
+-- set still says T (the fence: whoever fires first wins, any other caller holding T changes nothing), and only
+-- once T has come by the Redis server's clock (a host whose clock runs ahead cannot fire early).
+--
+-- KEYS[1]  schedules sorted set (name, score = next fire time ms; +inf while paused)
+-- KEYS[2]  the schedule's hash (payload, fired, last_fire_ms, next_ms, ...)
+-- KEYS[3]  ready stream
+-- KEYS[4]  events stream
+-- ARGV[1]  schedule name
+-- ARGV[2]  T: the next fire time the caller read, ms
+-- ARGV[3]  the next fire time after this call, ms
+-- ARGV[4]  events stream MAXLEN (approximate)
+-- ARGV[5..] fire times to enqueue now, ms, ascending (none: a missed fire skipped by its policy)
+--
+-- Returns {code, jobs enqueued, server now ms}:
+--   1  fired: one ready entry per fire time (v, payload, enqueued_ms, x-schedule, x-fire-ms), one `fired` event
+--      each; the set and the hash's next_ms moved to ARGV[3]
+--   0  not fired: the set no longer says T (fired by another worker, updated, paused or removed)
+--  -1  not fired: T, or the newest fire time asked for, has not come by the server's clock (server now in the
+--      third item)
+local schedules, def, ready, events = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
+local name, t, nxt, maxlen = ARGV[1], tonumber(ARGV[2]), ARGV[3], ARGV[4]
+local now_t = redis.call('TIME')
+local now = tonumber(now_t[1]) * 1000 + math.floor(tonumber(now_t[2]) / 1000)
+local nows = string.format('%.0f', now)
+local score = redis.call('ZSCORE', schedules, name)
+if not score or tonumber(score) ~= t then return {0, 0, nows} end
+-- Neither T nor any fire time asked for may be ahead of the server's clock.
+local newest = t
+if #ARGV >= 5 then newest = math.max(t, tonumber(ARGV[#ARGV])) end
+if now < newest then return {-1, 0, nows} end
+local payload = redis.call('HGET', def, 'payload')
+if not payload then
+  -- A set member without its definition: drop it rather than fire nothing forever.
+  redis.call('ZREM', schedules, name)
+  return {0, 0, nows}
+end
+local fired = 0
+for i = 5, #ARGV do
+  local id = redis.call('XADD', ready, '*', 'v', '1', 'payload', payload, 'enqueued_ms', nows,
+    'x-schedule', name, 'x-fire-ms', ARGV[i])
+  redis.call('XADD', events, 'MAXLEN', '~', maxlen, '*', 'event', 'fired', 'id', id, 'schedule', name,
+    'fire_ms', ARGV[i], 'ms', nows)
+  fired = fired + 1
+end
+redis.call('ZADD', schedules, nxt, name)
+redis.call('HSET', def, 'next_ms', nxt)
+if fired > 0 then
+  redis.call('HSET', def, 'last_fire_ms', ARGV[#ARGV])
+  redis.call('HINCRBY', def, 'fired', fired)
+end
+return {1, fired, nows}
