@@ -421,20 +421,7 @@ impl<T: Serialize + DeserializeOwned> Queue<T> {
         if self.schedule_info(name).await?.is_none() {
             return Ok(false);
         }
-        let mut conn = self.client.conn().await?;
-        let () = redis::pipe()
-            .atomic()
-            .cmd("HSET")
-            .arg(self.keys.schedule(name))
-            .arg("paused")
-            .arg("1")
-            .ignore()
-            .cmd("ZADD")
-            .arg(&self.keys.schedules)
-            .arg("+inf")
-            .arg(name)
-            .ignore()
-            .query_async(&mut conn)
+        self.set_state(name, &[("paused", "1".into())], "+inf".into())
             .await?;
         Ok(true)
     }
@@ -449,24 +436,28 @@ impl<T: Serialize + DeserializeOwned> Queue<T> {
             return Ok(false);
         };
         let next = info.schedule.next_after(now_ms()).unwrap_or(u64::MAX);
+        let fields = [("paused", "0".to_owned()), ("next_ms", next.to_string())];
+        self.set_state(name, &fields, next.to_string()).await?;
+        Ok(true)
+    }
+
+    /// Sets `fields` in schedule `name`'s hash and its score in the schedules set, together.
+    async fn set_state(&self, name: &str, fields: &[(&str, String)], score: String) -> Result<()> {
         let mut conn = self.client.conn().await?;
         let () = redis::pipe()
             .atomic()
             .cmd("HSET")
             .arg(self.keys.schedule(name))
-            .arg("paused")
-            .arg("0")
-            .arg("next_ms")
-            .arg(next)
+            .arg(fields)
             .ignore()
             .cmd("ZADD")
             .arg(&self.keys.schedules)
-            .arg(next)
+            .arg(score)
             .arg(name)
             .ignore()
             .query_async(&mut conn)
             .await?;
-        Ok(true)
+        Ok(())
     }
 
     /// Removes schedule `name` (jobs it enqueued stay). Returns whether it existed.
