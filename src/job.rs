@@ -187,8 +187,9 @@ impl<T> Job<T> {
     }
 
     /// Fires when this delivery should stop: the job was cancelled by a signal (it then ends as cancelled when
-    /// the handler returns an error), its lease was lost (another worker may be running the job now), or the
-    /// worker's shutdown deadline passed. Long handlers should `select!` on it.
+    /// the handler returns an error), its lease was lost (another worker may be running the job now), its
+    /// [`timeout`](Job::timeout) passed (an error returned then fails the attempt as a timeout), or the worker's
+    /// shutdown deadline passed. Long handlers should `select!` on it.
     pub fn cancelled(&self) -> &CancellationToken {
         &self.cancel
     }
