@@ -56,6 +56,8 @@
 //! - [`bus`]: typed topics fanned out to consumer groups, with replay.
 //! - [`Error`]: every infrastructure error, with [`Error::is_retryable`].
 //! - `metrics` (feature `metrics`): Prometheus series of workers and queues.
+//! - Feature `otel`: a job carries its producer's trace context, and the worker's job span continues that
+//!   trace (OpenTelemetry messaging conventions; README, "Traces").
 //! - The `rill` command (package `rill-cli`: `cargo install rill-cli`) does all of this from a shell, and runs
 //!   any program as a worker.
 //!
@@ -105,6 +107,8 @@ pub mod job;
 pub mod keys;
 #[cfg(feature = "metrics")]
 pub mod metrics;
+#[cfg(feature = "otel")]
+mod otel;
 pub mod queue;
 pub mod registry;
 pub mod schedule;

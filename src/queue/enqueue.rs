@@ -178,6 +178,19 @@ impl<T: Serialize + DeserializeOwned> Queue<T> {
                 reason: "must be from 1 ms to 366 days",
             });
         }
+        // The producer's trace, unless the caller set one itself.
+        #[cfg(feature = "otel")]
+        let opts = {
+            let mut opts = opts;
+            if !opts
+                .headers
+                .iter()
+                .any(|(n, _)| n == crate::otel::TRACEPARENT)
+            {
+                opts.headers.extend(crate::otel::current_context_headers());
+            }
+            opts
+        };
         if let Some((_, reason)) = opts
             .headers
             .iter()

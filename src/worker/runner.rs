@@ -225,22 +225,7 @@ where
             drop(place);
             return;
         };
-        // The handler runs in a span naming its job, so whatever it logs says which job and attempt it was.
-        let span = tracing::info_span!(
-            "rill.job",
-            queue = %shared.keys.queue,
-            job = %d.job_id,
-            attempt = d.attempt,
-            entry = %d.entry_id,
-            traceparent = tracing::field::Empty,
-        );
-        // A W3C trace context the producer sent along: logs can be joined with its trace.
-        if let Some(tp) = job
-            .header("x-traceparent")
-            .and_then(|v| std::str::from_utf8(v).ok())
-        {
-            span.record("traceparent", tracing::field::display(tp));
-        }
+        let span = job_span(shared, &d, &job);
         let timeout = job.timeout();
         let cancel = job.cancelled().clone();
         let run = AssertUnwindSafe(self.handler.call(job).instrument(span)).catch_unwind();
@@ -365,6 +350,43 @@ where
         shared.deliveries.let_go(&d.entry_id, d.token);
         shared.control.request_sweep();
     }
+}
+
+/// The span a handler runs in, naming its job, so whatever it logs says which job and attempt it was; it records
+/// the W3C trace context the producer sent along (and, with feature `otel`, continues that trace as a messaging
+/// `process` span).
+fn job_span<T>(shared: &Shared, d: &Finished, job: &Job<T>) -> tracing::Span {
+    let text = |name| job.header(name).and_then(|v| std::str::from_utf8(v).ok());
+    #[cfg(not(feature = "otel"))]
+    let span = tracing::info_span!(
+        "rill.job",
+        queue = %shared.keys.queue,
+        job = %d.job_id,
+        attempt = d.attempt,
+        entry = %d.entry_id,
+        traceparent = tracing::field::Empty,
+    );
+    #[cfg(feature = "otel")]
+    let span = tracing::info_span!(
+        "rill.job",
+        otel.name = %format_args!("process {}", shared.keys.queue),
+        otel.kind = "consumer",
+        messaging.system = "rill",
+        messaging.operation.type = "process",
+        messaging.destination.name = %shared.keys.queue,
+        messaging.message.id = %d.job_id,
+        queue = %shared.keys.queue,
+        job = %d.job_id,
+        attempt = d.attempt,
+        entry = %d.entry_id,
+        traceparent = tracing::field::Empty,
+    );
+    if let Some(tp) = text("x-traceparent") {
+        span.record("traceparent", tracing::field::display(tp));
+        #[cfg(feature = "otel")]
+        crate::otel::continue_trace(&span, tp, text(crate::otel::TRACESTATE));
+    }
+    span
 }
 
 impl<T, H> Runner<T, H> {
