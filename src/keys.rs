@@ -133,6 +133,10 @@ pub struct QueueKeys {
     pub heartbeats: String,
     /// Sorted set of schedule names, score = next fire time (ms; `+inf` while paused).
     pub schedules: String,
+    /// The queue's rate limit (hash: rate, period_ms, seq).
+    pub limit: String,
+    /// Sorted set of the starts within the rate limit's window (member = sequence number, score = time, ms).
+    pub limit_starts: String,
     /// The namespace's set of queue names (not under the queue's hash tag: it spans queues).
     pub queues: String,
     prefix: String,
@@ -163,6 +167,8 @@ impl QueueKeys {
             workers: format!("{prefix}:workers"),
             heartbeats: format!("{prefix}:heartbeats"),
             schedules: format!("{prefix}:schedules"),
+            limit: format!("{prefix}:limit"),
+            limit_starts: format!("{prefix}:limit:starts"),
             queues: queues_key(namespace)?,
             prefix,
         })
@@ -221,6 +227,8 @@ mod tests {
         assert_eq!(k.workers, "rill:{emails}:workers");
         assert_eq!(k.heartbeats, "rill:{emails}:heartbeats");
         assert_eq!(k.schedules, "rill:{emails}:schedules");
+        assert_eq!(k.limit, "rill:{emails}:limit");
+        assert_eq!(k.limit_starts, "rill:{emails}:limit:starts");
         assert_eq!(k.schedule("nightly"), "rill:{emails}:schedule:nightly");
         assert_eq!(k.queues, "rill:queues");
         assert_eq!(k.pattern(), "rill:{emails}:*");
@@ -253,6 +261,8 @@ mod tests {
             &k.heartbeats,
             &k.schedules,
             &k.schedule("n"),
+            &k.limit,
+            &k.limit_starts,
             &k.worker("w"),
             &k.job("a{b}"),
             &k.dedup("x}y"),

@@ -31,6 +31,43 @@ pub enum QueueCommand {
         after_help = "Examples:\n  rill queue remove emails\n  rill queue remove emails --yes --force"
     )]
     Remove(RemoveArgs),
+    /// Show, set or clear the queue's rate limit: at most N job starts in any window, across all its workers.
+    #[command(
+        after_help = "Examples:\n  rill queue limit emails --rate 100/s\n  rill queue limit emails --rate 10/500ms\n  rill queue limit emails\n  rill queue limit emails --clear"
+    )]
+    Limit(LimitArgs),
+}
+
+#[derive(Args, Debug)]
+pub struct LimitArgs {
+    /// The queue.
+    queue: String,
+    /// Most starts per window: N/s, N/m, N/h or N/<duration> (10/500ms).
+    #[arg(long, value_parser = parse_rate, conflicts_with = "clear")]
+    rate: Option<(u32, std::time::Duration)>,
+    /// Remove the limit.
+    #[arg(long)]
+    clear: bool,
+}
+
+/// `100/s`, `10/500ms`, `5/1m`: starts and the window.
+fn parse_rate(s: &str) -> Result<(u32, std::time::Duration), String> {
+    let (n, per) = s
+        .split_once('/')
+        .ok_or_else(|| format!("{s:?}: expected N/PERIOD, like 100/s or 10/500ms"))?;
+    let n: u32 = n
+        .trim()
+        .parse()
+        .ok()
+        .filter(|n| *n > 0)
+        .ok_or_else(|| format!("{n:?}: the number of starts must be at least 1"))?;
+    let per = match per.trim() {
+        "s" => std::time::Duration::from_secs(1),
+        "m" => std::time::Duration::from_secs(60),
+        "h" => std::time::Duration::from_secs(3600),
+        other => crate::parse_duration(other)?,
+    };
+    Ok((n, per))
 }
 
 #[derive(Args, Debug)]
@@ -57,6 +94,7 @@ pub async fn run(ctx: &Context, c: QueueCommand) -> anyhow::Result<ExitCode> {
         QueueCommand::Resume(a) => pause_or_resume(ctx, a, false).await,
         QueueCommand::Drain(a) => drain(ctx, a).await,
         QueueCommand::Remove(a) => remove(ctx, a).await,
+        QueueCommand::Limit(a) => limit(ctx, a).await,
     }
 }
 
@@ -145,6 +183,29 @@ async fn remove(ctx: &Context, a: RemoveArgs) -> anyhow::Result<ExitCode> {
         output::print_json(&json!({"queue": q.name(), "keys_removed": keys}));
     } else {
         println!("removed queue {} ({keys} keys)", q.name());
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn limit(ctx: &Context, a: LimitArgs) -> anyhow::Result<ExitCode> {
+    let q = ctx.queue(&a.queue)?;
+    ctx.connect().await?;
+    if let Some((n, per)) = a.rate {
+        q.set_rate_limit(n, per).await?;
+    } else if a.clear {
+        q.clear_rate_limit().await?;
+    }
+    let now = q.rate_limit().await?;
+    if ctx.json {
+        output::print_json(&json!({
+            "queue": a.queue,
+            "rate_limit": now.map(|(n, per)| json!({"max": n, "per_ms": per.as_millis() as u64})),
+        }));
+    } else {
+        match now {
+            Some((n, per)) => println!("{}: at most {n} starts per {}", a.queue, output::age(per)),
+            None => println!("{}: no rate limit", a.queue),
+        }
     }
     Ok(ExitCode::SUCCESS)
 }

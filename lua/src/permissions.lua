@@ -21,12 +21,14 @@
 -- KEYS[16]  parked sorted set
 -- KEYS[17]  schedules sorted set
 -- KEYS[18]  a schedule's hash (any name)
+-- KEYS[19]  rate limit hash
+-- KEYS[20]  rate limit starts sorted set
 -- ARGV[1]   consumer group
 -- ARGV[2]   consumer name
 --
 -- Returns '' when every command is allowed, otherwise '<COMMAND> <key>' for the first one refused.
 local ready, index, delayed, scheduled, dead, deadids, events, job, ckpt, workers, record, beats, signals,
-  outcomes, paused, parked, schedules, schedule = unpack(KEYS)
+  outcomes, paused, parked, schedules, schedule, limit, starts = unpack(KEYS)
 local group, consumer = ARGV[1], ARGV[2]
 local calls = {
   {'XREADGROUP', 'GROUP', group, consumer, 'COUNT', '1', 'STREAMS', ready, '>'},
@@ -85,6 +87,15 @@ local calls = {
   {'HMGET', schedule, 'f'},
   {'HSET', schedule, 'f', 'v'},
   {'HINCRBY', schedule, 'f', '1'},
+  {'HMGET', limit, 'f'},
+  {'HEXISTS', limit, 'f'},
+  {'HINCRBY', limit, 'f', '1'},
+  {'ZREMRANGEBYSCORE', starts, '-inf', '0'},
+  {'ZCARD', starts},
+  {'ZRANGE', starts, '0', '0'},
+  {'ZADD', starts, '0', 'm'},
+  {'PEXPIRE', starts, '1'},
+  {'XREAD', 'STREAMS', ready, '0-0'},
   {'TIME'},
 }
 -- Workers ack with XACKDEL where the server has it (Redis >= 8.2; see ack.lua).

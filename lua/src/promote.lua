@@ -7,16 +7,19 @@
 -- KEYS[4]  index hash (job id -> entry id; for a delayed job, its scheduled entry)
 -- KEYS[5]  events stream
 -- KEYS[6]  schedules sorted set (read only: its earliest fire time is returned)
+-- KEYS[7]  rate limit hash (read only: whether the queue has a limit is returned)
 -- ARGV[1]  now, ms since the Unix epoch
 -- ARGV[2]  count: most jobs moved by this call
 -- ARGV[3]  events stream MAXLEN (approximate)
 --
--- Returns {promoted, next_due, next_fire}:
+-- Returns {promoted, next_due, next_fire, limited}:
 --   promoted  number of jobs moved to the ready stream (a delayed id with no body is dropped and not counted)
 --   next_due  due time (ms) of the earliest job still delayed, or -1 if none
 --   next_fire the earliest fire time (ms) of a schedule that is not paused, or -1 if none (fire.lua fires it)
+--   limited   1 if the queue has a rate limit (workers then read through limit.lua), else 0
 --- @include "lib/to_ready"
-local delayed, scheduled, ready, index, events, schedules = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6]
+local delayed, scheduled, ready, index, events, schedules, limit = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5],
+  KEYS[6], KEYS[7]
 local now, count, maxlen = ARGV[1], tonumber(ARGV[2]), ARGV[3]
 local due = redis.call('ZRANGEBYSCORE', delayed, '-inf', now, 'LIMIT', 0, count)
 local promoted = 0
@@ -30,4 +33,4 @@ if nxt[2] then next_due = nxt[2] end
 local fire = redis.call('ZRANGEBYSCORE', schedules, '-inf', '(+inf', 'WITHSCORES', 'LIMIT', 0, 1)
 local next_fire = -1
 if fire[2] then next_fire = fire[2] end
-return {promoted, next_due, next_fire}
+return {promoted, next_due, next_fire, redis.call('HEXISTS', limit, 'rate')}

@@ -1,6 +1,8 @@
 //! What an operator does to a queue and its jobs beyond looking: run a delayed job now, delete one job, drain
-//! the waiting and delayed ones, remove the whole queue. Every change of a job is one fenced script; a running
-//! job is never yanked from its worker, it is cancelled through a signal.
+//! the waiting and delayed ones, remove the whole queue, limit its rate. Every change of a job is one fenced
+//! script; a running job is never yanked from its worker, it is cancelled through a signal.
+
+use std::time::Duration;
 
 use serde::{Serialize, de::DeserializeOwned};
 
@@ -127,5 +129,59 @@ impl<T: Serialize + DeserializeOwned> Queue<T> {
             .query_async(&mut conn)
             .await?;
         Ok(removed)
+    }
+
+    /// Limits the queue to at most `max` job starts in any window of `per`, across all its workers (counted on
+    /// the Redis server's clock as jobs are handed out). Workers follow a new limit within about a second (jobs
+    /// they prefetched before then still start). Replaces any earlier limit.
+    ///
+    /// # Errors
+    /// [`Error::InvalidOption`] for `max` 0 or `per` under 1 ms; Redis errors.
+    pub async fn set_rate_limit(&self, max: u32, per: Duration) -> Result<()> {
+        if max == 0 || per < Duration::from_millis(1) {
+            return Err(Error::InvalidOption {
+                option: "rate limit",
+                reason: "needs at least 1 job per at least 1 ms",
+            });
+        }
+        let mut conn = self.client.conn().await?;
+        let () = redis::cmd("HSET")
+            .arg(&self.keys.limit)
+            .arg("rate")
+            .arg(max)
+            .arg("period_ms")
+            .arg(per.as_millis() as u64)
+            .query_async(&mut conn)
+            .await?;
+        Ok(())
+    }
+
+    /// Removes the queue's rate limit. Returns whether it had one.
+    ///
+    /// # Errors
+    /// Redis errors.
+    pub async fn clear_rate_limit(&self) -> Result<bool> {
+        let mut conn = self.client.conn().await?;
+        let removed: u64 = redis::cmd("DEL")
+            .arg(&self.keys.limit)
+            .arg(&self.keys.limit_starts)
+            .query_async(&mut conn)
+            .await?;
+        Ok(removed > 0)
+    }
+
+    /// The queue's rate limit: most starts and the window, if it has one.
+    ///
+    /// # Errors
+    /// Redis errors.
+    pub async fn rate_limit(&self) -> Result<Option<(u32, Duration)>> {
+        let mut conn = self.client.conn().await?;
+        let (rate, period): (Option<u32>, Option<u64>) = redis::cmd("HMGET")
+            .arg(&self.keys.limit)
+            .arg("rate")
+            .arg("period_ms")
+            .query_async(&mut conn)
+            .await?;
+        Ok(rate.zip(period).map(|(r, p)| (r, Duration::from_millis(p))))
     }
 }

@@ -28,6 +28,7 @@ pub mod extend;
 pub mod fail;
 pub mod fire;
 pub mod heartbeat;
+pub mod limit;
 pub mod park;
 pub mod permissions;
 pub mod promote;
@@ -51,6 +52,7 @@ pub use extend::extend;
 pub use fail::{Fail, FailMode, FailOutcome, fail};
 pub use fire::{Fire, Fired, fire};
 pub use heartbeat::{Beat, BeatFields, Heartbeat, heartbeat};
+pub use limit::{Limited, limit};
 pub use park::park;
 pub use permissions::permissions;
 pub use promote::{Promoted, promote};
@@ -136,6 +138,7 @@ pub const SOURCES: &[(&str, &str)] = &[
     ("delete.lua", delete::SOURCE),
     ("drain.lua", drain::SOURCE),
     ("fire.lua", fire::SOURCE),
+    ("limit.lua", limit::SOURCE),
 ];
 
 /// One delivery as the scripts see it: the entry it came from and the delivery count it was handed with.

@@ -37,6 +37,8 @@ pub async fn permissions<C: ConnectionLike + Send>(
         .key(&k.parked)
         .key(&k.schedules)
         .key(k.schedule("permission-check"))
+        .key(&k.limit)
+        .key(&k.limit_starts)
         .arg(GROUP)
         .arg(caller.consumer)
         .invoke_async(con)

@@ -17,6 +17,8 @@ pub struct Promoted {
     pub next_due: Option<u64>,
     /// The earliest fire time (ms) of a schedule that is not paused.
     pub next_fire: Option<u64>,
+    /// The queue has a rate limit (read through [`limit`](super::limit())).
+    pub limited: bool,
 }
 
 /// Moves up to `count` due delayed jobs to the ready stream, and says when the next delayed job and the next
@@ -38,18 +40,21 @@ pub async fn promote<C: ConnectionLike + Send>(
         .key(&keys.index)
         .key(&keys.events)
         .key(&keys.schedules)
+        .key(&keys.limit)
         .arg(now_ms)
         .arg(count.max(1))
         .arg(events_maxlen.max(1))
         .invoke_async(con)
         .await?;
-    let mut r = Reply::new(&v, "promote.lua", 3)?;
+    let mut r = Reply::new(&v, "promote.lua", 4)?;
     let moved = r.count()?;
     let next_due = r.int()?;
     let next_fire = r.int()?;
+    let limited = r.int()? == 1;
     Ok(Promoted {
         moved,
         next_due: (next_due >= 0).then_some(next_due as u64),
         next_fire: (next_fire >= 0).then_some(next_fire as u64),
+        limited,
     })
 }

@@ -17,6 +17,7 @@ use super::runner::{Handler, Runner};
 use super::settle::hand_back_pending;
 use super::shared::Shared;
 use crate::keys::GROUP;
+use crate::scripts;
 use crate::wire::{self, RawEntry};
 
 /// Longest wait for more room before a read while there is a backlog.
@@ -227,6 +228,9 @@ impl Fetcher {
         if shared.control.take_sweep() && !hand_back_pending(&shared, true).await {
             shared.control.request_sweep();
         }
+        if shared.control.rate_limited() {
+            return self.read_limited(count, shutdown).await;
+        }
         let c = self.conn.as_mut().expect("connection set above");
         let mut read_cmd = redis::cmd("XREADGROUP");
         read_cmd
@@ -287,6 +291,61 @@ impl Fetcher {
                 hand_back_pending(&shared, true).await;
                 Read::Again
             }
+        }
+    }
+
+    /// One read under the queue's rate limit (`limit.lua`): as many entries as the limit allows now, each
+    /// counted as a start. With none waiting it blocks on an `XREAD` (which hands out nothing) for entries after
+    /// the group's last-delivered id; with the limit reached it sleeps until a start is allowed again.
+    async fn read_limited(
+        &mut self,
+        count: usize,
+        shutdown: &mut std::pin::Pin<&mut impl Future<Output = ()>>,
+    ) -> Read {
+        let shared = self.shared.clone();
+        let c = self.conn.as_mut().expect("connection set by read");
+        let limited = scripts::limit(c, &shared.keys, &shared.consumer, count).await;
+        let l = match limited {
+            Ok(l) => l,
+            Err(e) => {
+                self.conn = None;
+                shared.control.read_abandoned();
+                warn_throttled!(error = %e, "fetch: limited read failed; reconnecting");
+                return self.back_off(shutdown).await;
+            }
+        };
+        if !l.limited {
+            shared.control.set_rate_limited(false);
+            return Read::Again;
+        }
+        if !l.entries.is_empty() {
+            return Read::Entries(l.entries);
+        }
+        let wait = async {
+            if !l.wait.is_zero() {
+                tokio::time::sleep(l.wait).await;
+                return;
+            }
+            let blocked: redis::RedisResult<redis::Value> = redis::cmd("XREAD")
+                .arg("COUNT")
+                .arg(1)
+                .arg("BLOCK")
+                .arg(self.block.as_millis().max(1) as u64)
+                .arg("STREAMS")
+                .arg(&shared.keys.ready)
+                .arg(&l.last_delivered)
+                .query_async(c)
+                .await;
+            if let Err(e) = blocked {
+                warn_throttled!(error = %e, "fetch: waiting for entries failed");
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+        };
+        tokio::select! {
+            biased;
+            _ = shutdown.as_mut() => Read::Shutdown,
+            _ = self.gate.changed() => Read::Again,
+            _ = wait => Read::Again,
         }
     }
 

@@ -237,6 +237,12 @@ impl Worker {
     {
         check_permissions(&self.client, &self.keys, &self.consumer, &self.config).await?;
         ensure_group(&self.client, &self.keys).await?;
+        // Before the first read: a rate-limited queue is read through limit.lua from the start.
+        let limited: bool = redis::cmd("HEXISTS")
+            .arg(&self.keys.limit)
+            .arg("rate")
+            .query_async(&mut self.client.conn().await?)
+            .await?;
         let shared = Arc::new(Shared {
             client: self.client,
             keys: self.keys,
@@ -250,6 +256,7 @@ impl Worker {
             control: Default::default(),
             started_ms: now_ms(),
         });
+        shared.control.set_rate_limited(limited);
         let stopping = CancellationToken::new();
         let ctx = Arc::new(JobContext {
             client: shared.client.clone(),

@@ -15,6 +15,7 @@ mod extend;
 mod fail;
 mod fire;
 mod heartbeat;
+mod limit;
 mod park;
 mod permissions;
 mod promote;

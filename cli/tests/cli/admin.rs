@@ -159,3 +159,23 @@ fn jobs_are_listed_promoted_and_deleted_and_queues_drained_paused_and_removed() 
     let stats = cli.ok(&["stats"]);
     assert!(!stats.contains("adm"), "{stats}");
 }
+
+/// `rill queue limit`: set, show and clear a queue's rate limit; bad rates are refused before any I/O.
+#[test]
+fn queue_limit_sets_shows_and_clears_the_rate() {
+    let cli = Cli::new();
+    let none = cli.json(&["queue", "limit", "api"]);
+    assert!(none["rate_limit"].is_null(), "{none}");
+    let set = cli.json(&["queue", "limit", "api", "--rate", "10/500ms"]);
+    assert_eq!(
+        set["rate_limit"],
+        serde_json::json!({"max": 10, "per_ms": 500})
+    );
+    let text = cli.ok(&["queue", "limit", "api", "--rate", "100/s"]);
+    assert_eq!(text.trim(), "api: at most 100 starts per 1s");
+    let text = cli.ok(&["queue", "limit", "api", "--clear"]);
+    assert_eq!(text.trim(), "api: no rate limit");
+    for bad in ["0/s", "ten/s", "10", "10/soon"] {
+        cli.fails(&["queue", "limit", "api", "--rate", bad], 2);
+    }
+}
