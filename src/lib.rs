@@ -46,7 +46,7 @@
 //!
 //! # Where to go next
 //! - [`Queue`]: enqueue (ids, dedup, delays, timeouts, bulk), wait for a job's outcome, its state and result,
-//!   stats, dead letters, events.
+//!   stats, dead letters, events, a rate limit across all workers.
 //! - [`Worker`]: concurrency, leases, retries and backoff, timeouts, prefetch, shutdown; [`Job`] is what a
 //!   handler gets (payload, attempt, progress, checkpoints, cancellation) and [`JobError`] how it fails.
 //! - [`checkpoint`]: long jobs that resume where they stopped after a crash or a deploy.
