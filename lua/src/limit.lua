@@ -1,70 +1,66 @@
 #!lua flags=allow-oom
--- limit: read new jobs for a consumer under the queue's rate limit: at most `rate` starts in any window of
--- `period_ms`, across every worker, on the Redis server's clock. It reads (XREADGROUP, not blocking) at most as
--- many entries as the limit allows now and records a start for each entry read, in one step, so the count is
--- exact: a start is recorded only for a job handed out, at the time it was handed out. The starts of the last
--- window are a sorted set, one member per call that handed out jobs (`<seq>:<count>`, score = when), with their sum
--- in the hash's `used`, so the rule is exact, bursts up to the rate are allowed, and the cost is per call.
+-- limit: grants starts under the queue's rate limit (at most `rate` starts in any window of `period_ms`, across
+-- every worker, on the Redis server's clock), and takes back grants a caller did not use. A caller takes a grant
+-- of k, reads at most k new entries itself (XREADGROUP COUNT k), and returns what it did not read, so the window
+-- counts only jobs handed out. The window's grants are a sorted set, one member per grant (`<seq>:<count>`, score
+-- = when), with their sum in the hash's `used`: the rule is exact, bursts up to the rate are allowed, and the
+-- cost is per grant, not per job.
 --
 -- KEYS[1]  limit hash (rate, period_ms; seq and used kept here; without rate and period_ms: no limit)
--- KEYS[2]  starts sorted set (member = '<seq>:<count>' per call, score = its time, ms; expires after a quiet
---          window, which resets `used`)
--- KEYS[3]  ready stream
--- ARGV[1]  consumer group
--- ARGV[2]  consumer name
--- ARGV[3]  want: most entries to read
+-- KEYS[2]  grants sorted set (member = '<seq>:<count>', score = its time, ms; expires after a quiet window,
+--          which resets `used`)
+-- ARGV[1]  'take' or 'return'
+-- ARGV[2]  take: most starts wanted; return: the grant's member
+-- ARGV[3]  return: how many of that grant went unused
 --
--- Returns {entries, wait_ms, last_delivered, limited}:
---   entries         the XREADGROUP reply's entries ({id, fields} each; empty if none)
---   wait_ms         with nothing read because of the limit: how long until a start is allowed again; else 0
---   last_delivered  with nothing read: the group's last-delivered id, to block on new entries after it (XREAD)
---                   before calling again ('' when entries were read)
---   limited         1 if the queue has a limit, 0 if not (then nothing was read: read as usual)
---- @include "lib/last_delivered"
-local limit, starts, ready = KEYS[1], KEYS[2], KEYS[3]
-local group, consumer, want = ARGV[1], ARGV[2], tonumber(ARGV[3])
-local conf = redis.call('HMGET', limit, 'rate', 'period_ms')
+-- Returns {granted, wait_ms, member, limited}:
+--   take     granted = starts the caller may make now (under the member it must return unused ones to);
+--            wait_ms = with none granted, how long until one is allowed again; limited = 0 without a limit
+--            (then nothing is granted or recorded: read as usual)
+--   return   {0, 0, '', 1} (a member no longer in the window is ignored)
+local limit, starts = KEYS[1], KEYS[2]
+if ARGV[1] == 'return' then
+  local member, unused = ARGV[2], tonumber(ARGV[3])
+  local score = redis.call('ZSCORE', starts, member)
+  if score and unused > 0 then
+    local seq, count = string.match(member, '^(%d+):(%d+)$')
+    local left = tonumber(count) - unused
+    redis.call('ZREM', starts, member)
+    if left > 0 then redis.call('ZADD', starts, score, seq .. ':' .. left) end
+    redis.call('HINCRBY', limit, 'used', -math.min(unused, tonumber(count)))
+  end
+  return {0, 0, '', 1}
+end
+local want = tonumber(ARGV[2])
+local conf = redis.call('HMGET', limit, 'rate', 'period_ms', 'used')
 local rate, period = tonumber(conf[1]), tonumber(conf[2])
-if not rate or not period or rate < 1 or period < 1 then return {{}, 0, '0-0', 0} end
+if not rate or not period or rate < 1 or period < 1 then return {want, 0, '', 0} end
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
--- The window's starts, one member per call that handed some out ('<seq>:<count>'), and their sum in `used`.
 local used = 0
 if redis.call('EXISTS', starts) == 1 then
+  used = tonumber(conf[3]) or 0
   local cutoff = '(' .. string.format('%.0f', now - period + 1)
   local expired = redis.call('ZRANGEBYSCORE', starts, '-inf', cutoff)
-  local gone = 0
-  for _, m in ipairs(expired) do
-    gone = gone + (tonumber(string.match(m, ':(%d+)$')) or 0)
-  end
-  if #expired > 0 then redis.call('ZREMRANGEBYSCORE', starts, '-inf', cutoff) end
-  if gone > 0 then
-    used = redis.call('HINCRBY', limit, 'used', -gone)
-  else
-    used = tonumber(redis.call('HGET', limit, 'used')) or 0
+  if #expired > 0 then
+    local gone = 0
+    for _, m in ipairs(expired) do
+      gone = gone + (tonumber(string.match(m, ':(%d+)$')) or 0)
+    end
+    redis.call('ZREMRANGEBYSCORE', starts, '-inf', cutoff)
+    used = used - gone
   end
 end
-local room = math.min(want, rate - used)
-if room < 1 then
+local granted = math.min(want, rate - used)
+if granted < 1 then
   local oldest = redis.call('ZRANGE', starts, 0, 0, 'WITHSCORES')
   local wait = 1
   if oldest[2] then wait = math.max(1, tonumber(oldest[2]) + period - now) end
-  return {{}, wait, last_delivered(ready, group), 1}
+  redis.call('HSET', limit, 'used', used)
+  return {0, wait, '', 1}
 end
-local got = redis.call('XREADGROUP', 'GROUP', group, consumer, 'COUNT', room, 'STREAMS', ready, '>')
-local entries = {}
-if got and got[1] then entries = got[1][2] end
-if #entries > 0 then
-  local seq = redis.call('HINCRBY', limit, 'seq', 1)
-  if used == 0 then
-    -- A new window (the set expired or emptied): the sum starts again.
-    redis.call('HSET', limit, 'used', #entries)
-  else
-    redis.call('HINCRBY', limit, 'used', #entries)
-  end
-  redis.call('ZADD', starts, now, seq .. ':' .. #entries)
-  redis.call('PEXPIRE', starts, period)
-end
--- Only a caller that got nothing blocks, so only it needs the group's position.
-if #entries > 0 then return {entries, 0, '', 1} end
-return {entries, 0, last_delivered(ready, group), 1}
+local member = redis.call('HINCRBY', limit, 'seq', 1) .. ':' .. granted
+redis.call('HSET', limit, 'used', used + granted)
+redis.call('ZADD', starts, now, member)
+redis.call('PEXPIRE', starts, period)
+return {granted, 0, member, 1}

@@ -1,4 +1,4 @@
-//! `limit.lua`: reads new jobs under the queue's rate limit, recording a start for each.
+//! `limit.lua`: grants starts under the queue's rate limit, and takes back grants a reader did not use.
 
 use std::time::Duration;
 
@@ -6,64 +6,70 @@ use redis::{Value, aio::ConnectionLike};
 
 use super::reply::Reply;
 use crate::error::Result;
-use crate::keys::{GROUP, QueueKeys};
-use crate::wire::{self, RawEntry};
+use crate::keys::QueueKeys;
 
 script!("limit.lua");
 
-/// What [`limit`] read.
+/// A grant of starts from [`take_starts`].
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Limited {
-    /// The queue has a rate limit (if not, nothing was read: read as usual).
+pub struct Grant {
+    /// The queue has a rate limit (if not, nothing was granted or recorded: read as usual).
     pub limited: bool,
-    /// Entries now delivered to the caller, each with a start recorded.
-    pub entries: Vec<RawEntry>,
-    /// With nothing read because of the limit: how long until a start is allowed again.
+    /// Starts allowed now: read at most this many new entries.
+    pub granted: usize,
+    /// With none granted: how long until a start is allowed again.
     pub wait: Duration,
-    /// The group's last-delivered id: with nothing read and no wait, block for entries after it.
-    pub last_delivered: String,
+    /// The grant's name, to [`return_starts`] what goes unused.
+    pub member: String,
 }
 
-/// Reads up to `want` new entries for `consumer` as the queue's rate limit allows now.
+/// Takes up to `want` starts under the queue's rate limit.
 ///
 /// # Errors
 /// [`crate::Error::Redis`] or [`crate::Error::Protocol`].
-pub async fn limit<C: ConnectionLike + Send>(
+pub async fn take_starts<C: ConnectionLike + Send>(
     con: &mut C,
     keys: &QueueKeys,
-    consumer: &str,
     want: usize,
-) -> Result<Limited> {
+) -> Result<Grant> {
     let v: Value = SCRIPT
         .key(&keys.limit)
         .key(&keys.limit_starts)
-        .key(&keys.ready)
-        .arg(GROUP)
-        .arg(consumer)
+        .arg("take")
         .arg(want.max(1))
         .invoke_async(con)
         .await?;
-    let Value::Array(items) = &v else {
-        return Err(super::reply::protocol("limit.lua", "expected an array"));
-    };
-    let entries = match items.first() {
-        Some(e @ Value::Array(_)) => wire::parse_entries(e.clone())?,
-        _ => {
-            return Err(super::reply::protocol(
-                "limit.lua",
-                "expected entries first",
-            ));
-        }
-    };
-    let rest = Value::Array(items.iter().skip(1).cloned().collect());
-    let mut r = Reply::new(&rest, "limit.lua", 3)?;
+    let mut r = Reply::new(&v, "limit.lua", 4)?;
+    let granted = r.count()? as usize;
     let wait = r.count()?;
-    let last_delivered = r.string()?;
+    let member = r.string()?;
     let limited = r.int()? == 1;
-    Ok(Limited {
+    Ok(Grant {
         limited,
-        entries,
+        granted,
         wait: Duration::from_millis(wait),
-        last_delivered,
+        member,
     })
+}
+
+/// Gives back `unused` starts of grant `member` (entries that were not there to read).
+///
+/// # Errors
+/// [`crate::Error::Redis`] or [`crate::Error::Protocol`].
+pub async fn return_starts<C: ConnectionLike + Send>(
+    con: &mut C,
+    keys: &QueueKeys,
+    member: &str,
+    unused: usize,
+) -> Result<()> {
+    let v: Value = SCRIPT
+        .key(&keys.limit)
+        .key(&keys.limit_starts)
+        .arg("return")
+        .arg(member)
+        .arg(unused)
+        .invoke_async(con)
+        .await?;
+    Reply::new(&v, "limit.lua", 4)?;
+    Ok(())
 }

@@ -17,7 +17,7 @@ pub struct Promoted {
     pub next_due: Option<u64>,
     /// The earliest fire time (ms) of a schedule that is not paused.
     pub next_fire: Option<u64>,
-    /// The queue has a rate limit (read through [`limit`](super::limit())).
+    /// The queue has a rate limit (read under grants of [`take_starts`](super::take_starts)).
     pub limited: bool,
 }
 

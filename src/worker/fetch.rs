@@ -294,9 +294,10 @@ impl Fetcher {
         }
     }
 
-    /// One read under the queue's rate limit (`limit.lua`): as many entries as the limit allows now, each
-    /// counted as a start. With none waiting it blocks on an `XREAD` (which hands out nothing) for entries after
-    /// the group's last-delivered id; with the limit reached it sleeps until a start is allowed again.
+    /// One read under the queue's rate limit: a grant of starts (`limit.lua`), then a read of at most that many
+    /// new entries, with the stream's newest id taken just before it; starts not used (fewer entries waiting) go
+    /// back. With nothing read it blocks on an `XREAD` (which hands out nothing) for entries after that id; with
+    /// no start allowed it sleeps until one is.
     async fn read_limited(
         &mut self,
         count: usize,
@@ -304,9 +305,41 @@ impl Fetcher {
     ) -> Read {
         let shared = self.shared.clone();
         let c = self.conn.as_mut().expect("connection set by read");
-        let limited = scripts::limit(c, &shared.keys, &shared.consumer, count).await;
-        let l = match limited {
-            Ok(l) => l,
+        let read = async {
+            let grant = scripts::take_starts(c, &shared.keys, count).await?;
+            if !grant.limited || grant.granted == 0 {
+                return Ok((grant, Vec::new(), String::new()));
+            }
+            let (newest, got): (redis::Value, redis::Value) = redis::pipe()
+                .cmd("XREVRANGE")
+                .arg(&shared.keys.ready)
+                .arg("+")
+                .arg("-")
+                .arg("COUNT")
+                .arg(1)
+                .cmd("XREADGROUP")
+                .arg("GROUP")
+                .arg(GROUP)
+                .arg(&shared.consumer)
+                .arg("COUNT")
+                .arg(grant.granted)
+                .arg("STREAMS")
+                .arg(&shared.keys.ready)
+                .arg(">")
+                .query_async(c)
+                .await?;
+            let entries = wire::parse_read_reply(got)?;
+            if entries.len() < grant.granted {
+                let unused = grant.granted - entries.len();
+                scripts::return_starts(c, &shared.keys, &grant.member, unused).await?;
+            }
+            let after = wire::parse_entries(newest)?
+                .pop()
+                .map_or_else(|| "0-0".to_owned(), |e| e.id);
+            Ok::<_, crate::Error>((grant, entries, after))
+        };
+        let (grant, entries, after) = match read.await {
+            Ok(r) => r,
             Err(e) => {
                 self.conn = None;
                 shared.control.read_abandoned();
@@ -314,16 +347,17 @@ impl Fetcher {
                 return self.back_off(shutdown).await;
             }
         };
-        if !l.limited {
+        if !grant.limited {
             shared.control.set_rate_limited(false);
             return Read::Again;
         }
-        if !l.entries.is_empty() {
-            return Read::Entries(l.entries);
+        if !entries.is_empty() {
+            return Read::Entries(entries);
         }
+        let c = self.conn.as_mut().expect("connection kept");
         let wait = async {
-            if !l.wait.is_zero() {
-                tokio::time::sleep(l.wait).await;
+            if grant.granted == 0 {
+                tokio::time::sleep(grant.wait).await;
                 return;
             }
             let blocked: redis::RedisResult<redis::Value> = redis::cmd("XREAD")
@@ -333,7 +367,7 @@ impl Fetcher {
                 .arg(self.block.as_millis().max(1) as u64)
                 .arg("STREAMS")
                 .arg(&shared.keys.ready)
-                .arg(&l.last_delivered)
+                .arg(&after)
                 .query_async(c)
                 .await;
             if let Err(e) = blocked {

@@ -1,112 +1,95 @@
-//! limit.lua: reads new entries only as the rate limit allows, counting a start per entry handed out.
+//! limit.lua: grants at most the rate of starts per window, counting grants at the server's time; unused starts
+//! come back.
+
+use std::time::Duration;
 
 use super::*;
-use rill::scripts::limit;
+use rill::scripts::{return_starts, take_starts};
 
-#[tokio::test]
-async fn limit_hands_out_at_most_the_rate_per_window_and_counts_only_what_it_read() {
-    let mut f = fixture().await;
+async fn used(f: &mut Fixture) -> Option<u64> {
     let keys = f.keys.clone();
-    // No limit: nothing read, the caller reads as usual.
-    let l = limit(&mut f.conn, &keys, "w1", 10).await.unwrap();
-    assert!(!l.limited && l.entries.is_empty());
-    let _: () = f
-        .conn
-        .hset_multiple(&keys.limit, &[("rate", "3"), ("period_ms", "60000")])
-        .await
-        .unwrap();
-    // Nothing waiting: nothing read, nothing counted, and where to block from.
-    let l = limit(&mut f.conn, &keys, "w1", 10).await.unwrap();
-    assert!(l.limited && l.entries.is_empty() && l.wait.is_zero());
-    assert_eq!(l.last_delivered, "0-0");
-    let used: Option<u64> = f.conn.hget(&keys.limit, "used").await.unwrap();
-    assert_eq!(used, None, "nothing counted");
-    for i in 0..5 {
-        let _: String = f
-            .conn
-            .xadd(&keys.ready, "*", &[("v", "1"), ("payload", &i.to_string())])
-            .await
-            .unwrap();
-    }
-    // Two asked for, two read; then one more allowed of the three; then none for a minute.
-    let l = limit(&mut f.conn, &keys, "w1", 2).await.unwrap();
-    assert_eq!(l.entries.len(), 2);
-    assert_eq!(
-        l.last_delivered, "",
-        "only a caller that got nothing needs it"
-    );
-    let l = limit(&mut f.conn, &keys, "w2", 10).await.unwrap();
-    assert_eq!(l.entries.len(), 1);
-    let l = limit(&mut f.conn, &keys, "w1", 10).await.unwrap();
-    assert!(l.entries.is_empty());
-    assert_eq!(
-        l.last_delivered.split('-').count(),
-        2,
-        "{}",
-        l.last_delivered
-    );
-    assert!(
-        l.wait > std::time::Duration::from_secs(59) && l.wait <= std::time::Duration::from_secs(60),
-        "{:?}",
-        l.wait
-    );
-    // The entries read are pending to their readers, like any read.
-    let pending: redis::Value = redis::cmd("XPENDING")
-        .arg(&keys.ready)
-        .arg(GROUP)
-        .query_async(&mut f.conn)
-        .await
-        .unwrap();
-    assert!(
-        matches!(&pending, redis::Value::Array(a) if a[0] == redis::Value::Int(3)),
-        "{pending:?}"
-    );
-    // Three starts in two calls: one member per call, their sum in `used`.
-    let members: Vec<String> = f.conn.zrange(&keys.limit_starts, 0, -1).await.unwrap();
-    assert_eq!(members.len(), 2);
-    assert!(
-        members[0].ends_with(":2") && members[1].ends_with(":1"),
-        "{members:?}"
-    );
-    let used: u64 = f.conn.hget(&keys.limit, "used").await.unwrap();
-    assert_eq!(used, 3);
+    f.conn.hget(&keys.limit, "used").await.unwrap()
 }
 
 #[tokio::test]
-async fn starts_older_than_the_window_no_longer_count() {
+async fn limit_grants_at_most_the_rate_per_window_and_takes_back_what_went_unused() {
+    let mut f = fixture().await;
+    let keys = f.keys.clone();
+    // No limit: everything granted, nothing recorded.
+    let g = take_starts(&mut f.conn, &keys, 10).await.unwrap();
+    assert!(!g.limited);
+    assert_eq!(g.granted, 10);
+    assert_eq!(used(&mut f).await, None);
+    let _: () = f
+        .conn
+        .hset_multiple(&keys.limit, &[("rate", "5"), ("period_ms", "60000")])
+        .await
+        .unwrap();
+    let a = take_starts(&mut f.conn, &keys, 2).await.unwrap();
+    assert!(a.limited);
+    assert_eq!(a.granted, 2);
+    let b = take_starts(&mut f.conn, &keys, 10).await.unwrap();
+    assert_eq!(b.granted, 3, "the rest of the window's five");
+    assert_ne!(a.member, b.member);
+    let none = take_starts(&mut f.conn, &keys, 10).await.unwrap();
+    assert_eq!(none.granted, 0);
+    assert!(
+        none.wait > Duration::from_secs(59) && none.wait <= Duration::from_secs(60),
+        "{:?}",
+        none.wait
+    );
+    assert_eq!(used(&mut f).await, Some(5));
+    // Two of b's three found no entry to read: they come back, and can be granted again.
+    return_starts(&mut f.conn, &keys, &b.member, 2)
+        .await
+        .unwrap();
+    assert_eq!(used(&mut f).await, Some(3));
+    let members: Vec<String> = f.conn.zrange(&keys.limit_starts, 0, -1).await.unwrap();
+    assert_eq!(members.len(), 2);
+    assert!(members.iter().any(|m| m.ends_with(":1")), "{members:?}");
+    // All of a grant unused: its member goes.
+    return_starts(&mut f.conn, &keys, &a.member, 2)
+        .await
+        .unwrap();
+    let members: Vec<String> = f.conn.zrange(&keys.limit_starts, 0, -1).await.unwrap();
+    assert_eq!(members.len(), 1);
+    assert_eq!(used(&mut f).await, Some(1));
+    let again = take_starts(&mut f.conn, &keys, 10).await.unwrap();
+    assert_eq!(again.granted, 4);
+    // Returning to a grant no longer in the window changes nothing.
+    return_starts(&mut f.conn, &keys, "999:3", 3).await.unwrap();
+    assert_eq!(used(&mut f).await, Some(5));
+}
+
+#[tokio::test]
+async fn grants_older_than_the_window_no_longer_count() {
     let mut f = fixture().await;
     let keys = f.keys.clone();
     let _: () = f
         .conn
-        .hset_multiple(&keys.limit, &[("rate", "2"), ("period_ms", "1000")])
+        .hset_multiple(
+            &keys.limit,
+            &[("rate", "3"), ("period_ms", "1000"), ("used", "3")],
+        )
         .await
         .unwrap();
-    for _ in 0..4 {
-        let _: String = f
-            .conn
-            .xadd(&keys.ready, "*", &[("v", "1"), ("payload", "x")])
-            .await
-            .unwrap();
-    }
-    // Two starts recorded long ago (two calls of one): outside the window.
+    // Three starts granted long ago (two grants): outside the window.
     let _: () = redis::cmd("ZADD")
         .arg(&keys.limit_starts)
         .arg(1)
         .arg("1:1")
         .arg(2)
-        .arg("2:1")
+        .arg("2:2")
         .query_async(&mut f.conn)
         .await
         .unwrap();
-    let _: () = f.conn.hset(&keys.limit, "used", 2).await.unwrap();
-    let l = limit(&mut f.conn, &keys, "w1", 10).await.unwrap();
-    assert_eq!(l.entries.len(), 2);
+    let g = take_starts(&mut f.conn, &keys, 10).await.unwrap();
+    assert_eq!(g.granted, 3);
     let left: Vec<String> = f.conn.zrange(&keys.limit_starts, 0, -1).await.unwrap();
-    assert_eq!(left.len(), 1, "the old calls are gone: {left:?}");
-    assert!(left[0].ends_with(":2"), "{left:?}");
-    let used: u64 = f.conn.hget(&keys.limit, "used").await.unwrap();
-    assert_eq!(used, 2);
-    // Full for this window.
-    let l = limit(&mut f.conn, &keys, "w1", 10).await.unwrap();
-    assert!(l.entries.is_empty() && !l.wait.is_zero());
+    assert_eq!(left, vec![g.member.clone()]);
+    assert_eq!(used(&mut f).await, Some(3));
+    // The set gone (a quiet window): the count starts again, whatever the hash still says.
+    let _: () = f.conn.del(&keys.limit_starts).await.unwrap();
+    let g = take_starts(&mut f.conn, &keys, 10).await.unwrap();
+    assert_eq!(g.granted, 3);
 }
