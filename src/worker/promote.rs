@@ -100,6 +100,10 @@ async fn fire_due(shared: &Shared, now: u64) -> Option<Duration> {
             let t = t as u64;
             // A member without a definition: fire.lua drops it (no fire times asked).
             let schedule = crate::schedule::definition(&mut c, &shared.keys, &name).await?;
+            if schedule.is_none() {
+                // Written by something that does not follow SPEC §6e: it is moved to "never" rather than retried.
+                tracing::warn!(queue = %shared.keys.queue, schedule = %name, "schedule definition unreadable: it will not fire");
+            }
             let mut clock = now;
             // At most twice: on this host's clock, then (if that runs ahead) on the server's.
             for _ in 0..2 {
