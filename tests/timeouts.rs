@@ -9,16 +9,9 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
 use rill::{Enqueue, Job, JobError, JobState, Worker};
-use support::{TestRedis, eventually, spawn_worker};
+use support::{TestRedis, eventually, fast, spawn_worker};
 
 const T: Duration = Duration::from_secs(20);
-
-fn fast(w: Worker) -> Worker {
-    w.lease(Duration::from_millis(600))
-        .reclaim_interval(Duration::from_millis(100))
-        .block(Duration::from_millis(200))
-        .backoff(Duration::from_millis(10), Duration::from_millis(10))
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_handler_that_honours_its_token_fails_the_attempt_as_a_timeout_and_is_retried() {

@@ -7,16 +7,9 @@ mod support;
 use std::time::{Duration, Instant};
 
 use rill::{Enqueue, Job, JobError, JobOutcome, JobState, Worker};
-use support::{TestRedis, spawn_worker};
+use support::{TestRedis, fast, spawn_worker};
 
 const T: Duration = Duration::from_secs(20);
-
-fn fast(w: Worker) -> Worker {
-    w.lease(Duration::from_millis(600))
-        .reclaim_interval(Duration::from_millis(100))
-        .block(Duration::from_millis(200))
-        .backoff(Duration::from_millis(10), Duration::from_millis(10))
-}
 
 /// Redis's count of `XREAD` calls so far.
 async fn xreads(c: &mut redis::aio::MultiplexedConnection) -> u64 {

@@ -393,6 +393,16 @@ impl Running {
     }
 }
 
+/// `worker` with short timings for tests: 600 ms lease, reclaim every 100 ms, reads blocking 200 ms, retries
+/// after 10 ms.
+pub fn fast(worker: rill::Worker) -> rill::Worker {
+    worker
+        .lease(Duration::from_millis(600))
+        .reclaim_interval(Duration::from_millis(100))
+        .block(Duration::from_millis(200))
+        .backoff(Duration::from_millis(10), Duration::from_millis(10))
+}
+
 /// Starts `worker` with `handler` on the current runtime.
 pub fn spawn_worker<T, R, F, Fut>(worker: rill::Worker, handler: F) -> Running
 where
