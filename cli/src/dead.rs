@@ -70,25 +70,25 @@ pub async fn run(ctx: &Context, c: DeadCommand) -> anyhow::Result<ExitCode> {
     }
 }
 
+/// A dead letter as JSON (`dead list --json`, the dashboard's API).
+pub fn dead_json(d: &rill::DeadLetter) -> Json {
+    let payload = d
+        .fields
+        .iter()
+        .find(|(k, _)| k == b"payload")
+        .map(|(_, v)| output::cbor_to_json(v));
+    json!({
+        "job_id": d.job_id, "entry_id": d.entry_id, "reason": d.reason, "error": d.error,
+        "attempts": d.attempts, "dead_ms": d.dead_ms, "payload": payload,
+    })
+}
+
 async fn list(ctx: &Context, a: ListArgs) -> anyhow::Result<ExitCode> {
     let q = ctx.existing_queue(&a.queue).await?;
     let dead = q.dead_letters(None, a.limit).await?;
     let total = q.counts().await?.dead;
     if ctx.json {
-        let items: Vec<Json> = dead
-            .iter()
-            .map(|d| {
-                let payload = d
-                    .fields
-                    .iter()
-                    .find(|(k, _)| k == b"payload")
-                    .map(|(_, v)| output::cbor_to_json(v));
-                json!({
-                    "job_id": d.job_id, "entry_id": d.entry_id, "reason": d.reason, "error": d.error,
-                    "attempts": d.attempts, "dead_ms": d.dead_ms, "payload": payload,
-                })
-            })
-            .collect();
+        let items: Vec<Json> = dead.iter().map(dead_json).collect();
         output::print_json(&json!({ "queue": a.queue, "total": total, "dead": items }));
         return Ok(ExitCode::SUCCESS);
     }

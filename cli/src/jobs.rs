@@ -167,16 +167,18 @@ fn attempts_text(info: &rill::JobInfo) -> String {
     }
 }
 
-async fn show(ctx: &Context, a: JobArgs) -> anyhow::Result<ExitCode> {
-    let (q, info) = find(ctx, &a.id, a.queue.as_deref()).await?;
-    let checkpoints = q.checkpoints(&a.id, 10).await?;
-    let history = history(&q, &a.id).await?;
+/// Everything known of job `info` on `q` as one JSON document: what `jobs show --json` prints and the dashboard's
+/// job page shows. Reads its checkpoints (newest 10) and the events naming it.
+pub async fn detail(q: &rill::Queue<context::Json>, info: &rill::JobInfo) -> anyhow::Result<Json> {
+    let checkpoints = q.checkpoints(&info.id, 10).await?;
+    let history = history(q, &info.id).await?;
     let decode = |b: &Option<Vec<u8>>| b.as_deref().map(output::cbor_to_json);
-    let doc = json!({
+    Ok(json!({
         "id": info.id,
         "queue": q.name(),
         "state": info.state.as_str(),
         "attempts": info.attempts,
+        "attempts_text": attempts_text(info),
         "entry_id": info.entry_id,
         "owner": info.owner.as_ref().map(|(c, t)| json!({"worker": c, "token": t})),
         "payload": decode(&info.payload),
@@ -200,7 +202,23 @@ async fn show(ctx: &Context, a: JobArgs) -> anyhow::Result<ExitCode> {
             "bytes": c.state.len(),
             "state": output::cbor_to_json(&c.state),
         })).collect::<Vec<_>>(),
-    });
+    }))
+}
+
+/// One job of a listing as JSON (`jobs list --json`, the dashboard's API).
+pub fn summary_json(j: &rill::JobSummary) -> Json {
+    json!({
+        "id": j.id,
+        "attempts": j.attempts,
+        "at_ms": j.at_ms,
+        "owner": j.owner,
+        "error": j.error,
+    })
+}
+
+async fn show(ctx: &Context, a: JobArgs) -> anyhow::Result<ExitCode> {
+    let (q, info) = find(ctx, &a.id, a.queue.as_deref()).await?;
+    let doc = detail(&q, &info).await?;
     if ctx.json {
         output::print_json(&doc);
         return Ok(ExitCode::SUCCESS);
@@ -231,16 +249,22 @@ async fn show(ctx: &Context, a: JobArgs) -> anyhow::Result<ExitCode> {
     for (k, v) in lines {
         println!("{:<11} {v}", format!("{k}:"));
     }
+    let none = Vec::new();
+    let history = doc["history"].as_array().unwrap_or(&none);
+    let checkpoints = doc["checkpoints"].as_array().unwrap_or(&none);
     if !history.is_empty() {
         println!("history (from the events stream):");
-        for e in &history {
-            let ms = e.fields.get("ms").and_then(|m| m.parse().ok()).unwrap_or(0);
-            let mut line = format!("  {}  {:<9}", output::time(ms), e.kind);
-            if e.attempt > 0 {
-                line.push_str(&format!(" attempts {}", e.attempt));
+        for e in history {
+            let kind = e["event"].as_str().unwrap_or("?");
+            let mut line = format!(
+                "  {}  {kind:<9}",
+                output::time(e["ms"].as_u64().unwrap_or(0))
+            );
+            if let Some(n) = e["attempt"].as_u64().filter(|n| *n > 0) {
+                line.push_str(&format!(" attempts {n}"));
             }
             for k in ["reason", "error"] {
-                if let Some(v) = e.fields.get(k) {
+                if let Some(v) = e[k].as_str() {
                     line.push_str(&format!("  {k}={}", output::one_line(v, 120)));
                 }
             }
@@ -253,11 +277,11 @@ async fn show(ctx: &Context, a: JobArgs) -> anyhow::Result<ExitCode> {
             .iter()
             .map(|c| {
                 vec![
-                    c.version.to_string(),
-                    output::time(c.written_ms),
-                    c.written_by.clone(),
-                    c.label.clone().unwrap_or_else(|| "-".into()),
-                    c.state.len().to_string(),
+                    c["version"].to_string(),
+                    output::time(c["written_ms"].as_u64().unwrap_or(0)),
+                    c["written_by"].as_str().unwrap_or("").to_owned(),
+                    c["label"].as_str().unwrap_or("-").to_owned(),
+                    c["bytes"].to_string(),
                 ]
             })
             .collect();
@@ -319,13 +343,7 @@ async fn list(ctx: &Context, a: ListArgs) -> anyhow::Result<ExitCode> {
         output::print_json(&json!({
             "queue": q.name(),
             "state": a.state.as_str(),
-            "jobs": page.jobs.iter().map(|j| json!({
-                "id": j.id,
-                "attempts": j.attempts,
-                "at_ms": j.at_ms,
-                "owner": j.owner,
-                "error": j.error,
-            })).collect::<Vec<_>>(),
+            "jobs": page.jobs.iter().map(summary_json).collect::<Vec<_>>(),
             "next": page.next,
         }));
         return Ok(ExitCode::SUCCESS);

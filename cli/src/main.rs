@@ -1,11 +1,12 @@
 //! `rill`: operate rill queues and run workers in any language from the terminal.
 //!
 //! One module per subcommand (`enqueue`, `work`, `stats`, `top`, `jobs`, `dead`, `workers`, `signal`,
-//! `events`, `bench`, `demo`); `context` opens the connection and turns Redis failures into advice, `output`
+//! `events`, `metrics`, `dashboard`, `bench`, `demo`); `context` opens the connection and turns Redis failures into advice, `output`
 //! prints tables, JSON and CBOR payloads.
 
 mod bench;
 mod context;
+mod dashboard;
 mod dead;
 mod demo;
 mod enqueue;
@@ -171,6 +172,9 @@ enum Command {
         after_help = "Examples:\n  rill metrics\n  rill metrics --listen 0.0.0.0:9464 emails images\n\nSeries: rill_queue_jobs{queue,state}, rill_queue_oldest_waiting_seconds{queue}; with a worker also\nrill_jobs_total{queue,outcome}, rill_job_duration_seconds, rill_job_wait_seconds, rill_lease_renewal_failures_total,\nrill_redis_call_seconds{queue,call}."
     )]
     Metrics(metrics::MetricsArgs),
+    /// Serve a web dashboard of queues, jobs and workers (pages and a JSON API).
+    #[command(after_help = dashboard::AFTER_HELP)]
+    Dashboard(dashboard::DashboardArgs),
     /// Follow a queue's lifecycle events.
     #[command(
         subcommand,
@@ -273,6 +277,9 @@ async fn run(cli: Cli, redis_named: bool) -> anyhow::Result<ExitCode> {
         Command::Metrics(_) => Some(
             "`rill metrics` serves Prometheus text; `rill stats --json` gives queue counts as JSON",
         ),
+        Command::Dashboard(_) => {
+            Some("`rill dashboard` serves pages; its JSON is under /api (see README)")
+        }
         Command::Demo(_) => Some(
             "`rill demo` is a walk-through and prints no JSON; `rill bench --json` measures throughput as JSON",
         ),
@@ -290,6 +297,7 @@ async fn run(cli: Cli, redis_named: bool) -> anyhow::Result<ExitCode> {
         Command::Jobs(c) => jobs::run(&ctx, c).await,
         Command::Queue(c) => queue::run(&ctx, c).await,
         Command::Metrics(a) => metrics::run(&ctx, a).await,
+        Command::Dashboard(a) => dashboard::run(&ctx, a).await,
         Command::Dead(c) => dead::run(&ctx, c).await,
         Command::Schedule(c) => schedule::run(&ctx, c).await,
         Command::Workers(a) => workers::run(&ctx, a).await,

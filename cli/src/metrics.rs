@@ -65,12 +65,8 @@ async fn scrape(endpoint: Arc<Endpoint>) -> impl axum::response::IntoResponse {
     (StatusCode::OK, [(header::CONTENT_TYPE, OPENMETRICS)], text)
 }
 
-/// Binds `addr` and serves `/metrics` from `metrics` until the task is dropped. Binding errors come back at once.
-pub async fn serve(
-    addr: SocketAddr,
-    metrics: Metrics,
-    scope: Scope,
-) -> anyhow::Result<tokio::task::JoinHandle<()>> {
+/// A router serving `/metrics` from `metrics`, with the depths of the queues in `scope` read at each scrape.
+pub fn router<S: Clone + Send + Sync + 'static>(metrics: Metrics, scope: Scope) -> axum::Router<S> {
     let mut registry = Registry::default();
     metrics.register(&mut registry);
     let endpoint = Arc::new(Endpoint {
@@ -78,10 +74,19 @@ pub async fn serve(
         registry,
         scope,
     });
-    let app = axum::Router::new().route(
+    axum::Router::new().route(
         "/metrics",
         axum::routing::get(move || scrape(endpoint.clone())),
-    );
+    )
+}
+
+/// Binds `addr` and serves `/metrics` from `metrics` until the task is dropped. Binding errors come back at once.
+pub async fn serve(
+    addr: SocketAddr,
+    metrics: Metrics,
+    scope: Scope,
+) -> anyhow::Result<tokio::task::JoinHandle<()>> {
+    let app: axum::Router = router(metrics, scope);
     let listener = tokio::net::TcpListener::bind(addr)
         .await
         .with_context(|| format!("--metrics / --listen {addr}: cannot listen there"))?;

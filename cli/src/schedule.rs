@@ -189,7 +189,7 @@ async fn change(ctx: &Context, a: NameArgs, done: &str) -> anyhow::Result<ExitCo
     })
 }
 
-fn info_json(s: &rill::ScheduleInfo) -> Json {
+pub fn info_json(s: &rill::ScheduleInfo) -> Json {
     let (missed, max) = match s.schedule.missed_policy() {
         rill::Missed::Skip => ("skip", None),
         rill::Missed::Once => ("once", None),

@@ -159,6 +159,15 @@ async fn send(ctx: &Context, a: SendArgs) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
+/// A signal with its outcomes as JSON (`signal history --json`, the dashboard's API).
+pub fn signal_json(s: &rill::Signal) -> Json {
+    json!({
+        "id": s.id, "kind": s.kind.to_wire(), "target": s.target.to_wire(), "sender": s.sender,
+        "ms": s.ms, "payload": s.payload.as_deref().map(output::cbor_to_json),
+        "outcomes": s.outcomes.iter().map(outcome_json).collect::<Vec<_>>(),
+    })
+}
+
 fn outcome_json(o: &rill::signals::Outcome) -> Json {
     json!({ "receiver": o.receiver, "result": o.result, "reason": o.reason, "ms": o.ms })
 }
@@ -177,16 +186,7 @@ async fn history(ctx: &Context, a: HistoryArgs) -> anyhow::Result<ExitCode> {
     }
     let signals = q.signal_history(filter, a.limit).await?;
     if ctx.json {
-        let items: Vec<Json> = signals
-            .iter()
-            .map(|s| {
-                json!({
-                    "id": s.id, "kind": s.kind.to_wire(), "target": s.target.to_wire(), "sender": s.sender,
-                    "ms": s.ms, "payload": s.payload.as_deref().map(output::cbor_to_json),
-                    "outcomes": s.outcomes.iter().map(outcome_json).collect::<Vec<_>>(),
-                })
-            })
-            .collect();
+        let items: Vec<Json> = signals.iter().map(signal_json).collect();
         output::print_json(&Json::Array(items));
         return Ok(ExitCode::SUCCESS);
     }
