@@ -5,6 +5,8 @@
 mod support;
 
 mod admin;
+mod browser;
+mod dashboard;
 mod metrics;
 mod operator;
 mod schedule;
