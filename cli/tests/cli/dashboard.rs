@@ -300,8 +300,16 @@ fn the_api_shows_queues_jobs_and_workers_and_runs_actions_behind_csrf() {
     let slow = get_json(&http, &d.url("/api/jobs/mail/slow"));
     assert_eq!(slow["owner"]["worker"], slow["worker"]["id"], "{slow}");
     assert_eq!(slow["worker"]["health"], "healthy", "{slow}");
-    let page = http.get(d.url("/jobs/mail/slow")).send().unwrap().text().unwrap();
-    assert!(page.contains("Running on") && page.contains("healthy"), "{page}");
+    let page = http
+        .get(d.url("/jobs/mail/slow"))
+        .send()
+        .unwrap()
+        .text()
+        .unwrap();
+    assert!(
+        page.contains("Running on") && page.contains("healthy"),
+        "{page}"
+    );
     worker.stop();
     // The same process serves Prometheus text.
     let metrics = http.get(d.url("/metrics")).send().unwrap().text().unwrap();
