@@ -86,6 +86,12 @@ pub(super) fn open(url: &str, tls: &Tls) -> Result<redis::Client> {
         url: url.to_owned(),
         source,
     };
+    #[cfg(feature = "tls")]
+    if url.starts_with("rediss") && rustls::crypto::CryptoProvider::get_default().is_none() {
+        // rustls panics at the first handshake when the build enables two crypto providers (ring here, aws-lc-rs
+        // from another crate) and the process chose neither: choose ours, unless the application already did.
+        let _ = rustls::crypto::ring::default_provider().install_default();
+    }
     if !tls.is_set() {
         return redis::Client::open(url).map_err(invalid);
     }
