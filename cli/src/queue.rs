@@ -31,9 +31,10 @@ pub enum QueueCommand {
         after_help = "Examples:\n  rill queue remove emails\n  rill queue remove emails --yes --force"
     )]
     Remove(RemoveArgs),
-    /// Show, set or clear the queue's rate limit: at most N job starts in any window, across all its workers.
+    /// Show, set or clear the queue's limits, across all its workers: at most N job starts in any window
+    /// (--rate), at most K jobs running at once (--concurrency).
     #[command(
-        after_help = "Examples:\n  rill queue limit emails --rate 100/s\n  rill queue limit emails --rate 10/500ms\n  rill queue limit emails\n  rill queue limit emails --clear"
+        after_help = "Examples:\n  rill queue limit emails --rate 100/s\n  rill queue limit emails --rate 10/500ms --concurrency 20\n  rill queue limit emails\n  rill queue limit emails --clear"
     )]
     Limit(LimitArgs),
 }
@@ -45,7 +46,10 @@ pub struct LimitArgs {
     /// Most starts per window: N/s, N/m, N/h or N/<duration> (10/500ms).
     #[arg(long, value_parser = parse_rate, conflicts_with = "clear")]
     rate: Option<(u32, std::time::Duration)>,
-    /// Remove the limit.
+    /// Most jobs running at once (handed out and not yet finished).
+    #[arg(long, value_parser = clap::value_parser!(u32).range(1..), conflicts_with = "clear")]
+    concurrency: Option<u32>,
+    /// Remove both limits.
     #[arg(long)]
     clear: bool,
 }
@@ -192,19 +196,30 @@ async fn limit(ctx: &Context, a: LimitArgs) -> anyhow::Result<ExitCode> {
     ctx.connect().await?;
     if let Some((n, per)) = a.rate {
         q.set_rate_limit(n, per).await?;
-    } else if a.clear {
-        q.clear_rate_limit().await?;
     }
-    let now = q.rate_limit().await?;
+    if let Some(k) = a.concurrency {
+        q.set_concurrency_limit(k).await?;
+    }
+    if a.clear {
+        q.clear_rate_limit().await?;
+        q.clear_concurrency_limit().await?;
+    }
+    let rate = q.rate_limit().await?;
+    let cap = q.concurrency_limit().await?;
     if ctx.json {
         output::print_json(&json!({
             "queue": a.queue,
-            "rate_limit": now.map(|(n, per)| json!({"max": n, "per_ms": per.as_millis() as u64})),
+            "rate_limit": rate.map(|(n, per)| json!({"max": n, "per_ms": per.as_millis() as u64})),
+            "concurrency_limit": cap,
         }));
     } else {
-        match now {
+        match rate {
             Some((n, per)) => println!("{}: at most {n} starts per {}", a.queue, output::age(per)),
             None => println!("{}: no rate limit", a.queue),
+        }
+        match cap {
+            Some(k) => println!("{}: at most {k} jobs running at once", a.queue),
+            None => println!("{}: no concurrency limit", a.queue),
         }
     }
     Ok(ExitCode::SUCCESS)

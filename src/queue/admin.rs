@@ -156,18 +156,87 @@ impl<T: Serialize + DeserializeOwned> Queue<T> {
         Ok(())
     }
 
-    /// Removes the queue's rate limit. Returns whether it had one.
+    /// Removes the queue's rate limit (a concurrency limit stays). Returns whether it had one.
     ///
     /// # Errors
     /// Redis errors.
     pub async fn clear_rate_limit(&self) -> Result<bool> {
         let mut conn = self.client.conn().await?;
-        let removed: u64 = redis::cmd("DEL")
+        let (removed, _): (u64, u64) = redis::pipe()
+            .atomic()
+            .cmd("HDEL")
             .arg(&self.keys.limit)
+            .arg("rate")
+            .arg("period_ms")
+            .arg("used")
+            .cmd("DEL")
             .arg(&self.keys.limit_starts)
             .query_async(&mut conn)
             .await?;
         Ok(removed > 0)
+    }
+
+    /// Limits the queue to at most `max` jobs running at once across all its workers: jobs handed out and not
+    /// yet finished (the consumer group's pending entries), checked on the server as jobs are handed out.
+    /// Workers follow a new limit within about a second; jobs they hold beyond it then finish, and no new ones
+    /// start until the count is under `max`. Replaces any earlier concurrency limit; a rate limit stays.
+    ///
+    /// ```no_run
+    /// # async fn f(queue: rill::Queue<String>) -> rill::Result<()> {
+    /// // An API that allows 20 calls in flight and 100 a second, whatever the number of workers.
+    /// queue.set_concurrency_limit(20).await?;
+    /// queue.set_rate_limit(100, std::time::Duration::from_secs(1)).await?;
+    /// # Ok(()) }
+    /// ```
+    ///
+    /// # Errors
+    /// [`Error::InvalidOption`] for `max` 0; Redis errors.
+    pub async fn set_concurrency_limit(&self, max: u32) -> Result<()> {
+        if max == 0 {
+            return Err(Error::InvalidOption {
+                option: "concurrency limit",
+                reason: "needs at least 1 job at once (pause the queue to run none)",
+            });
+        }
+        let mut conn = self.client.conn().await?;
+        let () = redis::cmd("HSET")
+            .arg(&self.keys.limit)
+            .arg("concurrency")
+            .arg(max)
+            .query_async(&mut conn)
+            .await?;
+        Ok(())
+    }
+
+    /// Removes the queue's concurrency limit (a rate limit stays). Returns whether it had one.
+    ///
+    /// # Errors
+    /// Redis errors.
+    pub async fn clear_concurrency_limit(&self) -> Result<bool> {
+        let mut conn = self.client.conn().await?;
+        let (removed, _): (u64, u64) = redis::pipe()
+            .atomic()
+            .cmd("HDEL")
+            .arg(&self.keys.limit)
+            .arg("concurrency")
+            .cmd("DEL")
+            .arg(&self.keys.limit_holds)
+            .query_async(&mut conn)
+            .await?;
+        Ok(removed > 0)
+    }
+
+    /// The queue's concurrency limit, if it has one.
+    ///
+    /// # Errors
+    /// Redis errors.
+    pub async fn concurrency_limit(&self) -> Result<Option<u32>> {
+        let mut conn = self.client.conn().await?;
+        Ok(redis::cmd("HGET")
+            .arg(&self.keys.limit)
+            .arg("concurrency")
+            .query_async(&mut conn)
+            .await?)
     }
 
     /// The queue's rate limit: most starts and the window, if it has one.

@@ -63,7 +63,7 @@ pub(super) struct Control {
     /// This worker put a job on the delayed set (a retry): the promoter looks at the set again.
     delayed_added: tokio::sync::Notify,
     /// The queue has a rate limit: new jobs are read through `limit.lua`, without prefetch.
-    rate_limited: AtomicBool,
+    limited: AtomicBool,
     /// Moving average of how long handlers run, µs (0 = none has finished yet).
     run_us: AtomicU64,
 }
@@ -81,7 +81,7 @@ impl Default for Control {
             abandoned_read: std::sync::Mutex::new(None),
             crashed: std::sync::Mutex::new(Vec::new()),
             delayed_added: tokio::sync::Notify::new(),
-            rate_limited: AtomicBool::new(false),
+            limited: AtomicBool::new(false),
             run_us: AtomicU64::new(0),
         }
     }
@@ -164,14 +164,14 @@ impl Control {
         std::mem::take(&mut *self.crashed.lock().expect("crashed lock"))
     }
 
-    /// Whether the queue has a rate limit (learnt at start and by every promoter pass).
-    pub(super) fn set_rate_limited(&self, on: bool) {
-        self.rate_limited.store(on, Ordering::Relaxed);
+    /// Whether the queue has a rate or concurrency limit (learnt at start and by every promoter pass).
+    pub(super) fn set_limited(&self, on: bool) {
+        self.limited.store(on, Ordering::Relaxed);
     }
 
-    /// The queue has a rate limit.
-    pub(super) fn rate_limited(&self) -> bool {
-        self.rate_limited.load(Ordering::Relaxed)
+    /// The queue has a rate or concurrency limit: new jobs are read through `limit.lua`.
+    pub(super) fn limited(&self) -> bool {
+        self.limited.load(Ordering::Relaxed)
     }
 
     /// This worker scheduled a retry: wake the promoter, which may be sleeping past its due time.
@@ -244,8 +244,9 @@ impl Control {
     /// worker can take them.
     pub(super) fn prefetch_allowed(&self, concurrency: usize, max: usize) -> usize {
         let us = self.run_us.load(Ordering::Relaxed);
-        // Under a rate limit a job is read only when it can start: a start is counted when it is read.
-        if us == 0 || max == 0 || self.rate_limited() {
+        // Under a limit a job is read only when it can start: a start (and its room under a concurrency limit) is
+        // counted when it is read.
+        if us == 0 || max == 0 || self.limited() {
             return 0;
         }
         let starts = PREFETCH_HORIZON.as_micros() as u64 * concurrency as u64 / us;

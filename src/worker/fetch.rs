@@ -228,7 +228,7 @@ impl Fetcher {
         if shared.control.take_sweep() && !hand_back_pending(&shared, true).await {
             shared.control.request_sweep();
         }
-        if shared.control.rate_limited() {
+        if shared.control.limited() {
             return self.read_limited(count, shutdown).await;
         }
         let c = self.conn.as_mut().expect("connection set above");
@@ -294,10 +294,12 @@ impl Fetcher {
         }
     }
 
-    /// One read under the queue's rate limit: a grant of starts (`limit.lua`), then a read of at most that many
+    /// One read under the queue's limits: a grant of starts (`limit.lua`), then a read of at most that many
     /// new entries, with the stream's newest id taken just before it; starts not used (fewer entries waiting) go
-    /// back. With nothing read it blocks on an `XREAD` (which hands out nothing) for entries after that id; with
-    /// no start allowed it sleeps until one is.
+    /// back, and under a concurrency limit the grant always does (its hold ends: what was read is pending now).
+    /// With nothing read it blocks on an `XREAD` (which hands out nothing) for entries after that id; with no
+    /// start allowed by the rate it sleeps until one is; with no room under the concurrency limit it blocks on
+    /// the events stream until a job ends somewhere (an event), at most a second.
     async fn read_limited(
         &mut self,
         count: usize,
@@ -329,7 +331,7 @@ impl Fetcher {
                 .query_async(c)
                 .await?;
             let entries = wire::parse_read_reply(got)?;
-            if entries.len() < grant.granted {
+            if entries.len() < grant.granted || grant.capped {
                 let unused = grant.granted - entries.len();
                 scripts::return_starts(c, &shared.keys, &grant.member, unused).await?;
             }
@@ -348,7 +350,7 @@ impl Fetcher {
             }
         };
         if !grant.limited {
-            shared.control.set_rate_limited(false);
+            shared.control.set_limited(false);
             return Read::Again;
         }
         if !entries.is_empty() {
@@ -356,18 +358,28 @@ impl Fetcher {
         }
         let c = self.conn.as_mut().expect("connection kept");
         let wait = async {
-            if grant.granted == 0 {
-                tokio::time::sleep(grant.wait).await;
-                return;
-            }
+            // Full under the concurrency limit: an event after this one means a job ended somewhere. (With completed
+            // events turned off only failures make events: the second's timeout covers the rest.)
+            let (stream, after, block) = match (&grant.after_event, grant.granted) {
+                (Some(event), _) => (
+                    &shared.keys.events,
+                    event.as_str(),
+                    self.block.min(Duration::from_secs(1)),
+                ),
+                (None, 0) => {
+                    tokio::time::sleep(grant.wait).await;
+                    return;
+                }
+                (None, _) => (&shared.keys.ready, after.as_str(), self.block),
+            };
             let blocked: redis::RedisResult<redis::Value> = redis::cmd("XREAD")
                 .arg("COUNT")
                 .arg(1)
                 .arg("BLOCK")
-                .arg(self.block.as_millis().max(1) as u64)
+                .arg(block.as_millis().max(1) as u64)
                 .arg("STREAMS")
-                .arg(&shared.keys.ready)
-                .arg(&after)
+                .arg(stream)
+                .arg(after)
                 .query_async(c)
                 .await;
             if let Err(e) = blocked {

@@ -237,12 +237,14 @@ impl Worker {
     {
         check_permissions(&self.client, &self.keys, &self.consumer, &self.config).await?;
         ensure_group(&self.client, &self.keys).await?;
-        // Before the first read: a rate-limited queue is read through limit.lua from the start.
-        let limited: bool = redis::cmd("HEXISTS")
+        // Before the first read: a limited queue is read through limit.lua from the start.
+        let (rate, cap): (Option<String>, Option<String>) = redis::cmd("HMGET")
             .arg(&self.keys.limit)
             .arg("rate")
+            .arg("concurrency")
             .query_async(&mut self.client.conn().await?)
             .await?;
+        let limited = rate.is_some() || cap.is_some();
         let shared = Arc::new(Shared {
             client: self.client,
             keys: self.keys,
@@ -256,7 +258,7 @@ impl Worker {
             control: Default::default(),
             started_ms: now_ms(),
         });
-        shared.control.set_rate_limited(limited);
+        shared.control.set_limited(limited);
         let stopping = CancellationToken::new();
         let ctx = Arc::new(JobContext {
             client: shared.client.clone(),

@@ -93,3 +93,87 @@ async fn grants_older_than_the_window_no_longer_count() {
     let g = take_starts(&mut f.conn, &keys, 10).await.unwrap();
     assert_eq!(g.granted, 3);
 }
+
+async fn holds(f: &mut Fixture) -> Vec<String> {
+    let keys = f.keys.clone();
+    f.conn.zrange(&keys.limit_holds, 0, -1).await.unwrap()
+}
+
+#[tokio::test]
+async fn limit_grants_room_under_the_concurrency_cap_counting_pending_entries_and_holds() {
+    let mut f = fixture().await;
+    let keys = f.keys.clone();
+    let _: () = f.conn.hset(&keys.limit, "concurrency", 3).await.unwrap();
+    for _ in 0..6 {
+        f.add(&[]).await;
+    }
+    // Two jobs handed out and not finished: room for one more.
+    let running = f.read("c1", 2).await;
+    let a = take_starts(&mut f.conn, &keys, 5).await.unwrap();
+    assert!(a.limited && a.capped);
+    assert_eq!((a.granted, a.after_event.as_deref()), (1, None));
+    assert_eq!(holds(&mut f).await, vec![a.member.clone()]);
+    // The grant is held while it is read: nothing more, and the newest event (none yet) to wait after.
+    let full = take_starts(&mut f.conn, &keys, 5).await.unwrap();
+    assert_eq!(full.granted, 0);
+    assert_eq!(full.wait, Duration::ZERO);
+    assert_eq!(full.after_event.as_deref(), Some("0-0"));
+    let event: String = redis::cmd("XADD")
+        .arg(&keys.events)
+        .arg("*")
+        .arg("event")
+        .arg("completed")
+        .query_async(&mut f.conn)
+        .await
+        .unwrap();
+    let full = take_starts(&mut f.conn, &keys, 5).await.unwrap();
+    assert_eq!(full.after_event.as_deref(), Some(event.as_str()));
+    // Read and returned: the hold ends, the entry counts as pending instead.
+    assert_eq!(f.read("c2", 1).await.len(), 1);
+    return_starts(&mut f.conn, &keys, &a.member, 0)
+        .await
+        .unwrap();
+    assert!(holds(&mut f).await.is_empty());
+    assert_eq!(take_starts(&mut f.conn, &keys, 5).await.unwrap().granted, 0);
+    // Two finish: room for two.
+    let _: u64 = redis::cmd("XACK")
+        .arg(&keys.ready)
+        .arg(GROUP)
+        .arg(&running)
+        .query_async(&mut f.conn)
+        .await
+        .unwrap();
+    let b = take_starts(&mut f.conn, &keys, 5).await.unwrap();
+    assert_eq!(b.granted, 2);
+    // A grant unread (its reader died mid-read) holds its room until it lapses (5 s), then no longer counts.
+    let _: () = redis::cmd("ZADD")
+        .arg(&keys.limit_holds)
+        .arg(1)
+        .arg(&b.member)
+        .query_async(&mut f.conn)
+        .await
+        .unwrap();
+    let c = take_starts(&mut f.conn, &keys, 5).await.unwrap();
+    assert_eq!(c.granted, 2, "the lapsed hold is gone");
+    assert_eq!(holds(&mut f).await, vec![c.member.clone()]);
+    return_starts(&mut f.conn, &keys, &c.member, 2)
+        .await
+        .unwrap();
+    // With a rate limit too: the lower of the two, and both are recorded under one member.
+    let _: () = f
+        .conn
+        .hset_multiple(&keys.limit, &[("rate", "1"), ("period_ms", "60000")])
+        .await
+        .unwrap();
+    let d = take_starts(&mut f.conn, &keys, 5).await.unwrap();
+    assert_eq!(d.granted, 1);
+    let starts: Vec<String> = f.conn.zrange(&keys.limit_starts, 0, -1).await.unwrap();
+    assert_eq!(
+        (starts, holds(&mut f).await),
+        (vec![d.member.clone()], vec![d.member.clone()])
+    );
+    // The rate is used up: it says how long to wait, before looking at the room.
+    let e = take_starts(&mut f.conn, &keys, 5).await.unwrap();
+    assert_eq!((e.granted, e.after_event), (0, None));
+    assert!(e.wait > Duration::from_secs(59), "{:?}", e.wait);
+}

@@ -160,9 +160,10 @@ fn jobs_are_listed_promoted_and_deleted_and_queues_drained_paused_and_removed() 
     assert!(!stats.contains("adm"), "{stats}");
 }
 
-/// `rill queue limit`: set, show and clear a queue's rate limit; bad rates are refused before any I/O.
+/// `rill queue limit`: set, show and clear a queue's rate and concurrency limits; bad values are refused before
+/// any I/O.
 #[test]
-fn queue_limit_sets_shows_and_clears_the_rate() {
+fn queue_limit_sets_shows_and_clears_the_rate_and_the_concurrency() {
     let cli = Cli::new();
     let none = cli.json(&["queue", "limit", "api"]);
     assert!(none["rate_limit"].is_null(), "{none}");
@@ -171,11 +172,20 @@ fn queue_limit_sets_shows_and_clears_the_rate() {
         set["rate_limit"],
         serde_json::json!({"max": 10, "per_ms": 500})
     );
+    assert!(set["concurrency_limit"].is_null(), "{set}");
     let text = cli.ok(&["queue", "limit", "api", "--rate", "100/s"]);
-    assert_eq!(text.trim(), "api: at most 100 starts per 1s");
+    assert_eq!(
+        text.trim(),
+        "api: at most 100 starts per 1s\napi: no concurrency limit"
+    );
+    // Either limit set alone keeps the other.
+    let both = cli.json(&["queue", "limit", "api", "--concurrency", "20"]);
+    assert_eq!(both["concurrency_limit"], 20);
+    assert_eq!(both["rate_limit"]["max"], 100);
     let text = cli.ok(&["queue", "limit", "api", "--clear"]);
-    assert_eq!(text.trim(), "api: no rate limit");
+    assert_eq!(text.trim(), "api: no rate limit\napi: no concurrency limit");
     for bad in ["0/s", "ten/s", "10", "10/soon"] {
         cli.fails(&["queue", "limit", "api", "--rate", bad], 2);
     }
+    cli.fails(&["queue", "limit", "api", "--concurrency", "0"], 2);
 }
