@@ -1,6 +1,8 @@
 //! Model-based property test of the delivery semantics. Random sequences of operations (enqueue, claim, ack,
 //! fail, extend, crash, lease expiry, reclaim, stale and forged completions, promotion, shutdown) run against a
 //! real private Redis through the scripts, and after every step Redis is compared with a small reference model.
+//! Some cases put the queue under a concurrency limit and a rate limit (one window for the whole case): every
+//! claim then goes through `limit.lua`, whose grant must be exactly what the model leaves room for.
 //!
 //! Staleness is made deterministic by back-dating pending entries with `XCLAIM ... IDLE` and the clock is passed
 //! to the scripts, so there are no sleeps. `PROPTEST_CASES` raises the number of cases for a soak run, e.g.
@@ -142,14 +144,50 @@ struct Harness {
     conn: redis::aio::MultiplexedConnection,
     keys: QueueKeys,
     model: Model,
+    limits: Limits,
+}
+
+/// The queue's limits in a case: claims go through `limit.lua` when either is set.
+#[derive(Debug, Clone, Copy, Default)]
+struct Limits {
+    /// Most jobs active at once.
+    cap: Option<u8>,
+    /// Most starts in the case (a window of an hour).
+    rate: Option<u8>,
+    /// Starts granted so far.
+    started: u64,
+}
+
+fn limits() -> impl Strategy<Value = Limits> {
+    prop_oneof![
+        2 => Just(Limits::default()),
+        1 => (proptest::option::of(1u8..5), proptest::option::of(1u8..20)).prop_map(|(cap, rate)| Limits {
+            cap,
+            rate,
+            started: 0,
+        }),
+    ]
 }
 
 impl Harness {
-    async fn new(conn: redis::aio::MultiplexedConnection) -> Self {
+    async fn new(conn: redis::aio::MultiplexedConnection, limits: Limits) -> Self {
         let keys = QueueKeys::new(&support::namespace(), "model").unwrap();
         let mut conn = conn;
         support::create_group(&mut conn, &keys).await;
+        if let Some(cap) = limits.cap {
+            let _: () = conn.hset(&keys.limit, "concurrency", cap).await.unwrap();
+        }
+        if let Some(rate) = limits.rate {
+            let _: () = conn
+                .hset_multiple(
+                    &keys.limit,
+                    &[("rate", u64::from(rate)), ("period_ms", 3_600_000)],
+                )
+                .await
+                .unwrap();
+        }
         Harness {
+            limits,
             conn,
             keys,
             model: Model {
@@ -267,6 +305,10 @@ impl Harness {
             }
             Op::Claim { worker, count } => {
                 let consumer = self.model.consumers[worker].clone();
+                let grant = self.grant(count).await;
+                let Some((count, member)) = grant else {
+                    return;
+                };
                 let v: redis::Value = redis::cmd("XREADGROUP")
                     .arg("GROUP")
                     .arg(GROUP)
@@ -295,6 +337,14 @@ impl Harness {
                 waiting.sort_by_key(|(e, _)| entry_key(e));
                 let want: Vec<(String, String)> =
                     waiting.into_iter().take(usize::from(count)).collect();
+                if let Some(member) = member {
+                    // What was read is pending now: the grant goes back with what it did not read.
+                    let unused = usize::from(count) - got.len();
+                    scripts::return_starts(&mut self.conn, &self.keys, &member, unused)
+                        .await
+                        .unwrap();
+                    self.limits.started += got.len() as u64;
+                }
                 assert_eq!(
                     got,
                     want.iter().map(|(e, _)| e.clone()).collect::<Vec<_>>(),
@@ -623,6 +673,49 @@ impl Harness {
         }
     }
 
+    /// How many entries a claim of `count` may read: all of them without limits; with limits, what `limit.lua`
+    /// grants, which must be exactly the room the model leaves (and the grant to return after the read). `None`
+    /// when nothing may be read.
+    async fn grant(&mut self, count: u8) -> Option<(u8, Option<String>)> {
+        if self.limits.cap.is_none() && self.limits.rate.is_none() {
+            return Some((count, None));
+        }
+        let active = self
+            .model
+            .jobs
+            .values()
+            .filter(|j| matches!(j.state, State::Active { .. }))
+            .count() as u64;
+        let mut room = u64::from(count);
+        if let Some(cap) = self.limits.cap {
+            room = room.min(u64::from(cap).saturating_sub(active));
+        }
+        if let Some(rate) = self.limits.rate {
+            room = room.min(u64::from(rate).saturating_sub(self.limits.started));
+        }
+        let g = scripts::take_starts(&mut self.conn, &self.keys, usize::from(count))
+            .await
+            .unwrap();
+        assert!(g.limited);
+        assert_eq!(
+            g.granted as u64, room,
+            "the grant is the room the model leaves"
+        );
+        if let Some(cap) = self.limits.cap {
+            assert!(
+                active <= u64::from(cap),
+                "{active} active over the limit of {cap}"
+            );
+        }
+        (g.granted > 0).then(|| (g.granted as u8, Some(g.member)))
+    }
+
+    /// Lifts the case's limits (for the final drain).
+    async fn lift_limits(&mut self) {
+        let _: () = self.conn.del(&self.keys.limit).await.unwrap();
+        self.limits = Limits::default();
+    }
+
     /// Every job the model holds is in Redis in the same state, and Redis holds nothing else.
     async fn check(&mut self) {
         let mut counts = (0u64, 0u64, 0u64, 0u64);
@@ -728,13 +821,14 @@ fn delivery_semantics_match_the_model() {
         max_shrink_iters: 2000,
         ..ProptestConfig::default()
     };
-    proptest!(config, |(ops in proptest::collection::vec(op(), 1..60))| {
+    proptest!(config, |(limits in limits(), ops in proptest::collection::vec(op(), 1..60))| {
         rt.block_on(async {
-            let mut h = Harness::new(conn.clone()).await;
+            let mut h = Harness::new(conn.clone(), limits).await;
             for op in &ops {
                 h.apply(op).await;
                 h.check().await;
             }
+            h.lift_limits().await;
             // Every job reaches exactly one terminal state once the fleet drains: recover, promote, run all.
             for step in 0..200 {
                 let open = h.model.jobs.values().any(|j| !matches!(j.state, State::Completed | State::Dead));
