@@ -707,7 +707,7 @@ impl Harness {
                 "{active} active over the limit of {cap}"
             );
         }
-        (g.granted > 0).then(|| (g.granted as u8, Some(g.member)))
+        (g.granted > 0).then_some((g.granted as u8, Some(g.member)))
     }
 
     /// Lifts the case's limits (for the final drain).
