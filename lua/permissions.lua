@@ -23,13 +23,12 @@
 -- KEYS[18]  a schedule's hash (any name)
 -- KEYS[19]  rate limit hash
 -- KEYS[20]  rate limit starts sorted set
--- KEYS[21]  concurrency limit holds sorted set
 -- ARGV[1]   consumer group
 -- ARGV[2]   consumer name
 --
 -- Returns '' when every command is allowed, otherwise '<COMMAND> <key>' for the first one refused.
 local ready, index, delayed, scheduled, dead, deadids, events, job, ckpt, workers, record, beats, signals,
-  outcomes, paused, parked, schedules, schedule, limit, starts, holds = unpack(KEYS)
+  outcomes, paused, parked, schedules, schedule, limit, starts = unpack(KEYS)
 local group, consumer = ARGV[1], ARGV[2]
 local calls = {
   {'XREADGROUP', 'GROUP', group, consumer, 'COUNT', '1', 'STREAMS', ready, '>'},
@@ -96,11 +95,6 @@ local calls = {
   {'ZRANGE', starts, '0', '0'},
   {'ZADD', starts, '0', 'm'},
   {'PEXPIRE', starts, '1'},
-  {'ZREMRANGEBYSCORE', holds, '-inf', '0'},
-  {'ZRANGE', holds, '0', '-1'},
-  {'ZADD', holds, '0', 'm'},
-  {'ZREM', holds, 'm'},
-  {'PEXPIRE', holds, '1'},
   {'XREVRANGE', events, '+', '-', 'COUNT', '1'},
   {'XREAD', 'STREAMS', ready, '0-0'},
   {'TIME'},

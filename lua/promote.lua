@@ -16,7 +16,8 @@
 --   promoted  number of jobs moved to the ready stream (a delayed id with no body is dropped and not counted)
 --   next_due  due time (ms) of the earliest job still delayed, or -1 if none
 --   next_fire the earliest fire time (ms) of a schedule that is not paused, or -1 if none (fire.lua fires it)
---   limited   1 if the queue has a rate or concurrency limit (workers then read through limit.lua), else 0
+--   limited   2 if the queue has a rate limit (workers then read through limit.lua, without prefetch), 1 if it
+--             has only a concurrency limit (read through limit.lua), else 0
 -- lib/to_ready: move a delayed (or failed, retry-waiting) job's body onto the ready stream.
 -- to_ready(scheduled, ready, index, jid) -> true if moved (the body gets its `id` field, the index points at the
 -- new ready entry, the scheduled entry is deleted); false if its body was gone (the index entry is dropped).
@@ -58,6 +59,10 @@ if nxt[2] then next_due = nxt[2] end
 local fire = redis.call('ZRANGEBYSCORE', schedules, '-inf', '(+inf', 'WITHSCORES', 'LIMIT', 0, 1)
 local next_fire = -1
 if fire[2] then next_fire = fire[2] end
-local limited = redis.call('HEXISTS', limit, 'rate')
-if limited == 0 then limited = redis.call('HEXISTS', limit, 'concurrency') end
+local limited = 0
+if redis.call('HEXISTS', limit, 'rate') == 1 then
+  limited = 2
+elseif redis.call('HEXISTS', limit, 'concurrency') == 1 then
+  limited = 1
+end
 return {promoted, next_due, next_fire, limited}

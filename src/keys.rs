@@ -135,10 +135,8 @@ pub struct QueueKeys {
     pub schedules: String,
     /// The queue's limits (hash: rate, period_ms, concurrency; seq and used kept here).
     pub limit: String,
-    /// Sorted set of the starts within the rate limit's window (member = grant, score = time, ms).
+    /// Sorted set of the reads within the rate limit's window (member = `<seq>:<count>`, score = time, ms).
     pub limit_starts: String,
-    /// Sorted set of grants being read under the concurrency limit (member = grant, score = lapse time, ms).
-    pub limit_holds: String,
     /// The namespace's set of queue names (not under the queue's hash tag: it spans queues).
     pub queues: String,
     prefix: String,
@@ -171,7 +169,6 @@ impl QueueKeys {
             schedules: format!("{prefix}:schedules"),
             limit: format!("{prefix}:limit"),
             limit_starts: format!("{prefix}:limit:starts"),
-            limit_holds: format!("{prefix}:limit:holds"),
             queues: queues_key(namespace)?,
             prefix,
         })
@@ -232,7 +229,6 @@ mod tests {
         assert_eq!(k.schedules, "rill:{emails}:schedules");
         assert_eq!(k.limit, "rill:{emails}:limit");
         assert_eq!(k.limit_starts, "rill:{emails}:limit:starts");
-        assert_eq!(k.limit_holds, "rill:{emails}:limit:holds");
         assert_eq!(k.schedule("nightly"), "rill:{emails}:schedule:nightly");
         assert_eq!(k.queues, "rill:queues");
         assert_eq!(k.pattern(), "rill:{emails}:*");
@@ -267,7 +263,6 @@ mod tests {
             &k.schedule("n"),
             &k.limit,
             &k.limit_starts,
-            &k.limit_holds,
             &k.worker("w"),
             &k.job("a{b}"),
             &k.dedup("x}y"),

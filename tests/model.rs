@@ -2,7 +2,7 @@
 //! fail, extend, crash, lease expiry, reclaim, stale and forged completions, promotion, shutdown) run against a
 //! real private Redis through the scripts, and after every step Redis is compared with a small reference model.
 //! Some cases put the queue under a concurrency limit and a rate limit (one window for the whole case): every
-//! claim then goes through `limit.lua`, whose grant must be exactly what the model leaves room for.
+//! claim then goes through `limit.lua`, which must read exactly what the model leaves room for.
 //!
 //! Staleness is made deterministic by back-dating pending entries with `XCLAIM ... IDLE` and the clock is passed
 //! to the scripts, so there are no sleeps. `PROPTEST_CASES` raises the number of cases for a soak run, e.g.
@@ -17,7 +17,7 @@ use redis::AsyncCommands;
 use rill::keys::{GROUP, QueueKeys};
 use rill::scripts::{
     self, Ack, AckItem, Caller, DeliveryRef, Enqueued, Fail, FailMode, FailOutcome, HandBack,
-    NewJob, Reclaim, Retention,
+    LimitedRead, NewJob, Reclaim, Retention,
 };
 use rill::wire::DeadReason;
 use support::{TestRedis, caller};
@@ -160,8 +160,8 @@ struct Limits {
 
 fn limits() -> impl Strategy<Value = Limits> {
     prop_oneof![
-        2 => Just(Limits::default()),
-        1 => (proptest::option::of(1u8..5), proptest::option::of(1u8..20)).prop_map(|(cap, rate)| Limits {
+        1 => Just(Limits::default()),
+        1 => (proptest::option::of(1u8..4), proptest::option::of(1u8..20)).prop_map(|(cap, rate)| Limits {
             cap,
             rate,
             started: 0,
@@ -305,27 +305,7 @@ impl Harness {
             }
             Op::Claim { worker, count } => {
                 let consumer = self.model.consumers[worker].clone();
-                let grant = self.grant(count).await;
-                let Some((count, member)) = grant else {
-                    return;
-                };
-                let v: redis::Value = redis::cmd("XREADGROUP")
-                    .arg("GROUP")
-                    .arg(GROUP)
-                    .arg(&consumer)
-                    .arg("COUNT")
-                    .arg(count)
-                    .arg("STREAMS")
-                    .arg(&self.keys.ready)
-                    .arg(">")
-                    .query_async(&mut self.conn)
-                    .await
-                    .unwrap();
-                let got: Vec<String> = rill::wire::parse_read_reply(v)
-                    .unwrap()
-                    .into_iter()
-                    .map(|e| e.id)
-                    .collect();
+                let (count, got) = self.read(&consumer, count).await;
                 // The model's view: waiting jobs in entry order.
                 let mut waiting: Vec<(String, String)> = self
                     .model
@@ -337,14 +317,7 @@ impl Harness {
                 waiting.sort_by_key(|(e, _)| entry_key(e));
                 let want: Vec<(String, String)> =
                     waiting.into_iter().take(usize::from(count)).collect();
-                if let Some(member) = member {
-                    // What was read is pending now: the grant goes back with what it did not read.
-                    let unused = usize::from(count) - got.len();
-                    scripts::return_starts(&mut self.conn, &self.keys, &member, unused)
-                        .await
-                        .unwrap();
-                    self.limits.started += got.len() as u64;
-                }
+                self.limits.started += got.len() as u64;
                 assert_eq!(
                     got,
                     want.iter().map(|(e, _)| e.clone()).collect::<Vec<_>>(),
@@ -673,12 +646,25 @@ impl Harness {
         }
     }
 
-    /// How many entries a claim of `count` may read: all of them without limits; with limits, what `limit.lua`
-    /// grants, which must be exactly the room the model leaves (and the grant to return after the read). `None`
-    /// when nothing may be read.
-    async fn grant(&mut self, count: u8) -> Option<(u8, Option<String>)> {
+    /// Reads up to `count` new entries for `consumer`: with `XREADGROUP` without limits; through `limit.lua`
+    /// with them, which must read exactly as many as the room the model leaves (and the waiting jobs) allow.
+    /// Returns the count the model allows and the entry ids read.
+    async fn read(&mut self, consumer: &str, count: u8) -> (u8, Vec<String>) {
         if self.limits.cap.is_none() && self.limits.rate.is_none() {
-            return Some((count, None));
+            let v: redis::Value = redis::cmd("XREADGROUP")
+                .arg("GROUP")
+                .arg(GROUP)
+                .arg(consumer)
+                .arg("COUNT")
+                .arg(count)
+                .arg("STREAMS")
+                .arg(&self.keys.ready)
+                .arg(">")
+                .query_async(&mut self.conn)
+                .await
+                .unwrap();
+            let got = rill::wire::parse_read_reply(v).unwrap();
+            return (count, got.into_iter().map(|e| e.id).collect());
         }
         let active = self
             .model
@@ -686,28 +672,60 @@ impl Harness {
             .values()
             .filter(|j| matches!(j.state, State::Active { .. }))
             .count() as u64;
+        let waiting = self
+            .model
+            .jobs
+            .values()
+            .filter(|j| j.state == State::Waiting)
+            .count() as u64;
         let mut room = u64::from(count);
-        if let Some(cap) = self.limits.cap {
-            room = room.min(u64::from(cap).saturating_sub(active));
-        }
+        let mut why = "";
         if let Some(rate) = self.limits.rate {
-            room = room.min(u64::from(rate).saturating_sub(self.limits.started));
+            let left = u64::from(rate).saturating_sub(self.limits.started);
+            if left == 0 {
+                why = "rate";
+            }
+            room = room.min(left);
         }
-        let g = scripts::take_starts(&mut self.conn, &self.keys, usize::from(count))
-            .await
-            .unwrap();
-        assert!(g.limited);
-        assert_eq!(
-            g.granted as u64, room,
-            "the grant is the room the model leaves"
-        );
         if let Some(cap) = self.limits.cap {
             assert!(
                 active <= u64::from(cap),
                 "{active} active over the limit of {cap}"
             );
+            let left = u64::from(cap) - active;
+            if left == 0 && why.is_empty() {
+                why = "room";
+            }
+            room = room.min(left);
         }
-        (g.granted > 0).then_some((g.granted as u8, Some(g.member)))
+        let r = scripts::read_limited(&mut self.conn, &self.keys, consumer, usize::from(count))
+            .await
+            .unwrap();
+        let got: Vec<String> = match r {
+            LimitedRead::Entries(e) => e.into_iter().map(|e| e.id).collect(),
+            LimitedRead::Rate(_) => {
+                assert_eq!(why, "rate", "refused for the rate");
+                Vec::new()
+            }
+            LimitedRead::Room { .. } => {
+                assert_eq!(why, "room", "refused for the room");
+                Vec::new()
+            }
+            LimitedRead::Empty { .. } => {
+                assert!(
+                    room > 0 && waiting == 0,
+                    "nothing read though {waiting} wait and room is {room}"
+                );
+                Vec::new()
+            }
+            LimitedRead::Unlimited => panic!("the limits were set"),
+        };
+        assert_eq!(
+            got.len() as u64,
+            room.min(waiting),
+            "read what the model leaves room for"
+        );
+        (room as u8, got)
     }
 
     /// Lifts the case's limits (for the final drain).

@@ -214,13 +214,9 @@ impl<T: Serialize + DeserializeOwned> Queue<T> {
     /// Redis errors.
     pub async fn clear_concurrency_limit(&self) -> Result<bool> {
         let mut conn = self.client.conn().await?;
-        let (removed, _): (u64, u64) = redis::pipe()
-            .atomic()
-            .cmd("HDEL")
+        let removed: u64 = redis::cmd("HDEL")
             .arg(&self.keys.limit)
             .arg("concurrency")
-            .cmd("DEL")
-            .arg(&self.keys.limit_holds)
             .query_async(&mut conn)
             .await?;
         Ok(removed > 0)

@@ -52,7 +52,7 @@ pub use extend::extend;
 pub use fail::{Fail, FailMode, FailOutcome, fail};
 pub use fire::{Fire, Fired, fire};
 pub use heartbeat::{Beat, BeatFields, Heartbeat, heartbeat};
-pub use limit::{Grant, return_starts, take_starts};
+pub use limit::{LimitedRead, Limits, read_limited};
 pub use park::park;
 pub use permissions::permissions;
 pub use promote::{Promoted, promote};

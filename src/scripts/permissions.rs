@@ -39,7 +39,6 @@ pub async fn permissions<C: ConnectionLike + Send>(
         .key(k.schedule("permission-check"))
         .key(&k.limit)
         .key(&k.limit_starts)
-        .key(&k.limit_holds)
         .arg(GROUP)
         .arg(caller.consumer)
         .invoke_async(con)

@@ -17,8 +17,8 @@ pub struct Promoted {
     pub next_due: Option<u64>,
     /// The earliest fire time (ms) of a schedule that is not paused.
     pub next_fire: Option<u64>,
-    /// The queue has a rate limit (read under grants of [`take_starts`](super::take_starts)).
-    pub limited: bool,
+    /// The queue's limits (a worker reads through [`read_limited`](super::read_limited) under any).
+    pub limits: super::Limits,
 }
 
 /// Moves up to `count` due delayed jobs to the ready stream, and says when the next delayed job and the next
@@ -50,11 +50,11 @@ pub async fn promote<C: ConnectionLike + Send>(
     let moved = r.count()?;
     let next_due = r.int()?;
     let next_fire = r.int()?;
-    let limited = r.int()? == 1;
+    let limits = super::Limits::from_code(r.int()?);
     Ok(Promoted {
         moved,
         next_due: (next_due >= 0).then_some(next_due as u64),
         next_fire: (next_fire >= 0).then_some(next_fire as u64),
-        limited,
+        limits,
     })
 }

@@ -120,6 +120,12 @@ impl<'a> Reply<'a> {
             .collect()
     }
 
+    /// The next item as stream entries (`{id, {field, value, ...}}` each, as XRANGE gives them).
+    pub(crate) fn entries(&mut self) -> Result<Vec<RawEntry>> {
+        let v = self.next()?.clone();
+        wire::parse_entries(v)
+    }
+
     /// Every remaining item, read by `f`.
     pub(crate) fn rest<T>(self, f: impl Fn(&Value) -> Result<T>) -> Result<Vec<T>> {
         self.items.map(f).collect()

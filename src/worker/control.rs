@@ -9,6 +9,8 @@ use std::time::{Duration, Instant};
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
+use crate::scripts::Limits;
+
 /// How far ahead a worker prefetches: the deliveries it expects to start within this time.
 pub(super) const PREFETCH_HORIZON: Duration = Duration::from_millis(100);
 
@@ -62,8 +64,8 @@ pub(super) struct Control {
     crashed: std::sync::Mutex<Vec<String>>,
     /// This worker put a job on the delayed set (a retry): the promoter looks at the set again.
     delayed_added: tokio::sync::Notify,
-    /// The queue has a rate limit: new jobs are read through `limit.lua`, without prefetch.
-    limited: AtomicBool,
+    /// The queue's limits ([`Limits`] as a number): new jobs are read through `limit.lua` under any.
+    limits: std::sync::atomic::AtomicU8,
     /// Moving average of how long handlers run, µs (0 = none has finished yet).
     run_us: AtomicU64,
 }
@@ -81,7 +83,7 @@ impl Default for Control {
             abandoned_read: std::sync::Mutex::new(None),
             crashed: std::sync::Mutex::new(Vec::new()),
             delayed_added: tokio::sync::Notify::new(),
-            limited: AtomicBool::new(false),
+            limits: Default::default(),
             run_us: AtomicU64::new(0),
         }
     }
@@ -164,14 +166,14 @@ impl Control {
         std::mem::take(&mut *self.crashed.lock().expect("crashed lock"))
     }
 
-    /// Whether the queue has a rate or concurrency limit (learnt at start and by every promoter pass).
-    pub(super) fn set_limited(&self, on: bool) {
-        self.limited.store(on, Ordering::Relaxed);
+    /// The queue's limits (learnt at start and by every promoter pass).
+    pub(super) fn set_limits(&self, limits: Limits) {
+        self.limits.store(limits as u8, Ordering::Relaxed);
     }
 
     /// The queue has a rate or concurrency limit: new jobs are read through `limit.lua`.
     pub(super) fn limited(&self) -> bool {
-        self.limited.load(Ordering::Relaxed)
+        self.limits.load(Ordering::Relaxed) != Limits::None as u8
     }
 
     /// This worker scheduled a retry: wake the promoter, which may be sleeping past its due time.
@@ -244,9 +246,9 @@ impl Control {
     /// worker can take them.
     pub(super) fn prefetch_allowed(&self, concurrency: usize, max: usize) -> usize {
         let us = self.run_us.load(Ordering::Relaxed);
-        // Under a limit a job is read only when it can start: a start (and its room under a concurrency limit) is
-        // counted when it is read.
-        if us == 0 || max == 0 || self.limited() {
+        // Under a rate limit a job is read only when it can start: a start is counted when it is read. (Under a
+        // concurrency limit alone a prefetched job counts as handed out, which is what that limit counts.)
+        if us == 0 || max == 0 || self.limits.load(Ordering::Relaxed) == Limits::Rate as u8 {
             return 0;
         }
         let starts = PREFETCH_HORIZON.as_micros() as u64 * concurrency as u64 / us;

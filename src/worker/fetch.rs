@@ -294,12 +294,10 @@ impl Fetcher {
         }
     }
 
-    /// One read under the queue's limits: a grant of starts (`limit.lua`), then a read of at most that many
-    /// new entries, with the stream's newest id taken just before it; starts not used (fewer entries waiting) go
-    /// back, and under a concurrency limit the grant always does (its hold ends: what was read is pending now).
-    /// With nothing read it blocks on an `XREAD` (which hands out nothing) for entries after that id; with no
-    /// start allowed by the rate it sleeps until one is; with no room under the concurrency limit it blocks on
-    /// the events stream until a job ends somewhere (an event), at most a second.
+    /// One read under the queue's limits: `limit.lua` reads at most what the rate and the concurrency allow now,
+    /// counting it, in one step. With nothing read it waits without a busy loop: until a start is allowed (the
+    /// rate), until a job ends somewhere (an event; at most a second, since completions may write none), or for
+    /// new entries (an `XREAD`, which hands out nothing, so idle workers hold no share).
     async fn read_limited(
         &mut self,
         count: usize,
@@ -307,71 +305,35 @@ impl Fetcher {
     ) -> Read {
         let shared = self.shared.clone();
         let c = self.conn.as_mut().expect("connection set by read");
-        let read = async {
-            let grant = scripts::take_starts(c, &shared.keys, count).await?;
-            if !grant.limited || grant.granted == 0 {
-                return Ok((grant, Vec::new(), String::new()));
-            }
-            let (newest, got): (redis::Value, redis::Value) = redis::pipe()
-                .cmd("XREVRANGE")
-                .arg(&shared.keys.ready)
-                .arg("+")
-                .arg("-")
-                .arg("COUNT")
-                .arg(1)
-                .cmd("XREADGROUP")
-                .arg("GROUP")
-                .arg(GROUP)
-                .arg(&shared.consumer)
-                .arg("COUNT")
-                .arg(grant.granted)
-                .arg("STREAMS")
-                .arg(&shared.keys.ready)
-                .arg(">")
-                .query_async(c)
-                .await?;
-            let entries = wire::parse_read_reply(got)?;
-            if entries.len() < grant.granted || grant.capped {
-                let unused = grant.granted - entries.len();
-                scripts::return_starts(c, &shared.keys, &grant.member, unused).await?;
-            }
-            let after = wire::parse_entries(newest)?
-                .pop()
-                .map_or_else(|| "0-0".to_owned(), |e| e.id);
-            Ok::<_, crate::Error>((grant, entries, after))
-        };
-        let (grant, entries, after) = match read.await {
-            Ok(r) => r,
+        let read = scripts::read_limited(c, &shared.keys, &shared.consumer, count).await;
+        let (stream, after, block) = match read {
             Err(e) => {
                 self.conn = None;
                 shared.control.read_abandoned();
                 warn_throttled!(error = %e, "fetch: limited read failed; reconnecting");
                 return self.back_off(shutdown).await;
             }
+            Ok(scripts::LimitedRead::Unlimited) => {
+                shared.control.set_limits(scripts::Limits::None);
+                return Read::Again;
+            }
+            Ok(scripts::LimitedRead::Entries(e)) => return Read::Entries(e),
+            Ok(scripts::LimitedRead::Rate(wait)) => {
+                return tokio::select! {
+                    biased;
+                    _ = shutdown.as_mut() => Read::Shutdown,
+                    _ = self.gate.changed() => Read::Again,
+                    _ = tokio::time::sleep(wait) => Read::Again,
+                };
+            }
+            Ok(scripts::LimitedRead::Room { after_event }) => (
+                &shared.keys.events,
+                after_event,
+                self.block.min(Duration::from_secs(1)),
+            ),
+            Ok(scripts::LimitedRead::Empty { after }) => (&shared.keys.ready, after, self.block),
         };
-        if !grant.limited {
-            shared.control.set_limited(false);
-            return Read::Again;
-        }
-        if !entries.is_empty() {
-            return Read::Entries(entries);
-        }
-        let c = self.conn.as_mut().expect("connection kept");
         let wait = async {
-            // Full under the concurrency limit: an event after this one means a job ended somewhere. (With completed
-            // events turned off only failures make events: the second's timeout covers the rest.)
-            let (stream, after, block) = match (&grant.after_event, grant.granted) {
-                (Some(event), _) => (
-                    &shared.keys.events,
-                    event.as_str(),
-                    self.block.min(Duration::from_secs(1)),
-                ),
-                (None, 0) => {
-                    tokio::time::sleep(grant.wait).await;
-                    return;
-                }
-                (None, _) => (&shared.keys.ready, after.as_str(), self.block),
-            };
             let blocked: redis::RedisResult<redis::Value> = redis::cmd("XREAD")
                 .arg("COUNT")
                 .arg(1)
@@ -379,11 +341,11 @@ impl Fetcher {
                 .arg(block.as_millis().max(1) as u64)
                 .arg("STREAMS")
                 .arg(stream)
-                .arg(after)
+                .arg(&after)
                 .query_async(c)
                 .await;
             if let Err(e) = blocked {
-                warn_throttled!(error = %e, "fetch: waiting for entries failed");
+                warn_throttled!(error = %e, "fetch: waiting under the queue's limits failed");
                 tokio::time::sleep(Duration::from_millis(200)).await;
             }
         };

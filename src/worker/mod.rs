@@ -244,7 +244,7 @@ impl Worker {
             .arg("concurrency")
             .query_async(&mut self.client.conn().await?)
             .await?;
-        let limited = rate.is_some() || cap.is_some();
+        let limits = scripts::Limits::from_fields(rate.is_some(), cap.is_some());
         let shared = Arc::new(Shared {
             client: self.client,
             keys: self.keys,
@@ -258,7 +258,7 @@ impl Worker {
             control: Default::default(),
             started_ms: now_ms(),
         });
-        shared.control.set_limited(limited);
+        shared.control.set_limits(limits);
         let stopping = CancellationToken::new();
         let ctx = Arc::new(JobContext {
             client: shared.client.clone(),

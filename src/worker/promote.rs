@@ -38,7 +38,7 @@ pub(super) async fn run(shared: Arc<Shared>, stop: CancellationToken) {
         .await;
         let wait = match r {
             Ok(p) => {
-                shared.control.set_limited(p.limited);
+                shared.control.set_limits(p.limits);
                 let fire_now = p.next_fire.is_some_and(|f| f <= now);
                 if fire_now
                     && Instant::now() >= hold_fires_until
