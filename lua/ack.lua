@@ -73,6 +73,13 @@ local function undelivered(ready, group, eid)
   ems, eseq, lms, lseq = tonumber(ems), tonumber(eseq), tonumber(lms), tonumber(lseq)
   return ems > lms or (ems == lms and eseq > lseq)
 end
+-- lib/event: add a lifecycle event to the events stream, trimmed to about `maxlen` entries; a `maxlen` of 0 means
+-- events are off: nothing is added (and the stream is not trimmed).
+-- event(events, maxlen, field, value, ...)
+local function event(events, maxlen, ...)
+  if tonumber(maxlen) == 0 then return end
+  redis.call('XADD', events, 'MAXLEN', '~', maxlen, '*', ...)
+end
 
 local ready, index, events = KEYS[1], KEYS[2], KEYS[3]
 local group, consumer, now = ARGV[1], ARGV[2], ARGV[3]
@@ -164,7 +171,7 @@ if k > 0 and maxlen > 0 then
       if codes[i] == 1 then done[#done + 1] = names[i] or ARGV[8 + 2 * i] end
     end
   end
-  redis.call('XADD', events, 'MAXLEN', '~', maxlen, '*', 'event', 'completed', 'ids', table.concat(done, ' '),
+  event(events, maxlen, 'event', 'completed', 'ids', table.concat(done, ' '),
     'count', tostring(k), 'ms', now)
 end
 -- The common case in one integer: every delivery completed.

@@ -18,7 +18,7 @@
 -- ARGV[5]  crash_after, ms (a worker whose last beat is older is crashed)
 -- ARGV[6]  count: most deliveries taken
 -- ARGV[7]  default max attempts
--- ARGV[8]  events stream MAXLEN (approximate)
+-- ARGV[8]  events stream MAXLEN (approximate); 0 = no event
 --
 -- Returns {code, taken, dead_lettered}:
 --   code   1 adopted (taken may be empty), 2 adopted everything and removed the crashed worker,
@@ -62,6 +62,13 @@ local function dead_letter(dead, deadids, index, eid, jid, fields, reason, err, 
   redis.call('HSET', deadids, jid, did)
   redis.call('HDEL', index, jid)
 end
+-- lib/event: add a lifecycle event to the events stream, trimmed to about `maxlen` entries; a `maxlen` of 0 means
+-- events are off: nothing is added (and the stream is not trimmed).
+-- event(events, maxlen, field, value, ...)
+local function event(events, maxlen, ...)
+  if tonumber(maxlen) == 0 then return end
+  redis.call('XADD', events, 'MAXLEN', '~', maxlen, '*', ...)
+end
 
 local ready, index, dead, deadids, events, workers, record =
   KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6], KEYS[7]
@@ -92,12 +99,12 @@ for _, p in ipairs(pending) do
         string.format('%.0f', now))
       redis.call('XACK', ready, group, eid)
       redis.call('XDEL', ready, eid)
-      redis.call('XADD', events, 'MAXLEN', '~', maxlen, '*', 'event', 'dead', 'id', jid, 'attempt', tostring(made),
+      event(events, maxlen, 'event', 'dead', 'id', jid, 'attempt', tostring(made),
         'ms', string.format('%.0f', now), 'reason', 'exhausted', 'error', 'worker crashed')
       dead_n = dead_n + 1
     else
       taken[#taken + 1] = {eid, deliveries, fields}
-      redis.call('XADD', events, 'MAXLEN', '~', maxlen, '*', 'event', 'stalled', 'id', jid,
+      event(events, maxlen, 'event', 'stalled', 'id', jid,
         'attempt', tostring(made), 'ms', string.format('%.0f', now), 'reason', 'worker crashed')
     end
   elseif not e then

@@ -19,7 +19,7 @@
 -- ARGV[1]  consumer group
 -- ARGV[2]  job id
 -- ARGV[3]  now, ms since the Unix epoch
--- ARGV[4]  events stream MAXLEN (approximate)
+-- ARGV[4]  events stream MAXLEN (approximate); 0 = no event
 --
 -- Returns {code, state it was in}:
 --   1  deleted; state: waiting | delayed | failed | parked | dead | completed | cancelled (event `deleted`)
@@ -83,6 +83,13 @@ local function settle_lag(ready, group)
   end
   if added then redis.call('XGROUP', 'SETID', ready, group, '$', 'ENTRIESREAD', added) end
 end
+-- lib/event: add a lifecycle event to the events stream, trimmed to about `maxlen` entries; a `maxlen` of 0 means
+-- events are off: nothing is added (and the stream is not trimmed).
+-- event(events, maxlen, field, value, ...)
+local function event(events, maxlen, ...)
+  if tonumber(maxlen) == 0 then return end
+  redis.call('XADD', events, 'MAXLEN', '~', maxlen, '*', ...)
+end
 local ready, delayed, scheduled, index, parked, dead, deadids, job, ckpt, dedup, events =
   KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6], KEYS[7], KEYS[8], KEYS[9], KEYS[10], KEYS[11]
 local group, jid, now, maxlen = ARGV[1], ARGV[2], ARGV[3], ARGV[4]
@@ -124,5 +131,5 @@ if not state then return {0, ''} end
 redis.call('HDEL', index, jid)
 redis.call('DEL', job, ckpt)
 if redis.call('GET', dedup) == jid then redis.call('DEL', dedup) end
-redis.call('XADD', events, 'MAXLEN', '~', maxlen, '*', 'event', 'deleted', 'id', jid, 'state', state, 'ms', now)
+event(events, maxlen, 'event', 'deleted', 'id', jid, 'state', state, 'ms', now)
 return {1, state}

@@ -12,7 +12,7 @@
 -- ARGV[1]  consumer group
 -- ARGV[2]  count: most waiting and most delayed jobs deleted by this call
 -- ARGV[3]  now, ms since the Unix epoch
--- ARGV[4]  events stream MAXLEN (approximate)
+-- ARGV[4]  events stream MAXLEN (approximate); 0 = no event
 --
 -- Returns {waiting deleted, delayed deleted, more}: more = 1 if either kind may have jobs left (event `drained`
 -- with both counts when anything went)
@@ -54,6 +54,13 @@ local function settle_lag(ready, group)
   end
   if added then redis.call('XGROUP', 'SETID', ready, group, '$', 'ENTRIESREAD', added) end
 end
+-- lib/event: add a lifecycle event to the events stream, trimmed to about `maxlen` entries; a `maxlen` of 0 means
+-- events are off: nothing is added (and the stream is not trimmed).
+-- event(events, maxlen, field, value, ...)
+local function event(events, maxlen, ...)
+  if tonumber(maxlen) == 0 then return end
+  redis.call('XADD', events, 'MAXLEN', '~', maxlen, '*', ...)
+end
 local ready, delayed, scheduled, index, events = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5]
 local group, count, now, maxlen = ARGV[1], tonumber(ARGV[2]), ARGV[3], ARGV[4]
 local function unindex(jid, eid)
@@ -79,7 +86,7 @@ for _, jid in ipairs(due) do
   redis.call('ZREM', delayed, jid)
 end
 if #waiting + #due > 0 then
-  redis.call('XADD', events, 'MAXLEN', '~', maxlen, '*', 'event', 'drained', 'waiting', #waiting,
+  event(events, maxlen, 'event', 'drained', 'waiting', #waiting,
     'delayed', #due, 'ms', now)
 end
 if #waiting < count then settle_lag(ready, group) end

@@ -22,7 +22,7 @@
 -- ARGV[9]  error text (stored as last_error / error)
 -- ARGV[10] dead reason if the job dies: failed | exhausted | malformed | too_large
 -- ARGV[11] default max attempts, for entries without a max_attempts field
--- ARGV[12] events stream MAXLEN (approximate)
+-- ARGV[12] events stream MAXLEN (approximate); 0 = no event
 -- ARGV[13] record retention, ms ('cancel': how long the cancelled record is kept)
 --
 -- Returns {code, attempts_made}:
@@ -77,6 +77,13 @@ local function dead_letter(dead, deadids, index, eid, jid, fields, reason, err, 
   redis.call('HSET', deadids, jid, did)
   redis.call('HDEL', index, jid)
 end
+-- lib/event: add a lifecycle event to the events stream, trimmed to about `maxlen` entries; a `maxlen` of 0 means
+-- events are off: nothing is added (and the stream is not trimmed).
+-- event(events, maxlen, field, value, ...)
+local function event(events, maxlen, ...)
+  if tonumber(maxlen) == 0 then return end
+  redis.call('XADD', events, 'MAXLEN', '~', maxlen, '*', ...)
+end
 
 local ready, delayed, scheduled, index, dead, deadids, events, job =
   KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6], KEYS[7], KEYS[8]
@@ -123,7 +130,7 @@ if mode == 'cancel' then
   redis.call('HDEL', index, jid)
   redis.call('HSET', job, 'state', 'cancelled', 'finished_ms', tostring(now), 'attempt', tostring(made))
   redis.call('PEXPIRE', job, ARGV[13])
-  redis.call('XADD', events, 'MAXLEN', '~', maxlen, '*', 'event', 'cancelled', 'id', jid, 'attempt', tostring(made),
+  event(events, maxlen, 'event', 'cancelled', 'id', jid, 'attempt', tostring(made),
     'ms', tostring(now))
   return {4, made}
 end
@@ -147,13 +154,13 @@ if mode == 'retry' and made < max then
     redis.call('HSET', index, jid, nid)
     code = 2
   end
-  redis.call('XADD', events, 'MAXLEN', '~', maxlen, '*', 'event', 'retrying', 'id', jid, 'attempt', tostring(made),
+  event(events, maxlen, 'event', 'retrying', 'id', jid, 'attempt', tostring(made),
     'ms', tostring(now), 'delay_ms', tostring(delay), 'error', err)
   return {code, made}
 end
 
 if mode == 'retry' then reason = 'exhausted' end
 dead_letter(dead, deadids, index, eid, jid, fields, reason, err, made, tostring(now))
-redis.call('XADD', events, 'MAXLEN', '~', maxlen, '*', 'event', 'dead', 'id', jid, 'attempt', tostring(made),
+event(events, maxlen, 'event', 'dead', 'id', jid, 'attempt', tostring(made),
   'ms', tostring(now), 'reason', reason, 'error', err)
 return {3, made}

@@ -12,7 +12,7 @@
 -- ARGV[1]  schedule name
 -- ARGV[2]  T: the next fire time the caller read, ms
 -- ARGV[3]  the next fire time after this call, ms
--- ARGV[4]  events stream MAXLEN (approximate)
+-- ARGV[4]  events stream MAXLEN (approximate); 0 = no event
 -- ARGV[5..] fire times to enqueue now, ms, ascending (none: a missed fire skipped by its policy)
 --
 -- Returns {code, jobs enqueued, server now ms}:
@@ -21,6 +21,13 @@
 --   0  not fired: the set no longer says T (fired by another worker, updated, paused or removed)
 --  -1  not fired: T, or the newest fire time asked for, has not come by the server's clock (server now in the
 --      third item)
+-- lib/event: add a lifecycle event to the events stream, trimmed to about `maxlen` entries; a `maxlen` of 0 means
+-- events are off: nothing is added (and the stream is not trimmed).
+-- event(events, maxlen, field, value, ...)
+local function event(events, maxlen, ...)
+  if tonumber(maxlen) == 0 then return end
+  redis.call('XADD', events, 'MAXLEN', '~', maxlen, '*', ...)
+end
 local schedules, def, ready, events = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
 local name, t, nxt, maxlen = ARGV[1], tonumber(ARGV[2]), ARGV[3], ARGV[4]
 local now_t = redis.call('TIME')
@@ -42,7 +49,7 @@ local fired = 0
 for i = 5, #ARGV do
   local id = redis.call('XADD', ready, '*', 'v', '1', 'payload', payload, 'enqueued_ms', nows,
     'x-schedule', name, 'x-fire-ms', ARGV[i])
-  redis.call('XADD', events, 'MAXLEN', '~', maxlen, '*', 'event', 'fired', 'id', id, 'schedule', name,
+  event(events, maxlen, 'event', 'fired', 'id', id, 'schedule', name,
     'fire_ms', ARGV[i], 'ms', nows)
   fired = fired + 1
 end

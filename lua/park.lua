@@ -14,7 +14,7 @@
 -- ARGV[3]  entry id
 -- ARGV[4]  token (delivery count)
 -- ARGV[5]  now, ms since the Unix epoch
--- ARGV[6]  events stream MAXLEN (approximate)
+-- ARGV[6]  events stream MAXLEN (approximate); 0 = no event
 --
 -- A caller the ACL does not allow every command this script runs gets an error (NOPERM) and nothing changes.
 --
@@ -81,6 +81,13 @@ local function refused(calls)
   end
   return nil
 end
+-- lib/event: add a lifecycle event to the events stream, trimmed to about `maxlen` entries; a `maxlen` of 0 means
+-- events are off: nothing is added (and the stream is not trimmed).
+-- event(events, maxlen, field, value, ...)
+local function event(events, maxlen, ...)
+  if tonumber(maxlen) == 0 then return end
+  redis.call('XADD', events, 'MAXLEN', '~', maxlen, '*', ...)
+end
 
 local ready, scheduled, parked, index, events = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5]
 local group, consumer, eid, token, now, maxlen =
@@ -102,6 +109,6 @@ redis.call('ZADD', parked, now, jid)
 redis.call('HSET', index, jid, sid)
 redis.call('XACK', ready, group, eid)
 redis.call('XDEL', ready, eid)
-redis.call('XADD', events, 'MAXLEN', '~', maxlen, '*', 'event', 'parked', 'id', jid, 'attempt', tostring(made),
+event(events, maxlen, 'event', 'parked', 'id', jid, 'attempt', tostring(made),
   'ms', now)
 return 1

@@ -16,7 +16,7 @@
 -- ARGV[5]  count: at most this many entries are taken (XAUTOCLAIM inspects at most 10x as many)
 -- ARGV[6]  now, ms since the Unix epoch
 -- ARGV[7]  default max attempts, for entries without a max_attempts field
--- ARGV[8]  events stream MAXLEN (approximate)
+-- ARGV[8]  events stream MAXLEN (approximate); 0 = no event
 --
 -- Returns {next_cursor, taken, dead_lettered, gone}:
 --   next_cursor    '0-0' when the pass is complete
@@ -61,6 +61,13 @@ local function dead_letter(dead, deadids, index, eid, jid, fields, reason, err, 
   redis.call('HSET', deadids, jid, did)
   redis.call('HDEL', index, jid)
 end
+-- lib/event: add a lifecycle event to the events stream, trimmed to about `maxlen` entries; a `maxlen` of 0 means
+-- events are off: nothing is added (and the stream is not trimmed).
+-- event(events, maxlen, field, value, ...)
+local function event(events, maxlen, ...)
+  if tonumber(maxlen) == 0 then return end
+  redis.call('XADD', events, 'MAXLEN', '~', maxlen, '*', ...)
+end
 
 local ready, index, dead, deadids, events = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5]
 local group, consumer, min_idle, cursor, count = ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[5]
@@ -81,12 +88,12 @@ for _, e in ipairs(r[2]) do
         made, now)
       redis.call('XACK', ready, group, eid)
       redis.call('XDEL', ready, eid)
-      redis.call('XADD', events, 'MAXLEN', '~', maxlen, '*', 'event', 'dead', 'id', jid, 'attempt', tostring(made),
+      event(events, maxlen, 'event', 'dead', 'id', jid, 'attempt', tostring(made),
         'ms', now, 'reason', 'exhausted')
       dead_n = dead_n + 1
     else
       taken[#taken + 1] = {eid, deliveries, fields}
-      redis.call('XADD', events, 'MAXLEN', '~', maxlen, '*', 'event', 'stalled', 'id', jid,
+      event(events, maxlen, 'event', 'stalled', 'id', jid,
         'attempt', tostring(made), 'ms', now)
     end
   end

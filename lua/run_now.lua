@@ -9,7 +9,7 @@
 -- KEYS[5]  events stream
 -- ARGV[1]  job id
 -- ARGV[2]  now, ms since the Unix epoch
--- ARGV[3]  events stream MAXLEN (approximate)
+-- ARGV[3]  events stream MAXLEN (approximate); 0 = no event
 --
 -- Returns:
 --   1  moved to the ready stream (event `promoted`)
@@ -41,11 +41,18 @@ local function to_ready(scheduled, ready, index, jid)
   redis.call('XDEL', scheduled, sid)
   return true
 end
+-- lib/event: add a lifecycle event to the events stream, trimmed to about `maxlen` entries; a `maxlen` of 0 means
+-- events are off: nothing is added (and the stream is not trimmed).
+-- event(events, maxlen, field, value, ...)
+local function event(events, maxlen, ...)
+  if tonumber(maxlen) == 0 then return end
+  redis.call('XADD', events, 'MAXLEN', '~', maxlen, '*', ...)
+end
 local delayed, scheduled, ready, index, events = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5]
 local jid, now, maxlen = ARGV[1], ARGV[2], ARGV[3]
 if not redis.call('ZSCORE', delayed, jid) then return 0 end
 local moved = to_ready(scheduled, ready, index, jid)
 redis.call('ZREM', delayed, jid)
 if not moved then return -1 end
-redis.call('XADD', events, 'MAXLEN', '~', maxlen, '*', 'event', 'promoted', 'id', jid, 'ms', now)
+event(events, maxlen, 'event', 'promoted', 'id', jid, 'ms', now)
 return 1

@@ -39,6 +39,7 @@
 --   0  stale: this delivery no longer owns the entry; nothing changed
 --- @include "lib/fence_batch"
 --- @include "lib/last_delivered"
+--- @include "lib/event"
 
 local ready, index, events = KEYS[1], KEYS[2], KEYS[3]
 local group, consumer, now = ARGV[1], ARGV[2], ARGV[3]
@@ -130,7 +131,7 @@ if k > 0 and maxlen > 0 then
       if codes[i] == 1 then done[#done + 1] = names[i] or ARGV[8 + 2 * i] end
     end
   end
-  redis.call('XADD', events, 'MAXLEN', '~', maxlen, '*', 'event', 'completed', 'ids', table.concat(done, ' '),
+  event(events, maxlen, 'event', 'completed', 'ids', table.concat(done, ' '),
     'count', tostring(k), 'ms', now)
 end
 -- The common case in one integer: every delivery completed.

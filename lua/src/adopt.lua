@@ -18,7 +18,7 @@
 -- ARGV[5]  crash_after, ms (a worker whose last beat is older is crashed)
 -- ARGV[6]  count: most deliveries taken
 -- ARGV[7]  default max attempts
--- ARGV[8]  events stream MAXLEN (approximate)
+-- ARGV[8]  events stream MAXLEN (approximate); 0 = no event
 --
 -- Returns {code, taken, dead_lettered}:
 --   code   1 adopted (taken may be empty), 2 adopted everything and removed the crashed worker,
@@ -26,6 +26,7 @@
 --   taken  array of {entry id, token, fields}, now owned by the adopter
 --- @include "lib/entry"
 --- @include "lib/dead_letter"
+--- @include "lib/event"
 
 local ready, index, dead, deadids, events, workers, record =
   KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6], KEYS[7]
@@ -56,12 +57,12 @@ for _, p in ipairs(pending) do
         string.format('%.0f', now))
       redis.call('XACK', ready, group, eid)
       redis.call('XDEL', ready, eid)
-      redis.call('XADD', events, 'MAXLEN', '~', maxlen, '*', 'event', 'dead', 'id', jid, 'attempt', tostring(made),
+      event(events, maxlen, 'event', 'dead', 'id', jid, 'attempt', tostring(made),
         'ms', string.format('%.0f', now), 'reason', 'exhausted', 'error', 'worker crashed')
       dead_n = dead_n + 1
     else
       taken[#taken + 1] = {eid, deliveries, fields}
-      redis.call('XADD', events, 'MAXLEN', '~', maxlen, '*', 'event', 'stalled', 'id', jid,
+      event(events, maxlen, 'event', 'stalled', 'id', jid,
         'attempt', tostring(made), 'ms', string.format('%.0f', now), 'reason', 'worker crashed')
     end
   elseif not e then

@@ -14,7 +14,7 @@
 -- ARGV[3]  entry id
 -- ARGV[4]  token (delivery count)
 -- ARGV[5]  now, ms since the Unix epoch
--- ARGV[6]  events stream MAXLEN (approximate)
+-- ARGV[6]  events stream MAXLEN (approximate); 0 = no event
 --
 -- A caller the ACL does not allow every command this script runs gets an error (NOPERM) and nothing changes.
 --
@@ -22,6 +22,7 @@
 --- @include "lib/fence"
 --- @include "lib/hand_back"
 --- @include "lib/permitted"
+--- @include "lib/event"
 
 local ready, scheduled, parked, index, events = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5]
 local group, consumer, eid, token, now, maxlen =
@@ -43,6 +44,6 @@ redis.call('ZADD', parked, now, jid)
 redis.call('HSET', index, jid, sid)
 redis.call('XACK', ready, group, eid)
 redis.call('XDEL', ready, eid)
-redis.call('XADD', events, 'MAXLEN', '~', maxlen, '*', 'event', 'parked', 'id', jid, 'attempt', tostring(made),
+event(events, maxlen, 'event', 'parked', 'id', jid, 'attempt', tostring(made),
   'ms', now)
 return 1

@@ -16,7 +16,7 @@
 -- ARGV[5]  count: at most this many entries are taken (XAUTOCLAIM inspects at most 10x as many)
 -- ARGV[6]  now, ms since the Unix epoch
 -- ARGV[7]  default max attempts, for entries without a max_attempts field
--- ARGV[8]  events stream MAXLEN (approximate)
+-- ARGV[8]  events stream MAXLEN (approximate); 0 = no event
 --
 -- Returns {next_cursor, taken, dead_lettered, gone}:
 --   next_cursor    '0-0' when the pass is complete
@@ -25,6 +25,7 @@
 --   gone           number of pending ids whose entries had been deleted (dropped from the pending list)
 --- @include "lib/entry"
 --- @include "lib/dead_letter"
+--- @include "lib/event"
 
 local ready, index, dead, deadids, events = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5]
 local group, consumer, min_idle, cursor, count = ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[5]
@@ -45,12 +46,12 @@ for _, e in ipairs(r[2]) do
         made, now)
       redis.call('XACK', ready, group, eid)
       redis.call('XDEL', ready, eid)
-      redis.call('XADD', events, 'MAXLEN', '~', maxlen, '*', 'event', 'dead', 'id', jid, 'attempt', tostring(made),
+      event(events, maxlen, 'event', 'dead', 'id', jid, 'attempt', tostring(made),
         'ms', now, 'reason', 'exhausted')
       dead_n = dead_n + 1
     else
       taken[#taken + 1] = {eid, deliveries, fields}
-      redis.call('XADD', events, 'MAXLEN', '~', maxlen, '*', 'event', 'stalled', 'id', jid,
+      event(events, maxlen, 'event', 'stalled', 'id', jid,
         'attempt', tostring(made), 'ms', now)
     end
   end

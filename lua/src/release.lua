@@ -10,7 +10,7 @@
 -- ARGV[1]    consumer group
 -- ARGV[2]    consumer name
 -- ARGV[3]    now, ms since the Unix epoch
--- ARGV[4]    events stream MAXLEN (approximate)
+-- ARGV[4]    events stream MAXLEN (approximate); 0 = no event
 -- ARGV[5..]  two per delivery: entry id, token (delivery count)
 --
 -- A caller the ACL does not allow every command this script runs gets an error (NOPERM) and nothing changes.
@@ -22,6 +22,7 @@
 --- @include "lib/fence"
 --- @include "lib/hand_back"
 --- @include "lib/permitted"
+--- @include "lib/event"
 
 local ready, index, events = KEYS[1], KEYS[2], KEYS[3]
 local group, consumer, now, maxlen = ARGV[1], ARGV[2], ARGV[3], ARGV[4]
@@ -45,7 +46,7 @@ for i = 1, n do
       redis.call('HSET', index, jid, nid)
       redis.call('XACK', ready, group, eid)
       redis.call('XDEL', ready, eid)
-      redis.call('XADD', events, 'MAXLEN', '~', maxlen, '*', 'event', 'released', 'id', jid,
+      event(events, maxlen, 'event', 'released', 'id', jid,
         'attempt', tostring(made), 'ms', now)
       codes[i] = 1
     end

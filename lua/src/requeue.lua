@@ -9,13 +9,14 @@
 -- KEYS[4]  index hash (job id -> entry id)
 -- KEYS[5]  events stream
 -- ARGV[1]  now, ms since the Unix epoch
--- ARGV[2]  events stream MAXLEN (approximate)
+-- ARGV[2]  events stream MAXLEN (approximate); 0 = no event
 -- ARGV[3..] dead-letter entry ids
 --
 -- Returns one code per entry id:
 --   1  requeued (event `requeued`)
 --   0  no such dead letter (already requeued or purged)
 --  -1  left dead: its job id is live again (in the index: re-enqueued since it died)
+--- @include "lib/event"
 local dead, deadids, ready, index, events = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5]
 local now, maxlen = ARGV[1], ARGV[2]
 local out = {}
@@ -51,7 +52,7 @@ for i = 3, #ARGV do
       if redis.call('HGET', deadids, jid) == did then
         redis.call('HDEL', deadids, jid)
       end
-      redis.call('XADD', events, 'MAXLEN', '~', maxlen, '*', 'event', 'requeued', 'id', jid, 'ms', now)
+      event(events, maxlen, 'event', 'requeued', 'id', jid, 'ms', now)
       out[#out + 1] = 1
     end
   end

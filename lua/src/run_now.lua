@@ -9,18 +9,19 @@
 -- KEYS[5]  events stream
 -- ARGV[1]  job id
 -- ARGV[2]  now, ms since the Unix epoch
--- ARGV[3]  events stream MAXLEN (approximate)
+-- ARGV[3]  events stream MAXLEN (approximate); 0 = no event
 --
 -- Returns:
 --   1  moved to the ready stream (event `promoted`)
 --   0  not delayed or failed-waiting (nothing done)
 --  -1  its body was gone: the stray id is dropped from the delayed set and the index
 --- @include "lib/to_ready"
+--- @include "lib/event"
 local delayed, scheduled, ready, index, events = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5]
 local jid, now, maxlen = ARGV[1], ARGV[2], ARGV[3]
 if not redis.call('ZSCORE', delayed, jid) then return 0 end
 local moved = to_ready(scheduled, ready, index, jid)
 redis.call('ZREM', delayed, jid)
 if not moved then return -1 end
-redis.call('XADD', events, 'MAXLEN', '~', maxlen, '*', 'event', 'promoted', 'id', jid, 'ms', now)
+event(events, maxlen, 'event', 'promoted', 'id', jid, 'ms', now)
 return 1

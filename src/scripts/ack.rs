@@ -93,7 +93,7 @@ pub async fn ack<C: ConnectionLike + Send>(
         .arg(call.now_ms)
         .arg(retention.ms)
         .arg(if call.completed_event {
-            caller.events_maxlen.max(1)
+            caller.events_maxlen
         } else {
             0
         })

@@ -61,7 +61,7 @@ pub async fn adopt<C: ConnectionLike + Send>(
         .arg(call.crash_after_ms)
         .arg(call.count.max(1))
         .arg(caller.max_attempts)
-        .arg(caller.events_maxlen.max(1))
+        .arg(caller.events_maxlen)
         .invoke_async(con)
         .await?;
     let mut r = Reply::new(&v, "adopt.lua", 3)?;

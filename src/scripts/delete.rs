@@ -46,7 +46,7 @@ pub async fn delete<C: ConnectionLike + Send>(
         .arg(GROUP)
         .arg(job_id)
         .arg(now_ms)
-        .arg(events_maxlen.max(1))
+        .arg(events_maxlen)
         .invoke_async(con)
         .await?;
     let mut r = Reply::new(&v, "delete.lua", 2)?;

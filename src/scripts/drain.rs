@@ -39,7 +39,7 @@ pub async fn drain<C: ConnectionLike + Send>(
         .arg(GROUP)
         .arg(count.max(1))
         .arg(now_ms)
-        .arg(events_maxlen.max(1))
+        .arg(events_maxlen)
         .invoke_async(con)
         .await?;
     let mut r = Reply::new(&v, "drain.lua", 3)?;

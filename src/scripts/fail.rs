@@ -102,7 +102,7 @@ pub async fn fail<C: ConnectionLike + Send>(
         .arg(call.error)
         .arg(reason.as_str())
         .arg(caller.max_attempts)
-        .arg(caller.events_maxlen.max(1))
+        .arg(caller.events_maxlen)
         .arg(retention.max(1));
     let v: Value = inv.invoke_async(con).await?;
     let mut r = Reply::new(&v, "fail.lua", 2)?;

@@ -51,7 +51,7 @@ pub async fn fire<C: ConnectionLike + Send>(
     inv.arg(call.name)
         .arg(call.expected_ms)
         .arg(call.next_ms)
-        .arg(call.events_maxlen.max(1));
+        .arg(call.events_maxlen);
     for f in call.fires_ms {
         inv.arg(*f);
     }

@@ -158,7 +158,7 @@ pub struct Caller<'a> {
     pub keys: &'a QueueKeys,
     /// The calling consumer (worker).
     pub consumer: &'a str,
-    /// Approximate length the events stream is trimmed to (at least 1).
+    /// Approximate length the events stream is trimmed to; 0 = the scripts write no events.
     pub events_maxlen: u64,
     /// Attempts for jobs that do not set their own.
     pub max_attempts: u32,

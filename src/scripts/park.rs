@@ -33,7 +33,7 @@ pub async fn park<C: ConnectionLike + Send>(
         .arg(delivery.entry_id)
         .arg(delivery.token)
         .arg(now_ms)
-        .arg(caller.events_maxlen.max(1))
+        .arg(caller.events_maxlen)
         .invoke_async(con)
         .await?;
     HandBack::from_code(int(&v, "park.lua")?, "park.lua")

@@ -43,7 +43,7 @@ pub async fn promote<C: ConnectionLike + Send>(
         .key(&keys.limit)
         .arg(now_ms)
         .arg(count.max(1))
-        .arg(events_maxlen.max(1))
+        .arg(events_maxlen)
         .invoke_async(con)
         .await?;
     let mut r = Reply::new(&v, "promote.lua", 4)?;

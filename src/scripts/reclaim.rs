@@ -58,7 +58,7 @@ pub async fn reclaim<C: ConnectionLike + Send>(
         .arg(call.count.max(1))
         .arg(call.now_ms)
         .arg(caller.max_attempts)
-        .arg(caller.events_maxlen.max(1));
+        .arg(caller.events_maxlen);
     let v: Value = inv.invoke_async(con).await?;
     let mut r = Reply::new(&v, "reclaim.lua", 4)?;
     Ok(ReclaimPage {

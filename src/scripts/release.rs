@@ -47,7 +47,7 @@ pub async fn release<C: ConnectionLike + Send>(
     inv.arg(GROUP)
         .arg(caller.consumer)
         .arg(now_ms)
-        .arg(caller.events_maxlen.max(1));
+        .arg(caller.events_maxlen);
     for d in deliveries {
         inv.arg(d.entry_id).arg(d.token);
     }

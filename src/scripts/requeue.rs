@@ -36,7 +36,7 @@ pub async fn requeue<C: ConnectionLike + Send>(
         .key(&keys.ready)
         .key(&keys.index)
         .key(&keys.events);
-    inv.arg(now_ms).arg(events_maxlen.max(1));
+    inv.arg(now_ms).arg(events_maxlen);
     for id in dead_entry_ids {
         inv.arg(*id);
     }

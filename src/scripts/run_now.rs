@@ -38,7 +38,7 @@ pub async fn run_now<C: ConnectionLike + Send>(
         .key(&keys.events)
         .arg(job_id)
         .arg(now_ms)
-        .arg(events_maxlen.max(1))
+        .arg(events_maxlen)
         .invoke_async(con)
         .await?;
     match int(&v, "run_now.lua")? {

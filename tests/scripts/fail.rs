@@ -152,3 +152,62 @@ async fn fail_requeues_at_once_dead_letters_permanent_and_rejects_stale() {
     assert_eq!(out, FailOutcome::Gone);
     assert!(f.pending(&c).await.is_none());
 }
+
+/// An events MAXLEN of 0 means events are off, here as in every script: no event, and the stream kept as it is
+/// (an `XADD MAXLEN ~ 0` would have trimmed it to nothing).
+#[tokio::test]
+async fn an_events_maxlen_of_zero_adds_no_event_and_trims_nothing() {
+    let mut f = fixture().await;
+    let keys = f.keys.clone();
+    for _ in 0..3 {
+        let _: String = redis::cmd("XADD")
+            .arg(&keys.events)
+            .arg("*")
+            .arg("event")
+            .arg("completed")
+            .query_async(&mut f.conn)
+            .await
+            .unwrap();
+    }
+    let a = f.add(&[("max_attempts", "1")]).await;
+    f.read("w1", 1).await;
+    let mut quiet = caller(&keys, "w1");
+    quiet.events_maxlen = 0;
+    let out = scripts::fail(
+        &mut f.conn,
+        &quiet,
+        Fail {
+            delivery: d(&a, 1),
+            job_id: &a,
+            now_ms: 10_000,
+            mode: FailMode::Retry { delay_ms: 0 },
+            error: "boom",
+        },
+    )
+    .await
+    .unwrap();
+    assert!(matches!(out, FailOutcome::Dead { .. }), "{out:?}");
+    let events: u64 = f.conn.xlen(&keys.events).await.unwrap();
+    assert_eq!(
+        events, 3,
+        "the three earlier events stay, and no `dead` event was added"
+    );
+    // The same call with events on adds one.
+    let b = f.add(&[("max_attempts", "1")]).await;
+    f.read("w1", 1).await;
+    scripts::fail(
+        &mut f.conn,
+        &caller(&keys, "w1"),
+        Fail {
+            delivery: d(&b, 1),
+            job_id: &b,
+            now_ms: 10_000,
+            mode: FailMode::Retry { delay_ms: 0 },
+            error: "boom",
+        },
+    )
+    .await
+    .unwrap();
+    let events: u64 = f.conn.xlen(&keys.events).await.unwrap();
+    assert_eq!(events, 4);
+}
