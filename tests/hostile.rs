@@ -1,4 +1,4 @@
-//! Hostile and malformed input: a corpus of entries written with raw XADD (tests/corpus/hostile.jsonl), each of
+//! Hostile and malformed input: a corpus of entries written with raw XADD (tests/vectors/entries-refused.jsonl), each of
 //! which must be dead-lettered with its precise reason while the well-formed jobs around it run, and names that
 //! try to escape the key layout, refused before any I/O.
 
@@ -40,7 +40,7 @@ fn bytes(v: &str) -> Vec<u8> {
 }
 
 fn corpus() -> Vec<Case> {
-    let text = include_str!("corpus/hostile.jsonl");
+    let text = include_str!("vectors/entries-refused.jsonl");
     text.lines()
         .map(|l| serde_json::from_str(l).unwrap())
         .collect()

@@ -151,3 +151,23 @@ async fn a_python_worker_completes_rust_jobs_through_the_scripts() {
         0
     );
 }
+
+/// The conformance vectors (tests/vectors/) from a Python client written from SPEC.md: key names, refused names,
+/// CBOR payloads and script calls, the same files `tests/vectors.rs` runs for the Rust library.
+#[test]
+fn a_python_client_passes_the_conformance_vectors() {
+    let redis = TestRedis::start();
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/interop/vectors.py");
+    let out = Command::new(interpreter())
+        .arg(script)
+        .arg(redis.url())
+        .arg(support::namespace())
+        .output()
+        .expect("the Python found above runs");
+    assert!(
+        out.status.success(),
+        "the Python vectors run failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "vectors ok");
+}
