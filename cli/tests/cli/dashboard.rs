@@ -77,6 +77,16 @@ fn get_json(http: &Http, url: &str) -> Json {
     r.json().unwrap()
 }
 
+/// POSTs `path` with the CSRF `token` header; the JSON answer.
+fn post(http: &Http, d: &Dashboard, path: &str, token: &str) -> Json {
+    http.post(d.url(path))
+        .header("X-CSRF-Token", token)
+        .send()
+        .unwrap()
+        .json()
+        .unwrap()
+}
+
 /// The CSRF token a page carries.
 fn csrf(http: &Http, d: &Dashboard) -> String {
     let page = http.get(d.url("/")).send().unwrap().text().unwrap();
@@ -210,13 +220,7 @@ fn the_api_shows_queues_jobs_and_workers_and_runs_actions_behind_csrf() {
         .unwrap();
     assert_eq!(r.status(), StatusCode::FORBIDDEN);
     let token = csrf(&http, &d);
-    let r: Json = http
-        .post(&retry)
-        .header("X-CSRF-Token", &token)
-        .send()
-        .unwrap()
-        .json()
-        .unwrap();
+    let r = post(&http, &d, "/api/jobs/mail/doomed/retry", &token);
     assert_eq!(r["outcome"], "requeued", "{r}");
     assert_eq!(cli.state("mail", "doomed"), "waiting");
 
@@ -253,29 +257,11 @@ fn the_api_shows_queues_jobs_and_workers_and_runs_actions_behind_csrf() {
     assert_eq!(r.status(), StatusCode::NOT_FOUND);
 
     // Delete, cancel, and the dead letters' retry all and purge.
-    let r: Json = http
-        .post(d.url("/api/jobs/mail/order%2F7%23x/cancel"))
-        .header("X-CSRF-Token", &token)
-        .send()
-        .unwrap()
-        .json()
-        .unwrap();
+    let r = post(&http, &d, "/api/jobs/mail/order%2F7%23x/cancel", &token);
     assert_eq!(r["outcome"], "removed", "{r}");
-    let r: Json = http
-        .post(d.url("/api/jobs/mail/doomed/delete"))
-        .header("X-CSRF-Token", &token)
-        .send()
-        .unwrap()
-        .json()
-        .unwrap();
+    let r = post(&http, &d, "/api/jobs/mail/doomed/delete", &token);
     assert_eq!(r["outcome"], "deleted", "{r}");
-    let r: Json = http
-        .post(d.url("/api/queues/mail/dead/purge"))
-        .header("X-CSRF-Token", &token)
-        .send()
-        .unwrap()
-        .json()
-        .unwrap();
+    let r = post(&http, &d, "/api/queues/mail/dead/purge", &token);
     assert_eq!(r["purged"], 0, "{r}");
 
     // Workers: a running one is listed with its health.
