@@ -120,9 +120,14 @@ pub async fn jobs(
     let state = state(state_name)?;
     let limit = limit.unwrap_or(50).clamp(1, MAX_PAGE);
     let page = q.jobs(state, after, limit).await?;
+    let rate = q.rate_limit().await?;
     Ok(json!({
         "queue": queue,
         "state": state.as_str(),
+        "limits": {
+            "rate": rate.map(|(n, per)| json!({"max": n, "per_ms": per.as_millis() as u64})),
+            "concurrency": q.concurrency_limit().await?,
+        },
         "counts": counts_json(&q.counts().await?),
         "paused": q.is_paused().await?,
         "jobs": page.jobs.iter().map(jobs::summary_json).collect::<Vec<_>>(),

@@ -233,6 +233,7 @@ pub async fn queue(
     let body = html! {
         h1 { "Queue " (queue) @if paused { " " span.badge.paused { "paused" } } " " (pause_button(&app, &queue, paused, &here)) }
         (queue_nav(&queue, "Jobs"))
+        (limits(&doc["limits"]))
         section.chart { h2 { "Last hour" } (chart::hour(&doc["last_hour"])) }
         form.search method="get" action={"/queues/" (queue) "/find"} {
             input type="search" name="id" placeholder="job id" aria-label="job id";
@@ -267,6 +268,25 @@ pub async fn queue(
         }
     };
     page(&app, &queue, p.done.as_deref(), body).into_response()
+}
+
+/// The queue's limits across all workers, if it has any.
+fn limits(l: &Json) -> Markup {
+    let rate = l["rate"].as_object().map(|r| {
+        let per = std::time::Duration::from_millis(r.get("per_ms").map(n).unwrap_or(0));
+        format!(
+            "at most {} starts per {}",
+            r.get("max").map(n).unwrap_or(0),
+            output::age(per)
+        )
+    });
+    let cap = l["concurrency"]
+        .as_u64()
+        .map(|k| format!("at most {k} running at once"));
+    let said: Vec<String> = rate.into_iter().chain(cap).collect();
+    html! {
+        @if !said.is_empty() { p.limits { "Limits: " (said.join("; ")) " (across all workers)" } }
+    }
 }
 
 fn when(state: &str, at_ms: Option<u64>, now: u64) -> String {

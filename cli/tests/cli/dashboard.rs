@@ -163,6 +163,35 @@ fn the_api_shows_queues_jobs_and_workers_and_runs_actions_behind_csrf() {
         .collect();
     assert_eq!(ids.len(), 2);
     assert_eq!(ids[0], "order/7#x");
+    assert!(page["limits"]["rate"].is_null() && page["limits"]["concurrency"].is_null());
+    cli.ok(&[
+        "queue",
+        "limit",
+        "mail",
+        "--rate",
+        "10/s",
+        "--concurrency",
+        "3",
+    ]);
+    let limited = get_json(&http, &d.url("/api/queues/mail/jobs"));
+    assert_eq!(
+        (
+            limited["limits"]["rate"]["max"].as_u64(),
+            limited["limits"]["concurrency"].as_u64()
+        ),
+        (Some(10), Some(3))
+    );
+    let html = http
+        .get(d.url("/queues/mail"))
+        .send()
+        .unwrap()
+        .text()
+        .unwrap();
+    assert!(
+        html.contains("at most 10 starts per 1s; at most 3 running at once"),
+        "{html}"
+    );
+    cli.ok(&["queue", "limit", "mail", "--clear"]);
     let dead = get_json(&http, &d.url("/api/queues/mail/jobs?state=dead"));
     assert_eq!(dead["jobs"][0]["id"], "doomed");
     let letters = get_json(&http, &d.url("/api/queues/mail/dead"));
