@@ -32,6 +32,10 @@ async fn the_workers_span_continues_the_producers_trace() {
         .await;
     // Enqueued outside any span: no context to carry.
     let untraced = q.enqueue(&2).await.unwrap();
+    // In bulk, inside a span: each job carries it.
+    let bulk = async { q.enqueue_many(&[1, 1]).await.unwrap() }
+        .instrument(tracing::info_span!("import"))
+        .await;
     let w = spawn_worker(
         Worker::new(client.clone(), "orders").unwrap(),
         |job: Job<u32>| async move {
@@ -44,8 +48,8 @@ async fn the_workers_span_continues_the_producers_trace() {
             Ok(())
         },
     );
-    eventually(Duration::from_secs(20), "both ran", || async {
-        w.stats.snapshot().completed == 2
+    eventually(Duration::from_secs(20), "all four ran", || async {
+        w.stats.snapshot().completed == 4
     })
     .await;
     w.stop().await;
@@ -61,7 +65,7 @@ async fn the_workers_span_continues_the_producers_trace() {
         .collect();
     assert_eq!(
         jobs.len(),
-        2,
+        4,
         "{:?}",
         spans.iter().map(|s| &s.name).collect::<Vec<_>>()
     );
@@ -95,6 +99,15 @@ async fn the_workers_span_continues_the_producers_trace() {
         attr(job, "messaging.destination.name").as_deref(),
         Some("orders")
     );
+    let import = spans
+        .iter()
+        .find(|s| s.name == "import")
+        .expect("bulk producer span");
+    for id in &bulk {
+        let job = of(id);
+        assert_eq!(job.span_context.trace_id(), import.span_context.trace_id());
+        assert_eq!(job.parent_span_id, import.span_context.span_id());
+    }
     // The untraced job starts a trace of its own.
     let alone = of(&untraced);
     assert_ne!(

@@ -264,7 +264,8 @@ impl<T: Serialize + DeserializeOwned> Queue<T> {
     }
 
     /// Adds many plain jobs, pipelined (1,000 per round trip). Returns their ids in order. On error some jobs
-    /// may have been added; the error says which call failed, not which jobs landed.
+    /// may have been added; the error says which call failed, not which jobs landed. With feature `otel`, each
+    /// job carries the current span's trace context, as [`Queue::enqueue`] does.
     ///
     /// # Errors
     /// [`Error::PayloadTooLarge`] (checked for every job before anything is sent), [`Error::Encode`], or a Redis
@@ -278,6 +279,10 @@ impl<T: Serialize + DeserializeOwned> Queue<T> {
             wire::encode_into(j, &mut encoded, limit)?;
             ends.push(encoded.len());
         }
+        #[cfg(feature = "otel")]
+        let headers = crate::otel::current_context_headers();
+        #[cfg(not(feature = "otel"))]
+        let headers: Vec<(String, Vec<u8>)> = Vec::new();
         let mut conn = self.client.conn().await?;
         self.client.list_queue(&mut conn, &self.keys).await?;
         // The XADDs of jobs `from..to` (indexes into `ends`), as one pipeline.
@@ -292,6 +297,9 @@ impl<T: Serialize + DeserializeOwned> Queue<T> {
                     .arg(wire::FORMAT_VERSION)
                     .arg(field::PAYLOAD)
                     .arg(&encoded[start..end]);
+                for (name, value) in &headers {
+                    pipe.arg(name).arg(value);
+                }
                 start = end;
             }
             pipe
