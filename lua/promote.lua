@@ -8,16 +8,18 @@
 -- KEYS[5]  events stream
 -- KEYS[6]  schedules sorted set (read only: its earliest fire time is returned)
 -- KEYS[7]  rate limit hash (read only: whether the queue has a limit is returned)
--- ARGV[1]  now, ms since the Unix epoch
+-- ARGV[1]  now, ms since the Unix epoch; 0 = the Redis server's clock (what workers pass: a host whose clock runs
+--          ahead must not promote jobs early)
 -- ARGV[2]  count: most jobs moved by this call
 -- ARGV[3]  events stream MAXLEN (approximate)
 --
--- Returns {promoted, next_due, next_fire, limited}:
+-- Returns {promoted, next_due, next_fire, limited, now}:
 --   promoted  number of jobs moved to the ready stream (a delayed id with no body is dropped and not counted)
 --   next_due  due time (ms) of the earliest job still delayed, or -1 if none
 --   next_fire the earliest fire time (ms) of a schedule that is not paused, or -1 if none (fire.lua fires it)
 --   limited   2 if the queue has a rate limit (workers then read through limit.lua, without prefetch), 1 if it
 --             has only a concurrency limit (read through limit.lua), else 0
+--   now       the time the call used, ms (the server's, when ARGV[1] is 0)
 -- lib/to_ready: move a delayed (or failed, retry-waiting) job's body onto the ready stream.
 -- to_ready(scheduled, ready, index, jid) -> true if moved (the body gets its `id` field, the index points at the
 -- new ready entry, the scheduled entry is deleted); false if its body was gone (the index entry is dropped).
@@ -47,6 +49,10 @@ end
 local delayed, scheduled, ready, index, events, schedules, limit = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5],
   KEYS[6], KEYS[7]
 local now, count, maxlen = ARGV[1], tonumber(ARGV[2]), ARGV[3]
+if tonumber(now) == 0 then
+  local t = redis.call('TIME')
+  now = string.format('%.0f', tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000))
+end
 local due = redis.call('ZRANGEBYSCORE', delayed, '-inf', now, 'LIMIT', 0, count)
 local promoted = 0
 for _, jid in ipairs(due) do
@@ -65,4 +71,4 @@ if redis.call('HEXISTS', limit, 'rate') == 1 then
 elseif redis.call('HEXISTS', limit, 'concurrency') == 1 then
   limited = 1
 end
-return {promoted, next_due, next_fire, limited}
+return {promoted, next_due, next_fire, limited, tonumber(now)}

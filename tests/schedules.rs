@@ -125,6 +125,42 @@ async fn jobs_never_start_before_their_fire_time_on_a_fast_clock() {
     w.stop().await;
 }
 
+/// Delayed jobs are due by the server's clock too: a worker whose clock runs 30 s ahead starts none early.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn delayed_jobs_never_start_early_on_a_fast_clock() {
+    let redis = TestRedis::start();
+    let client = support::client(&redis);
+    let q = client.queue::<String>("jobs").unwrap();
+    let started: Arc<Mutex<Vec<u64>>> = Arc::default();
+    let s2 = started.clone();
+    let w = spawn_worker(
+        Worker::new(client.clone(), "jobs")
+            .unwrap()
+            .clock_skew(30_000),
+        move |_job: Job<String>| {
+            let started = s2.clone();
+            async move {
+                started.lock().unwrap().push(now_ms());
+                Ok(())
+            }
+        },
+    );
+    let due = now_ms() + 1_500;
+    q.enqueue_with(
+        &"later".into(),
+        rill::Enqueue::new().delay(Duration::from_millis(1_500)),
+    )
+    .await
+    .unwrap();
+    eventually(T, "the delayed job ran", || async {
+        !started.lock().unwrap().is_empty()
+    })
+    .await;
+    let ran = started.lock().unwrap()[0];
+    assert!(ran >= due, "ran {} ms before it was due", due - ran);
+    w.stop().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn pause_resume_update_and_list() {
     let redis = TestRedis::start();

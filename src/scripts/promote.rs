@@ -19,10 +19,12 @@ pub struct Promoted {
     pub next_fire: Option<u64>,
     /// The queue's limits (a worker reads through [`read_limited`](super::read_limited) under any).
     pub limits: super::Limits,
+    /// The time the call went by, ms since the Unix epoch: the server's when `now_ms` was 0.
+    pub now_ms: u64,
 }
 
-/// Moves up to `count` due delayed jobs to the ready stream, and says when the next delayed job and the next
-/// schedule are due.
+/// Moves up to `count` jobs due by `now_ms` (0: by the Redis server's clock) from the delayed set to the ready
+/// stream, and says when the next delayed job and the next schedule are due.
 ///
 /// # Errors
 /// [`crate::Error::Redis`] or [`crate::Error::Protocol`].
@@ -46,15 +48,17 @@ pub async fn promote<C: ConnectionLike + Send>(
         .arg(events_maxlen)
         .invoke_async(con)
         .await?;
-    let mut r = Reply::new(&v, "promote.lua", 4)?;
+    let mut r = Reply::new(&v, "promote.lua", 5)?;
     let moved = r.count()?;
     let next_due = r.int()?;
     let next_fire = r.int()?;
     let limits = super::Limits::from_code(r.int()?);
+    let now_ms = r.count()?;
     Ok(Promoted {
         moved,
         next_due: (next_due >= 0).then_some(next_due as u64),
         next_fire: (next_fire >= 0).then_some(next_fire as u64),
         limits,
+        now_ms,
     })
 }

@@ -27,11 +27,12 @@ pub(super) async fn run(shared: Arc<Shared>, stop: CancellationToken) {
         let r = async {
             let mut c = shared.client.conn().await?;
             let maxlen = shared.caller().events_maxlen;
+            // Due by the server's clock: a host whose clock runs ahead must not start delayed jobs early.
             shared
                 .stats
                 .timed(
                     Call::Promote,
-                    scripts::promote(&mut c, &shared.keys, now, BATCH, maxlen),
+                    scripts::promote(&mut c, &shared.keys, 0, BATCH, maxlen),
                 )
                 .await
         }
@@ -49,15 +50,17 @@ pub(super) async fn run(shared: Arc<Shared>, stop: CancellationToken) {
                 if p.moved as usize >= BATCH {
                     Duration::ZERO
                 } else {
-                    let until =
-                        |t: Option<u64>| t.map(|t| Duration::from_millis(t.saturating_sub(now)));
+                    // Delayed jobs are due by the server's clock; schedules are worked out on this host's.
+                    let until = |t: Option<u64>, now: u64| {
+                        t.map(|t| Duration::from_millis(t.saturating_sub(now)))
+                    };
                     let fire = if fire_now {
                         // Fired (look again for more at once) or held back.
                         Some(hold_fires_until.saturating_duration_since(Instant::now()))
                     } else {
-                        until(p.next_fire)
+                        until(p.next_fire, now)
                     };
-                    [until(p.next_due), fire]
+                    [until(p.next_due, p.now_ms), fire]
                         .into_iter()
                         .flatten()
                         .fold(shared.config.promote_interval, Duration::min)
