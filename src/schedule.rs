@@ -418,12 +418,8 @@ impl<T: Serialize + DeserializeOwned> Queue<T> {
     /// # Errors
     /// Redis errors.
     pub async fn pause_schedule(&self, name: &str) -> Result<bool> {
-        if self.schedule_info(name).await?.is_none() {
-            return Ok(false);
-        }
         self.set_state(name, &[("paused", "1".into())], "+inf".into())
-            .await?;
-        Ok(true)
+            .await
     }
 
     /// Resumes schedule `name` from its next fire time after now (times passed while paused are not run).
@@ -437,27 +433,48 @@ impl<T: Serialize + DeserializeOwned> Queue<T> {
         };
         let next = info.schedule.next_after(now_ms()).unwrap_or(u64::MAX);
         let fields = [("paused", "0".to_owned()), ("next_ms", next.to_string())];
-        self.set_state(name, &fields, next.to_string()).await?;
-        Ok(true)
+        self.set_state(name, &fields, next.to_string()).await
     }
 
-    /// Sets `fields` in schedule `name`'s hash and its score in the schedules set, together.
-    async fn set_state(&self, name: &str, fields: &[(&str, String)], score: String) -> Result<()> {
-        let mut conn = self.client.conn().await?;
-        let () = redis::pipe()
-            .atomic()
-            .cmd("HSET")
-            .arg(self.keys.schedule(name))
-            .arg(fields)
-            .ignore()
-            .cmd("ZADD")
-            .arg(&self.keys.schedules)
-            .arg(score)
-            .arg(name)
-            .ignore()
-            .query_async(&mut conn)
-            .await?;
-        Ok(())
+    /// Sets `fields` in schedule `name`'s hash and its score in the schedules set, together, if the schedule still
+    /// exists when they land: a `WATCH`ed transaction on a connection of its own (a schedule removed meanwhile
+    /// must not come back as a stray member and half a hash). Returns whether it existed.
+    async fn set_state(
+        &self,
+        name: &str,
+        fields: &[(&str, String)],
+        score: String,
+    ) -> Result<bool> {
+        let key = self.keys.schedule(name);
+        let mut conn = self.client.blocking_conn(Duration::ZERO).await?;
+        loop {
+            let () = redis::cmd("WATCH").arg(&key).query_async(&mut conn).await?;
+            let exists: bool = redis::cmd("EXISTS")
+                .arg(&key)
+                .query_async(&mut conn)
+                .await?;
+            if !exists {
+                let () = redis::cmd("UNWATCH").query_async(&mut conn).await?;
+                return Ok(false);
+            }
+            let done: Option<()> = redis::pipe()
+                .atomic()
+                .cmd("HSET")
+                .arg(&key)
+                .arg(fields)
+                .ignore()
+                .cmd("ZADD")
+                .arg(&self.keys.schedules)
+                .arg(&score)
+                .arg(name)
+                .ignore()
+                .query_async(&mut conn)
+                .await?;
+            if done.is_some() {
+                return Ok(true);
+            }
+            // The hash changed between WATCH and EXEC (fired, updated or removed): look again.
+        }
     }
 
     /// Removes schedule `name` (jobs it enqueued stay). Returns whether it existed.

@@ -219,6 +219,21 @@ async fn pause_resume_update_and_list() {
     assert!(!q.pause_schedule("nope").await.unwrap());
     assert!(q.remove_schedule("often").await.unwrap());
     assert!(!q.remove_schedule("often").await.unwrap());
+    // Pausing or resuming a removed schedule brings nothing back.
+    assert!(!q.pause_schedule("often").await.unwrap());
+    assert!(!q.resume_schedule("often").await.unwrap());
+    assert!(
+        q.schedules()
+            .await
+            .unwrap()
+            .iter()
+            .all(|s| s.name != "often")
+    );
+    let mut c = redis.aconn().await;
+    let stray: Option<f64> = redis::AsyncCommands::zscore(&mut c, &q.keys().schedules, "often")
+        .await
+        .unwrap();
+    assert_eq!(stray, None);
     assert!(
         !seen.lock().unwrap().iter().any(|s| s.0 == "nightly"),
         "the nightly schedule is not due"
