@@ -7,6 +7,7 @@ mod support;
 mod admin;
 mod browser;
 mod dashboard;
+mod limits;
 mod metrics;
 mod operator;
 mod schedule;
