@@ -72,7 +72,8 @@
 //! # The layout, for contributors
 //! - Foundation (no worker knowledge): [`keys`] (the one place that builds Redis keys, hash tag `{queue}`),
 //!   [`wire`] (entry fields, CBOR, strict parsing of foreign entries), [`error`] ([`Error`]), `identity` (clock,
-//!   host name, ids), [`client`] ([`Client`]: one shared command connection, a dedicated one per blocking loop).
+//!   host name, ids), [`client`] ([`Client`]: one shared command connection, a dedicated one per blocking loop; TLS, and Sentinel
+//!   URLs whose connections find the current primary).
 //! - [`scripts`]: one file per Lua script of `lua/` (`lua/X.lua` is called from `scripts/X.rs`), with typed
 //!   arguments and outcomes.
 //! - [`queue`]: [`Queue`], by subject: `enqueue`, `jobs` (state, record, result), `list` (jobs by state, paged),

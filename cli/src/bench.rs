@@ -166,6 +166,7 @@ async fn bench(ctx: &Context, ns: &str, a: &BenchArgs) -> anyhow::Result<Vec<Cas
     let mut conn = ctx
         .client
         .redis()
+        .await?
         .get_multiplexed_async_connection()
         .await?;
     let raw_key = format!("{ns}:raw");

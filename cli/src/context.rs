@@ -58,7 +58,8 @@ pub fn client(
     match rill::Client::with_config(url, config) {
         Ok(c) => Ok(c),
         Err(rill::Error::InvalidUrl { url, .. }) => bail!(
-            "invalid Redis URL {url:?}: use redis://host:6379, rediss://host:6380 (TLS) or redis+unix:///path/redis.sock"
+            "invalid Redis URL {url:?}: use redis://host:6379, rediss://host:6380 (TLS), redis+unix:///path/redis.sock \
+             or redis+sentinel://host:26379,host2:26379/SERVICE"
         ),
         Err(e) => Err(e.into()),
     }

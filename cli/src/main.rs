@@ -48,7 +48,8 @@ struct Cli {
 /// Options every subcommand takes.
 #[derive(Args, Debug, Clone)]
 struct Global {
-    /// Redis to use: redis://host:6379, rediss://host:6380 (TLS: see --tls-*), redis+unix:///path, or host:port.
+    /// Redis to use: redis://host:6379, rediss://host:6380 (TLS: see --tls-*), redis+unix:///path,
+    /// redis+sentinel://host:26379,host2:26379/SERVICE (the primary Sentinels name), or host:port.
     #[arg(
         long = "redis",
         env = "REDIS_URL",

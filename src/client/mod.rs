@@ -1,6 +1,7 @@
 //! The shared client: one per process, cloned into every queue and worker. It owns the one multiplexed
 //! command connection (reconnecting, opened lazily) and opens dedicated connections for blocking readers.
 
+mod sentinel;
 mod tls;
 
 pub use tls::Tls;
@@ -60,7 +61,7 @@ pub struct Client {
 }
 
 struct Inner {
-    redis: redis::Client,
+    redis: Source,
     url: String,
     config: ClientConfig,
     conn: Mutex<Conn>,
@@ -68,6 +69,21 @@ struct Inner {
     listed: Mutex<std::collections::HashSet<String>>,
     /// Shared connections opened so far (each open gets the next number).
     generations: AtomicU64,
+}
+
+/// Where connections go: one server, or the primary the Sentinels name at the time.
+enum Source {
+    Direct(redis::Client),
+    Sentinel(sentinel::Sentinel),
+}
+
+impl Source {
+    async fn client(&self) -> Result<redis::Client> {
+        match self {
+            Source::Direct(c) => Ok(c.clone()),
+            Source::Sentinel(s) => s.primary().await,
+        }
+    }
 }
 
 enum Conn {
@@ -185,10 +201,29 @@ impl SharedConn {
         self.server
     }
 
+    /// Whether `r` is a write refused by a replica: a primary demoted by a failover. Nothing was applied (Redis
+    /// refuses the command, or a script that may write, before running it), so the call can go again.
+    fn refused_by_replica<T>(r: &redis::RedisResult<T>) -> bool {
+        matches!(r, Err(e) if e.kind() == redis::ErrorKind::Server(redis::ServerErrorKind::ReadOnly))
+    }
+
+    /// After a write refused by a demoted primary: the next connection (behind Sentinels: to the primary they
+    /// name now), or `None` if none opens.
+    async fn moved(&mut self) -> Option<()> {
+        let fresh = self.client.conn().await.ok()?;
+        *self = fresh;
+        Some(())
+    }
+
     fn check<T>(&self, r: &redis::RedisResult<T>) {
-        if let Err(e) = r
-            && e.is_timeout()
-        {
+        let Err(e) = r else { return };
+        // A primary demoted by a failover answers writes with READONLY; behind Sentinels, a lost link may mean
+        // the primary moved: the next connection asks where it is now.
+        let sentinel = matches!(self.client.inner.redis, Source::Sentinel(_));
+        let moved = e.kind() == redis::ErrorKind::Server(redis::ServerErrorKind::ReadOnly)
+            || (sentinel
+                && (e.is_io_error() || e.is_connection_dropped() || e.is_connection_refusal()));
+        if e.is_timeout() || moved {
             self.client.retire(self.generation, e);
         }
     }
@@ -202,6 +237,11 @@ impl redis::aio::ConnectionLike for SharedConn {
         Box::pin(async move {
             let r = self.conn.req_packed_command(cmd).await;
             self.check(&r);
+            if Self::refused_by_replica(&r) && self.moved().await.is_some() {
+                let again = self.conn.req_packed_command(cmd).await;
+                self.check(&again);
+                return again;
+            }
             r
         })
     }
@@ -215,6 +255,11 @@ impl redis::aio::ConnectionLike for SharedConn {
         Box::pin(async move {
             let r = self.conn.req_packed_commands(pipeline, offset, count).await;
             self.check(&r);
+            if Self::refused_by_replica(&r) && self.moved().await.is_some() {
+                let again = self.conn.req_packed_commands(pipeline, offset, count).await;
+                self.check(&again);
+                return again;
+            }
             r
         })
     }
@@ -239,8 +284,9 @@ impl Client {
         &self.inner.url
     }
 
-    /// A client for `url` (`redis://host:port/db`, `rediss://`, `redis+unix:///path`) with default settings.
-    /// Does no I/O.
+    /// A client for `url` (`redis://host:port/db`, `rediss://`, `redis+unix:///path`, or
+    /// `redis+sentinel://host:26379[,host:port...]/service[/db]`: the primary that Redis Sentinels monitor under
+    /// that service name, followed across failovers) with default settings. Does no I/O.
     ///
     /// # Errors
     /// [`Error::InvalidUrl`] if the URL does not parse.
@@ -256,7 +302,17 @@ impl Client {
     /// [`Error::InvalidName`] for a bad namespace.
     pub fn with_config(url: &str, config: ClientConfig) -> Result<Self> {
         keys::validate_name(&config.namespace)?;
-        let redis = open(url, &config.tls)?;
+        let redis = if url.starts_with(sentinel::SCHEME) {
+            if config.tls.is_set() {
+                return Err(Error::InvalidOption {
+                    option: "tls",
+                    reason: "TLS to the primary behind Sentinels is not supported yet",
+                });
+            }
+            Source::Sentinel(sentinel::Sentinel::new(url)?)
+        } else {
+            Source::Direct(open(url, &config.tls)?)
+        };
         Ok(Client {
             inner: Arc::new(Inner {
                 redis,
@@ -313,9 +369,13 @@ impl Client {
         }
     }
 
-    /// The redis-rs client underneath (same URL and TLS settings), for connections of your own.
-    pub fn redis(&self) -> &redis::Client {
-        &self.inner.redis
+    /// A redis-rs client for the server this client uses now (same URL and TLS settings; behind Sentinels, the
+    /// primary they name at the time of the call), for connections of your own.
+    ///
+    /// # Errors
+    /// With Sentinels: Redis errors asking them.
+    pub async fn redis(&self) -> Result<redis::Client> {
+        self.inner.redis.client().await
     }
 
     /// The queues of this client's namespace that producers or workers have used, sorted by name (SPEC.md,
@@ -459,7 +519,8 @@ impl Client {
             .set_min_delay(Duration::from_millis(50))
             .set_max_delay(Duration::from_secs(1));
         let mut manager =
-            ConnectionManager::new_with_config(self.inner.redis.clone(), manager_config).await?;
+            ConnectionManager::new_with_config(self.inner.redis.client().await?, manager_config)
+                .await?;
         let server = inspect_server(&mut manager, cfg.allow_eviction).await?;
         let mut slot = self.inner.conn.lock().expect("client lock");
         match &*slot {
@@ -491,6 +552,8 @@ impl Client {
         Ok(self
             .inner
             .redis
+            .client()
+            .await?
             .get_multiplexed_async_connection_with_config(&cfg)
             .await?)
     }

@@ -31,7 +31,7 @@ pub struct Tls {
 }
 
 impl Tls {
-    fn is_set(&self) -> bool {
+    pub(super) fn is_set(&self) -> bool {
         self.ca_pem.is_some() || self.client_pem.is_some() || self.insecure
     }
 
