@@ -149,15 +149,39 @@ async fn producers_and_workers_follow_a_failover_by_themselves() {
             }
         },
     );
-    for i in 0..50 {
-        q.enqueue(&format!("before-{i}")).await.unwrap();
-    }
-    eventually(T, "the first jobs ran on the first primary", || async {
-        done.lock().unwrap().len() == 50
+    // A producer that keeps enqueueing, one job every 10 ms, through the switch; it retries a call that fails
+    // (as it would after any lost link) and notes when each job was accepted.
+    let accepted: Arc<Mutex<Vec<(String, std::time::Instant)>>> = Arc::default();
+    let stop = tokio_util::sync::CancellationToken::new();
+    let producer = {
+        let (q, accepted, stop) = (q.clone(), accepted.clone(), stop.clone());
+        tokio::spawn(async move {
+            let mut failed = 0u32;
+            for i in 0.. {
+                if stop.is_cancelled() {
+                    return failed;
+                }
+                let id = format!("job-{i}");
+                while let Err(e) = q.enqueue(&id).await {
+                    failed += 1;
+                    assert!(failed <= 5, "enqueue keeps failing: {e}");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+                accepted
+                    .lock()
+                    .unwrap()
+                    .push((id, std::time::Instant::now()));
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+            failed
+        })
+    };
+    eventually(T, "jobs run on the first primary", || async {
+        done.lock().unwrap().len() >= 50
     })
     .await;
 
-    // Fail over to the replica, and wait until the Sentinels name it.
+    // Fail over to the replica, mid-run, and wait until the Sentinels name it and the old primary follows it.
     let _: () = redis::cmd("SENTINEL")
         .arg("FAILOVER")
         .arg("main")
@@ -169,36 +193,44 @@ async fn producers_and_workers_follow_a_failover_by_themselves() {
             .all(|s| s.primary_port() == Some(replica.port()))
     })
     .await;
-
-    // The old primary is a replica of the new one now: what is still connected to it must move.
     eventually(T, "the old primary is a replica", || async {
         let role: Vec<redis::Value> = redis::cmd("ROLE").query(&mut primary.conn()).unwrap();
         role[0] == redis::Value::BulkString(b"slave".to_vec())
     })
     .await;
-    // The same producer and worker, no restart: jobs enqueued now run on the new primary. The demotion closed
-    // the old primary's connections, so the first call on one fails (an I/O error, as for any lost link: whether
-    // it landed is unknown) and the next goes to the new primary; a producer retries as it would after any such
-    // error.
-    let mut failed = 0;
-    for i in 0..50 {
-        loop {
-            match q.enqueue(&format!("after-{i}")).await {
-                Ok(_) => break,
-                Err(e) => {
-                    failed += 1;
-                    assert!(failed <= 3, "enqueue keeps failing: {e}");
-                    eprintln!("enqueue failed once across the switch: {e}");
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                }
-            }
-        }
-    }
-    eventually(T, "every job enqueued after the failover ran", || async {
+    let demoted = std::time::Instant::now();
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    stop.cancel();
+    let failed = producer.await.unwrap();
+    // Every job accepted once the old primary was demoted runs, on the new primary, by the same worker. Jobs
+    // accepted by the old primary between the promotion and its demotion were written where nothing replicates
+    // them: Redis Sentinel's failover loses those (asynchronous replication; README says so).
+    let accepted = accepted.lock().unwrap().clone();
+    let after: Vec<&String> = accepted
+        .iter()
+        .filter(|(_, at)| *at > demoted)
+        .map(|(id, _)| id)
+        .collect();
+    assert!(
+        after.len() >= 20,
+        "{} jobs accepted after the switch",
+        after.len()
+    );
+    eventually(T, "every job accepted after the switch ran", || async {
         let done = done.lock().unwrap();
-        (0..50).all(|i| done.contains(&format!("after-{i}")))
+        after.iter().all(|id| done.contains(*id))
     })
     .await;
+    let lost = {
+        let done = done.lock().unwrap();
+        accepted.iter().filter(|(id, _)| !done.contains(id)).count()
+    };
+    eprintln!(
+        "sentinel failover: {} jobs accepted, {} after the switch, {lost} lost in the switch, {failed} enqueue calls \
+         failed and were retried",
+        accepted.len(),
+        after.len()
+    );
     let mut on_new: redis::aio::MultiplexedConnection = replica.aconn().await;
     let role: Vec<redis::Value> = redis::cmd("ROLE").query_async(&mut on_new).await.unwrap();
     assert_eq!(role[0], redis::Value::BulkString(b"master".to_vec()));
