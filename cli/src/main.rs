@@ -192,6 +192,14 @@ enum Command {
         after_help = "Examples:\n  rill demo\n  rill demo --jobs 2000\n  rill demo --redis redis://10.0.0.5:6379"
     )]
     Demo(demo::DemoArgs),
+    /// Print a shell completion script (bash, zsh, fish, elvish, powershell) to stdout.
+    #[command(
+        after_help = "Examples:\n  rill completions bash > /etc/bash_completion.d/rill\n  rill completions zsh > \"${fpath[1]}/_rill\"\n  rill completions fish > ~/.config/fish/completions/rill.fish"
+    )]
+    Completions {
+        /// The shell.
+        shell: clap_complete::Shell,
+    },
 }
 
 /// Parses `30s`, `1m 30s`, `500ms`, `2h`.
@@ -281,6 +289,7 @@ async fn run(cli: Cli, redis_named: bool) -> anyhow::Result<ExitCode> {
         Command::Dashboard(_) => {
             Some("`rill dashboard` serves pages; its JSON is under /api (see README)")
         }
+        Command::Completions { .. } => Some("`rill completions` prints a shell script"),
         Command::Demo(_) => Some(
             "`rill demo` is a walk-through and prints no JSON; `rill bench --json` measures throughput as JSON",
         ),
@@ -288,6 +297,16 @@ async fn run(cli: Cli, redis_named: bool) -> anyhow::Result<ExitCode> {
     };
     if let (true, Some(why)) = (g.json, text_only) {
         anyhow::bail!("{why}");
+    }
+    if let Command::Completions { shell } = cli.command {
+        // Into a buffer first: the generator panics on a write error, and `| head` closes the pipe early.
+        let mut script = Vec::new();
+        clap_complete::generate(shell, &mut Cli::command(), "rill", &mut script);
+        let written = std::io::Write::write_all(&mut std::io::stdout(), &script);
+        return match written {
+            Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => Err(e.into()),
+            _ => Ok(ExitCode::SUCCESS),
+        };
     }
     let ctx = Context::new(&g)?;
     match cli.command {
@@ -306,6 +325,7 @@ async fn run(cli: Cli, redis_named: bool) -> anyhow::Result<ExitCode> {
         Command::Events(c) => events::run(&ctx, c).await,
         Command::Bench(a) => bench::run(&ctx, a).await,
         Command::Demo(a) => demo::run(&g, redis_named, a).await,
+        Command::Completions { .. } => unreachable!("printed above"),
     }
 }
 

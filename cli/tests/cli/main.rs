@@ -330,6 +330,20 @@ fn command_line_slips_get_a_tip_and_text_views_refuse_json() {
 }
 
 #[test]
+fn shell_completions_name_every_subcommand() {
+    let cli = Cli::new();
+    for shell in ["bash", "zsh", "fish", "elvish", "powershell"] {
+        let script = cli.ok(&["completions", shell]);
+        for sub in ["enqueue", "work", "dashboard", "schedule", "completions"] {
+            assert!(script.contains(sub), "{shell}: no {sub}");
+        }
+    }
+    cli.fails(&["completions", "tcsh"], 2);
+    let err = cli.fails(&["--json", "completions", "bash"], 1);
+    assert!(err.contains("shell script"), "{err}");
+}
+
+#[test]
 fn every_subcommand_has_help_with_an_example() {
     let cli = Cli::new();
     for sub in [
@@ -357,6 +371,9 @@ fn every_subcommand_has_help_with_an_example() {
         vec!["signal", "send"],
         vec!["signal", "history"],
         vec!["metrics"],
+        vec!["dashboard"],
+        vec!["completions"],
+        vec!["queue", "limit"],
         vec!["events"],
         vec!["events", "tail"],
         vec!["bench"],
