@@ -28,7 +28,7 @@
 -- ARGV[8]      lazy window, ms (0 = always delete entries outright); unused on the XACKDEL path
 -- ARGV[9]      '1' = XACKDEL allowed: used for batches of up to 8 when the server has it (Redis >= 8.2, checked
 --              here, so '1' is safe on any server); '0' = always XACK + XTRIM
--- ARGV[10..]   two per delivery, in ascending entry id order: entry id, token (delivery count)
+-- ARGV[10..]   two per delivery, in any order: entry id, token (delivery count)
 -- then         five per extra, for deliveries whose job id differs from the entry id, or that have a result, or
 --              that wrote the job record, or (keep = '1') all of them: position of the delivery (1-based),
 --              job id, attempt number, result (CBOR; '' = none), touched ('1' if this delivery wrote the record)
@@ -91,8 +91,24 @@ local window = tonumber(ARGV[8])
 if n < 1 then return {} end
 local X = 9 + 2 * n
 
--- This consumer's pending entries in the batch's range, with their delivery counts.
-local owned = owned_between(ready, group, consumer, ARGV[10], ARGV[8 + 2 * n], n)
+local function parse(id)
+  local ms, seq = string.match(id, '^(%d+)-(%d+)$')
+  return tonumber(ms), tonumber(seq), ms
+end
+local function before(a, b)
+  local ams, aseq = parse(a)
+  local bms, bseq = parse(b)
+  return ams < bms or (ams == bms and aseq < bseq)
+end
+
+-- This consumer's pending entries in the batch's range (its lowest to its highest id), with their delivery counts.
+local lo, hi = ARGV[10], ARGV[10]
+for i = 2, n do
+  local eid = ARGV[8 + 2 * i]
+  if before(eid, lo) then lo = eid end
+  if before(hi, eid) then hi = eid end
+end
+local owned = owned_between(ready, group, consumer, lo, hi, n)
 
 local codes, acked, k = {}, {}, 0
 for i = 1, n do
@@ -141,10 +157,6 @@ for j = 1, (#ARGV - X) / 5 do
     end
   end
 end
-local function parse(id)
-  local ms, seq = string.match(id, '^(%d+)-(%d+)$')
-  return tonumber(ms), tonumber(seq), ms
-end
 if k > 0 and not ackdel then
   -- Everything below the oldest pending entry is finished (a pending entry was delivered, so it is never after
   -- the first undelivered one). With nothing pending, everything up to the group's last-delivered id is.
@@ -153,7 +165,7 @@ if k > 0 and not ackdel then
   if oldest[1] then
     floor = oldest[1][1]
     local oms = parse(floor)
-    local ams = parse(acked[k])
+    local ams = parse(hi)
     if ams - oms > window then
       redis.call('XDEL', ready, unpack(acked))
     end

@@ -1,8 +1,8 @@
 #!lua
 -- checkpoint: save a running job's state. Fenced like ack (a stale delivery cannot write) and versioned: the
 -- version must be greater than the newest checkpoint's. The job's checkpoint stream keeps the newest `keep`
--- entries and lives for `ttl` after each write (ack and fail shorten it to the record retention once the job is
--- finished).
+-- entries and lives for `ttl` after each write (ack.lua shortens it to the record retention once the job completes;
+-- a failed job's checkpoints keep their TTL, so its retry can resume from them).
 --
 -- KEYS[1]  ready stream
 -- KEYS[2]  checkpoint stream of the job

@@ -9,6 +9,7 @@
 -- KEYS[6]  dead index hash (job id -> dead-letter entry id)
 -- KEYS[7]  parked sorted set
 -- KEYS[8]  events stream
+-- KEYS[9]  dead-letter stream (a dead job's attempts are read from its dead letter)
 -- ARGV[1]  consumer group
 -- ARGV[2]  job id
 -- ARGV[3]  most events read looking for the job's `completed` event when nothing else knows it (0 = none)
@@ -23,7 +24,8 @@
 --                id is its entry id) the newest of the last ARGV[3] events that names it is a `completed` one
 --                (entry id: ''; finished ms from the record or the event)
 --   'cancelled'  cancelled by a signal; its record is within retention
---   'dead'       in the dead-letter stream                   (entry id: dead-letter entry)
+--   'dead'       in the dead-letter stream                   (entry id: dead-letter entry; attempts: its
+--                `dead_attempts`)
 --   'unknown'    none of the above (never existed, or its record expired)
 -- lib/entry: what a job's stream entry says about its attempts.
 -- job_fields(fields, default_max) -> attempts recorded on the entry, max attempts, job id (nil: the entry id)
@@ -68,8 +70,8 @@ local function undelivered(ready, group, eid)
   return ems > lms or (ems == lms and eseq > lseq)
 end
 
-local index, delayed, scheduled, ready, job, deadids, parked, events =
-  KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6], KEYS[7], KEYS[8]
+local index, delayed, scheduled, ready, job, deadids, parked, events, dead =
+  KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6], KEYS[7], KEYS[8], KEYS[9]
 local group, jid, scan = ARGV[1], ARGV[2], tonumber(ARGV[3])
 local loc = redis.call('HGET', index, jid)
 if redis.call('ZSCORE', parked, jid) then
@@ -105,7 +107,17 @@ if rec[1] == 'completed' or rec[1] == 'cancelled' then
   return {rec[1], '', tonumber(rec[2]) or 0, '', 0, tonumber(rec[3]) or 0}
 end
 local did = redis.call('HGET', deadids, jid)
-if did then return {'dead', did, 0, '', 0, 0} end
+if did then
+  local made = 0
+  local d = redis.call('XRANGE', dead, did, did)
+  if d[1] then
+    local f = d[1][2]
+    for i = 1, #f, 2 do
+      if f[i] == 'dead_attempts' then made = tonumber(f[i + 1]) or 0 end
+    end
+  end
+  return {'dead', did, made, '', 0, 0}
+end
 -- No record. A job whose id is its entry id (enqueued by a plain XADD; named and retried jobs get records) may
 -- still be named by a `completed` event: the newest event that names it decides. Newest first, a page at a time
 -- (each event can list many ids); the job completed after its entry was added, so older events need no look.

@@ -69,7 +69,16 @@ pub fn to_json(w: &rill::WorkerInfo, h: &rill::Health, now: u64) -> Json {
         "pid": w.pid,
         "version": w.version,
         "status": w.status,
-        "health": health_text(h),
+        "health": match h {
+            rill::Health::Healthy => "healthy",
+            rill::Health::Degraded(_) => "degraded",
+            rill::Health::Crashed => "crashed",
+            _ => "unknown",
+        },
+        "health_reason": match h {
+            rill::Health::Degraded(why) => Some(why.as_str()),
+            _ => None,
+        },
         "concurrency": w.concurrency,
         "in_flight": w.in_flight,
         "processed": w.processed,

@@ -48,6 +48,7 @@ pub async fn state<C: ConnectionLike + Send>(
         .key(&keys.dead_index)
         .key(&keys.parked)
         .key(&keys.events)
+        .key(&keys.dead)
         .arg(GROUP)
         .arg(job_id)
         .arg(STATE_EVENT_SCAN)

@@ -449,7 +449,8 @@ pub async fn workers(State(app): State<Arc<App>>, Query(p): Query<Params>) -> Re
                     tr {
                         td { code { (s(&w["id"])) } } td { a href={"/queues/" (queue)} { (queue) } }
                         td { (s(&w["host"])) " / " (n(&w["pid"])) } td { (s(&w["status"])) }
-                        td { span.health.(s(&w["health"]).split(':').next().unwrap_or("")) { (s(&w["health"])) } }
+                        td { span.health.(s(&w["health"])) { (s(&w["health"])) }
+                             @if let Some(why) = w["health_reason"].as_str() { ": " (why) } }
                         td.num { (n(&w["in_flight"])) "/" (n(&w["concurrency"])) }
                         td.num { (n(&w["processed"])) } td.num { (n(&w["failed"])) }
                         td { (age_ms(w["last_beat_age_ms"].as_u64())) " ago" }
