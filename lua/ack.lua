@@ -95,31 +95,41 @@ local function parse(id)
   local ms, seq = string.match(id, '^(%d+)-(%d+)$')
   return tonumber(ms), tonumber(seq), ms
 end
-local function before(a, b)
-  local ams, aseq = parse(a)
-  local bms, bseq = parse(b)
-  return ams < bms or (ams == bms and aseq < bseq)
-end
 
--- This consumer's pending entries in the batch's range (its lowest to its highest id), with their delivery counts.
-local lo, hi = ARGV[10], ARGV[10]
-for i = 2, n do
-  local eid = ARGV[8 + 2 * i]
-  if before(eid, lo) then lo = eid end
-  if before(hi, eid) then hi = eid end
+-- The fence for the batch: this consumer's pending entries from `lo` to `hi` with their delivery counts, and a
+-- code per delivery (1: owned with this token, 0: stale).
+local lo, hi = ARGV[10], ARGV[8 + 2 * n]
+local function fence()
+  local owned = owned_between(ready, group, consumer, lo, hi, n)
+  local codes, acked, k = {}, {}, 0
+  for i = 1, n do
+    local eid = ARGV[8 + 2 * i]
+    if owned[eid] == tonumber(ARGV[9 + 2 * i]) then
+      owned[eid] = nil
+      codes[i] = 1
+      k = k + 1
+      acked[k] = eid
+    else
+      codes[i] = 0
+    end
+  end
+  return codes, acked, k
 end
-local owned = owned_between(ready, group, consumer, lo, hi, n)
-
-local codes, acked, k = {}, {}, 0
-for i = 1, n do
-  local eid = ARGV[8 + 2 * i]
-  if owned[eid] == tonumber(ARGV[9 + 2 * i]) then
-    owned[eid] = nil
-    codes[i] = 1
-    k = k + 1
-    acked[k] = eid
-  else
-    codes[i] = 0
+local codes, acked, k = fence()
+-- Workers send batches in ascending id order, so the range is first to last. A batch in another order (a foreign
+-- client's) shows as stale deliveries: only then are its lowest and highest ids worked out and the fence read
+-- again (parsing every id on every call would cost Redis CPU on every job).
+if k < n then
+  local lms, lseq = parse(lo)
+  local hms, hseq = parse(hi)
+  for j = 1, n do
+    local eid = ARGV[8 + 2 * j]
+    local ms, seq = parse(eid)
+    if ms < lms or (ms == lms and seq < lseq) then lo, lms, lseq = eid, ms, seq end
+    if ms > hms or (ms == hms and seq > hseq) then hi, hms, hseq = eid, ms, seq end
+  end
+  if lo ~= ARGV[10] or hi ~= ARGV[8 + 2 * n] then
+    codes, acked, k = fence()
   end
 end
 local ackdel = ARGV[9] == '1' and k <= 8 and redis.REDIS_VERSION_NUM >= 0x080200
