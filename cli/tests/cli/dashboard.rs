@@ -77,6 +77,11 @@ fn get_json(http: &Http, url: &str) -> Json {
     r.json().unwrap()
 }
 
+/// GETs `path`; the body as text.
+fn get_text(http: &Http, d: &Dashboard, path: &str) -> String {
+    http.get(d.url(path)).send().unwrap().text().unwrap()
+}
+
 /// POSTs `path` with the CSRF `token` header; the JSON answer.
 fn post(http: &Http, d: &Dashboard, path: &str, token: &str) -> Json {
     http.post(d.url(path))
@@ -89,7 +94,7 @@ fn post(http: &Http, d: &Dashboard, path: &str, token: &str) -> Json {
 
 /// The CSRF token a page carries.
 fn csrf(http: &Http, d: &Dashboard) -> String {
-    let page = http.get(d.url("/")).send().unwrap().text().unwrap();
+    let page = get_text(http, d, "/");
     let at = page
         .find("name=\"csrf-token\" content=\"")
         .expect("csrf meta")
@@ -181,12 +186,7 @@ fn the_api_shows_queues_jobs_and_workers_and_runs_actions_behind_csrf() {
         ),
         (Some(10), Some(3))
     );
-    let html = http
-        .get(d.url("/queues/mail"))
-        .send()
-        .unwrap()
-        .text()
-        .unwrap();
+    let html = get_text(&http, &d, "/queues/mail");
     assert!(
         html.contains("at most 10 starts per 1s; at most 3 running at once"),
         "{html}"
@@ -315,19 +315,14 @@ fn the_api_shows_queues_jobs_and_workers_and_runs_actions_behind_csrf() {
     let slow = get_json(&http, &d.url("/api/jobs/mail/slow"));
     assert_eq!(slow["owner"]["worker"], slow["worker"]["id"], "{slow}");
     assert_eq!(slow["worker"]["health"], "healthy", "{slow}");
-    let page = http
-        .get(d.url("/jobs/mail/slow"))
-        .send()
-        .unwrap()
-        .text()
-        .unwrap();
+    let page = get_text(&http, &d, "/jobs/mail/slow");
     assert!(
         page.contains("Running on") && page.contains("healthy"),
         "{page}"
     );
     worker.stop();
     // The same process serves Prometheus text.
-    let metrics = http.get(d.url("/metrics")).send().unwrap().text().unwrap();
+    let metrics = get_text(&http, &d, "/metrics");
     assert!(
         metrics.contains("rill_queue_jobs{queue=\"mail\",state=\"waiting\"}"),
         "{metrics}"
@@ -420,12 +415,7 @@ fn off_loopback_a_token_is_required_and_read_only_refuses_every_action() {
 
     cli.ok(&["enqueue", "mail", "{}", "--id", "j2"]);
     let d = Dashboard::start(&cli, "127.0.0.1", &["--read-only"]);
-    let page = http
-        .get(d.url("/jobs/mail/j2"))
-        .send()
-        .unwrap()
-        .text()
-        .unwrap();
+    let page = get_text(&http, &d, "/jobs/mail/j2");
     assert!(
         page.contains("j2") && !page.contains("method=\"post\""),
         "{page}"
