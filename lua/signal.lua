@@ -19,6 +19,10 @@
 -- KEYS[7]  index hash (job id -> entry id)
 -- KEYS[8]  job record hash of the target job (job targets; any key under the queue's tag otherwise)
 -- KEYS[9]  parked sorted set (job id, score = parked at, ms)
+-- KEYS[10] priorities hash (optional, with KEYS[11..]: without them only the ready stream is looked at and a
+--          resumed job goes back to it)
+-- KEYS[11..25] the streams of priority levels 1..15 (a waiting job is looked for on every level; a resumed job
+--          goes back to its `priority` field's level)
 -- ARGV[1]  kind: pause | resume | quiet | stop | cancel | custom:<name>
 -- ARGV[2]  target: queue | worker:<consumer> | job:<id>
 -- ARGV[3]  sender
@@ -70,6 +74,51 @@ local function settle_lag(ready, group)
   end
   if added then redis.call('XGROUP', 'SETID', ready, group, '$', 'ENTRIESREAD', added) end
 end
+-- lib/lanes: a queue's priority levels (SPEC §6g). Level 0 is the ready stream, level p >= 1 the stream
+-- `<P>:ready:<p>`; a script that routes or finds jobs by level takes the priorities hash and the streams of levels
+-- 1..15 as its last KEYS (a caller that passes none gets level 0 only, as before priorities).
+-- lanes(ready, first) -> {level 0 stream, level 1 stream, ...}: the hash at KEYS[first] says how many (`levels`,
+--   1 when unset), the streams follow it
+local function lanes(ready, first)
+  local out = {ready}
+  local conf = KEYS[first]
+  if not conf then return out end
+  local n = tonumber(redis.call('HGET', conf, 'levels')) or 1
+  for p = 1, n - 1 do
+    local k = KEYS[first + p]
+    if not k then break end
+    out[#out + 1] = k
+  end
+  return out
+end
+-- level_of(fields) -> the entry's `priority` field as a level (0 when absent or not a number)
+local function level_of(fields)
+  for i = 1, #fields, 2 do
+    if fields[i] == 'priority' then return math.max(0, math.floor(tonumber(fields[i + 1]) or 0)) end
+  end
+  return 0
+end
+-- lane_of(ls, fields) -> the stream an entry goes back to: its level's, or the last level's when it names a level
+--   the queue no longer has
+local function lane_of(ls, fields)
+  return ls[math.min(level_of(fields), #ls - 1) + 1]
+end
+-- locate(ls, eid, jid) -> the stream holding entry `eid` of job `jid`, the entry's fields and its level, or nil.
+--   Entry ids repeat across streams, so the entry's job id (its `id` field, else the entry id) must be `jid`.
+local function locate(ls, eid, jid)
+  if not string.match(eid, '^%d+%-%d+$') then return nil end
+  for level, s in ipairs(ls) do
+    local r = redis.call('XRANGE', s, eid, eid)
+    if r[1] then
+      local id, f = eid, r[1][2]
+      for i = 1, #f, 2 do
+        if f[i] == 'id' then id = f[i + 1] end
+      end
+      if id == jid then return s, f, level - 1 end
+    end
+  end
+  return nil
+end
 
 local signals, outcomes, paused, ready, delayed, scheduled, index, job, parked =
   KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6], KEYS[7], KEYS[8], KEYS[9]
@@ -95,20 +144,22 @@ if string.sub(target, 1, 4) == 'job:' and (kind == 'cancel' or kind == 'pause' o
   local jid = string.sub(target, 5)
   local loc = redis.call('HGET', index, jid)
   -- Where is it? 'parked' | 'delayed' (body in scheduled) | 'waiting' / 'running' (entry in ready) | nil
-  local where, eid
+  local where, eid, stream
+  local ls = lanes(ready, 10)
   if redis.call('ZSCORE', parked, jid) then
     where = 'parked'
   elseif redis.call('ZSCORE', delayed, jid) then
     where = 'delayed'
   else
     eid = loc or jid
-    if string.match(eid, '^%d+%-%d+$') and redis.call('XRANGE', ready, eid, eid)[1] then
-      local p = redis.pcall('XPENDING', ready, group, eid, eid, 1)
+    stream = locate(ls, eid, jid)
+    if stream then
+      local p = redis.pcall('XPENDING', stream, group, eid, eid, 1)
       if type(p) == 'table' and p[1] then
         where = 'running'
       else
         -- Not pending: waiting unless already delivered (a finished entry awaiting its trim).
-        if undelivered(ready, group, eid) then where = 'waiting' end
+        if undelivered(stream, group, eid) then where = 'waiting' end
       end
     end
   end
@@ -125,8 +176,8 @@ if string.sub(target, 1, 4) == 'job:' and (kind == 'cancel' or kind == 'pause' o
       redis.call('ZREM', delayed, jid)
       if loc then redis.call('XDEL', scheduled, loc) end
     else
-      redis.call('XDEL', ready, eid)
-      settle_lag(ready, group)
+      redis.call('XDEL', stream, eid)
+      settle_lag(stream, group)
     end
     redis.call('HDEL', index, jid)
     redis.call('HSET', job, 'state', 'cancelled', 'finished_ms', now, 'cancelled_by', sender)
@@ -136,7 +187,7 @@ if string.sub(target, 1, 4) == 'job:' and (kind == 'cancel' or kind == 'pause' o
   end
   if kind == 'pause' and (where == 'waiting' or where == 'delayed') then
     if where == 'waiting' then
-      local fields = redis.call('XRANGE', ready, eid, eid)[1][2]
+      local fields = redis.call('XRANGE', stream, eid, eid)[1][2]
       local has_id = false
       for i = 1, #fields, 2 do if fields[i] == 'id' then has_id = true end end
       if not has_id then
@@ -144,8 +195,8 @@ if string.sub(target, 1, 4) == 'job:' and (kind == 'cancel' or kind == 'pause' o
         fields[#fields + 1] = jid
       end
       local nid = redis.call('XADD', scheduled, '*', unpack(fields))
-      redis.call('XDEL', ready, eid)
-      settle_lag(ready, group)
+      redis.call('XDEL', stream, eid)
+      settle_lag(stream, group)
       redis.call('HSET', index, jid, nid)
     else
       redis.call('ZREM', delayed, jid)
@@ -159,7 +210,7 @@ if string.sub(target, 1, 4) == 'job:' and (kind == 'cancel' or kind == 'pause' o
     if loc then r = redis.call('XRANGE', scheduled, loc, loc) end
     redis.call('ZREM', parked, jid)
     if r[1] then
-      local nid = redis.call('XADD', ready, '*', unpack(r[1][2]))
+      local nid = redis.call('XADD', lane_of(ls, r[1][2]), '*', unpack(r[1][2]))
       redis.call('HSET', index, jid, nid)
       redis.call('XDEL', scheduled, loc)
       outcome('applied', 'resumed: back on the ready stream')

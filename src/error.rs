@@ -90,6 +90,26 @@ pub enum Error {
         /// What was wrong.
         detail: String,
     },
+    /// A job asked for a priority level its queue does not have ([`crate::Priorities`]).
+    #[error("queue {queue:?} has no priority level {priority}: it has {levels} (0 to {})", levels.saturating_sub(1))]
+    NoSuchPriority {
+        /// The queue.
+        queue: String,
+        /// The level asked for.
+        priority: u8,
+        /// The queue's number of levels.
+        levels: u8,
+    },
+    /// Fewer priority levels were asked for while a level that would go still holds a job.
+    #[error(
+        "queue {queue:?}: priority level {level} still holds jobs; let them finish (or move them) first"
+    )]
+    LevelInUse {
+        /// The queue.
+        queue: String,
+        /// The level.
+        level: u8,
+    },
     /// The client was closed with [`crate::Client::close`].
     #[error("the rill client is closed")]
     Closed,

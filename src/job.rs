@@ -26,9 +26,16 @@ pub struct Delivery {
     /// Delivery count of the entry when this delivery began; every ack, fail and lease extension must present
     /// it, and fails once someone else has taken the entry.
     pub token: u64,
+    /// The priority level whose stream holds the entry (0: the ready stream).
+    pub level: u8,
 }
 
 impl Delivery {
+    /// Its address inside the worker (entry ids repeat across priority levels).
+    pub(crate) fn address(&self) -> std::borrow::Cow<'_, str> {
+        crate::priority::address(self.level, &self.entry_id)
+    }
+
     pub(crate) fn as_ref(&self) -> DeliveryRef<'_> {
         DeliveryRef {
             entry_id: &self.entry_id,
@@ -76,6 +83,8 @@ impl<T> std::fmt::Debug for Job<T> {
 /// What a worker hands a new [`Job`] besides its data and entry.
 pub(crate) struct JobStart {
     pub(crate) token: u64,
+    /// The priority level the entry was read from.
+    pub(crate) level: u8,
     pub(crate) consumer: String,
     pub(crate) max_attempts: u32,
     /// The worker's default timeout (the entry's own wins).
@@ -107,6 +116,7 @@ impl<T> Job<T> {
                 entry_id: env.entry_id,
                 consumer: start.consumer,
                 token: start.token,
+                level: start.level,
             },
             cancel: start.cancel,
             ctx: start.ctx,
@@ -319,6 +329,7 @@ impl<T> Job<T> {
             consumer: &self.delivery.consumer,
             events_maxlen: crate::queue::DEFAULT_EVENTS_MAXLEN,
             max_attempts: self.max_attempts,
+            level: self.delivery.level,
         }
     }
 

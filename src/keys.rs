@@ -137,6 +137,10 @@ pub struct QueueKeys {
     pub limit: String,
     /// Sorted set of the reads within the rate limit's window (member = `<seq>:<count>`, score = time, ms).
     pub limit_starts: String,
+    /// The queue's priority levels (hash: levels, weights; absent = one level).
+    pub priorities: String,
+    /// The streams of priority levels 0 to 15 (level 0 is `ready`), see [`QueueKeys::level`].
+    levels: Vec<String>,
     /// The namespace's set of queue names (not under the queue's hash tag: it spans queues).
     pub queues: String,
     prefix: String,
@@ -169,9 +173,27 @@ impl QueueKeys {
             schedules: format!("{prefix}:schedules"),
             limit: format!("{prefix}:limit"),
             limit_starts: format!("{prefix}:limit:starts"),
+            priorities: format!("{prefix}:priorities"),
+            levels: (0..crate::priority::MAX_LEVELS)
+                .map(|p| match p {
+                    0 => format!("{prefix}:ready"),
+                    p => format!("{prefix}:ready:{p}"),
+                })
+                .collect(),
             queues: queues_key(namespace)?,
             prefix,
         })
+    }
+
+    /// The stream of priority level `level` (0 is [`QueueKeys::ready`]; levels past the last are the last's).
+    pub fn level(&self, level: u8) -> &str {
+        &self.levels[usize::from(level).min(self.levels.len() - 1)]
+    }
+
+    /// The streams of priority levels 1 to 15, as the scripts that route or find jobs by level take them after
+    /// the priorities hash.
+    pub fn level_streams(&self) -> &[String] {
+        &self.levels[1..]
     }
 
     /// Record hash of one job: progress, data updates, and its result once completed.
@@ -228,6 +250,13 @@ mod tests {
         assert_eq!(k.heartbeats, "rill:{emails}:heartbeats");
         assert_eq!(k.schedules, "rill:{emails}:schedules");
         assert_eq!(k.limit, "rill:{emails}:limit");
+        assert_eq!(k.priorities, "rill:{emails}:priorities");
+        assert_eq!(k.level(0), "rill:{emails}:ready");
+        assert_eq!(k.level(1), "rill:{emails}:ready:1");
+        assert_eq!(k.level(15), "rill:{emails}:ready:15");
+        assert_eq!(k.level(200), "rill:{emails}:ready:15");
+        assert_eq!(k.level_streams().len(), 15);
+        assert_eq!(k.level_streams()[0], "rill:{emails}:ready:1");
         assert_eq!(k.limit_starts, "rill:{emails}:limit:starts");
         assert_eq!(k.schedule("nightly"), "rill:{emails}:schedule:nightly");
         assert_eq!(k.queues, "rill:queues");

@@ -110,6 +110,7 @@ pub mod keys;
 pub mod metrics;
 #[cfg(feature = "otel")]
 mod otel;
+pub mod priority;
 pub mod queue;
 pub mod registry;
 pub mod schedule;
@@ -135,6 +136,7 @@ pub use checkpoint::{CheckpointInfo, CheckpointPolicy, CheckpointSettings, Previ
 pub use client::{Client, ClientConfig, ServerVersion, Tls};
 pub use error::{Error, Result};
 pub use job::{Delivery, Job, JobError, JobResult};
+pub use priority::Priorities;
 pub use queue::{
     Counts, DeadLetter, Deleted, Drained, Enqueue, Event, EventFeed, JobInfo, JobOutcome, JobPage,
     JobState, JobSummary, Queue, Recent, Requeue,

@@ -2,7 +2,9 @@
 //! fail, extend, crash, lease expiry, reclaim, stale and forged completions, promotion, shutdown) run against a
 //! real private Redis through the scripts, and after every step Redis is compared with a small reference model.
 //! Some cases put the queue under a concurrency limit and a rate limit (one window for the whole case): every
-//! claim then goes through `limit.lua`, which must read exactly what the model leaves room for.
+//! claim then goes through `limit.lua`, which must read exactly what the model leaves room for. Some give the
+//! queue two or three priority levels: jobs go on random levels, claims read level by level (strict), and every
+//! delivery is acked, failed, extended, reclaimed and handed back on its level's stream.
 //!
 //! Staleness is made deterministic by back-dating pending entries with `XCLAIM ... IDLE` and the clock is passed
 //! to the scripts, so there are no sleeps. `PROPTEST_CASES` raises the number of cases for a soak run, e.g.
@@ -33,6 +35,7 @@ enum Op {
         key: Option<u8>,
         delay: Option<u16>,
         max: Option<u8>,
+        level: u8,
     },
     Claim {
         worker: usize,
@@ -76,8 +79,8 @@ enum Op {
 fn op() -> impl Strategy<Value = Op> {
     let w = 0..WORKERS;
     prop_oneof![
-        4 => (proptest::option::of(0u8..4), proptest::option::weighted(0.3, 1u16..500), proptest::option::of(1u8..4))
-            .prop_map(|(key, delay, max)| Op::Enqueue { key, delay, max }),
+        4 => (proptest::option::of(0u8..4), proptest::option::weighted(0.3, 1u16..500), proptest::option::of(1u8..4), 0u8..3)
+            .prop_map(|(key, delay, max, level)| Op::Enqueue { key, delay, max, level }),
         4 => (w.clone(), 1u8..4).prop_map(|(worker, count)| Op::Claim { worker, count }),
         3 => (w.clone(), any::<usize>()).prop_map(|(worker, pick)| Op::Ack { worker, pick }),
         1 => (w.clone(), any::<usize>()).prop_map(|(worker, pick)| Op::ForgedAck { worker, pick }),
@@ -115,6 +118,8 @@ struct JobModel {
     /// Deliveries that ended without success (failed or stalled).
     made: u32,
     max: u32,
+    /// Its priority level.
+    level: u8,
 }
 
 #[derive(Debug, Clone)]
@@ -122,6 +127,7 @@ struct Held {
     entry: String,
     token: u64,
     job: String,
+    level: u8,
 }
 
 struct Model {
@@ -140,11 +146,21 @@ fn entry_key(id: &str) -> (u64, u64) {
     (a.parse().unwrap(), b.parse().unwrap())
 }
 
+/// A worker's script caller for deliveries of `level`.
+fn caller_at<'a>(keys: &'a QueueKeys, consumer: &'a str, level: u8) -> Caller<'a> {
+    Caller {
+        max_attempts: DEFAULT_MAX,
+        ..caller(keys, consumer).at(level)
+    }
+}
+
 struct Harness {
     conn: redis::aio::MultiplexedConnection,
     keys: QueueKeys,
     model: Model,
     limits: Limits,
+    /// The queue's priority levels (1: none).
+    levels: u8,
 }
 
 /// The queue's limits in a case: claims go through `limit.lua` when either is set.
@@ -170,10 +186,13 @@ fn limits() -> impl Strategy<Value = Limits> {
 }
 
 impl Harness {
-    async fn new(conn: redis::aio::MultiplexedConnection, limits: Limits) -> Self {
+    async fn new(conn: redis::aio::MultiplexedConnection, limits: Limits, levels: u8) -> Self {
         let keys = QueueKeys::new(&support::namespace(), "model").unwrap();
         let mut conn = conn;
         support::create_group(&mut conn, &keys).await;
+        scripts::set_levels(&mut conn, &keys, &rill::Priorities::strict(levels).unwrap())
+            .await
+            .unwrap();
         if let Some(cap) = limits.cap {
             let _: () = conn.hset(&keys.limit, "concurrency", cap).await.unwrap();
         }
@@ -188,6 +207,7 @@ impl Harness {
         }
         Harness {
             limits,
+            levels,
             conn,
             keys,
             model: Model {
@@ -218,21 +238,33 @@ impl Harness {
     }
 
     fn drop_held(&mut self, worker: usize, h: &Held) {
-        self.model.held[worker].retain(|x| !(x.entry == h.entry && x.token == h.token));
+        self.model.held[worker]
+            .retain(|x| !(x.entry == h.entry && x.token == h.token && x.level == h.level));
     }
 
     async fn apply(&mut self, op: &Op) {
         let now = self.model.now;
         match *op {
-            Op::Enqueue { key, delay, max } => {
+            Op::Enqueue {
+                key,
+                delay,
+                max,
+                level,
+            } => {
+                let level = level % self.levels;
                 let payload = rill::wire::encode(&7u8).unwrap();
                 let max_s = max.map(|m| m.to_string());
+                let level_s = level.to_string();
                 let mut fields: Vec<(&str, &[u8])> = vec![("v", b"1"), ("payload", &payload)];
                 if let Some(m) = &max_s {
                     fields.push(("max_attempts", m.as_bytes()));
                 }
+                if level > 0 {
+                    fields.push(("priority", level_s.as_bytes()));
+                }
                 let max = max.map_or(DEFAULT_MAX, u32::from);
-                if key.is_none() && delay.is_none() {
+                // A job above level 0 always has an id of its own (SPEC §6g).
+                if key.is_none() && delay.is_none() && level == 0 {
                     let mut cmd = redis::cmd("XADD");
                     cmd.arg(&self.keys.ready).arg("*");
                     for (k, v) in &fields {
@@ -246,6 +278,7 @@ impl Harness {
                             entry: id,
                             made: 0,
                             max,
+                            level: 0,
                         },
                     );
                     return;
@@ -268,6 +301,7 @@ impl Harness {
                         due_ms: due,
                         now_ms: now,
                         fields: &fields,
+                        priority: level,
                     },
                 )
                 .await
@@ -300,30 +334,33 @@ impl Harness {
                         entry,
                         made: 0,
                         max,
+                        level,
                     },
                 );
             }
             Op::Claim { worker, count } => {
                 let consumer = self.model.consumers[worker].clone();
                 let (count, got) = self.read(&consumer, count).await;
-                // The model's view: waiting jobs in entry order.
-                let mut waiting: Vec<(String, String)> = self
+                // The model's view: waiting jobs by level, then in entry order.
+                let mut waiting: Vec<(u8, String, String)> = self
                     .model
                     .jobs
                     .iter()
                     .filter(|(_, j)| j.state == State::Waiting)
-                    .map(|(id, j)| (j.entry.clone(), id.clone()))
+                    .map(|(id, j)| (j.level, j.entry.clone(), id.clone()))
                     .collect();
-                waiting.sort_by_key(|(e, _)| entry_key(e));
-                let want: Vec<(String, String)> =
+                waiting.sort_by_key(|(l, e, _)| (*l, entry_key(e)));
+                let want: Vec<(u8, String, String)> =
                     waiting.into_iter().take(usize::from(count)).collect();
                 self.limits.started += got.len() as u64;
                 assert_eq!(
                     got,
-                    want.iter().map(|(e, _)| e.clone()).collect::<Vec<_>>(),
+                    want.iter()
+                        .map(|(l, e, _)| (*l, e.clone()))
+                        .collect::<Vec<_>>(),
                     "claim order"
                 );
-                for (entry, job) in want {
+                for (level, entry, job) in want {
                     self.model.jobs.get_mut(&job).unwrap().state = State::Active {
                         consumer: consumer.clone(),
                         token: 1,
@@ -333,6 +370,7 @@ impl Harness {
                         entry,
                         token: 1,
                         job,
+                        level,
                     });
                 }
             }
@@ -360,7 +398,7 @@ impl Harness {
                 };
                 let ok = scripts::ack(
                     &mut self.conn,
-                    &caller(&self.keys, &consumer),
+                    &caller(&self.keys, &consumer).at(h.level),
                     Ack {
                         now_ms: now,
                         retention,
@@ -402,10 +440,7 @@ impl Harness {
                 };
                 let out = scripts::fail(
                     &mut self.conn,
-                    &Caller {
-                        max_attempts: DEFAULT_MAX,
-                        ..caller(&self.keys, &consumer)
-                    },
+                    &caller_at(&self.keys, &consumer, h.level),
                     Fail {
                         delivery: DeliveryRef {
                             entry_id: &h.entry,
@@ -451,7 +486,7 @@ impl Harness {
                 let consumer = self.model.consumers[worker].clone();
                 let ok = scripts::extend(
                     &mut self.conn,
-                    &caller(&self.keys, &consumer),
+                    &caller(&self.keys, &consumer).at(h.level),
                     &[DeliveryRef {
                         entry_id: &h.entry,
                         token: h.token,
@@ -481,13 +516,13 @@ impl Harness {
                 self.model.consumers[worker] = format!("w{worker}-{}", self.model.generation);
             }
             Op::Expire { pick } => {
-                let active: Vec<(String, String, String)> = self
+                let active: Vec<(String, String, String, u8)> = self
                     .model
                     .jobs
                     .iter()
                     .filter_map(|(id, j)| match &j.state {
                         State::Active { consumer, .. } => {
-                            Some((id.clone(), j.entry.clone(), consumer.clone()))
+                            Some((id.clone(), j.entry.clone(), consumer.clone(), j.level))
                         }
                         _ => None,
                     })
@@ -495,9 +530,9 @@ impl Harness {
                 if active.is_empty() {
                     return;
                 }
-                let (job, entry, consumer) = active[pick % active.len()].clone();
+                let (job, entry, consumer, level) = active[pick % active.len()].clone();
                 let _: redis::Value = redis::cmd("XCLAIM")
-                    .arg(&self.keys.ready)
+                    .arg(self.keys.level(level))
                     .arg(GROUP)
                     .arg(&consumer)
                     .arg(0)
@@ -516,43 +551,42 @@ impl Harness {
             }
             Op::Reclaim { worker } => {
                 let consumer = self.model.consumers[worker].clone();
-                let mut cursor = "0-0".to_owned();
                 let mut taken = Vec::new();
                 let mut dead = 0;
-                for _ in 0..100 {
-                    let page = scripts::reclaim(
-                        &mut self.conn,
-                        &Caller {
-                            max_attempts: DEFAULT_MAX,
-                            ..caller(&self.keys, &consumer)
-                        },
-                        Reclaim {
-                            min_idle_ms: LEASE_MS,
-                            cursor: &cursor,
-                            count: 1000,
-                            now_ms: now,
-                        },
-                    )
-                    .await
-                    .unwrap();
-                    taken.extend(page.taken.into_iter().map(|(e, t)| (e.id, t)));
-                    dead += page.dead_lettered;
-                    cursor = page.cursor;
-                    if cursor == "0-0" {
-                        break;
+                for level in 0..self.levels {
+                    let mut cursor = "0-0".to_owned();
+                    for _ in 0..100 {
+                        let page = scripts::reclaim(
+                            &mut self.conn,
+                            &caller_at(&self.keys, &consumer, level),
+                            Reclaim {
+                                min_idle_ms: LEASE_MS,
+                                cursor: &cursor,
+                                count: 1000,
+                                now_ms: now,
+                            },
+                        )
+                        .await
+                        .unwrap();
+                        taken.extend(page.taken.into_iter().map(|(e, t)| (level, e.id, t)));
+                        dead += page.dead_lettered;
+                        cursor = page.cursor;
+                        if cursor == "0-0" {
+                            break;
+                        }
                     }
                 }
-                let mut expired: Vec<(String, String)> = self
+                let mut expired: Vec<(u8, String, String)> = self
                     .model
                     .jobs
                     .iter()
                     .filter(|(_, j)| matches!(j.state, State::Active { expired: true, .. }))
-                    .map(|(id, j)| (j.entry.clone(), id.clone()))
+                    .map(|(id, j)| (j.level, j.entry.clone(), id.clone()))
                     .collect();
-                expired.sort_by_key(|(e, _)| entry_key(e));
+                expired.sort_by_key(|(l, e, _)| (*l, entry_key(e)));
                 let mut want_taken = Vec::new();
                 let mut want_dead = 0;
-                for (entry, job) in expired {
+                for (level, entry, job) in expired {
                     let j = self.model.jobs.get_mut(&job).unwrap();
                     let State::Active { token, .. } = j.state.clone() else {
                         unreachable!()
@@ -568,11 +602,12 @@ impl Harness {
                             token: token + 1,
                             expired: false,
                         };
-                        want_taken.push((entry.clone(), token + 1));
+                        want_taken.push((level, entry.clone(), token + 1));
                         self.model.held[worker].push(Held {
                             entry,
                             token: token + 1,
                             job,
+                            level,
                         });
                     }
                 }
@@ -606,21 +641,24 @@ impl Harness {
             }
             Op::Shutdown { worker } => {
                 let consumer = self.model.consumers[worker].clone();
-                let held = std::mem::take(&mut self.model.held[worker]);
-                let refs: Vec<DeliveryRef<'_>> = held
-                    .iter()
-                    .map(|h| DeliveryRef {
-                        entry_id: &h.entry,
-                        token: h.token,
-                    })
-                    .collect();
-                let codes = if refs.is_empty() {
-                    Vec::new()
-                } else {
-                    scripts::release(&mut self.conn, &caller(&self.keys, &consumer), now, &refs)
-                        .await
-                        .unwrap()
-                };
+                let mut held = std::mem::take(&mut self.model.held[worker]);
+                held.sort_by_key(|h| h.level);
+                let mut codes = Vec::new();
+                for same in held.chunk_by(|a, b| a.level == b.level) {
+                    let refs: Vec<DeliveryRef<'_>> = same
+                        .iter()
+                        .map(|h| DeliveryRef {
+                            entry_id: &h.entry,
+                            token: h.token,
+                        })
+                        .collect();
+                    let c = caller(&self.keys, &consumer).at(same[0].level);
+                    codes.extend(
+                        scripts::release(&mut self.conn, &c, now, &refs)
+                            .await
+                            .unwrap(),
+                    );
+                }
                 for (h, code) in held.iter().zip(codes) {
                     if self.current(h, &consumer) {
                         assert_eq!(code, HandBack::Done);
@@ -632,14 +670,18 @@ impl Harness {
                         assert_eq!(code, HandBack::Stale);
                     }
                 }
-                // Leaving the group only works with nothing pending; a crashed predecessor's entries may still be.
-                let still_pending = self.model.jobs.values().any(
-                    |j| matches!(&j.state, State::Active { consumer: c, .. } if *c == consumer),
-                );
-                let retired = scripts::retire(&mut self.conn, &self.keys, &consumer)
-                    .await
-                    .unwrap();
-                assert_eq!(retired, !still_pending, "retire only an idle consumer");
+                // Leaving a level's group only works with nothing pending there; a crashed predecessor's entries
+                // may still be.
+                for level in 0..self.levels {
+                    let still_pending = self.model.jobs.values().any(|j| {
+                        j.level == level
+                            && matches!(&j.state, State::Active { consumer: c, .. } if *c == consumer)
+                    });
+                    let retired = scripts::retire(&mut self.conn, &self.keys, level, &consumer)
+                        .await
+                        .unwrap();
+                    assert_eq!(retired, !still_pending, "retire only an idle consumer");
+                }
                 self.model.generation += 1;
                 self.model.consumers[worker] = format!("w{worker}-{}", self.model.generation);
             }
@@ -649,22 +691,31 @@ impl Harness {
     /// Reads up to `count` new entries for `consumer`: with `XREADGROUP` without limits; through `limit.lua`
     /// with them, which must read exactly as many as the room the model leaves (and the waiting jobs) allow.
     /// Returns the count the model allows and the entry ids read.
-    async fn read(&mut self, consumer: &str, count: u8) -> (u8, Vec<String>) {
+    async fn read(&mut self, consumer: &str, count: u8) -> (u8, Vec<(u8, String)>) {
         if self.limits.cap.is_none() && self.limits.rate.is_none() {
-            let v: redis::Value = redis::cmd("XREADGROUP")
-                .arg("GROUP")
-                .arg(GROUP)
-                .arg(consumer)
-                .arg("COUNT")
-                .arg(count)
-                .arg("STREAMS")
-                .arg(&self.keys.ready)
-                .arg(">")
-                .query_async(&mut self.conn)
-                .await
-                .unwrap();
-            let got = rill::wire::parse_read_reply(v).unwrap();
-            return (count, got.into_iter().map(|e| e.id).collect());
+            // Level by level, as a worker reads (SPEC §6g).
+            let mut got = Vec::new();
+            for level in 0..self.levels {
+                let left = usize::from(count) - got.len();
+                if left == 0 {
+                    break;
+                }
+                let v: redis::Value = redis::cmd("XREADGROUP")
+                    .arg("GROUP")
+                    .arg(GROUP)
+                    .arg(consumer)
+                    .arg("COUNT")
+                    .arg(left)
+                    .arg("STREAMS")
+                    .arg(self.keys.level(level))
+                    .arg(">")
+                    .query_async(&mut self.conn)
+                    .await
+                    .unwrap();
+                let read = rill::wire::parse_read_reply(v).unwrap();
+                got.extend(read.into_iter().map(|e| (level, e.id)));
+            }
+            return (count, got);
         }
         let active = self
             .model
@@ -698,11 +749,18 @@ impl Harness {
             }
             room = room.min(left);
         }
-        let r = scripts::read_limited(&mut self.conn, &self.keys, consumer, usize::from(count))
-            .await
-            .unwrap();
-        let got: Vec<String> = match r {
-            LimitedRead::Entries(e) => e.into_iter().map(|e| e.id).collect(),
+        let streams: Vec<&str> = (0..self.levels).map(|l| self.keys.level(l)).collect();
+        let r = scripts::read_limited(
+            &mut self.conn,
+            &self.keys,
+            &streams,
+            consumer,
+            usize::from(count),
+        )
+        .await
+        .unwrap();
+        let got: Vec<(u8, String)> = match r {
+            LimitedRead::Entries(e) => e.into_iter().map(|(at, e)| (at as u8, e.id)).collect(),
             LimitedRead::Rate(_) => {
                 assert_eq!(why, "rate", "refused for the rate");
                 Vec::new()
@@ -744,6 +802,7 @@ impl Harness {
                 attempts: made,
                 owner,
                 deliveries,
+                level,
                 ..
             } = scripts::state(&mut self.conn, &self.keys, id)
                 .await
@@ -751,8 +810,8 @@ impl Harness {
             match &j.state {
                 State::Waiting => {
                     assert_eq!(
-                        (state.as_str(), entry.as_str()),
-                        ("waiting", j.entry.as_str()),
+                        (state.as_str(), entry.as_str(), level),
+                        ("waiting", j.entry.as_str(), j.level),
                         "{id}"
                     );
                     counts.0 += 1;
@@ -761,8 +820,8 @@ impl Harness {
                     consumer, token, ..
                 } => {
                     assert_eq!(
-                        (state.as_str(), owner.as_str(), deliveries),
-                        ("active", consumer.as_str(), *token),
+                        (state.as_str(), owner.as_str(), deliveries, level),
+                        ("active", consumer.as_str(), *token, j.level),
                         "{id}"
                     );
                     assert_eq!(
@@ -785,32 +844,38 @@ impl Harness {
             }
             assert!(j.made <= j.max, "{id}: attempts never exceed the maximum");
         }
-        // Nothing extra: pending, lag, delayed and dead sizes match the model exactly.
-        let groups: Vec<HashMap<String, redis::Value>> = redis::cmd("XINFO")
-            .arg("GROUPS")
-            .arg(&self.keys.ready)
-            .query_async(&mut self.conn)
-            .await
-            .unwrap();
-        let int = |v: &redis::Value| match v {
-            redis::Value::Int(n) => *n as u64,
-            other => panic!("{other:?}"),
-        };
-        // Undelivered entries: everything after the group's last-delivered id (`lag` is nil after some deletions).
-        let last = match &groups[0]["last-delivered-id"] {
-            redis::Value::BulkString(b) => String::from_utf8(b.clone()).unwrap(),
-            other => panic!("{other:?}"),
-        };
-        let after: redis::Value = redis::cmd("XRANGE")
-            .arg(&self.keys.ready)
-            .arg(format!("({last}"))
-            .arg("+")
-            .query_async(&mut self.conn)
-            .await
-            .unwrap();
-        let waiting = rill::wire::parse_entries(after).unwrap().len() as u64;
+        // Nothing extra: pending, lag, delayed and dead sizes match the model exactly, summed over the levels.
+        let (mut waiting, mut pending) = (0, 0);
+        for level in 0..self.levels {
+            let stream = self.keys.level(level).to_owned();
+            let groups: Vec<HashMap<String, redis::Value>> = redis::cmd("XINFO")
+                .arg("GROUPS")
+                .arg(&stream)
+                .query_async(&mut self.conn)
+                .await
+                .unwrap();
+            let int = |v: &redis::Value| match v {
+                redis::Value::Int(n) => *n as u64,
+                other => panic!("{other:?}"),
+            };
+            // Undelivered entries: everything after the group's last-delivered id (`lag` is nil after some
+            // deletions).
+            let last = match &groups[0]["last-delivered-id"] {
+                redis::Value::BulkString(b) => String::from_utf8(b.clone()).unwrap(),
+                other => panic!("{other:?}"),
+            };
+            let after: redis::Value = redis::cmd("XRANGE")
+                .arg(&stream)
+                .arg(format!("({last}"))
+                .arg("+")
+                .query_async(&mut self.conn)
+                .await
+                .unwrap();
+            waiting += rill::wire::parse_entries(after).unwrap().len() as u64;
+            pending += int(&groups[0]["pending"]);
+        }
         assert_eq!(waiting, counts.0, "waiting entries");
-        assert_eq!(int(&groups[0]["pending"]), counts.1, "pending entries");
+        assert_eq!(pending, counts.1, "pending entries");
         let delayed: u64 = self.conn.zcard(&self.keys.delayed).await.unwrap();
         let scheduled: u64 = self.conn.xlen(&self.keys.scheduled).await.unwrap();
         assert_eq!((delayed, scheduled), (counts.2, counts.2), "delayed jobs");
@@ -839,9 +904,9 @@ fn delivery_semantics_match_the_model() {
         max_shrink_iters: 2000,
         ..ProptestConfig::default()
     };
-    proptest!(config, |(limits in limits(), ops in proptest::collection::vec(op(), 1..60))| {
+    proptest!(config, |(limits in limits(), levels in prop_oneof![2 => Just(1u8), 1 => 2u8..4], ops in proptest::collection::vec(op(), 1..60))| {
         rt.block_on(async {
-            let mut h = Harness::new(conn.clone(), limits).await;
+            let mut h = Harness::new(conn.clone(), limits, levels).await;
             for op in &ops {
                 h.apply(op).await;
                 h.check().await;

@@ -34,6 +34,7 @@ fn key(k: &QueueKeys, name: &str) -> String {
         "schedules" => k.schedules.clone(),
         "limit" => k.limit.clone(),
         "limit_starts" => k.limit_starts.clone(),
+        "priorities" => k.priorities.clone(),
         "queues" => k.queues.clone(),
         other => match other.split_once(' ') {
             Some(("job", id)) => k.job(id),
@@ -41,6 +42,7 @@ fn key(k: &QueueKeys, name: &str) -> String {
             Some(("dedup", id)) => k.dedup(id),
             Some(("worker", id)) => k.worker(id),
             Some(("schedule", id)) => k.schedule(id),
+            Some(("level", p)) => k.level(p.parse().expect("a level number")).to_owned(),
             _ => panic!("no key named {other:?}"),
         },
     }

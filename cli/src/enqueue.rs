@@ -42,6 +42,10 @@ pub struct EnqueueArgs {
     /// (default: the worker's).
     #[arg(long, value_parser = crate::parse_duration)]
     job_timeout: Option<Duration>,
+    /// Priority level: 0 (the default) is taken first, then 1 and so on, up to the queue's levels (set with
+    /// `rill queue priorities`).
+    #[arg(long, short = 'p', value_parser = clap::value_parser!(u8).range(0..16))]
+    priority: Option<u8>,
     /// Wait until the job ends and print how: its result when it completes (exit 0); exit 1 if it is
     /// dead-lettered, cancelled or unknown, 2 if it has not ended within --timeout. One job only.
     #[arg(long)]
@@ -78,7 +82,11 @@ pub async fn run(ctx: &Context, a: EnqueueArgs) -> anyhow::Result<ExitCode> {
     if let Some(t) = a.job_timeout {
         opts = opts.timeout(t);
     }
-    let plain = a.id.is_none()
+    if let Some(p) = a.priority {
+        opts = opts.priority(p);
+    }
+    let plain = a.priority.unwrap_or(0) == 0
+        && a.id.is_none()
         && a.dedup_key.is_none()
         && a.delay.is_none()
         && a.attempts.is_none()

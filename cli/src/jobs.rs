@@ -179,6 +179,7 @@ pub async fn detail(q: &rill::Queue<context::Json>, info: &rill::JobInfo) -> any
         "state": info.state.as_str(),
         "attempts": info.attempts,
         "attempts_text": attempts_text(info),
+        "priority": info.priority,
         "entry_id": info.entry_id,
         "owner": info.owner.as_ref().map(|(c, t)| json!({"worker": c, "token": t})),
         "payload": decode(&info.payload),
@@ -229,6 +230,9 @@ async fn show(ctx: &Context, a: JobArgs) -> anyhow::Result<ExitCode> {
         ("state", info.state.as_str().to_owned()),
         ("attempts", attempts_text(&info)),
     ];
+    if info.priority > 0 {
+        lines.push(("priority", format!("level {}", info.priority)));
+    }
     if let Some((worker, token)) = &info.owner {
         lines.push(("running on", format!("{worker} (delivery {token})")));
     }

@@ -1,5 +1,5 @@
-//! `rill queue pause|resume|drain|remove QUEUE`: what an operator does to a whole queue. Each asks first on a
-//! terminal; scripts say `--yes`.
+//! `rill queue pause|resume|drain|remove|limit|priorities QUEUE`: what an operator does to a whole queue. The
+//! destructive ones ask first on a terminal; scripts say `--yes`.
 
 use std::process::ExitCode;
 
@@ -37,6 +37,24 @@ pub enum QueueCommand {
         after_help = "Examples:\n  rill queue limit emails --rate 100/s\n  rill queue limit emails --rate 10/500ms --concurrency 20\n  rill queue limit emails\n  rill queue limit emails --clear"
     )]
     Limit(LimitArgs),
+    /// Show or set the queue's priority levels: jobs on level 0 are taken first, then level 1, and so on
+    /// (--levels, strict), or each level starts a share of reads in proportion to its weight (--weights).
+    #[command(
+        after_help = "Examples:\n  rill queue priorities emails --levels 3\n  rill queue priorities emails --weights 6,3,1\n  rill queue priorities emails\n  rill queue priorities emails --levels 1    (no priorities)\n  rill enqueue emails '{\"to\": \"a@b.c\"}' --priority 2"
+    )]
+    Priorities(PrioritiesArgs),
+}
+
+#[derive(Args, Debug)]
+pub struct PrioritiesArgs {
+    /// The queue.
+    queue: String,
+    /// Number of levels, 1 to 16, read strictly in order (1: no priorities).
+    #[arg(long, value_parser = clap::value_parser!(u8).range(1..=16), conflicts_with = "weights")]
+    levels: Option<u8>,
+    /// One weight per level (2 to 16 of them), comma-separated: weighted reads, so no level starves.
+    #[arg(long, value_delimiter = ',')]
+    weights: Option<Vec<u32>>,
 }
 
 #[derive(Args, Debug)]
@@ -99,6 +117,7 @@ pub async fn run(ctx: &Context, c: QueueCommand) -> anyhow::Result<ExitCode> {
         QueueCommand::Drain(a) => drain(ctx, a).await,
         QueueCommand::Remove(a) => remove(ctx, a).await,
         QueueCommand::Limit(a) => limit(ctx, a).await,
+        QueueCommand::Priorities(a) => priorities(ctx, a).await,
     }
 }
 
@@ -220,6 +239,46 @@ async fn limit(ctx: &Context, a: LimitArgs) -> anyhow::Result<ExitCode> {
         match cap {
             Some(k) => println!("{}: at most {k} jobs running at once", a.queue),
             None => println!("{}: no concurrency limit", a.queue),
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn priorities(ctx: &Context, a: PrioritiesArgs) -> anyhow::Result<ExitCode> {
+    let q = ctx.queue(&a.queue)?;
+    ctx.connect().await?;
+    let wanted = match (a.levels, &a.weights) {
+        (Some(n), _) => Some(rill::Priorities::strict(n)?),
+        (None, Some(w)) => Some(rill::Priorities::weighted(w)?),
+        (None, None) => None,
+    };
+    if let Some(p) = wanted {
+        q.set_priorities(&p).await?;
+    }
+    let p = q.priorities().await?;
+    if ctx.json {
+        output::print_json(&json!({
+            "queue": a.queue,
+            "levels": p.levels(),
+            "weights": p.weights(),
+        }));
+    } else if p.levels() == 1 {
+        println!("{}: no priority levels (one level)", a.queue);
+    } else {
+        match p.weights() {
+            None => println!(
+                "{}: {} priority levels, 0 to {}, taken strictly in order",
+                a.queue,
+                p.levels(),
+                p.levels() - 1
+            ),
+            Some(w) => println!(
+                "{}: {} priority levels, 0 to {}, weighted {}",
+                a.queue,
+                p.levels(),
+                p.levels() - 1,
+                w.iter().map(u32::to_string).collect::<Vec<_>>().join(":")
+            ),
         }
     }
     Ok(ExitCode::SUCCESS)

@@ -1,8 +1,9 @@
--- lib/to_ready: move a delayed (or failed, retry-waiting) job's body onto the ready stream.
--- to_ready(scheduled, ready, index, jid) -> true if moved (the body gets its `id` field, the index points at the
--- new ready entry, the scheduled entry is deleted); false if its body was gone (the index entry is dropped).
--- The caller removes `jid` from the delayed set either way.
-local function to_ready(scheduled, ready, index, jid)
+--- @include "lib/lanes"
+-- lib/to_ready: move a delayed (or failed, retry-waiting) job's body onto the stream of its level.
+-- to_ready(scheduled, ls, index, jid) -> true if moved (the body gets its `id` field, the index points at the
+-- new entry, the scheduled entry is deleted); false if its body was gone (the index entry is dropped).
+-- `ls` is the queue's level streams (lib/lanes). The caller removes `jid` from the delayed set either way.
+local function to_ready(scheduled, ls, index, jid)
   local sid = redis.call('HGET', index, jid)
   local r = {}
   if sid then r = redis.call('XRANGE', scheduled, sid, sid) end
@@ -19,7 +20,7 @@ local function to_ready(scheduled, ready, index, jid)
     fields[#fields + 1] = 'id'
     fields[#fields + 1] = jid
   end
-  local nid = redis.call('XADD', ready, '*', unpack(fields))
+  local nid = redis.call('XADD', lane_of(ls, fields), '*', unpack(fields))
   redis.call('HSET', index, jid, nid)
   redis.call('XDEL', scheduled, sid)
   return true

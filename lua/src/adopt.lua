@@ -11,6 +11,8 @@
 -- KEYS[5]  events stream
 -- KEYS[6]  workers sorted set
 -- KEYS[7]  the crashed worker's record hash
+-- KEYS[8..] the queue's other priority level streams (section 6g), if it has levels: deliveries are taken from
+--          KEYS[1] only, but the worker is removed only once none of these holds one of its deliveries either
 -- ARGV[1]  consumer group
 -- ARGV[2]  consumer name of the adopter
 -- ARGV[3]  consumer name of the crashed worker
@@ -69,8 +71,15 @@ for _, p in ipairs(pending) do
     -- Deleted meanwhile: XCLAIM dropped it from the pending list.
   end
 end
-if not redis.call('XPENDING', ready, group, '-', '+', 1, crashed)[1] then
+local holds = redis.call('XPENDING', ready, group, '-', '+', 1, crashed)[1]
+for k = 8, #KEYS do
+  if holds then break end
+  local p = redis.pcall('XPENDING', KEYS[k], group, '-', '+', 1, crashed)
+  holds = type(p) == 'table' and p[1]
+end
+if not holds then
   redis.pcall('XGROUP', 'DELCONSUMER', ready, group, crashed)
+  for k = 8, #KEYS do redis.pcall('XGROUP', 'DELCONSUMER', KEYS[k], group, crashed) end
   redis.call('DEL', record)
   redis.call('ZREM', workers, crashed)
   return {2, taken, dead_n}

@@ -16,6 +16,8 @@
 -- KEYS[9]  the job's checkpoint stream
 -- KEYS[10] the dedup record of the job id (string: job id)
 -- KEYS[11] events stream
+-- KEYS[12] priorities hash (optional, with KEYS[13..]: without them only the ready stream is looked at)
+-- KEYS[13..27] the streams of priority levels 1..15 (a waiting job is looked for on every level)
 -- ARGV[1]  consumer group
 -- ARGV[2]  job id
 -- ARGV[3]  now, ms since the Unix epoch
@@ -29,6 +31,7 @@
 --- @include "lib/last_delivered"
 --- @include "lib/settle_lag"
 --- @include "lib/event"
+--- @include "lib/lanes"
 local ready, delayed, scheduled, index, parked, dead, deadids, job, ckpt, dedup, events =
   KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6], KEYS[7], KEYS[8], KEYS[9], KEYS[10], KEYS[11]
 local group, jid, now, maxlen = ARGV[1], ARGV[2], ARGV[3], ARGV[4]
@@ -47,13 +50,14 @@ if redis.call('ZSCORE', parked, jid) or redis.call('ZSCORE', delayed, jid) then
   if loc then redis.call('XDEL', scheduled, loc) end
 else
   local eid = loc or jid
-  if string.match(eid, '^%d+%-%d+$') and redis.call('XRANGE', ready, eid, eid)[1] then
-    local p = redis.pcall('XPENDING', ready, group, eid, eid, 1)
+  local stream = locate(lanes(ready, 12), eid, jid)
+  if stream then
+    local p = redis.pcall('XPENDING', stream, group, eid, eid, 1)
     if type(p) == 'table' and p[1] then return {2, 'active'} end
-    if undelivered(ready, group, eid) then
+    if undelivered(stream, group, eid) then
       state = 'waiting'
-      redis.call('XDEL', ready, eid)
-      settle_lag(ready, group)
+      redis.call('XDEL', stream, eid)
+      settle_lag(stream, group)
     end
   end
 end

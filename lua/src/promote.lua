@@ -8,18 +8,23 @@
 -- KEYS[5]  events stream
 -- KEYS[6]  schedules sorted set (read only: its earliest fire time is returned)
 -- KEYS[7]  rate limit hash (read only: whether the queue has a limit is returned)
+-- KEYS[8]  priorities hash (read only: levels and weights are returned; optional, with KEYS[9..])
+-- KEYS[9..23] the streams of priority levels 1..15 (a job whose `priority` field names level p goes to level
+--          min(p, levels - 1); without KEYS[8] every job goes to the ready stream)
 -- ARGV[1]  now, ms since the Unix epoch; 0 = the Redis server's clock (what workers pass: a host whose clock runs
 --          ahead must not promote jobs early)
 -- ARGV[2]  count: most jobs moved by this call
 -- ARGV[3]  events stream MAXLEN (approximate)
 --
--- Returns {promoted, next_due, next_fire, limited, now}:
+-- Returns {promoted, next_due, next_fire, limited, now, levels, weights}:
 --   promoted  number of jobs moved to the ready stream (a delayed id with no body is dropped and not counted)
 --   next_due  due time (ms) of the earliest job still delayed, or -1 if none
 --   next_fire the earliest fire time (ms) of a schedule that is not paused, or -1 if none (fire.lua fires it)
 --   limited   2 if the queue has a rate limit (workers then read through limit.lua, without prefetch), 1 if it
 --             has only a concurrency limit (read through limit.lua), else 0
 --   now       the time the call used, ms (the server's, when ARGV[1] is 0)
+--   levels    the priorities hash's `levels` ('' when unset: one level)
+--   weights   its `weights` ('' when unset: strict order)
 --- @include "lib/to_ready"
 local delayed, scheduled, ready, index, events, schedules, limit = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5],
   KEYS[6], KEYS[7]
@@ -30,8 +35,10 @@ if tonumber(now) == 0 then
 end
 local due = redis.call('ZRANGEBYSCORE', delayed, '-inf', now, 'LIMIT', 0, count)
 local promoted = 0
+local ls = {ready}
+if due[1] then ls = lanes(ready, 8) end
 for _, jid in ipairs(due) do
-  if to_ready(scheduled, ready, index, jid) then promoted = promoted + 1 end
+  if to_ready(scheduled, ls, index, jid) then promoted = promoted + 1 end
   redis.call('ZREM', delayed, jid)
 end
 local nxt = redis.call('ZRANGE', delayed, 0, 0, 'WITHSCORES')
@@ -46,4 +53,9 @@ if redis.call('HEXISTS', limit, 'rate') == 1 then
 elseif redis.call('HEXISTS', limit, 'concurrency') == 1 then
   limited = 1
 end
-return {promoted, next_due, next_fire, limited, tonumber(now)}
+local levels, weights = '', ''
+if KEYS[8] then
+  local conf = redis.call('HMGET', KEYS[8], 'levels', 'weights')
+  levels, weights = conf[1] or '', conf[2] or ''
+end
+return {promoted, next_due, next_fire, limited, tonumber(now), levels, weights}

@@ -8,6 +8,8 @@
 -- KEYS[3]  ready stream
 -- KEYS[4]  index hash (job id -> entry id)
 -- KEYS[5]  events stream
+-- KEYS[6]  priorities hash (optional, with KEYS[7..]: without them every job goes to the ready stream)
+-- KEYS[7..21] the streams of priority levels 1..15 (a job goes back to its `priority` field's level)
 -- ARGV[1]  now, ms since the Unix epoch
 -- ARGV[2]  events stream MAXLEN (approximate); 0 = no event
 -- ARGV[3..] dead-letter entry ids
@@ -17,9 +19,11 @@
 --   0  no such dead letter (already requeued or purged)
 --  -1  left dead: its job id is live again (in the index: re-enqueued since it died)
 --- @include "lib/event"
+--- @include "lib/lanes"
 local dead, deadids, ready, index, events = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5]
 local now, maxlen = ARGV[1], ARGV[2]
 local out = {}
+local ls = lanes(ready, 6)
 for i = 3, #ARGV do
   local did = ARGV[i]
   local r = redis.call('XRANGE', dead, did, did)
@@ -46,7 +50,7 @@ for i = 3, #ARGV do
         nf[#nf + 1] = 'last_error'
         nf[#nf + 1] = err
       end
-      local nid = redis.call('XADD', ready, '*', unpack(nf))
+      local nid = redis.call('XADD', lane_of(ls, nf), '*', unpack(nf))
       redis.call('HSET', index, jid, nid)
       redis.call('XDEL', dead, did)
       if redis.call('HGET', deadids, jid) == did then

@@ -7,6 +7,8 @@
 -- KEYS[3]  ready stream
 -- KEYS[4]  index hash (job id -> entry id)
 -- KEYS[5]  events stream
+-- KEYS[6]  priorities hash (optional, with KEYS[7..]: without them the job goes to the ready stream)
+-- KEYS[7..21] the streams of priority levels 1..15 (the job goes to its `priority` field's level)
 -- ARGV[1]  job id
 -- ARGV[2]  now, ms since the Unix epoch
 -- ARGV[3]  events stream MAXLEN (approximate); 0 = no event
@@ -20,7 +22,7 @@
 local delayed, scheduled, ready, index, events = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5]
 local jid, now, maxlen = ARGV[1], ARGV[2], ARGV[3]
 if not redis.call('ZSCORE', delayed, jid) then return 0 end
-local moved = to_ready(scheduled, ready, index, jid)
+local moved = to_ready(scheduled, lanes(ready, 6), index, jid)
 redis.call('ZREM', delayed, jid)
 if not moved then return -1 end
 event(events, maxlen, 'event', 'promoted', 'id', jid, 'ms', now)

@@ -19,6 +19,10 @@
 -- KEYS[7]  index hash (job id -> entry id)
 -- KEYS[8]  job record hash of the target job (job targets; any key under the queue's tag otherwise)
 -- KEYS[9]  parked sorted set (job id, score = parked at, ms)
+-- KEYS[10] priorities hash (optional, with KEYS[11..]: without them only the ready stream is looked at and a
+--          resumed job goes back to it)
+-- KEYS[11..25] the streams of priority levels 1..15 (a waiting job is looked for on every level; a resumed job
+--          goes back to its `priority` field's level)
 -- ARGV[1]  kind: pause | resume | quiet | stop | cancel | custom:<name>
 -- ARGV[2]  target: queue | worker:<consumer> | job:<id>
 -- ARGV[3]  sender
@@ -34,6 +38,7 @@
 --   0  ignored: a job signal for a job in no state it applies to
 --- @include "lib/last_delivered"
 --- @include "lib/settle_lag"
+--- @include "lib/lanes"
 
 local signals, outcomes, paused, ready, delayed, scheduled, index, job, parked =
   KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6], KEYS[7], KEYS[8], KEYS[9]
@@ -59,20 +64,22 @@ if string.sub(target, 1, 4) == 'job:' and (kind == 'cancel' or kind == 'pause' o
   local jid = string.sub(target, 5)
   local loc = redis.call('HGET', index, jid)
   -- Where is it? 'parked' | 'delayed' (body in scheduled) | 'waiting' / 'running' (entry in ready) | nil
-  local where, eid
+  local where, eid, stream
+  local ls = lanes(ready, 10)
   if redis.call('ZSCORE', parked, jid) then
     where = 'parked'
   elseif redis.call('ZSCORE', delayed, jid) then
     where = 'delayed'
   else
     eid = loc or jid
-    if string.match(eid, '^%d+%-%d+$') and redis.call('XRANGE', ready, eid, eid)[1] then
-      local p = redis.pcall('XPENDING', ready, group, eid, eid, 1)
+    stream = locate(ls, eid, jid)
+    if stream then
+      local p = redis.pcall('XPENDING', stream, group, eid, eid, 1)
       if type(p) == 'table' and p[1] then
         where = 'running'
       else
         -- Not pending: waiting unless already delivered (a finished entry awaiting its trim).
-        if undelivered(ready, group, eid) then where = 'waiting' end
+        if undelivered(stream, group, eid) then where = 'waiting' end
       end
     end
   end
@@ -89,8 +96,8 @@ if string.sub(target, 1, 4) == 'job:' and (kind == 'cancel' or kind == 'pause' o
       redis.call('ZREM', delayed, jid)
       if loc then redis.call('XDEL', scheduled, loc) end
     else
-      redis.call('XDEL', ready, eid)
-      settle_lag(ready, group)
+      redis.call('XDEL', stream, eid)
+      settle_lag(stream, group)
     end
     redis.call('HDEL', index, jid)
     redis.call('HSET', job, 'state', 'cancelled', 'finished_ms', now, 'cancelled_by', sender)
@@ -100,7 +107,7 @@ if string.sub(target, 1, 4) == 'job:' and (kind == 'cancel' or kind == 'pause' o
   end
   if kind == 'pause' and (where == 'waiting' or where == 'delayed') then
     if where == 'waiting' then
-      local fields = redis.call('XRANGE', ready, eid, eid)[1][2]
+      local fields = redis.call('XRANGE', stream, eid, eid)[1][2]
       local has_id = false
       for i = 1, #fields, 2 do if fields[i] == 'id' then has_id = true end end
       if not has_id then
@@ -108,8 +115,8 @@ if string.sub(target, 1, 4) == 'job:' and (kind == 'cancel' or kind == 'pause' o
         fields[#fields + 1] = jid
       end
       local nid = redis.call('XADD', scheduled, '*', unpack(fields))
-      redis.call('XDEL', ready, eid)
-      settle_lag(ready, group)
+      redis.call('XDEL', stream, eid)
+      settle_lag(stream, group)
       redis.call('HSET', index, jid, nid)
     else
       redis.call('ZREM', delayed, jid)
@@ -123,7 +130,7 @@ if string.sub(target, 1, 4) == 'job:' and (kind == 'cancel' or kind == 'pause' o
     if loc then r = redis.call('XRANGE', scheduled, loc, loc) end
     redis.call('ZREM', parked, jid)
     if r[1] then
-      local nid = redis.call('XADD', ready, '*', unpack(r[1][2]))
+      local nid = redis.call('XADD', lane_of(ls, r[1][2]), '*', unpack(r[1][2]))
       redis.call('HSET', index, jid, nid)
       redis.call('XDEL', scheduled, loc)
       outcome('applied', 'resumed: back on the ready stream')

@@ -79,23 +79,28 @@ impl<T: Serialize + DeserializeOwned> Queue<T> {
     /// # Errors
     /// Redis errors; what was deleted before one stays deleted.
     pub async fn drain(&self) -> Result<Drained> {
+        let levels = self.priorities().await?.levels();
         let mut conn = self.client.conn().await?;
         let mut total = Drained::default();
-        loop {
-            let d = scripts::drain(
-                &mut conn,
-                &self.keys,
-                BATCH,
-                now_ms(),
-                DEFAULT_EVENTS_MAXLEN,
-            )
-            .await?;
-            total.waiting += d.waiting;
-            total.delayed += d.delayed;
-            if !d.more {
-                return Ok(total);
+        for level in 0..levels {
+            loop {
+                let d = scripts::drain(
+                    &mut conn,
+                    &self.keys,
+                    level,
+                    BATCH,
+                    now_ms(),
+                    DEFAULT_EVENTS_MAXLEN,
+                )
+                .await?;
+                total.waiting += d.waiting;
+                total.delayed += d.delayed;
+                if !d.more {
+                    break;
+                }
             }
         }
+        Ok(total)
     }
 
     /// Deletes every key of this queue (jobs in every state, dead letters, records, checkpoints, events,

@@ -53,6 +53,7 @@ pub struct Enqueue {
     delay: Option<Duration>,
     max_attempts: Option<u32>,
     timeout: Option<Duration>,
+    priority: u8,
     headers: Vec<(String, Vec<u8>)>,
 }
 
@@ -108,6 +109,15 @@ impl Enqueue {
         self
     }
 
+    /// The job's priority level: 0 (the default) is taken first, then 1, and so on, up to the queue's
+    /// [`Priorities`](crate::Priorities) (set with [`Queue::set_priorities`]). A level the queue does not have is
+    /// refused with [`Error::NoSuchPriority`]. A job with a level above 0 always gets a job id (a random one
+    /// unless [`Enqueue::id`] names it).
+    pub fn priority(mut self, level: u8) -> Self {
+        self.priority = level;
+        self
+    }
+
     /// Carries header `name` with the job: an `x-*` field of its entry (SPEC.md §3), such as a W3C trace context
     /// (`x-traceparent`) or a tenant; kept across retries, read with [`crate::Job::header`]. The name must start
     /// with `x-`; a name given twice keeps the last value.
@@ -119,7 +129,7 @@ impl Enqueue {
     }
 
     fn is_plain(&self) -> bool {
-        self.id.is_none() && self.dedup_key.is_none() && self.due_ms(0) == 0
+        self.id.is_none() && self.dedup_key.is_none() && self.due_ms(0) == 0 && self.priority == 0
     }
 
     fn due_ms(&self, now_ms: u64) -> u64 {
@@ -168,6 +178,12 @@ impl<T: Serialize + DeserializeOwned> Queue<T> {
             return Err(Error::InvalidOption {
                 option: "max_attempts",
                 reason: "must be at least 1",
+            });
+        }
+        if opts.priority >= crate::priority::MAX_LEVELS {
+            return Err(Error::InvalidOption {
+                option: "priority",
+                reason: "levels are 0 to 15",
             });
         }
         if let Some(t) = opts.timeout
@@ -245,6 +261,10 @@ impl<T: Serialize + DeserializeOwned> Queue<T> {
         if let Some(t) = &timeout {
             fields.push((field::TIMEOUT_MS, t.as_bytes()));
         }
+        let priority = opts.priority.to_string();
+        if opts.priority > 0 {
+            fields.push((field::PRIORITY, priority.as_bytes()));
+        }
         for (name, value) in &opts.headers {
             fields.push((name, value));
         }
@@ -255,10 +275,21 @@ impl<T: Serialize + DeserializeOwned> Queue<T> {
             due_ms: opts.due_ms(now),
             now_ms: now,
             fields: &fields,
+            priority: opts.priority,
         };
         let out = scripts::enqueue(&mut conn, &self.keys, job).await?;
-        if let Enqueued::Duplicate(id) = &out {
-            tracing::debug!(queue = %self.keys.queue, job = %id, "duplicate enqueue ignored");
+        match &out {
+            Enqueued::Duplicate(id) => {
+                tracing::debug!(queue = %self.keys.queue, job = %id, "duplicate enqueue ignored")
+            }
+            Enqueued::NoSuchLevel(levels) => {
+                return Err(Error::NoSuchPriority {
+                    queue: self.keys.queue.clone(),
+                    priority: opts.priority,
+                    levels: *levels,
+                });
+            }
+            _ => {}
         }
         Ok(out.id().to_owned())
     }
@@ -348,6 +379,7 @@ mod tests {
         assert!(!Enqueue::new().id("x").is_plain());
         assert!(Enqueue::new().max_attempts(3).is_plain());
         assert!(Enqueue::new().timeout(Duration::from_secs(3)).is_plain());
+        assert!(!Enqueue::new().priority(1).is_plain());
         assert_eq!(
             Enqueue::new()
                 .delay(Duration::from_secs(u64::MAX))
@@ -375,6 +407,13 @@ mod tests {
             q.enqueue_with(&1, Enqueue::new().max_attempts(0)).await,
             Err(Error::InvalidOption {
                 option: "max_attempts",
+                ..
+            })
+        ));
+        assert!(matches!(
+            q.enqueue_with(&1, Enqueue::new().priority(16)).await,
+            Err(Error::InvalidOption {
+                option: "priority",
                 ..
             })
         ));

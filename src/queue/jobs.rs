@@ -99,6 +99,8 @@ pub struct JobInfo {
     pub payload: Option<Vec<u8>>,
     /// The last attempt's error (for a dead job: the error it died with).
     pub last_error: Option<String>,
+    /// Its priority level (from the entry holding it; 0 when none does).
+    pub priority: u8,
 }
 
 impl JobInfo {
@@ -159,6 +161,7 @@ impl<T: Serialize + DeserializeOwned> Queue<T> {
             owner,
             deliveries,
             finished_ms: finished,
+            level,
         } = scripts::state(&mut conn, &self.keys, id).await?;
         let state = JobState::parse(&state)?;
         let record: HashMap<String, Vec<u8>> = redis::cmd("HGETALL")
@@ -167,9 +170,11 @@ impl<T: Serialize + DeserializeOwned> Queue<T> {
             .await?;
         let finished_ms = (finished > 0).then_some(finished);
         let stream = match state {
-            JobState::Waiting | JobState::Active => Some(&self.keys.ready),
-            JobState::Delayed | JobState::Failed | JobState::Parked => Some(&self.keys.scheduled),
-            JobState::Dead => Some(&self.keys.dead),
+            JobState::Waiting | JobState::Active => Some(self.keys.level(level).to_owned()),
+            JobState::Delayed | JobState::Failed | JobState::Parked => {
+                Some(self.keys.scheduled.clone())
+            }
+            JobState::Dead => Some(self.keys.dead.clone()),
             _ => None,
         };
         let mut fields = HashMap::new();
@@ -202,9 +207,11 @@ impl<T: Serialize + DeserializeOwned> Queue<T> {
             (JobState::Active, _) => attempts + deliveries,
             _ => attempts,
         };
+        let priority = text(b"priority").and_then(|p| p.parse().ok()).unwrap_or(0);
         Ok(JobInfo {
             payload,
             last_error,
+            priority,
             id: id.to_owned(),
             state,
             attempts,

@@ -95,8 +95,7 @@ impl<T: Serialize + DeserializeOwned> Queue<T> {
     ) -> Result<JobPage> {
         let limit = limit.max(1);
         match state {
-            JobState::Waiting => self.list_waiting(after, limit).await,
-            JobState::Active => self.list_active(after, limit).await,
+            JobState::Waiting | JobState::Active => self.list_levels(state, after, limit).await,
             JobState::Delayed | JobState::Failed | JobState::Parked => {
                 self.list_scheduled(state, after, limit).await
             }
@@ -109,11 +108,50 @@ impl<T: Serialize + DeserializeOwned> Queue<T> {
         }
     }
 
-    async fn list_waiting(&self, after: Option<&str>, limit: usize) -> Result<JobPage> {
+    /// Waiting or active jobs, priority level by level; a cursor is an entry id, suffixed `@<level>` above
+    /// level 0.
+    async fn list_levels(
+        &self,
+        state: JobState,
+        after: Option<&str>,
+        limit: usize,
+    ) -> Result<JobPage> {
+        let levels = self.priorities().await?.levels();
+        let (mut level, mut cursor) = match after {
+            Some(a) => {
+                let (level, id) = crate::priority::split_address(a);
+                (level, Some(id.to_owned()))
+            }
+            None => (0, None),
+        };
+        let mut page = JobPage {
+            jobs: Vec::new(),
+            next: None,
+        };
+        while level < levels {
+            let want = limit - page.jobs.len();
+            let p = if state == JobState::Waiting {
+                self.list_waiting(level, cursor.as_deref(), want).await?
+            } else {
+                self.list_active(level, cursor.as_deref(), want).await?
+            };
+            page.jobs.extend(p.jobs);
+            if let Some(n) = p.next {
+                page.next = Some(crate::priority::address(level, &n).into_owned());
+                return Ok(page);
+            }
+            level += 1;
+            cursor = None;
+        }
+        Ok(page)
+    }
+
+    async fn list_waiting(&self, level: u8, after: Option<&str>, limit: usize) -> Result<JobPage> {
         let mut conn = self.client.conn().await?;
+        let stream = self.keys.level(level);
         // Waiting = after the group's last-delivered id (missing group: nothing delivered yet).
         let delivered = self
-            .group_info(&mut conn)
+            .group_info(&mut conn, stream)
             .await
             .and_then(|g| {
                 g.get("last-delivered-id")
@@ -127,9 +165,7 @@ impl<T: Serialize + DeserializeOwned> Queue<T> {
             Some(a) if later(a, &delivered) => a.to_owned(),
             _ => delivered,
         };
-        let entries = self
-            .entries_after(&self.keys.ready, Some(&from), limit)
-            .await?;
+        let entries = self.entries_after(stream, Some(&from), limit).await?;
         let next = (entries.len() == limit)
             .then(|| entries.last().map(|e| e.id.clone()))
             .flatten();
@@ -150,15 +186,16 @@ impl<T: Serialize + DeserializeOwned> Queue<T> {
         Ok(JobPage { jobs, next })
     }
 
-    async fn list_active(&self, after: Option<&str>, limit: usize) -> Result<JobPage> {
+    async fn list_active(&self, level: u8, after: Option<&str>, limit: usize) -> Result<JobPage> {
         let mut conn = self.client.conn().await?;
+        let stream = self.keys.level(level);
         let start = match after {
             Some(a) if wire::entry_id_ms(a).is_none() => return Err(bad_cursor(a)),
             Some(a) => format!("({a}"),
             None => "-".into(),
         };
         let pending: Vec<(String, String, u64, u64)> = redis::cmd("XPENDING")
-            .arg(&self.keys.ready)
+            .arg(stream)
             .arg(GROUP)
             .arg(&start)
             .arg("+")
@@ -177,7 +214,7 @@ impl<T: Serialize + DeserializeOwned> Queue<T> {
             .flatten();
         let mut pipe = redis::pipe();
         for (id, ..) in &pending {
-            pipe.cmd("XRANGE").arg(&self.keys.ready).arg(id).arg(id);
+            pipe.cmd("XRANGE").arg(stream).arg(id).arg(id);
         }
         let owners: Vec<&str> = {
             let mut o: Vec<&str> = pending.iter().map(|p| p.1.as_str()).collect();

@@ -20,6 +20,7 @@ mod enqueue;
 mod events;
 mod jobs;
 mod list;
+mod priorities;
 mod stats;
 mod wait;
 
@@ -30,6 +31,7 @@ pub(crate) use events::newest_entry_id;
 pub use events::{DEFAULT_EVENTS_MAXLEN, Event, EventFeed};
 pub use jobs::{JobInfo, JobState};
 pub use list::{JobPage, JobSummary};
+pub(crate) use priorities::read_priorities;
 pub use stats::{Counts, Recent};
 pub use wait::JobOutcome;
 
@@ -104,10 +106,11 @@ impl<T: Serialize + DeserializeOwned> Queue<T> {
     async fn group_info(
         &self,
         conn: &mut crate::client::SharedConn,
+        stream: &str,
     ) -> Option<HashMap<String, redis::Value>> {
         let groups: Vec<HashMap<String, redis::Value>> = redis::cmd("XINFO")
             .arg("GROUPS")
-            .arg(&self.keys.ready)
+            .arg(stream)
             .query_async(conn)
             .await
             .ok()?;

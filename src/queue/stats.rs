@@ -47,34 +47,60 @@ pub struct Recent {
 const EXACT_WAITING_UP_TO: u64 = 1_000;
 
 impl<T: Serialize + DeserializeOwned> Queue<T> {
-    /// How many jobs are waiting, active, delayed and dead.
+    /// How many jobs are waiting, active, delayed and dead (waiting and active summed over the priority levels).
     ///
     /// # Errors
     /// Redis errors.
     pub async fn counts(&self) -> Result<Counts> {
         let mut conn = self.client.conn().await?;
-        let (len, delayed, dead, parked): (u64, u64, u64, u64) = redis::pipe()
-            .cmd("XLEN")
-            .arg(&self.keys.ready)
+        let (delayed, dead, parked, levels): (u64, u64, u64, Option<String>) = redis::pipe()
             .cmd("ZCARD")
             .arg(&self.keys.delayed)
             .cmd("XLEN")
             .arg(&self.keys.dead)
             .cmd("ZCARD")
             .arg(&self.keys.parked)
+            .cmd("HGET")
+            .arg(&self.keys.priorities)
+            .arg("levels")
             .query_async(&mut conn)
             .await?;
+        let levels = levels
+            .and_then(|l| l.parse::<u8>().ok())
+            .unwrap_or(1)
+            .clamp(1, crate::priority::MAX_LEVELS);
+        let mut counts = Counts {
+            waiting: 0,
+            active: 0,
+            delayed,
+            dead,
+            parked,
+            oldest_waiting_ms: None,
+        };
+        for level in 0..levels {
+            let (waiting, active, oldest) = self.level_counts(&mut conn, level).await?;
+            counts.waiting += waiting;
+            counts.active += active;
+            counts.oldest_waiting_ms = match (counts.oldest_waiting_ms, oldest) {
+                (Some(a), Some(b)) => Some(a.min(b)),
+                (a, b) => a.or(b),
+            };
+        }
+        Ok(counts)
+    }
+
+    /// Waiting and active jobs of one priority level, and when its oldest waiting job was added.
+    pub(crate) async fn level_counts(
+        &self,
+        conn: &mut crate::client::SharedConn,
+        level: u8,
+    ) -> Result<(u64, u64, Option<u64>)> {
+        let stream = self.keys.level(level);
+        let len: u64 = redis::cmd("XLEN").arg(stream).query_async(conn).await?;
         // No stream or no group yet: every entry is waiting.
-        let Some(group) = self.group_info(&mut conn).await else {
-            let oldest = self.first_entry_ms(&mut conn, "-").await?;
-            return Ok(Counts {
-                waiting: len,
-                active: 0,
-                delayed,
-                dead,
-                parked,
-                oldest_waiting_ms: oldest,
-            });
+        let Some(group) = self.group_info(conn, stream).await else {
+            let oldest = self.first_entry_ms(conn, stream, "-").await?;
+            return Ok((len, 0, oldest));
         };
         let int = |k: &str| match group.get(k) {
             Some(redis::Value::Int(n)) => Some((*n).max(0) as u64),
@@ -94,12 +120,12 @@ impl<T: Serialize + DeserializeOwned> Queue<T> {
             Some(lag) => lag,
             None => {
                 let ahead: Vec<redis::Value> = redis::cmd("XRANGE")
-                    .arg(&self.keys.ready)
+                    .arg(stream)
                     .arg(&last)
                     .arg("+")
                     .arg("COUNT")
                     .arg(EXACT_WAITING_UP_TO + 1)
-                    .query_async(&mut conn)
+                    .query_async(conn)
                     .await?;
                 if ahead.len() as u64 <= EXACT_WAITING_UP_TO {
                     ahead.len() as u64
@@ -108,29 +134,23 @@ impl<T: Serialize + DeserializeOwned> Queue<T> {
                 }
             }
         };
-        let oldest_waiting_ms = if waiting > 0 {
-            self.first_entry_ms(&mut conn, &last).await?
+        let oldest = if waiting > 0 {
+            self.first_entry_ms(conn, stream, &last).await?
         } else {
             None
         };
-        Ok(Counts {
-            waiting,
-            active,
-            delayed,
-            dead,
-            parked,
-            oldest_waiting_ms,
-        })
+        Ok((waiting, active, oldest))
     }
 
-    /// The time part of the first ready entry from `start` on.
+    /// The time part of the first entry of `stream` from `start` on.
     async fn first_entry_ms(
         &self,
         conn: &mut crate::client::SharedConn,
+        stream: &str,
         start: &str,
     ) -> Result<Option<u64>> {
         let v: redis::Value = redis::cmd("XRANGE")
-            .arg(&self.keys.ready)
+            .arg(stream)
             .arg(start)
             .arg("+")
             .arg("COUNT")

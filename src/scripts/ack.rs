@@ -86,7 +86,7 @@ pub async fn ack<C: ConnectionLike + Send>(
     // The script checks ownership over the batch's id range, so it wants ascending ids.
     let mut order: Vec<usize> = (0..items.len()).collect();
     order.sort_by_cached_key(|&i| id_key(items[i].delivery.entry_id));
-    let mut inv = SCRIPT.key(&keys.ready);
+    let mut inv = SCRIPT.key(caller.stream());
     inv.key(&keys.index).key(&keys.events);
     inv.arg(GROUP)
         .arg(caller.consumer)

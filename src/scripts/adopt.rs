@@ -21,6 +21,9 @@ pub struct Adopt<'a> {
     pub crash_after_ms: u64,
     /// Most deliveries to take.
     pub count: usize,
+    /// The queue's priority levels: deliveries are taken from the caller's level, but the worker is removed
+    /// only once it holds none on any level.
+    pub levels: u8,
 }
 
 /// Result of [`adopt`].
@@ -46,14 +49,17 @@ pub async fn adopt<C: ConnectionLike + Send>(
     call: Adopt<'_>,
 ) -> Result<Adopted> {
     let keys = caller.keys;
-    let v: Value = SCRIPT
-        .key(&keys.ready)
-        .key(&keys.index)
+    let mut inv = SCRIPT.key(caller.stream());
+    inv.key(&keys.index)
         .key(&keys.dead)
         .key(&keys.dead_index)
         .key(&keys.events)
         .key(&keys.workers)
-        .key(keys.worker(call.crashed))
+        .key(keys.worker(call.crashed));
+    for level in (0..call.levels).filter(|&l| l != caller.level) {
+        inv.key(keys.level(level));
+    }
+    let v: Value = inv
         .arg(GROUP)
         .arg(caller.consumer)
         .arg(call.crashed)

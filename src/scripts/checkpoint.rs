@@ -52,7 +52,7 @@ pub async fn checkpoint<C: ConnectionLike + Send>(
     write: CheckpointWrite<'_>,
 ) -> Result<Checkpointed> {
     let v: Value = SCRIPT
-        .key(&caller.keys.ready)
+        .key(caller.stream())
         .key(caller.keys.checkpoints(job_id))
         .arg(GROUP)
         .arg(caller.consumer)

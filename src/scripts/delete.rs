@@ -2,6 +2,7 @@
 
 use redis::{Value, aio::ConnectionLike};
 
+use super::LevelKeys;
 use super::reply::{Reply, unknown_code};
 use crate::error::Result;
 use crate::keys::{GROUP, QueueKeys};
@@ -43,6 +44,7 @@ pub async fn delete<C: ConnectionLike + Send>(
         .key(keys.checkpoints(job_id))
         .key(keys.dedup(job_id))
         .key(&keys.events)
+        .level_keys(keys)
         .arg(GROUP)
         .arg(job_id)
         .arg(now_ms)

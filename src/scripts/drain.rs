@@ -19,19 +19,20 @@ pub struct Drained {
     pub more: bool,
 }
 
-/// Deletes up to `count` waiting and up to `count` delayed jobs, oldest first.
+/// Deletes up to `count` waiting jobs of priority level `level` and up to `count` delayed jobs, oldest first.
 ///
 /// # Errors
 /// [`crate::Error::Redis`] or [`crate::Error::Protocol`].
 pub async fn drain<C: ConnectionLike + Send>(
     con: &mut C,
     keys: &QueueKeys,
+    level: u8,
     count: usize,
     now_ms: u64,
     events_maxlen: u64,
 ) -> Result<Drained> {
     let v: Value = SCRIPT
-        .key(&keys.ready)
+        .key(keys.level(level))
         .key(&keys.delayed)
         .key(&keys.scheduled)
         .key(&keys.index)

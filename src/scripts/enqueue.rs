@@ -21,8 +21,10 @@ pub struct NewJob<'a> {
     pub due_ms: u64,
     /// The clock, ms since the Unix epoch.
     pub now_ms: u64,
-    /// The entry's fields.
+    /// The entry's fields (with `priority` when `priority` > 0).
     pub fields: &'a [(&'a str, &'a [u8])],
+    /// The job's priority level (0 = the ready stream).
+    pub priority: u8,
 }
 
 /// Result of [`enqueue`].
@@ -34,13 +36,16 @@ pub enum Enqueued {
     Delayed(String),
     /// Nothing added: an earlier job with this id or dedup key exists.
     Duplicate(String),
+    /// Nothing added: the queue has no such priority level; it has this many.
+    NoSuchLevel(u8),
 }
 
 impl Enqueued {
-    /// The job id, in every case.
+    /// The job id (empty for [`Enqueued::NoSuchLevel`]).
     pub fn id(&self) -> &str {
         match self {
             Enqueued::Ready(s) | Enqueued::Delayed(s) | Enqueued::Duplicate(s) => s,
+            Enqueued::NoSuchLevel(_) => "",
         }
     }
 }
@@ -54,11 +59,14 @@ pub async fn enqueue<C: ConnectionLike + Send>(
     keys: &QueueKeys,
     job: NewJob<'_>,
 ) -> Result<Enqueued> {
-    let mut inv = SCRIPT.key(&keys.ready);
+    let mut inv = SCRIPT.key(keys.level(job.priority));
     inv.key(&keys.delayed)
         .key(&keys.scheduled)
         .key(&keys.index)
         .key(keys.dedup(job.dedup_key));
+    if job.priority > 0 {
+        inv.key(&keys.priorities);
+    }
     inv.arg(job.job_id)
         .arg(job.dedup_ttl_ms)
         .arg(job.due_ms)
@@ -69,6 +77,12 @@ pub async fn enqueue<C: ConnectionLike + Send>(
     let v: Value = inv.invoke_async(con).await?;
     let mut r = Reply::new(&v, "enqueue.lua", 2)?;
     let code = r.int()?;
+    if code == -1 {
+        let levels = r.int()?;
+        return Ok(Enqueued::NoSuchLevel(
+            u8::try_from(levels).unwrap_or(u8::MAX),
+        ));
+    }
     let id = r.string()?;
     Ok(match code {
         1 => Enqueued::Ready(id),

@@ -18,7 +18,7 @@ pub async fn extend<C: ConnectionLike + Send>(
     caller: &Caller<'_>,
     deliveries: &[DeliveryRef<'_>],
 ) -> Result<Vec<bool>> {
-    let mut inv = SCRIPT.key(&caller.keys.ready);
+    let mut inv = SCRIPT.key(caller.stream());
     inv.arg(GROUP).arg(caller.consumer);
     for d in deliveries {
         inv.arg(d.entry_id).arg(d.token);

@@ -83,7 +83,7 @@ pub async fn fail<C: ConnectionLike + Send>(
         FailMode::Cancel { retention_ms } => ("cancel", 0, DeadReason::Failed, retention_ms),
     };
     let keys = caller.keys;
-    let mut inv = SCRIPT.key(&keys.ready);
+    let mut inv = SCRIPT.key(caller.stream());
     inv.key(&keys.delayed)
         .key(&keys.scheduled)
         .key(&keys.index)

@@ -51,8 +51,9 @@ impl Limits {
 pub enum LimitedRead {
     /// The queue has no limit: nothing was read (read as usual).
     Unlimited,
-    /// Entries read for the consumer, each counted as a start.
-    Entries(Vec<RawEntry>),
+    /// Entries read for the consumer, each counted as a start, with the position of the stream they came from
+    /// among those given.
+    Entries(Vec<(usize, RawEntry)>),
     /// No start is allowed by the rate for this long.
     Rate(Duration),
     /// The concurrency limit is used up: a job ending writes an event after this events stream id.
@@ -60,28 +61,33 @@ pub enum LimitedRead {
         /// The events stream's newest id (`0-0` if empty).
         after_event: String,
     },
-    /// Nothing is waiting: new entries come after this ready stream id.
+    /// Nothing is waiting: new entries come after these ids, one per stream read (in the order given).
     Empty {
-        /// The ready stream's newest id (`0-0` if empty).
-        after: String,
+        /// Each stream's newest id (`0-0` if empty).
+        after: Vec<String>,
     },
 }
 
-/// Reads up to `want` new entries for `consumer` under the queue's limits.
+/// Reads up to `want` new entries for `consumer` under the queue's limits, from the streams `streams` (the
+/// ready stream, or the priority levels' streams in the order to read them; at least one).
 ///
 /// # Errors
 /// [`crate::Error::Redis`] or [`crate::Error::Protocol`].
 pub async fn read_limited<C: ConnectionLike + Send>(
     con: &mut C,
     keys: &QueueKeys,
+    streams: &[&str],
     consumer: &str,
     want: usize,
 ) -> Result<LimitedRead> {
-    let v: Value = SCRIPT
-        .key(&keys.limit)
-        .key(&keys.limit_starts)
-        .key(&keys.ready)
-        .key(&keys.events)
+    let mut inv = SCRIPT.key(&keys.limit);
+    inv.key(&keys.limit_starts)
+        .key(streams.first().copied().unwrap_or(&keys.ready))
+        .key(&keys.events);
+    for s in streams.iter().skip(1) {
+        inv.key(*s);
+    }
+    let v: Value = inv
         .arg(GROUP)
         .arg(consumer)
         .arg(want.max(1))
@@ -89,19 +95,35 @@ pub async fn read_limited<C: ConnectionLike + Send>(
         .await?;
     let mut r = Reply::new(&v, "limit.lua", 4)?;
     let limited = r.int()? == 1;
-    let entries = r.entries()?;
+    let read = r.value()?;
     let wait = r.string()?;
-    let after = r.string()?;
     if !limited {
         return Ok(LimitedRead::Unlimited);
     }
+    if wait == "entries" {
+        return Ok(LimitedRead::Empty {
+            after: r.strings()?,
+        });
+    }
+    let after = r.string()?;
     Ok(match wait.as_str() {
-        "" => LimitedRead::Entries(entries),
+        "" => {
+            let mut entries = Vec::new();
+            for (stream, e) in crate::wire::parse_read_reply_by_stream(read.clone())? {
+                let at = streams.iter().position(|s| *s == stream).ok_or_else(|| {
+                    protocol(
+                        "limit.lua",
+                        format!("entries from a stream not asked for: {stream:?}"),
+                    )
+                })?;
+                entries.extend(e.into_iter().map(|e| (at, e)));
+            }
+            LimitedRead::Entries(entries)
+        }
         "rate" => LimitedRead::Rate(Duration::from_millis(after.parse().map_err(|_| {
             protocol("limit.lua", format!("wait {after:?} is not a number of ms"))
         })?)),
         "room" => LimitedRead::Room { after_event: after },
-        "entries" => LimitedRead::Empty { after },
         other => return Err(protocol("limit.lua", format!("unknown wait {other:?}"))),
     })
 }

@@ -28,6 +28,7 @@ pub mod extend;
 pub mod fail;
 pub mod fire;
 pub mod heartbeat;
+pub mod levels;
 pub mod limit;
 pub mod park;
 pub mod permissions;
@@ -52,6 +53,7 @@ pub use extend::extend;
 pub use fail::{Fail, FailMode, FailOutcome, fail};
 pub use fire::{Fire, Fired, fire};
 pub use heartbeat::{Beat, BeatFields, Heartbeat, heartbeat};
+pub use levels::set_levels;
 pub use limit::{LimitedRead, Limits, read_limited};
 pub use park::park;
 pub use permissions::permissions;
@@ -139,7 +141,24 @@ pub const SOURCES: &[(&str, &str)] = &[
     ("drain.lua", drain::SOURCE),
     ("fire.lua", fire::SOURCE),
     ("limit.lua", limit::SOURCE),
+    ("levels.lua", levels::SOURCE),
 ];
+
+/// Adds the tail of KEYS that the scripts routing or finding jobs by priority level take (SPEC §6g): the
+/// priorities hash, then the streams of levels 1 to 15.
+trait LevelKeys {
+    fn level_keys(&mut self, keys: &QueueKeys) -> &mut Self;
+}
+
+impl LevelKeys for redis::ScriptInvocation<'_> {
+    fn level_keys(&mut self, keys: &QueueKeys) -> &mut Self {
+        self.key(&keys.priorities);
+        for s in keys.level_streams() {
+            self.key(s);
+        }
+        self
+    }
+}
 
 /// One delivery as the scripts see it: the entry it came from and the delivery count it was handed with.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -162,4 +181,19 @@ pub struct Caller<'a> {
     pub events_maxlen: u64,
     /// Attempts for jobs that do not set their own.
     pub max_attempts: u32,
+    /// The priority level of the deliveries the call is about (0 for a queue without priorities): the scripts
+    /// that end, extend or take deliveries run on that level's stream.
+    pub level: u8,
+}
+
+impl Caller<'_> {
+    /// The stream of the caller's level.
+    pub fn stream(&self) -> &str {
+        self.keys.level(self.level)
+    }
+
+    /// The same caller, for deliveries of another priority level.
+    pub fn at(&self, level: u8) -> Self {
+        Caller { level, ..*self }
+    }
 }

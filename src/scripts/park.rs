@@ -23,7 +23,7 @@ pub async fn park<C: ConnectionLike + Send>(
 ) -> Result<HandBack> {
     let keys = caller.keys;
     let v: Value = SCRIPT
-        .key(&keys.ready)
+        .key(caller.stream())
         .key(&keys.scheduled)
         .key(&keys.parked)
         .key(&keys.index)

@@ -46,7 +46,7 @@ pub async fn reclaim<C: ConnectionLike + Send>(
     call: Reclaim<'_>,
 ) -> Result<ReclaimPage> {
     let keys = caller.keys;
-    let mut inv = SCRIPT.key(&keys.ready);
+    let mut inv = SCRIPT.key(caller.stream());
     inv.key(&keys.index)
         .key(&keys.dead)
         .key(&keys.dead_index)

@@ -42,7 +42,7 @@ pub async fn release<C: ConnectionLike + Send>(
     deliveries: &[DeliveryRef<'_>],
 ) -> Result<Vec<HandBack>> {
     let keys = caller.keys;
-    let mut inv = SCRIPT.key(&keys.ready);
+    let mut inv = SCRIPT.key(caller.stream());
     inv.key(&keys.index).key(&keys.events);
     inv.arg(GROUP)
         .arg(caller.consumer)

@@ -120,10 +120,9 @@ impl<'a> Reply<'a> {
             .collect()
     }
 
-    /// The next item as stream entries (`{id, {field, value, ...}}` each, as XRANGE gives them).
-    pub(crate) fn entries(&mut self) -> Result<Vec<RawEntry>> {
-        let v = self.next()?.clone();
-        wire::parse_entries(v)
+    /// The next item as it is.
+    pub(crate) fn value(&mut self) -> Result<&'a Value> {
+        self.next()
     }
 
     /// Every remaining item, read by `f`.

@@ -2,6 +2,7 @@
 
 use redis::{Value, aio::ConnectionLike};
 
+use super::LevelKeys;
 use super::reply::{codes, unknown_code};
 use crate::error::Result;
 use crate::keys::QueueKeys;
@@ -35,7 +36,8 @@ pub async fn requeue<C: ConnectionLike + Send>(
     inv.key(&keys.dead_index)
         .key(&keys.ready)
         .key(&keys.index)
-        .key(&keys.events);
+        .key(&keys.events)
+        .level_keys(keys);
     inv.arg(now_ms).arg(events_maxlen);
     for id in dead_entry_ids {
         inv.arg(*id);

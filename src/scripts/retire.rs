@@ -8,17 +8,19 @@ use crate::keys::{GROUP, QueueKeys};
 
 script!("retire.lua");
 
-/// Removes a consumer from the group if it has nothing pending. `true` = removed.
+/// Removes a consumer from the group of priority level `level`'s stream if it has nothing pending there.
+/// `true` = removed.
 ///
 /// # Errors
 /// [`crate::Error::Redis`] or [`crate::Error::Protocol`].
 pub async fn retire<C: ConnectionLike + Send>(
     con: &mut C,
     keys: &QueueKeys,
+    level: u8,
     consumer: &str,
 ) -> Result<bool> {
     let v: Value = SCRIPT
-        .key(&keys.ready)
+        .key(keys.level(level))
         .arg(GROUP)
         .arg(consumer)
         .invoke_async(con)

@@ -2,6 +2,7 @@
 
 use redis::{Value, aio::ConnectionLike};
 
+use super::LevelKeys;
 use super::reply::{int, unknown_code};
 use crate::error::Result;
 use crate::keys::QueueKeys;
@@ -36,6 +37,7 @@ pub async fn run_now<C: ConnectionLike + Send>(
         .key(&keys.ready)
         .key(&keys.index)
         .key(&keys.events)
+        .level_keys(keys)
         .arg(job_id)
         .arg(now_ms)
         .arg(events_maxlen)

@@ -2,6 +2,7 @@
 
 use redis::{Value, aio::ConnectionLike};
 
+use super::LevelKeys;
 use super::reply::{Reply, unknown_code};
 use crate::error::Result;
 use crate::keys::{GROUP, QueueKeys};
@@ -71,6 +72,7 @@ pub async fn signal<C: ConnectionLike + Send>(
         .key(&keys.index)
         .key(job_key)
         .key(&keys.parked)
+        .level_keys(keys)
         .arg(call.kind)
         .arg(call.target)
         .arg(call.sender)

@@ -2,6 +2,7 @@
 
 use redis::{Value, aio::ConnectionLike};
 
+use super::LevelKeys;
 use super::reply::Reply;
 use crate::error::Result;
 use crate::keys::{GROUP, QueueKeys};
@@ -23,6 +24,8 @@ pub struct StateRow {
     pub deliveries: u64,
     /// For completed and cancelled: when it finished, ms since the Unix epoch (0 if unknown).
     pub finished_ms: u64,
+    /// For waiting and active: the priority level whose stream holds the entry (0 otherwise).
+    pub level: u8,
 }
 
 /// Events `state.lua` reads, newest first, looking for the `completed` event of a job nothing else knows (a
@@ -49,12 +52,13 @@ pub async fn state<C: ConnectionLike + Send>(
         .key(&keys.parked)
         .key(&keys.events)
         .key(&keys.dead)
+        .level_keys(keys)
         .arg(GROUP)
         .arg(job_id)
         .arg(STATE_EVENT_SCAN)
         .invoke_async(con)
         .await?;
-    let mut r = Reply::new(&v, "state.lua", 6)?;
+    let mut r = Reply::new(&v, "state.lua", 7)?;
     Ok(StateRow {
         state: r.string()?,
         entry_id: r.string()?,
@@ -62,5 +66,6 @@ pub async fn state<C: ConnectionLike + Send>(
         owner: r.string()?,
         deliveries: r.count()?,
         finished_ms: r.count()?,
+        level: u8::try_from(r.count()?).unwrap_or(0),
     })
 }

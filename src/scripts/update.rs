@@ -47,7 +47,7 @@ pub async fn update<C: ConnectionLike + Send>(
         RecordField::Data => "data",
     };
     let v: Value = SCRIPT
-        .key(&caller.keys.ready)
+        .key(caller.stream())
         .key(caller.keys.job(call.job_id))
         .arg(GROUP)
         .arg(caller.consumer)

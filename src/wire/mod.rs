@@ -24,6 +24,8 @@ pub mod field {
     pub const ENQUEUED_MS: &str = "enqueued_ms";
     /// Longest an attempt may run, ms, decimal >= 1. Absent = the worker's default.
     pub const TIMEOUT_MS: &str = "timeout_ms";
+    /// Priority level, decimal 0 to 15. Absent = 0.
+    pub const PRIORITY: &str = "priority";
     /// Error of the previous attempt, UTF-8.
     pub const LAST_ERROR: &str = "last_error";
     /// Prefix of free extension fields (trace context, application headers), ignored by rill.
@@ -175,6 +177,8 @@ pub struct Envelope {
     pub max_attempts: Option<u32>,
     /// Longest an attempt may run, ms, if the entry sets it.
     pub timeout_ms: Option<u64>,
+    /// Priority level (0 when absent).
+    pub priority: u8,
     /// First enqueue time, ms since the Unix epoch.
     pub enqueued_ms: u64,
     /// Previous attempt's error.
@@ -285,6 +289,7 @@ pub fn parse_entry(raw: RawEntry, max_payload: usize) -> Result<Envelope, Malfor
     let mut attempts = None;
     let mut max_attempts = None;
     let mut timeout = None;
+    let mut priority = None;
     let mut enqueued = None;
     let mut last_error = None;
     let mut headers = Vec::new();
@@ -298,6 +303,7 @@ pub fn parse_entry(raw: RawEntry, max_payload: usize) -> Result<Envelope, Malfor
             field::ATTEMPTS => &mut attempts,
             field::MAX_ATTEMPTS => &mut max_attempts,
             field::TIMEOUT_MS => &mut timeout,
+            field::PRIORITY => &mut priority,
             field::ENQUEUED_MS => &mut enqueued,
             field::LAST_ERROR => &mut last_error,
             other if other.starts_with(field::EXTENSION_PREFIX) => {
@@ -367,6 +373,14 @@ pub fn parse_entry(raw: RawEntry, max_payload: usize) -> Result<Envelope, Malfor
             t => Some(t),
         },
     };
+    let priority = match priority {
+        None => 0,
+        Some(p) => decimal(
+            field::PRIORITY,
+            &p,
+            u64::from(crate::priority::MAX_LEVELS - 1),
+        )? as u8,
+    };
     let enqueued_ms = match enqueued {
         None => entry_ms,
         // Up to year ~2500: anything later is a unit mistake (µs or ns), not a time.
@@ -380,6 +394,7 @@ pub fn parse_entry(raw: RawEntry, max_payload: usize) -> Result<Envelope, Malfor
         attempts,
         max_attempts,
         timeout_ms,
+        priority,
         enqueued_ms,
         last_error,
         headers,
@@ -431,42 +446,60 @@ pub fn parse_entries(value: redis::Value) -> Result<Vec<RawEntry>> {
     Ok(out)
 }
 
-/// The entries of an `XREADGROUP` reply on a single stream (nil on timeout = none).
+/// The entries of an `XREADGROUP` reply, all streams together in reply order (nil on timeout = none).
 ///
 /// # Errors
 /// [`Error::Protocol`] if the reply does not have that shape.
 pub fn parse_read_reply(value: redis::Value) -> Result<Vec<RawEntry>> {
+    let mut streams = parse_read_reply_by_stream(value)?;
+    if streams.len() == 1 {
+        return Ok(streams.pop().map(|(_, e)| e).unwrap_or_default());
+    }
+    Ok(streams.into_iter().flat_map(|(_, e)| e).collect())
+}
+
+/// The entries of an `XREADGROUP` reply by stream: (stream key, its entries), in reply order (nil on timeout =
+/// none).
+///
+/// # Errors
+/// [`Error::Protocol`] if the reply does not have that shape.
+pub fn parse_read_reply_by_stream(value: redis::Value) -> Result<Vec<(String, Vec<RawEntry>)>> {
+    let bad = |detail: &str| Error::Protocol {
+        what: "XREADGROUP",
+        detail: detail.to_owned(),
+    };
+    let key = |k: redis::Value| {
+        into_bytes(k)
+            .and_then(|b| String::from_utf8(b).ok())
+            .ok_or_else(|| bad("stream key is not a string"))
+    };
     match value {
         redis::Value::Nil => Ok(Vec::new()),
         redis::Value::Array(streams) => {
-            let mut out = Vec::new();
+            let mut out = Vec::with_capacity(streams.len());
             for s in streams {
                 match s {
                     redis::Value::Array(kv) if kv.len() == 2 => {
-                        let entries = kv.into_iter().nth(1).expect("length checked");
-                        out.extend(parse_entries(entries)?);
+                        let mut kv = kv.into_iter();
+                        let (k, entries) = (kv.next(), kv.next());
+                        let (Some(k), Some(entries)) = (k, entries) else {
+                            return Err(bad("stream is not [key, entries]"));
+                        };
+                        out.push((key(k)?, parse_entries(entries)?));
                     }
-                    _ => {
-                        return Err(Error::Protocol {
-                            what: "XREADGROUP",
-                            detail: "stream is not [key, entries]".into(),
-                        });
-                    }
+                    _ => return Err(bad("stream is not [key, entries]")),
                 }
             }
             Ok(out)
         }
         redis::Value::Map(streams) => {
-            let mut out = Vec::new();
-            for (_, entries) in streams {
-                out.extend(parse_entries(entries)?);
+            let mut out = Vec::with_capacity(streams.len());
+            for (k, entries) in streams {
+                out.push((key(k)?, parse_entries(entries)?));
             }
             Ok(out)
         }
-        _ => Err(Error::Protocol {
-            what: "XREADGROUP",
-            detail: "reply is neither nil nor an array".into(),
-        }),
+        _ => Err(bad("reply is neither nil nor an array")),
     }
 }
 

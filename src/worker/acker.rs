@@ -11,6 +11,7 @@ use super::control::Impairment;
 use super::retries::Retries;
 use super::shared::Shared;
 use crate::identity::now_ms;
+use crate::priority::split_address;
 use crate::scripts::Call;
 use crate::scripts::{self, Ack, AckItem, DeliveryRef};
 
@@ -89,13 +90,39 @@ pub(super) async fn run(
     }
 }
 
-/// Completes `batch` through `ack.lua`, retried as [`Retries`] says. `None`: it gave up (at shutdown).
+/// Completes `batch` through `ack.lua` (a call per priority level it spans), retried as [`Retries`] says. `None`:
+/// it gave up (at shutdown).
 async fn complete(shared: &Shared, batch: &[Completion]) -> Option<Vec<bool>> {
+    let first = split_address(&batch.first()?.entry_id).0;
+    if batch.iter().all(|c| split_address(&c.entry_id).0 == first) {
+        return complete_level(shared, first, batch.iter()).await;
+    }
+    let mut flags = vec![false; batch.len()];
+    let mut levels: Vec<u8> = batch.iter().map(|c| split_address(&c.entry_id).0).collect();
+    levels.sort_unstable();
+    levels.dedup();
+    for level in levels {
+        let at: Vec<usize> = (0..batch.len())
+            .filter(|&i| split_address(&batch[i].entry_id).0 == level)
+            .collect();
+        let done = complete_level(shared, level, at.iter().map(|&i| &batch[i])).await?;
+        for (i, ok) in at.into_iter().zip(done) {
+            flags[i] = ok;
+        }
+    }
+    Some(flags)
+}
+
+/// Completes deliveries of one priority level in one `ack.lua` call.
+async fn complete_level<'a>(
+    shared: &Shared,
+    level: u8,
+    batch: impl Iterator<Item = &'a Completion>,
+) -> Option<Vec<bool>> {
     let items: Vec<AckItem<'_>> = batch
-        .iter()
         .map(|c| AckItem {
             delivery: DeliveryRef {
-                entry_id: &c.entry_id,
+                entry_id: split_address(&c.entry_id).1,
                 token: c.token,
             },
             job_id: &c.job_id,
@@ -121,7 +148,10 @@ async fn complete(shared: &Shared, batch: &[Completion]) -> Option<Vec<bool>> {
             };
             shared
                 .stats
-                .timed(Call::Ack, scripts::ack(&mut conn, &shared.caller(), call))
+                .timed(
+                    Call::Ack,
+                    scripts::ack(&mut conn, &shared.caller().at(level), call),
+                )
                 .await
         }
         .await;
@@ -132,7 +162,7 @@ async fn complete(shared: &Shared, batch: &[Completion]) -> Option<Vec<bool>> {
             }
             Err(e) if retries.again(&e).await => {}
             Err(e) => {
-                tracing::error!(error = %e, jobs = batch.len(), "shutting down with jobs not completed; they will be reclaimed and run again");
+                tracing::error!(error = %e, jobs = items.len(), "shutting down with jobs not completed; they will be reclaimed and run again");
                 return None;
             }
         }

@@ -9,6 +9,7 @@ use std::time::{Duration, Instant};
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
+use crate::priority::Priorities;
 use crate::scripts::Limits;
 
 /// How far ahead a worker prefetches: the deliveries it expects to start within this time.
@@ -68,6 +69,9 @@ pub(super) struct Control {
     limits: std::sync::atomic::AtomicU8,
     /// Moving average of how long handlers run, µs (0 = none has finished yet).
     run_us: AtomicU64,
+    /// The queue's priority levels (learnt at start and by every promoter pass), and a count of changes so the
+    /// fetch loop notices one.
+    priorities: std::sync::Mutex<(u64, Priorities)>,
 }
 
 impl Default for Control {
@@ -85,6 +89,7 @@ impl Default for Control {
             delayed_added: tokio::sync::Notify::new(),
             limits: Default::default(),
             run_us: AtomicU64::new(0),
+            priorities: Default::default(),
         }
     }
 }
@@ -169,6 +174,24 @@ impl Control {
     /// The queue's limits (learnt at start and by every promoter pass).
     pub(super) fn set_limits(&self, limits: Limits) {
         self.limits.store(limits as u8, Ordering::Relaxed);
+    }
+
+    /// The queue's priority levels, as last read.
+    pub(super) fn set_priorities(&self, p: Priorities) {
+        let mut cur = self.priorities.lock().expect("priorities lock");
+        if cur.1 != p {
+            *cur = (cur.0 + 1, p);
+        }
+    }
+
+    /// The queue's priority levels and how many times they changed before.
+    pub(super) fn priorities(&self) -> (u64, Priorities) {
+        self.priorities.lock().expect("priorities lock").clone()
+    }
+
+    /// How many priority levels the queue has (1: none).
+    pub(super) fn levels(&self) -> u8 {
+        self.priorities.lock().expect("priorities lock").1.levels()
     }
 
     /// The queue has a rate or concurrency limit: new jobs are read through `limit.lua`.

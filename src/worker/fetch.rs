@@ -11,12 +11,13 @@ use std::time::{Duration, Instant};
 use serde::de::DeserializeOwned;
 use tokio::sync::OwnedSemaphorePermit;
 
-use super::ensure_group;
 use super::reclaim;
 use super::runner::{Handler, Runner};
 use super::settle::hand_back_pending;
 use super::shared::Shared;
+use super::{ensure_group, ensure_level_groups};
 use crate::keys::GROUP;
+use crate::priority::ReadOrder;
 use crate::scripts;
 use crate::wire::{self, RawEntry};
 
@@ -32,7 +33,8 @@ const MAX_READ: usize = 512;
 
 /// Why a read returned no entries to start.
 enum Read {
-    Entries(Vec<RawEntry>),
+    /// Entries read, with the priority level each came from, in the order to start them.
+    Entries(Vec<(u8, RawEntry)>),
     /// Nothing to start now (an error was handled, or the gate closed mid-read): go round again.
     Again,
     Shutdown,
@@ -53,7 +55,9 @@ where
         block,
         conn: None,
         pause: Duration::from_millis(50),
-        cursor: "0-0".to_owned(),
+        cursors: vec!["0-0".to_owned(); usize::from(crate::priority::MAX_LEVELS)],
+        order: ReadOrder::default(),
+        order_seen: 0,
         next_reclaim: Instant::now() + shared.config.reclaim_interval,
         backlog: false,
         gate: shared.control.gate(),
@@ -94,13 +98,13 @@ where
             Read::Shutdown => return,
         };
         f.backlog = entries.len() == requested;
-        for raw in entries {
+        for (level, raw) in entries {
             let Some(place) = room.pop() else {
                 tracing::error!("fetch: more entries than requested");
                 break;
             };
             // A new entry's delivery count is 1.
-            runner.dispatch(raw, 1, place, false);
+            runner.dispatch(raw, level, 1, place, false);
         }
     }
 }
@@ -117,8 +121,14 @@ struct Fetcher {
     conn: Option<redis::aio::MultiplexedConnection>,
     /// Backoff after connection errors.
     pause: Duration,
-    /// Stalled-job recovery's XAUTOCLAIM position.
-    cursor: String,
+    /// Stalled-job recovery's XAUTOCLAIM position on each priority level.
+    cursors: Vec<String>,
+    /// The order the queue's priority levels are read in, read after read.
+    order: ReadOrder,
+    /// How many changes of the priority levels `order` follows ([`Control::priorities`]).
+    ///
+    /// [`Control::priorities`]: super::control::Control::priorities
+    order_seen: u64,
     next_reclaim: Instant,
     /// The last read was full: more is waiting.
     backlog: bool,
@@ -193,11 +203,11 @@ impl Fetcher {
             hand_back_pending(shared, true).await;
         }
         let _claiming = shared.deliveries.claiming().await;
-        let found = reclaim::reclaim(shared, free, &mut self.cursor).await;
-        for (raw, token) in found.taken {
+        let found = reclaim::reclaim(shared, free, &mut self.cursors).await;
+        for (level, raw, token) in found.taken {
             let Some(place) = room.pop() else { break };
             // First in line: a slot it was counted on may have gone to a prefetched job meanwhile.
-            runner.dispatch(raw, token, place, true);
+            runner.dispatch(raw, level, token, place, true);
         }
         // Stalled jobs come before new ones: while a pass stops short for want of slots, look again at once.
         self.next_reclaim = if found.more {
@@ -228,23 +238,24 @@ impl Fetcher {
         if shared.control.take_sweep() && !hand_back_pending(&shared, true).await {
             shared.control.request_sweep();
         }
+        let (seen, priorities) = shared.control.priorities();
+        if seen != self.order_seen {
+            self.order_seen = seen;
+            // A level added since the worker started has its group (set with the levels), unless Redis lost it.
+            if let Err(e) =
+                ensure_level_groups(&shared.client, &shared.keys, priorities.levels()).await
+            {
+                warn_throttled!(error = %e, "cannot create the priority levels' consumer groups");
+            }
+            self.order = ReadOrder::new(priorities);
+        }
+        let order = self.order.next();
         if shared.control.limited() {
-            return self.read_limited(count, shutdown).await;
+            return self.read_limited(count, &order, shutdown).await;
         }
         let c = self.conn.as_mut().expect("connection set above");
-        let mut read_cmd = redis::cmd("XREADGROUP");
-        read_cmd
-            .arg("GROUP")
-            .arg(GROUP)
-            .arg(&shared.consumer)
-            .arg("COUNT")
-            .arg(count)
-            .arg("BLOCK")
-            .arg(self.block.as_millis().max(1) as u64)
-            .arg("STREAMS")
-            .arg(&shared.keys.ready)
-            .arg(">");
-        let read = read_cmd.query_async::<redis::Value>(c);
+        let block = self.block.as_millis().max(1) as u64;
+        let read = read_levels(c, &shared.keys, &shared.consumer, &order, count, block);
         let reply = tokio::select! {
             biased;
             // Dropping the connection (with the worker) makes the server unblock this client, so nothing is
@@ -260,15 +271,14 @@ impl Fetcher {
             r = read => r,
         };
         match reply {
-            Ok(v) => {
+            Ok(mut entries) => {
                 self.pause = Duration::from_millis(50);
-                match wire::parse_read_reply(v) {
-                    Ok(e) => Read::Entries(e),
-                    Err(e) => {
-                        tracing::error!(error = %e, "fetch: unreadable reply");
-                        Read::Entries(Vec::new())
-                    }
+                if entries.len() > count {
+                    // A blocking read over several levels can bring up to `count` from each.
+                    let excess = entries.split_off(count);
+                    hand_back_unread(&shared, excess).await;
                 }
+                Read::Entries(entries)
             }
             Err(e) if e.code() == Some("NOGROUP") => {
                 self.conn = None;
@@ -277,6 +287,11 @@ impl Fetcher {
                 shared.client.forget_listed(&shared.keys);
                 if let Err(e) = ensure_group(&shared.client, &shared.keys).await {
                     warn_throttled!(error = %e, "cannot create consumer group");
+                }
+                if let Err(e) =
+                    ensure_level_groups(&shared.client, &shared.keys, shared.control.levels()).await
+                {
+                    warn_throttled!(error = %e, "cannot create the priority levels' consumer groups");
                 }
                 Read::Again
             }
@@ -301,12 +316,14 @@ impl Fetcher {
     async fn read_limited(
         &mut self,
         count: usize,
+        order: &[u8],
         shutdown: &mut std::pin::Pin<&mut impl Future<Output = ()>>,
     ) -> Read {
         let shared = self.shared.clone();
         let c = self.conn.as_mut().expect("connection set by read");
-        let read = scripts::read_limited(c, &shared.keys, &shared.consumer, count).await;
-        let (stream, after, block) = match read {
+        let streams: Vec<&str> = order.iter().map(|&l| shared.keys.level(l)).collect();
+        let read = scripts::read_limited(c, &shared.keys, &streams, &shared.consumer, count).await;
+        let (streams, after, block) = match read {
             Err(e) => {
                 self.conn = None;
                 shared.control.read_abandoned();
@@ -317,7 +334,13 @@ impl Fetcher {
                 shared.control.set_limits(scripts::Limits::None);
                 return Read::Again;
             }
-            Ok(scripts::LimitedRead::Entries(e)) => return Read::Entries(e),
+            Ok(scripts::LimitedRead::Entries(e)) => {
+                return Read::Entries(
+                    e.into_iter()
+                        .map(|(at, raw)| (order.get(at).copied().unwrap_or(0), raw))
+                        .collect(),
+                );
+            }
             Ok(scripts::LimitedRead::Rate(wait)) => {
                 return tokio::select! {
                     biased;
@@ -327,11 +350,11 @@ impl Fetcher {
                 };
             }
             Ok(scripts::LimitedRead::Room { after_event }) => (
-                &shared.keys.events,
-                after_event,
+                vec![shared.keys.events.as_str()],
+                vec![after_event],
                 self.block.min(Duration::from_secs(1)),
             ),
-            Ok(scripts::LimitedRead::Empty { after }) => (&shared.keys.ready, after, self.block),
+            Ok(scripts::LimitedRead::Empty { after }) => (streams, after, self.block),
         };
         let wait = async {
             let blocked: redis::RedisResult<redis::Value> = redis::cmd("XREAD")
@@ -340,7 +363,7 @@ impl Fetcher {
                 .arg("BLOCK")
                 .arg(block.as_millis().max(1) as u64)
                 .arg("STREAMS")
-                .arg(stream)
+                .arg(&streams)
                 .arg(&after)
                 .query_async(c)
                 .await;
@@ -369,5 +392,100 @@ impl Fetcher {
         }
         self.pause = (self.pause * 2).min(Duration::from_secs(2));
         Read::Again
+    }
+}
+
+/// Reads up to `count` new entries from the priority levels in `order`: the first level that has entries first,
+/// then the next ones while room is left; with nothing on any level, one blocking read on all of them (which may
+/// bring up to `count` from each: the caller hands back the excess). A queue with one level is one blocking read,
+/// as before priorities.
+async fn read_levels(
+    c: &mut redis::aio::MultiplexedConnection,
+    keys: &crate::keys::QueueKeys,
+    consumer: &str,
+    order: &[u8],
+    count: usize,
+    block_ms: u64,
+) -> redis::RedisResult<Vec<(u8, RawEntry)>> {
+    let read = |streams: Vec<&str>, count: usize, block: Option<u64>| {
+        let mut cmd = redis::cmd("XREADGROUP");
+        cmd.arg("GROUP")
+            .arg(GROUP)
+            .arg(consumer)
+            .arg("COUNT")
+            .arg(count);
+        if let Some(ms) = block {
+            cmd.arg("BLOCK").arg(ms);
+        }
+        cmd.arg("STREAMS").arg(&streams);
+        for _ in &streams {
+            cmd.arg(">");
+        }
+        cmd
+    };
+    let parse = |v: redis::Value, out: &mut Vec<(u8, RawEntry)>| {
+        match wire::parse_read_reply_by_stream(v) {
+            Ok(streams) => {
+                for (stream, entries) in streams {
+                    let level = order
+                        .iter()
+                        .copied()
+                        .find(|&l| keys.level(l) == stream)
+                        .unwrap_or(0);
+                    out.extend(entries.into_iter().map(|e| (level, e)));
+                }
+            }
+            Err(e) => tracing::error!(error = %e, "fetch: unreadable reply"),
+        }
+    };
+    let mut out = Vec::new();
+    if let [level] = order {
+        let v = read(vec![keys.level(*level)], count, Some(block_ms))
+            .query_async(c)
+            .await?;
+        parse(v, &mut out);
+        return Ok(out);
+    }
+    for &level in order {
+        let v = read(vec![keys.level(level)], count - out.len(), None)
+            .query_async(c)
+            .await?;
+        parse(v, &mut out);
+        if out.len() >= count {
+            return Ok(out);
+        }
+    }
+    if out.is_empty() {
+        let all = order.iter().map(|&l| keys.level(l)).collect();
+        let v = read(all, count, Some(block_ms)).query_async(c).await?;
+        parse(v, &mut out);
+        // Highest priority first (the reply's order is the streams').
+        out.sort_by_key(|(l, _)| order.iter().position(|o| o == l));
+    }
+    Ok(out)
+}
+
+/// Hands back entries read beyond the room for them, at once (they were never tracked or started).
+async fn hand_back_unread(shared: &Shared, mut excess: Vec<(u8, RawEntry)>) {
+    excess.sort_by_key(|(l, _)| *l);
+    for same in excess.chunk_by(|a, b| a.0 == b.0) {
+        let refs: Vec<scripts::DeliveryRef<'_>> = same
+            .iter()
+            .map(|(_, e)| scripts::DeliveryRef {
+                entry_id: &e.id,
+                token: 1,
+            })
+            .collect();
+        let r = async {
+            let mut c = shared.client.conn().await?;
+            let caller = shared.caller().at(same[0].0);
+            scripts::release(&mut c, &caller, crate::identity::now_ms(), &refs).await
+        }
+        .await;
+        if let Err(e) = r {
+            // Still pending to us: the orphan sweep (or their leases) hands them back.
+            warn_throttled!(error = %e, "fetch: could not hand back entries read beyond the room");
+            shared.control.request_sweep();
+        }
     }
 }

@@ -15,6 +15,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::heartbeat;
 use super::shared::Shared;
+use crate::priority::split_address;
 use crate::scripts::Call;
 use crate::scripts::{self, DeliveryRef};
 
@@ -58,7 +59,9 @@ async fn renew(shared: Arc<Shared>, stop: CancellationToken) {
             _ = stop.cancelled() => return,
             _ = tokio::time::sleep(every) => {}
         }
-        let held = shared.deliveries.snapshot();
+        let mut held = shared.deliveries.snapshot();
+        // One call per priority level (a script runs on one level's stream).
+        held.sort_by_key(|(e, _)| split_address(e).0);
         if held.is_empty() {
             continue;
         }
@@ -73,16 +76,20 @@ async fn renew(shared: Arc<Shared>, stop: CancellationToken) {
             }
         }
         let c = conn.as_mut().expect("connection set above");
-        for chunk in held.chunks(EXTEND_BATCH) {
+        let chunks = held
+            .chunk_by(|(a, _), (b, _)| split_address(a).0 == split_address(b).0)
+            .flat_map(|same_level| same_level.chunks(EXTEND_BATCH));
+        for chunk in chunks {
+            let level = split_address(&chunk[0].0).0;
             let refs: Vec<DeliveryRef<'_>> = chunk
                 .iter()
                 .map(|(e, t)| DeliveryRef {
-                    entry_id: e,
+                    entry_id: split_address(e).1,
                     token: *t,
                 })
                 .collect();
             let sent = Instant::now();
-            let caller = shared.caller();
+            let caller = shared.caller().at(level);
             let extend = scripts::extend(c, &caller, &refs);
             match shared.stats.timed(Call::Extend, extend).await {
                 Ok(renewed) => {

@@ -245,6 +245,10 @@ impl Worker {
             .query_async(&mut self.client.conn().await?)
             .await?;
         let limits = scripts::Limits::from_fields(rate.is_some(), cap.is_some());
+        // And a queue with priority levels is read level by level from the start.
+        let priorities =
+            crate::queue::read_priorities(&mut self.client.conn().await?, &self.keys).await?;
+        ensure_level_groups(&self.client, &self.keys, priorities.levels()).await?;
         let shared = Arc::new(Shared {
             client: self.client,
             keys: self.keys,
@@ -259,6 +263,7 @@ impl Worker {
             started_ms: now_ms(),
         });
         shared.control.set_limits(limits);
+        shared.control.set_priorities(priorities);
         let stopping = CancellationToken::new();
         let ctx = Arc::new(JobContext {
             client: shared.client.clone(),
@@ -341,6 +346,7 @@ async fn check_permissions(
         consumer,
         events_maxlen: config.events_maxlen,
         max_attempts: config.max_attempts,
+        level: 0,
     };
     let mut conn = client.conn().await?;
     match scripts::permissions(&mut conn, &caller).await {
@@ -385,6 +391,31 @@ async fn ensure_group(client: &Client, keys: &QueueKeys) -> Result<()> {
     }
 }
 
+/// Creates the consumer group on the streams of priority levels 1 to `levels - 1` where it is missing
+/// (`Queue::set_priorities` creates them; a Redis that lost its data has not).
+async fn ensure_level_groups(client: &Client, keys: &QueueKeys, levels: u8) -> Result<()> {
+    if levels <= 1 {
+        return Ok(());
+    }
+    let mut conn = client.conn().await?;
+    for level in 1..levels {
+        let r: redis::RedisResult<()> = redis::cmd("XGROUP")
+            .arg("CREATE")
+            .arg(keys.level(level))
+            .arg(GROUP)
+            .arg("0")
+            .arg("MKSTREAM")
+            .query_async(&mut conn)
+            .await;
+        match r {
+            Ok(()) => {}
+            Err(e) if e.code() == Some("BUSYGROUP") => {}
+            Err(e) => return Err(e.into()),
+        }
+    }
+    Ok(())
+}
+
 /// Whether the queue's consumer group exists (a read, possible at `maxmemory`).
 async fn group_exists(conn: &mut crate::client::SharedConn, keys: &QueueKeys) -> Result<bool> {
     let groups: redis::RedisResult<Vec<std::collections::HashMap<String, redis::Value>>> =
@@ -406,7 +437,11 @@ async fn group_exists(conn: &mut crate::client::SharedConn, keys: &QueueKeys) ->
 async fn leave_group(shared: &Shared) {
     let r = async {
         let mut c = shared.client.conn().await?;
-        scripts::retire(&mut c, &shared.keys, &shared.consumer).await
+        let mut all = true;
+        for level in 0..shared.control.levels() {
+            all &= scripts::retire(&mut c, &shared.keys, level, &shared.consumer).await?;
+        }
+        Ok::<_, Error>(all)
     }
     .await;
     match r {

@@ -40,6 +40,10 @@ pub(super) async fn run(shared: Arc<Shared>, stop: CancellationToken) {
         let wait = match r {
             Ok(p) => {
                 shared.control.set_limits(p.limits);
+                if let Some(problem) = &p.levels_problem {
+                    warn_throttled!(problem = %problem, "the queue's priority levels cannot be read; reading level 0 only");
+                }
+                shared.control.set_priorities(p.priorities.clone());
                 let fire_now = p.next_fire.is_some_and(|f| f <= now);
                 if fire_now
                     && Instant::now() >= hold_fires_until

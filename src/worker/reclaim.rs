@@ -20,25 +20,44 @@ const PAGE: usize = 100;
 /// What one [`reclaim`] call took.
 #[derive(Debug, Default)]
 pub(super) struct Recovered {
-    /// Deliveries now owned by this worker, with their tokens (at most the free slots).
-    pub(super) taken: Vec<(RawEntry, u64)>,
+    /// Deliveries now owned by this worker, with their priority levels and tokens (at most the free slots).
+    pub(super) taken: Vec<(u8, RawEntry, u64)>,
     /// The free slots ran out before the pass ended: more stalled deliveries may be waiting, and they come
     /// before new work.
     pub(super) more: bool,
 }
 
-/// Takes stalled deliveries for up to `free` slots. `cursor` carries the XAUTOCLAIM position between calls
-/// (`0-0` = start a new pass). The caller holds the deliveries' claim lock until it has tracked what was taken.
-pub(super) async fn reclaim(shared: &Shared, free: usize, cursor: &mut String) -> Recovered {
+/// Takes stalled deliveries for up to `free` slots, level by level. `cursors` carries each priority level's
+/// XAUTOCLAIM position between calls (`0-0` = start a new pass). The caller holds the deliveries' claim lock until
+/// it has tracked what was taken.
+pub(super) async fn reclaim(shared: &Shared, free: usize, cursors: &mut [String]) -> Recovered {
     let mut out = Recovered::default();
     if let Err(e) = adopt_crashed(shared, free, &mut out.taken).await {
         warn_throttled!(error = %e, "adopting crashed workers' jobs failed");
     }
+    let levels = usize::from(shared.control.levels()).min(cursors.len());
+    for (level, cursor) in cursors.iter_mut().enumerate().take(levels) {
+        reclaim_level(shared, level as u8, free, cursor, &mut out).await;
+        if out.more {
+            break;
+        }
+    }
+    out
+}
+
+/// [`reclaim`] on one priority level's stream.
+async fn reclaim_level(
+    shared: &Shared,
+    level: u8,
+    free: usize,
+    cursor: &mut String,
+    out: &mut Recovered,
+) {
     for _ in 0..PAGES_PER_CALL {
-        let room = free - out.taken.len();
+        let room = free.saturating_sub(out.taken.len());
         if room == 0 {
             out.more = true;
-            return out;
+            return;
         }
         let page = async {
             let mut c = shared.client.conn().await?;
@@ -52,33 +71,31 @@ pub(super) async fn reclaim(shared: &Shared, free: usize, cursor: &mut String) -
                 .stats
                 .timed(
                     Call::Reclaim,
-                    scripts::reclaim(&mut c, &shared.caller(), call),
+                    scripts::reclaim(&mut c, &shared.caller().at(level), call),
                 )
                 .await
         }
         .await;
-        let mut page = match page {
+        let page = match page {
             Ok(p) => p,
             Err(e) => {
                 warn_throttled!(error = %e, "reclaim failed");
-                return out;
+                return;
             }
         };
         if !page.taken.is_empty() || page.dead_lettered > 0 {
-            tracing::info!(queue = %shared.keys.queue, taken = page.taken.len(), dead = page.dead_lettered, "recovered stalled jobs");
+            tracing::info!(queue = %shared.keys.queue, level, taken = page.taken.len(), dead = page.dead_lettered, "recovered stalled jobs");
         }
-        page.taken.truncate(room);
-        for _ in &page.taken {
+        for (raw, token) in page.taken.into_iter().take(room) {
             shared.stats.add_reclaimed();
+            out.taken.push((level, raw, token));
         }
-        out.taken.append(&mut page.taken);
         *cursor = page.cursor;
         if cursor == "0-0" {
             // The pass has looked at every pending entry: what is still stalled is for the next pass.
-            return out;
+            return;
         }
     }
-    out
 }
 
 /// Takes over, for up to `free - taken.len()` slots, the deliveries of workers the last heartbeat found crashed
@@ -86,7 +103,7 @@ pub(super) async fn reclaim(shared: &Shared, free: usize, cursor: &mut String) -
 async fn adopt_crashed(
     shared: &Shared,
     free: usize,
-    taken: &mut Vec<(RawEntry, u64)>,
+    taken: &mut Vec<(u8, RawEntry, u64)>,
 ) -> Result<()> {
     // The heartbeat found them (on the server's clock, in the beat's own round trip).
     let crashed = shared.control.take_crashed();
@@ -95,29 +112,38 @@ async fn adopt_crashed(
     }
     let crash_after = shared.config.health.crash_after.as_millis() as u64;
     let mut c = shared.client.conn().await?;
+    let levels = shared.control.levels();
     for worker in crashed.iter().filter(|w| **w != shared.consumer) {
-        let room = free - taken.len();
-        if room == 0 {
-            break;
+        for level in 0..levels {
+            let room = free.saturating_sub(taken.len());
+            if room == 0 {
+                return Ok(());
+            }
+            let call = Adopt {
+                crashed: worker,
+                now_ms: 0,
+                crash_after_ms: crash_after,
+                count: room,
+                levels,
+            };
+            let adopted = shared
+                .stats
+                .timed(
+                    Call::Adopt,
+                    scripts::adopt(&mut c, &shared.caller().at(level), call),
+                )
+                .await?;
+            if !adopted.taken.is_empty() || adopted.removed {
+                tracing::info!(queue = %shared.keys.queue, crashed = %worker, level, taken = adopted.taken.len(), removed = adopted.removed, "adopted a crashed worker's jobs");
+            }
+            for (raw, token) in adopted.taken.into_iter().take(room) {
+                shared.stats.add_reclaimed();
+                taken.push((level, raw, token));
+            }
+            if !adopted.crashed {
+                break;
+            }
         }
-        let call = Adopt {
-            crashed: worker,
-            now_ms: 0,
-            crash_after_ms: crash_after,
-            count: room,
-        };
-        let mut adopted = shared
-            .stats
-            .timed(Call::Adopt, scripts::adopt(&mut c, &shared.caller(), call))
-            .await?;
-        if !adopted.taken.is_empty() || adopted.removed {
-            tracing::info!(queue = %shared.keys.queue, crashed = %worker, taken = adopted.taken.len(), removed = adopted.removed, "adopted a crashed worker's jobs");
-        }
-        adopted.taken.truncate(room);
-        for _ in &adopted.taken {
-            shared.stats.add_reclaimed();
-        }
-        taken.append(&mut adopted.taken);
     }
     Ok(())
 }

@@ -94,13 +94,15 @@ where
     pub(super) fn dispatch(
         self: &Arc<Self>,
         raw: RawEntry,
+        level: u8,
         token: u64,
         place: OwnedSemaphorePermit,
         front: bool,
     ) {
         let shared = &self.shared;
         let limit = shared.client.config().max_payload_bytes;
-        let entry_id = raw.id.clone();
+        // Its address here: entry ids repeat across priority levels.
+        let entry_id = crate::priority::address(level, &raw.id).into_owned();
         let named = wire::job_id_of(&raw);
         let decoded =
             wire::parse_entry(raw, limit).and_then(|env| match wire::decode::<T>(&env.payload) {
@@ -117,7 +119,8 @@ where
             Ok(ok) => ok,
             Err(m) => {
                 // Held while it is dead-lettered, so the orphan sweep leaves it alone.
-                let job_id = named.unwrap_or_else(|| entry_id.clone());
+                let job_id =
+                    named.unwrap_or_else(|| crate::priority::split_address(&entry_id).1.to_owned());
                 shared.deliveries.track(Tracked {
                     entry_id: entry_id.clone(),
                     token,
@@ -142,7 +145,7 @@ where
         // each held job's token instead, and a job started after that fires at once (below).
         let stopping = CancellationToken::new();
         let fence = shared.deliveries.track(Tracked {
-            entry_id: env.entry_id.clone(),
+            entry_id: entry_id.clone(),
             token,
             job_id: env.job_id.clone(),
             stopping: stopping.clone(),
@@ -154,6 +157,7 @@ where
         let touched = Arc::new(AtomicBool::new(false));
         let start = JobStart {
             token,
+            level,
             consumer: shared.consumer.clone(),
             max_attempts,
             timeout: shared.config.timeout,
@@ -168,7 +172,7 @@ where
             // say): dead-letter it without running it.
             let me = self.clone();
             let d = Finished {
-                entry_id: job.delivery().entry_id.clone(),
+                entry_id: job.delivery().address().into_owned(),
                 token,
                 job_id: job.id().to_owned(),
                 attempt: job.attempt(),
@@ -207,7 +211,7 @@ where
     ) {
         let shared = &self.shared;
         let d = Finished {
-            entry_id: job.delivery().entry_id.clone(),
+            entry_id: job.delivery().address().into_owned(),
             token: job.delivery().token,
             job_id: job.id().to_owned(),
             attempt: job.attempt(),
@@ -240,9 +244,10 @@ where
         #[cfg(feature = "metrics")]
         {
             // Waited since its entry was added (the entry id's time), as far as the clocks agree.
-            let waited = wire::entry_id_ms(&d.entry_id).map_or(0, |ms| {
-                crate::identity::now_ms().saturating_sub(ms + took.as_millis() as u64)
-            });
+            let waited = wire::entry_id_ms(crate::priority::split_address(&d.entry_id).1)
+                .map_or(0, |ms| {
+                    crate::identity::now_ms().saturating_sub(ms + took.as_millis() as u64)
+                });
             shared
                 .stats
                 .observe_run(took, std::time::Duration::from_millis(waited));

@@ -18,6 +18,7 @@ use super::shared::Shared;
 use crate::identity::now_ms;
 use crate::job::{FailAction, JobError};
 use crate::keys::GROUP;
+use crate::priority::{address, split_address};
 use crate::scripts::Call;
 use crate::scripts::{self, DeliveryRef, Fail, FailMode, FailOutcome, HandBack};
 use crate::wire::{self, DeadReason};
@@ -117,6 +118,7 @@ impl Ending {
 
 /// The delivery that ends.
 pub(super) struct Finished {
+    /// Its address ([`crate::priority::address`]: the entry id, with its level above 0).
     pub(super) entry_id: String,
     pub(super) token: u64,
     pub(super) job_id: String,
@@ -218,11 +220,12 @@ async fn record_failure(
 ) -> Option<FailOutcome> {
     let mut retries = Retries::new(shared, Impairment::Failures, "fail.lua");
     loop {
+        let (level, entry_id) = split_address(&d.entry_id);
         let r = async {
             let mut c = shared.client.conn().await?;
             let call = Fail {
                 delivery: DeliveryRef {
-                    entry_id: &d.entry_id,
+                    entry_id,
                     token: d.token,
                 },
                 job_id: &d.job_id,
@@ -232,7 +235,10 @@ async fn record_failure(
             };
             shared
                 .stats
-                .timed(Call::Fail, scripts::fail(&mut c, &shared.caller(), call))
+                .timed(
+                    Call::Fail,
+                    scripts::fail(&mut c, &shared.caller().at(level), call),
+                )
                 .await
         }
         .await;
@@ -253,13 +259,14 @@ async fn record_failure(
 /// Releases one delivery for immediate redelivery, or parks it (`park`: its job was paused), without counting
 /// the attempt.
 async fn hand_back(shared: &Shared, d: &Finished, why: &str, park: bool) {
+    let (level, entry_id) = split_address(&d.entry_id);
     let delivery = DeliveryRef {
-        entry_id: &d.entry_id,
+        entry_id,
         token: d.token,
     };
     let r = async {
         let mut c = shared.client.conn().await?;
-        let caller = shared.caller();
+        let caller = shared.caller().at(level);
         if park {
             shared
                 .stats
@@ -302,17 +309,32 @@ pub(super) async fn hand_back_pending(shared: &Shared, only_orphans: bool) -> bo
             return false;
         }
     };
+    for level in 0..shared.control.levels() {
+        if !hand_back_level(shared, &mut conn, level, only_orphans).await {
+            return false;
+        }
+    }
+    true
+}
+
+/// [`hand_back_pending`] on one priority level's stream.
+async fn hand_back_level(
+    shared: &Shared,
+    conn: &mut crate::client::SharedConn,
+    level: u8,
+    only_orphans: bool,
+) -> bool {
     let mut start = "-".to_owned();
     // Bounded: at most 100 pages.
     for _ in 0..100 {
         let page: redis::RedisResult<Vec<(String, String, u64, u64)>> = redis::cmd("XPENDING")
-            .arg(&shared.keys.ready)
+            .arg(shared.keys.level(level))
             .arg(GROUP)
             .arg(&start)
             .arg("+")
             .arg(PENDING_PAGE)
             .arg(&shared.consumer)
-            .query_async(&mut conn)
+            .query_async(conn)
             .await;
         let page = match page {
             Ok(p) => p,
@@ -327,15 +349,15 @@ pub(super) async fn hand_back_pending(shared: &Shared, only_orphans: bool) -> bo
         start = format!("({}", last.0);
         let mine: Vec<DeliveryRef<'_>> = page
             .iter()
-            .filter(|(id, ..)| !(only_orphans && shared.deliveries.contains(id)))
+            .filter(|(id, ..)| !(only_orphans && shared.deliveries.contains(&address(level, id))))
             .map(|(id, _, _, count)| DeliveryRef {
                 entry_id: id,
                 token: *count,
             })
             .collect();
         if !mine.is_empty() {
-            let caller = shared.caller();
-            let release = scripts::release(&mut conn, &caller, now_ms(), &mine);
+            let caller = shared.caller().at(level);
+            let release = scripts::release(conn, &caller, now_ms(), &mine);
             match shared.stats.timed(Call::Release, release).await {
                 Ok(codes) => {
                     let n = codes.iter().filter(|c| **c == HandBack::Done).count();

@@ -53,6 +53,7 @@ impl Shared {
             consumer: &self.consumer,
             events_maxlen: self.config.events_maxlen.max(1),
             max_attempts: self.config.max_attempts,
+            level: 0,
         }
     }
 }

@@ -30,12 +30,13 @@ def keys(ns, queue):
     p = f"{ns}:{{{queue}}}"
     k = {name: f"{p}:{name}" for name in
          ["ready", "delayed", "scheduled", "index", "dead", "events", "signals", "paused", "parked", "workers",
-          "heartbeats", "schedules", "limit"]}
+          "heartbeats", "schedules", "limit", "priorities"]}
     k["dead_index"] = f"{p}:dead:index"
     k["outcomes"] = f"{p}:signals:outcomes"
     k["limit_starts"] = f"{p}:limit:starts"
     k["queues"] = f"{ns}:queues"
-    per = {"job": "job", "checkpoints": "ckpt", "dedup": "dedup", "worker": "worker", "schedule": "schedule"}
+    per = {"job": "job", "checkpoints": "ckpt", "dedup": "dedup", "worker": "worker", "schedule": "schedule",
+           "level": "ready"}
 
     def key(name):
         if name in k:

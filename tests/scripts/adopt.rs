@@ -27,6 +27,7 @@ async fn adopt_takes_over_only_crashed_workers() {
             now_ms: 3_000,
             crash_after_ms: 3_000,
             count: 10,
+            levels: 1,
         },
     )
     .await
@@ -42,6 +43,7 @@ async fn adopt_takes_over_only_crashed_workers() {
             now_ms: 5_000,
             crash_after_ms: 3_000,
             count: 10,
+            levels: 1,
         },
     )
     .await

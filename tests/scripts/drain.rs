@@ -18,7 +18,7 @@ async fn drain_deletes_waiting_and_delayed_jobs_in_bounded_calls_and_keeps_runni
     }
     let _: () = f.conn.zadd(&keys.parked, "p", 1).await.unwrap();
 
-    let first = scripts::drain(&mut f.conn, &keys, 4, 1_000, 100)
+    let first = scripts::drain(&mut f.conn, &keys, 0, 4, 1_000, 100)
         .await
         .unwrap();
     assert_eq!(
@@ -38,7 +38,7 @@ async fn drain_deletes_waiting_and_delayed_jobs_in_bounded_calls_and_keeps_runni
         ),
         ("drained", "4", "3")
     );
-    let second = scripts::drain(&mut f.conn, &keys, 4, 1_000, 100)
+    let second = scripts::drain(&mut f.conn, &keys, 0, 4, 1_000, 100)
         .await
         .unwrap();
     assert_eq!(
@@ -49,7 +49,7 @@ async fn drain_deletes_waiting_and_delayed_jobs_in_bounded_calls_and_keeps_runni
             more: false
         }
     );
-    let third = scripts::drain(&mut f.conn, &keys, 4, 1_000, 100)
+    let third = scripts::drain(&mut f.conn, &keys, 0, 4, 1_000, 100)
         .await
         .unwrap();
     assert_eq!(third, Drained::default());

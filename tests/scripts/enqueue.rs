@@ -17,6 +17,7 @@ async fn enqueue_dedups_by_key_and_by_live_id() {
             due_ms: 0,
             now_ms: 5,
             fields: &fields,
+            priority: 0,
         },
     )
     .await
@@ -32,6 +33,7 @@ async fn enqueue_dedups_by_key_and_by_live_id() {
             due_ms: 0,
             now_ms: 5,
             fields: &fields,
+            priority: 0,
         },
     )
     .await
@@ -50,6 +52,7 @@ async fn enqueue_dedups_by_key_and_by_live_id() {
             due_ms: 0,
             now_ms: 5,
             fields: &fields,
+            priority: 0,
         },
     )
     .await

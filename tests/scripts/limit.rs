@@ -14,7 +14,7 @@ async fn used(f: &mut Fixture) -> Option<u64> {
 
 async fn read(f: &mut Fixture, consumer: &str, want: usize) -> LimitedRead {
     let keys = f.keys.clone();
-    read_limited(&mut f.conn, &keys, consumer, want)
+    read_limited(&mut f.conn, &keys, &[keys.ready.as_str()], consumer, want)
         .await
         .unwrap()
 }
@@ -75,7 +75,7 @@ async fn limit_reads_at_most_the_rate_per_window_and_counts_only_what_it_read() 
     assert_eq!(
         read(&mut f, "c1", 10).await,
         LimitedRead::Empty {
-            after: newest.clone()
+            after: vec![newest.clone()]
         }
     );
     for _ in 0..5 {

@@ -15,6 +15,7 @@ mod extend;
 mod fail;
 mod fire;
 mod heartbeat;
+mod levels;
 mod limit;
 mod park;
 mod permissions;
@@ -327,6 +328,7 @@ async fn enqueue_job(f: &mut Fixture, id: &str, due_ms: u64, extra: &[(&str, &[u
             due_ms,
             now_ms: 100,
             fields: &fields,
+            priority: 0,
         },
     )
     .await

@@ -18,6 +18,7 @@ async fn promote_moves_due_jobs_in_bounded_batches() {
                 due_ms: 1_000 + i,
                 now_ms: 0,
                 fields: &fields,
+                priority: 0,
             },
         )
         .await

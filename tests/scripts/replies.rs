@@ -80,6 +80,7 @@ async fn unlisted_return_codes_are_protocol_errors() {
         due_ms: 0,
         now_ms: 1,
         fields: &[],
+        priority: 0,
     };
     let mut code_id = Canned(Value::Array(vec![
         Value::Int(9),
@@ -181,6 +182,7 @@ async fn replies_of_the_wrong_shape_are_protocol_errors() {
         now_ms: 1,
         crash_after_ms: 1,
         count: 1,
+        levels: 1,
     };
     refused(
         scripts::adopt(&mut con, &c, adopt).await,
@@ -227,6 +229,7 @@ async fn replies_of_the_wrong_shape_are_protocol_errors() {
         Value::Nil,
         Value::Nil,
         Value::Nil,
+        Value::Nil,
     ]));
     refused(
         scripts::state(&mut strings, &keys, "j").await,
@@ -243,6 +246,7 @@ async fn replies_of_the_wrong_shape_are_protocol_errors() {
         now_ms: 1,
         crash_after_ms: 1,
         count: 1,
+        levels: 1,
     };
     refused(
         scripts::adopt(&mut taken, &c, adopt).await,

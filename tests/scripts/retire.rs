@@ -8,7 +8,7 @@ async fn retire_never_drops_a_consumer_with_pending_entries() {
     let keys = f.keys.clone();
     let a = f.add(&[]).await;
     f.read("w1", 1).await;
-    assert!(!scripts::retire(&mut f.conn, &keys, "w1").await.unwrap());
+    assert!(!scripts::retire(&mut f.conn, &keys, 0, "w1").await.unwrap());
     assert_eq!(f.pending(&a).await.unwrap().0, "w1");
     let items = [AckItem {
         delivery: d(&a, 1),
@@ -33,7 +33,7 @@ async fn retire_never_drops_a_consumer_with_pending_entries() {
     )
     .await
     .unwrap();
-    assert!(scripts::retire(&mut f.conn, &keys, "w1").await.unwrap());
+    assert!(scripts::retire(&mut f.conn, &keys, 0, "w1").await.unwrap());
     let consumers: redis::Value = redis::cmd("XINFO")
         .arg("CONSUMERS")
         .arg(&keys.ready)

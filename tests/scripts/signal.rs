@@ -74,6 +74,7 @@ async fn signal_records_history_and_applies_what_the_queue_can() {
             due_ms: 99_999,
             now_ms: 5,
             fields: &fields,
+            priority: 0,
         },
     )
     .await

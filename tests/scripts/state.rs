@@ -18,6 +18,7 @@ async fn state_reports_every_state() {
             due_ms: 10_000,
             now_ms: 5,
             fields: &fields,
+            priority: 0,
         },
     )
     .await

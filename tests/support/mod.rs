@@ -330,6 +330,7 @@ pub fn caller<'a>(keys: &'a rill::keys::QueueKeys, consumer: &'a str) -> rill::s
         consumer,
         events_maxlen: 100,
         max_attempts: 5,
+        level: 0,
     }
 }
 

@@ -189,3 +189,54 @@ fn queue_limit_sets_shows_and_clears_the_rate_and_the_concurrency() {
     }
     cli.fails(&["queue", "limit", "api", "--concurrency", "0"], 2);
 }
+
+#[test]
+fn queue_priorities_sets_levels_and_enqueue_puts_jobs_on_them() {
+    let cli = Cli::new();
+    let none = cli.json(&["queue", "priorities", "mail"]);
+    assert_eq!(
+        (none["levels"].as_u64(), none["weights"].is_null()),
+        (Some(1), true)
+    );
+    // No such level yet: refused, nothing added.
+    let refused = cli.fails(&["enqueue", "mail", "{}", "--priority", "2"], 1);
+    assert!(refused.contains("no priority level 2"), "{refused}");
+    let text = cli.ok(&["queue", "priorities", "mail", "--levels", "3"]);
+    assert_eq!(
+        text.trim(),
+        "mail: 3 priority levels, 0 to 2, taken strictly in order"
+    );
+    let weighted = cli.json(&["queue", "priorities", "mail", "--weights", "6,3,1"]);
+    assert_eq!(weighted["weights"], serde_json::json!([6, 3, 1]));
+    let low = cli.ok(&["enqueue", "mail", "{\"n\": 1}", "--priority", "2"]);
+    let top = cli.ok(&["enqueue", "mail", "{\"n\": 2}"]);
+    let shown = cli.job("mail", low.trim());
+    assert_eq!(
+        (shown["state"].as_str(), shown["priority"].as_u64()),
+        (Some("waiting"), Some(2))
+    );
+    let text = cli.ok(&["jobs", "show", low.trim(), "--queue", "mail"]);
+    assert!(text.contains("priority:   level 2"), "{text}");
+    // Waiting jobs are listed level by level: the level-0 job first, though enqueued later.
+    let listed = cli.json(&["jobs", "list", "mail", "--state", "waiting"]);
+    let ids: Vec<&str> = listed["jobs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|j| j["id"].as_str().unwrap())
+        .collect();
+    assert_eq!(ids, vec![top.trim(), low.trim()]);
+    // A level that holds a job cannot go.
+    let busy = cli.fails(&["queue", "priorities", "mail", "--levels", "2"], 1);
+    assert!(busy.contains("level 2 still holds jobs"), "{busy}");
+    for bad in [
+        vec!["--levels", "0"],
+        vec!["--levels", "17"],
+        vec!["--weights", "3"],
+        vec!["--weights", "3,0"],
+    ] {
+        let mut args = vec!["queue", "priorities", "mail"];
+        args.extend(bad);
+        cli.fails(&args, if args.contains(&"--levels") { 2 } else { 1 });
+    }
+}
