@@ -22,14 +22,15 @@
 -- ARGV[4]      retention of a job record, ms; 0 = write no records
 -- ARGV[5]      events stream MAXLEN (approximate); 0 = write no `completed` event
 -- ARGV[6]      keep: '1' = write a record for every completed job (with or without result), '0' = only for
---              jobs with a result or a job id of their own (not their entry id: named or retried jobs, which
---              callers look up by that id)
+--              jobs with a result or a job id of their own (not their entry id, nor `<entry id>@<p>` on the stream
+--              of level p: named or retried jobs, which callers look up by that id)
 -- ARGV[7]      n: number of deliveries
 -- ARGV[8]      lazy window, ms (0 = always delete entries outright); unused on the XACKDEL path
 -- ARGV[9]      '1' = XACKDEL allowed: used for batches of up to 8 when the server has it (Redis >= 8.2, checked
 --              here, so '1' is safe on any server); '0' = always XACK + XTRIM
 -- ARGV[10..]   two per delivery, in any order: entry id, token (delivery count)
--- then         five per extra, for deliveries whose job id differs from the entry id, or that have a result, or
+-- then         five per extra, for deliveries whose job id differs from the entry id (`<entry id>@<p>` on the stream
+--              of level p, section 6g), or that have a result, or
 --              that wrote the job record, or (keep = '1') all of them: position of the delivery (1-based),
 --              job id, attempt number, result (CBOR; '' = none), touched ('1' if this delivery wrote the record)
 --
@@ -79,6 +80,63 @@ end
 local function event(events, maxlen, ...)
   if tonumber(maxlen) == 0 then return end
   redis.call('XADD', events, 'MAXLEN', '~', maxlen, '*', ...)
+end
+-- lib/lanes: a queue's priority levels (SPEC §6g). Level 0 is the ready stream, level p >= 1 the stream
+-- `<P>:ready:<p>`; a script that routes or finds jobs by level takes the priorities hash and the streams of levels
+-- 1..15 as its last KEYS (a caller that passes none gets level 0 only, as before priorities).
+-- lanes(ready, first) -> {level 0 stream, level 1 stream, ...}: the hash at KEYS[first] says how many (`levels`,
+--   1 when unset), the streams follow it
+local function lanes(ready, first)
+  local out = {ready}
+  local conf = KEYS[first]
+  if not conf then return out end
+  local n = tonumber(redis.call('HGET', conf, 'levels')) or 1
+  for p = 1, n - 1 do
+    local k = KEYS[first + p]
+    if not k then break end
+    out[#out + 1] = k
+  end
+  return out
+end
+-- own_id(stream, eid) -> the job id of an entry without an `id` field on `stream`: its entry id on the ready stream,
+--   `<entry id>@<p>` on the stream of level p (named `<P>:ready:<p>`), since entry ids repeat across levels
+local function own_id(stream, eid)
+  local p = string.match(stream, ':ready:(%d+)$')
+  if p then return eid .. '@' .. p end
+  return eid
+end
+-- entry_of(jid) -> the entry id an unnamed job's id holds (`<ms>-<seq>`, or `<ms>-<seq>@<p>` above level 0), or jid
+local function entry_of(jid)
+  return string.match(jid, '^(%d+%-%d+)@%d+$') or jid
+end
+-- level_of(fields) -> the entry's `priority` field as a level (0 when absent or not a number)
+local function level_of(fields)
+  for i = 1, #fields, 2 do
+    if fields[i] == 'priority' then return math.max(0, math.floor(tonumber(fields[i + 1]) or 0)) end
+  end
+  return 0
+end
+-- lane_of(ls, fields) -> the stream an entry goes back to: its level's, or the last level's when it names a level
+--   the queue no longer has
+local function lane_of(ls, fields)
+  return ls[math.min(level_of(fields), #ls - 1) + 1]
+end
+-- locate(ls, eid, jid) -> the stream holding entry `eid` of job `jid`, the entry's fields and its level, or nil.
+--   Entry ids repeat across streams, so the entry's job id (its `id` field, else the entry id) must be `jid`.
+local function locate(ls, eid, jid)
+  if not string.match(eid, '^%d+%-%d+$') then return nil end
+  for level, s in ipairs(ls) do
+    local r = redis.call('XRANGE', s, eid, eid)
+    if r[1] then
+      local id, f = nil, r[1][2]
+      for i = 1, #f, 2 do
+        if f[i] == 'id' then id = f[i + 1] end
+      end
+      id = id or own_id(s, eid)
+      if id == jid then return s, f, level - 1 end
+    end
+  end
+  return nil
 end
 
 local ready, index, events = KEYS[1], KEYS[2], KEYS[3]
@@ -149,7 +207,8 @@ for j = 1, (#ARGV - X) / 5 do
     local eid, jid, attempt, result, touched = ARGV[8 + 2 * i], ARGV[b + 2], ARGV[b + 3], ARGV[b + 4], ARGV[b + 5]
     local job, ckpt = KEYS[2 + 2 * j], KEYS[3 + 2 * j]
     names[i] = jid
-    if retention > 0 and (keep or result ~= '' or jid ~= eid) then
+    local named = jid ~= eid and jid ~= own_id(ready, eid)
+    if retention > 0 and (keep or result ~= '' or named) then
       if result ~= '' then
         redis.call('HSET', job, 'state', 'completed', 'finished_ms', now, 'attempt', attempt, 'result', result)
       else
@@ -162,7 +221,7 @@ for j = 1, (#ARGV - X) / 5 do
     if touched == '1' then
       if retention > 0 then redis.call('PEXPIRE', ckpt, retention) else redis.call('DEL', ckpt) end
     end
-    if jid ~= eid then
+    if named then
       redis.call('HDEL', index, jid)
     end
   end
@@ -187,10 +246,11 @@ if k > 0 and not ackdel then
 end
 if k > 0 and maxlen > 0 then
   local done = acked
-  if #ARGV > X then
+  local level_stream = own_id(ready, '') ~= ''  -- a level stream's entries are named <entry id>@<p>
+  if #ARGV > X or level_stream then
     done = {}
     for i = 1, n do
-      if codes[i] == 1 then done[#done + 1] = names[i] or ARGV[8 + 2 * i] end
+      if codes[i] == 1 then done[#done + 1] = names[i] or own_id(ready, ARGV[8 + 2 * i]) end
     end
   end
   event(events, maxlen, 'event', 'completed', 'ids', table.concat(done, ' '),

@@ -42,6 +42,17 @@ local function lanes(ready, first)
   end
   return out
 end
+-- own_id(stream, eid) -> the job id of an entry without an `id` field on `stream`: its entry id on the ready stream,
+--   `<entry id>@<p>` on the stream of level p (named `<P>:ready:<p>`), since entry ids repeat across levels
+local function own_id(stream, eid)
+  local p = string.match(stream, ':ready:(%d+)$')
+  if p then return eid .. '@' .. p end
+  return eid
+end
+-- entry_of(jid) -> the entry id an unnamed job's id holds (`<ms>-<seq>`, or `<ms>-<seq>@<p>` above level 0), or jid
+local function entry_of(jid)
+  return string.match(jid, '^(%d+%-%d+)@%d+$') or jid
+end
 -- level_of(fields) -> the entry's `priority` field as a level (0 when absent or not a number)
 local function level_of(fields)
   for i = 1, #fields, 2 do
@@ -61,10 +72,11 @@ local function locate(ls, eid, jid)
   for level, s in ipairs(ls) do
     local r = redis.call('XRANGE', s, eid, eid)
     if r[1] then
-      local id, f = eid, r[1][2]
+      local id, f = nil, r[1][2]
       for i = 1, #f, 2 do
         if f[i] == 'id' then id = f[i + 1] end
       end
+      id = id or own_id(s, eid)
       if id == jid then return s, f, level - 1 end
     end
   end

@@ -23,7 +23,7 @@
 --   'waiting'    on the ready stream, not delivered         (entry id: ready entry)
 --   'active'     on the ready stream and pending            (owner: consumer, deliveries: delivery count)
 --   'completed'  finished: its record is within retention, or (attempts 0: not recorded; only for a job whose
---                id is its entry id) the newest of the last ARGV[3] events that names it is a `completed` one
+--                id is its entry id, or `<entry id>@<level>`) the newest of the last ARGV[3] events that names it is a `completed` one
 --                (entry id: ''; finished ms from the record or the event)
 --   'cancelled'  cancelled by a signal; its record is within retention
 --   'dead'       in the dead-letter stream                   (entry id: dead-letter entry; attempts: its
@@ -89,6 +89,17 @@ local function lanes(ready, first)
   end
   return out
 end
+-- own_id(stream, eid) -> the job id of an entry without an `id` field on `stream`: its entry id on the ready stream,
+--   `<entry id>@<p>` on the stream of level p (named `<P>:ready:<p>`), since entry ids repeat across levels
+local function own_id(stream, eid)
+  local p = string.match(stream, ':ready:(%d+)$')
+  if p then return eid .. '@' .. p end
+  return eid
+end
+-- entry_of(jid) -> the entry id an unnamed job's id holds (`<ms>-<seq>`, or `<ms>-<seq>@<p>` above level 0), or jid
+local function entry_of(jid)
+  return string.match(jid, '^(%d+%-%d+)@%d+$') or jid
+end
 -- level_of(fields) -> the entry's `priority` field as a level (0 when absent or not a number)
 local function level_of(fields)
   for i = 1, #fields, 2 do
@@ -108,10 +119,11 @@ local function locate(ls, eid, jid)
   for level, s in ipairs(ls) do
     local r = redis.call('XRANGE', s, eid, eid)
     if r[1] then
-      local id, f = eid, r[1][2]
+      local id, f = nil, r[1][2]
       for i = 1, #f, 2 do
         if f[i] == 'id' then id = f[i + 1] end
       end
+      id = id or own_id(s, eid)
       if id == jid then return s, f, level - 1 end
     end
   end
@@ -137,7 +149,7 @@ if redis.call('ZSCORE', delayed, jid) then
   if made > 0 then return {'failed', loc or '', made, '', 0, 0, 0} end
   return {'delayed', loc or '', made, '', 0, 0, 0}
 end
-local eid = loc or jid
+local eid = loc or entry_of(jid)
 local stream, fields, level = locate(lanes(ready, 10), eid, jid)
 if stream then
   local made = job_fields(fields, 0)
@@ -167,7 +179,7 @@ end
 -- No record. A job whose id is its entry id (enqueued by a plain XADD; named and retried jobs get records) may
 -- still be named by a `completed` event: the newest event that names it decides. Newest first, a page at a time
 -- (each event can list many ids); the job completed after its entry was added, so older events need no look.
-local since = tonumber(string.match(jid, '^(%d+)%-%d+$'))
+local since = tonumber(string.match(jid, '^(%d+)%-%d+$') or string.match(jid, '^(%d+)%-%d+@%d+$'))
 if not since then return {'unknown', '', 0, '', 0, 0, 0} end
 local needle = ' ' .. jid .. ' '
 local upper, read, size = '+', 0, 4

@@ -46,7 +46,7 @@
 //!
 //! # Where to go next
 //! - [`Queue`]: enqueue (ids, dedup, delays, timeouts, bulk), wait for a job's outcome, its state and result,
-//!   stats, dead letters, events, a rate limit across all workers.
+//!   stats, dead letters, events, a rate limit across all workers, priority levels ([`Priorities`]).
 //! - [`Worker`]: concurrency, leases, retries and backoff, timeouts, prefetch, shutdown; [`Job`] is what a
 //!   handler gets (payload, attempt, progress, checkpoints, cancellation) and [`JobError`] how it fails.
 //! - [`checkpoint`]: long jobs that resume where they stopped after a crash or a deploy.
@@ -73,7 +73,8 @@
 //! - Foundation (no worker knowledge): [`keys`] (the one place that builds Redis keys, hash tag `{queue}`),
 //!   [`wire`] (entry fields, CBOR, strict parsing of foreign entries), [`error`] ([`Error`]), `identity` (clock,
 //!   host name, ids), [`client`] ([`Client`]: one shared command connection, a dedicated one per blocking loop; TLS, and Sentinel
-//!   URLs whose connections find the current primary).
+//!   URLs whose connections find the current primary), [`priority`] (levels, the order a worker reads them in, a
+//!   delivery's address across levels).
 //! - [`scripts`]: one file per Lua script of `lua/` (`lua/X.lua` is called from `scripts/X.rs`), with typed
 //!   arguments and outcomes.
 //! - [`queue`]: [`Queue`], by subject: `enqueue`, `jobs` (state, record, result), `list` (jobs by state, paged),

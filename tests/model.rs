@@ -263,8 +263,41 @@ impl Harness {
                     fields.push(("priority", level_s.as_bytes()));
                 }
                 let max = max.map_or(DEFAULT_MAX, u32::from);
-                // A job above level 0 always has an id of its own (SPEC §6g).
-                if key.is_none() && delay.is_none() && level == 0 {
+                // Unnamed above level 0: enqueue.lua checks the level; its id is `<entry id>@<level>` (SPEC §6g).
+                if key.is_none() && delay.is_none() && level > 0 {
+                    let out = scripts::enqueue(
+                        &mut self.conn,
+                        &self.keys,
+                        NewJob {
+                            job_id: "",
+                            dedup_key: "",
+                            dedup_ttl_ms: 0,
+                            due_ms: 0,
+                            now_ms: now,
+                            fields: &fields,
+                            priority: level,
+                        },
+                    )
+                    .await
+                    .unwrap();
+                    let Enqueued::Ready(id) = out else {
+                        panic!("{out:?}")
+                    };
+                    let (entry, at) = id.split_once('@').expect("an unnamed level job's id");
+                    assert_eq!(at, level.to_string());
+                    self.model.jobs.insert(
+                        id.clone(),
+                        JobModel {
+                            state: State::Waiting,
+                            entry: entry.to_owned(),
+                            made: 0,
+                            max,
+                            level,
+                        },
+                    );
+                    return;
+                }
+                if key.is_none() && delay.is_none() {
                     let mut cmd = redis::cmd("XADD");
                     cmd.arg(&self.keys.ready).arg("*");
                     for (k, v) in &fields {

@@ -281,3 +281,72 @@ async fn operators_see_and_steer_every_level() {
         .await
         .unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn jobs_added_to_two_levels_at_once_while_a_worker_waits_each_run_once() {
+    let redis = TestRedis::start();
+    let client = support::client(&redis);
+    let q = client.queue::<u8>("work").unwrap();
+    q.set_priorities(&Priorities::strict(2).unwrap())
+        .await
+        .unwrap();
+    let seen: Arc<Mutex<Vec<(u8, u32)>>> = Arc::default();
+    let w = {
+        let seen = seen.clone();
+        spawn_worker(
+            fast(Worker::new(client.clone(), "work").unwrap())
+                .concurrency(1)
+                .prefetch(0)
+                .block(Duration::from_secs(5)),
+            move |job: Job<u8>| {
+                let seen = seen.clone();
+                async move {
+                    seen.lock()
+                        .unwrap()
+                        .push((job.delivery().level, job.attempt()));
+                    Ok(())
+                }
+            },
+        )
+    };
+    // Let the worker block on both levels, then add one job to each at once (MULTI). Redis (7.0 and 8.2 alike)
+    // serves the blocked read from the stream that got an entry first, here level 1; a server that served both
+    // would bring one more than the worker has room for, which it hands back at once.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let keys = rill::keys::QueueKeys::new(&client.config().namespace, "work").unwrap();
+    let payload = rill::wire::encode(&0u8).unwrap();
+    let mut conn = redis.aconn().await;
+    let _: redis::Value = redis::pipe()
+        .atomic()
+        .cmd("XADD")
+        .arg(keys.level(1))
+        .arg("*")
+        .arg("v")
+        .arg("1")
+        .arg("payload")
+        .arg(&payload)
+        .arg("priority")
+        .arg("1")
+        .cmd("XADD")
+        .arg(keys.level(0))
+        .arg("*")
+        .arg("v")
+        .arg("1")
+        .arg("payload")
+        .arg(&payload)
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    eventually(T, "both ran", || async { seen.lock().unwrap().len() == 2 }).await;
+    let report = w.stop().await;
+    let mut seen = seen.lock().unwrap().clone();
+    seen.sort_unstable();
+    assert_eq!(
+        seen,
+        vec![(0, 1), (1, 1)],
+        "each once, at its first attempt"
+    );
+    assert!(report.released <= 1, "{report:?}");
+    let counts = q.counts().await.unwrap();
+    assert_eq!((counts.waiting, counts.active), (0, 0));
+}

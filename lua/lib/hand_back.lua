@@ -1,9 +1,10 @@
 --- @include "lib/entry"
+--- @include "lib/lanes"
 -- lib/hand_back: an entry rewritten for its next delivery after a hand-back (release, park). The delivery handed
 -- back is not counted as an attempt, and its `last_error` goes: it ended by hand-back, not by an error.
--- handed_back(fields, eid, token) -> new fields (`id` and `attempts` last), job id, attempts made
-local function handed_back(fields, eid, token)
-  local attempts, jid, out = 0, eid, {}
+-- handed_back(fields, stream, eid, token) -> new fields (`id` and `attempts` last), job id, attempts made
+local function handed_back(fields, stream, eid, token)
+  local attempts, jid, out = 0, own_id(stream, eid), {}
   for j = 1, #fields, 2 do
     local f = fields[j]
     if f == 'attempts' then attempts = math.max(0, math.floor(tonumber(fields[j + 1]) or 0))

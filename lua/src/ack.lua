@@ -22,14 +22,15 @@
 -- ARGV[4]      retention of a job record, ms; 0 = write no records
 -- ARGV[5]      events stream MAXLEN (approximate); 0 = write no `completed` event
 -- ARGV[6]      keep: '1' = write a record for every completed job (with or without result), '0' = only for
---              jobs with a result or a job id of their own (not their entry id: named or retried jobs, which
---              callers look up by that id)
+--              jobs with a result or a job id of their own (not their entry id, nor `<entry id>@<p>` on the stream
+--              of level p: named or retried jobs, which callers look up by that id)
 -- ARGV[7]      n: number of deliveries
 -- ARGV[8]      lazy window, ms (0 = always delete entries outright); unused on the XACKDEL path
 -- ARGV[9]      '1' = XACKDEL allowed: used for batches of up to 8 when the server has it (Redis >= 8.2, checked
 --              here, so '1' is safe on any server); '0' = always XACK + XTRIM
 -- ARGV[10..]   two per delivery, in any order: entry id, token (delivery count)
--- then         five per extra, for deliveries whose job id differs from the entry id, or that have a result, or
+-- then         five per extra, for deliveries whose job id differs from the entry id (`<entry id>@<p>` on the stream
+--              of level p, section 6g), or that have a result, or
 --              that wrote the job record, or (keep = '1') all of them: position of the delivery (1-based),
 --              job id, attempt number, result (CBOR; '' = none), touched ('1' if this delivery wrote the record)
 --
@@ -40,6 +41,7 @@
 --- @include "lib/fence_batch"
 --- @include "lib/last_delivered"
 --- @include "lib/event"
+--- @include "lib/lanes"
 
 local ready, index, events = KEYS[1], KEYS[2], KEYS[3]
 local group, consumer, now = ARGV[1], ARGV[2], ARGV[3]
@@ -109,7 +111,8 @@ for j = 1, (#ARGV - X) / 5 do
     local eid, jid, attempt, result, touched = ARGV[8 + 2 * i], ARGV[b + 2], ARGV[b + 3], ARGV[b + 4], ARGV[b + 5]
     local job, ckpt = KEYS[2 + 2 * j], KEYS[3 + 2 * j]
     names[i] = jid
-    if retention > 0 and (keep or result ~= '' or jid ~= eid) then
+    local named = jid ~= eid and jid ~= own_id(ready, eid)
+    if retention > 0 and (keep or result ~= '' or named) then
       if result ~= '' then
         redis.call('HSET', job, 'state', 'completed', 'finished_ms', now, 'attempt', attempt, 'result', result)
       else
@@ -122,7 +125,7 @@ for j = 1, (#ARGV - X) / 5 do
     if touched == '1' then
       if retention > 0 then redis.call('PEXPIRE', ckpt, retention) else redis.call('DEL', ckpt) end
     end
-    if jid ~= eid then
+    if named then
       redis.call('HDEL', index, jid)
     end
   end
@@ -147,10 +150,11 @@ if k > 0 and not ackdel then
 end
 if k > 0 and maxlen > 0 then
   local done = acked
-  if #ARGV > X then
+  local level_stream = own_id(ready, '') ~= ''  -- a level stream's entries are named <entry id>@<p>
+  if #ARGV > X or level_stream then
     done = {}
     for i = 1, n do
-      if codes[i] == 1 then done[#done + 1] = names[i] or ARGV[8 + 2 * i] end
+      if codes[i] == 1 then done[#done + 1] = names[i] or own_id(ready, ARGV[8 + 2 * i]) end
     end
   end
   event(events, maxlen, 'event', 'completed', 'ids', table.concat(done, ' '),

@@ -28,6 +28,7 @@
 --   taken  array of {entry id, token, fields}, now owned by the adopter
 --- @include "lib/entry"
 --- @include "lib/dead_letter"
+--- @include "lib/lanes"
 --- @include "lib/event"
 
 local ready, index, dead, deadids, events, workers, record =
@@ -52,7 +53,7 @@ for _, p in ipairs(pending) do
     local fields = e[2]
     local deliveries = p[4] + 1
     local attempts, max, jid = job_fields(fields, default_max)
-    jid = jid or eid
+    jid = jid or own_id(ready, eid)
     local made = attempts_made(attempts, deliveries, false)
     if made >= max then
       dead_letter(dead, deadids, index, eid, jid, fields, 'exhausted', 'worker crashed', made,

@@ -49,7 +49,7 @@ if redis.call('ZSCORE', parked, jid) or redis.call('ZSCORE', delayed, jid) then
   redis.call('ZREM', delayed, jid)
   if loc then redis.call('XDEL', scheduled, loc) end
 else
-  local eid = loc or jid
+  local eid = loc or entry_of(jid)
   local stream = locate(lanes(ready, 12), eid, jid)
   if stream then
     local p = redis.pcall('XPENDING', stream, group, eid, eid, 1)

@@ -9,7 +9,8 @@
 -- KEYS[4]  index hash (job id -> entry id)
 -- KEYS[5]  dedup key (string: job id), used only when ARGV[2] > 0
 -- KEYS[6]  priorities hash (read only, only when the fields carry `priority` >= 1: the level must exist)
--- ARGV[1]  job id
+-- ARGV[1]  job id; '' = none (only for a job of a level above 0, ready now, without dedup: the entry gets no `id`
+--          field and no index entry, and its job id is `<entry id>@<level>`)
 -- ARGV[2]  dedup ttl, ms (0 = no dedup record)
 -- ARGV[3]  due time, ms since the Unix epoch (0 or <= now: ready at once)
 -- ARGV[4]  now, ms since the Unix epoch
@@ -20,13 +21,14 @@
 --   2  added to the delayed set
 --   0  duplicate: nothing added; the job id is the existing job's
 --  -1  no such priority level: nothing added; the second element is the queue's number of levels
+--- @include "lib/lanes"
 local ready, delayed, scheduled, index, dedup = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5]
 local jid, ttl, due, now = ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[3]), tonumber(ARGV[4])
 if ttl > 0 then
   local existing = redis.call('GET', dedup)
   if existing then return {0, existing} end
 end
-if redis.call('HEXISTS', index, jid) == 1 then
+if jid ~= '' and redis.call('HEXISTS', index, jid) == 1 then
   return {0, jid}
 end
 local fields = {'id', jid}
@@ -37,6 +39,12 @@ for i = 5, #ARGV - 1, 2 do
     if KEYS[6] then levels = tonumber(redis.call('HGET', KEYS[6], 'levels')) or 1 end
     if (tonumber(ARGV[i + 1]) or 0) >= levels then return {-1, levels} end
   end
+end
+if jid == '' then
+  -- An unnamed job of a level above 0: a plain entry, named by its entry id and level.
+  local plain = {}
+  for i = 5, #ARGV do plain[#plain + 1] = ARGV[i] end
+  return {1, own_id(ready, redis.call('XADD', ready, '*', unpack(plain)))}
 end
 local code
 if due > now then

@@ -38,7 +38,7 @@ if not r[1] then
   redis.call('XACK', ready, group, eid)
   return -1
 end
-local out, jid, made = handed_back(r[1][2], eid, token)
+local out, jid, made = handed_back(r[1][2], ready, eid, token)
 local sid = redis.call('XADD', scheduled, '*', unpack(out))
 redis.call('ZADD', parked, now, jid)
 redis.call('HSET', index, jid, sid)

@@ -25,6 +25,7 @@
 --   gone           number of pending ids whose entries had been deleted (dropped from the pending list)
 --- @include "lib/entry"
 --- @include "lib/dead_letter"
+--- @include "lib/lanes"
 --- @include "lib/event"
 
 local ready, index, dead, deadids, events = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5]
@@ -39,7 +40,7 @@ for _, e in ipairs(r[2]) do
     local p = redis.call('XPENDING', ready, group, eid, eid, 1, consumer)
     local deliveries = p[1][4]
     local attempts, max, jid = job_fields(fields, default_max)
-    jid = jid or eid
+    jid = jid or own_id(ready, eid)
     local made = attempts_made(attempts, deliveries, false)
     if made >= max then
       dead_letter(dead, deadids, index, eid, jid, fields, 'exhausted', 'lease expired (worker stalled or crashed)',

@@ -41,7 +41,7 @@ for i = 1, n do
       redis.call('XACK', ready, group, eid)
       codes[i] = -1
     else
-      local out, jid, made = handed_back(r[1][2], eid, token)
+      local out, jid, made = handed_back(r[1][2], ready, eid, token)
       local nid = redis.call('XADD', ready, '*', unpack(out))
       redis.call('HSET', index, jid, nid)
       redis.call('XACK', ready, group, eid)

@@ -71,7 +71,7 @@ if string.sub(target, 1, 4) == 'job:' and (kind == 'cancel' or kind == 'pause' o
   elseif redis.call('ZSCORE', delayed, jid) then
     where = 'delayed'
   else
-    eid = loc or jid
+    eid = loc or entry_of(jid)
     stream = locate(ls, eid, jid)
     if stream then
       local p = redis.pcall('XPENDING', stream, group, eid, eid, 1)

@@ -23,7 +23,7 @@
 --   'waiting'    on the ready stream, not delivered         (entry id: ready entry)
 --   'active'     on the ready stream and pending            (owner: consumer, deliveries: delivery count)
 --   'completed'  finished: its record is within retention, or (attempts 0: not recorded; only for a job whose
---                id is its entry id) the newest of the last ARGV[3] events that names it is a `completed` one
+--                id is its entry id, or `<entry id>@<level>`) the newest of the last ARGV[3] events that names it is a `completed` one
 --                (entry id: ''; finished ms from the record or the event)
 --   'cancelled'  cancelled by a signal; its record is within retention
 --   'dead'       in the dead-letter stream                   (entry id: dead-letter entry; attempts: its
@@ -53,7 +53,7 @@ if redis.call('ZSCORE', delayed, jid) then
   if made > 0 then return {'failed', loc or '', made, '', 0, 0, 0} end
   return {'delayed', loc or '', made, '', 0, 0, 0}
 end
-local eid = loc or jid
+local eid = loc or entry_of(jid)
 local stream, fields, level = locate(lanes(ready, 10), eid, jid)
 if stream then
   local made = job_fields(fields, 0)
@@ -83,7 +83,7 @@ end
 -- No record. A job whose id is its entry id (enqueued by a plain XADD; named and retried jobs get records) may
 -- still be named by a `completed` event: the newest event that names it decides. Newest first, a page at a time
 -- (each event can list many ids); the job completed after its entry was added, so older events need no look.
-local since = tonumber(string.match(jid, '^(%d+)%-%d+$'))
+local since = tonumber(string.match(jid, '^(%d+)%-%d+$') or string.match(jid, '^(%d+)%-%d+@%d+$'))
 if not since then return {'unknown', '', 0, '', 0, 0, 0} end
 local needle = ' ' .. jid .. ' '
 local upper, read, size = '+', 0, 4

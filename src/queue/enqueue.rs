@@ -111,8 +111,8 @@ impl Enqueue {
 
     /// The job's priority level: 0 (the default) is taken first, then 1, and so on, up to the queue's
     /// [`Priorities`](crate::Priorities) (set with [`Queue::set_priorities`]). A level the queue does not have is
-    /// refused with [`Error::NoSuchPriority`]. A job with a level above 0 always gets a job id (a random one
-    /// unless [`Enqueue::id`] names it).
+    /// refused with [`Error::NoSuchPriority`]. An unnamed job above level 0 has the id `<entry id>@<level>`
+    /// (entry ids repeat across the levels' streams).
     pub fn priority(mut self, level: u8) -> Self {
         self.priority = level;
         self
@@ -129,7 +129,7 @@ impl Enqueue {
     }
 
     fn is_plain(&self) -> bool {
-        self.id.is_none() && self.dedup_key.is_none() && self.due_ms(0) == 0 && self.priority == 0
+        self.id.is_none() && self.dedup_key.is_none() && self.due_ms(0) == 0
     }
 
     fn due_ms(&self, now_ms: u64) -> u64 {
@@ -221,7 +221,7 @@ impl<T: Serialize + DeserializeOwned> Queue<T> {
         self.client.list_queue(&mut conn, &self.keys).await?;
         let max = opts.max_attempts.map(|m| m.to_string());
         let timeout = opts.timeout.map(|t| t.as_millis().to_string());
-        if opts.is_plain() {
+        if opts.is_plain() && opts.priority == 0 {
             let mut cmd = redis::cmd("XADD");
             cmd.arg(&self.keys.ready)
                 .arg("*")
@@ -241,10 +241,17 @@ impl<T: Serialize + DeserializeOwned> Queue<T> {
             return Ok(cmd.query_async(&mut conn).await?);
         }
         let now = now_ms();
-        let job_id = opts.id.clone().unwrap_or_else(random_id);
+        // An unnamed job above level 0 stays unnamed (`<entry id>@<level>`): enqueue.lua checks the level.
+        let job_id = match &opts.id {
+            Some(id) => id.clone(),
+            None if opts.is_plain() => String::new(),
+            None => random_id(),
+        };
         let dedup = opts.dedup_key.as_deref().unwrap_or(&job_id).to_owned();
         let ttl = opts.dedup_ttl.unwrap_or(DEFAULT_DEDUP_TTL).as_millis() as u64;
-        let dedup_ttl = if opts.id.is_some() || opts.dedup_key.is_some() {
+        let dedup_ttl = if job_id.is_empty() {
+            0
+        } else if opts.id.is_some() || opts.dedup_key.is_some() {
             ttl.max(1)
         } else {
             0
@@ -379,7 +386,7 @@ mod tests {
         assert!(!Enqueue::new().id("x").is_plain());
         assert!(Enqueue::new().max_attempts(3).is_plain());
         assert!(Enqueue::new().timeout(Duration::from_secs(3)).is_plain());
-        assert!(!Enqueue::new().priority(1).is_plain());
+        assert!(Enqueue::new().priority(1).is_plain());
         assert_eq!(
             Enqueue::new()
                 .delay(Duration::from_secs(u64::MAX))

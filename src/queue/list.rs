@@ -174,7 +174,8 @@ impl<T: Serialize + DeserializeOwned> Queue<T> {
             .filter_map(|e| {
                 let fields = e.fields?;
                 Some(JobSummary {
-                    id: text(&fields, "id").unwrap_or_else(|| e.id.clone()),
+                    id: text(&fields, "id")
+                        .unwrap_or_else(|| crate::priority::address(level, &e.id).into_owned()),
                     state: JobState::Waiting,
                     attempts: Some(number(&fields, "attempts")),
                     at_ms: wire::entry_id_ms(&e.id),
@@ -248,7 +249,8 @@ impl<T: Serialize + DeserializeOwned> Queue<T> {
             else {
                 continue; // acked and deleted since XPENDING
             };
-            let id = text(&fields, "id").unwrap_or_else(|| entry_id.clone());
+            let id = text(&fields, "id")
+                .unwrap_or_else(|| crate::priority::address(level, entry_id).into_owned());
             jobs.push(JobSummary {
                 attempts: Some(number(&fields, "attempts") + deliveries),
                 at_ms: started.get(id.as_str()).copied(),

@@ -1,6 +1,6 @@
 //! A typed handle on one queue ([`Queue`]), by subject: producing jobs (`enqueue`), where a job is (`jobs`),
 //! how many are where (`stats`), dead letters (`dead`), lifecycle events (`events`), jobs by state a page at a
-//! time (`list`) and an operator's changes (`admin`: promote, delete, drain, remove). Signals
+//! time (`list`), priority levels (`priorities`) and an operator's changes (`admin`: promote, delete, drain, remove). Signals
 //! ([`crate::signals`]), the worker registry ([`crate::registry`]) and checkpoints ([`crate::checkpoint`]) add
 //! their own `Queue` methods beside their concepts.
 

@@ -109,7 +109,9 @@ pub async fn ack<C: ConnectionLike + Send>(
     for (pos, &i) in order.iter().enumerate() {
         let it = &items[i];
         let needs_record = retention.ms > 0 && (retention.keep_all || !it.result.is_empty());
-        if it.job_id != it.delivery.entry_id || needs_record || it.touched {
+        // An unnamed job's id is its entry id (`<entry id>@<level>` above level 0): nothing to pass for it.
+        let unnamed = it.job_id == crate::priority::address(caller.level, it.delivery.entry_id);
+        if !unnamed || needs_record || it.touched {
             inv.key(keys.job(it.job_id))
                 .key(keys.checkpoints(it.job_id));
             inv.arg(pos + 1)

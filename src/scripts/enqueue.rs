@@ -11,7 +11,7 @@ script!("enqueue.lua");
 /// One [`enqueue`] call.
 #[derive(Debug, Clone, Copy)]
 pub struct NewJob<'a> {
-    /// The job id.
+    /// The job id; empty for an unnamed job of a level above 0 (its id is then `<entry id>@<level>`).
     pub job_id: &'a str,
     /// The dedup key (the job id when none was given).
     pub dedup_key: &'a str,

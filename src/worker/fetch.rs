@@ -482,6 +482,13 @@ async fn hand_back_unread(shared: &Shared, mut excess: Vec<(u8, RawEntry)>) {
             scripts::release(&mut c, &caller, crate::identity::now_ms(), &refs).await
         }
         .await;
+        for _ in r
+            .iter()
+            .flatten()
+            .filter(|c| **c == scripts::HandBack::Done)
+        {
+            shared.stats.add_released();
+        }
         if let Err(e) = r {
             // Still pending to us: the orphan sweep (or their leases) hands them back.
             warn_throttled!(error = %e, "fetch: could not hand back entries read beyond the room");

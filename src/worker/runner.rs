@@ -115,12 +115,11 @@ where
                     ),
                 }),
             });
-        let (env, data) = match decoded {
+        let (mut env, data) = match decoded {
             Ok(ok) => ok,
             Err(m) => {
                 // Held while it is dead-lettered, so the orphan sweep leaves it alone.
-                let job_id =
-                    named.unwrap_or_else(|| crate::priority::split_address(&entry_id).1.to_owned());
+                let job_id = named.unwrap_or_else(|| entry_id.clone());
                 shared.deliveries.track(Tracked {
                     entry_id: entry_id.clone(),
                     token,
@@ -139,6 +138,10 @@ where
                 return;
             }
         };
+        if named.is_none() {
+            // Unnamed: on level 0 its entry id, above it `<entry id>@<level>` (SPEC §1).
+            env.job_id.clone_from(&entry_id);
+        }
         let max_attempts = env.max_attempts.unwrap_or(shared.config.max_attempts);
         let cancel = CancellationToken::new();
         // Not a child of the worker's token (children share one lock across every running job): shutdown fires
