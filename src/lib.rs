@@ -139,8 +139,8 @@ pub use error::{Error, Result};
 pub use job::{Delivery, Job, JobError, JobResult};
 pub use priority::Priorities;
 pub use queue::{
-    Counts, DeadLetter, Deleted, Drained, Enqueue, Event, EventFeed, JobInfo, JobOutcome, JobPage,
-    JobState, JobSummary, Queue, Recent, Requeue,
+    Counts, DeadLetter, Deleted, Drained, Enqueue, EnqueueOutcome, Event, EventFeed, JobInfo,
+    JobOutcome, JobPage, JobState, JobSummary, Queue, Recent, Requeue,
 };
 pub use registry::{Health, HealthRule, RunningJob, WorkerInfo};
 pub use schedule::{Missed, Schedule, ScheduleInfo};

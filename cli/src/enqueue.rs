@@ -26,12 +26,16 @@ pub struct EnqueueArgs {
     /// One job per line of standard input.
     #[arg(long)]
     stdin: bool,
-    /// Job id (a second enqueue with a live id adds nothing and prints the existing id). One job only.
+    /// Job id. Enqueueing an id again adds nothing (it prints the id and says "duplicate" on stderr) while that
+    /// job is live and, after it ended, until --dedup-ttl since its first enqueue. One job only.
     #[arg(long)]
     id: Option<String>,
     /// Deduplication key (like --id, but the job id is generated). One job only.
     #[arg(long, conflicts_with = "id")]
     dedup_key: Option<String>,
+    /// How long an --id or --dedup-key keeps refusing duplicates after the first enqueue (default 24h).
+    #[arg(long, value_parser = crate::parse_duration)]
+    dedup_ttl: Option<Duration>,
     /// Run no earlier than this from now (30s, 5m, 1h 30m).
     #[arg(long, value_parser = crate::parse_duration)]
     delay: Option<Duration>,
@@ -73,6 +77,12 @@ pub async fn run(ctx: &Context, a: EnqueueArgs) -> anyhow::Result<ExitCode> {
     if let Some(k) = &a.dedup_key {
         opts = opts.dedup_key(k);
     }
+    if let Some(t) = a.dedup_ttl {
+        if a.id.is_none() && a.dedup_key.is_none() {
+            bail!("--dedup-ttl applies to --id or --dedup-key");
+        }
+        opts = opts.dedup_ttl(t);
+    }
     if let Some(d) = a.delay {
         opts = opts.delay(d);
     }
@@ -96,10 +106,19 @@ pub async fn run(ctx: &Context, a: EnqueueArgs) -> anyhow::Result<ExitCode> {
         let job: Json = serde_json::from_str(p)
             .with_context(|| format!("PAYLOAD_JSON is not valid JSON: {p}"))?;
         ctx.connect().await?;
-        let id = queue.enqueue_with(&job, opts).await?;
+        let outcome = queue.enqueue_outcome(&job, opts).await?;
+        let duplicate = matches!(outcome, rill::EnqueueOutcome::Duplicate(_));
+        let id = outcome.id().to_owned();
+        if duplicate {
+            eprintln!(
+                "duplicate: job {id} was enqueued already (an id or dedup key refuses repeats while its job is live \
+                 and until --dedup-ttl, 24h by default, after its first enqueue); nothing added"
+            );
+        }
         if a.wait {
             return wait(ctx, &queue, &id, a.timeout).await;
         }
+        out.duplicate = duplicate;
         out.landed(&[id]);
         out.finish();
         return Ok(ExitCode::SUCCESS);
@@ -249,6 +268,8 @@ struct Output {
     queue: String,
     ids: Vec<String>,
     count: u64,
+    /// The one job given was a duplicate (nothing added).
+    duplicate: bool,
 }
 
 impl Output {
@@ -258,6 +279,7 @@ impl Output {
             queue: queue.to_owned(),
             ids: Vec::new(),
             count: 0,
+            duplicate: false,
         }
     }
 
@@ -280,9 +302,11 @@ impl Output {
 
     fn finish(&mut self) {
         if self.json {
-            output::print_json(
-                &json!({ "queue": self.queue, "ids": std::mem::take(&mut self.ids) }),
-            );
+            output::print_json(&json!({
+                "queue": self.queue,
+                "ids": std::mem::take(&mut self.ids),
+                "duplicate": self.duplicate,
+            }));
         }
     }
 }

@@ -86,12 +86,27 @@ async fn find(
     id: &str,
     queue: Option<&str>,
 ) -> anyhow::Result<(rill::Queue<context::Json>, rill::JobInfo)> {
-    let queues = ctx.queues_or_all(queue).await?;
+    let mut queues = ctx.queues_or_all(queue).await?;
     let mut found = Vec::new();
     for q in &queues {
         let info = q.job(id).await?;
         if info.state != rill::JobState::Unknown {
             found.push((q.clone(), info));
+        }
+    }
+    if found.is_empty() && queue.is_none() {
+        // Queues a foreign producer fed without listing them (`<ns>:queues`): found by a key scan.
+        let listed: Vec<String> = queues.iter().map(|q| q.name().to_owned()).collect();
+        for name in ctx.client.discover_queues().await? {
+            if listed.contains(&name) {
+                continue;
+            }
+            let q = ctx.queue(&name)?;
+            let info = q.job(id).await?;
+            if info.state != rill::JobState::Unknown {
+                found.push((q.clone(), info));
+            }
+            queues.push(q);
         }
     }
     if found.len() > 1 {

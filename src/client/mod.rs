@@ -316,6 +316,45 @@ impl Client {
         Ok(names)
     }
 
+    /// Every queue of this client's namespace that has a ready stream, found by `SCAN` (O(keys in the
+    /// database), for operator tools: it also finds queues a foreign producer never listed, which
+    /// [`Client::queues`] misses). Sorted by name.
+    ///
+    /// # Errors
+    /// Redis errors.
+    pub async fn discover_queues(&self) -> Result<Vec<String>> {
+        let mut conn = self.conn().await?;
+        let ns = &self.inner.config.namespace;
+        let pattern = format!("{ns}:{{*}}:ready");
+        let mut cursor = 0u64;
+        let mut names = std::collections::BTreeSet::new();
+        loop {
+            let (next, found): (u64, Vec<String>) = redis::cmd("SCAN")
+                .arg(cursor)
+                .arg("MATCH")
+                .arg(&pattern)
+                .arg("COUNT")
+                .arg(1000)
+                .arg("TYPE")
+                .arg("stream")
+                .query_async(&mut conn)
+                .await?;
+            for key in found {
+                let name = key
+                    .strip_prefix(ns.as_str())
+                    .and_then(|k| k.strip_prefix(":{"))
+                    .and_then(|k| k.strip_suffix("}:ready"));
+                if let Some(name) = name.filter(|n| keys::validate_name(n).is_ok()) {
+                    names.insert(name.to_owned());
+                }
+            }
+            if next == 0 {
+                return Ok(names.into_iter().collect());
+            }
+            cursor = next;
+        }
+    }
+
     /// Adds `keys.queue` to the namespace's queue set once per process (SPEC.md, `<ns>:queues`).
     pub(crate) async fn list_queue(&self, conn: &mut SharedConn, keys: &QueueKeys) -> Result<()> {
         if self

@@ -63,8 +63,10 @@ impl Enqueue {
         Self::default()
     }
 
-    /// Use this job id. It also dedups: enqueueing the same id again while the job is live, or within the dedup
-    /// TTL, adds nothing and returns the id.
+    /// Use this job id. It also dedups, by one rule: enqueueing the same id again adds nothing and returns the id
+    /// while the job is live (waiting, delayed, running, failed awaiting a retry, parked) and, after that, until
+    /// the dedup TTL (default 24 h, [`Enqueue::dedup_ttl`]) since the first enqueue runs out.
+    /// [`Queue::enqueue_outcome`] tells a duplicate apart.
     pub fn id(mut self, id: impl Into<String>) -> Self {
         self.id = Some(id.into());
         self
@@ -147,6 +149,26 @@ impl Enqueue {
     }
 }
 
+/// What [`Queue::enqueue_outcome`] did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum EnqueueOutcome {
+    /// Added, with this job id.
+    Added(String),
+    /// Nothing added: a job with this id (or dedup key) is live, or was enqueued within the dedup TTL; this is
+    /// its id.
+    Duplicate(String),
+}
+
+impl EnqueueOutcome {
+    /// The job id, either way.
+    pub fn id(&self) -> &str {
+        match self {
+            EnqueueOutcome::Added(id) | EnqueueOutcome::Duplicate(id) => id,
+        }
+    }
+}
+
 impl<T: Serialize + DeserializeOwned> Queue<T> {
     /// Adds a job to run as soon as a worker is free. Returns its id (its stream entry id).
     ///
@@ -156,11 +178,33 @@ impl<T: Serialize + DeserializeOwned> Queue<T> {
         self.enqueue_with(job, Enqueue::new()).await
     }
 
-    /// Adds a job with options. With an id or dedup key, a duplicate returns the existing job's id.
+    /// Adds a job with options. With an id or dedup key, a duplicate returns the existing job's id (see
+    /// [`Enqueue::id`] for the rule; [`Queue::enqueue_outcome`] says whether it was one).
     ///
     /// # Errors
-    /// [`Error::InvalidJobId`], [`Error::PayloadTooLarge`], [`Error::Encode`], or a Redis error.
+    /// [`Error::InvalidJobId`], [`Error::PayloadTooLarge`], [`Error::Encode`], [`Error::NoSuchPriority`], or a
+    /// Redis error.
     pub async fn enqueue_with(&self, job: &T, opts: Enqueue) -> Result<String> {
+        Ok(match self.enqueue_outcome(job, opts).await? {
+            EnqueueOutcome::Added(id) | EnqueueOutcome::Duplicate(id) => id,
+        })
+    }
+
+    /// Adds a job with options, saying whether it was added or was a duplicate of an earlier job with the same id
+    /// or dedup key (the rule: [`Enqueue::id`]).
+    ///
+    /// ```no_run
+    /// # async fn f(queue: rill::Queue<String>) -> rill::Result<()> {
+    /// let opts = rill::Enqueue::new().id("invoice-42");
+    /// if let rill::EnqueueOutcome::Duplicate(id) = queue.enqueue_outcome(&"send".into(), opts).await? {
+    ///     println!("{id} was enqueued already");
+    /// }
+    /// # Ok(()) }
+    /// ```
+    ///
+    /// # Errors
+    /// As [`Queue::enqueue_with`].
+    pub async fn enqueue_outcome(&self, job: &T, opts: Enqueue) -> Result<EnqueueOutcome> {
         let payload = self.payload(job)?;
         if let Some(id) = &opts.id {
             keys::validate_job_id(id)?;
@@ -238,7 +282,7 @@ impl<T: Serialize + DeserializeOwned> Queue<T> {
             for (name, value) in &opts.headers {
                 cmd.arg(name).arg(value);
             }
-            return Ok(cmd.query_async(&mut conn).await?);
+            return Ok(EnqueueOutcome::Added(cmd.query_async(&mut conn).await?));
         }
         let now = now_ms();
         // An unnamed job above level 0 stays unnamed (`<entry id>@<level>`): enqueue.lua checks the level.
@@ -284,21 +328,18 @@ impl<T: Serialize + DeserializeOwned> Queue<T> {
             fields: &fields,
             priority: opts.priority,
         };
-        let out = scripts::enqueue(&mut conn, &self.keys, job).await?;
-        match &out {
+        match scripts::enqueue(&mut conn, &self.keys, job).await? {
             Enqueued::Duplicate(id) => {
-                tracing::debug!(queue = %self.keys.queue, job = %id, "duplicate enqueue ignored")
+                tracing::debug!(queue = %self.keys.queue, job = %id, "duplicate enqueue ignored");
+                Ok(EnqueueOutcome::Duplicate(id))
             }
-            Enqueued::NoSuchLevel(levels) => {
-                return Err(Error::NoSuchPriority {
-                    queue: self.keys.queue.clone(),
-                    priority: opts.priority,
-                    levels: *levels,
-                });
-            }
-            _ => {}
+            Enqueued::NoSuchLevel(levels) => Err(Error::NoSuchPriority {
+                queue: self.keys.queue.clone(),
+                priority: opts.priority,
+                levels,
+            }),
+            Enqueued::Ready(id) | Enqueued::Delayed(id) => Ok(EnqueueOutcome::Added(id)),
         }
-        Ok(out.id().to_owned())
     }
 
     /// Adds many plain jobs, pipelined (1,000 per round trip). Returns their ids in order. On error some jobs

@@ -26,7 +26,7 @@ mod wait;
 
 pub use admin::{Deleted, Drained};
 pub use dead::{DeadLetter, Requeue};
-pub use enqueue::{DEFAULT_DEDUP_TTL, Enqueue};
+pub use enqueue::{DEFAULT_DEDUP_TTL, Enqueue, EnqueueOutcome};
 pub(crate) use events::newest_entry_id;
 pub use events::{DEFAULT_EVENTS_MAXLEN, Event, EventFeed};
 pub use jobs::{JobInfo, JobState};

@@ -240,3 +240,71 @@ fn queue_priorities_sets_levels_and_enqueue_puts_jobs_on_them() {
         cli.fails(&args, if args.contains(&"--levels") { 2 } else { 1 });
     }
 }
+
+#[test]
+fn enqueue_says_when_an_id_was_a_duplicate() {
+    let cli = Cli::new();
+    let first = cli.json(&["enqueue", "dup", "{}", "--id", "order-1"]);
+    assert_eq!(
+        (first["ids"][0].as_str(), first["duplicate"].as_bool()),
+        (Some("order-1"), Some(false))
+    );
+    let out = cli.run(&["enqueue", "dup", "{}", "--id", "order-1"]);
+    assert!(out.status.success());
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "order-1");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("duplicate: job order-1 was enqueued already"),
+        "{err}"
+    );
+    let again = cli.json(&["enqueue", "dup", "{}", "--id", "order-1"]);
+    assert_eq!(again["duplicate"], true);
+    // Ended (cancelled here), the id still refuses repeats until its dedup TTL runs out; then it is new again.
+    cli.json(&[
+        "enqueue",
+        "dup",
+        "{}",
+        "--id",
+        "order-2",
+        "--dedup-ttl",
+        "1s",
+    ]);
+    cli.ok(&["jobs", "cancel", "order-2", "--queue", "dup"]);
+    let within = cli.json(&["enqueue", "dup", "{}", "--id", "order-2"]);
+    assert_eq!(within["duplicate"], true);
+    std::thread::sleep(std::time::Duration::from_millis(1100));
+    let fresh = cli.json(&["enqueue", "dup", "{}", "--id", "order-2"]);
+    assert_eq!(fresh["duplicate"], false);
+    cli.fails(&["enqueue", "dup", "{}", "--dedup-ttl", "1h"], 1);
+}
+
+#[test]
+fn jobs_show_finds_a_job_in_a_queue_no_producer_listed() {
+    let cli = Cli::new();
+    cli.ok(&["enqueue", "listed", "{}"]);
+    // A foreign producer's plain XADD, without the `SADD <ns>:queues` (SPEC §8 calls it optional).
+    let mut conn = cli.redis.conn();
+    let id: String = redis::cmd("XADD")
+        .arg(format!("{}:{{unlisted}}:ready", cli.ns))
+        .arg("*")
+        .arg("v")
+        .arg("1")
+        .arg("payload")
+        .arg(&b"\xa1\x61n\x01"[..])
+        .query(&mut conn)
+        .unwrap();
+    let shown = cli.job_anywhere(&id);
+    assert_eq!(
+        (
+            shown["queue"].as_str(),
+            shown["state"].as_str(),
+            shown["payload"]["n"].as_u64()
+        ),
+        (Some("unlisted"), Some("waiting"), Some(1))
+    );
+    let missing = cli.fails(&["jobs", "show", "0-1"], 1);
+    assert!(
+        missing.contains("unlisted"),
+        "the error names the queues searched: {missing}"
+    );
+}

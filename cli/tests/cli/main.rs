@@ -85,6 +85,11 @@ impl Cli {
         String::from_utf8(out.stderr).unwrap()
     }
 
+    /// `rill jobs show ID --json` without `--queue`.
+    fn job_anywhere(&self, id: &str) -> Json {
+        self.json(&["jobs", "show", id])
+    }
+
     fn job(&self, queue: &str, id: &str) -> Json {
         self.json(&["jobs", "show", id, "--queue", queue])
     }
