@@ -139,7 +139,7 @@ pub struct WorkerInfo {
 }
 
 /// The health rule (SPEC.md, "Worker registry"): unknown without a record; crashed when the last beat is older
-/// than `crash_after`; degraded when it is older than two beat intervals, or lease renewals failed since the
+/// than `crash_after`; degraded when it is older than two beat intervals, or it failed to keep a lease since the
 /// previous beat, or the error rate is over the threshold; healthy otherwise.
 pub fn health(info: Option<&WorkerInfo>, now_ms: u64, rule: &HealthRule) -> Health {
     let Some(w) = info else {
@@ -160,7 +160,10 @@ pub fn health(info: Option<&WorkerInfo>, now_ms: u64, rule: &HealthRule) -> Heal
         });
     }
     if w.lease_failures > 0 {
-        return Health::Degraded(format!("{} lease renewals failed", w.lease_failures));
+        return Health::Degraded(format!(
+            "{} lease failures (renewals that failed, leases lost or given up)",
+            w.lease_failures
+        ));
     }
     let ended = w.processed + w.failed;
     if ended >= rule.min_jobs_for_rate && w.failed as f64 > rule.max_error_rate * ended as f64 {

@@ -540,6 +540,8 @@ async fn a_lost_lease_cancels_the_handler_and_nothing_is_written_for_it() {
     })
     .await;
     assert_eq!(cancelled_seen.load(Ordering::SeqCst), 1);
+    // A lost lease is a lease failure (what the next beat reports, making the worker degraded for it).
+    assert_eq!(w.stats.snapshot().lease_failures, 1);
     let report = w.stop().await;
     assert_eq!(report.lease_lost, 1);
     assert_eq!((report.completed, report.stale), (0, 0));

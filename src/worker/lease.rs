@@ -96,6 +96,7 @@ async fn renew(shared: Arc<Shared>, stop: CancellationToken) {
                     for entry in shared.deliveries.renewals(chunk, &renewed, sent) {
                         tracing::warn!(queue = %shared.keys.queue, entry = %entry, "lease lost: another worker owns this job now");
                         shared.stats.add_lease_lost();
+                        shared.stats.add_lease_failure();
                     }
                 }
                 Err(e) => {
@@ -127,12 +128,16 @@ async fn watch_contact(shared: Arc<Shared>, stop: CancellationToken) {
         let silent = shared.control.since_last_beat();
         if silent >= after_beat {
             let n = shared.deliveries.fence_all();
+            for _ in 0..n {
+                shared.stats.add_lease_failure();
+            }
             if n > 0 {
                 tracing::warn!(queue = %shared.keys.queue, jobs = n, silent_ms = silent.as_millis() as u64, "no heartbeat landed: giving up the running jobs before others may take them over");
             }
         }
         let overdue = shared.deliveries.fence_overdue(after_renewal);
         for entry in &overdue {
+            shared.stats.add_lease_failure();
             tracing::warn!(queue = %shared.keys.queue, entry = %entry, "lease not renewed in time: giving the job up before it may be reclaimed");
         }
     }

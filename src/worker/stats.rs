@@ -37,7 +37,9 @@ pub struct WorkerReport {
     pub stale: u64,
     /// Leases found taken by another worker.
     pub lease_lost: u64,
-    /// Lease renewal calls that failed (Redis unreachable).
+    /// Leases this worker could not keep: renewal calls that failed (Redis unreachable), plus each delivery whose
+    /// lease was found taken by another worker (also in `lease_lost`) or that it gave up because its lease or its
+    /// heartbeats could not be renewed in time.
     pub lease_failures: u64,
     /// Stalled deliveries this worker took over.
     pub reclaimed: u64,
