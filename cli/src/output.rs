@@ -109,6 +109,48 @@ pub fn from_cbor(v: ciborium::Value) -> Json {
     }
 }
 
+/// `v` as JSON with nothing lost, or why it cannot be: what `rill work` hands a job's process, which must not
+/// receive bytes as a list of numbers or NaN as null without a word.
+pub fn exact_json(v: ciborium::Value) -> Result<Json, String> {
+    use ciborium::Value as C;
+    Ok(match v {
+        C::Null => Json::Null,
+        C::Bool(b) => Json::Bool(b),
+        C::Integer(i) => {
+            let i = i128::from(i);
+            i64::try_from(i)
+                .map(Json::from)
+                .or_else(|_| u64::try_from(i).map(Json::from))
+                .map_err(|_| format!("the integer {i} is outside JSON's 64-bit range"))?
+        }
+        C::Float(f) => serde_json::Number::from_f64(f)
+            .map(Json::Number)
+            .ok_or_else(|| format!("the float {f} has no JSON form"))?,
+        C::Text(s) => Json::String(s),
+        C::Bytes(b) => {
+            return Err(format!(
+                "a byte string ({} bytes) has no JSON form",
+                b.len()
+            ));
+        }
+        C::Array(a) => Json::Array(a.into_iter().map(exact_json).collect::<Result<_, _>>()?),
+        C::Map(m) => {
+            let mut out = Map::new();
+            for (k, v) in m {
+                let C::Text(key) = k else {
+                    return Err(format!("a map key that is not text ({k:?})"));
+                };
+                if out.insert(key.clone(), exact_json(v)?).is_some() {
+                    return Err(format!("the map key {key:?} appears twice"));
+                }
+            }
+            Json::Object(out)
+        }
+        C::Tag(tag, _) => return Err(format!("a CBOR tag ({tag}) has no JSON form")),
+        other => return Err(format!("the CBOR value {other:?} has no JSON form")),
+    })
+}
+
 /// One line of JSON, for tables' cells.
 pub fn compact(v: &Json, max: usize) -> String {
     let s = v.to_string();
@@ -161,6 +203,40 @@ pub fn time(ms: u64) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn exact_json_refuses_what_json_cannot_hold() {
+        use ciborium::Value as C;
+        let ok = C::Map(vec![
+            (C::Text("n".into()), C::Integer(u64::MAX.into())),
+            (C::Text("f".into()), C::Float(1.5)),
+            (C::Text("l".into()), C::Array(vec![C::Null, C::Bool(true)])),
+        ]);
+        assert_eq!(
+            exact_json(ok).unwrap(),
+            json!({"n": u64::MAX, "f": 1.5, "l": [null, true]})
+        );
+        for (bad, why) in [
+            (C::Bytes(vec![1, 2]), "byte string"),
+            (C::Float(f64::NAN), "no JSON form"),
+            (
+                C::Integer(ciborium::value::Integer::try_from(-(1i128 << 64)).unwrap()),
+                "64-bit range",
+            ),
+            (C::Tag(2, Box::new(C::Bytes(vec![1; 9]))), "tag (2)"),
+            (C::Map(vec![(C::Integer(1.into()), C::Null)]), "not text"),
+            (
+                C::Map(vec![
+                    (C::Text("a".into()), C::Null),
+                    (C::Text("a".into()), C::Null),
+                ]),
+                "twice",
+            ),
+        ] {
+            let e = exact_json(bad).unwrap_err();
+            assert!(e.contains(why), "{e}");
+        }
+    }
 
     #[test]
     fn tables_align_text_left_and_numbers_right() {

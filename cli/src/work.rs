@@ -216,7 +216,16 @@ enum End {
 }
 
 async fn run_job(spec: &Spec, job: rill::Job<ciborium::Value>) -> rill::JobResult<Option<Json>> {
-    let input = output::from_cbor(job.data().clone()).to_string();
+    // A payload JSON cannot hold exactly (bytes, NaN, bignums, tags) fails for good with the reason: a process
+    // fed an approximation would do the wrong thing quietly.
+    let input = output::exact_json(job.data().clone())
+        .map_err(|why| {
+            rill::JobError::permanent(format!(
+                "the payload cannot be passed to the process as JSON: {why} (rill work hands jobs over as JSON; \
+                 enqueue JSON-shaped payloads, or work this queue with a CBOR-aware worker)"
+            ))
+        })?
+        .to_string();
     let mut child = tokio::process::Command::new(&spec.program)
         .args(&spec.args)
         .env("RILL_JOB_ID", job.id())

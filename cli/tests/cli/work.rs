@@ -535,3 +535,44 @@ fn the_readme_session_replays_with_the_shipped_worker_and_batch() {
     sigterm(&w.0);
     assert!(wait_exit(&mut w.0, Duration::from_secs(30)).success());
 }
+
+/// A payload JSON cannot hold exactly (here a CBOR byte string from a foreign producer) is not handed to the
+/// process as an approximation: the job fails for good with the reason, and JSON-shaped jobs run as usual.
+#[test]
+fn work_refuses_payloads_json_cannot_hold() {
+    let cli = Cli::new();
+    let mut conn = cli.redis.conn();
+    let _: String = redis::cmd("XADD")
+        .arg(format!("{}:{{b}}:ready", cli.ns))
+        .arg("*")
+        .arg("v")
+        .arg("1")
+        .arg("payload")
+        .arg(&b"\x42\x01\x02"[..])
+        .arg("id")
+        .arg("bytes")
+        .query(&mut conn)
+        .unwrap();
+    cli.ok(&["enqueue", "b", "{\"n\": 1}", "--id", "json"]);
+    let mut w = ChildGuard(
+        cli.cmd(&["work", "b", "--", "sh", "-c", "cat"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    cli.wait_for("bytes dead, json done", || {
+        cli.state("b", "bytes") == "dead" && cli.state("b", "json") == "completed"
+    });
+    let err = cli.job("b", "bytes")["last_error"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    assert!(
+        err.contains("cannot be passed to the process as JSON: a byte string (2 bytes)"),
+        "{err}"
+    );
+    assert_eq!(cli.job("b", "json")["result"], json!({"n": 1}));
+    sigterm(&w.0);
+    assert!(wait_exit(&mut w.0, Duration::from_secs(10)).success());
+}
