@@ -139,6 +139,8 @@ pub struct QueueKeys {
     pub limit_starts: String,
     /// The queue's priority levels (hash: levels, weights; absent = one level).
     pub priorities: String,
+    /// Settings every worker of the queue follows (hash: `lease_ms`).
+    pub config: String,
     /// The streams of priority levels 0 to 15 (level 0 is `ready`), see [`QueueKeys::level`].
     levels: Vec<String>,
     /// The namespace's set of queue names (not under the queue's hash tag: it spans queues).
@@ -174,6 +176,7 @@ impl QueueKeys {
             limit: format!("{prefix}:limit"),
             limit_starts: format!("{prefix}:limit:starts"),
             priorities: format!("{prefix}:priorities"),
+            config: format!("{prefix}:config"),
             levels: (0..crate::priority::MAX_LEVELS)
                 .map(|p| match p {
                     0 => format!("{prefix}:ready"),
@@ -251,6 +254,7 @@ mod tests {
         assert_eq!(k.schedules, "rill:{emails}:schedules");
         assert_eq!(k.limit, "rill:{emails}:limit");
         assert_eq!(k.priorities, "rill:{emails}:priorities");
+        assert_eq!(k.config, "rill:{emails}:config");
         assert_eq!(k.level(0), "rill:{emails}:ready");
         assert_eq!(k.level(1), "rill:{emails}:ready:1");
         assert_eq!(k.level(15), "rill:{emails}:ready:15");

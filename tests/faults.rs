@@ -3,6 +3,7 @@
 mod support;
 
 use std::collections::{HashMap, HashSet};
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -404,4 +405,57 @@ async fn a_paused_redis_never_yields_two_accepted_completions() {
     for id in &ids {
         assert_eq!(q.state(id).await.unwrap(), JobState::Completed);
     }
+}
+
+/// Workers configured with different leases use the queue's one (the first worker's): a worker with a short
+/// lease would otherwise take a long-lease worker's job between its renewals and run it twice.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn workers_share_the_queues_lease_so_a_short_one_steals_nothing() {
+    let redis = TestRedis::start();
+    let client = support::client(&redis);
+    let q = client.queue::<u32>("lease").unwrap();
+    assert_eq!(q.lease().await.unwrap(), None);
+    let runs = Arc::new(AtomicU32::new(0));
+    let handler = |runs: Arc<AtomicU32>| {
+        move |_job: Job<u32>| {
+            let runs = runs.clone();
+            async move {
+                runs.fetch_add(1, Ordering::SeqCst);
+                tokio::time::sleep(Duration::from_millis(2500)).await;
+                Ok::<_, JobError>(())
+            }
+        }
+    };
+    // The first worker: a 3 s lease, renewed every second.
+    let slow = spawn_worker(
+        Worker::new(client.clone(), "lease")
+            .unwrap()
+            .lease(Duration::from_secs(3)),
+        handler(runs.clone()),
+    );
+    eventually(Duration::from_secs(30), "the queue's lease set", || async {
+        q.lease().await.unwrap() == Some(Duration::from_secs(3))
+    })
+    .await;
+    let id = q.enqueue(&1).await.unwrap();
+    eventually(Duration::from_secs(30), "running", || async {
+        q.state(&id).await.unwrap() == JobState::Active
+    })
+    .await;
+    // A worker configured for 600 ms, reclaiming every 100 ms: with its own lease it would take the job after
+    // ~600 ms of idle time between renewals.
+    let quick = spawn_worker(
+        support::fast(Worker::new(client.clone(), "lease").unwrap()),
+        handler(runs.clone()),
+    );
+    eventually(Duration::from_secs(30), "completed", || async {
+        q.state(&id).await.unwrap() == JobState::Completed
+    })
+    .await;
+    assert_eq!(runs.load(Ordering::SeqCst), 1, "ran once");
+    assert_eq!(quick.stop().await.reclaimed, 0);
+    assert_eq!(slow.stop().await.lease_lost, 0);
+    // An operator's change applies to workers started afterwards.
+    q.set_lease(Duration::from_secs(10)).await.unwrap();
+    assert_eq!(q.lease().await.unwrap(), Some(Duration::from_secs(10)));
 }

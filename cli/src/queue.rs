@@ -1,4 +1,4 @@
-//! `rill queue pause|resume|drain|remove|limit|priorities QUEUE`: what an operator does to a whole queue. The
+//! `rill queue pause|resume|drain|remove|limit|priorities|lease QUEUE`: what an operator does to a whole queue. The
 //! destructive ones ask first on a terminal; scripts say `--yes`.
 
 use std::process::ExitCode;
@@ -43,6 +43,19 @@ pub enum QueueCommand {
         after_help = "Examples:\n  rill queue priorities emails --levels 3\n  rill queue priorities emails --weights 6,3,1\n  rill queue priorities emails\n  rill queue priorities emails --levels 1    (no priorities)\n  rill enqueue emails '{\"to\": \"a@b.c\"}' --priority 2"
     )]
     Priorities(PrioritiesArgs),
+    /// Show or set the lease every worker of the queue uses: how long a job may go without a renewal before
+    /// another worker takes it over. The first worker to start sets it; restart workers after changing it.
+    #[command(after_help = "Examples:\n  rill queue lease emails\n  rill queue lease emails 2m")]
+    Lease(LeaseArgs),
+}
+
+#[derive(Args, Debug)]
+pub struct LeaseArgs {
+    /// The queue.
+    queue: String,
+    /// The new lease (30s, 2m); without it, shows the current one.
+    #[arg(value_parser = crate::parse_duration)]
+    lease: Option<std::time::Duration>,
 }
 
 #[derive(Args, Debug)]
@@ -118,6 +131,7 @@ pub async fn run(ctx: &Context, c: QueueCommand) -> anyhow::Result<ExitCode> {
         QueueCommand::Remove(a) => remove(ctx, a).await,
         QueueCommand::Limit(a) => limit(ctx, a).await,
         QueueCommand::Priorities(a) => priorities(ctx, a).await,
+        QueueCommand::Lease(a) => lease(ctx, a).await,
     }
 }
 
@@ -278,6 +292,39 @@ async fn priorities(ctx: &Context, a: PrioritiesArgs) -> anyhow::Result<ExitCode
                 p.levels(),
                 p.levels() - 1,
                 w.iter().map(u32::to_string).collect::<Vec<_>>().join(":")
+            ),
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn lease(ctx: &Context, a: LeaseArgs) -> anyhow::Result<ExitCode> {
+    let q = ctx.queue(&a.queue)?;
+    ctx.connect().await?;
+    if let Some(d) = a.lease {
+        q.set_lease(d).await?;
+    }
+    let lease = q.lease().await?;
+    if ctx.json {
+        output::print_json(&json!({
+            "queue": a.queue,
+            "lease_ms": lease.map(|d| d.as_millis() as u64),
+        }));
+    } else {
+        match lease {
+            Some(d) => println!(
+                "{}: lease {} for every worker{}",
+                a.queue,
+                humantime::format_duration(d),
+                if a.lease.is_some() {
+                    " (workers already running keep theirs until they restart)"
+                } else {
+                    ""
+                }
+            ),
+            None => println!(
+                "{}: no lease set yet (the first worker to start sets its own)",
+                a.queue
             ),
         }
     }

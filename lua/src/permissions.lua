@@ -23,12 +23,13 @@
 -- KEYS[18]  a schedule's hash (any name)
 -- KEYS[19]  rate limit hash
 -- KEYS[20]  rate limit starts sorted set
+-- KEYS[21]  the queue's settings hash (optional: checked when given)
 -- ARGV[1]   consumer group
 -- ARGV[2]   consumer name
 --
 -- Returns '' when every command is allowed, otherwise '<COMMAND> <key>' for the first one refused.
 local ready, index, delayed, scheduled, dead, deadids, events, job, ckpt, workers, record, beats, signals,
-  outcomes, paused, parked, schedules, schedule, limit, starts = unpack(KEYS)
+  outcomes, paused, parked, schedules, schedule, limit, starts, config = unpack(KEYS)
 local group, consumer = ARGV[1], ARGV[2]
 local calls = {
   {'XREADGROUP', 'GROUP', group, consumer, 'COUNT', '1', 'STREAMS', ready, '>'},
@@ -99,6 +100,11 @@ local calls = {
   {'XREAD', 'STREAMS', ready, '0-0'},
   {'TIME'},
 }
+-- Workers agree on the queue's lease through its settings hash (section 9, step 0).
+if config then
+  table.insert(calls, {'HSETNX', config, 'lease_ms', '1'})
+  table.insert(calls, {'HGET', config, 'lease_ms'})
+end
 -- Workers ack with XACKDEL where the server has it (Redis >= 8.2; see ack.lua).
 if redis.REDIS_VERSION_NUM >= 0x080200 then
   table.insert(calls, {'XACKDEL', ready, group, 'IDS', '1', '0-1'})

@@ -254,4 +254,37 @@ impl<T: Serialize + DeserializeOwned> Queue<T> {
             .await?;
         Ok(rate.zip(period).map(|(r, p)| (r, Duration::from_millis(p))))
     }
+
+    /// Sets the lease every worker of the queue uses (at least 30 ms): how long a delivery is held without a
+    /// renewal before another worker may take it over. The first worker to start sets it to its own when none
+    /// is set; workers started later follow the queue's, and workers already running keep theirs until they
+    /// restart (restart them after a change: a worker with a shorter lease takes others' jobs between renewals).
+    ///
+    /// # Errors
+    /// Redis errors.
+    pub async fn set_lease(&self, lease: Duration) -> Result<()> {
+        let ms = lease.max(Duration::from_millis(30)).as_millis() as u64;
+        let mut conn = self.client.conn().await?;
+        let () = redis::cmd("HSET")
+            .arg(&self.keys.config)
+            .arg("lease_ms")
+            .arg(ms)
+            .query_async(&mut conn)
+            .await?;
+        Ok(())
+    }
+
+    /// The lease the queue's workers use, once one has started (or [`Queue::set_lease`] set it).
+    ///
+    /// # Errors
+    /// Redis errors.
+    pub async fn lease(&self) -> Result<Option<Duration>> {
+        let mut conn = self.client.conn().await?;
+        let ms: Option<u64> = redis::cmd("HGET")
+            .arg(&self.keys.config)
+            .arg("lease_ms")
+            .query_async(&mut conn)
+            .await?;
+        Ok(ms.map(Duration::from_millis))
+    }
 }

@@ -39,6 +39,7 @@ pub async fn permissions<C: ConnectionLike + Send>(
         .key(k.schedule("permission-check"))
         .key(&k.limit)
         .key(&k.limit_starts)
+        .key(&k.config)
         .arg(GROUP)
         .arg(caller.consumer)
         .invoke_async(con)

@@ -21,7 +21,8 @@ pub struct WorkerConfig {
     /// another may be idle, and a crash delays them like the running ones (until the worker is judged crashed).
     pub prefetch: usize,
     /// Lease of a delivery (default 5 s): renewed every third of it; a delivery not renewed for this long is
-    /// reclaimed by another worker. Crash recovery takes at most `lease + reclaim_interval`.
+    /// reclaimed by another worker. Crash recovery takes at most `lease + reclaim_interval`. The queue's stored
+    /// lease wins over this one ([`crate::Queue::set_lease`]): the first worker to start stores its own.
     pub lease: Duration,
     /// How often stalled deliveries are looked for (default 1 s).
     pub reclaim_interval: Duration,

@@ -112,7 +112,9 @@ impl Worker {
         self
     }
 
-    /// Lease of a delivery (at least 30 ms); also the stalled-job threshold.
+    /// Lease of a delivery (at least 30 ms); also the stalled-job threshold. Every worker of a queue uses the
+    /// queue's lease once one is stored ([`crate::Queue::set_lease`]; the first worker to start stores its own),
+    /// so this is what the queue gets if this worker is the first.
     pub fn lease(mut self, lease: Duration) -> Self {
         self.config.lease = lease.max(Duration::from_millis(30));
         self
@@ -225,7 +227,7 @@ impl Worker {
     /// Only start-up errors (the consumer group cannot be created, the lease thread cannot start, the signals
     /// cannot be read). Redis trouble while running is logged and retried.
     pub async fn run<T, R, F, Fut>(
-        self,
+        mut self,
         handler: F,
         shutdown: impl Future<Output = ()>,
     ) -> Result<WorkerReport>
@@ -237,6 +239,13 @@ impl Worker {
     {
         check_permissions(&self.client, &self.keys, &self.consumer, &self.config).await?;
         ensure_group(&self.client, &self.keys).await?;
+        // One lease for every worker of the queue: a worker with a shorter one would take the others' jobs
+        // between their renewals.
+        let lease = queue_lease(&self.client, &self.keys, self.config.lease).await?;
+        if lease != self.config.lease {
+            tracing::warn!(queue = %self.keys.queue, configured = ?self.config.lease, queue_lease = ?lease, "this queue's workers share one lease: using the queue's (change it with Queue::set_lease, `rill queue lease`)");
+            self.config.lease = lease;
+        }
         // Before the first read: a limited queue is read through limit.lua from the start.
         let (rate, cap): (Option<String>, Option<String>) = redis::cmd("HMGET")
             .arg(&self.keys.limit)
@@ -389,6 +398,37 @@ async fn ensure_group(client: &Client, keys: &QueueKeys) -> Result<()> {
         Err(e) if e.code() == Some("OOM") && group_exists(&mut conn, keys).await? => Ok(()),
         Err(e) => Err(e.into()),
     }
+}
+
+/// The queue's lease (SPEC §9, step 0): the one in its settings hash, which the first worker to start sets to its
+/// own (`HSETNX`). On a full Redis (`OOM`), what is stored, or `own` if nothing is.
+async fn queue_lease(client: &Client, keys: &QueueKeys, own: Duration) -> Result<Duration> {
+    let mut conn = client.conn().await?;
+    let set: redis::RedisResult<bool> = redis::cmd("HSETNX")
+        .arg(&keys.config)
+        .arg("lease_ms")
+        .arg(own.as_millis() as u64)
+        .query_async(&mut conn)
+        .await;
+    match set {
+        Ok(true) => return Ok(own),
+        Ok(false) => {}
+        Err(e) if e.code() == Some("OOM") => {}
+        Err(e) => return Err(e.into()),
+    }
+    let stored: Option<String> = redis::cmd("HGET")
+        .arg(&keys.config)
+        .arg("lease_ms")
+        .query_async(&mut conn)
+        .await?;
+    Ok(match stored.map(|s| s.parse::<u64>()) {
+        Some(Ok(ms)) => Duration::from_millis(ms.max(30)),
+        Some(Err(_)) => {
+            tracing::warn!(queue = %keys.queue, "the queue's lease_ms is not a number: using this worker's lease");
+            own
+        }
+        None => own,
+    })
 }
 
 /// Creates the consumer group on the streams of priority levels 1 to `levels - 1` where it is missing

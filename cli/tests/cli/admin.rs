@@ -308,3 +308,17 @@ fn jobs_show_finds_a_job_in_a_queue_no_producer_listed() {
         "the error names the queues searched: {missing}"
     );
 }
+
+#[test]
+fn queue_lease_shows_and_sets_the_lease_workers_share() {
+    let cli = Cli::new();
+    let none = cli.json(&["queue", "lease", "mail"]);
+    assert!(none["lease_ms"].is_null(), "{none}");
+    let text = cli.ok(&["queue", "lease", "mail", "2m"]);
+    assert!(
+        text.starts_with("mail: lease 2m for every worker"),
+        "{text}"
+    );
+    assert_eq!(cli.json(&["queue", "lease", "mail"])["lease_ms"], 120_000);
+    cli.fails(&["queue", "lease", "mail", "soon"], 2);
+}
