@@ -53,18 +53,21 @@ impl<T: Serialize + DeserializeOwned> Queue<T> {
     /// Redis errors.
     pub async fn counts(&self) -> Result<Counts> {
         let mut conn = self.client.conn().await?;
-        let (delayed, dead, parked, levels): (u64, u64, u64, Option<String>) = redis::pipe()
-            .cmd("ZCARD")
-            .arg(&self.keys.delayed)
-            .cmd("XLEN")
-            .arg(&self.keys.dead)
-            .cmd("ZCARD")
-            .arg(&self.keys.parked)
-            .cmd("HGET")
-            .arg(&self.keys.priorities)
-            .arg("levels")
-            .query_async(&mut conn)
-            .await?;
+        let (ready_len, delayed, dead, parked, levels): (u64, u64, u64, u64, Option<String>) =
+            redis::pipe()
+                .cmd("XLEN")
+                .arg(&self.keys.ready)
+                .cmd("ZCARD")
+                .arg(&self.keys.delayed)
+                .cmd("XLEN")
+                .arg(&self.keys.dead)
+                .cmd("ZCARD")
+                .arg(&self.keys.parked)
+                .cmd("HGET")
+                .arg(&self.keys.priorities)
+                .arg("levels")
+                .query_async(&mut conn)
+                .await?;
         let levels = levels
             .and_then(|l| l.parse::<u8>().ok())
             .unwrap_or(1)
@@ -78,7 +81,8 @@ impl<T: Serialize + DeserializeOwned> Queue<T> {
             oldest_waiting_ms: None,
         };
         for level in 0..levels {
-            let (waiting, active, oldest) = self.level_counts(&mut conn, level).await?;
+            let known_len = (level == 0).then_some(ready_len);
+            let (waiting, active, oldest) = self.level_counts(&mut conn, level, known_len).await?;
             counts.waiting += waiting;
             counts.active += active;
             counts.oldest_waiting_ms = match (counts.oldest_waiting_ms, oldest) {
@@ -89,14 +93,19 @@ impl<T: Serialize + DeserializeOwned> Queue<T> {
         Ok(counts)
     }
 
-    /// Waiting and active jobs of one priority level, and when its oldest waiting job was added.
+    /// Waiting and active jobs of one priority level, and when its oldest waiting job was added (`len`: its
+    /// stream's length, when already read).
     pub(crate) async fn level_counts(
         &self,
         conn: &mut crate::client::SharedConn,
         level: u8,
+        len: Option<u64>,
     ) -> Result<(u64, u64, Option<u64>)> {
         let stream = self.keys.level(level);
-        let len: u64 = redis::cmd("XLEN").arg(stream).query_async(conn).await?;
+        let len: u64 = match len {
+            Some(n) => n,
+            None => redis::cmd("XLEN").arg(stream).query_async(conn).await?,
+        };
         // No stream or no group yet: every entry is waiting.
         let Some(group) = self.group_info(conn, stream).await else {
             let oldest = self.first_entry_ms(conn, stream, "-").await?;

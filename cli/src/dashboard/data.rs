@@ -121,12 +121,16 @@ pub async fn jobs(
     let limit = limit.unwrap_or(50).clamp(1, MAX_PAGE);
     let page = q.jobs(state, after, limit).await?;
     let rate = q.rate_limit().await?;
+    let priorities = q.priorities().await?;
     Ok(json!({
         "queue": queue,
         "state": state.as_str(),
         "limits": {
             "rate": rate.map(|(n, per)| json!({"max": n, "per_ms": per.as_millis() as u64})),
             "concurrency": q.concurrency_limit().await?,
+            "priority_levels": priorities.levels(),
+            "priority_weights": priorities.weights(),
+            "lease_ms": q.lease().await?.map(|d| d.as_millis() as u64),
         },
         "counts": counts_json(&q.counts().await?),
         "paused": q.is_paused().await?,

@@ -284,8 +284,24 @@ fn limits(l: &Json) -> Markup {
         .as_u64()
         .map(|k| format!("at most {k} running at once"));
     let said: Vec<String> = rate.into_iter().chain(cap).collect();
+    let levels = l["priority_levels"].as_u64().unwrap_or(1);
+    let order = match l["priority_weights"].as_array() {
+        Some(w) => format!(
+            "weighted {}",
+            w.iter()
+                .map(|x| n(x).to_string())
+                .collect::<Vec<_>>()
+                .join(":")
+        ),
+        None => "strict".to_owned(),
+    };
+    let lease = l["lease_ms"]
+        .as_u64()
+        .map(|ms| output::age(std::time::Duration::from_millis(ms)));
     html! {
         @if !said.is_empty() { p.limits { "Limits: " (said.join("; ")) " (across all workers)" } }
+        @if levels > 1 { p.limits { "Priority levels: 0 to " (levels - 1) ", " (order) } }
+        @if let Some(lease) = lease { p.limits { "Lease: " (lease) " (every worker)" } }
     }
 }
 

@@ -178,7 +178,16 @@ fn the_api_shows_queues_jobs_and_workers_and_runs_actions_behind_csrf() {
         "--concurrency",
         "3",
     ]);
+    cli.ok(&["queue", "priorities", "mail", "--weights", "3,1"]);
+    cli.ok(&["queue", "lease", "mail", "45s"]);
     let limited = get_json(&http, &d.url("/api/queues/mail/jobs"));
+    assert_eq!(
+        (
+            limited["limits"]["priority_levels"].as_u64(),
+            limited["limits"]["lease_ms"].as_u64()
+        ),
+        (Some(2), Some(45_000))
+    );
     assert_eq!(
         (
             limited["limits"]["rate"]["max"].as_u64(),
@@ -191,6 +200,11 @@ fn the_api_shows_queues_jobs_and_workers_and_runs_actions_behind_csrf() {
         html.contains("at most 10 starts per 1s; at most 3 running at once"),
         "{html}"
     );
+    assert!(
+        html.contains("Priority levels: 0 to 1, weighted 3:1") && html.contains("Lease: 45s"),
+        "{html}"
+    );
+    cli.ok(&["queue", "priorities", "mail", "--levels", "1"]);
     cli.ok(&["queue", "limit", "mail", "--clear"]);
     let dead = get_json(&http, &d.url("/api/queues/mail/jobs?state=dead"));
     assert_eq!(dead["jobs"][0]["id"], "doomed");
