@@ -350,3 +350,58 @@ async fn jobs_added_to_two_levels_at_once_while_a_worker_waits_each_run_once() {
     let counts = q.counts().await.unwrap();
     assert_eq!((counts.waiting, counts.active), (0, 0));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn running_workers_follow_a_change_of_levels() {
+    let redis = TestRedis::start();
+    let client = support::client(&redis);
+    let q = client.queue::<u8>("work").unwrap();
+    q.set_priorities(&Priorities::strict(3).unwrap())
+        .await
+        .unwrap();
+    let started: Arc<Mutex<Vec<u8>>> = Arc::default();
+    let workers = recorders(&client, 2, 2, &started);
+    q.enqueue_with(&2, Enqueue::new().priority(2))
+        .await
+        .unwrap();
+    eventually(T, "the level-2 job done", || async {
+        let c = q.counts().await.unwrap();
+        started.lock().unwrap().len() == 1 && c.active == 0 && c.waiting == 0
+    })
+    .await;
+    // Fewer levels while the workers wait on all three: level 2's stream goes, and stays gone.
+    q.set_priorities(&Priorities::strict(2).unwrap())
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    for level in [1u8, 0] {
+        q.enqueue_with(&level, Enqueue::new().priority(level))
+            .await
+            .unwrap();
+    }
+    eventually(T, "the new jobs ran", || async {
+        started.lock().unwrap().len() == 3
+    })
+    .await;
+    let keys = rill::keys::QueueKeys::new(&client.config().namespace, "work").unwrap();
+    let mut conn = redis.aconn().await;
+    let exists: bool = redis::AsyncCommands::exists(&mut conn, keys.level(2))
+        .await
+        .unwrap();
+    assert!(!exists, "no worker recreated the dropped level's stream");
+    // More levels again: the workers read the new one within a second or so.
+    q.set_priorities(&Priorities::strict(4).unwrap())
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    q.enqueue_with(&3, Enqueue::new().priority(3))
+        .await
+        .unwrap();
+    eventually(T, "the level-3 job ran", || async {
+        started.lock().unwrap().len() == 4
+    })
+    .await;
+    for w in workers {
+        w.stop().await;
+    }
+}

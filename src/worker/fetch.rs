@@ -288,10 +288,23 @@ impl Fetcher {
                 if let Err(e) = ensure_group(&shared.client, &shared.keys).await {
                     warn_throttled!(error = %e, "cannot create consumer group");
                 }
-                if let Err(e) =
-                    ensure_level_groups(&shared.client, &shared.keys, shared.control.levels()).await
-                {
-                    warn_throttled!(error = %e, "cannot create the priority levels' consumer groups");
+                // A level may have gone (its stream deleted with it): read the levels again before creating any.
+                let levels = async {
+                    let mut c = shared.client.conn().await?;
+                    crate::queue::read_priorities(&mut c, &shared.keys).await
+                }
+                .await;
+                match levels {
+                    Ok(p) => {
+                        let n = p.levels();
+                        shared.control.set_priorities(p);
+                        if let Err(e) = ensure_level_groups(&shared.client, &shared.keys, n).await {
+                            warn_throttled!(error = %e, "cannot create the priority levels' consumer groups");
+                        }
+                    }
+                    Err(e) => {
+                        warn_throttled!(error = %e, "cannot read the queue's priority levels")
+                    }
                 }
                 Read::Again
             }

@@ -450,6 +450,11 @@ async fn ensure_level_groups(client: &Client, keys: &QueueKeys, levels: u8) -> R
         match r {
             Ok(()) => {}
             Err(e) if e.code() == Some("BUSYGROUP") => {}
+            // A full Redis refuses the write; a level without its group is created once memory frees (its reads
+            // answer NOGROUP meanwhile, and the fetch loop tries again).
+            Err(e) if e.code() == Some("OOM") => {
+                tracing::warn!(queue = %keys.queue, level, "Redis is out of memory: the level's consumer group waits")
+            }
             Err(e) => return Err(e.into()),
         }
     }
