@@ -66,6 +66,7 @@ impl Missed {
 pub struct Schedule {
     rule: Rule,
     missed: Missed,
+    priority: u8,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -83,6 +84,7 @@ impl Schedule {
                 tz: "UTC".into(),
             },
             missed: Missed::default(),
+            priority: 0,
         }
     }
 
@@ -91,6 +93,7 @@ impl Schedule {
         Schedule {
             rule: Rule::Every(interval),
             missed: Missed::default(),
+            priority: 0,
         }
     }
 
@@ -113,6 +116,18 @@ impl Schedule {
         self.missed
     }
 
+    /// The priority level of the jobs it enqueues (default 0; see [`crate::Priorities`]). A level the queue does
+    /// not have when it fires is read as its last one.
+    pub fn priority(mut self, level: u8) -> Self {
+        self.priority = level;
+        self
+    }
+
+    /// The priority level of the jobs it enqueues.
+    pub fn level(&self) -> u8 {
+        self.priority
+    }
+
     /// The schedule's fields in its hash (SPEC.md §6e), after checking it.
     fn fields(&self) -> Result<Vec<(&'static str, String)>> {
         self.check()?;
@@ -120,6 +135,7 @@ impl Schedule {
         let mut f = vec![
             ("missed", missed.to_owned()),
             ("missed_max", max.to_string()),
+            ("priority", self.priority.to_string()),
         ];
         match &self.rule {
             Rule::Cron { expr, tz } => {
@@ -157,6 +173,9 @@ impl Schedule {
         if self.missed == Missed::All(0) {
             return Err(bad("Missed::All needs at least 1"));
         }
+        if self.priority >= crate::priority::MAX_LEVELS {
+            return Err(bad("priority levels are 0 to 15"));
+        }
         Ok(())
     }
 
@@ -175,7 +194,12 @@ impl Schedule {
             .and_then(|m| m.parse().ok())
             .unwrap_or(1);
         let missed = Missed::from_fields(f.get("missed").map_or("once", |m| m.as_str()), max)?;
-        Some(Schedule { rule, missed })
+        let priority = f.get("priority").and_then(|p| p.parse().ok()).unwrap_or(0);
+        Some(Schedule {
+            rule,
+            missed,
+            priority,
+        })
     }
 
     /// The first fire time after `after_ms` (`None`: the expression never matches again).

@@ -405,3 +405,49 @@ async fn running_workers_follow_a_change_of_levels() {
         w.stop().await;
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_schedule_enqueues_on_its_level() {
+    let redis = TestRedis::start();
+    let client = support::client(&redis);
+    let q = client.queue::<u8>("work").unwrap();
+    q.set_priorities(&Priorities::strict(3).unwrap())
+        .await
+        .unwrap();
+    let every = rill::Schedule::every(Duration::from_secs(1)).priority(2);
+    let info = q.schedule("tick", every, &2).await.unwrap();
+    assert_eq!(info.schedule.level(), 2);
+    let seen: Arc<Mutex<Vec<(String, u8)>>> = Arc::default();
+    let w = {
+        let seen = seen.clone();
+        spawn_worker(
+            fast(Worker::new(client.clone(), "work").unwrap()),
+            move |job: Job<u8>| {
+                let seen = seen.clone();
+                async move {
+                    seen.lock()
+                        .unwrap()
+                        .push((job.id().to_owned(), job.delivery().level));
+                    Ok(())
+                }
+            },
+        )
+    };
+    eventually(T, "a fire ran", || async {
+        !seen.lock().unwrap().is_empty()
+    })
+    .await;
+    w.stop().await;
+    let (id, level) = seen.lock().unwrap()[0].clone();
+    assert_eq!(level, 2);
+    assert!(id.ends_with("@2"), "an unnamed level-2 job: {id}");
+    assert!(
+        q.schedule(
+            "bad",
+            rill::Schedule::every(Duration::from_secs(1)).priority(16),
+            &0
+        )
+        .await
+        .is_err()
+    );
+}

@@ -54,6 +54,9 @@ pub struct AddArgs {
     /// Fire times missed while no worker ran: skip, once (default) or all:N (each, at most N).
     #[arg(long, default_value = "once", value_parser = parse_missed)]
     missed: rill::Missed,
+    /// Priority level of the jobs it enqueues (see `rill queue priorities`; default 0).
+    #[arg(long, short = 'p', default_value_t = 0, value_parser = clap::value_parser!(u8).range(0..16))]
+    priority: u8,
 }
 
 #[derive(Args, Debug)]
@@ -106,7 +109,8 @@ async fn add(ctx: &Context, a: AddArgs) -> anyhow::Result<ExitCode> {
         (None, Some(every)) => rill::Schedule::every(every),
         (None, None) => bail!("give --cron EXPR or --every DURATION"),
     }
-    .missed(a.missed);
+    .missed(a.missed)
+    .priority(a.priority);
     ctx.connect().await?;
     let info = q.schedule(&a.name, schedule, &payload).await?;
     if ctx.json {
@@ -203,6 +207,7 @@ pub fn info_json(s: &rill::ScheduleInfo) -> Json {
         "when": s.schedule.describe(),
         "missed": missed,
         "missed_max": max,
+        "priority": s.schedule.level(),
         "paused": s.paused,
         "next_ms": s.next_ms,
         "last_fire_ms": s.last_fire_ms,

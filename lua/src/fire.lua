@@ -9,6 +9,9 @@
 -- KEYS[2]  the schedule's hash (payload, fired, last_fire_ms, next_ms, ...)
 -- KEYS[3]  ready stream
 -- KEYS[4]  events stream
+-- KEYS[5]  priorities hash (optional, with KEYS[6..20]: without them every job goes to the ready stream)
+-- KEYS[6..20] the streams of priority levels 1..15 (a schedule with a `priority` enqueues on that level, or the
+--          last one the queue has)
 -- ARGV[1]  schedule name
 -- ARGV[2]  T: the next fire time the caller read, ms
 -- ARGV[3]  the next fire time after this call, ms
@@ -16,12 +19,14 @@
 -- ARGV[5..] fire times to enqueue now, ms, ascending (none: a missed fire skipped by its policy)
 --
 -- Returns {code, jobs enqueued, server now ms}:
---   1  fired: one ready entry per fire time (v, payload, enqueued_ms, x-schedule, x-fire-ms), one `fired` event
---      each; the set and the hash's next_ms moved to ARGV[3]
+--   1  fired: one entry per fire time (v, payload, enqueued_ms, x-schedule, x-fire-ms, and priority above level 0)
+--      on the stream of the schedule's level, one `fired` event each (its `id` the job id: the entry id, with
+--      `@<level>` above level 0); the set and the hash's next_ms moved to ARGV[3]
 --   0  not fired: the set no longer says T (fired by another worker, updated, paused or removed)
 --  -1  not fired: T, or the newest fire time asked for, has not come by the server's clock (server now in the
 --      third item)
 --- @include "lib/event"
+--- @include "lib/lanes"
 local schedules, def, ready, events = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
 local name, t, nxt, maxlen = ARGV[1], tonumber(ARGV[2]), ARGV[3], ARGV[4]
 local now_t = redis.call('TIME')
@@ -33,17 +38,30 @@ if not score or tonumber(score) ~= t then return {0, 0, nows} end
 local newest = t
 if #ARGV >= 5 then newest = math.max(t, tonumber(ARGV[#ARGV])) end
 if now < newest then return {-1, 0, nows} end
-local payload = redis.call('HGET', def, 'payload')
+local d = redis.call('HMGET', def, 'payload', 'priority')
+local payload, level = d[1], math.max(0, math.floor(tonumber(d[2]) or 0))
 if not payload then
   -- A set member without its definition: drop it rather than fire nothing forever.
   redis.call('ZREM', schedules, name)
   return {0, 0, nows}
 end
+local stream = ready
+if level > 0 then
+  local ls = lanes(ready, 5)
+  level = math.min(level, #ls - 1)
+  stream = ls[level + 1]
+end
 local fired = 0
 for i = 5, #ARGV do
-  local id = redis.call('XADD', ready, '*', 'v', '1', 'payload', payload, 'enqueued_ms', nows,
-    'x-schedule', name, 'x-fire-ms', ARGV[i])
-  event(events, maxlen, 'event', 'fired', 'id', id, 'schedule', name,
+  local id
+  if level > 0 then
+    id = redis.call('XADD', stream, '*', 'v', '1', 'payload', payload, 'enqueued_ms', nows,
+      'x-schedule', name, 'x-fire-ms', ARGV[i], 'priority', tostring(level))
+  else
+    id = redis.call('XADD', stream, '*', 'v', '1', 'payload', payload, 'enqueued_ms', nows,
+      'x-schedule', name, 'x-fire-ms', ARGV[i])
+  end
+  event(events, maxlen, 'event', 'fired', 'id', own_id(stream, id), 'schedule', name,
     'fire_ms', ARGV[i], 'ms', nows)
   fired = fired + 1
 end

@@ -2,6 +2,7 @@
 
 use redis::{Value, aio::ConnectionLike};
 
+use super::LevelKeys;
 use super::reply::{Reply, unknown_code};
 use crate::error::Result;
 use crate::keys::QueueKeys;
@@ -47,7 +48,8 @@ pub async fn fire<C: ConnectionLike + Send>(
     let mut inv = SCRIPT.key(&keys.schedules);
     inv.key(keys.schedule(call.name))
         .key(&keys.ready)
-        .key(&keys.events);
+        .key(&keys.events)
+        .level_keys(keys);
     inv.arg(call.name)
         .arg(call.expected_ms)
         .arg(call.next_ms)
