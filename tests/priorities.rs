@@ -10,6 +10,17 @@ use support::{TestRedis, eventually, fast, spawn_worker};
 
 const T: Duration = Duration::from_secs(30);
 
+/// A private Redis, a client on it and queue `work` with `levels` strict priority levels.
+async fn strict_queue(levels: u8) -> (TestRedis, rill::Client, rill::Queue<u8>) {
+    let redis = TestRedis::start();
+    let client = support::client(&redis);
+    let q = client.queue::<u8>("work").unwrap();
+    q.set_priorities(&Priorities::strict(levels).unwrap())
+        .await
+        .unwrap();
+    (redis, client, q)
+}
+
 /// Enqueues `per_level` jobs on each of `levels` levels, interleaved (level 0, 1, 2, 0, 1, 2, ...); the payload is
 /// the level.
 async fn fill(q: &rill::Queue<u8>, levels: u8, per_level: usize) {
@@ -52,12 +63,7 @@ fn recorders(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn one_worker_takes_the_levels_strictly_in_order() {
-    let redis = TestRedis::start();
-    let client = support::client(&redis);
-    let q = client.queue::<u8>("work").unwrap();
-    q.set_priorities(&Priorities::strict(3).unwrap())
-        .await
-        .unwrap();
+    let (_redis, client, q) = strict_queue(3).await;
     fill(&q, 3, 10).await;
     let started: Arc<Mutex<Vec<u8>>> = Arc::default();
     let workers = recorders(&client, 1, 1, &started);
@@ -76,12 +82,7 @@ async fn one_worker_takes_the_levels_strictly_in_order() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn four_workers_start_lower_levels_only_once_higher_ones_are_taken() {
-    let redis = TestRedis::start();
-    let client = support::client(&redis);
-    let q = client.queue::<u8>("work").unwrap();
-    q.set_priorities(&Priorities::strict(3).unwrap())
-        .await
-        .unwrap();
+    let (_redis, client, q) = strict_queue(3).await;
     fill(&q, 3, 60).await;
     let started: Arc<Mutex<Vec<u8>>> = Arc::default();
     let workers = recorders(&client, 4, 4, &started);
@@ -139,12 +140,7 @@ async fn weighted_levels_share_the_reads_and_strict_ones_do_not() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn retries_and_recovery_keep_a_job_on_its_level() {
-    let redis = TestRedis::start();
-    let client = support::client(&redis);
-    let q = client.queue::<u8>("work").unwrap();
-    q.set_priorities(&Priorities::strict(3).unwrap())
-        .await
-        .unwrap();
+    let (_redis, client, q) = strict_queue(3).await;
     let retried = q
         .enqueue_with(&0, Enqueue::new().priority(2).id("retried"))
         .await
@@ -284,12 +280,7 @@ async fn operators_see_and_steer_every_level() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn jobs_added_to_two_levels_at_once_while_a_worker_waits_each_run_once() {
-    let redis = TestRedis::start();
-    let client = support::client(&redis);
-    let q = client.queue::<u8>("work").unwrap();
-    q.set_priorities(&Priorities::strict(2).unwrap())
-        .await
-        .unwrap();
+    let (redis, client, q) = strict_queue(2).await;
     let seen: Arc<Mutex<Vec<(u8, u32)>>> = Arc::default();
     let w = {
         let seen = seen.clone();
@@ -353,12 +344,7 @@ async fn jobs_added_to_two_levels_at_once_while_a_worker_waits_each_run_once() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn running_workers_follow_a_change_of_levels() {
-    let redis = TestRedis::start();
-    let client = support::client(&redis);
-    let q = client.queue::<u8>("work").unwrap();
-    q.set_priorities(&Priorities::strict(3).unwrap())
-        .await
-        .unwrap();
+    let (redis, client, q) = strict_queue(3).await;
     let started: Arc<Mutex<Vec<u8>>> = Arc::default();
     let workers = recorders(&client, 2, 2, &started);
     q.enqueue_with(&2, Enqueue::new().priority(2))
@@ -408,12 +394,7 @@ async fn running_workers_follow_a_change_of_levels() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_schedule_enqueues_on_its_level() {
-    let redis = TestRedis::start();
-    let client = support::client(&redis);
-    let q = client.queue::<u8>("work").unwrap();
-    q.set_priorities(&Priorities::strict(3).unwrap())
-        .await
-        .unwrap();
+    let (_redis, client, q) = strict_queue(3).await;
     let every = rill::Schedule::every(Duration::from_secs(1)).priority(2);
     let info = q.schedule("tick", every, &2).await.unwrap();
     assert_eq!(info.schedule.level(), 2);

@@ -2,6 +2,7 @@
 
 use redis::{Value, aio::ConnectionLike};
 
+use super::LevelKeys;
 use super::reply::{Reply, unknown_code};
 use crate::error::{Error, Result};
 use crate::keys::{GROUP, QueueKeys};
@@ -19,11 +20,10 @@ pub async fn set_levels<C: ConnectionLike + Send>(
     keys: &QueueKeys,
     priorities: &Priorities,
 ) -> Result<()> {
-    let mut inv = SCRIPT.key(&keys.priorities);
-    for s in keys.level_streams() {
-        inv.key(s);
-    }
+    // KEYS are exactly the level tail: the priorities hash, then the streams of levels 1 to 15.
+    let mut inv = SCRIPT.prepare_invoke();
     let v: Value = inv
+        .level_keys(keys)
         .arg(GROUP)
         .arg(priorities.levels())
         .arg(priorities.weights_field())

@@ -184,9 +184,10 @@ impl Control {
         }
     }
 
-    /// The queue's priority levels and how many times they changed before.
-    pub(super) fn priorities(&self) -> (u64, Priorities) {
-        self.priorities.lock().expect("priorities lock").clone()
+    /// The queue's priority levels and how many times they changed, unless that count is still `seen`.
+    pub(super) fn priorities_since(&self, seen: u64) -> Option<(u64, Priorities)> {
+        let p = self.priorities.lock().expect("priorities lock");
+        (p.0 != seen).then(|| p.clone())
     }
 
     /// How many priority levels the queue has (1: none).

@@ -238,8 +238,7 @@ impl Fetcher {
         if shared.control.take_sweep() && !hand_back_pending(&shared, true).await {
             shared.control.request_sweep();
         }
-        let (seen, priorities) = shared.control.priorities();
-        if seen != self.order_seen {
+        if let Some((seen, priorities)) = shared.control.priorities_since(self.order_seen) {
             self.order_seen = seen;
             // A level added since the worker started has its group (set with the levels), unless Redis lost it.
             if let Err(e) =
@@ -288,24 +287,20 @@ impl Fetcher {
                 if let Err(e) = ensure_group(&shared.client, &shared.keys).await {
                     warn_throttled!(error = %e, "cannot create consumer group");
                 }
-                // A level may have gone (its stream deleted with it): read the levels again before creating any.
+                // A level may have gone (its stream deleted with it): read the levels again, and have the next read
+                // create the groups of the levels there are (not of the ones this worker last knew).
                 let levels = async {
                     let mut c = shared.client.conn().await?;
                     crate::queue::read_priorities(&mut c, &shared.keys).await
                 }
                 .await;
                 match levels {
-                    Ok(p) => {
-                        let n = p.levels();
-                        shared.control.set_priorities(p);
-                        if let Err(e) = ensure_level_groups(&shared.client, &shared.keys, n).await {
-                            warn_throttled!(error = %e, "cannot create the priority levels' consumer groups");
-                        }
-                    }
+                    Ok(p) => shared.control.set_priorities(p),
                     Err(e) => {
                         warn_throttled!(error = %e, "cannot read the queue's priority levels")
                     }
                 }
+                self.order_seen = u64::MAX;
                 Read::Again
             }
             Err(e) => {
