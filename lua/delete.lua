@@ -18,6 +18,7 @@
 -- KEYS[11] events stream
 -- KEYS[12] priorities hash (optional, with KEYS[13..]: without them only the ready stream is looked at)
 -- KEYS[13..27] the streams of priority levels 1..15 (a waiting job is looked for on every level)
+-- KEYS[28] held sorted set (optional: entries set aside by per-key limits, section 6h, are waiting)
 -- ARGV[1]  consumer group
 -- ARGV[2]  job id
 -- ARGV[3]  now, ms since the Unix epoch
@@ -149,6 +150,20 @@ local function locate(ls, eid, jid)
   end
   return nil
 end
+-- lib/held: entries set aside by per-key limits (SPEC §6h) stay on their stream, acked and listed in `<P>:held`
+-- (member = the entry's address: its id on the ready stream, `<entry id>@<p>` on level p). They are waiting jobs.
+-- A script that finds jobs takes `<P>:held` right after the level tail (KEYS[first + 16], `first` being the
+-- priorities hash). Needs lib/lanes.
+-- is_held(first, stream, eid) -> true if the entry is held
+local function is_held(first, stream, eid)
+  local key = KEYS[first + 16]
+  return key ~= nil and redis.call('ZSCORE', key, own_id(stream, eid)) ~= false
+end
+-- unhold(first, stream, eid): the entry is no longer held (its per-key list entry is dropped when its turn comes)
+local function unhold(first, stream, eid)
+  local key = KEYS[first + 16]
+  if key then redis.call('ZREM', key, own_id(stream, eid)) end
+end
 local ready, delayed, scheduled, index, parked, dead, deadids, job, ckpt, dedup, events =
   KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6], KEYS[7], KEYS[8], KEYS[9], KEYS[10], KEYS[11]
 local group, jid, now, maxlen = ARGV[1], ARGV[2], ARGV[3], ARGV[4]
@@ -171,8 +186,9 @@ else
   if stream then
     local p = redis.pcall('XPENDING', stream, group, eid, eid, 1)
     if type(p) == 'table' and p[1] then return {2, 'active'} end
-    if undelivered(stream, group, eid) then
+    if undelivered(stream, group, eid) or is_held(12, stream, eid) then
       state = 'waiting'
+      unhold(12, stream, eid)
       redis.call('XDEL', stream, eid)
       settle_lag(stream, group)
     end

@@ -11,6 +11,7 @@
 -- KEYS[8]  priorities hash (read only: levels and weights are returned; optional, with KEYS[9..])
 -- KEYS[9..23] the streams of priority levels 1..15 (a job whose `priority` field names level p goes to level
 --          min(p, levels - 1); without KEYS[8] every job goes to the ready stream)
+-- KEYS[24] held sorted set (read only, optional: jobs held back by per-key limits, section 6h)
 -- ARGV[1]  now, ms since the Unix epoch; 0 = the Redis server's clock (what workers pass: a host whose clock runs
 --          ahead must not promote jobs early)
 -- ARGV[2]  count: most jobs moved by this call
@@ -20,8 +21,9 @@
 --   promoted  number of jobs moved to the ready stream (a delayed id with no body is dropped and not counted)
 --   next_due  due time (ms) of the earliest job still delayed, or -1 if none
 --   next_fire the earliest fire time (ms) of a schedule that is not paused, or -1 if none (fire.lua fires it)
---   limited   2 if the queue has a rate limit (workers then read through limit.lua, without prefetch), 1 if it
---             has only a concurrency limit (read through limit.lua), else 0
+--   limited   2 if the queue has a rate limit or per-key limits, or jobs held back by per-key limits (KEYS[24],
+--             after the level tail) (workers then read through limit.lua, without prefetch), 1 if it has only a
+--             concurrency limit (read through limit.lua), else 0
 --   now       the time the call used, ms (the server's, when ARGV[1] is 0)
 --   levels    the priorities hash's `levels` ('' when unset: one level)
 --   weights   its `weights` ('' when unset: strict order)
@@ -130,7 +132,8 @@ local fire = redis.call('ZRANGEBYSCORE', schedules, '-inf', '(+inf', 'WITHSCORES
 local next_fire = -1
 if fire[2] then next_fire = fire[2] end
 local limited = 0
-if redis.call('HEXISTS', limit, 'rate') == 1 then
+if redis.call('HEXISTS', limit, 'rate') == 1 or redis.call('HEXISTS', limit, 'key_field') == 1
+  or (KEYS[24] and redis.call('ZCARD', KEYS[24]) > 0) then
   limited = 2
 elseif redis.call('HEXISTS', limit, 'concurrency') == 1 then
   limited = 1

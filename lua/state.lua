@@ -12,6 +12,7 @@
 -- KEYS[9]  dead-letter stream (a dead job's attempts are read from its dead letter)
 -- KEYS[10] priorities hash (optional, with KEYS[11..]: without them only the ready stream is looked at)
 -- KEYS[11..25] the streams of priority levels 1..15 (waiting and active jobs are looked for on every level)
+-- KEYS[26] held sorted set (optional: entries set aside by per-key limits, section 6h, are waiting)
 -- ARGV[1]  consumer group
 -- ARGV[2]  job id
 -- ARGV[3]  most events read looking for the job's `completed` event when nothing else knows it (0 = none)
@@ -129,6 +130,20 @@ local function locate(ls, eid, jid)
   end
   return nil
 end
+-- lib/held: entries set aside by per-key limits (SPEC §6h) stay on their stream, acked and listed in `<P>:held`
+-- (member = the entry's address: its id on the ready stream, `<entry id>@<p>` on level p). They are waiting jobs.
+-- A script that finds jobs takes `<P>:held` right after the level tail (KEYS[first + 16], `first` being the
+-- priorities hash). Needs lib/lanes.
+-- is_held(first, stream, eid) -> true if the entry is held
+local function is_held(first, stream, eid)
+  local key = KEYS[first + 16]
+  return key ~= nil and redis.call('ZSCORE', key, own_id(stream, eid)) ~= false
+end
+-- unhold(first, stream, eid): the entry is no longer held (its per-key list entry is dropped when its turn comes)
+local function unhold(first, stream, eid)
+  local key = KEYS[first + 16]
+  if key then redis.call('ZREM', key, own_id(stream, eid)) end
+end
 
 local index, delayed, scheduled, ready, job, deadids, parked, events, dead =
   KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6], KEYS[7], KEYS[8], KEYS[9]
@@ -156,7 +171,7 @@ if stream then
   local p = redis.pcall('XPENDING', stream, group, eid, eid, 1) -- no group yet: nothing is active
   if p[1] then return {'active', eid, made, p[1][2], p[1][4], 0, level} end
   -- Not pending: waiting if not yet delivered; otherwise it finished and awaits trimming (see ack.lua).
-  if undelivered(stream, group, eid) then
+  if undelivered(stream, group, eid) or is_held(10, stream, eid) then
     return {'waiting', eid, made, '', 0, 0, level}
   end
 end

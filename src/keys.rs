@@ -137,6 +137,17 @@ pub struct QueueKeys {
     pub limit: String,
     /// Sorted set of the reads within the rate limit's window (member = `<seq>:<count>`, score = time, ms).
     pub limit_starts: String,
+    /// Per-key limits (SPEC §6h): entries set aside because their key had no room (sorted set: address, score =
+    /// the entry id's ms). They stay on their stream, acked, and are waiting jobs.
+    pub held: String,
+    /// Per-key limits: keys with held jobs, score = their turn (sorted set).
+    pub key_ring: String,
+    /// Per-key limits: each key's held jobs in order (sorted set by member, `<len>:<key>\0<seq>\0<address>`).
+    pub key_queued: String,
+    /// Per-key limits: jobs handed out per key (sorted set by member, `<len>:<key>\0<address>`).
+    pub key_running: String,
+    /// Per-key limits: starts per key in the rate's window (sorted set by member, `<len>:<key>\0<ms>:<seq>`).
+    pub key_starts: String,
     /// The queue's priority levels (hash: levels, weights; absent = one level).
     pub priorities: String,
     /// Settings every worker of the queue follows (hash: `lease_ms`).
@@ -175,6 +186,11 @@ impl QueueKeys {
             schedules: format!("{prefix}:schedules"),
             limit: format!("{prefix}:limit"),
             limit_starts: format!("{prefix}:limit:starts"),
+            held: format!("{prefix}:held"),
+            key_ring: format!("{prefix}:keys:ring"),
+            key_queued: format!("{prefix}:keys:queued"),
+            key_running: format!("{prefix}:keys:running"),
+            key_starts: format!("{prefix}:keys:starts"),
             priorities: format!("{prefix}:priorities"),
             config: format!("{prefix}:config"),
             levels: (0..crate::priority::MAX_LEVELS)
@@ -262,6 +278,11 @@ mod tests {
         assert_eq!(k.level_streams().len(), 15);
         assert_eq!(k.level_streams()[0], "rill:{emails}:ready:1");
         assert_eq!(k.limit_starts, "rill:{emails}:limit:starts");
+        assert_eq!(k.held, "rill:{emails}:held");
+        assert_eq!(k.key_ring, "rill:{emails}:keys:ring");
+        assert_eq!(k.key_queued, "rill:{emails}:keys:queued");
+        assert_eq!(k.key_running, "rill:{emails}:keys:running");
+        assert_eq!(k.key_starts, "rill:{emails}:keys:starts");
         assert_eq!(k.schedule("nightly"), "rill:{emails}:schedule:nightly");
         assert_eq!(k.queues, "rill:queues");
         assert_eq!(k.pattern(), "rill:{emails}:*");
@@ -296,6 +317,11 @@ mod tests {
             &k.schedule("n"),
             &k.limit,
             &k.limit_starts,
+            &k.held,
+            &k.key_ring,
+            &k.key_queued,
+            &k.key_running,
+            &k.key_starts,
             &k.worker("w"),
             &k.job("a{b}"),
             &k.dedup("x}y"),

@@ -46,7 +46,8 @@
 //!
 //! # Where to go next
 //! - [`Queue`]: enqueue (ids, dedup, delays, timeouts, bulk), wait for a job's outcome, its state and result,
-//!   stats, dead letters, events, a rate limit across all workers, priority levels ([`Priorities`]).
+//!   stats, dead letters, events, rate and concurrency limits across all workers (per key too, with fair turns:
+//!   [`KeyLimit`]), priority levels ([`Priorities`]).
 //! - [`Worker`]: concurrency, leases, retries and backoff, timeouts, prefetch, shutdown; [`Job`] is what a
 //!   handler gets (payload, attempt, progress, checkpoints, cancellation) and [`JobError`] how it fails.
 //! - [`checkpoint`]: long jobs that resume where they stopped after a crash or a deploy.
@@ -140,7 +141,7 @@ pub use job::{Delivery, Job, JobError, JobResult};
 pub use priority::Priorities;
 pub use queue::{
     Counts, DeadLetter, Deleted, Drained, Enqueue, EnqueueOutcome, Event, EventFeed, JobInfo,
-    JobOutcome, JobPage, JobState, JobSummary, Queue, Recent, Requeue,
+    JobOutcome, JobPage, JobState, JobSummary, KeyLimit, Queue, Recent, Requeue,
 };
 pub use registry::{Health, HealthRule, RunningJob, WorkerInfo};
 pub use schedule::{Missed, Schedule, ScheduleInfo};

@@ -35,6 +35,11 @@ fn key(k: &QueueKeys, name: &str) -> String {
         "limit" => k.limit.clone(),
         "limit_starts" => k.limit_starts.clone(),
         "priorities" => k.priorities.clone(),
+        "held" => k.held.clone(),
+        "key_ring" => k.key_ring.clone(),
+        "key_queued" => k.key_queued.clone(),
+        "key_running" => k.key_running.clone(),
+        "key_starts" => k.key_starts.clone(),
         "queues" => k.queues.clone(),
         other => match other.split_once(' ') {
             Some(("job", id)) => k.job(id),

@@ -50,6 +50,10 @@ pub struct EnqueueArgs {
     /// `rill queue priorities`).
     #[arg(long, short = 'p', value_parser = clap::value_parser!(u8).range(0..16))]
     priority: Option<u8>,
+    /// A header carried with the job, NAME=VALUE (repeatable); NAME starts with `x-`, as `x-tenant=acme`, which
+    /// per-key limits (`rill queue limit QUEUE --per-key x-tenant ...`) read.
+    #[arg(long = "header", short = 'H', value_name = "NAME=VALUE", value_parser = parse_header)]
+    headers: Vec<(String, String)>,
     /// Wait until the job ends and print how: its result when it completes (exit 0); exit 1 if it is
     /// dead-lettered, cancelled or unknown, 2 if it has not ended within --timeout. One job only.
     #[arg(long)]
@@ -57,6 +61,17 @@ pub struct EnqueueArgs {
     /// With --wait: the longest wait (default 1m).
     #[arg(long, requires = "wait", value_parser = crate::parse_duration, default_value = "1m")]
     timeout: Duration,
+}
+
+/// `x-tenant=acme`: a header's name and value.
+fn parse_header(s: &str) -> Result<(String, String), String> {
+    let (name, value) = s
+        .split_once('=')
+        .ok_or_else(|| format!("{s:?}: expected NAME=VALUE, like x-tenant=acme"))?;
+    if !name.starts_with("x-") || name.len() < 3 {
+        return Err(format!("{name:?}: a header name starts with x- (x-tenant)"));
+    }
+    Ok((name.to_owned(), value.to_owned()))
 }
 
 /// Jobs sent per pipelined round trip (and read ahead of sending).
@@ -95,7 +110,11 @@ pub async fn run(ctx: &Context, a: EnqueueArgs) -> anyhow::Result<ExitCode> {
     if let Some(p) = a.priority {
         opts = opts.priority(p);
     }
+    for (name, value) in &a.headers {
+        opts = opts.header(name, value.as_bytes());
+    }
     let plain = a.priority.unwrap_or(0) == 0
+        && a.headers.is_empty()
         && a.id.is_none()
         && a.dedup_key.is_none()
         && a.delay.is_none()

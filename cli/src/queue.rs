@@ -32,9 +32,10 @@ pub enum QueueCommand {
     )]
     Remove(RemoveArgs),
     /// Show, set or clear the queue's limits, across all its workers: at most N job starts in any window
-    /// (--rate), at most K jobs running at once (--concurrency).
+    /// (--rate), at most K jobs running at once (--concurrency); with --per-key FIELD, those limits apply to
+    /// each value of the job header FIELD (a tenant, an account), and keys with a backlog take turns.
     #[command(
-        after_help = "Examples:\n  rill queue limit emails --rate 100/s\n  rill queue limit emails --rate 10/500ms --concurrency 20\n  rill queue limit emails\n  rill queue limit emails --clear"
+        after_help = "Examples:\n  rill queue limit emails --rate 100/s\n  rill queue limit emails --rate 10/500ms --concurrency 20\n  rill queue limit emails --per-key x-tenant --concurrency 2 --rate 10/s\n  rill enqueue emails '{\"to\": \"a@b.c\"}' --header x-tenant=acme\n  rill queue limit emails\n  rill queue limit emails --clear\n  rill queue limit emails --clear-per-key"
     )]
     Limit(LimitArgs),
     /// Show or set the queue's priority levels: jobs on level 0 are taken first, then level 1, and so on
@@ -80,9 +81,16 @@ pub struct LimitArgs {
     /// Most jobs running at once (handed out and not yet finished).
     #[arg(long, value_parser = clap::value_parser!(u32).range(1..), conflicts_with = "clear")]
     concurrency: Option<u32>,
-    /// Remove both limits.
+    /// Apply --rate and --concurrency to each key: the value of this job header (x-tenant; `tenant` means
+    /// x-tenant). Replaces earlier per-key limits; the queue's own stay.
+    #[arg(long, value_name = "FIELD", conflicts_with_all = ["clear", "clear_per_key"])]
+    per_key: Option<String>,
+    /// Remove the queue's rate and concurrency limits (per-key limits stay).
     #[arg(long)]
     clear: bool,
+    /// Remove the per-key limits (jobs they hold back are then handed out in turn).
+    #[arg(long)]
+    clear_per_key: bool,
 }
 
 /// `100/s`, `10/500ms`, `5/1m`: starts and the window.
@@ -227,23 +235,55 @@ async fn remove(ctx: &Context, a: RemoveArgs) -> anyhow::Result<ExitCode> {
 async fn limit(ctx: &Context, a: LimitArgs) -> anyhow::Result<ExitCode> {
     let q = ctx.queue(&a.queue)?;
     ctx.connect().await?;
-    if let Some((n, per)) = a.rate {
-        q.set_rate_limit(n, per).await?;
-    }
-    if let Some(k) = a.concurrency {
-        q.set_concurrency_limit(k).await?;
+    if let Some(field) = &a.per_key {
+        if a.rate.is_none() && a.concurrency.is_none() {
+            anyhow::bail!(
+                "--per-key needs --rate, --concurrency or both: the limits each key gets"
+            );
+        }
+        let field = if field.starts_with("x-") {
+            field.clone()
+        } else {
+            format!("x-{field}")
+        };
+        let mut limit = rill::KeyLimit::new(field);
+        if let Some((n, per)) = a.rate {
+            limit = limit.rate(n, per);
+        }
+        if let Some(k) = a.concurrency {
+            limit = limit.concurrency(k);
+        }
+        q.set_key_limit(&limit).await?;
+    } else {
+        if let Some((n, per)) = a.rate {
+            q.set_rate_limit(n, per).await?;
+        }
+        if let Some(k) = a.concurrency {
+            q.set_concurrency_limit(k).await?;
+        }
     }
     if a.clear {
         q.clear_rate_limit().await?;
         q.clear_concurrency_limit().await?;
     }
+    if a.clear_per_key {
+        q.clear_key_limit().await?;
+    }
     let rate = q.rate_limit().await?;
     let cap = q.concurrency_limit().await?;
+    let keyed = q.key_limit().await?;
+    let per_ms =
+        |(n, per): (u32, std::time::Duration)| json!({"max": n, "per_ms": per.as_millis() as u64});
     if ctx.json {
         output::print_json(&json!({
             "queue": a.queue,
-            "rate_limit": rate.map(|(n, per)| json!({"max": n, "per_ms": per.as_millis() as u64})),
+            "rate_limit": rate.map(per_ms),
             "concurrency_limit": cap,
+            "per_key": keyed.as_ref().map(|k| json!({
+                "field": k.field(),
+                "rate_limit": k.max_rate().map(per_ms),
+                "concurrency_limit": k.max_concurrency(),
+            })),
         }));
     } else {
         match rate {
@@ -253,6 +293,24 @@ async fn limit(ctx: &Context, a: LimitArgs) -> anyhow::Result<ExitCode> {
         match cap {
             Some(k) => println!("{}: at most {k} jobs running at once", a.queue),
             None => println!("{}: no concurrency limit", a.queue),
+        }
+        match keyed {
+            Some(k) => {
+                let mut each = Vec::new();
+                if let Some((n, per)) = k.max_rate() {
+                    each.push(format!("at most {n} starts per {}", output::age(per)));
+                }
+                if let Some(c) = k.max_concurrency() {
+                    each.push(format!("at most {c} running at once"));
+                }
+                println!(
+                    "{}: per key ({}): {}; keys with a backlog take turns",
+                    a.queue,
+                    k.field(),
+                    each.join(", ")
+                );
+            }
+            None => println!("{}: no per-key limits", a.queue),
         }
     }
     Ok(ExitCode::SUCCESS)

@@ -14,8 +14,9 @@
 -- KEYS[1]      ready stream
 -- KEYS[2]      index hash (job id -> entry id)
 -- KEYS[3]      events stream
--- KEYS[2+2j]   job record hash of the j-th extra (below)
--- KEYS[3+2j]   checkpoint stream of the j-th extra
+-- KEYS[4]      held sorted set (entries set aside by per-key limits, SPEC §6h: the trim stays below the oldest)
+-- KEYS[3+2j]   job record hash of the j-th extra (below)
+-- KEYS[4+2j]   checkpoint stream of the j-th extra
 -- ARGV[1]      consumer group
 -- ARGV[2]      consumer name
 -- ARGV[3]      now, ms since the Unix epoch
@@ -43,7 +44,7 @@
 --- @include "lib/event"
 --- @include "lib/lanes"
 
-local ready, index, events = KEYS[1], KEYS[2], KEYS[3]
+local ready, index, events, held = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
 local group, consumer, now = ARGV[1], ARGV[2], ARGV[3]
 local retention = tonumber(ARGV[4])
 local maxlen = tonumber(ARGV[5])
@@ -109,7 +110,7 @@ for j = 1, (#ARGV - X) / 5 do
   local i = tonumber(ARGV[b + 1])
   if codes[i] == 1 then
     local eid, jid, attempt, result, touched = ARGV[8 + 2 * i], ARGV[b + 2], ARGV[b + 3], ARGV[b + 4], ARGV[b + 5]
-    local job, ckpt = KEYS[2 + 2 * j], KEYS[3 + 2 * j]
+    local job, ckpt = KEYS[3 + 2 * j], KEYS[4 + 2 * j]
     names[i] = jid
     local named = jid ~= eid and jid ~= own_id(ready, eid)
     if retention > 0 and (keep or result ~= '' or named) then
@@ -145,6 +146,16 @@ if k > 0 and not ackdel then
   else
     local _, lseq, lms_text = parse(last_delivered(ready, group))
     floor = lms_text .. '-' .. string.format('%.0f', lseq + 1)
+  end
+  -- Held entries (per-key limits) are waiting jobs below the group's position: the trim stays below the oldest
+  -- (of any stream: the set spans levels), and with one older than the window the batch goes outright.
+  local h = redis.call('ZRANGE', held, 0, 0, 'WITHSCORES')
+  if h[2] then
+    local hms = tonumber(h[2])
+    if hms <= parse(floor) then
+      floor = string.format('%.0f', hms) .. '-0'
+      if parse(hi) - hms > window then redis.call('XDEL', ready, unpack(acked)) end
+    end
   end
   redis.call('XTRIM', ready, 'MINID', floor)
 end

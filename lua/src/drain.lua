@@ -9,16 +9,21 @@
 -- KEYS[3]  scheduled stream
 -- KEYS[4]  index hash (job id -> entry id)
 -- KEYS[5]  events stream
+-- KEYS[6]  priorities hash (optional, with KEYS[7..22]; needed only to drain held jobs)
+-- KEYS[7..21] the streams of priority levels 1..15
+-- KEYS[22] held sorted set: with KEYS[1] the ready stream (level 0), jobs held back by per-key limits (section
+--          6h) on any level are deleted too, up to `count` per call
 -- ARGV[1]  consumer group
 -- ARGV[2]  count: most waiting and most delayed jobs deleted by this call
 -- ARGV[3]  now, ms since the Unix epoch
 -- ARGV[4]  events stream MAXLEN (approximate); 0 = no event
 --
--- Returns {waiting deleted, delayed deleted, more}: more = 1 if either kind may have jobs left (event `drained`
--- with both counts when anything went)
+-- Returns {waiting deleted (held ones included), delayed deleted, more}: more = 1 if either kind may have jobs
+-- left (event `drained` with both counts when anything went)
 --- @include "lib/last_delivered"
 --- @include "lib/settle_lag"
 --- @include "lib/event"
+--- @include "lib/lanes"
 local ready, delayed, scheduled, index, events = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5]
 local group, count, now, maxlen = ARGV[1], tonumber(ARGV[2]), ARGV[3], ARGV[4]
 local function unindex(jid, eid)
@@ -34,6 +39,28 @@ for _, e in ipairs(waiting) do
   unindex(jid, e[1])
   redis.call('XDEL', ready, e[1])
 end
+local held = KEYS[22]
+local gone, held_more = 0, false
+if held and own_id(ready, '') == '' then
+  local ls = lanes(ready, 6)
+  for _, address in ipairs(redis.call('ZRANGE', held, 0, count - 1)) do
+    local eid, p = string.match(address, '^(%d+%-%d+)@(%d+)$')
+    if not eid then eid, p = address, '0' end
+    local s = ls[tonumber(p) + 1]
+    local e = s and redis.call('XRANGE', s, eid, eid)[1]
+    if e then
+      local jid = own_id(s, eid)
+      for i = 1, #e[2], 2 do
+        if e[2][i] == 'id' then jid = e[2][i + 1] end
+      end
+      unindex(jid, eid)
+      redis.call('XDEL', s, eid)
+      gone = gone + 1
+    end
+    redis.call('ZREM', held, address)
+  end
+  held_more = redis.call('ZCARD', held) > 0
+end
 local due = redis.call('ZRANGE', delayed, 0, count - 1)
 for _, jid in ipairs(due) do
   local sid = redis.call('HGET', index, jid)
@@ -43,11 +70,11 @@ for _, jid in ipairs(due) do
   end
   redis.call('ZREM', delayed, jid)
 end
-if #waiting + #due > 0 then
-  event(events, maxlen, 'event', 'drained', 'waiting', #waiting,
+if #waiting + gone + #due > 0 then
+  event(events, maxlen, 'event', 'drained', 'waiting', #waiting + gone,
     'delayed', #due, 'ms', now)
 end
 if #waiting < count then settle_lag(ready, group) end
 local more = 0
-if #waiting == count or #due == count then more = 1 end
-return {#waiting, #due, more}
+if #waiting == count or #due == count or held_more then more = 1 end
+return {#waiting + gone, #due, more}

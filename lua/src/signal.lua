@@ -23,6 +23,7 @@
 --          resumed job goes back to it)
 -- KEYS[11..25] the streams of priority levels 1..15 (a waiting job is looked for on every level; a resumed job
 --          goes back to its `priority` field's level)
+-- KEYS[26] held sorted set (optional: entries set aside by per-key limits, section 6h, are waiting)
 -- ARGV[1]  kind: pause | resume | quiet | stop | cancel | custom:<name>
 -- ARGV[2]  target: queue | worker:<consumer> | job:<id>
 -- ARGV[3]  sender
@@ -39,6 +40,7 @@
 --- @include "lib/last_delivered"
 --- @include "lib/settle_lag"
 --- @include "lib/lanes"
+--- @include "lib/held"
 
 local signals, outcomes, paused, ready, delayed, scheduled, index, job, parked =
   KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6], KEYS[7], KEYS[8], KEYS[9]
@@ -79,7 +81,7 @@ if string.sub(target, 1, 4) == 'job:' and (kind == 'cancel' or kind == 'pause' o
         where = 'running'
       else
         -- Not pending: waiting unless already delivered (a finished entry awaiting its trim).
-        if undelivered(stream, group, eid) then where = 'waiting' end
+        if undelivered(stream, group, eid) or is_held(10, stream, eid) then where = 'waiting' end
       end
     end
   end
@@ -96,6 +98,7 @@ if string.sub(target, 1, 4) == 'job:' and (kind == 'cancel' or kind == 'pause' o
       redis.call('ZREM', delayed, jid)
       if loc then redis.call('XDEL', scheduled, loc) end
     else
+      unhold(10, stream, eid)
       redis.call('XDEL', stream, eid)
       settle_lag(stream, group)
     end
@@ -115,6 +118,7 @@ if string.sub(target, 1, 4) == 'job:' and (kind == 'cancel' or kind == 'pause' o
         fields[#fields + 1] = jid
       end
       local nid = redis.call('XADD', scheduled, '*', unpack(fields))
+      unhold(10, stream, eid)
       redis.call('XDEL', stream, eid)
       settle_lag(stream, group)
       redis.call('HSET', index, jid, nid)

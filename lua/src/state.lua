@@ -12,6 +12,7 @@
 -- KEYS[9]  dead-letter stream (a dead job's attempts are read from its dead letter)
 -- KEYS[10] priorities hash (optional, with KEYS[11..]: without them only the ready stream is looked at)
 -- KEYS[11..25] the streams of priority levels 1..15 (waiting and active jobs are looked for on every level)
+-- KEYS[26] held sorted set (optional: entries set aside by per-key limits, section 6h, are waiting)
 -- ARGV[1]  consumer group
 -- ARGV[2]  job id
 -- ARGV[3]  most events read looking for the job's `completed` event when nothing else knows it (0 = none)
@@ -33,6 +34,7 @@
 --- @include "lib/entry"
 --- @include "lib/last_delivered"
 --- @include "lib/lanes"
+--- @include "lib/held"
 
 local index, delayed, scheduled, ready, job, deadids, parked, events, dead =
   KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6], KEYS[7], KEYS[8], KEYS[9]
@@ -60,7 +62,7 @@ if stream then
   local p = redis.pcall('XPENDING', stream, group, eid, eid, 1) -- no group yet: nothing is active
   if p[1] then return {'active', eid, made, p[1][2], p[1][4], 0, level} end
   -- Not pending: waiting if not yet delivered; otherwise it finished and awaits trimming (see ack.lua).
-  if undelivered(stream, group, eid) then
+  if undelivered(stream, group, eid) or is_held(10, stream, eid) then
     return {'waiting', eid, made, '', 0, 0, level}
   end
 end

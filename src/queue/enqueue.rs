@@ -22,7 +22,7 @@ const MAX_DELAY: Duration = Duration::from_secs(100 * 365 * 24 * 3600);
 const BULK_CHUNK: usize = 1000;
 
 /// Why `name` cannot be a header, if it cannot.
-fn header_name_problem(name: &str) -> Option<&'static str> {
+pub(crate) fn header_name_problem(name: &str) -> Option<&'static str> {
     if !name.starts_with(field::EXTENSION_PREFIX) || name.len() <= field::EXTENSION_PREFIX.len() {
         Some("a header name starts with `x-` and names something after it")
     } else if name.len() > 128 {

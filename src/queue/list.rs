@@ -53,6 +53,9 @@ fn number(fields: &[(Vec<u8>, Vec<u8>)], name: &str) -> u64 {
     text(fields, name).and_then(|v| v.parse().ok()).unwrap_or(0)
 }
 
+/// The cursor prefix of a page of held jobs (a position in the held set).
+const HELD_CURSOR: &str = "held:";
+
 fn bad_cursor(after: &str) -> Error {
     Error::InvalidOption {
         option: "after",
@@ -116,6 +119,12 @@ impl<T: Serialize + DeserializeOwned> Queue<T> {
         after: Option<&str>,
         limit: usize,
     ) -> Result<JobPage> {
+        if let Some(offset) = after.and_then(|a| a.strip_prefix(HELD_CURSOR)) {
+            let offset = offset
+                .parse()
+                .map_err(|_| bad_cursor(after.unwrap_or("")))?;
+            return self.list_held(offset, limit).await;
+        }
         let levels = self.priorities().await?.levels();
         let (mut level, mut cursor) = match after {
             Some(a) => {
@@ -143,7 +152,51 @@ impl<T: Serialize + DeserializeOwned> Queue<T> {
             level += 1;
             cursor = None;
         }
+        if state == JobState::Waiting && page.jobs.len() < limit {
+            let held = self.list_held(0, limit - page.jobs.len()).await?;
+            page.jobs.extend(held.jobs);
+            page.next = held.next;
+        }
         Ok(page)
+    }
+
+    /// Waiting jobs held back by per-key limits (SPEC §6h), oldest first, from position `offset` of the held set;
+    /// the cursor is `held:<position>`.
+    async fn list_held(&self, offset: usize, limit: usize) -> Result<JobPage> {
+        let mut conn = self.client.conn().await?;
+        let held: Vec<String> = redis::cmd("ZRANGE")
+            .arg(&self.keys.held)
+            .arg(offset)
+            .arg(offset + limit.max(1) - 1)
+            .query_async(&mut conn)
+            .await?;
+        let next = (held.len() == limit).then(|| format!("{HELD_CURSOR}{}", offset + limit));
+        let mut jobs = Vec::with_capacity(held.len());
+        for address in held {
+            let (level, eid) = crate::priority::split_address(&address);
+            let v: redis::Value = redis::cmd("XRANGE")
+                .arg(self.keys.level(level))
+                .arg(eid)
+                .arg(eid)
+                .query_async(&mut conn)
+                .await?;
+            let Some(fields) = wire::parse_entries(v)?
+                .into_iter()
+                .next()
+                .and_then(|e| e.fields)
+            else {
+                continue; // deleted since it was held: no longer a job
+            };
+            jobs.push(JobSummary {
+                id: text(&fields, "id").unwrap_or_else(|| address.clone()),
+                state: JobState::Waiting,
+                attempts: Some(number(&fields, "attempts")),
+                at_ms: wire::entry_id_ms(eid),
+                owner: None,
+                error: text(&fields, "last_error"),
+            });
+        }
+        Ok(JobPage { jobs, next })
     }
 
     async fn list_waiting(&self, level: u8, after: Option<&str>, limit: usize) -> Result<JobPage> {

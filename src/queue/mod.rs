@@ -1,6 +1,7 @@
 //! A typed handle on one queue ([`Queue`]), by subject: producing jobs (`enqueue`), where a job is (`jobs`),
 //! how many are where (`stats`), dead letters (`dead`), lifecycle events (`events`), jobs by state a page at a
-//! time (`list`), priority levels (`priorities`) and an operator's changes (`admin`: promote, delete, drain, remove). Signals
+//! time (`list`), priority levels (`priorities`), per-key limits (`keyed`) and an operator's changes (`admin`:
+//! promote, delete, drain, remove, the queue's rate and concurrency limits). Signals
 //! ([`crate::signals`]), the worker registry ([`crate::registry`]) and checkpoints ([`crate::checkpoint`]) add
 //! their own `Queue` methods beside their concepts.
 
@@ -19,6 +20,7 @@ mod dead;
 mod enqueue;
 mod events;
 mod jobs;
+mod keyed;
 mod list;
 mod priorities;
 mod stats;
@@ -30,6 +32,7 @@ pub use enqueue::{DEFAULT_DEDUP_TTL, Enqueue, EnqueueOutcome};
 pub(crate) use events::newest_entry_id;
 pub use events::{DEFAULT_EVENTS_MAXLEN, Event, EventFeed};
 pub use jobs::{JobInfo, JobState};
+pub use keyed::KeyLimit;
 pub use list::{JobPage, JobSummary};
 pub(crate) use priorities::read_priorities;
 pub use stats::{Counts, Recent};

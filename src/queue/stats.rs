@@ -53,21 +53,34 @@ impl<T: Serialize + DeserializeOwned> Queue<T> {
     /// Redis errors.
     pub async fn counts(&self) -> Result<Counts> {
         let mut conn = self.client.conn().await?;
-        let (ready_len, delayed, dead, parked, levels): (u64, u64, u64, u64, Option<String>) =
-            redis::pipe()
-                .cmd("XLEN")
-                .arg(&self.keys.ready)
-                .cmd("ZCARD")
-                .arg(&self.keys.delayed)
-                .cmd("XLEN")
-                .arg(&self.keys.dead)
-                .cmd("ZCARD")
-                .arg(&self.keys.parked)
-                .cmd("HGET")
-                .arg(&self.keys.priorities)
-                .arg("levels")
+        type Sizes = (u64, u64, u64, u64, Option<String>, Vec<(String, u64)>);
+        let (ready_len, delayed, dead, parked, levels, held): Sizes = redis::pipe()
+            .cmd("XLEN")
+            .arg(&self.keys.ready)
+            .cmd("ZCARD")
+            .arg(&self.keys.delayed)
+            .cmd("XLEN")
+            .arg(&self.keys.dead)
+            .cmd("ZCARD")
+            .arg(&self.keys.parked)
+            .cmd("HGET")
+            .arg(&self.keys.priorities)
+            .arg("levels")
+            .cmd("ZRANGE")
+            .arg(&self.keys.held)
+            .arg(0)
+            .arg(0)
+            .arg("WITHSCORES")
+            .query_async(&mut conn)
+            .await?;
+        let held_count: u64 = if held.is_empty() {
+            0
+        } else {
+            redis::cmd("ZCARD")
+                .arg(&self.keys.held)
                 .query_async(&mut conn)
-                .await?;
+                .await?
+        };
         let levels = levels
             .and_then(|l| l.parse::<u8>().ok())
             .unwrap_or(1)
@@ -89,6 +102,11 @@ impl<T: Serialize + DeserializeOwned> Queue<T> {
                 (Some(a), Some(b)) => Some(a.min(b)),
                 (a, b) => a.or(b),
             };
+        }
+        // Jobs held back by per-key limits wait too (SPEC §6h); the oldest's score is its entry's time.
+        counts.waiting += held_count;
+        if let Some((_, ms)) = held.first() {
+            counts.oldest_waiting_ms = Some(counts.oldest_waiting_ms.map_or(*ms, |a| a.min(*ms)));
         }
         Ok(counts)
     }

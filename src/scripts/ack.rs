@@ -87,7 +87,7 @@ pub async fn ack<C: ConnectionLike + Send>(
     let mut order: Vec<usize> = (0..items.len()).collect();
     order.sort_by_cached_key(|&i| id_key(items[i].delivery.entry_id));
     let mut inv = SCRIPT.key(caller.stream());
-    inv.key(&keys.index).key(&keys.events);
+    inv.key(&keys.index).key(&keys.events).key(&keys.held);
     inv.arg(GROUP)
         .arg(caller.consumer)
         .arg(call.now_ms)

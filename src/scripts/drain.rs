@@ -2,6 +2,7 @@
 
 use redis::{Value, aio::ConnectionLike};
 
+use super::LevelKeys;
 use super::reply::Reply;
 use crate::error::Result;
 use crate::keys::{GROUP, QueueKeys};
@@ -19,7 +20,8 @@ pub struct Drained {
     pub more: bool,
 }
 
-/// Deletes up to `count` waiting jobs of priority level `level` and up to `count` delayed jobs, oldest first.
+/// Deletes up to `count` waiting jobs of priority level `level` and up to `count` delayed jobs, oldest first;
+/// with level 0, also up to `count` jobs held back by per-key limits (on any level).
 ///
 /// # Errors
 /// [`crate::Error::Redis`] or [`crate::Error::Protocol`].
@@ -37,6 +39,7 @@ pub async fn drain<C: ConnectionLike + Send>(
         .key(&keys.scheduled)
         .key(&keys.index)
         .key(&keys.events)
+        .level_keys(keys)
         .arg(GROUP)
         .arg(count.max(1))
         .arg(now_ms)

@@ -1,4 +1,5 @@
-//! `limit.lua`: reads new entries for a worker under the queue's rate and concurrency limits, in one atomic step.
+//! `limit.lua`: reads new entries for a worker under the queue's rate, concurrency and per-key limits, in one
+//! atomic step.
 
 use std::time::Duration;
 
@@ -21,8 +22,8 @@ pub enum Limits {
     /// Only a concurrency limit: read through [`read_limited`]; prefetched jobs count as handed out, so prefetch
     /// stays.
     Concurrency = 1,
-    /// A rate limit (with or without a concurrency limit): read through [`read_limited`] only for handlers free
-    /// now (a start is counted when read).
+    /// A rate limit (with or without a concurrency limit), or per-key limits: read through [`read_limited`] only
+    /// for handlers free now (a start is counted when read).
     Rate = 2,
 }
 
@@ -66,6 +67,18 @@ pub enum LimitedRead {
         /// Each stream's newest id (`0-0` if empty).
         after: Vec<String>,
     },
+    /// Per-key limits: every key with held jobs is out of room and no new entry could start. A job ending writes
+    /// an event after `after_event`, a new entry comes after `after`; a key's rate allows a start in `wake`.
+    Keys {
+        /// The events stream's newest id (`0-0` if empty).
+        after_event: String,
+        /// Each stream's newest id (`0-0` if empty), in the order given.
+        after: Vec<String>,
+        /// When the first key held back by its rate may start again, if one is.
+        wake: Option<Duration>,
+    },
+    /// Per-key limits: the call's scan budget went on holding entries back; call again at once.
+    Again,
 }
 
 /// Reads up to `want` new entries for `consumer` under the queue's limits, from the streams `streams` (the
@@ -83,7 +96,12 @@ pub async fn read_limited<C: ConnectionLike + Send>(
     let mut inv = SCRIPT.key(&keys.limit);
     inv.key(&keys.limit_starts)
         .key(streams.first().copied().unwrap_or(&keys.ready))
-        .key(&keys.events);
+        .key(&keys.events)
+        .key(&keys.held)
+        .key(&keys.key_ring)
+        .key(&keys.key_queued)
+        .key(&keys.key_running)
+        .key(&keys.key_starts);
     for s in streams.iter().skip(1) {
         inv.key(*s);
     }
@@ -105,6 +123,25 @@ pub async fn read_limited<C: ConnectionLike + Send>(
             after: r.strings()?,
         });
     }
+    if wait == "keys" {
+        let mut after = r.strings()?;
+        let wake = after.pop().unwrap_or_default();
+        let wake: u64 = wake
+            .parse()
+            .map_err(|_| protocol("limit.lua", format!("wake {wake:?} is not a number of ms")))?;
+        if after.len() != streams.len() + 1 {
+            return Err(protocol(
+                "limit.lua",
+                format!("{} ids for {} streams", after.len(), streams.len()),
+            ));
+        }
+        let after_event = after.remove(0);
+        return Ok(LimitedRead::Keys {
+            after_event,
+            after,
+            wake: (wake > 0).then(|| Duration::from_millis(wake)),
+        });
+    }
     let after = r.string()?;
     Ok(match wait.as_str() {
         "" => {
@@ -124,6 +161,7 @@ pub async fn read_limited<C: ConnectionLike + Send>(
             protocol("limit.lua", format!("wait {after:?} is not a number of ms"))
         })?)),
         "room" => LimitedRead::Room { after_event: after },
+        "again" => LimitedRead::Again,
         other => return Err(protocol("limit.lua", format!("unknown wait {other:?}"))),
     })
 }

@@ -145,7 +145,7 @@ pub const SOURCES: &[(&str, &str)] = &[
 ];
 
 /// Adds the tail of KEYS that the scripts routing or finding jobs by priority level take (SPEC §6g): the
-/// priorities hash, then the streams of levels 1 to 15.
+/// priorities hash, then the streams of levels 1 to 15, then the held set of per-key limits (§6h).
 trait LevelKeys {
     fn level_keys(&mut self, keys: &QueueKeys) -> &mut Self;
 }
@@ -156,7 +156,8 @@ impl LevelKeys for redis::ScriptInvocation<'_> {
         for s in keys.level_streams() {
             self.key(s);
         }
-        self
+        // Entries set aside by per-key limits (SPEC §6h): the scripts that find jobs count them as waiting.
+        self.key(&keys.held)
     }
 }
 

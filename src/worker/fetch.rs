@@ -363,6 +363,21 @@ impl Fetcher {
                 self.block.min(Duration::from_secs(1)),
             ),
             Ok(scripts::LimitedRead::Empty { after }) => (streams, after, self.block),
+            Ok(scripts::LimitedRead::Again) => return Read::Again,
+            // Held keys wait for a job of theirs to end (an event; at most a second, since completions may write
+            // none), for their rate's window, or for a new entry that may start.
+            Ok(scripts::LimitedRead::Keys {
+                after_event,
+                after,
+                wake,
+            }) => {
+                let mut all = vec![shared.keys.events.as_str()];
+                all.extend(streams);
+                let mut ids = vec![after_event];
+                ids.extend(after);
+                let block = self.block.min(Duration::from_secs(1));
+                (all, ids, wake.map_or(block, |w| w.min(block)))
+            }
         };
         let wait = async {
             let blocked: redis::RedisResult<redis::Value> = redis::cmd("XREAD")

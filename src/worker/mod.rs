@@ -247,13 +247,15 @@ impl Worker {
             self.config.lease = lease;
         }
         // Before the first read: a limited queue is read through limit.lua from the start.
-        let (rate, cap): (Option<String>, Option<String>) = redis::cmd("HMGET")
-            .arg(&self.keys.limit)
-            .arg("rate")
-            .arg("concurrency")
-            .query_async(&mut self.client.conn().await?)
-            .await?;
-        let limits = scripts::Limits::from_fields(rate.is_some(), cap.is_some());
+        let (rate, cap, keyed): (Option<String>, Option<String>, Option<String>) =
+            redis::cmd("HMGET")
+                .arg(&self.keys.limit)
+                .arg("rate")
+                .arg("concurrency")
+                .arg("key_field")
+                .query_async(&mut self.client.conn().await?)
+                .await?;
+        let limits = scripts::Limits::from_fields(rate.is_some() || keyed.is_some(), cap.is_some());
         // And a queue with priority levels is read level by level from the start.
         let priorities =
             crate::queue::read_priorities(&mut self.client.conn().await?, &self.keys).await?;

@@ -50,7 +50,7 @@ elif cmd == "work":
     while done < want and time.time() < deadline:
         got = r.xreadgroup(GROUP, consumer, {ready: ">"}, count=want - done, block=1000)
         for _stream, entries in got or []:
-            keys = [ready, f"{prefix}:index", f"{prefix}:events"]
+            keys = [ready, f"{prefix}:index", f"{prefix}:events", f"{prefix}:held"]
             # group, consumer, now ms, retention ms, events maxlen, keep-all flag, number of deliveries, lazy window,
             # XACKDEL wanted (the script uses it only where the server has it)
             argv = [GROUP, consumer, str(int(time.time() * 1000)), "60000", "100", "0", str(len(entries)), "1000", "1"]

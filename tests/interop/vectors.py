@@ -34,6 +34,9 @@ def keys(ns, queue):
     k["dead_index"] = f"{p}:dead:index"
     k["outcomes"] = f"{p}:signals:outcomes"
     k["limit_starts"] = f"{p}:limit:starts"
+    k["held"] = f"{p}:held"
+    for name in ["ring", "queued", "running", "starts"]:
+        k[f"key_{name}"] = f"{p}:keys:{name}"
     k["queues"] = f"{ns}:queues"
     per = {"job": "job", "checkpoints": "ckpt", "dedup": "dedup", "worker": "worker", "schedule": "schedule",
            "level": "ready"}

@@ -11,8 +11,11 @@ impl Harness {
                 delay,
                 max,
                 level,
+                tenant,
             } => {
                 let level = level % self.levels;
+                let tenant = if self.limits.keyed { tenant.min(3) } else { 3 };
+                let tenant_s = format!("t{tenant}");
                 let payload = rill::wire::encode(&7u8).unwrap();
                 let max_s = max.map(|m| m.to_string());
                 let level_s = level.to_string();
@@ -22,6 +25,9 @@ impl Harness {
                 }
                 if level > 0 {
                     fields.push(("priority", level_s.as_bytes()));
+                }
+                if tenant < 3 {
+                    fields.push(("x-t", tenant_s.as_bytes()));
                 }
                 let max = max.map_or(DEFAULT_MAX, u32::from);
                 // Unnamed above level 0: enqueue.lua checks the level; its id is `<entry id>@<level>` (SPEC §6g).
@@ -54,6 +60,7 @@ impl Harness {
                             made: 0,
                             max,
                             level,
+                            tenant,
                         },
                     );
                     return;
@@ -73,6 +80,7 @@ impl Harness {
                             made: 0,
                             max,
                             level: 0,
+                            tenant,
                         },
                     );
                     return;
@@ -129,6 +137,7 @@ impl Harness {
                         made: 0,
                         max,
                         level,
+                        tenant,
                     },
                 );
             }
@@ -144,8 +153,24 @@ impl Harness {
                     .map(|(id, j)| (j.level, j.entry.clone(), id.clone()))
                     .collect();
                 waiting.sort_by_key(|(l, e, _)| (*l, entry_key(e)));
-                let want: Vec<(u8, String, String)> =
-                    waiting.into_iter().take(usize::from(count)).collect();
+                let want: Vec<(u8, String, String)> = if self.limits.keyed {
+                    // Per-key limits choose which (held keys take turns): every one handed out must be waiting;
+                    // how many, read() checked against the tenants' room.
+                    let want: Vec<_> = got
+                        .iter()
+                        .map(|(l, e)| {
+                            waiting
+                                .iter()
+                                .find(|(wl, we, _)| wl == l && we == e)
+                                .cloned()
+                                .unwrap_or_else(|| panic!("{e}@{l} handed out but not waiting"))
+                        })
+                        .collect();
+                    assert!(want.len() <= usize::from(count));
+                    want
+                } else {
+                    waiting.into_iter().take(usize::from(count)).collect()
+                };
                 self.limits.started += got.len() as u64;
                 assert_eq!(
                     got,

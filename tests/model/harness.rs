@@ -17,6 +17,18 @@ impl Harness {
         if let Some(cap) = limits.cap {
             let _: () = conn.hset(&keys.limit, "concurrency", cap).await.unwrap();
         }
+        if let Some(per_key) = limits.per_key {
+            let _: () = conn
+                .hset_multiple(
+                    &keys.limit,
+                    &[
+                        ("key_field", "x-t".to_owned()),
+                        ("key_concurrency", per_key.to_string()),
+                    ],
+                )
+                .await
+                .unwrap();
+        }
         if let Some(rate) = limits.rate {
             let _: () = conn
                 .hset_multiple(
@@ -67,30 +79,8 @@ impl Harness {
     /// with them, which must read exactly as many as the room the model leaves (and the waiting jobs) allow.
     /// Returns the count the model allows and the entry ids read.
     pub(super) async fn read(&mut self, consumer: &str, count: u8) -> (u8, Vec<(u8, String)>) {
-        if self.limits.cap.is_none() && self.limits.rate.is_none() {
-            // Level by level, as a worker reads (SPEC §6g).
-            let mut got = Vec::new();
-            for level in 0..self.levels {
-                let left = usize::from(count) - got.len();
-                if left == 0 {
-                    break;
-                }
-                let v: redis::Value = redis::cmd("XREADGROUP")
-                    .arg("GROUP")
-                    .arg(GROUP)
-                    .arg(consumer)
-                    .arg("COUNT")
-                    .arg(left)
-                    .arg("STREAMS")
-                    .arg(self.keys.level(level))
-                    .arg(">")
-                    .query_async(&mut self.conn)
-                    .await
-                    .unwrap();
-                let read = rill::wire::parse_read_reply(v).unwrap();
-                got.extend(read.into_iter().map(|e| (level, e.id)));
-            }
-            return (count, got);
+        if self.limits.cap.is_none() && self.limits.rate.is_none() && !self.limits.keyed {
+            return (count, self.read_plain(consumer, count).await);
         }
         let active = self
             .model
@@ -98,12 +88,37 @@ impl Harness {
             .values()
             .filter(|j| matches!(j.state, State::Active { .. }))
             .count() as u64;
-        let waiting = self
-            .model
-            .jobs
-            .values()
-            .filter(|j| j.state == State::Waiting)
-            .count() as u64;
+        // What may start: every waiting job, or under per-key limits, each tenant's waiting ones up to its room.
+        let waiting = match self.limits.per_key {
+            None => self
+                .model
+                .jobs
+                .values()
+                .filter(|j| j.state == State::Waiting)
+                .count() as u64,
+            Some(per_key) => (0..=3u8)
+                .map(|t| {
+                    let of = |s: fn(&State) -> bool| {
+                        self.model
+                            .jobs
+                            .values()
+                            .filter(|j| j.tenant == t && s(&j.state))
+                            .count() as u64
+                    };
+                    let waiting = of(|s| *s == State::Waiting);
+                    let active = of(|s| matches!(s, State::Active { .. }));
+                    if t == 3 {
+                        waiting
+                    } else {
+                        assert!(
+                            active <= u64::from(per_key),
+                            "tenant {t}: {active} active over {per_key}"
+                        );
+                        waiting.min(u64::from(per_key).saturating_sub(active))
+                    }
+                })
+                .sum(),
+        };
         let mut room = u64::from(count);
         let mut why = "";
         if let Some(rate) = self.limits.rate {
@@ -144,12 +159,17 @@ impl Harness {
                 assert_eq!(why, "room", "refused for the room");
                 Vec::new()
             }
-            LimitedRead::Empty { .. } => {
+            LimitedRead::Empty { .. } | LimitedRead::Keys { .. } => {
                 assert!(
                     room > 0 && waiting == 0,
-                    "nothing read though {waiting} wait and room is {room}"
+                    "nothing read though {waiting} may start and room is {room}"
                 );
                 Vec::new()
+            }
+            LimitedRead::Again => panic!("the scan budget ran out on a model this small"),
+            // Limits lifted and nothing held any more: read as usual.
+            LimitedRead::Unlimited if self.limits.per_key.is_none() => {
+                return (count, self.read_plain(consumer, count).await);
             }
             LimitedRead::Unlimited => panic!("the limits were set"),
         };
@@ -161,10 +181,43 @@ impl Harness {
         (room as u8, got)
     }
 
+    /// Reads as a worker does without limits: level by level (SPEC §6g).
+    async fn read_plain(&mut self, consumer: &str, count: u8) -> Vec<(u8, String)> {
+        {
+            // Level by level, as a worker reads (SPEC §6g).
+            let mut got = Vec::new();
+            for level in 0..self.levels {
+                let left = usize::from(count) - got.len();
+                if left == 0 {
+                    break;
+                }
+                let v: redis::Value = redis::cmd("XREADGROUP")
+                    .arg("GROUP")
+                    .arg(GROUP)
+                    .arg(consumer)
+                    .arg("COUNT")
+                    .arg(left)
+                    .arg("STREAMS")
+                    .arg(self.keys.level(level))
+                    .arg(">")
+                    .query_async(&mut self.conn)
+                    .await
+                    .unwrap();
+                let read = rill::wire::parse_read_reply(v).unwrap();
+                got.extend(read.into_iter().map(|e| (level, e.id)));
+            }
+            got
+        }
+    }
+
     /// Lifts the case's limits (for the final drain).
     pub(super) async fn lift_limits(&mut self) {
         let _: () = self.conn.del(&self.keys.limit).await.unwrap();
-        self.limits = Limits::default();
+        // Jobs held under per-key limits still go through limit.lua until none is left.
+        self.limits = Limits {
+            keyed: self.limits.keyed,
+            ..Limits::default()
+        };
     }
 
     /// Every job the model holds is in Redis in the same state, and Redis holds nothing else.
@@ -249,7 +302,23 @@ impl Harness {
             waiting += rill::wire::parse_entries(after).unwrap().len() as u64;
             pending += int(&groups[0]["pending"]);
         }
-        assert_eq!(waiting, counts.0, "waiting entries");
+        // Jobs held back by per-key limits wait below the group's position (SPEC §6h).
+        let held: u64 = self.conn.zcard(&self.keys.held).await.unwrap();
+        assert_eq!(waiting + held, counts.0, "waiting entries");
+        if let Some(per_key) = self.limits.per_key {
+            for t in 0..3 {
+                let active = self
+                    .model
+                    .jobs
+                    .values()
+                    .filter(|j| j.tenant == t && matches!(j.state, State::Active { .. }))
+                    .count();
+                assert!(
+                    active <= usize::from(per_key),
+                    "tenant {t}: {active} active"
+                );
+            }
+        }
         assert_eq!(pending, counts.1, "pending entries");
         let delayed: u64 = self.conn.zcard(&self.keys.delayed).await.unwrap();
         let scheduled: u64 = self.conn.xlen(&self.keys.scheduled).await.unwrap();

@@ -4,7 +4,9 @@
 //! Some cases put the queue under a concurrency limit and a rate limit (one window for the whole case): every
 //! claim then goes through `limit.lua`, which must read exactly what the model leaves room for. Some give the
 //! queue two or three priority levels: jobs go on random levels, claims read level by level (strict), and every
-//! delivery is acked, failed, extended, reclaimed and handed back on its level's stream.
+//! delivery is acked, failed, extended, reclaimed and handed back on its level's stream. Some give each job one
+//! of three tenants (header `x-t`) under a per-key concurrency (SPEC §6h): a claim then hands out exactly as
+//! many as the tenants' room allows, held jobs stay waiting to `state.lua`, and no tenant ever runs over it.
 //!
 //! Staleness is made deterministic by back-dating pending entries with `XCLAIM ... IDLE` and the clock is passed
 //! to the scripts, so there are no sleeps. `PROPTEST_CASES` raises the number of cases for a soak run, e.g.
@@ -40,6 +42,7 @@ enum Op {
         delay: Option<u16>,
         max: Option<u8>,
         level: u8,
+        tenant: u8,
     },
     Claim {
         worker: usize,
@@ -83,8 +86,8 @@ enum Op {
 fn op() -> impl Strategy<Value = Op> {
     let w = 0..WORKERS;
     prop_oneof![
-        4 => (proptest::option::of(0u8..4), proptest::option::weighted(0.3, 1u16..500), proptest::option::of(1u8..4), 0u8..3)
-            .prop_map(|(key, delay, max, level)| Op::Enqueue { key, delay, max, level }),
+        4 => (proptest::option::of(0u8..4), proptest::option::weighted(0.3, 1u16..500), proptest::option::of(1u8..4), 0u8..3, 0u8..4)
+            .prop_map(|(key, delay, max, level, tenant)| Op::Enqueue { key, delay, max, level, tenant }),
         4 => (w.clone(), 1u8..4).prop_map(|(worker, count)| Op::Claim { worker, count }),
         3 => (w.clone(), any::<usize>()).prop_map(|(worker, pick)| Op::Ack { worker, pick }),
         1 => (w.clone(), any::<usize>()).prop_map(|(worker, pick)| Op::ForgedAck { worker, pick }),
@@ -124,6 +127,8 @@ struct JobModel {
     max: u32,
     /// Its priority level.
     level: u8,
+    /// Its tenant (header `x-t`), in a case with per-key limits; 3 = none.
+    tenant: u8,
 }
 
 #[derive(Debug, Clone)]
@@ -174,6 +179,10 @@ struct Limits {
     cap: Option<u8>,
     /// Most starts in the case (a window of an hour).
     rate: Option<u8>,
+    /// Most jobs of one tenant active at once (per-key limits on header `x-t`).
+    per_key: Option<u8>,
+    /// Per-key limits were set in this case: held jobs may wait even after the limits are lifted.
+    keyed: bool,
     /// Starts granted so far.
     started: u64,
 }
@@ -184,7 +193,13 @@ fn limits() -> impl Strategy<Value = Limits> {
         1 => (proptest::option::of(1u8..4), proptest::option::of(1u8..20)).prop_map(|(cap, rate)| Limits {
             cap,
             rate,
-            started: 0,
+            ..Limits::default()
+        }),
+        1 => (proptest::option::weighted(0.3, 2u8..6), 1u8..3).prop_map(|(cap, per_key)| Limits {
+            cap,
+            per_key: Some(per_key),
+            keyed: true,
+            ..Limits::default()
         }),
     ]
 }

@@ -323,7 +323,7 @@ async fn raw_ack(f: &mut Fixture, ids: &[String], tokens: &[u64]) -> redis::Valu
         .1;
     let script = redis::Script::new(source);
     let mut inv = script.key(&f.keys.ready);
-    inv.key(&f.keys.index).key(&f.keys.events);
+    inv.key(&f.keys.index).key(&f.keys.events).key(&f.keys.held);
     inv.arg(GROUP).arg("w1").arg(1).arg(0).arg(0).arg("0");
     inv.arg(ids.len()).arg(1000).arg("0");
     for (id, t) in ids.iter().zip(tokens) {

@@ -2,6 +2,7 @@
 //! per window (counted at the server's time, only what was read) and at most the concurrency's room (the
 //! group's pending entries count); with nothing read it says what to wait for.
 
+use std::collections::HashMap;
 use std::time::Duration;
 
 use super::*;
@@ -185,4 +186,210 @@ async fn limit_reads_only_into_the_room_the_concurrency_leaves() {
         .unwrap();
     assert_eq!(count(&read(&mut f, "c3", 5).await), 1);
     assert!(matches!(read(&mut f, "c3", 5).await, LimitedRead::Rate(_)));
+}
+
+/// Members of a sorted set, lowest first.
+async fn members(f: &mut Fixture, key: &str) -> Vec<String> {
+    f.conn.zrange(key, 0, -1).await.unwrap()
+}
+
+fn ids(r: &LimitedRead) -> Vec<String> {
+    match r {
+        LimitedRead::Entries(e) => e.iter().map(|(_, e)| e.id.clone()).collect(),
+        other => panic!("expected entries, got {other:?}"),
+    }
+}
+
+async fn per_key(f: &mut Fixture, fields: &[(&str, &str)]) {
+    let keys = f.keys.clone();
+    let _: () = f.conn.hset_multiple(&keys.limit, fields).await.unwrap();
+}
+
+#[tokio::test]
+async fn per_key_concurrency_holds_a_full_keys_entries_and_hands_them_out_in_order_as_room_frees() {
+    let mut f = fixture().await;
+    let keys = f.keys.clone();
+    per_key(&mut f, &[("key_field", "x-t"), ("key_concurrency", "1")]).await;
+    let a1 = f.add(&[("x-t", "a")]).await;
+    let a2 = f.add(&[("x-t", "a")]).await;
+    let b1 = f.add(&[("x-t", "b")]).await;
+    let u1 = f.add(&[]).await;
+    let a3 = f.add(&[("x-t", "a")]).await;
+    // One of a's, b's and the one without a key; a2 and a3 held: acked where they lie, listed in order.
+    assert_eq!(
+        ids(&read(&mut f, "c1", 10).await),
+        [a1.as_str(), b1.as_str(), u1.as_str()]
+    );
+    assert_eq!(
+        members(&mut f, &keys.held).await,
+        [a2.as_str(), a3.as_str()]
+    );
+    assert_eq!(members(&mut f, &keys.key_ring).await, ["a"]);
+    assert_eq!(pending(&mut f).await, 3);
+    assert_eq!(f.conn.xlen::<_, u64>(&keys.ready).await.unwrap(), 5);
+    // a is full and nothing new waits: wait for a job to end (an event) or a new entry; no rate to wake for.
+    match read(&mut f, "c1", 10).await {
+        LimitedRead::Keys {
+            after_event,
+            after,
+            wake,
+        } => {
+            assert_eq!((after_event.as_str(), wake), ("0-0", None));
+            assert_eq!(after, [a3.as_str()]);
+        }
+        other => panic!("{other:?}"),
+    }
+    // a1 ends: a2 goes to the next reader, claimed with delivery count 1 (a fresh delivery's token).
+    let _: () = redis::cmd("XACK")
+        .arg(&keys.ready)
+        .arg(GROUP)
+        .arg(&a1)
+        .query_async(&mut f.conn)
+        .await
+        .unwrap();
+    assert_eq!(ids(&read(&mut f, "c2", 10).await), [a2.as_str()]);
+    let p: Vec<(String, String, u64, u64)> = redis::cmd("XPENDING")
+        .arg(&keys.ready)
+        .arg(GROUP)
+        .arg(&a2)
+        .arg(&a2)
+        .arg(1)
+        .query_async(&mut f.conn)
+        .await
+        .unwrap();
+    assert_eq!((p[0].1.as_str(), p[0].3), ("c2", 1));
+    assert_eq!(members(&mut f, &keys.held).await, [a3.as_str()]);
+    // A new entry of a waits behind a3, even once a has room.
+    let a4 = f.add(&[("x-t", "a")]).await;
+    assert!(matches!(
+        read(&mut f, "c1", 10).await,
+        LimitedRead::Keys { .. }
+    ));
+    assert_eq!(
+        members(&mut f, &keys.held).await,
+        [a3.as_str(), a4.as_str()]
+    );
+    let _: () = redis::cmd("XACK")
+        .arg(&keys.ready)
+        .arg(GROUP)
+        .arg(&a2)
+        .query_async(&mut f.conn)
+        .await
+        .unwrap();
+    assert_eq!(ids(&read(&mut f, "c1", 10).await), [a3.as_str()]);
+    // Limits removed: held jobs still come out (the ring's turns, no limit by key), then reads are as usual.
+    let _: () = f.conn.del(&keys.limit).await.unwrap();
+    assert_eq!(ids(&read(&mut f, "c1", 10).await), [a4.as_str()]);
+    assert!(members(&mut f, &keys.held).await.is_empty());
+    assert!(members(&mut f, &keys.key_ring).await.is_empty());
+    assert_eq!(read(&mut f, "c1", 10).await, LimitedRead::Unlimited);
+}
+
+#[tokio::test]
+async fn keys_with_held_jobs_take_turns_one_job_each_least_recently_served_first() {
+    let mut f = fixture().await;
+    let keys = f.keys.clone();
+    per_key(&mut f, &[("key_field", "x-t"), ("key_concurrency", "1")]).await;
+    let mut by_key: HashMap<&str, Vec<String>> = HashMap::new();
+    for k in ["a", "a", "a", "a", "b", "b", "c"] {
+        let id = f.add(&[("x-t", k)]).await;
+        by_key.entry(k).or_default().push(id);
+    }
+    let first = ids(&read(&mut f, "c1", 10).await);
+    assert_eq!(
+        first,
+        [
+            by_key["a"][0].as_str(),
+            by_key["b"][0].as_str(),
+            by_key["c"][0].as_str()
+        ]
+    );
+    assert_eq!(members(&mut f, &keys.key_ring).await, ["a", "b"]);
+    // Everything running ends; the next read serves each held key once, a (held first) before b.
+    let _: () = redis::cmd("XACK")
+        .arg(&keys.ready)
+        .arg(GROUP)
+        .arg(&first)
+        .query_async(&mut f.conn)
+        .await
+        .unwrap();
+    let second = ids(&read(&mut f, "c1", 10).await);
+    assert_eq!(second, [by_key["a"][1].as_str(), by_key["b"][1].as_str()]);
+    // a was served last, but b has nothing left: a alone, one at a time.
+    assert_eq!(members(&mut f, &keys.key_ring).await, ["a"]);
+    let _: () = redis::cmd("XACK")
+        .arg(&keys.ready)
+        .arg(GROUP)
+        .arg(&second)
+        .query_async(&mut f.conn)
+        .await
+        .unwrap();
+    assert_eq!(
+        ids(&read(&mut f, "c1", 10).await),
+        [by_key["a"][2].as_str()]
+    );
+}
+
+#[tokio::test]
+async fn per_key_rate_holds_beyond_the_window_and_says_when_a_key_may_start() {
+    let mut f = fixture().await;
+    let keys = f.keys.clone();
+    per_key(
+        &mut f,
+        &[
+            ("key_field", "x-t"),
+            ("key_rate", "2"),
+            ("key_period_ms", "60000"),
+        ],
+    )
+    .await;
+    let a = [
+        f.add(&[("x-t", "a")]).await,
+        f.add(&[("x-t", "a")]).await,
+        f.add(&[("x-t", "a")]).await,
+    ];
+    let b = f.add(&[("x-t", "b")]).await;
+    assert_eq!(
+        ids(&read(&mut f, "c1", 10).await),
+        [a[0].as_str(), a[1].as_str(), b.as_str()]
+    );
+    assert_eq!(members(&mut f, &keys.held).await, [a[2].as_str()]);
+    // Ending jobs frees no start: a waits for its window, about a minute.
+    match read(&mut f, "c1", 10).await {
+        LimitedRead::Keys { wake: Some(w), .. } => {
+            assert!(
+                w > Duration::from_secs(50) && w <= Duration::from_secs(60),
+                "{w:?}"
+            )
+        }
+        other => panic!("{other:?}"),
+    }
+    // A key value is any bytes: ':' and NUL inside one cannot reach another key's counts.
+    let _: () = f.conn.del(&keys.limit).await.unwrap();
+    per_key(&mut f, &[("key_field", "x-t"), ("key_concurrency", "1")]).await;
+    let x = f.add(&[("x-t", "x")]).await;
+    let xy = f.add(&[("x-t", "x\0y")]).await;
+    let colon = f.add(&[("x-t", "1:x")]).await;
+    let got = ids(&read(&mut f, "c1", 10).await);
+    assert_eq!(
+        got,
+        [a[2].as_str(), x.as_str(), xy.as_str(), colon.as_str()]
+    );
+}
+
+#[tokio::test]
+async fn a_scan_that_only_holds_entries_stops_at_its_budget_and_asks_to_be_called_again() {
+    let mut f = fixture().await;
+    let keys = f.keys.clone();
+    per_key(&mut f, &[("key_field", "x-t"), ("key_concurrency", "1")]).await;
+    for _ in 0..100 {
+        f.add(&[("x-t", "a")]).await;
+    }
+    let b = f.add(&[("x-t", "b")]).await;
+    assert_eq!(count(&read(&mut f, "c1", 1).await), 1);
+    // a is full: the next call holds 64 of its entries (the budget for one wanted) and gives up for now.
+    assert_eq!(read(&mut f, "c1", 1).await, LimitedRead::Again);
+    assert_eq!(f.conn.zcard::<_, u64>(&keys.held).await.unwrap(), 64);
+    assert_eq!(ids(&read(&mut f, "c1", 1).await), [b.as_str()]);
+    assert_eq!(f.conn.zcard::<_, u64>(&keys.held).await.unwrap(), 99);
 }

@@ -131,6 +131,11 @@ pub async fn jobs(
             "priority_levels": priorities.levels(),
             "priority_weights": priorities.weights(),
             "lease_ms": q.lease().await?.map(|d| d.as_millis() as u64),
+            "per_key": q.key_limit().await?.map(|k| json!({
+                "field": k.field(),
+                "rate": k.max_rate().map(|(n, per)| json!({"max": n, "per_ms": per.as_millis() as u64})),
+                "concurrency": k.max_concurrency(),
+            })),
         },
         "counts": counts_json(&q.counts().await?),
         "paused": q.is_paused().await?,

@@ -272,18 +272,10 @@ pub async fn queue(
 
 /// The queue's limits across all workers, if it has any.
 fn limits(l: &Json) -> Markup {
-    let rate = l["rate"].as_object().map(|r| {
-        let per = std::time::Duration::from_millis(r.get("per_ms").map(n).unwrap_or(0));
-        format!(
-            "at most {} starts per {}",
-            r.get("max").map(n).unwrap_or(0),
-            output::age(per)
-        )
-    });
-    let cap = l["concurrency"]
-        .as_u64()
-        .map(|k| format!("at most {k} running at once"));
-    let said: Vec<String> = rate.into_iter().chain(cap).collect();
+    let said = rate_and_cap(l);
+    let per_key = l["per_key"]["field"]
+        .as_str()
+        .map(|f| format!("{}, for each {f}", rate_and_cap(&l["per_key"]).join("; ")));
     let levels = l["priority_levels"].as_u64().unwrap_or(1);
     let order = match l["priority_weights"].as_array() {
         Some(w) => format!(
@@ -300,9 +292,26 @@ fn limits(l: &Json) -> Markup {
         .map(|ms| output::age(std::time::Duration::from_millis(ms)));
     html! {
         @if !said.is_empty() { p.limits { "Limits: " (said.join("; ")) " (across all workers)" } }
+        @if let Some(k) = per_key { p.limits { "Per-key limits: " (k) " (keys with a backlog take turns)" } }
         @if levels > 1 { p.limits { "Priority levels: 0 to " (levels - 1) ", " (order) } }
         @if let Some(lease) = lease { p.limits { "Lease: " (lease) " (every worker)" } }
     }
+}
+
+/// "at most N starts per D", "at most K running at once": what `l`'s `rate` and `concurrency` say.
+fn rate_and_cap(l: &Json) -> Vec<String> {
+    let rate = l["rate"].as_object().map(|r| {
+        let per = std::time::Duration::from_millis(r.get("per_ms").map(n).unwrap_or(0));
+        format!(
+            "at most {} starts per {}",
+            r.get("max").map(n).unwrap_or(0),
+            output::age(per)
+        )
+    });
+    let cap = l["concurrency"]
+        .as_u64()
+        .map(|k| format!("at most {k} running at once"));
+    rate.into_iter().chain(cap).collect()
 }
 
 fn when(state: &str, at_ms: Option<u64>, now: u64) -> String {

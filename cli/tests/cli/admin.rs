@@ -176,14 +176,37 @@ fn queue_limit_sets_shows_and_clears_the_rate_and_the_concurrency() {
     let text = cli.ok(&["queue", "limit", "api", "--rate", "100/s"]);
     assert_eq!(
         text.trim(),
-        "api: at most 100 starts per 1s\napi: no concurrency limit"
+        "api: at most 100 starts per 1s\napi: no concurrency limit\napi: no per-key limits"
     );
     // Either limit set alone keeps the other.
     let both = cli.json(&["queue", "limit", "api", "--concurrency", "20"]);
     assert_eq!(both["concurrency_limit"], 20);
     assert_eq!(both["rate_limit"]["max"], 100);
     let text = cli.ok(&["queue", "limit", "api", "--clear"]);
-    assert_eq!(text.trim(), "api: no rate limit\napi: no concurrency limit");
+    assert_eq!(
+        text.trim(),
+        "api: no rate limit\napi: no concurrency limit\napi: no per-key limits"
+    );
+    // Per key: needs a limit to give each key; a field without `x-` means the header `x-<field>`.
+    cli.fails(&["queue", "limit", "api", "--per-key", "tenant"], 1);
+    let keyed = cli.json(&[
+        "queue",
+        "limit",
+        "api",
+        "--per-key",
+        "tenant",
+        "--rate",
+        "5/s",
+    ]);
+    assert_eq!(
+        keyed["per_key"],
+        serde_json::json!({"field": "x-tenant", "rate_limit": {"max": 5, "per_ms": 1000}, "concurrency_limit": null})
+    );
+    assert!(
+        keyed["rate_limit"].is_null(),
+        "the queue's own rate stays cleared: {keyed}"
+    );
+    cli.fails(&["enqueue", "api", "{}", "--header", "tenant=a"], 2);
     for bad in ["0/s", "ten/s", "10", "10/soon"] {
         cli.fails(&["queue", "limit", "api", "--rate", bad], 2);
     }
