@@ -114,15 +114,18 @@ if keyed then
   local kconf = {rate = tonumber(conf[6]), period = tonumber(conf[7]), cap = tonumber(conf[8])}
   if not kconf.rate or not kconf.period or kconf.rate < 1 or kconf.period < 1 then kconf.rate = nil end
   if kconf.cap and kconf.cap < 1 then kconf.cap = nil end
-  local by_level = {}
+  local by_level, suffix = {}, {} -- a stream by its level; what an entry id on it gets for its address
   for _, s in ipairs(streams) do
-    by_level[tonumber(string.match(s, ':ready:(%d+)$') or '0')] = s
+    local p = string.match(s, ':ready:(%d+)$')
+    by_level[tonumber(p or '0')] = s
+    if p then suffix[s] = '@' .. p end
   end
   local keys = {KEYS[5], KEYS[6], KEYS[7], KEYS[8], KEYS[9], limit = limit}
   local kl = keyed_limits(kconf, now, keys, group, by_level)
   kl.sweep()
   -- Keys with held jobs first, one job per key per round, least recently served first.
   local turn = redis.call('ZRANGE', KEYS[6], 0, 63)
+  if #turn < 64 then kl.knows_ring(turn) end
   local progress = true
   while total < n and progress do
     progress = false
@@ -159,12 +162,13 @@ if keyed then
           kl.hold(k, s, e[1])
         else
           give(s, e)
-          kl.started(k, own_id(s, e[1]))
+          kl.started(k, suffix[s] and e[1] .. suffix[s] or e[1])
         end
       end
     end
     if total >= n or scanned >= budget then break end
   end
+  kl.flush()
   if total == 0 then
     if scanned >= budget then return {1, {}, 'again', ''} end
     if redis.call('ZCARD', KEYS[6]) > 0 then
