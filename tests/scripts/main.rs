@@ -1,6 +1,7 @@
 //! Every Lua script run directly: seed keys, run it, assert the raw Redis state and the return code. One module
 //! per script: `lua/X.lua` is tested in `tests/scripts/X.rs`. Also checks that the flattened scripts in `lua/`
-//! are what `lua/src/` and `lua/lib/` make of them (`RILL_BLESS=1 cargo test --test scripts` rewrites them).
+//! (and the Python package's copies in `clients/python/rill/lua/`) are what `lua/src/` and `lua/lib/` make of them
+//! (`RILL_BLESS=1 cargo test --test scripts` rewrites them).
 
 #[path = "../support/mod.rs"]
 mod support;
@@ -294,12 +295,15 @@ fn flattened_scripts_match_their_sources() {
             "{name} is not loaded by src/scripts/"
         );
         let flat = flatten(name);
-        let path = dir.join(name);
-        if std::fs::read_to_string(&path).ok().as_deref() != Some(flat.as_str()) {
-            if bless {
-                std::fs::write(&path, &flat).unwrap();
-            } else {
-                stale.push(name.clone());
+        // The flattened script, and the copy the Python package ships (clients/python/rill/lua/).
+        let shipped = dir.join("../clients/python/rill/lua").join(name);
+        for path in [dir.join(name), shipped] {
+            if std::fs::read_to_string(&path).ok().as_deref() != Some(flat.as_str()) {
+                if bless {
+                    std::fs::write(&path, &flat).unwrap();
+                } else {
+                    stale.push(path.display().to_string());
+                }
             }
         }
         assert!(
@@ -309,7 +313,7 @@ fn flattened_scripts_match_their_sources() {
     }
     assert!(
         stale.is_empty(),
-        "lua/{stale:?} differ from lua/src + lua/lib: run `RILL_BLESS=1 cargo test --test scripts flattened`"
+        "{stale:?} differ from lua/src + lua/lib: run `RILL_BLESS=1 cargo test --test scripts flattened`"
     );
 }
 

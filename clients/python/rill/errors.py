@@ -1,0 +1,56 @@
+"""rill's errors. Infrastructure errors derive from ``RillError``; a handler's own outcomes (``Retry``,
+``Permanent``) are separate: they say what to do with a job, not that something broke."""
+
+
+class RillError(Exception):
+    """Any error of the rill client (Redis errors pass through as redis-py raises them)."""
+
+
+class InvalidName(RillError, ValueError):
+    def __init__(self, name, reason):
+        super().__init__(f"invalid name {name!r}: {reason}")
+        self.name, self.reason = name, reason
+
+
+class InvalidJobId(RillError, ValueError):
+    def __init__(self, job_id, reason):
+        super().__init__(f"invalid job id {job_id!r}: {reason}")
+        self.job_id, self.reason = job_id, reason
+
+
+class InvalidOption(RillError, ValueError):
+    def __init__(self, option, reason):
+        super().__init__(f"invalid {option}: {reason}")
+        self.option, self.reason = option, reason
+
+
+class PayloadTooLarge(RillError, ValueError):
+    def __init__(self, size, limit):
+        super().__init__(f"payload of {size} bytes is over the limit of {limit}")
+        self.size, self.limit = size, limit
+
+
+class NoSuchPriority(RillError, ValueError):
+    def __init__(self, level, levels):
+        super().__init__(f"priority {level} is not one of the queue's {levels} levels")
+        self.level, self.levels = level, levels
+
+
+class Protocol(RillError):
+    """Redis answered something SPEC.md does not allow (a script's unknown code, a malformed reply)."""
+
+    def __init__(self, what, detail):
+        super().__init__(f"{what}: {detail}")
+        self.what, self.detail = what, detail
+
+
+class Retry(Exception):
+    """Raised by a handler: this attempt failed; retry it (after ``after`` seconds, else the worker's backoff)."""
+
+    def __init__(self, message="", after=None):
+        super().__init__(message)
+        self.after = after
+
+
+class Permanent(Exception):
+    """Raised by a handler: the job cannot succeed; dead-letter it now, whatever attempts are left."""

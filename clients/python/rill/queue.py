@@ -1,0 +1,244 @@
+"""``Queue``: producing jobs and looking at them (SPEC.md sections 4, 6 and 8)."""
+
+import os
+import time
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any, Optional
+
+from . import keys as _keys
+from . import wire
+from .errors import InvalidOption, NoSuchPriority, Protocol
+
+DEFAULT_DEDUP_TTL = 24 * 3600.0
+"""Seconds a chosen id or dedup key refuses a second job after the first enqueue (every rill producer: 24 h)."""
+
+MAX_ATTEMPTS = 1_000_000
+MAX_TIMEOUT_MS = 31_622_400_000
+STATE_SCAN = 200
+"""Events ``state.lua`` scans for an unnamed job's ``completed`` event (as the Rust client)."""
+
+
+def _seconds(d, what):
+    if d is None:
+        return None
+    if isinstance(d, timedelta):
+        d = d.total_seconds()
+    if not isinstance(d, (int, float)) or d < 0:
+        raise InvalidOption(what, "a duration is a non-negative number of seconds or a timedelta")
+    return float(d)
+
+
+def _now_ms():
+    return int(time.time() * 1000)
+
+
+@dataclass(frozen=True)
+class EnqueueOutcome:
+    """What an enqueue did: ``id`` is the job's id either way; ``duplicate`` when nothing was added because a job
+    with that id or dedup key is live or was enqueued within the dedup TTL (``id`` is then that job's)."""
+
+    id: str
+    duplicate: bool
+
+
+@dataclass(frozen=True)
+class JobInfo:
+    """Where a job is (``state.lua``): ``state`` is one of waiting, active, delayed, failed, parked, completed,
+    cancelled, dead, unknown."""
+
+    id: str
+    state: str
+    entry_id: str
+    attempts: int
+    owner: str
+    deliveries: int
+    finished_ms: int
+    level: int
+    result: Optional[bytes] = None
+    error: Optional[str] = None
+
+    def decoded_result(self):
+        return None if self.result is None else wire.decode(self.result)
+
+
+class Queue:
+    """A handle on one queue: enqueue, ``state``, ``result``, ``counts``."""
+
+    def __init__(self, client, queue_keys):
+        self.client = client
+        self.keys = queue_keys
+        self.redis = client.redis
+
+    @property
+    def name(self):
+        return self.keys.queue
+
+    # Producing
+
+    def enqueue(self, payload, **options):
+        """Adds a job with ``payload`` (any CBOR-encodable value) and returns its id. Options: ``id`` (a job id of
+        your own), ``dedup_key``, ``dedup_ttl`` (seconds or timedelta; 24 h), ``delay`` (seconds or timedelta),
+        ``run_at`` (datetime or epoch seconds), ``max_attempts``, ``timeout`` (per attempt), ``priority`` (a level of
+        the queue's, 0 first), ``headers`` (``{"x-tenant": "acme"}``). An id or dedup key enqueued again returns
+        the first job's id and adds nothing (see ``enqueue_outcome`` to tell)."""
+        return self.enqueue_outcome(payload, **options).id
+
+    def enqueue_outcome(self, payload, id=None, dedup_key=None, dedup_ttl=None, delay=None, run_at=None,
+                        max_attempts=None, timeout=None, priority=0, headers=None):
+        """As ``enqueue``, saying whether the job was added or was a duplicate."""
+        if id is not None:
+            _keys.validate_job_id(id)
+        if dedup_key is not None:
+            _keys.validate_job_id(dedup_key)
+        if max_attempts is not None and not (isinstance(max_attempts, int) and 1 <= max_attempts <= MAX_ATTEMPTS):
+            raise InvalidOption("max_attempts", "from 1 to 1,000,000")
+        timeout_ms = None
+        if timeout is not None:
+            timeout_ms = wire.ms(_seconds(timeout, "timeout"))
+            if not 1 <= timeout_ms <= MAX_TIMEOUT_MS:
+                raise InvalidOption("timeout", "from 1 ms to 366 days")
+        if not isinstance(priority, int) or not 0 <= priority < _keys.LEVELS:
+            raise InvalidOption("priority", "a level from 0 to 15")
+        header_fields = _headers(headers)
+        data = wire.encode(payload, self.client.max_payload)
+        now = _now_ms()
+        due = 0
+        if delay is not None:
+            due = now + wire.ms(_seconds(delay, "delay"))
+        if run_at is not None:
+            at = run_at.timestamp() if isinstance(run_at, datetime) else float(run_at)
+            due = max(due, int(at * 1000))
+        self.client.list_queue(self.keys)
+        plain = id is None and dedup_key is None and due <= now and priority == 0
+        if plain:
+            # SPEC.md section 8: a plain job is one XADD; its entry id is its job id.
+            fields = {"v": "1", "payload": data}
+            if max_attempts is not None:
+                fields["max_attempts"] = str(max_attempts)
+            if timeout_ms is not None:
+                fields["timeout_ms"] = str(timeout_ms)
+            fields.update(header_fields)
+            return EnqueueOutcome(_text(self.redis.xadd(self.keys.ready, fields)), False)
+        if id is not None:
+            job_id = id
+        elif dedup_key is None and due <= now:
+            job_id = ""  # unnamed above level 0: its id is `<entry id>@<level>`
+        else:
+            job_id = os.urandom(16).hex()
+        ttl = _seconds(dedup_ttl, "dedup_ttl")
+        ttl_ms = 0
+        if job_id and (id is not None or dedup_key is not None):
+            ttl_ms = max(1, wire.ms(DEFAULT_DEDUP_TTL if ttl is None else ttl))
+        fields = ["v", "1", "payload", data, "enqueued_ms", str(now)]
+        if max_attempts is not None:
+            fields += ["max_attempts", str(max_attempts)]
+        if timeout_ms is not None:
+            fields += ["timeout_ms", str(timeout_ms)]
+        if priority > 0:
+            fields += ["priority", str(priority)]
+        for k, v in header_fields.items():
+            fields += [k, v]
+        k = self.keys
+        script_keys = [k.level(priority), k.delayed, k.scheduled, k.index, k.dedup(dedup_key or job_id)]
+        if priority > 0:
+            script_keys.append(k.priorities)
+        code, value = self.client.scripts["enqueue.lua"](
+            keys=script_keys, args=[job_id, ttl_ms, due if due > now else 0, now] + fields)
+        if code in (1, 2):
+            return EnqueueOutcome(_text(value), False)
+        if code == 0:
+            return EnqueueOutcome(_text(value), True)
+        if code == -1:
+            raise NoSuchPriority(priority, int(value))
+        raise Protocol("enqueue.lua", f"unknown code {code!r}")
+
+    def enqueue_many(self, payloads, chunk=1000):
+        """Adds plain jobs, pipelined ``chunk`` at a time; returns their ids in order."""
+        data = [wire.encode(p, self.client.max_payload) for p in payloads]
+        self.client.list_queue(self.keys)
+        ids = []
+        for i in range(0, len(data), chunk):
+            pipe = self.redis.pipeline(transaction=False)
+            for d in data[i:i + chunk]:
+                pipe.xadd(self.keys.ready, {"v": "1", "payload": d})
+            ids += [_text(x) for x in pipe.execute()]
+        return ids
+
+    # Looking
+
+    def job(self, job_id):
+        """Where job ``job_id`` is now, with its result once completed (``JobInfo``)."""
+        k = self.keys
+        row = self.client.scripts["state.lua"](
+            keys=[k.index, k.delayed, k.scheduled, k.ready, k.job(job_id), k.dead_index, k.parked, k.events,
+                  k.dead] + k.level_tail(),
+            args=[_keys.GROUP, job_id, STATE_SCAN])
+        if not isinstance(row, list) or len(row) < 6:
+            raise Protocol("state.lua", f"reply {row!r}")
+        state = _text(row[0])
+        result = error = None
+        if state == "completed":
+            result = self.redis.hget(k.job(job_id), "result")
+        if state == "dead":
+            error = _dead_error(self.redis, k.dead, _text(row[1]))
+        return JobInfo(id=job_id, state=state, entry_id=_text(row[1]), attempts=int(row[2]), owner=_text(row[3]),
+                       deliveries=int(row[4]), finished_ms=int(row[5]), level=int(row[6]) if len(row) > 6 else 0,
+                       result=result, error=error)
+
+    def state(self, job_id):
+        """The job's state: waiting, active, delayed, failed, parked, completed, cancelled, dead or unknown."""
+        return self.job(job_id).state
+
+    def result(self, job_id):
+        """The decoded result of a completed job (``None``: not completed, no result, or its record expired)."""
+        return self.job(job_id).decoded_result()
+
+    def counts(self):
+        """``{"waiting", "active", "delayed", "dead", "parked"}``: waiting and active summed over priority levels,
+        jobs held back by per-key limits counted as waiting."""
+        k = self.keys
+        levels = int(self.redis.hget(k.priorities, "levels") or 1)
+        out = {"waiting": int(self.redis.zcard(k.held)), "active": 0, "delayed": int(self.redis.zcard(k.delayed)),
+               "dead": int(self.redis.xlen(k.dead)), "parked": int(self.redis.zcard(k.parked))}
+        for level in range(max(1, min(levels, _keys.LEVELS))):
+            stream = k.level(level)
+            try:
+                groups = self.redis.xinfo_groups(stream)
+            except Exception:  # no stream yet: nothing waits there
+                continue
+            g = next((g for g in groups if _text(g.get("name")) == _keys.GROUP), None)
+            if g is None:
+                out["waiting"] += int(self.redis.xlen(stream))
+                continue
+            out["active"] += int(g.get("pending") or 0)
+            lag = g.get("lag")
+            if lag is None:  # Redis cannot tell after some deletions: count what lies after the group
+                last = _text(g.get("last-delivered-id"))
+                lag = len(self.redis.xrange(stream, min="(" + last, max="+", count=10000))
+            out["waiting"] += int(lag)
+        return out
+
+
+def _headers(headers):
+    out = {}
+    for name, value in (headers or {}).items():
+        if not isinstance(name, str) or not name.startswith("x-") or len(name) < 3 or len(name) > 128:
+            raise InvalidOption("header", f"{name!r}: a header name starts with x- and is at most 128 bytes")
+        out[name] = value if isinstance(value, bytes) else str(value).encode()
+    return out
+
+
+def _dead_error(r, dead, entry_id):
+    if not entry_id:
+        return None
+    got = r.xrange(dead, min=entry_id, max=entry_id)
+    if not got:
+        return None
+    return _text(got[0][1].get(b"dead_error")) or None
+
+
+def _text(v: Any):
+    if v is None:
+        return ""
+    return v.decode() if isinstance(v, bytes) else str(v)
