@@ -261,3 +261,159 @@ fn the_python_package_passes_its_own_tests() {
         "{report}"
     );
 }
+
+/// Rust producer → the Python package's worker → Rust reads the results; while it runs, the Rust operator API
+/// sees the Python worker in the registry, healthy.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_python_packages_worker_runs_rust_jobs_and_registers_itself() {
+    let redis = TestRedis::start();
+    let client = support::client(&redis);
+    let ns = client.config().namespace.clone();
+    let q = client.queue::<Email>("emails").unwrap();
+    let ids = q
+        .enqueue_many(
+            &(0..30)
+                .map(|n| Email {
+                    to: format!("rs{n}"),
+                    n,
+                })
+                .collect::<Vec<_>>(),
+        )
+        .await
+        .unwrap();
+    // Each job takes 100 ms on 4 threads: long enough to see the worker registered.
+    let child = Command::new(interpreter())
+        .arg(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/clients/python/tests/interop_driver.py"
+        ))
+        .args([
+            redis.url().as_str(),
+            ns.as_str(),
+            "emails",
+            "work",
+            "30",
+            "0.1",
+        ])
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    eventually(
+        Duration::from_secs(20),
+        "the Python worker registered",
+        || async {
+            q.workers(&rill::HealthRule::default())
+                .await
+                .unwrap()
+                .iter()
+                .any(|(w, h)| w.id.contains('-') && *h == rill::Health::Healthy)
+        },
+    )
+    .await;
+    let out = tokio::task::spawn_blocking(move || child.wait_with_output().unwrap())
+        .await
+        .unwrap();
+    assert!(out.status.success());
+    assert!(String::from_utf8_lossy(&out.stdout).contains("completed 30"));
+    #[derive(Deserialize)]
+    struct Done {
+        by: String,
+        n: u32,
+        attempt: u32,
+    }
+    for (n, id) in ids.iter().enumerate() {
+        let done: Done = q.result(id).await.unwrap().unwrap();
+        assert_eq!(
+            (done.by.as_str(), done.n, done.attempt),
+            ("python", n as u32, 1)
+        );
+    }
+    // A graceful exit leaves the registry.
+    assert!(
+        q.workers(&rill::HealthRule::default())
+            .await
+            .unwrap()
+            .is_empty()
+    );
+}
+
+/// A Python worker frozen mid-job (SIGSTOP) loses its lease; a Rust worker takes the job over and completes it;
+/// thawed, the Python worker finishes its handler but writes nothing: the result is the Rust worker's.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stale_python_worker_is_refused_after_a_rust_worker_took_its_job() {
+    let redis = TestRedis::start();
+    let client = support::client(&redis);
+    let ns = client.config().namespace.clone();
+    let q = client.queue::<Email>("emails").unwrap();
+    q.set_lease(Duration::from_millis(1000)).await.unwrap();
+    let id = q
+        .enqueue_with(
+            &Email {
+                to: "contested".into(),
+                n: 7,
+            },
+            rill::Enqueue::new().id("contested"),
+        )
+        .await
+        .unwrap();
+    let child = Command::new(interpreter())
+        .arg(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/clients/python/tests/interop_driver.py"
+        ))
+        .args([redis.url().as_str(), ns.as_str(), "emails", "hold", "1.0"])
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    eventually(
+        Duration::from_secs(20),
+        "the Python worker holds the job",
+        || async { q.state(&id).await.unwrap() == JobState::Active },
+    )
+    .await;
+    let pid = child.id().to_string();
+    let signal = |s: &str| {
+        assert!(
+            Command::new("kill")
+                .args([s, &pid])
+                .status()
+                .unwrap()
+                .success()
+        );
+    };
+    signal("-STOP");
+    let w = spawn_worker(
+        Worker::new(client.clone(), "emails")
+            .unwrap()
+            .reclaim_interval(Duration::from_millis(100)),
+        |job: Job<Email>| async move {
+            Ok::<_, JobError>(
+                serde_json::json!({"by": "rust", "n": job.data().n, "attempt": job.attempt()}),
+            )
+        },
+    );
+    eventually(
+        Duration::from_secs(20),
+        "the Rust worker completed it",
+        || async { q.state(&id).await.unwrap() == JobState::Completed },
+    )
+    .await;
+    signal("-CONT");
+    let out = tokio::task::spawn_blocking(move || child.wait_with_output().unwrap())
+        .await
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let report: serde_json::Value = serde_json::from_str(stdout.lines().last().unwrap()).unwrap();
+    assert_eq!(report["returned"][0], "contested", "{stdout}");
+    assert_eq!(
+        report["completed"], 0,
+        "the stale worker recorded a completion: {stdout}"
+    );
+    assert!(report["lease_failures"].as_u64().unwrap() >= 1, "{stdout}");
+    let done: serde_json::Value = q.result(&id).await.unwrap().unwrap();
+    assert_eq!(
+        (done["by"].as_str(), done["attempt"].as_u64()),
+        (Some("rust"), Some(2))
+    );
+    w.stop().await;
+}

@@ -2,19 +2,26 @@
 ``Permanent``) are separate: they say what to do with a job, not that something broke."""
 
 
+def _quoted(text):
+    """``text`` in double quotes, as rill's other clients write names in errors."""
+    if not isinstance(text, str):
+        return repr(text)
+    return '"' + text.replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
 class RillError(Exception):
     """Any error of the rill client (Redis errors pass through as redis-py raises them)."""
 
 
 class InvalidName(RillError, ValueError):
     def __init__(self, name, reason):
-        super().__init__(f"invalid name {name!r}: {reason}")
+        super().__init__(f"invalid name {_quoted(name)}: {reason}")
         self.name, self.reason = name, reason
 
 
 class InvalidJobId(RillError, ValueError):
     def __init__(self, job_id, reason):
-        super().__init__(f"invalid job id {job_id!r}: {reason}")
+        super().__init__(f"invalid job id {_quoted(job_id)}: {reason}")
         self.job_id, self.reason = job_id, reason
 
 

@@ -2,7 +2,15 @@
 
     interop_driver.py URL NAMESPACE QUEUE produce          # prints one job id per line
     interop_driver.py URL NAMESPACE QUEUE inspect ID...    # prints one JSON line per id: state, result, attempts
+    interop_driver.py URL NAMESPACE QUEUE work N [SLEEP]   # works until N jobs completed (each sleeping SLEEP s),
+                                                           # prints "completed N"; its handler returns
+                                                           # {"by": "python", "n": payload["n"], "attempt": a}
+    interop_driver.py URL NAMESPACE QUEUE hold LEASE       # works one job whose handler sleeps 3 s, then prints
+                                                           # JSON: what the worker recorded and its lease failures
 """
+
+import threading
+import time
 
 import json
 import sys
@@ -28,6 +36,31 @@ def main():
             info = q.job(jid)
             print(json.dumps({"id": jid, "state": info.state, "result": info.decoded_result(),
                               "attempts": info.attempts}))
+    elif cmd in ("work", "hold"):
+        n = int(sys.argv[5]) if cmd == "work" else 1
+        pause = float(sys.argv[6]) if cmd == "work" and len(sys.argv) > 6 else (3.0 if cmd == "hold" else 0.0)
+        returned = []
+
+        def handler(job):
+            time.sleep(pause)
+            returned.append(job.id)
+            return {"by": "python", "n": job.payload["n"], "attempt": job.attempt}
+
+        lease = float(sys.argv[5]) if cmd == "hold" else 5.0
+        w = rill.Worker(rill.Client(url, namespace=ns), queue, handler, concurrency=4, block=0.2, lease=lease)
+        t = threading.Thread(target=w.run, daemon=True)
+        t.start()
+        print("started", flush=True)
+        deadline = time.time() + 60
+        while time.time() < deadline and (w.completed < n if cmd == "work" else not returned):
+            time.sleep(0.02)
+        time.sleep(0.5 if cmd == "hold" else 0)
+        w.stop()
+        t.join(timeout=60)
+        if cmd == "work":
+            print(f"completed {w.completed}")
+        else:
+            print(json.dumps({"returned": returned, "completed": w.completed, "lease_failures": w.lease_failures}))
     else:
         sys.exit(f"unknown command {cmd}")
 

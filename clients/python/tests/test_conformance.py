@@ -66,6 +66,20 @@ class Vectors(RedisTest):
         with self.assertRaises(rill.Protocol):
             rill.wire.decode(cbor2.dumps(1) + b"\x00")
 
+    def test_refused_entries(self):
+        """Each entry of entries-refused.jsonl is refused with its dead-letter reason and a message containing the
+        vector's text, decoding payloads as the vectors' job type (a map with text `to` and unsigned 32-bit `n`)."""
+        with open(os.path.join(VECTORS, "entries-refused.jsonl"), encoding="utf-8") as f:
+            cases = [json.loads(line) for line in f if line.strip()]
+        self.assertGreaterEqual(len(cases), 50)
+        for case in cases:
+            fields = [(_bytes(k), _bytes(v)) for k, v in case["fields"]]
+            with self.assertRaises(rill.job.Refused, msg=case["note"]) as e:
+                env = rill.job.parse_entry("1700000000000-0", fields)
+                rill.job.decode_payload(env, _email)
+            self.assertEqual(e.exception.reason, case["reason"], case["note"])
+            self.assertIn(case["expect"], str(e.exception), case["note"])
+
     def test_script_calls(self):
         cases = load("scripts.json")["cases"]
         self.assertGreaterEqual(len(cases), 15)
@@ -81,6 +95,25 @@ class Vectors(RedisTest):
             for check in case["state"]:
                 g = _json(self.r.execute_command(*[arg(w) for w in check[0]]))
                 self.assertTrue(_matches(arg, check[1], g), f"{name}: {check[0]} gave {g!r}, not {check[1]!r}")
+
+
+def _bytes(s):
+    if s.startswith("hex:"):
+        return bytes.fromhex(s[4:])
+    if s.startswith("repeat:"):
+        _, n, hh = s.split(":")
+        return bytes.fromhex(hh) * int(n)
+    return s.encode()
+
+
+def _email(v):
+    """The vectors' job type, as the Rust tests declare it: `struct Email { to: String, n: u32 }`."""
+    if not isinstance(v, dict) or not isinstance(v.get("to"), str):
+        raise ValueError("expected a map with text `to`")
+    n = v.get("n")
+    if not isinstance(n, int) or isinstance(n, bool) or not 0 <= n < 2 ** 32:
+        raise ValueError("expected an unsigned 32-bit `n`")
+    return v
 
 
 def _arg(key, s):

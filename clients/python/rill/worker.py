@@ -1,0 +1,453 @@
+"""``Worker``: runs a queue's jobs with threads, by SPEC.md section 9: claim with XREADGROUP, check each entry,
+renew leases on a timer the handlers cannot starve, finish through the fenced scripts (a delivery someone else
+took over writes nothing), take back stalled jobs, promote due ones, hand back what is left at shutdown.
+
+It beats every second into the worker registry (SPEC.md section 6c), so operators see it (``rill workers``) and
+other workers adopt its jobs within seconds if it dies; it adopts the workers its beats list as crashed.
+
+Not yet in this client (it refuses such queues rather than break their rules): priority levels, rate,
+concurrency and per-key limits; signals, checkpoints."""
+
+import logging
+import os
+import random
+import socket
+import threading
+import time
+import traceback
+
+import redis as _redis
+
+from . import wire
+from .errors import InvalidOption, Permanent, Retry, RillError
+from .job import Delivery, Job, Refused, decode_payload, job_id_of, parse_entry
+from .keys import GROUP
+
+log = logging.getLogger("rill.worker")
+
+DEFAULT_LEASE = 5.0
+CRASH_AFTER_MS = 3000
+RECORD_TTL_MS = 24 * 3600 * 1000
+HEARTBEATS_MAXLEN = 10_000
+RETENTION = 24 * 3600.0
+EVENTS_MAXLEN = 10_000
+
+
+class Unsupported(RillError):
+    """The queue uses a feature this client does not implement yet (it would break the queue's rules)."""
+
+
+class Worker:
+    """Runs ``handler(job)`` for the jobs of ``queue``, up to ``concurrency`` at once, each in its own thread.
+
+    The handler returns the job's result (any CBOR value; ``None``: none), raises ``rill.Retry(msg, after=s)``
+    to retry (after ``s`` seconds, else the backoff), ``rill.Permanent(msg)`` to dead-letter it now, or any other
+    exception to retry with backoff until ``max_attempts`` (the job's own, else this default).
+
+        worker = rill.Worker(client, "emails", send, concurrency=16)
+        worker.run()           # until worker.stop() from another thread, or Ctrl-C
+    """
+
+    def __init__(self, client, queue, handler, concurrency=8, lease=DEFAULT_LEASE, max_attempts=5,
+                 backoff=1.0, max_backoff=3600.0, block=2.0, timeout=None, decode=None, retention=RETENTION,
+                 events_maxlen=EVENTS_MAXLEN, consumer=None, reclaim_every=1.0):
+        if concurrency < 1:
+            raise InvalidOption("concurrency", "at least 1")
+        self.client = client
+        self.queue = client.queue(queue)
+        self.keys = self.queue.keys
+        self.handler = handler
+        self.concurrency = concurrency
+        self.lease = float(lease)
+        self.max_attempts = max_attempts
+        self.backoff, self.max_backoff = backoff, max_backoff
+        self.block = block
+        self.timeout = timeout
+        self.decode = decode
+        self.retention_ms = wire.ms(retention)
+        self.events_maxlen = events_maxlen
+        self.reclaim_every = reclaim_every
+        self.consumer = consumer or f"{socket.gethostname()}-{os.getpid()}-{os.urandom(3).hex()}"
+        self.scripts = client.scripts
+        self.r = client.redis
+        self._slots = threading.Semaphore(concurrency)
+        self._held = {}  # entry id -> Delivery
+        self._lock = threading.Lock()
+        self._stopping = threading.Event()
+        self._threads = []
+        self.completed = self.failed = self.dead = 0
+        self.lease_failures = 0
+        self._registered = False
+        self._crashed = []
+        self._started_ms = _now_ms()
+        self._lease_failures_beaten = 0
+
+    # Running
+
+    def run(self):
+        """Works jobs until ``stop()`` (or KeyboardInterrupt); then waits for running jobs and hands back the
+        rest."""
+        self._start()
+        fetch = self._fetch_connection()
+        try:
+            while not self._stopping.is_set():
+                free = self._free()
+                if free == 0:
+                    time.sleep(0.005)
+                    continue
+                try:
+                    got = fetch.execute_command("XREADGROUP", "GROUP", GROUP, self.consumer, "COUNT", free,
+                                                "BLOCK", wire.ms(self.block), "STREAMS", self.keys.ready, ">")
+                except _redis.ResponseError as e:
+                    if "NOGROUP" in str(e):
+                        self._create_group()
+                        continue
+                    raise
+                except (_redis.ConnectionError, _redis.TimeoutError) as e:
+                    log.warning("rill: read failed (%s); retrying", e)
+                    time.sleep(0.5)
+                    continue
+                for _stream, entries in got or []:
+                    for eid, flat in entries:
+                        self._dispatch(_text(eid), _pairs(flat), 1)
+        except KeyboardInterrupt:
+            pass
+        finally:
+            self._stopping.set()
+            self._shutdown()
+            fetch.close()
+
+    def stop(self):
+        """Asks ``run`` to stop claiming and return once running jobs are done."""
+        self._stopping.set()
+
+    def _start(self):
+        self._create_group()
+        levels = self.r.hget(self.keys.priorities, "levels")
+        if levels and int(levels) > 1:
+            raise Unsupported(f"queue {self.keys.queue!r} has priority levels: not supported by this client yet")
+        self.r.hsetnx(self.keys.config, "lease_ms", wire.ms(self.lease))
+        stored = self.r.hget(self.keys.config, "lease_ms")
+        if stored:
+            self.lease = int(stored) / 1000
+        self._check_limits()
+        t = threading.Thread(target=self._maintain, name="rill-maintain", daemon=True)
+        t.start()
+        self._threads.append(t)
+
+    def _check_limits(self):
+        limits = self.r.hmget(self.keys.limit, "rate", "concurrency", "key_field")
+        if any(limits) or self.r.zcard(self.keys.held):
+            raise Unsupported(f"queue {self.keys.queue!r} has limits: not supported by this client yet")
+
+    def _create_group(self):
+        try:
+            self.r.xgroup_create(self.keys.ready, GROUP, id="0", mkstream=True)
+        except _redis.ResponseError as e:
+            if "BUSYGROUP" not in str(e):
+                raise
+
+    def _fetch_connection(self):
+        kw = dict(self.r.connection_pool.connection_kwargs)
+        kw["socket_timeout"] = self.block + 5  # above the block time (SPEC.md section 9, step 2)
+        kw.pop("connection_class", None)
+        conn = _redis.Redis(connection_pool=_redis.ConnectionPool(
+            connection_class=self.r.connection_pool.connection_class, **kw))
+        # The raw field list: a dictionary would hide a field given twice (SPEC.md section 3).
+        conn.set_response_callback("XREADGROUP", lambda r, **kw: r)
+        return conn
+
+    def _free(self):
+        with self._lock:
+            return max(0, self.concurrency - len(self._held))
+
+    # One delivery
+
+    def _dispatch(self, eid, fields, token):
+        d = None
+        try:
+            env = parse_entry(eid, fields, self.client.max_payload)
+            d = Delivery(self, self.keys.ready, env, token, env.max_attempts or self.max_attempts)
+            payload = decode_payload(env, self.decode)
+        except Refused as e:
+            self._dead_letter_refused(eid, fields, token, e)
+            return
+        d.renewed = time.monotonic()
+        d.started_ms = _now_ms()
+        with self._lock:
+            self._held[eid] = d
+        t = threading.Thread(target=self._run_one, args=(d, payload), name=f"rill-job-{eid}", daemon=True)
+        t.start()
+
+    def _run_one(self, d, payload):
+        job = Job(d, payload)
+        timers = []
+        limit = d.envelope.timeout_ms / 1000 if d.envelope.timeout_ms else self.timeout
+        outcome = None
+        if limit:
+            # At the deadline the handler is asked to stop; shortly after, the attempt fails whether or not it
+            # returned, and its slot and lease go (a Python thread cannot be killed: a late return is ignored).
+            late = ("retry", f"timeout: the attempt ran past its {limit}s limit", None)
+            timers = [threading.Timer(limit, d.cancelled.set),
+                      threading.Timer(limit + self.lease / 6, self._settle, args=(d, late))]
+            for t in timers:
+                t.daemon = True
+                t.start()
+        try:
+            result = self.handler(job)
+            outcome = ("ok", result)
+        except Retry as e:
+            outcome = ("retry", str(e) or "retry", e.after)
+        except Permanent as e:
+            outcome = ("dead", str(e) or "failed permanently")
+        except Exception as e:  # a handler's bug is an attempt that failed
+            outcome = ("retry", f"{type(e).__name__}: {e}", None)
+            log.debug("rill: job %s failed: %s", job.id, traceback.format_exc())
+        finally:
+            for t in timers:
+                t.cancel()
+        timed_out = limit and d.cancelled.is_set() and outcome[0] != "ok" and not d.lost
+        if timed_out:
+            outcome = ("retry", f"timeout: the attempt ran past its {limit}s limit ({outcome[1]})", None)
+        self._settle(d, outcome)
+
+    def _settle(self, d, outcome):
+        with self._lock:
+            if self._held.get(d.envelope.entry_id) is not d or d.settling:
+                return  # given up (lease lost), or settled already (a timeout): write nothing
+            d.settling = True
+        try:
+            if d.lost:
+                return
+            if outcome[0] == "ok":
+                self._ack(d, outcome[1])
+            elif outcome[0] == "dead":
+                self._fail(d, "dead", outcome[1], 0, "failed")
+            else:
+                after = outcome[2]
+                attempt = d.envelope.attempts + d.token
+                delay = after if after is not None else self._backoff(attempt)
+                self._fail(d, "retry", outcome[1], wire.ms(delay), "")
+        except Exception as e:  # Redis away: the lease lapses and the job runs again elsewhere
+            log.warning("rill: could not record job %s: %s", d.envelope.job_id, e)
+        finally:
+            with self._lock:
+                self._held.pop(d.envelope.entry_id, None)
+
+    def _backoff(self, attempt):
+        base = min(self.max_backoff, self.backoff * (2 ** max(0, attempt - 1)))
+        return base * random.uniform(0.5, 1.0)
+
+    def _ack(self, d, result):
+        env = d.envelope
+        data = b"" if result is None else wire.encode(result, self.client.max_payload)
+        if data == b"\xf6":
+            data = b""  # CBOR null is no result (SPEC.md section 3)
+        k = self.keys
+        keys = [d.stream, k.index, k.events, k.held]
+        args = [GROUP, self.consumer, _now_ms(), self.retention_ms, self.events_maxlen, "0", 1, 1000, "1",
+                env.entry_id, d.token]
+        if data or env.job_id != env.entry_id:
+            keys += [k.job(env.job_id), k.checkpoints(env.job_id)]
+            args += [1, env.job_id, env.attempts + d.token, data, "0"]
+        got = self.scripts["ack.lua"](keys=keys, args=args)
+        if got == 1 or got == [1]:
+            self.completed += 1
+
+    def _fail(self, d, mode, error, delay_ms, reason):
+        env = d.envelope
+        k = self.keys
+        code, _made = self.scripts["fail.lua"](
+            keys=[d.stream, k.delayed, k.scheduled, k.index, k.dead, k.dead_index, k.events, k.job(env.job_id)],
+            args=[GROUP, self.consumer, env.entry_id, d.token, env.job_id, _now_ms(), mode, delay_ms,
+                  error[:4096], reason, self.max_attempts, self.events_maxlen, self.retention_ms])
+        if code == 3:
+            self.dead += 1
+        elif code in (1, 2):
+            self.failed += 1
+
+    def _dead_letter_refused(self, eid, fields, token, refused):
+        jid = job_id_of(eid, fields or [])
+        k = self.keys
+        try:
+            self.scripts["fail.lua"](
+                keys=[k.ready, k.delayed, k.scheduled, k.index, k.dead, k.dead_index, k.events, k.job(jid)],
+                args=[GROUP, self.consumer, eid, token, jid, _now_ms(), "dead", 0, str(refused)[:4096],
+                      refused.reason, self.max_attempts, self.events_maxlen, self.retention_ms])
+            self.dead += 1
+        except Exception as e:
+            log.warning("rill: could not dead-letter entry %s: %s", eid, e)
+
+    def _update(self, d, name, value):
+        got = self.scripts["update.lua"](keys=[d.stream, self.keys.job(d.envelope.job_id)],
+                                         args=[GROUP, self.consumer, d.envelope.entry_id, d.token, name,
+                                               wire.encode(value), self.retention_ms])
+        return got == 1
+
+    # Leases, stalled jobs, due jobs
+
+    def _maintain(self):
+        renew_every = self.lease / 3
+        next_renew = next_reclaim = next_promote = next_beat = 0.0
+        cursor = "0-0"
+        while not self._stopping.is_set() or self._held:
+            now = time.monotonic()
+            try:
+                if now >= next_renew:
+                    self._renew()
+                    next_renew = now + renew_every
+                if now >= next_beat:
+                    self._beat()
+                    next_beat = now + 1.0
+                if self._stopping.is_set():
+                    time.sleep(0.05)
+                    continue
+                if now >= next_reclaim:
+                    self._adopt()
+                    cursor = self._reclaim(cursor)
+                    next_reclaim = now + self.reclaim_every
+                if now >= next_promote:
+                    self._promote()
+                    next_promote = now + 1.0
+            except Exception as e:
+                log.warning("rill: maintenance failed: %s", e)
+            self._give_up_overdue()
+            time.sleep(min(0.05, renew_every))
+
+    def _renew(self):
+        with self._lock:
+            held = list(self._held.values())
+        if not held:
+            return
+        sent = time.monotonic()
+        args = [GROUP, self.consumer]
+        for d in held:
+            args += [d.envelope.entry_id, d.token]
+        codes = self.scripts["extend.lua"](keys=[self.keys.ready], args=args)
+        for d, code in zip(held, codes):
+            if code == 1:
+                d.renewed = sent
+            else:
+                self._lose(d)
+
+    def _give_up_overdue(self):
+        # Let go before anyone may take over (SPEC.md section 9a): no renewal landed for 2/3 of the lease.
+        limit = self.lease * 2 / 3
+        with self._lock:
+            overdue = [d for d in self._held.values() if time.monotonic() - d.renewed > limit]
+        for d in overdue:
+            self._lose(d)
+
+    def _lose(self, d):
+        self.lease_failures += 1
+        d.lost = True
+        d.cancelled.set()
+        with self._lock:
+            if self._held.get(d.envelope.entry_id) is d:
+                del self._held[d.envelope.entry_id]
+
+    def _beat(self):
+        with self._lock:
+            running = sorted((d.started_ms, d.envelope.job_id) for d in self._held.values())
+        status = "draining" if self._stopping.is_set() else ("busy" if running else "idle")
+        failures = self.lease_failures
+        per_beat = ["status", status, "reason", "", "in_flight", len(running), "processed", self.completed,
+                    "failed", self.failed + self.dead, "lease_failures", failures - self._lease_failures_beaten]
+        fields = per_beat + ["running", " ".join(f"{ms}:{jid}" for ms, jid in running[:100])]
+        if not self._registered:
+            fields += ["host", socket.gethostname(), "pid", os.getpid(), "queue", self.keys.queue,
+                       "concurrency", self.concurrency, "version", "python-0.1.0", "started_ms", self._started_ms,
+                       "capabilities", ""]
+        k = self.keys
+        _beat_id, new, crashed = self.scripts["heartbeat.lua"](
+            keys=[k.workers, k.worker(self.consumer), k.heartbeats],
+            args=[self.consumer, 0, HEARTBEATS_MAXLEN, RECORD_TTL_MS, CRASH_AFTER_MS, len(per_beat) // 2] + fields)
+        self._lease_failures_beaten = failures
+        if not self._registered:
+            self._registered = True
+        elif int(new) > 0:
+            # The per-beat fields alone created fields: no record was there (Redis lost it, or others judged this
+            # worker crashed): send the static fields again next beat.
+            self._registered = False
+        self._crashed = [_text(c) for c in crashed]
+
+    def _adopt(self):
+        k = self.keys
+        while self._crashed and self._free() > 0:
+            crashed = self._crashed.pop(0)
+            _code, taken, _dead = self.scripts["adopt.lua"](
+                keys=[k.ready, k.index, k.dead, k.dead_index, k.events, k.workers, k.worker(crashed)],
+                args=[GROUP, self.consumer, crashed, 0, CRASH_AFTER_MS, self._free(), self.max_attempts,
+                      self.events_maxlen])
+            for eid, token, flat in taken:
+                self._dispatch(_text(eid), _pairs(flat), int(token))
+
+    def _reclaim(self, cursor):
+        free = self._free()
+        if free == 0:
+            return cursor
+        k = self.keys
+        nxt, taken, _dead, _gone = self.scripts["reclaim.lua"](
+            keys=[k.ready, k.index, k.dead, k.dead_index, k.events],
+            args=[GROUP, self.consumer, wire.ms(self.lease), cursor, free, _now_ms(), self.max_attempts,
+                  self.events_maxlen])
+        for eid, token, flat in taken:
+            self._dispatch(_text(eid), _pairs(flat), int(token))
+        return _text(nxt)
+
+    def _promote(self):
+        k = self.keys
+        out = self.scripts["promote.lua"](
+            keys=[k.delayed, k.scheduled, k.ready, k.index, k.events, k.schedules, k.limit] + k.level_tail(),
+            args=[0, 1000, self.events_maxlen])
+        if int(out[3]) != 0:
+            log.error("rill: queue %s now has limits, which this client does not follow: stopping", k.queue)
+            self.stop()
+
+    # Shutdown
+
+    def _shutdown(self):
+        deadline = time.monotonic() + max(30.0, self.lease)
+        while time.monotonic() < deadline:
+            with self._lock:
+                if not self._held:
+                    break
+            time.sleep(0.02)
+        for t in self._threads:
+            t.join(timeout=5)
+        self._release_pending()
+        try:
+            self.scripts["retire.lua"](keys=[self.keys.ready], args=[GROUP, self.consumer])
+            # A graceful exit leaves the registry (SPEC.md section 6c).
+            self.r.delete(self.keys.worker(self.consumer))
+            self.r.zrem(self.keys.workers, self.consumer)
+        except Exception as e:
+            log.warning("rill: could not retire %s: %s", self.consumer, e)
+
+    def _release_pending(self):
+        # Whatever is still pending to this consumer (a read that landed late, a job given up) goes back to ready
+        # without counting an attempt.
+        pending = self.r.xpending_range(self.keys.ready, GROUP, min="-", max="+", count=10000,
+                                        consumername=self.consumer)
+        if not pending:
+            return
+        args = [GROUP, self.consumer, _now_ms(), self.events_maxlen]
+        for p in pending:
+            args += [_text(p["message_id"]), p["times_delivered"]]
+        self.scripts["release.lua"](keys=[self.keys.ready, self.keys.index, self.keys.events], args=args)
+
+
+def _pairs(flat):
+    if flat is None:
+        return None
+    if isinstance(flat, dict):  # a client that folded the fields: take them as they are
+        return list(flat.items())
+    return [(flat[i], flat[i + 1]) for i in range(0, len(flat), 2)]
+
+
+def _text(v):
+    return v.decode() if isinstance(v, bytes) else str(v)
+
+
+def _now_ms():
+    return int(time.time() * 1000)

@@ -1,0 +1,166 @@
+"""The worker against a private Redis: jobs run and their results are kept; retries, permanent failures and
+exhausted attempts end where SPEC.md says; refused entries are dead-lettered with their reason; a delivery someone
+else took over writes nothing; stalled jobs are taken back; a handler past its time limit loses its slot; shutdown
+leaves nothing pending."""
+
+import threading
+import time
+import unittest
+
+from support import RedisTest, rill
+
+
+def until(what, check, timeout=20.0):
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        if check():
+            return
+        time.sleep(0.02)
+    raise AssertionError(f"timed out waiting for: {what}")
+
+
+class Working(RedisTest):
+    def start(self, handler, **options):
+        options.setdefault("block", 0.2)
+        w = rill.Worker(self.client, "jobs", handler, **options)
+        t = threading.Thread(target=w.run, daemon=True)
+        t.start()
+        self.addCleanup(lambda: (w.stop(), t.join(timeout=30)))
+        return w, t
+
+    def test_jobs_run_and_their_results_are_kept(self):
+        q = self.client.queue("jobs")
+        ids = [q.enqueue({"n": i}) for i in range(20)] + [q.enqueue({"n": 20}, id="named")]
+        seen = []
+        w, t = self.start(lambda job: (seen.append(job.attempt), {"double": job.payload["n"] * 2})[1],
+                          concurrency=4)
+        until("all done", lambda: w.completed == 21)
+        for i, jid in enumerate(ids):
+            self.assertEqual(q.job(jid).state, "completed", jid)
+            self.assertEqual(q.result(jid), {"double": i * 2})
+        self.assertEqual(set(seen), {1})
+        w.stop()
+        t.join(timeout=30)
+        # Retired: nothing pending, the consumer gone from the group.
+        self.assertEqual(self.r.xpending(q.keys.ready, rill.GROUP)["pending"], 0)
+        self.assertEqual(self.r.xinfo_consumers(q.keys.ready, rill.GROUP), [])
+
+    def test_retries_permanent_failures_and_exhausted_attempts(self):
+        q = self.client.queue("jobs")
+        flaky = q.enqueue("flaky", id="flaky")
+        doomed = q.enqueue("doomed", id="doomed")
+        broken = q.enqueue("broken", id="broken", max_attempts=2)
+
+        def handler(job):
+            if job.payload == "flaky" and job.attempt == 1:
+                raise rill.Retry("not yet", after=0.05)
+            if job.payload == "doomed":
+                raise rill.Permanent("no such address")
+            if job.payload == "broken":
+                raise ValueError("bug")
+            return job.attempt
+
+        w, _ = self.start(handler)
+        until("all ended", lambda: {q.state(j) for j in (flaky, doomed, broken)} == {"completed", "dead"})
+        self.assertEqual(q.result(flaky), 2)
+        dead = {j: q.job(j) for j in (doomed, broken)}
+        self.assertEqual(dead["doomed"].state, "dead")
+        self.assertIn("no such address", dead["doomed"].error)
+        self.assertEqual((dead["broken"].state, dead["broken"].attempts), ("dead", 2))
+        self.assertIn("ValueError: bug", dead["broken"].error)
+        reasons = {e[1][b"dead_job"]: e[1][b"dead_reason"] for e in self.r.xrange(q.keys.dead)}
+        self.assertEqual(reasons, {b"doomed": b"failed", b"broken": b"exhausted"})
+
+    def test_refused_entries_are_dead_lettered_and_the_rest_run(self):
+        q = self.client.queue("jobs")
+        bad = self.r.xadd(q.keys.ready, {"v": "2", "payload": b"\xf6", "id": "from-the-future"})
+        junk = self.r.xadd(q.keys.ready, {"v": "1", "payload": b"\xa1\x61"})  # a truncated CBOR map
+        good = q.enqueue("fine")
+        w, _ = self.start(lambda job: "ok")
+        until("the good one ran", lambda: q.state(good) == "completed")
+        until("two dead letters", lambda: self.r.xlen(q.keys.dead) == 2)
+        letters = {e[1][b"dead_job"].decode(): e[1] for e in self.r.xrange(q.keys.dead)}
+        self.assertEqual(set(letters), {"from-the-future", junk.decode()})
+        self.assertEqual(letters["from-the-future"][b"dead_reason"], b"malformed")
+        self.assertIn(b"unsupported format version", letters["from-the-future"][b"dead_error"])
+        self.assertIn(b"does not decode", letters[junk.decode()][b"dead_error"])
+        self.assertTrue(bad)
+
+    def test_a_delivery_taken_over_writes_nothing(self):
+        q = self.client.queue("jobs")
+        jid = q.enqueue("slow", id="slow")
+        started, release = threading.Event(), threading.Event()
+        lost = []
+
+        def handler(job):
+            started.set()
+            release.wait(10)
+            lost.append(job.cancelled.is_set())
+            return "late"
+
+        w, _ = self.start(handler, lease=1.5)
+        until("running", started.is_set)
+        # Someone else takes the entry over (as reclaim or adopt would): the first worker's renewal fails.
+        entry = q.job(jid).entry_id
+        self.r.xclaim(q.keys.ready, rill.GROUP, "other", 0, [entry])
+        until("the lease lost", lambda: not w._held)
+        release.set()
+        until("the handler returned", lambda: lost == [True])
+        info = q.job(jid)
+        self.assertEqual((info.state, info.owner, info.deliveries), ("active", "other", 2))
+        self.assertEqual(w.completed, 0)
+
+    def test_a_crashed_consumers_job_is_taken_back_after_the_lease(self):
+        q = self.client.queue("jobs")
+        self.r.hset(q.keys.config, "lease_ms", 500)
+        jid = q.enqueue("orphan", id="orphan")
+        self.r.xgroup_create(q.keys.ready, rill.GROUP, id="0", mkstream=True)
+        self.r.xreadgroup(rill.GROUP, "crashed", {q.keys.ready: ">"}, count=1)
+        w, _ = self.start(lambda job: job.attempt, reclaim_every=0.1)
+        until("recovered", lambda: q.state(jid) == "completed")
+        self.assertEqual(w.lease, 0.5)  # the queue's lease, not the worker's default
+        self.assertEqual(q.result(jid), 2)
+
+    def test_a_handler_past_its_time_limit_loses_its_slot(self):
+        q = self.client.queue("jobs")
+        jid = q.enqueue("stuck", id="stuck", timeout=0.3, max_attempts=1)
+        nxt = q.enqueue("next")
+        gate = threading.Event()
+        self.addCleanup(gate.set)
+
+        def handler(job):
+            if job.payload == "stuck":
+                gate.wait(30)  # ignores job.cancelled
+            return "done"
+
+        w, _ = self.start(handler, concurrency=1, lease=1.2)
+        until("timed out and dead", lambda: q.state(jid) == "dead", timeout=10)
+        self.assertIn("timeout:", q.job(jid).error)
+        until("the next job ran in the freed slot", lambda: q.state(nxt) == "completed", timeout=10)
+
+
+    def test_the_worker_beats_into_the_registry_and_adopts_a_crashed_ones_jobs(self):
+        q = self.client.queue("jobs")
+        # A worker that died holding a job: registered, its last beat 10 s ago, its lease (60 s) far from over.
+        self.r.hset(q.keys.config, "lease_ms", 60_000)
+        jid = q.enqueue("orphan", id="orphan")
+        self.r.xgroup_create(q.keys.ready, rill.GROUP, id="0", mkstream=True)
+        self.r.xreadgroup(rill.GROUP, "dead-worker", {q.keys.ready: ">"}, count=1)
+        self.r.zadd(q.keys.workers, {"dead-worker": int(time.time() * 1000) - 10_000})
+        self.r.hset(q.keys.worker("dead-worker"), mapping={"host": "gone", "last_beat_ms": 1})
+        w, t = self.start(lambda job: job.attempt)
+        until("adopted and run", lambda: q.state(jid) == "completed", timeout=10)
+        self.assertEqual(q.result(jid), 2)
+        record = self.r.hgetall(q.keys.worker(w.consumer))
+        self.assertEqual(record[b"queue"], b"jobs")
+        self.assertEqual(record[b"status"], b"idle")
+        self.assertIsNotNone(self.r.zscore(q.keys.workers, w.consumer))
+        self.assertIsNone(self.r.zscore(q.keys.workers, "dead-worker"))
+        w.stop()
+        t.join(timeout=30)
+        self.assertEqual(self.r.exists(q.keys.worker(w.consumer)), 0)
+        self.assertIsNone(self.r.zscore(q.keys.workers, w.consumer))
+
+
+if __name__ == "__main__":
+    unittest.main()
