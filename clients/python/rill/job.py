@@ -191,3 +191,4 @@ class Delivery:
         self.lost = False
         self.settling = False
         self.started_ms = 0
+        self.cancel_requested = False

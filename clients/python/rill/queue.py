@@ -15,6 +15,8 @@ DEFAULT_DEDUP_TTL = 24 * 3600.0
 
 MAX_ATTEMPTS = 1_000_000
 MAX_TIMEOUT_MS = 31_622_400_000
+RECORD_RETENTION = 24 * 3600.0
+"""Seconds a finished job's record is kept (every rill worker's default: 24 h)."""
 STATE_SCAN = 200
 """Events ``state.lua`` scans for an unnamed job's ``completed`` event (as the Rust client)."""
 
@@ -164,6 +166,37 @@ class Queue:
                 pipe.xadd(self.keys.ready, {"v": "1", "payload": d})
             ids += [_text(x) for x in pipe.execute()]
         return ids
+
+    # Steering (SPEC.md section 6b)
+
+    def signal(self, kind, target="queue", payload=None, sender="python"):
+        """Sends signal ``kind`` (pause, resume, quiet, stop, cancel, custom:<name>) to ``target`` (``queue``,
+        ``worker:<consumer>``, ``job:<id>``). Returns ``(signal id, code)``: 1 applied by the queue itself (a
+        queue pause or resume; a job cancelled, parked or resumed before it ran), 2 left to the workers (a running
+        job, quiet, stop, custom), 0 ignored."""
+        k = self.keys
+        job_key = k.job(target[4:]) if target.startswith("job:") else k.paused
+        data = b"" if payload is None else wire.encode(payload, self.client.max_payload)
+        sid, code = self.client.scripts["signal.lua"](
+            keys=[k.signals, k.outcomes, k.paused, k.ready, k.delayed, k.scheduled, k.index, job_key, k.parked]
+            + k.level_tail(),
+            args=[kind, target, sender, _now_ms(), data, 10_000, _keys.GROUP, wire.ms(RECORD_RETENTION)])
+        return _text(sid), int(code)
+
+    def cancel(self, job_id):
+        """Cancels a job: removed at once if it has not started, else its worker stops it (``job.cancelled``) and
+        records it cancelled. Returns the signal's code (see ``signal``)."""
+        return self.signal("cancel", f"job:{job_id}")[1]
+
+    def pause(self):
+        """Stops every worker of the queue from taking jobs (kept across restarts) until ``resume``."""
+        self.signal("pause")
+
+    def resume(self):
+        self.signal("resume")
+
+    def is_paused(self):
+        return bool(self.redis.exists(self.keys.paused))
 
     # Looking
 

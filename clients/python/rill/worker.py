@@ -5,8 +5,13 @@ took over writes nothing), take back stalled jobs, promote due ones, hand back w
 It beats every second into the worker registry (SPEC.md section 6c), so operators see it (``rill workers``) and
 other workers adopt its jobs within seconds if it dies; it adopts the workers its beats list as crashed.
 
+It follows the queue's signals (SPEC.md section 6b): ``cancel job:<id>`` fires that job's ``cancelled`` event (a
+handler that then raises ends the job as cancelled), ``pause``/``resume`` of the queue, ``quiet`` and ``stop`` of
+the queue or this worker; it answers each with an outcome.
+
 Not yet in this client (it refuses such queues rather than break their rules): priority levels, rate,
-concurrency and per-key limits; signals, checkpoints."""
+concurrency and per-key limits; checkpoints and sessions (``pause job:<id>`` of a running job is ignored, with
+an outcome saying so)."""
 
 import logging
 import os
@@ -74,6 +79,8 @@ class Worker:
         self._held = {}  # entry id -> Delivery
         self._lock = threading.Lock()
         self._stopping = threading.Event()
+        self._paused = False
+        self._quiet = False
         self._threads = []
         self.completed = self.failed = self.dead = 0
         self.lease_failures = 0
@@ -91,7 +98,7 @@ class Worker:
         fetch = self._fetch_connection()
         try:
             while not self._stopping.is_set():
-                free = self._free()
+                free = 0 if self._paused or self._quiet else self._free()
                 if free == 0:
                     time.sleep(0.005)
                     continue
@@ -108,6 +115,10 @@ class Worker:
                     time.sleep(0.5)
                     continue
                 for _stream, entries in got or []:
+                    if self._paused or self._quiet or self._stopping.is_set():
+                        # A read that was blocked when the queue paused: hand its entries back, uncounted.
+                        self._release([(_text(eid), 1) for eid, _ in entries])
+                        continue
                     for eid, flat in entries:
                         self._dispatch(_text(eid), _pairs(flat), 1)
         except KeyboardInterrupt:
@@ -131,9 +142,13 @@ class Worker:
         if stored:
             self.lease = int(stored) / 1000
         self._check_limits()
-        t = threading.Thread(target=self._maintain, name="rill-maintain", daemon=True)
-        t.start()
-        self._threads.append(t)
+        self._paused = bool(self.r.exists(self.keys.paused))
+        newest = self.r.xrevrange(self.keys.signals, count=1)
+        self._signals_after = _text(newest[0][0]) if newest else "0-0"
+        for target in (self._maintain, self._listen):
+            t = threading.Thread(target=target, name=f"rill-{target.__name__.strip('_')}", daemon=True)
+            t.start()
+            self._threads.append(t)
 
     def _check_limits(self):
         limits = self.r.hmget(self.keys.limit, "rate", "concurrency", "key_field")
@@ -198,10 +213,14 @@ class Worker:
             outcome = ("ok", result)
         except Retry as e:
             outcome = ("retry", str(e) or "retry", e.after)
+            if d.cancel_requested:
+                outcome = ("cancel", str(e) or "cancelled")
         except Permanent as e:
             outcome = ("dead", str(e) or "failed permanently")
         except Exception as e:  # a handler's bug is an attempt that failed
             outcome = ("retry", f"{type(e).__name__}: {e}", None)
+            if d.cancel_requested:
+                outcome = ("cancel", f"cancelled ({type(e).__name__}: {e})")
             log.debug("rill: job %s failed: %s", job.id, traceback.format_exc())
         finally:
             for t in timers:
@@ -223,6 +242,8 @@ class Worker:
                 self._ack(d, outcome[1])
             elif outcome[0] == "dead":
                 self._fail(d, "dead", outcome[1], 0, "failed")
+            elif outcome[0] == "cancel":
+                self._fail(d, "cancel", outcome[1], 0, "")
             else:
                 after = outcome[2]
                 attempt = d.envelope.attempts + d.token
@@ -283,6 +304,64 @@ class Worker:
                                          args=[GROUP, self.consumer, d.envelope.entry_id, d.token, name,
                                                wire.encode(value), self.retention_ms])
         return got == 1
+
+    # Signals
+
+    def _listen(self):
+        conn = self._fetch_connection()
+        try:
+            while not self._stopping.is_set():
+                try:
+                    got = conn.xread({self.keys.signals: self._signals_after}, block=wire.ms(self.block))
+                except (_redis.ConnectionError, _redis.TimeoutError) as e:
+                    log.warning("rill: reading signals failed (%s); retrying", e)
+                    time.sleep(0.5)
+                    continue
+                for _stream, entries in got or []:
+                    for sid, fields in entries:
+                        self._signals_after = _text(sid)
+                        try:
+                            self._apply({_text(k): v for k, v in fields.items()}, _text(sid))
+                        except Exception as e:
+                            log.warning("rill: signal %s not applied: %s", _text(sid), e)
+        finally:
+            conn.close()
+
+    def _apply(self, f, sid):
+        kind, target = _text(f.get("kind", b"")), _text(f.get("target", b""))
+        mine = target in ("queue", f"worker:{self.consumer}")
+        if target.startswith("job:"):
+            jid = target[4:]
+            with self._lock:
+                d = next((d for d in self._held.values() if d.envelope.job_id == jid), None)
+            if d is None:
+                return  # another worker's job, or none: not ours to answer
+            if kind == "cancel":
+                d.cancel_requested = True
+                d.cancelled.set()
+                self._outcome(sid, "applied", "cancelling the running job")
+            else:
+                self._outcome(sid, "ignored", f"{kind} of a running job is not supported by this client")
+        elif not mine:
+            return
+        elif kind == "pause" and target == "queue":
+            self._paused = True
+            self._outcome(sid, "applied", "taking no new jobs")
+        elif kind == "resume" and target == "queue":
+            self._paused = False
+            self._outcome(sid, "applied", "taking jobs again")
+        elif kind == "quiet":
+            self._quiet = True
+            self._outcome(sid, "applied", "taking no new jobs")
+        elif kind == "stop":
+            self._outcome(sid, "applied", "stopping")
+            self.stop()
+        else:
+            self._outcome(sid, "ignored", f"{kind} is not handled by this worker")
+
+    def _outcome(self, sid, outcome, reason):
+        self.r.xadd(self.keys.outcomes, {"signal": sid, "receiver": self.consumer, "outcome": outcome,
+                                         "reason": reason, "ms": _now_ms()}, maxlen=10_000, approximate=True)
 
     # Leases, stalled jobs, due jobs
 
@@ -350,6 +429,8 @@ class Worker:
         with self._lock:
             running = sorted((d.started_ms, d.envelope.job_id) for d in self._held.values())
         status = "draining" if self._stopping.is_set() else ("busy" if running else "idle")
+        if self._paused and not self._stopping.is_set():
+            status = "paused"
         failures = self.lease_failures
         per_beat = ["status", status, "reason", "", "in_flight", len(running), "processed", self.completed,
                     "failed", self.failed + self.dead, "lease_failures", failures - self._lease_failures_beaten]
@@ -429,11 +510,14 @@ class Worker:
         # without counting an attempt.
         pending = self.r.xpending_range(self.keys.ready, GROUP, min="-", max="+", count=10000,
                                         consumername=self.consumer)
-        if not pending:
+        self._release([(_text(p["message_id"]), p["times_delivered"]) for p in pending])
+
+    def _release(self, deliveries):
+        if not deliveries:
             return
         args = [GROUP, self.consumer, _now_ms(), self.events_maxlen]
-        for p in pending:
-            args += [_text(p["message_id"]), p["times_delivered"]]
+        for eid, token in deliveries:
+            args += [eid, token]
         self.scripts["release.lua"](keys=[self.keys.ready, self.keys.index, self.keys.events], args=args)
 
 

@@ -162,5 +162,40 @@ class Working(RedisTest):
         self.assertIsNone(self.r.zscore(q.keys.workers, w.consumer))
 
 
+    def test_signals_cancel_a_running_job_pause_the_queue_and_stop_the_worker(self):
+        q = self.client.queue("jobs")
+        started = threading.Event()
+
+        def handler(job):
+            if job.payload == "long":
+                started.set()
+                if job.cancelled.wait(10):
+                    raise RuntimeError("stopped on request")
+            return "ok"
+
+        jid = q.enqueue("long", id="long")
+        w, t = self.start(handler)
+        until("running", started.is_set)
+        self.assertEqual(q.cancel(jid), 2)  # left to the worker that runs it
+        until("cancelled", lambda: q.state(jid) == "cancelled")
+        outcomes = [e[1] for e in self.r.xrange(q.keys.outcomes)]
+        self.assertTrue(any(o[b"outcome"] == b"applied" and o[b"receiver"] == w.consumer.encode()
+                            for o in outcomes), outcomes)
+        # Paused: new jobs wait, and the registry says so; resumed: they run.
+        q.pause()
+        until("paused", lambda: w._paused)
+        waiting = q.enqueue("later")
+        time.sleep(0.5)
+        self.assertEqual(q.state(waiting), "waiting")
+        until("the beat says paused",
+              lambda: self.r.hget(q.keys.worker(w.consumer), "status") == b"paused")
+        q.resume()
+        until("resumed and run", lambda: q.state(waiting) == "completed")
+        # A stop for this worker ends run().
+        q.signal("stop", f"worker:{w.consumer}")
+        t.join(timeout=20)
+        self.assertFalse(t.is_alive())
+
+
 if __name__ == "__main__":
     unittest.main()
