@@ -13,14 +13,14 @@ from .client import Client
 from .errors import (InvalidJobId, InvalidName, InvalidOption, NoSuchPriority, PayloadTooLarge, Permanent, Protocol,
                      RillError, Retry)
 from .keys import GROUP, QueueKeys
-from .job import Job
+from .job import Checkpoint, Job
 from .queue import DEFAULT_DEDUP_TTL, EnqueueOutcome, JobInfo, Queue
 from .worker import Unsupported, Worker
 
 __all__ = [
     "Client", "Queue", "QueueKeys", "GROUP", "EnqueueOutcome", "JobInfo", "DEFAULT_DEDUP_TTL",
     "RillError", "InvalidName", "InvalidJobId", "InvalidOption", "NoSuchPriority", "PayloadTooLarge", "Protocol",
-    "Retry", "Permanent", "Worker", "Job", "Unsupported",
+    "Retry", "Permanent", "Worker", "Job", "Checkpoint", "Unsupported",
 ]
 
 __version__ = "0.1.0"

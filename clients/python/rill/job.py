@@ -176,6 +176,26 @@ class Job:
         the job (it was reclaimed or cancelled)."""
         return self._delivery.worker._update(self._delivery, "progress", value)
 
+    def checkpoint(self, state, label=""):
+        """Saves ``state`` (any CBOR value) so a later delivery of this job resumes from it (SPEC.md section 6a).
+        Returns its version, or ``None`` if this delivery no longer owns the job (write nothing more then).
+
+        Raises ``PayloadTooLarge`` for a state over the worker's checkpoint limit."""
+        return self._delivery.worker._checkpoint(self._delivery, state, label)
+
+    def resume(self):
+        """The newest checkpoint of this job, as ``Checkpoint(version, state, label, ms)``, or ``None``: where a
+        previous delivery (crashed, timed out, handed back) left off."""
+        return self._delivery.worker._last_checkpoint(self._delivery)
+
+
+@dataclass(frozen=True)
+class Checkpoint:
+    version: int
+    state: Any
+    label: str
+    ms: int
+
 
 class Delivery:
     """One delivery a worker holds: its entry, token (delivery count) and state."""
@@ -192,3 +212,4 @@ class Delivery:
         self.settling = False
         self.started_ms = 0
         self.cancel_requested = False
+        self.touched = False  # wrote its record or a checkpoint: ack.lua then expires them with the record

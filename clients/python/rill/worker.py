@@ -9,9 +9,11 @@ It follows the queue's signals (SPEC.md section 6b): ``cancel job:<id>`` fires t
 handler that then raises ends the job as cancelled), ``pause``/``resume`` of the queue, ``quiet`` and ``stop`` of
 the queue or this worker; it answers each with an outcome.
 
+A handler saves progress with ``job.checkpoint(state)`` and resumes with ``job.resume()`` (SPEC.md section 6a).
+
 Not yet in this client (it refuses such queues rather than break their rules): priority levels, rate,
-concurrency and per-key limits; checkpoints and sessions (``pause job:<id>`` of a running job is ignored, with
-an outcome saying so)."""
+concurrency and per-key limits; sessions (``pause job:<id>`` of a running job is ignored, with an outcome saying
+so)."""
 
 import logging
 import os
@@ -33,6 +35,9 @@ log = logging.getLogger("rill.worker")
 DEFAULT_LEASE = 5.0
 CRASH_AFTER_MS = 3000
 RECORD_TTL_MS = 24 * 3600 * 1000
+CHECKPOINT_KEEP = 10
+CHECKPOINT_TTL_MS = 7 * 24 * 3600 * 1000
+CHECKPOINT_MAX = 1024 * 1024
 HEARTBEATS_MAXLEN = 10_000
 RETENTION = 24 * 3600.0
 EVENTS_MAXLEN = 10_000
@@ -268,9 +273,9 @@ class Worker:
         keys = [d.stream, k.index, k.events, k.held]
         args = [GROUP, self.consumer, _now_ms(), self.retention_ms, self.events_maxlen, "0", 1, 1000, "1",
                 env.entry_id, d.token]
-        if data or env.job_id != env.entry_id:
+        if data or env.job_id != env.entry_id or d.touched:
             keys += [k.job(env.job_id), k.checkpoints(env.job_id)]
-            args += [1, env.job_id, env.attempts + d.token, data, "0"]
+            args += [1, env.job_id, env.attempts + d.token, data, "1" if d.touched else "0"]
         got = self.scripts["ack.lua"](keys=keys, args=args)
         if got == 1 or got == [1]:
             self.completed += 1
@@ -299,7 +304,31 @@ class Worker:
         except Exception as e:
             log.warning("rill: could not dead-letter entry %s: %s", eid, e)
 
+    def _checkpoint(self, d, state, label):
+        data = wire.encode(state, CHECKPOINT_MAX)
+        env = d.envelope
+        code, version = self.scripts["checkpoint.lua"](
+            keys=[d.stream, self.keys.checkpoints(env.job_id)],
+            args=[GROUP, self.consumer, env.entry_id, d.token, 0, _now_ms(), label, data, CHECKPOINT_KEEP,
+                  CHECKPOINT_TTL_MS, CHECKPOINT_MAX])
+        if code == 1:
+            d.touched = True
+            return int(version)
+        if code == 0:
+            return None
+        raise RillError(f"checkpoint.lua answered {code} ({version})")
+
+    def _last_checkpoint(self, d):
+        from .job import Checkpoint
+        got = self.r.xrevrange(self.keys.checkpoints(d.envelope.job_id), count=1)
+        if not got:
+            return None
+        f = got[0][1]
+        return Checkpoint(int(f[b"version"]), wire.decode(f[b"state"]), _text(f.get(b"label", b"")),
+                          int(f.get(b"ms", b"0")))
+
     def _update(self, d, name, value):
+        d.touched = True
         got = self.scripts["update.lua"](keys=[d.stream, self.keys.job(d.envelope.job_id)],
                                          args=[GROUP, self.consumer, d.envelope.entry_id, d.token, name,
                                                wire.encode(value), self.retention_ms])

@@ -197,5 +197,40 @@ class Working(RedisTest):
         self.assertFalse(t.is_alive())
 
 
+    def test_a_job_resumes_from_its_checkpoint_after_its_worker_dies(self):
+        q = self.client.queue("jobs")
+        self.r.hset(q.keys.config, "lease_ms", 600)
+        jid = q.enqueue({"rows": 10}, id="import")
+        seen = []
+
+        def first(job):
+            # Saves progress, then loses the job (as after a missed renewal): nothing more is written for it.
+            for row in range(4):
+                self.assertIsNotNone(job.checkpoint({"row": row}, label=f"row {row}"))
+            job._delivery.worker._lose(job._delivery)
+            return "never recorded"
+
+        w1, t1 = self.start(first)
+        until("checkpointed", lambda: self.r.xlen(q.keys.checkpoints(jid)) == 4)
+        w1.stop()
+        t1.join(timeout=20)
+
+        def second(job):
+            cp = job.resume()
+            seen.append((job.attempt, cp.version, cp.state, cp.label))
+            job.checkpoint({"row": 9})
+            return {"resumed_at": cp.state["row"]}
+
+        self.start(second, reclaim_every=0.1)
+        until("finished", lambda: q.state(jid) == "completed", timeout=10)
+        # The first worker handed the given-up delivery back when it stopped (no attempt counted); the next one
+        # resumes from the newest checkpoint.
+        self.assertEqual(seen, [(1, 4, {"row": 3}, "row 3")])
+        self.assertEqual(q.result(jid), {"resumed_at": 3})
+        # Completed: its checkpoints now expire with the record (24 h), not after the 7 days of a live job.
+        ttl = self.r.pttl(q.keys.checkpoints(jid))
+        self.assertTrue(0 < ttl <= 24 * 3600 * 1000, ttl)
+
+
 if __name__ == "__main__":
     unittest.main()
