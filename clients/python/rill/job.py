@@ -60,8 +60,9 @@ def _decimal(name, value, most):
     return n
 
 
-def job_id_of(entry_id, fields):
-    """The job id an entry names in exactly one valid ``id`` field, else its entry id (SPEC.md section 5)."""
+def job_id_of(entry_id, fields, suffix=""):
+    """The job id an entry names in exactly one valid ``id`` field, else its entry id (``suffix``: ``@<p>`` on
+    the stream of level p) (SPEC.md section 5)."""
     ids = [v for k, v in fields if k == b"id"]
     if len(ids) == 1:
         try:
@@ -70,7 +71,7 @@ def job_id_of(entry_id, fields):
             return jid
         except (UnicodeDecodeError, InvalidJobId):
             pass
-    return entry_id
+    return entry_id + suffix
 
 
 def parse_entry(entry_id, fields: List[Tuple[bytes, bytes]], max_payload=wire.DEFAULT_MAX_PAYLOAD,
@@ -212,4 +213,5 @@ class Delivery:
         self.settling = False
         self.started_ms = 0
         self.cancel_requested = False
+        self.address = envelope.entry_id  # the entry id, with `@<p>` on the stream of level p
         self.touched = False  # wrote its record or a checkpoint: ack.lua then expires them with the record

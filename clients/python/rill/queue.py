@@ -167,6 +167,23 @@ class Queue:
             ids += [_text(x) for x in pipe.execute()]
         return ids
 
+    def set_priorities(self, levels, weights=None):
+        """Gives the queue ``levels`` priority levels (1 to 16; 0 is taken first), read strictly in order, or
+        with ``weights`` (one per level) each read starts at a level picked in proportion to its weight.
+        Refused with ``InvalidOption`` while a level that would go holds a job."""
+        if weights is not None:
+            levels = len(weights)
+            if levels < 2 or any((not isinstance(w, int)) or w < 1 for w in weights):
+                raise InvalidOption("weights", "2 to 16 positive integers, one per level")
+        if not isinstance(levels, int) or not 1 <= levels <= _keys.LEVELS:
+            raise InvalidOption("levels", "1 to 16")
+        k = self.keys
+        code, level = self.client.scripts["levels.lua"](
+            keys=[k.priorities] + [k.level(p) for p in range(1, _keys.LEVELS)],
+            args=[_keys.GROUP, levels, ",".join(map(str, weights)) if weights else ""])
+        if code != 1:
+            raise InvalidOption("levels", f"level {level} still holds a job")
+
     # Steering (SPEC.md section 6b)
 
     def signal(self, kind, target="queue", payload=None, sender="python"):

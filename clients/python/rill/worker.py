@@ -11,8 +11,11 @@ the queue or this worker; it answers each with an outcome.
 
 A handler saves progress with ``job.checkpoint(state)`` and resumes with ``job.resume()`` (SPEC.md section 6a).
 
-Not yet in this client (it refuses such queues rather than break their rules): priority levels, rate,
-concurrency and per-key limits; sessions (``pause job:<id>`` of a running job is ignored, with an outcome saying
+Priority levels (SPEC.md section 6g) are read level by level, strictly or weighted, and every later step runs
+on the stream of the delivery's level.
+
+Not yet in this client (it refuses such queues rather than break their rules): rate, concurrency and per-key
+limits; sessions (``pause job:<id>`` of a running job is ignored, with an outcome saying
 so)."""
 
 import logging
@@ -108,8 +111,7 @@ class Worker:
                     time.sleep(0.005)
                     continue
                 try:
-                    got = fetch.execute_command("XREADGROUP", "GROUP", GROUP, self.consumer, "COUNT", free,
-                                                "BLOCK", wire.ms(self.block), "STREAMS", self.keys.ready, ">")
+                    got = self._read(fetch, free)
                 except _redis.ResponseError as e:
                     if "NOGROUP" in str(e):
                         self._create_group()
@@ -119,13 +121,13 @@ class Worker:
                     log.warning("rill: read failed (%s); retrying", e)
                     time.sleep(0.5)
                     continue
-                for _stream, entries in got or []:
+                for stream, entries in got:
                     if self._paused or self._quiet or self._stopping.is_set():
                         # A read that was blocked when the queue paused: hand its entries back, uncounted.
-                        self._release([(_text(eid), 1) for eid, _ in entries])
+                        self._release(stream, [(_text(eid), 1) for eid, _ in entries])
                         continue
                     for eid, flat in entries:
-                        self._dispatch(_text(eid), _pairs(flat), 1)
+                        self._dispatch(stream, _text(eid), _pairs(flat), 1)
         except KeyboardInterrupt:
             pass
         finally:
@@ -138,10 +140,9 @@ class Worker:
         self._stopping.set()
 
     def _start(self):
+        levels, weights = self.r.hmget(self.keys.priorities, "levels", "weights")
+        self._set_levels(_text(levels or b""), _text(weights or b""))
         self._create_group()
-        levels = self.r.hget(self.keys.priorities, "levels")
-        if levels and int(levels) > 1:
-            raise Unsupported(f"queue {self.keys.queue!r} has priority levels: not supported by this client yet")
         self.r.hsetnx(self.keys.config, "lease_ms", wire.ms(self.lease))
         stored = self.r.hget(self.keys.config, "lease_ms")
         if stored:
@@ -161,11 +162,75 @@ class Worker:
             raise Unsupported(f"queue {self.keys.queue!r} has limits: not supported by this client yet")
 
     def _create_group(self):
-        try:
-            self.r.xgroup_create(self.keys.ready, GROUP, id="0", mkstream=True)
-        except _redis.ResponseError as e:
-            if "BUSYGROUP" not in str(e):
-                raise
+        for stream in self._streams():
+            try:
+                self.r.xgroup_create(stream, GROUP, id="0", mkstream=True)
+            except _redis.ResponseError as e:
+                if "BUSYGROUP" not in str(e):
+                    raise
+
+    # Priority levels (SPEC.md section 6g): level p is the stream <P>:ready:<p>, level 0 the ready stream.
+
+    def _set_levels(self, levels, weights):
+        n = max(1, min(int(levels or 1), 16))
+        w = [int(x) for x in weights.split(",")] if weights else None
+        if w is not None and len(w) != n:
+            w = None
+        if (n, w) != (getattr(self, "_levels", None), getattr(self, "_weights", None)):
+            self._levels, self._weights, self._credits = n, w, [0] * n
+            return True
+        return False
+
+    def _streams(self):
+        return [self.keys.level(p) for p in range(self._levels)]
+
+    def _suffix(self, stream):
+        return "" if stream == self.keys.ready else "@" + stream.rsplit(":", 1)[1]
+
+    def _order(self):
+        """The levels' streams in the order to read them: strictly by level, or (weighted) starting at the level
+        smooth weighted round-robin picks, then the others in level order."""
+        streams = self._streams()
+        if not self._weights:
+            return streams
+        total = sum(self._weights)
+        for i, w in enumerate(self._weights):
+            self._credits[i] += w
+        first = max(range(len(streams)), key=lambda i: (self._credits[i], -i))
+        self._credits[first] -= total
+        return [streams[first]] + [s for i, s in enumerate(streams) if i != first]
+
+    def _read(self, conn, free):
+        """Up to ``free`` new entries, as [(stream, entries)]: each level in order without blocking, then, with
+        nothing anywhere, one blocking read on all of them (its excess beyond ``free`` is handed back)."""
+        order = self._order()
+        if len(order) == 1:
+            got = conn.execute_command("XREADGROUP", "GROUP", GROUP, self.consumer, "COUNT", free, "BLOCK",
+                                       wire.ms(self.block), "STREAMS", order[0], ">")
+            return [(_text(s), e) for s, e in got or []]
+        out, left = [], free
+        for stream in order:
+            got = conn.execute_command("XREADGROUP", "GROUP", GROUP, self.consumer, "COUNT", left, "STREAMS",
+                                       stream, ">")
+            for s, entries in got or []:
+                out.append((_text(s), entries))
+                left -= len(entries)
+            if left <= 0:
+                return out
+        if out:
+            return out
+        got = conn.execute_command("XREADGROUP", "GROUP", GROUP, self.consumer, "COUNT", free, "BLOCK",
+                                   wire.ms(self.block), "STREAMS", *order, *([">"] * len(order)))
+        left = free
+        for s, entries in got or []:
+            s = _text(s)
+            keep, extra = entries[:max(0, left)], entries[max(0, left):]
+            left -= len(keep)
+            if keep:
+                out.append((s, keep))
+            if extra:
+                self._release(s, [(_text(eid), 1) for eid, _ in extra])
+        return out
 
     def _fetch_connection(self):
         kw = dict(self.r.connection_pool.connection_kwargs)
@@ -183,19 +248,21 @@ class Worker:
 
     # One delivery
 
-    def _dispatch(self, eid, fields, token):
+    def _dispatch(self, stream, eid, fields, token):
         d = None
+        suffix = self._suffix(stream)
         try:
-            env = parse_entry(eid, fields, self.client.max_payload)
-            d = Delivery(self, self.keys.ready, env, token, env.max_attempts or self.max_attempts)
+            env = parse_entry(eid, fields, self.client.max_payload, suffix)
+            d = Delivery(self, stream, env, token, env.max_attempts or self.max_attempts)
             payload = decode_payload(env, self.decode)
         except Refused as e:
-            self._dead_letter_refused(eid, fields, token, e)
+            self._dead_letter_refused(stream, eid, fields, token, e)
             return
+        d.address = eid + suffix  # entry ids repeat across level streams
         d.renewed = time.monotonic()
         d.started_ms = _now_ms()
         with self._lock:
-            self._held[eid] = d
+            self._held[d.address] = d
         t = threading.Thread(target=self._run_one, args=(d, payload), name=f"rill-job-{eid}", daemon=True)
         t.start()
 
@@ -237,7 +304,7 @@ class Worker:
 
     def _settle(self, d, outcome):
         with self._lock:
-            if self._held.get(d.envelope.entry_id) is not d or d.settling:
+            if self._held.get(d.address) is not d or d.settling:
                 return  # given up (lease lost), or settled already (a timeout): write nothing
             d.settling = True
         try:
@@ -258,7 +325,7 @@ class Worker:
             log.warning("rill: could not record job %s: %s", d.envelope.job_id, e)
         finally:
             with self._lock:
-                self._held.pop(d.envelope.entry_id, None)
+                self._held.pop(d.address, None)
 
     def _backoff(self, attempt):
         base = min(self.max_backoff, self.backoff * (2 ** max(0, attempt - 1)))
@@ -292,12 +359,12 @@ class Worker:
         elif code in (1, 2):
             self.failed += 1
 
-    def _dead_letter_refused(self, eid, fields, token, refused):
-        jid = job_id_of(eid, fields or [])
+    def _dead_letter_refused(self, stream, eid, fields, token, refused):
+        jid = job_id_of(eid, fields or [], self._suffix(stream))
         k = self.keys
         try:
             self.scripts["fail.lua"](
-                keys=[k.ready, k.delayed, k.scheduled, k.index, k.dead, k.dead_index, k.events, k.job(jid)],
+                keys=[stream, k.delayed, k.scheduled, k.index, k.dead, k.dead_index, k.events, k.job(jid)],
                 args=[GROUP, self.consumer, eid, token, jid, _now_ms(), "dead", 0, str(refused)[:4096],
                       refused.reason, self.max_attempts, self.events_maxlen, self.retention_ms])
             self.dead += 1
@@ -397,7 +464,7 @@ class Worker:
     def _maintain(self):
         renew_every = self.lease / 3
         next_renew = next_reclaim = next_promote = next_beat = 0.0
-        cursor = "0-0"
+        cursor = {}
         while not self._stopping.is_set() or self._held:
             now = time.monotonic()
             try:
@@ -428,15 +495,19 @@ class Worker:
         if not held:
             return
         sent = time.monotonic()
-        args = [GROUP, self.consumer]
+        by_stream = {}
         for d in held:
-            args += [d.envelope.entry_id, d.token]
-        codes = self.scripts["extend.lua"](keys=[self.keys.ready], args=args)
-        for d, code in zip(held, codes):
-            if code == 1:
-                d.renewed = sent
-            else:
-                self._lose(d)
+            by_stream.setdefault(d.stream, []).append(d)
+        for stream, ds in by_stream.items():
+            args = [GROUP, self.consumer]
+            for d in ds:
+                args += [d.envelope.entry_id, d.token]
+            codes = self.scripts["extend.lua"](keys=[stream], args=args)
+            for d, code in zip(ds, codes):
+                if code == 1:
+                    d.renewed = sent
+                else:
+                    self._lose(d)
 
     def _give_up_overdue(self):
         # Let go before anyone may take over (SPEC.md section 9a): no renewal landed for 2/3 of the lease.
@@ -451,8 +522,8 @@ class Worker:
         d.lost = True
         d.cancelled.set()
         with self._lock:
-            if self._held.get(d.envelope.entry_id) is d:
-                del self._held[d.envelope.entry_id]
+            if self._held.get(d.address) is d:
+                del self._held[d.address]
 
     def _beat(self):
         with self._lock:
@@ -485,31 +556,38 @@ class Worker:
         k = self.keys
         while self._crashed and self._free() > 0:
             crashed = self._crashed.pop(0)
-            _code, taken, _dead = self.scripts["adopt.lua"](
-                keys=[k.ready, k.index, k.dead, k.dead_index, k.events, k.workers, k.worker(crashed)],
-                args=[GROUP, self.consumer, crashed, 0, CRASH_AFTER_MS, self._free(), self.max_attempts,
-                      self.events_maxlen])
-            for eid, token, flat in taken:
-                self._dispatch(_text(eid), _pairs(flat), int(token))
+            streams = self._streams()
+            for stream in streams:
+                others = [s for s in streams if s != stream]
+                _code, taken, _dead = self.scripts["adopt.lua"](
+                    keys=[stream, k.index, k.dead, k.dead_index, k.events, k.workers, k.worker(crashed)] + others,
+                    args=[GROUP, self.consumer, crashed, 0, CRASH_AFTER_MS, max(1, self._free()),
+                          self.max_attempts, self.events_maxlen])
+                for eid, token, flat in taken:
+                    self._dispatch(stream, _text(eid), _pairs(flat), int(token))
 
-    def _reclaim(self, cursor):
-        free = self._free()
-        if free == 0:
-            return cursor
+    def _reclaim(self, cursors):
         k = self.keys
-        nxt, taken, _dead, _gone = self.scripts["reclaim.lua"](
-            keys=[k.ready, k.index, k.dead, k.dead_index, k.events],
-            args=[GROUP, self.consumer, wire.ms(self.lease), cursor, free, _now_ms(), self.max_attempts,
-                  self.events_maxlen])
-        for eid, token, flat in taken:
-            self._dispatch(_text(eid), _pairs(flat), int(token))
-        return _text(nxt)
+        for stream in self._streams():
+            free = self._free()
+            if free == 0:
+                break
+            nxt, taken, _dead, _gone = self.scripts["reclaim.lua"](
+                keys=[stream, k.index, k.dead, k.dead_index, k.events],
+                args=[GROUP, self.consumer, wire.ms(self.lease), cursors.get(stream, "0-0"), free, _now_ms(),
+                      self.max_attempts, self.events_maxlen])
+            cursors[stream] = _text(nxt)
+            for eid, token, flat in taken:
+                self._dispatch(stream, _text(eid), _pairs(flat), int(token))
+        return cursors
 
     def _promote(self):
         k = self.keys
         out = self.scripts["promote.lua"](
             keys=[k.delayed, k.scheduled, k.ready, k.index, k.events, k.schedules, k.limit] + k.level_tail(),
             args=[0, 1000, self.events_maxlen])
+        if self._set_levels(_text(out[5]), _text(out[6])):
+            self._create_group()
         if int(out[3]) != 0:
             log.error("rill: queue %s now has limits, which this client does not follow: stopping", k.queue)
             self.stop()
@@ -527,7 +605,8 @@ class Worker:
             t.join(timeout=5)
         self._release_pending()
         try:
-            self.scripts["retire.lua"](keys=[self.keys.ready], args=[GROUP, self.consumer])
+            for stream in self._streams():
+                self.scripts["retire.lua"](keys=[stream], args=[GROUP, self.consumer])
             # A graceful exit leaves the registry (SPEC.md section 6c).
             self.r.delete(self.keys.worker(self.consumer))
             self.r.zrem(self.keys.workers, self.consumer)
@@ -537,17 +616,21 @@ class Worker:
     def _release_pending(self):
         # Whatever is still pending to this consumer (a read that landed late, a job given up) goes back to ready
         # without counting an attempt.
-        pending = self.r.xpending_range(self.keys.ready, GROUP, min="-", max="+", count=10000,
-                                        consumername=self.consumer)
-        self._release([(_text(p["message_id"]), p["times_delivered"]) for p in pending])
+        for stream in self._streams():
+            try:
+                pending = self.r.xpending_range(stream, GROUP, min="-", max="+", count=10000,
+                                                consumername=self.consumer)
+            except _redis.ResponseError:
+                continue  # no such stream or group any more
+            self._release(stream, [(_text(p["message_id"]), p["times_delivered"]) for p in pending])
 
-    def _release(self, deliveries):
+    def _release(self, stream, deliveries):
         if not deliveries:
             return
         args = [GROUP, self.consumer, _now_ms(), self.events_maxlen]
         for eid, token in deliveries:
             args += [eid, token]
-        self.scripts["release.lua"](keys=[self.keys.ready, self.keys.index, self.keys.events], args=args)
+        self.scripts["release.lua"](keys=[stream, self.keys.index, self.keys.events], args=args)
 
 
 def _pairs(flat):

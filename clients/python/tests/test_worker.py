@@ -232,5 +232,36 @@ class Working(RedisTest):
         self.assertTrue(0 < ttl <= 24 * 3600 * 1000, ttl)
 
 
+    def test_priority_levels_are_read_in_order_and_every_step_runs_on_the_levels_stream(self):
+        q = self.client.queue("jobs")
+        q.set_priorities(3)
+        ids = {}
+        for level in (2, 1, 0, 2, 1, 0):
+            ids.setdefault(level, []).append(q.enqueue({"level": level}, priority=level))
+        named = q.enqueue({"level": 2}, priority=2, id="named-2")
+        order = []
+
+        def handler(job):
+            order.append(job.payload["level"])
+            if job.attempt == 1 and job.id == ids[1][0]:
+                raise rill.Retry("once more", after=0.01)
+            return job.payload["level"]
+
+        w, t = self.start(handler, concurrency=1)
+        until("all ran", lambda: len(order) == 8)
+        # Strict: level 0 first, then 1, then 2; the retry comes back on level 1 once promoted.
+        self.assertEqual(order[:4], [0, 0, 1, 1])
+        self.assertEqual(sorted(order[4:]), [1, 2, 2, 2])
+        for jid in ids[2] + [named]:
+            until(f"{jid} completed", lambda: q.state(jid) == "completed")
+        until("the retry completed", lambda: q.state(ids[1][0]) == "completed")
+        self.assertEqual((q.result(ids[1][0]), q.job(ids[1][0]).level), (1, 0))
+        w.stop()
+        t.join(timeout=20)
+        for p in range(3):
+            self.assertEqual(self.r.xpending(q.keys.level(p), rill.GROUP)["pending"], 0)
+        self.assertEqual(q.counts()["waiting"], 0)
+
+
 if __name__ == "__main__":
     unittest.main()
