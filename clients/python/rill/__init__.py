@@ -15,12 +15,12 @@ from .errors import (InvalidJobId, InvalidName, InvalidOption, NoSuchPriority, P
 from .keys import GROUP, QueueKeys
 from .job import Checkpoint, Job
 from .queue import DEFAULT_DEDUP_TTL, EnqueueOutcome, JobInfo, Queue
-from .worker import Unsupported, Worker
+from .worker import Worker
 
 __all__ = [
     "Client", "Queue", "QueueKeys", "GROUP", "EnqueueOutcome", "JobInfo", "DEFAULT_DEDUP_TTL",
     "RillError", "InvalidName", "InvalidJobId", "InvalidOption", "NoSuchPriority", "PayloadTooLarge", "Protocol",
-    "Retry", "Permanent", "Worker", "Job", "Checkpoint", "Unsupported",
+    "Retry", "Permanent", "Worker", "Job", "Checkpoint",
 ]
 
 __version__ = "0.1.0"

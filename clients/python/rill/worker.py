@@ -14,8 +14,10 @@ A handler saves progress with ``job.checkpoint(state)`` and resumes with ``job.r
 Priority levels (SPEC.md section 6g) are read level by level, strictly or weighted, and every later step runs
 on the stream of the delivery's level.
 
-Not yet in this client (it refuses such queues rather than break their rules): rate, concurrency and per-key
-limits; sessions (``pause job:<id>`` of a running job is ignored, with an outcome saying
+A queue's rate, concurrency and per-key limits (SPEC.md sections 6f and 6h) are followed by reading through
+``limit.lua``.
+
+Not yet in this client: sessions (``pause job:<id>`` of a running job is ignored, with an outcome saying
 so)."""
 
 import logging
@@ -44,10 +46,6 @@ CHECKPOINT_MAX = 1024 * 1024
 HEARTBEATS_MAXLEN = 10_000
 RETENTION = 24 * 3600.0
 EVENTS_MAXLEN = 10_000
-
-
-class Unsupported(RillError):
-    """The queue uses a feature this client does not implement yet (it would break the queue's rules)."""
 
 
 class Worker:
@@ -111,7 +109,7 @@ class Worker:
                     time.sleep(0.005)
                     continue
                 try:
-                    got = self._read(fetch, free)
+                    got = self._read_limited(fetch, free) if self._limited else self._read(fetch, free)
                 except _redis.ResponseError as e:
                     if "NOGROUP" in str(e):
                         self._create_group()
@@ -147,7 +145,8 @@ class Worker:
         stored = self.r.hget(self.keys.config, "lease_ms")
         if stored:
             self.lease = int(stored) / 1000
-        self._check_limits()
+        limits = self.r.hmget(self.keys.limit, "rate", "concurrency", "key_field")
+        self._limited = any(limits) or bool(self.r.zcard(self.keys.held))
         self._paused = bool(self.r.exists(self.keys.paused))
         newest = self.r.xrevrange(self.keys.signals, count=1)
         self._signals_after = _text(newest[0][0]) if newest else "0-0"
@@ -155,11 +154,6 @@ class Worker:
             t = threading.Thread(target=target, name=f"rill-{target.__name__.strip('_')}", daemon=True)
             t.start()
             self._threads.append(t)
-
-    def _check_limits(self):
-        limits = self.r.hmget(self.keys.limit, "rate", "concurrency", "key_field")
-        if any(limits) or self.r.zcard(self.keys.held):
-            raise Unsupported(f"queue {self.keys.queue!r} has limits: not supported by this client yet")
 
     def _create_group(self):
         for stream in self._streams():
@@ -199,6 +193,41 @@ class Worker:
         first = max(range(len(streams)), key=lambda i: (self._credits[i], -i))
         self._credits[first] -= total
         return [streams[first]] + [s for i, s in enumerate(streams) if i != first]
+
+    def _read_limited(self, conn, free):
+        """Up to ``free`` new entries through ``limit.lua`` (SPEC.md sections 6f and 6h: it reads and counts in one
+        step); with none, waits without a busy loop for what the script says: a start allowed by the rate, a job
+        ending somewhere (an event), a new entry, or a key's turn."""
+        order = self._order()
+        k = self.keys
+        limited, read, wait, after = self.scripts["limit.lua"](
+            keys=[k.limit, k.limit_starts, order[0], k.events, k.held, k.key_ring, k.key_queued, k.key_running,
+                  k.key_starts] + order[1:],
+            args=[GROUP, self.consumer, free])
+        wait = _text(wait)
+        if int(limited) == 0:
+            self._limited = False
+            return []
+        if wait == "":
+            return [(_text(stream), entries) for stream, entries in read]
+        if wait == "again":
+            return []
+        if wait == "rate":
+            self._stopping.wait(int(after) / 1000)
+            return []
+        block = wire.ms(self.block)
+        if wait == "room":
+            streams, ids, block = [k.events], [_text(after)], min(block, 1000)
+        elif wait == "entries":
+            streams, ids = order, [_text(a) for a in after]
+        elif wait == "keys":
+            ids = [_text(a) for a in after]
+            wake = int(ids.pop())
+            streams, block = [k.events] + order, min(block, 1000, wake or 1000)
+        else:
+            raise RillError(f"limit.lua answered the wait {wait!r}")
+        conn.xread(dict(zip(streams, ids)), count=1, block=max(1, block))
+        return []
 
     def _read(self, conn, free):
         """Up to ``free`` new entries, as [(stream, entries)]: each level in order without blocking, then, with
@@ -588,9 +617,7 @@ class Worker:
             args=[0, 1000, self.events_maxlen])
         if self._set_levels(_text(out[5]), _text(out[6])):
             self._create_group()
-        if int(out[3]) != 0:
-            log.error("rill: queue %s now has limits, which this client does not follow: stopping", k.queue)
-            self.stop()
+        self._limited = int(out[3]) != 0
 
     # Shutdown
 

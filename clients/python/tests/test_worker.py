@@ -263,5 +263,57 @@ class Working(RedisTest):
         self.assertEqual(q.counts()["waiting"], 0)
 
 
+    def test_limits_hold_across_two_python_workers(self):
+        q = self.client.queue("jobs")
+        # At most 2 running at once across the fleet, and at most 1 at once per tenant.
+        self.r.hset(q.keys.limit, mapping={"concurrency": 2, "key_field": "x-t", "key_concurrency": 1})
+        for i in range(6):
+            q.enqueue({"i": i}, headers={"x-t": "a" if i < 4 else "b"})
+        runs, lock = [], threading.Lock()
+
+        def handler(job):
+            start = time.monotonic()
+            time.sleep(0.1)
+            with lock:
+                runs.append((job.header("x-t"), start, time.monotonic()))
+
+        self.start(handler, concurrency=4)
+        self.start(handler, concurrency=4)
+        until("all ran", lambda: len(runs) == 6)
+
+        def most(rows):
+            edges = sorted([(s, 1) for _, s, _ in rows] + [(e, -1) for _, _, e in rows])
+            now = top = 0
+            for _, d in edges:
+                now += d
+                top = max(top, now)
+            return top
+
+        self.assertEqual(most(runs), 2)
+        self.assertEqual(most([r for r in runs if r[0] == b"a"]), 1)
+        # b's jobs were not queued behind a's four: one of them ran while a still had jobs left.
+        a_last = max(s for t, s, _ in runs if t == b"a")
+        self.assertLess(min(s for t, s, _ in runs if t == b"b"), a_last)
+
+    def test_a_rate_limit_holds_across_the_workers(self):
+        q = self.client.queue("jobs")
+        self.r.hset(q.keys.limit, mapping={"rate": 4, "period_ms": 400})
+        starts, lock = [], threading.Lock()
+
+        def handler(job):
+            with lock:
+                starts.append(time.monotonic())
+
+        self.start(handler, concurrency=4)
+        self.start(handler, concurrency=4)
+        time.sleep(0.3)
+        for i in range(12):
+            q.enqueue(i)
+        until("all started", lambda: len(starts) == 12)
+        starts.sort()
+        for i in range(len(starts) - 4):
+            self.assertGreaterEqual(starts[i + 4] - starts[i], 0.36, f"5 starts within {starts[i + 4] - starts[i]}")
+
+
 if __name__ == "__main__":
     unittest.main()
