@@ -417,3 +417,110 @@ async fn a_stale_python_worker_is_refused_after_a_rust_worker_took_its_job() {
     );
     w.stop().await;
 }
+
+/// `clients/typescript` built once per test run (`npx tsc`), with its dependencies (`npm ci`, which `.ci/run` does).
+fn typescript_package() -> &'static str {
+    static BUILT: std::sync::OnceLock<()> = std::sync::OnceLock::new();
+    let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/clients/typescript");
+    BUILT.get_or_init(|| {
+        assert!(
+            std::path::Path::new(dir).join("node_modules").is_dir(),
+            "clients/typescript has no node_modules: run `npm ci` there (as .ci/run does)"
+        );
+        let out = Command::new("npx")
+            .args(["tsc", "-p", "."])
+            .current_dir(dir)
+            .output()
+            .expect("npx (Node.js) runs");
+        assert!(
+            out.status.success(),
+            "building the TypeScript package failed: {}",
+            String::from_utf8_lossy(&out.stdout)
+        );
+    });
+    dir
+}
+
+fn typescript(redis: &TestRedis, ns: &str, args: &[&str]) -> String {
+    let dir = typescript_package();
+    let out = Command::new("node")
+        .arg(format!("{dir}/test/interop_driver.mjs"))
+        .arg(redis.url())
+        .arg(ns)
+        .arg("emails")
+        .args(args)
+        .output()
+        .expect("node runs");
+    assert!(
+        out.status.success(),
+        "the TypeScript package failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap()
+}
+
+/// The TypeScript package's own suite (`node --test`): conformance vectors, shipped scripts identical to `lua/`,
+/// producing and inspecting against its private redis-server.
+#[test]
+fn the_typescript_package_passes_its_own_tests() {
+    let dir = typescript_package();
+    let out = Command::new("node")
+        .args(["--test", "--test-concurrency=1", "dist/test/"])
+        .current_dir(dir)
+        .output()
+        .expect("node runs");
+    let report = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "the TypeScript package's tests failed:\n{report}"
+    );
+    assert!(
+        report.contains("# fail 0") && report.contains("# skipped 0"),
+        "{report}"
+    );
+}
+
+/// TypeScript producer → Rust worker → TypeScript reads the outcome: the same four kinds of job as the Python
+/// producer test.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_typescript_package_produces_for_a_rust_worker_and_reads_the_results() {
+    let redis = TestRedis::start();
+    let client = support::client(&redis);
+    let ns = client.config().namespace.clone();
+    let q = client.queue::<Email>("emails").unwrap();
+    let ids: Vec<String> = typescript(&redis, &ns, &["produce"])
+        .lines()
+        .map(str::to_owned)
+        .collect();
+    assert_eq!(ids.len(), 4);
+    assert_eq!(ids[1], "ts-named");
+    assert_eq!(q.state(&ids[3]).await.unwrap(), JobState::Delayed);
+    let w = spawn_worker(
+        Worker::new(client.clone(), "emails").unwrap(),
+        |job: Job<Email>| async move {
+            let tenant = job
+                .header("x-tenant")
+                .map(|t| String::from_utf8_lossy(t).into_owned());
+            Ok::<_, JobError>(serde_json::json!({
+                "sent": job.data().to, "n": job.data().n, "tenant": tenant, "max": job.max_attempts(),
+            }))
+        },
+    );
+    eventually(Duration::from_secs(20), "the 4 TypeScript jobs", || async {
+        w.stats.snapshot().completed == 4
+    })
+    .await;
+    assert_eq!(w.stop().await.malformed, 0);
+    let mut args = vec!["inspect"];
+    args.extend(ids.iter().map(String::as_str));
+    let seen: Vec<serde_json::Value> = typescript(&redis, &ns, &args)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    for (n, r) in seen.iter().enumerate() {
+        assert_eq!(r["state"], "completed", "{r}");
+        assert_eq!(r["result"]["n"], n, "{r}");
+    }
+    assert_eq!(seen[1]["result"]["max"], 2);
+    assert_eq!(seen[2]["result"]["tenant"], "acme");
+}

@@ -1,6 +1,6 @@
 //! Every Lua script run directly: seed keys, run it, assert the raw Redis state and the return code. One module
 //! per script: `lua/X.lua` is tested in `tests/scripts/X.rs`. Also checks that the flattened scripts in `lua/`
-//! (and the Python package's copies in `clients/python/rill/lua/`) are what `lua/src/` and `lua/lib/` make of them
+//! (and the copies in `clients/python/rill/lua/` and `clients/typescript/lua/`) are what `lua/src/` and `lua/lib/` make of them
 //! (`RILL_BLESS=1 cargo test --test scripts` rewrites them).
 
 #[path = "../support/mod.rs"]
@@ -295,9 +295,10 @@ fn flattened_scripts_match_their_sources() {
             "{name} is not loaded by src/scripts/"
         );
         let flat = flatten(name);
-        // The flattened script, and the copy the Python package ships (clients/python/rill/lua/).
-        let shipped = dir.join("../clients/python/rill/lua").join(name);
-        for path in [dir.join(name), shipped] {
+        // The flattened script, and the copies the Python and TypeScript packages ship.
+        let python = dir.join("../clients/python/rill/lua").join(name);
+        let typescript = dir.join("../clients/typescript/lua").join(name);
+        for path in [dir.join(name), python, typescript] {
             if std::fs::read_to_string(&path).ok().as_deref() != Some(flat.as_str()) {
                 if bless {
                     std::fs::write(&path, &flat).unwrap();

@@ -1,0 +1,242 @@
+/** `Queue`: producing jobs and looking at them (SPEC.md sections 4, 6 and 8). */
+
+import { randomBytes } from "node:crypto";
+import type { Client } from "./client.js";
+import { InvalidOption, NoSuchPriority, ProtocolError } from "./errors.js";
+import { GROUP, LEVELS, QueueKeys, validateJobId } from "./keys.js";
+import { script, text } from "./scripts.js";
+import { decode, encode } from "./wire.js";
+
+/** Milliseconds a chosen id or dedup key refuses a second job after the first enqueue (every rill producer: 24 h). */
+export const DEFAULT_DEDUP_TTL_MS = 24 * 3600 * 1000;
+export const RECORD_RETENTION_MS = 24 * 3600 * 1000;
+const MAX_ATTEMPTS = 1_000_000;
+const MAX_TIMEOUT_MS = 31_622_400_000;
+const STATE_SCAN = 200;
+
+export interface EnqueueOptions {
+  /** A job id of your own: a second enqueue of it adds nothing while the job is live or within `dedupTtlMs`. */
+  id?: string;
+  /** Deduplication key (like `id`, but the job id is generated). */
+  dedupKey?: string;
+  dedupTtlMs?: number;
+  /** Run no earlier than this many ms from now. */
+  delayMs?: number;
+  /** Run no earlier than this time. */
+  runAt?: Date;
+  maxAttempts?: number;
+  /** Longest one attempt may run, ms. */
+  timeoutMs?: number;
+  /** A priority level of the queue's (0, the default, is taken first). */
+  priority?: number;
+  /** Headers carried with the job: names start with `x-` (`{ "x-tenant": "acme" }`). */
+  headers?: Record<string, string | Buffer>;
+}
+
+export interface EnqueueOutcome {
+  id: string;
+  /** Nothing was added: a job with that id or dedup key is live or was enqueued within the TTL (`id` is its). */
+  duplicate: boolean;
+}
+
+export type JobState =
+  | "waiting" | "active" | "delayed" | "failed" | "parked" | "completed" | "cancelled" | "dead" | "unknown";
+
+export interface JobInfo {
+  id: string;
+  state: JobState;
+  entryId: string;
+  attempts: number;
+  owner: string;
+  deliveries: number;
+  finishedMs: number;
+  level: number;
+  /** The result's CBOR bytes, once completed with one. */
+  result?: Buffer;
+  /** A dead job's last error. */
+  error?: string;
+}
+
+export interface Counts {
+  waiting: number;
+  active: number;
+  delayed: number;
+  dead: number;
+  parked: number;
+}
+
+export class Queue {
+  constructor(readonly client: Client, readonly keys: QueueKeys) {}
+
+  get name(): string {
+    return this.keys.queue;
+  }
+
+  private get redis() {
+    return this.client.redis;
+  }
+
+  /** Adds a job with `payload` (any CBOR-encodable value) and returns its id. */
+  async enqueue(payload: unknown, options: EnqueueOptions = {}): Promise<string> {
+    return (await this.enqueueOutcome(payload, options)).id;
+  }
+
+  /** As `enqueue`, saying whether the job was added or was a duplicate. */
+  async enqueueOutcome(payload: unknown, o: EnqueueOptions = {}): Promise<EnqueueOutcome> {
+    if (o.id !== undefined) validateJobId(o.id);
+    if (o.dedupKey !== undefined) validateJobId(o.dedupKey);
+    if (o.maxAttempts !== undefined && !(Number.isInteger(o.maxAttempts) && o.maxAttempts >= 1 && o.maxAttempts <= MAX_ATTEMPTS))
+      throw new InvalidOption("maxAttempts", "from 1 to 1,000,000");
+    if (o.timeoutMs !== undefined && !(Number.isInteger(o.timeoutMs) && o.timeoutMs >= 1 && o.timeoutMs <= MAX_TIMEOUT_MS))
+      throw new InvalidOption("timeoutMs", "from 1 ms to 366 days, whole ms");
+    const priority = o.priority ?? 0;
+    if (!Number.isInteger(priority) || priority < 0 || priority >= LEVELS)
+      throw new InvalidOption("priority", "a level from 0 to 15");
+    if (o.delayMs !== undefined && !(o.delayMs >= 0)) throw new InvalidOption("delayMs", "not negative");
+    const headers = headerFields(o.headers);
+    const data = encode(payload, this.client.maxPayload);
+    const now = Date.now();
+    let due = 0;
+    if (o.delayMs !== undefined) due = now + Math.round(o.delayMs);
+    if (o.runAt !== undefined) due = Math.max(due, o.runAt.getTime());
+    await this.client.listQueue(this.keys);
+    if (o.id === undefined && o.dedupKey === undefined && due <= now && priority === 0) {
+      // SPEC.md section 8: a plain job is one XADD; its entry id is its job id.
+      const fields: (string | Buffer)[] = ["v", "1", "payload", data];
+      if (o.maxAttempts !== undefined) fields.push("max_attempts", String(o.maxAttempts));
+      if (o.timeoutMs !== undefined) fields.push("timeout_ms", String(o.timeoutMs));
+      fields.push(...headers);
+      const id = await this.redis.xadd(this.keys.ready, "*", ...fields);
+      return { id: text(id), duplicate: false };
+    }
+    let jobId: string;
+    if (o.id !== undefined) jobId = o.id;
+    else if (o.dedupKey === undefined && due <= now) jobId = ""; // unnamed above level 0: `<entry id>@<level>`
+    else jobId = randomBytes(16).toString("hex");
+    const ttl = jobId !== "" && (o.id !== undefined || o.dedupKey !== undefined)
+      ? Math.max(1, Math.round(o.dedupTtlMs ?? DEFAULT_DEDUP_TTL_MS)) : 0;
+    const fields: (string | Buffer)[] = ["v", "1", "payload", data, "enqueued_ms", String(now)];
+    if (o.maxAttempts !== undefined) fields.push("max_attempts", String(o.maxAttempts));
+    if (o.timeoutMs !== undefined) fields.push("timeout_ms", String(o.timeoutMs));
+    if (priority > 0) fields.push("priority", String(priority));
+    fields.push(...headers);
+    const k = this.keys;
+    const keys = [k.level(priority), k.delayed, k.scheduled, k.index, k.dedup(o.dedupKey ?? jobId)];
+    if (priority > 0) keys.push(k.priorities);
+    const reply = (await script("enqueue.lua").run(this.redis, keys, [jobId, ttl, due > now ? due : 0, now, ...fields])) as unknown[];
+    const code = Number(reply[0]);
+    if (code === 1 || code === 2) return { id: text(reply[1]), duplicate: false };
+    if (code === 0) return { id: text(reply[1]), duplicate: true };
+    if (code === -1) throw new NoSuchPriority(priority, Number(reply[1]));
+    throw new ProtocolError("enqueue.lua", `unknown code ${code}`);
+  }
+
+  /** Adds plain jobs, pipelined `chunk` at a time; their ids in order. */
+  async enqueueMany(payloads: unknown[], chunk = 1000): Promise<string[]> {
+    const data = payloads.map((p) => encode(p, this.client.maxPayload));
+    await this.client.listQueue(this.keys);
+    const ids: string[] = [];
+    for (let i = 0; i < data.length; i += chunk) {
+      const pipe = this.redis.pipeline();
+      for (const d of data.slice(i, i + chunk)) pipe.xadd(this.keys.ready, "*", "v", "1", "payload", d);
+      for (const [err, id] of (await pipe.exec()) ?? []) {
+        if (err) throw err;
+        ids.push(text(id));
+      }
+    }
+    return ids;
+  }
+
+  /** Where job `id` is now, with its result once completed. */
+  async job(id: string): Promise<JobInfo> {
+    const k = this.keys;
+    const row = (await script("state.lua").run(
+      this.redis,
+      [k.index, k.delayed, k.scheduled, k.ready, k.job(id), k.dead_index, k.parked, k.events, k.dead, ...k.levelTail()],
+      [GROUP, id, STATE_SCAN],
+    )) as unknown[];
+    if (!Array.isArray(row) || row.length < 6) throw new ProtocolError("state.lua", `reply ${String(row)}`);
+    const info: JobInfo = {
+      id,
+      state: text(row[0]) as JobState,
+      entryId: text(row[1]),
+      attempts: Number(row[2]),
+      owner: text(row[3]),
+      deliveries: Number(row[4]),
+      finishedMs: Number(row[5]),
+      level: row.length > 6 ? Number(row[6]) : 0,
+    };
+    if (info.state === "completed") {
+      const r = await this.redis.hgetBuffer(k.job(id), "result");
+      if (r) info.result = r;
+    }
+    if (info.state === "dead" && info.entryId) {
+      const got = await this.redis.xrange(k.dead, info.entryId, info.entryId);
+      const f = got[0]?.[1] ?? [];
+      const i = f.indexOf("dead_error");
+      if (i >= 0) info.error = f[i + 1];
+    }
+    return info;
+  }
+
+  /** The job's state: waiting, active, delayed, failed, parked, completed, cancelled, dead or unknown. */
+  async state(id: string): Promise<JobState> {
+    return (await this.job(id)).state;
+  }
+
+  /** The decoded result of a completed job (`undefined`: not completed, no result, or its record expired). */
+  async result<R = unknown>(id: string): Promise<R | undefined> {
+    const info = await this.job(id);
+    return info.result ? (decode(info.result) as R) : undefined;
+  }
+
+  /** Waiting and active summed over priority levels (held jobs of per-key limits count as waiting). */
+  async counts(): Promise<Counts> {
+    const k = this.keys;
+    const levels = Math.min(Math.max(Number((await this.redis.hget(k.priorities, "levels")) ?? 1), 1), LEVELS);
+    const out: Counts = {
+      waiting: await this.redis.zcard(k.held),
+      active: 0,
+      delayed: await this.redis.zcard(k.delayed),
+      dead: await this.redis.xlen(k.dead),
+      parked: await this.redis.zcard(k.parked),
+    };
+    for (let p = 0; p < levels; p++) {
+      const stream = k.level(p);
+      let groups: unknown[][];
+      try {
+        groups = (await this.redis.xinfo("GROUPS", stream)) as unknown[][];
+      } catch {
+        continue; // no stream yet
+      }
+      const g = groups.map(pairs).find((g) => g.name === GROUP);
+      if (!g) {
+        out.waiting += await this.redis.xlen(stream);
+        continue;
+      }
+      out.active += Number(g.pending ?? 0);
+      let lag = g.lag;
+      if (lag === null || lag === undefined) {
+        lag = (await this.redis.xrange(stream, `(${text(g["last-delivered-id"])}`, "+", "COUNT", 10000)).length;
+      }
+      out.waiting += Number(lag);
+    }
+    return out;
+  }
+}
+
+function pairs(flat: unknown[]): Record<string, unknown> {
+  const out: Record<string, unknown> = {};
+  for (let i = 0; i + 1 < flat.length; i += 2) out[text(flat[i])] = flat[i + 1];
+  return out;
+}
+
+function headerFields(headers?: Record<string, string | Buffer>): (string | Buffer)[] {
+  const out: (string | Buffer)[] = [];
+  for (const [name, value] of Object.entries(headers ?? {})) {
+    if (!name.startsWith("x-") || name.length < 3 || name.length > 128)
+      throw new InvalidOption("header", `${JSON.stringify(name)}: a header name starts with x- and is at most 128 bytes`);
+    out.push(name, value);
+  }
+  return out;
+}
