@@ -2,6 +2,7 @@
 //! namespaces. Never touches the shared server on 6379.
 #![allow(dead_code)]
 
+pub mod foreign;
 pub mod proxy;
 pub mod tls;
 

@@ -10,3 +10,5 @@ export {
   Queue, DEFAULT_DEDUP_TTL_MS, type Counts, type EnqueueOptions, type EnqueueOutcome, type JobInfo, type JobState,
 } from "./queue.js";
 export { decode, encode, DEFAULT_MAX_PAYLOAD } from "./wire.js";
+export { Worker, type Handler, type WorkerOptions } from "./worker.js";
+export { type Checkpoint, type Job } from "./job.js";

@@ -2,7 +2,7 @@
  * encoding of RFC 8949 the conformance vectors list (indefinite-length strings and maps included) and refuses
  * bytes after the value. */
 
-import { decode as cborDecode, encode as cborEncode } from "cbor2";
+import { decode as cborDecode, decodeSequence, encode as cborEncode } from "cbor2";
 import { PayloadTooLarge, ProtocolError } from "./errors.js";
 
 /** The largest payload a rill worker accepts by default (1 MiB). */
@@ -23,4 +23,19 @@ export function decode(data: Uint8Array): unknown {
   } catch (e) {
     throw new ProtocolError("payload", e instanceof Error ? e.message : String(e));
   }
+}
+
+/** The first CBOR value of `data`, and whether bytes follow it (a payload must hold exactly one value: the caller
+ * judges the value's type first, then the trailing bytes, as every rill client does). */
+export function decodeFirst(data: Uint8Array): { value: unknown; trailing: boolean } {
+  const seq = decodeSequence(new Uint8Array(data));
+  const first = seq.next();
+  if (first.done) throw new ProtocolError("payload", "no CBOR value");
+  let trailing: boolean;
+  try {
+    trailing = !seq.next().done;
+  } catch {
+    trailing = true;
+  }
+  return { value: first.value, trailing };
 }

@@ -6,7 +6,8 @@ import { after, before, test } from "node:test";
 import assert from "node:assert/strict";
 import { readFileSync, readdirSync } from "node:fs";
 import { join } from "node:path";
-import { Client, InvalidJobId, InvalidName, QueueKeys, decode, encode } from "../src/index.js";
+import { Client, DEFAULT_MAX_PAYLOAD, InvalidJobId, InvalidName, QueueKeys, decode, encode } from "../src/index.js";
+import { Refused, decodePayload, parseEntry } from "../src/job.js";
 import { LUA_DIR, script } from "../src/scripts.js";
 import { REPO, RedisServer, namespace } from "./support.js";
 
@@ -129,5 +130,42 @@ test("script calls", async () => {
     }
   } finally {
     await client.close();
+  }
+});
+
+/** The vectors' job type, as the Rust tests declare it: `struct Email { to: String, n: u32 }`. */
+function email(v: unknown): unknown {
+  const o = v as Record<string, unknown>;
+  if (typeof v !== "object" || v === null || Array.isArray(v) || v instanceof Map || typeof o.to !== "string")
+    throw new Error("expected a map with text `to`");
+  if (typeof o.n !== "number" || !Number.isInteger(o.n) || o.n < 0 || o.n >= 2 ** 32)
+    throw new Error("expected an unsigned 32-bit `n`");
+  return v;
+}
+
+function bytes(s: string): Buffer {
+  if (s.startsWith("hex:")) return Buffer.from(s.slice(4), "hex");
+  if (s.startsWith("repeat:")) {
+    const [, n, hh] = s.split(":");
+    return Buffer.alloc(Number(n), Buffer.from(hh, "hex"));
+  }
+  return Buffer.from(s);
+}
+
+test("refused entries: each with its dead-letter reason and message", () => {
+  const cases = readFileSync(join(VECTORS, "entries-refused.jsonl"), "utf8").split("\n").filter((l) => l.trim())
+    .map((l) => JSON.parse(l));
+  assert.ok(cases.length >= 50);
+  for (const c of cases) {
+    const fields = c.fields.map(([k, v]: [string, string]) => [bytes(k), bytes(v)]) as [Buffer, Buffer][];
+    assert.throws(() => {
+      const env = parseEntry("1700000000000-0", fields, DEFAULT_MAX_PAYLOAD);
+      decodePayload(env, email);
+    }, (e: unknown) => {
+      assert.ok(e instanceof Refused, `${c.note}: ${e}`);
+      assert.equal(e.reason, c.reason, c.note);
+      assert.ok(e.message.includes(c.expect), `${c.note}: ${e.message} lacks ${c.expect}`);
+      return true;
+    }, c.note);
   }
 });

@@ -1,7 +1,13 @@
 // Drives the built package for tests/interop.rs (a Rust worker on the other side):
 //   node interop_driver.mjs URL NAMESPACE QUEUE produce        prints one job id per line
 //   node interop_driver.mjs URL NAMESPACE QUEUE inspect ID...  prints one JSON line per id: state, result
-import { Client } from "../dist/src/index.js";
+//   node interop_driver.mjs URL NAMESPACE QUEUE work N [SLEEP_MS]  works until N jobs completed, prints "completed N";
+//                                                    the handler returns {by: "typescript", n: payload.n, attempt}
+//   node interop_driver.mjs URL NAMESPACE QUEUE hold LEASE_MS     works one job whose handler takes 3 s, then prints
+//                                                    JSON: the ids it returned for, completions, lease failures
+import { Client, Worker } from "../dist/src/index.js";
+
+const sleep = (ms) => new Promise((res) => setTimeout(res, ms));
 
 const [url, namespace, queue, cmd, ...rest] = process.argv.slice(2);
 const client = new Client(url, { namespace });
@@ -23,6 +29,24 @@ try {
       const result = info.result ? await q.result(id) : null;
       console.log(JSON.stringify({ id, state: info.state, result, attempts: info.attempts }));
     }
+  } else if (cmd === "work" || cmd === "hold") {
+    const n = cmd === "work" ? Number(rest[0]) : 1;
+    const pause = cmd === "work" ? Number(rest[1] ?? 0) : 3000;
+    const returned = [];
+    const w = new Worker(client, queue, async (job) => {
+      await sleep(pause);
+      returned.push(job.id);
+      return { by: "typescript", n: job.payload.n, attempt: job.attempt };
+    }, { concurrency: 4, blockMs: 200, leaseMs: cmd === "hold" ? Number(rest[0]) : 5000 });
+    const done = w.run();
+    console.log("started");
+    const deadline = Date.now() + 60_000;
+    while (Date.now() < deadline && (cmd === "work" ? w.completed < n : returned.length === 0)) await sleep(20);
+    if (cmd === "hold") await sleep(500);
+    await w.close();
+    await done;
+    if (cmd === "work") console.log(`completed ${w.completed}`);
+    else console.log(JSON.stringify({ returned, completed: w.completed, lease_failures: w.leaseFailures }));
   } else {
     throw new Error(`unknown command ${cmd}`);
   }

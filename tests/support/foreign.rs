@@ -1,0 +1,56 @@
+//! Other languages' runtimes for the cross-language tests: a Python with redis-py and cbor2, and the TypeScript
+//! package built with its dependencies.
+
+use std::process::Command;
+
+/// The first Python that imports both `redis` and `cbor2`: `RILL_TEST_PYTHON`, then `python3` on PATH, then
+/// Debian's `/usr/bin/python3` (where `apt-get install python3-redis python3-cbor2` puts them when PATH leads to
+/// another Python, such as pyenv's).
+pub fn python() -> &'static str {
+    static FOUND: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    FOUND.get_or_init(|| {
+        let candidates: Vec<String> = std::env::var("RILL_TEST_PYTHON")
+            .into_iter()
+            .chain(["python3".to_string(), "/usr/bin/python3".to_string()])
+            .collect();
+        candidates
+            .iter()
+            .find(|py| {
+                Command::new(py.as_str())
+                    .args(["-c", "import redis, cbor2"])
+                    .output()
+                    .is_ok_and(|o| o.status.success())
+            })
+            .cloned()
+            .unwrap_or_else(|| {
+                panic!(
+                    "no Python with the redis and cbor2 modules among {candidates:?}: \
+                     apt-get install python3-redis python3-cbor2 (or pip install redis cbor2)"
+                )
+            })
+    })
+}
+
+/// `clients/typescript`, built once per test binary (`npx tsc`), with its dependencies (`npm ci`, which `.ci/run`
+/// does). Returns its directory.
+pub fn typescript_package() -> &'static str {
+    static BUILT: std::sync::OnceLock<()> = std::sync::OnceLock::new();
+    let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/clients/typescript");
+    BUILT.get_or_init(|| {
+        assert!(
+            std::path::Path::new(dir).join("node_modules").is_dir(),
+            "clients/typescript has no node_modules: run `npm ci` there (as .ci/run does)"
+        );
+        let out = Command::new("npx")
+            .args(["tsc", "-p", "."])
+            .current_dir(dir)
+            .output()
+            .expect("npx (Node.js) runs");
+        assert!(
+            out.status.success(),
+            "building the TypeScript package failed: {}",
+            String::from_utf8_lossy(&out.stdout)
+        );
+    });
+    dir
+}
