@@ -398,3 +398,43 @@ async fn the_typescript_package_produces_for_a_rust_worker_and_reads_the_results
     assert_eq!(seen[1]["result"]["max"], 2);
     assert_eq!(seen[2]["result"]["tenant"], "acme");
 }
+
+/// Python producer → TypeScript worker → Python reads the results, and the reverse: the packages speak to each
+/// other through SPEC.md alone, no Rust in the loop (the delayed job included: the workers promote it).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_python_and_typescript_packages_feed_each_others_workers() {
+    for (producer, worker) in [
+        (Lang::Python, Lang::TypeScript),
+        (Lang::TypeScript, Lang::Python),
+    ] {
+        let redis = TestRedis::start();
+        let ns = support::namespace();
+        let run = |lang: Lang, args: &[&str]| {
+            let out = lang.driver(&redis, &ns, args).output().unwrap();
+            assert!(
+                out.status.success(),
+                "{} failed: {}",
+                lang.name(),
+                String::from_utf8_lossy(&out.stderr)
+            );
+            String::from_utf8(out.stdout).unwrap()
+        };
+        let ids: Vec<String> = run(producer, &["produce"])
+            .lines()
+            .map(str::to_owned)
+            .collect();
+        assert_eq!(ids.len(), 4);
+        assert!(run(worker, &["work", "4", "0"]).contains("completed 4"));
+        let mut args = vec!["inspect"];
+        args.extend(ids.iter().map(String::as_str));
+        for (n, line) in run(producer, &args).lines().enumerate() {
+            let r: serde_json::Value = serde_json::from_str(line).unwrap();
+            assert_eq!(r["state"], "completed", "{r}");
+            assert_eq!(
+                (r["result"]["by"].as_str(), r["result"]["n"].as_u64()),
+                (Some(worker.name()), Some(n as u64)),
+                "{r}"
+            );
+        }
+    }
+}

@@ -1,7 +1,20 @@
 //! Other languages' runtimes for the cross-language tests: a Python with redis-py and cbor2, and the TypeScript
 //! package built with its dependencies.
 
+use std::path::{Path, PathBuf};
 use std::process::Command;
+
+/// The repository's root (where SPEC.md is), from whichever crate of it the test belongs to.
+pub fn repo() -> &'static Path {
+    static ROOT: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
+    ROOT.get_or_init(|| {
+        Path::new(env!("CARGO_MANIFEST_DIR"))
+            .ancestors()
+            .find(|p| p.join("SPEC.md").is_file())
+            .expect("a crate inside the repository")
+            .to_path_buf()
+    })
+}
 
 /// The first Python that imports both `redis` and `cbor2`: `RILL_TEST_PYTHON`, then `python3` on PATH, then
 /// Debian's `/usr/bin/python3` (where `apt-get install python3-redis python3-cbor2` puts them when PATH leads to
@@ -34,16 +47,16 @@ pub fn python() -> &'static str {
 /// `clients/typescript`, built once per test binary (`npx tsc`), with its dependencies (`npm ci`, which `.ci/run`
 /// does). Returns its directory.
 pub fn typescript_package() -> &'static str {
-    static BUILT: std::sync::OnceLock<()> = std::sync::OnceLock::new();
-    let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/clients/typescript");
+    static BUILT: std::sync::OnceLock<String> = std::sync::OnceLock::new();
     BUILT.get_or_init(|| {
+        let dir = repo().join("clients/typescript");
         assert!(
-            std::path::Path::new(dir).join("node_modules").is_dir(),
+            dir.join("node_modules").is_dir(),
             "clients/typescript has no node_modules: run `npm ci` there (as .ci/run does)"
         );
         let out = Command::new("npx")
             .args(["tsc", "-p", "."])
-            .current_dir(dir)
+            .current_dir(&dir)
             .output()
             .expect("npx (Node.js) runs");
         assert!(
@@ -51,6 +64,6 @@ pub fn typescript_package() -> &'static str {
             "building the TypeScript package failed: {}",
             String::from_utf8_lossy(&out.stdout)
         );
-    });
-    dir
+        dir.display().to_string()
+    })
 }

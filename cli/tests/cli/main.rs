@@ -6,6 +6,7 @@ mod support;
 
 mod admin;
 mod browser;
+mod clients;
 mod dashboard;
 mod limits;
 mod metrics;
