@@ -94,6 +94,8 @@ class Worker:
         self._crashed = []
         self._started_ms = _now_ms()
         self._lease_failures_beaten = 0
+        self._beat_landed = time.monotonic()  # when the last beat that landed was sent
+        self._release_until = 0.0  # after a read was given up on, release what Redis assigns us late
 
     # Running
 
@@ -117,6 +119,9 @@ class Worker:
                     raise
                 except (_redis.ConnectionError, _redis.TimeoutError) as e:
                     log.warning("rill: read failed (%s); retrying", e)
+                    # Redis may still run that read later and assign us entries nobody runs (SPEC.md section 9,
+                    # step 6): look for them for a minute.
+                    self._release_until = time.monotonic() + 60
                     time.sleep(0.5)
                     continue
                 for stream, entries in got:
@@ -150,7 +155,7 @@ class Worker:
         self._paused = bool(self.r.exists(self.keys.paused))
         newest = self.r.xrevrange(self.keys.signals, count=1)
         self._signals_after = _text(newest[0][0]) if newest else "0-0"
-        for target in (self._maintain, self._listen):
+        for target in (self._maintain, self._listen, self._watch):
             t = threading.Thread(target=target, name=f"rill-{target.__name__.strip('_')}", daemon=True)
             t.start()
             self._threads.append(t)
@@ -507,6 +512,8 @@ class Worker:
                     time.sleep(0.05)
                     continue
                 if now >= next_reclaim:
+                    if now < self._release_until:
+                        self._release_orphans()
                     self._adopt()
                     cursor = self._reclaim(cursor)
                     next_reclaim = now + self.reclaim_every
@@ -515,8 +522,13 @@ class Worker:
                     next_promote = now + 1.0
             except Exception as e:
                 log.warning("rill: maintenance failed: %s", e)
-            self._give_up_overdue()
             time.sleep(min(0.05, renew_every))
+
+    def _watch(self):
+        # Its own thread: a maintenance call blocked on a stalled Redis must not keep this check from running.
+        while not self._stopping.is_set() or self._held:
+            self._give_up_overdue()
+            time.sleep(0.05)
 
     def _renew(self):
         with self._lock:
@@ -539,10 +551,12 @@ class Worker:
                     self._lose(d)
 
     def _give_up_overdue(self):
-        # Let go before anyone may take over (SPEC.md section 9a): no renewal landed for 2/3 of the lease.
+        # Let go before anyone may take over (SPEC.md section 9a): no renewal landed for 2/3 of the lease, or no
+        # heartbeat for 2/3 of crash_after (others may then adopt every job of this worker).
         limit = self.lease * 2 / 3
+        silent = time.monotonic() - self._beat_landed > CRASH_AFTER_MS / 1000 * 2 / 3
         with self._lock:
-            overdue = [d for d in self._held.values() if time.monotonic() - d.renewed > limit]
+            overdue = [d for d in self._held.values() if silent or time.monotonic() - d.renewed > limit]
         for d in overdue:
             self._lose(d)
 
@@ -569,10 +583,12 @@ class Worker:
                        "concurrency", self.concurrency, "version", "python-0.1.0", "started_ms", self._started_ms,
                        "capabilities", ""]
         k = self.keys
+        sent = time.monotonic()
         _beat_id, new, crashed = self.scripts["heartbeat.lua"](
             keys=[k.workers, k.worker(self.consumer), k.heartbeats],
             args=[self.consumer, 0, HEARTBEATS_MAXLEN, RECORD_TTL_MS, CRASH_AFTER_MS, len(per_beat) // 2] + fields)
         self._lease_failures_beaten = failures
+        self._beat_landed = sent
         if not self._registered:
             self._registered = True
         elif int(new) > 0:
@@ -650,6 +666,14 @@ class Worker:
             except _redis.ResponseError:
                 continue  # no such stream or group any more
             self._release(stream, [(_text(p["message_id"]), p["times_delivered"]) for p in pending])
+
+    def _release_orphans(self):
+        with self._lock:
+            mine = {(d.stream, d.envelope.entry_id) for d in self._held.values()}
+        for stream in self._streams():
+            pending = self.r.xpending_range(stream, GROUP, min="-", max="+", count=1000, consumername=self.consumer)
+            self._release(stream, [(_text(p["message_id"]), p["times_delivered"]) for p in pending
+                                   if (stream, _text(p["message_id"])) not in mine])
 
     def _release(self, stream, deliveries):
         if not deliveries:

@@ -315,5 +315,30 @@ class Working(RedisTest):
             self.assertGreaterEqual(starts[i + 4] - starts[i], 0.36, f"5 starts within {starts[i + 4] - starts[i]}")
 
 
+    def test_a_worker_cut_off_from_redis_lets_its_jobs_go_before_others_may_take_them(self):
+        q = self.client.queue("jobs")
+        q.enqueue("long", id="long")
+        started, seen = threading.Event(), []
+
+        def handler(job):
+            started.set()
+            t0 = time.monotonic()
+            if job.cancelled.wait(10):
+                seen.append(time.monotonic() - t0)
+            return "late"
+
+        w, _ = self.start(handler, lease=30)
+        until("running", started.is_set)
+        time.sleep(0.3)
+        # Redis answers nobody for 3.5 s: beats stop landing, and after 2/3 of crash_after (2 s) the worker gives
+        # its job up, before anyone may adopt it (3 s).
+        self.r.execute_command("CLIENT", "PAUSE", 3500, "ALL")
+        until("given up", lambda: seen, timeout=10)
+        self.assertLess(seen[0], 3.0)
+        until("nothing written for it", lambda: w.lease_failures >= 1)
+        time.sleep(2)
+        self.assertEqual(w.completed, 0)
+
+
 if __name__ == "__main__":
     unittest.main()

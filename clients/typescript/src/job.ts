@@ -1,6 +1,7 @@
 /** A job as a worker sees it, and the checks an entry must pass first (SPEC.md section 3): a refused entry is
  * dead-lettered with its reason, never run and never dropped. */
 
+import { isUtf8 } from "node:buffer";
 import { InvalidJobId } from "./errors.js";
 import { LEVELS, validateJobId } from "./keys.js";
 import { decodeFirst } from "./wire.js";
@@ -34,9 +35,8 @@ export interface Envelope {
 }
 
 const utf8 = (name: string, v: Buffer): string => {
-  const s = v.toString("utf8");
-  if (!Buffer.from(s, "utf8").equals(v)) throw new Refused("malformed", `field \`${name}\` is not valid UTF-8`);
-  return s;
+  if (!isUtf8(v)) throw new Refused("malformed", `field \`${name}\` is not valid UTF-8`);
+  return v.toString("utf8");
 };
 
 function decimal(name: string, v: Buffer, most: number): number {
@@ -71,8 +71,8 @@ export function parseEntry(entryId: string, fields: [Buffer, Buffer][] | null, m
   const seen = new Map<string, Buffer>();
   const headers: Record<string, Buffer> = {};
   for (const [k, v] of fields) {
+    if (!isUtf8(k)) throw new Refused("malformed", "a field name is not valid UTF-8");
     const name = k.toString("utf8");
-    if (!Buffer.from(name, "utf8").equals(k)) throw new Refused("malformed", "a field name is not valid UTF-8");
     if (name.startsWith("x-")) {
       headers[name] = v;
       continue;

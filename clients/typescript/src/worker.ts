@@ -58,6 +58,8 @@ interface Delivery {
   settling: boolean;
   cancelRequested: boolean;
   touched: boolean;
+  /** Its handler slot is free again (the handler returned, or the delivery was given up or timed out). */
+  slotFreed: boolean;
 }
 
 type Outcome =
@@ -107,6 +109,13 @@ export class Worker<T = unknown> {
   private loops: Promise<void>[] = [];
   private conns: Redis[] = [];
   private wake: () => void = () => {};
+  private active = 0;
+  /** When the last beat that landed was sent. */
+  private beatLanded = Date.now();
+  /** After a read was given up on, until when to release what Redis assigns this worker late. */
+  private releaseUntil = 0;
+  private acks: { d: Delivery; data: Buffer; resolve: () => void; reject: (e: unknown) => void }[] = [];
+  private ackScheduled = false;
   private done: Promise<void> | undefined;
 
   constructor(readonly client: Client, queue: string, readonly handler: Handler<T>, options: WorkerOptions<T> = {}) {
@@ -134,6 +143,8 @@ export class Worker<T = unknown> {
     const signals = this.client.duplicate();
     this.conns.push(fetch, signals);
     this.loops = [this.maintain(), this.listen(signals)];
+    // On a timer of its own: a maintenance call stalled on Redis must not keep this check from running.
+    const watch = setInterval(() => this.giveUpOverdue(), 50);
     try {
       while (!this.stopping) {
         const free = this.paused || this.quiet ? 0 : this.free();
@@ -142,6 +153,8 @@ export class Worker<T = unknown> {
             this.wake = res;
             setTimeout(res, 50);
           });
+          // Let the handlers that are finishing now finish too: one read for all their slots, not one each.
+          await new Promise<void>((res) => setImmediate(res));
           continue;
         }
         let got: [string, Buffer[][]][];
@@ -154,6 +167,9 @@ export class Worker<T = unknown> {
             continue;
           }
           console.warn(`rill: read failed (${e}); retrying`);
+          // Redis may still run that read later and assign us entries nobody runs (SPEC.md section 9, step 6):
+          // look for them for a minute.
+          this.releaseUntil = Date.now() + 60_000;
           await sleep(500);
           continue;
         }
@@ -169,6 +185,7 @@ export class Worker<T = unknown> {
     } finally {
       this.stopping = true;
       await this.shutdown();
+      clearInterval(watch);
     }
   }
 
@@ -307,8 +324,17 @@ export class Worker<T = unknown> {
     return [];
   }
 
+  /** Free handler slots. A slot frees when its handler returns, before the completion reaches Redis (acks go
+   * in batches), so reads overlap acks; renewals go on until the delivery is settled. */
   private free(): number {
-    return Math.max(0, this.o.concurrency - this.held.size);
+    return Math.max(0, this.o.concurrency - this.active);
+  }
+
+  private freeSlot(d: Delivery): void {
+    if (d.slotFreed) return;
+    d.slotFreed = true;
+    this.active--;
+    this.wake();
   }
 
   // One delivery
@@ -331,9 +357,10 @@ export class Worker<T = unknown> {
     const d: Delivery = {
       stream, address: eid + suffix, env, token, maxAttempts: env.maxAttempts ?? this.o.maxAttempts,
       abort: new AbortController(), renewed: Date.now(), startedMs: Date.now(), lost: false, settling: false,
-      cancelRequested: false, touched: false,
+      cancelRequested: false, touched: false, slotFreed: false,
     };
     this.held.set(d.address, d);
+    this.active++;
     this.track(this.runOne(d, payload as T));
   }
 
@@ -385,6 +412,7 @@ export class Worker<T = unknown> {
       else outcome = { kind: "retry", error: message };
     } finally {
       timers.forEach(clearTimeout);
+      this.freeSlot(d);
     }
     if (limit && d.abort.signal.aborted && outcome.kind !== "ok" && !d.lost && !d.cancelRequested) {
       outcome = { kind: "retry", error: `timeout: the attempt ran past its ${limit} ms limit (${"error" in outcome ? outcome.error : ""})` };
@@ -408,7 +436,7 @@ export class Worker<T = unknown> {
       console.warn(`rill: could not record job ${d.env.jobId}: ${e}`); // the lease lapses; it runs again elsewhere
     } finally {
       if (this.held.get(d.address) === d) this.held.delete(d.address);
-      this.wake();
+      this.freeSlot(d);
     }
   }
 
@@ -417,19 +445,48 @@ export class Worker<T = unknown> {
     return base * (0.5 + Math.random() / 2);
   }
 
-  private async ack(d: Delivery, result: unknown): Promise<void> {
+  /** Completes `d`: queued, and every completion queued in the same turn of the event loop goes in one
+   * `ack.lua` call per stream (at most 64 per call). */
+  private ack(d: Delivery, result: unknown): Promise<void> {
     let data = result === undefined || result === null ? Buffer.alloc(0) : encode(result, this.client.maxPayload);
     if (data.length === 1 && data[0] === 0xf6) data = Buffer.alloc(0); // CBOR null is no result
+    return new Promise<void>((resolve, reject) => {
+      this.acks.push({ d, data, resolve, reject });
+      if (!this.ackScheduled) {
+        this.ackScheduled = true;
+        setImmediate(() => void this.flushAcks());
+      }
+    });
+  }
+
+  private async flushAcks(): Promise<void> {
+    this.ackScheduled = false;
+    const all = this.acks.splice(0, this.acks.length);
+    const byStream = new Map<string, typeof all>();
+    for (const a of all) byStream.set(a.d.stream, [...(byStream.get(a.d.stream) ?? []), a]);
     const k = this.keys;
-    const keys = [d.stream, k.index, k.events, k.held];
-    const args: (string | number | Buffer)[] = [GROUP, this.consumer, Date.now(), this.o.retentionMs,
-      this.o.eventsMaxlen, "0", 1, 1000, "1", d.env.entryId, d.token];
-    if (data.length || d.env.jobId !== d.env.entryId || d.touched) {
-      keys.push(k.job(d.env.jobId), k.checkpoints(d.env.jobId));
-      args.push(1, d.env.jobId, d.env.attempts + d.token, data, d.touched ? "1" : "0");
+    for (const [stream, items] of byStream) {
+      for (let i = 0; i < items.length; i += 64) {
+        const batch = items.slice(i, i + 64);
+        const keys = [stream, k.index, k.events, k.held];
+        const args: (string | number | Buffer)[] = [GROUP, this.consumer, Date.now(), this.o.retentionMs,
+          this.o.eventsMaxlen, "0", batch.length, 1000, "1"];
+        for (const { d } of batch) args.push(d.env.entryId, d.token);
+        batch.forEach(({ d, data }, j) => {
+          if (data.length || d.env.jobId !== d.env.entryId || d.touched) {
+            keys.push(k.job(d.env.jobId), k.checkpoints(d.env.jobId));
+            args.push(j + 1, d.env.jobId, d.env.attempts + d.token, data, d.touched ? "1" : "0");
+          }
+        });
+        try {
+          const got = await script("ack.lua").run(this.redis, keys, args);
+          this.completed += Array.isArray(got) ? got.filter((c) => Number(c) === 1).length : Number(got);
+          batch.forEach((a) => a.resolve());
+        } catch (e) {
+          batch.forEach((a) => a.reject(e));
+        }
+      }
     }
-    const got = await script("ack.lua").run(this.redis, keys, args);
-    if (got === 1 || (Array.isArray(got) && got[0] === 1)) this.completed++;
   }
 
   private async fail(d: Delivery, mode: string, error: string, delayMs: number, reason: string): Promise<void> {
@@ -564,6 +621,7 @@ export class Worker<T = unknown> {
         }
         if (!this.stopping) {
           if (now >= nextReclaim) {
+            if (now < this.releaseUntil) await this.releaseOrphans();
             await this.adopt();
             await this.reclaim(cursors);
             nextReclaim = now + this.o.reclaimEveryMs;
@@ -576,7 +634,6 @@ export class Worker<T = unknown> {
       } catch (e) {
         if (!this.stopping) console.warn(`rill: maintenance failed: ${e}`);
       }
-      this.giveUpOverdue();
       await sleep(Math.min(50, renewEvery));
     }
   }
@@ -593,10 +650,20 @@ export class Worker<T = unknown> {
     }
   }
 
-  /** Lets go before anyone may take over (SPEC.md section 9a): no renewal landed for 2/3 of the lease. */
+  /** Lets go before anyone may take over (SPEC.md section 9a): no renewal landed for 2/3 of the lease, or no
+   * heartbeat for 2/3 of crash_after (others may then adopt every job of this worker). */
   private giveUpOverdue(): void {
     const now = Date.now();
-    for (const d of [...this.held.values()]) if (now - d.renewed > (this.leaseMs * 2) / 3) this.lose(d);
+    const silent = now - this.beatLanded > (CRASH_AFTER_MS * 2) / 3;
+    for (const d of [...this.held.values()]) if (silent || now - d.renewed > (this.leaseMs * 2) / 3) this.lose(d);
+  }
+
+  private async releaseOrphans(): Promise<void> {
+    const mine = new Set([...this.held.values()].map((d) => `${d.stream} ${d.env.entryId}`));
+    for (const stream of this.streams()) {
+      const pending = (await this.redis.xpending(stream, GROUP, "-", "+", 1000, this.consumer)) as [string, string, number, number][];
+      await this.release(stream, pending.filter((p) => !mine.has(`${stream} ${p[0]}`)).map((p) => [p[0], Number(p[3])]));
+    }
   }
 
   private lose(d: Delivery): void {
@@ -604,7 +671,6 @@ export class Worker<T = unknown> {
     d.lost = true;
     d.abort.abort(new Error("lease lost"));
     if (this.held.get(d.address) === d) this.held.delete(d.address);
-    this.wake();
   }
 
   private async beat(): Promise<void> {
@@ -620,11 +686,13 @@ export class Worker<T = unknown> {
         this.o.concurrency, "version", "typescript-0.1.0", "started_ms", this.startedMs, "capabilities", "");
     }
     const k = this.keys;
+    const sent = Date.now();
     const [, created, crashed] = (await script("heartbeat.lua").run(this.redis,
       [k.workers, k.worker(this.consumer), k.heartbeats],
       [this.consumer, 0, HEARTBEATS_MAXLEN, RECORD_TTL_MS, CRASH_AFTER_MS, perBeat.length / 2, ...fields])) as [
       unknown, number, Buffer[]];
     this.beatenFailures = failures;
+    this.beatLanded = sent;
     if (!this.registered) this.registered = true;
     else if (Number(created) > 0) this.registered = false; // no record was there: register again next beat
     this.crashed = crashed.map(text);

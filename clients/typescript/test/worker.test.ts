@@ -227,3 +227,26 @@ test("priority levels are read in order; limits hold across two workers", () =>
     assert.equal(most(runs), 2);
     assert.equal(most(runs.filter((r) => r[0] === "a")), 1);
   }));
+
+test("a worker cut off from Redis lets its jobs go before others may take them", () =>
+  withWorkers(async (c, start) => {
+    const q = c.queue("jobs");
+    await q.enqueue("long", { id: "long" });
+    let started = 0;
+    let givenUpAfter = -1;
+    const w = start(async (job) => {
+      started = performance.now();
+      await new Promise<void>((res) => job.signal.addEventListener("abort", () => res()));
+      givenUpAfter = performance.now() - started;
+      return "late";
+    }, { leaseMs: 30_000 });
+    await until("running", () => started > 0);
+    await sleep(300);
+    // Redis answers nobody for 3.5 s: beats stop landing, and after 2/3 of crash_after (2 s) the worker gives its
+    // job up, before anyone may adopt it (3 s).
+    await c.redis.call("CLIENT", "PAUSE", 3500, "ALL");
+    await until("given up", () => givenUpAfter >= 0, 10_000);
+    assert.ok(givenUpAfter < 3000, String(givenUpAfter));
+    await sleep(2000);
+    assert.equal(w.completed, 0);
+  }));
