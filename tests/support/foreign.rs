@@ -44,7 +44,7 @@ pub fn python() -> &'static str {
     })
 }
 
-/// `clients/typescript`, built once per test binary (`npx tsc`), with its dependencies (`npm ci`, which `.ci/run`
+/// `clients/typescript`, built once per test binary (`npx tsc`), with its dependencies (`npm install`, which `.ci/run`
 /// does). Returns its directory.
 pub fn typescript_package() -> &'static str {
     static BUILT: std::sync::OnceLock<String> = std::sync::OnceLock::new();
@@ -52,7 +52,7 @@ pub fn typescript_package() -> &'static str {
         let dir = repo().join("clients/typescript");
         assert!(
             dir.join("node_modules").is_dir(),
-            "clients/typescript has no node_modules: run `npm ci` there (as .ci/run does)"
+            "clients/typescript has no node_modules: run `npm install` there (as .ci/run does)"
         );
         let out = Command::new("npx")
             .args(["tsc", "-p", "."])

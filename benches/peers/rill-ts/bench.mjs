@@ -1,7 +1,7 @@
 // rill's TypeScript package on the same Redis as BullMQ's bench (../bullmq): bulk enqueue, then one worker drains
 // the jobs. Prints one JSON document shaped like ../bullmq/bench.mjs and `rill bench --json`.
 //
-//   (cd ../../../clients/typescript && npm ci && npx tsc -p .) && node bench.mjs [--redis URL] [--jobs N] [--concurrency C]
+//   (cd ../../../clients/typescript && npm install && npx tsc -p .) && node bench.mjs [--redis URL] [--jobs N] [--concurrency C]
 //
 // Method: the same as ../bullmq/bench.mjs: 100-byte payloads ({ i, payload }), default options (results kept 24 h,
 // completed events), one Worker in this process with an empty handler. Redis CPU is the server's own (INFO cpu,

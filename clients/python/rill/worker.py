@@ -22,7 +22,6 @@ so)."""
 
 import logging
 import os
-import random
 import socket
 import threading
 import time
@@ -31,24 +30,22 @@ import traceback
 import redis as _redis
 
 from . import wire
+from ._common import now_ms, pairs, text
 from .errors import InvalidOption, Permanent, Retry, RillError
-from .job import Delivery, Job, Refused, decode_payload, job_id_of, parse_entry
+from .job import Delivery, Job, Refused, decode_payload, parse_entry
 from .keys import GROUP
+from .listener import Listening
+from .settle import Settling
+from .upkeep import Upkeep
 
 log = logging.getLogger("rill.worker")
 
 DEFAULT_LEASE = 5.0
-CRASH_AFTER_MS = 3000
-RECORD_TTL_MS = 24 * 3600 * 1000
-CHECKPOINT_KEEP = 10
-CHECKPOINT_TTL_MS = 7 * 24 * 3600 * 1000
-CHECKPOINT_MAX = 1024 * 1024
-HEARTBEATS_MAXLEN = 10_000
 RETENTION = 24 * 3600.0
 EVENTS_MAXLEN = 10_000
 
 
-class Worker:
+class Worker(Settling, Listening, Upkeep):
     """Runs ``handler(job)`` for the jobs of ``queue``, up to ``concurrency`` at once, each in its own thread.
 
     The handler returns the job's result (any CBOR value; ``None``: none), raises ``rill.Retry(msg, after=s)``
@@ -92,7 +89,7 @@ class Worker:
         self.lease_failures = 0
         self._registered = False
         self._crashed = []
-        self._started_ms = _now_ms()
+        self._started_ms = now_ms()
         self._lease_failures_beaten = 0
         self._beat_landed = time.monotonic()  # when the last beat that landed was sent
         self._release_until = 0.0  # after a read was given up on, release what Redis assigns us late
@@ -127,10 +124,10 @@ class Worker:
                 for stream, entries in got:
                     if self._paused or self._quiet or self._stopping.is_set():
                         # A read that was blocked when the queue paused: hand its entries back, uncounted.
-                        self._release(stream, [(_text(eid), 1) for eid, _ in entries])
+                        self._release(stream, [(text(eid), 1) for eid, _ in entries])
                         continue
                     for eid, flat in entries:
-                        self._dispatch(stream, _text(eid), _pairs(flat), 1)
+                        self._dispatch(stream, text(eid), pairs(flat), 1)
         except KeyboardInterrupt:
             pass
         finally:
@@ -144,7 +141,7 @@ class Worker:
 
     def _start(self):
         levels, weights = self.r.hmget(self.keys.priorities, "levels", "weights")
-        self._set_levels(_text(levels or b""), _text(weights or b""))
+        self._set_levels(text(levels or b""), text(weights or b""))
         self._create_group()
         self.r.hsetnx(self.keys.config, "lease_ms", wire.ms(self.lease))
         stored = self.r.hget(self.keys.config, "lease_ms")
@@ -154,7 +151,7 @@ class Worker:
         self._limited = any(limits) or bool(self.r.zcard(self.keys.held))
         self._paused = bool(self.r.exists(self.keys.paused))
         newest = self.r.xrevrange(self.keys.signals, count=1)
-        self._signals_after = _text(newest[0][0]) if newest else "0-0"
+        self._signals_after = text(newest[0][0]) if newest else "0-0"
         for target in (self._maintain, self._listen, self._watch):
             t = threading.Thread(target=target, name=f"rill-{target.__name__.strip('_')}", daemon=True)
             t.start()
@@ -209,12 +206,12 @@ class Worker:
             keys=[k.limit, k.limit_starts, order[0], k.events, k.held, k.key_ring, k.key_queued, k.key_running,
                   k.key_starts] + order[1:],
             args=[GROUP, self.consumer, free])
-        wait = _text(wait)
+        wait = text(wait)
         if int(limited) == 0:
             self._limited = False
             return []
         if wait == "":
-            return [(_text(stream), entries) for stream, entries in read]
+            return [(text(stream), entries) for stream, entries in read]
         if wait == "again":
             return []
         if wait == "rate":
@@ -222,11 +219,11 @@ class Worker:
             return []
         block = wire.ms(self.block)
         if wait == "room":
-            streams, ids, block = [k.events], [_text(after)], min(block, 1000)
+            streams, ids, block = [k.events], [text(after)], min(block, 1000)
         elif wait == "entries":
-            streams, ids = order, [_text(a) for a in after]
+            streams, ids = order, [text(a) for a in after]
         elif wait == "keys":
-            ids = [_text(a) for a in after]
+            ids = [text(a) for a in after]
             wake = int(ids.pop())
             streams, block = [k.events] + order, min(block, 1000, wake or 1000)
         else:
@@ -241,13 +238,13 @@ class Worker:
         if len(order) == 1:
             got = conn.execute_command("XREADGROUP", "GROUP", GROUP, self.consumer, "COUNT", free, "BLOCK",
                                        wire.ms(self.block), "STREAMS", order[0], ">")
-            return [(_text(s), e) for s, e in got or []]
+            return [(text(s), e) for s, e in got or []]
         out, left = [], free
         for stream in order:
             got = conn.execute_command("XREADGROUP", "GROUP", GROUP, self.consumer, "COUNT", left, "STREAMS",
                                        stream, ">")
             for s, entries in got or []:
-                out.append((_text(s), entries))
+                out.append((text(s), entries))
                 left -= len(entries)
             if left <= 0:
                 return out
@@ -257,13 +254,13 @@ class Worker:
                                    wire.ms(self.block), "STREAMS", *order, *([">"] * len(order)))
         left = free
         for s, entries in got or []:
-            s = _text(s)
+            s = text(s)
             keep, extra = entries[:max(0, left)], entries[max(0, left):]
             left -= len(keep)
             if keep:
                 out.append((s, keep))
             if extra:
-                self._release(s, [(_text(eid), 1) for eid, _ in extra])
+                self._release(s, [(text(eid), 1) for eid, _ in extra])
         return out
 
     def _fetch_connection(self):
@@ -294,7 +291,7 @@ class Worker:
             return
         d.address = eid + suffix  # entry ids repeat across level streams
         d.renewed = time.monotonic()
-        d.started_ms = _now_ms()
+        d.started_ms = now_ms()
         with self._lock:
             self._held[d.address] = d
         t = threading.Thread(target=self._run_one, args=(d, payload), name=f"rill-job-{eid}", daemon=True)
@@ -335,366 +332,3 @@ class Worker:
         if timed_out:
             outcome = ("retry", f"timeout: the attempt ran past its {limit}s limit ({outcome[1]})", None)
         self._settle(d, outcome)
-
-    def _settle(self, d, outcome):
-        with self._lock:
-            if self._held.get(d.address) is not d or d.settling:
-                return  # given up (lease lost), or settled already (a timeout): write nothing
-            d.settling = True
-        try:
-            if d.lost:
-                return
-            if outcome[0] == "ok":
-                self._ack(d, outcome[1])
-            elif outcome[0] == "dead":
-                self._fail(d, "dead", outcome[1], 0, "failed")
-            elif outcome[0] == "cancel":
-                self._fail(d, "cancel", outcome[1], 0, "")
-            else:
-                after = outcome[2]
-                attempt = d.envelope.attempts + d.token
-                delay = after if after is not None else self._backoff(attempt)
-                self._fail(d, "retry", outcome[1], wire.ms(delay), "")
-        except Exception as e:  # Redis away: the lease lapses and the job runs again elsewhere
-            log.warning("rill: could not record job %s: %s", d.envelope.job_id, e)
-        finally:
-            with self._lock:
-                self._held.pop(d.address, None)
-
-    def _backoff(self, attempt):
-        base = min(self.max_backoff, self.backoff * (2 ** max(0, attempt - 1)))
-        return base * random.uniform(0.5, 1.0)
-
-    def _ack(self, d, result):
-        env = d.envelope
-        data = b"" if result is None else wire.encode(result, self.client.max_payload)
-        if data == b"\xf6":
-            data = b""  # CBOR null is no result (SPEC.md section 3)
-        k = self.keys
-        keys = [d.stream, k.index, k.events, k.held]
-        args = [GROUP, self.consumer, _now_ms(), self.retention_ms, self.events_maxlen, "0", 1, 1000, "1",
-                env.entry_id, d.token]
-        if data or env.job_id != env.entry_id or d.touched:
-            keys += [k.job(env.job_id), k.checkpoints(env.job_id)]
-            args += [1, env.job_id, env.attempts + d.token, data, "1" if d.touched else "0"]
-        got = self.scripts["ack.lua"](keys=keys, args=args)
-        if got == 1 or got == [1]:
-            self.completed += 1
-
-    def _fail(self, d, mode, error, delay_ms, reason):
-        env = d.envelope
-        k = self.keys
-        code, _made = self.scripts["fail.lua"](
-            keys=[d.stream, k.delayed, k.scheduled, k.index, k.dead, k.dead_index, k.events, k.job(env.job_id)],
-            args=[GROUP, self.consumer, env.entry_id, d.token, env.job_id, _now_ms(), mode, delay_ms,
-                  error[:4096], reason, self.max_attempts, self.events_maxlen, self.retention_ms])
-        if code == 3:
-            self.dead += 1
-        elif code in (1, 2):
-            self.failed += 1
-
-    def _dead_letter_refused(self, stream, eid, fields, token, refused):
-        jid = job_id_of(eid, fields or [], self._suffix(stream))
-        k = self.keys
-        try:
-            self.scripts["fail.lua"](
-                keys=[stream, k.delayed, k.scheduled, k.index, k.dead, k.dead_index, k.events, k.job(jid)],
-                args=[GROUP, self.consumer, eid, token, jid, _now_ms(), "dead", 0, str(refused)[:4096],
-                      refused.reason, self.max_attempts, self.events_maxlen, self.retention_ms])
-            self.dead += 1
-        except Exception as e:
-            log.warning("rill: could not dead-letter entry %s: %s", eid, e)
-
-    def _checkpoint(self, d, state, label):
-        data = wire.encode(state, CHECKPOINT_MAX)
-        env = d.envelope
-        code, version = self.scripts["checkpoint.lua"](
-            keys=[d.stream, self.keys.checkpoints(env.job_id)],
-            args=[GROUP, self.consumer, env.entry_id, d.token, 0, _now_ms(), label, data, CHECKPOINT_KEEP,
-                  CHECKPOINT_TTL_MS, CHECKPOINT_MAX])
-        if code == 1:
-            d.touched = True
-            return int(version)
-        if code == 0:
-            return None
-        raise RillError(f"checkpoint.lua answered {code} ({version})")
-
-    def _last_checkpoint(self, d):
-        from .job import Checkpoint
-        got = self.r.xrevrange(self.keys.checkpoints(d.envelope.job_id), count=1)
-        if not got:
-            return None
-        f = got[0][1]
-        return Checkpoint(int(f[b"version"]), wire.decode(f[b"state"]), _text(f.get(b"label", b"")),
-                          int(f.get(b"ms", b"0")))
-
-    def _update(self, d, name, value):
-        d.touched = True
-        got = self.scripts["update.lua"](keys=[d.stream, self.keys.job(d.envelope.job_id)],
-                                         args=[GROUP, self.consumer, d.envelope.entry_id, d.token, name,
-                                               wire.encode(value), self.retention_ms])
-        return got == 1
-
-    # Signals
-
-    def _listen(self):
-        conn = self._fetch_connection()
-        try:
-            while not self._stopping.is_set():
-                try:
-                    got = conn.xread({self.keys.signals: self._signals_after}, block=wire.ms(self.block))
-                except (_redis.ConnectionError, _redis.TimeoutError) as e:
-                    log.warning("rill: reading signals failed (%s); retrying", e)
-                    time.sleep(0.5)
-                    continue
-                for _stream, entries in got or []:
-                    for sid, fields in entries:
-                        self._signals_after = _text(sid)
-                        try:
-                            self._apply({_text(k): v for k, v in fields.items()}, _text(sid))
-                        except Exception as e:
-                            log.warning("rill: signal %s not applied: %s", _text(sid), e)
-        finally:
-            conn.close()
-
-    def _apply(self, f, sid):
-        kind, target = _text(f.get("kind", b"")), _text(f.get("target", b""))
-        mine = target in ("queue", f"worker:{self.consumer}")
-        if target.startswith("job:"):
-            jid = target[4:]
-            with self._lock:
-                d = next((d for d in self._held.values() if d.envelope.job_id == jid), None)
-            if d is None:
-                return  # another worker's job, or none: not ours to answer
-            if kind == "cancel":
-                d.cancel_requested = True
-                d.cancelled.set()
-                self._outcome(sid, "applied", "cancelling the running job")
-            else:
-                self._outcome(sid, "ignored", f"{kind} of a running job is not supported by this client")
-        elif not mine:
-            return
-        elif kind == "pause" and target == "queue":
-            self._paused = True
-            self._outcome(sid, "applied", "taking no new jobs")
-        elif kind == "resume" and target == "queue":
-            self._paused = False
-            self._outcome(sid, "applied", "taking jobs again")
-        elif kind == "quiet":
-            self._quiet = True
-            self._outcome(sid, "applied", "taking no new jobs")
-        elif kind == "stop":
-            self._outcome(sid, "applied", "stopping")
-            self.stop()
-        else:
-            self._outcome(sid, "ignored", f"{kind} is not handled by this worker")
-
-    def _outcome(self, sid, outcome, reason):
-        self.r.xadd(self.keys.outcomes, {"signal": sid, "receiver": self.consumer, "outcome": outcome,
-                                         "reason": reason, "ms": _now_ms()}, maxlen=10_000, approximate=True)
-
-    # Leases, stalled jobs, due jobs
-
-    def _maintain(self):
-        renew_every = self.lease / 3
-        next_renew = next_reclaim = next_promote = next_beat = 0.0
-        cursor = {}
-        while not self._stopping.is_set() or self._held:
-            now = time.monotonic()
-            try:
-                if now >= next_renew:
-                    self._renew()
-                    next_renew = now + renew_every
-                if now >= next_beat:
-                    self._beat()
-                    next_beat = now + 1.0
-                if self._stopping.is_set():
-                    time.sleep(0.05)
-                    continue
-                if now >= next_reclaim:
-                    if now < self._release_until:
-                        self._release_orphans()
-                    self._adopt()
-                    cursor = self._reclaim(cursor)
-                    next_reclaim = now + self.reclaim_every
-                if now >= next_promote:
-                    self._promote()
-                    next_promote = now + 1.0
-            except Exception as e:
-                log.warning("rill: maintenance failed: %s", e)
-            time.sleep(min(0.05, renew_every))
-
-    def _watch(self):
-        # Its own thread: a maintenance call blocked on a stalled Redis must not keep this check from running.
-        while not self._stopping.is_set() or self._held:
-            self._give_up_overdue()
-            time.sleep(0.05)
-
-    def _renew(self):
-        with self._lock:
-            held = list(self._held.values())
-        if not held:
-            return
-        sent = time.monotonic()
-        by_stream = {}
-        for d in held:
-            by_stream.setdefault(d.stream, []).append(d)
-        for stream, ds in by_stream.items():
-            args = [GROUP, self.consumer]
-            for d in ds:
-                args += [d.envelope.entry_id, d.token]
-            codes = self.scripts["extend.lua"](keys=[stream], args=args)
-            for d, code in zip(ds, codes):
-                if code == 1:
-                    d.renewed = sent
-                else:
-                    self._lose(d)
-
-    def _give_up_overdue(self):
-        # Let go before anyone may take over (SPEC.md section 9a): no renewal landed for 2/3 of the lease, or no
-        # heartbeat for 2/3 of crash_after (others may then adopt every job of this worker).
-        limit = self.lease * 2 / 3
-        silent = time.monotonic() - self._beat_landed > CRASH_AFTER_MS / 1000 * 2 / 3
-        with self._lock:
-            overdue = [d for d in self._held.values() if silent or time.monotonic() - d.renewed > limit]
-        for d in overdue:
-            self._lose(d)
-
-    def _lose(self, d):
-        self.lease_failures += 1
-        d.lost = True
-        d.cancelled.set()
-        with self._lock:
-            if self._held.get(d.address) is d:
-                del self._held[d.address]
-
-    def _beat(self):
-        with self._lock:
-            running = sorted((d.started_ms, d.envelope.job_id) for d in self._held.values())
-        status = "draining" if self._stopping.is_set() else ("busy" if running else "idle")
-        if self._paused and not self._stopping.is_set():
-            status = "paused"
-        failures = self.lease_failures
-        per_beat = ["status", status, "reason", "", "in_flight", len(running), "processed", self.completed,
-                    "failed", self.failed + self.dead, "lease_failures", failures - self._lease_failures_beaten]
-        fields = per_beat + ["running", " ".join(f"{ms}:{jid}" for ms, jid in running[:100])]
-        if not self._registered:
-            fields += ["host", socket.gethostname(), "pid", os.getpid(), "queue", self.keys.queue,
-                       "concurrency", self.concurrency, "version", "python-0.1.0", "started_ms", self._started_ms,
-                       "capabilities", ""]
-        k = self.keys
-        sent = time.monotonic()
-        _beat_id, new, crashed = self.scripts["heartbeat.lua"](
-            keys=[k.workers, k.worker(self.consumer), k.heartbeats],
-            args=[self.consumer, 0, HEARTBEATS_MAXLEN, RECORD_TTL_MS, CRASH_AFTER_MS, len(per_beat) // 2] + fields)
-        self._lease_failures_beaten = failures
-        self._beat_landed = sent
-        if not self._registered:
-            self._registered = True
-        elif int(new) > 0:
-            # The per-beat fields alone created fields: no record was there (Redis lost it, or others judged this
-            # worker crashed): send the static fields again next beat.
-            self._registered = False
-        self._crashed = [_text(c) for c in crashed]
-
-    def _adopt(self):
-        k = self.keys
-        while self._crashed and self._free() > 0:
-            crashed = self._crashed.pop(0)
-            streams = self._streams()
-            for stream in streams:
-                others = [s for s in streams if s != stream]
-                _code, taken, _dead = self.scripts["adopt.lua"](
-                    keys=[stream, k.index, k.dead, k.dead_index, k.events, k.workers, k.worker(crashed)] + others,
-                    args=[GROUP, self.consumer, crashed, 0, CRASH_AFTER_MS, max(1, self._free()),
-                          self.max_attempts, self.events_maxlen])
-                for eid, token, flat in taken:
-                    self._dispatch(stream, _text(eid), _pairs(flat), int(token))
-
-    def _reclaim(self, cursors):
-        k = self.keys
-        for stream in self._streams():
-            free = self._free()
-            if free == 0:
-                break
-            nxt, taken, _dead, _gone = self.scripts["reclaim.lua"](
-                keys=[stream, k.index, k.dead, k.dead_index, k.events],
-                args=[GROUP, self.consumer, wire.ms(self.lease), cursors.get(stream, "0-0"), free, _now_ms(),
-                      self.max_attempts, self.events_maxlen])
-            cursors[stream] = _text(nxt)
-            for eid, token, flat in taken:
-                self._dispatch(stream, _text(eid), _pairs(flat), int(token))
-        return cursors
-
-    def _promote(self):
-        k = self.keys
-        out = self.scripts["promote.lua"](
-            keys=[k.delayed, k.scheduled, k.ready, k.index, k.events, k.schedules, k.limit] + k.level_tail(),
-            args=[0, 1000, self.events_maxlen])
-        if self._set_levels(_text(out[5]), _text(out[6])):
-            self._create_group()
-        self._limited = int(out[3]) != 0
-
-    # Shutdown
-
-    def _shutdown(self):
-        deadline = time.monotonic() + max(30.0, self.lease)
-        while time.monotonic() < deadline:
-            with self._lock:
-                if not self._held:
-                    break
-            time.sleep(0.02)
-        for t in self._threads:
-            t.join(timeout=5)
-        self._release_pending()
-        try:
-            for stream in self._streams():
-                self.scripts["retire.lua"](keys=[stream], args=[GROUP, self.consumer])
-            # A graceful exit leaves the registry (SPEC.md section 6c).
-            self.r.delete(self.keys.worker(self.consumer))
-            self.r.zrem(self.keys.workers, self.consumer)
-        except Exception as e:
-            log.warning("rill: could not retire %s: %s", self.consumer, e)
-
-    def _release_pending(self):
-        # Whatever is still pending to this consumer (a read that landed late, a job given up) goes back to ready
-        # without counting an attempt.
-        for stream in self._streams():
-            try:
-                pending = self.r.xpending_range(stream, GROUP, min="-", max="+", count=10000,
-                                                consumername=self.consumer)
-            except _redis.ResponseError:
-                continue  # no such stream or group any more
-            self._release(stream, [(_text(p["message_id"]), p["times_delivered"]) for p in pending])
-
-    def _release_orphans(self):
-        with self._lock:
-            mine = {(d.stream, d.envelope.entry_id) for d in self._held.values()}
-        for stream in self._streams():
-            pending = self.r.xpending_range(stream, GROUP, min="-", max="+", count=1000, consumername=self.consumer)
-            self._release(stream, [(_text(p["message_id"]), p["times_delivered"]) for p in pending
-                                   if (stream, _text(p["message_id"])) not in mine])
-
-    def _release(self, stream, deliveries):
-        if not deliveries:
-            return
-        args = [GROUP, self.consumer, _now_ms(), self.events_maxlen]
-        for eid, token in deliveries:
-            args += [eid, token]
-        self.scripts["release.lua"](keys=[stream, self.keys.index, self.keys.events], args=args)
-
-
-def _pairs(flat):
-    if flat is None:
-        return None
-    if isinstance(flat, dict):  # a client that folded the fields: take them as they are
-        return list(flat.items())
-    return [(flat[i], flat[i + 1]) for i in range(0, len(flat), 2)]
-
-
-def _text(v):
-    return v.decode() if isinstance(v, bytes) else str(v)
-
-
-def _now_ms():
-    return int(time.time() * 1000)

@@ -1,0 +1,164 @@
+/** What keeps a worker's deliveries and the queue healthy beside the handlers (SPEC.md section 9, steps 4, 6 to 8;
+ * sections 6c, 9a): lease renewal, letting go before a takeover, heartbeats, adoption of crashed workers, reclaim of
+ * stalled jobs, promotion of due ones, and the hand-back at shutdown. */
+
+import { hostname } from "node:os";
+import { GROUP } from "../keys.js";
+import { script, text } from "../scripts.js";
+import { CRASH_AFTER_MS, type Delivery, HEARTBEATS_MAXLEN, RECORD_TTL_MS, sleep } from "./base.js";
+import { Settling } from "./settle.js";
+
+export abstract class Upkeep<T> extends Settling<T> {
+  protected async maintain(): Promise<void> {
+    const renewEvery = this.leaseMs / 3;
+    let nextRenew = 0, nextBeat = 0, nextReclaim = 0, nextPromote = 0;
+    const cursors = new Map<string, string>();
+    while (!this.stopping || this.held.size > 0) {
+      const now = Date.now();
+      try {
+        if (now >= nextRenew) {
+          await this.renew();
+          nextRenew = now + renewEvery;
+        }
+        if (now >= nextBeat) {
+          await this.beat();
+          nextBeat = now + 1000;
+        }
+        if (!this.stopping) {
+          if (now >= nextReclaim) {
+            if (now < this.releaseUntil) await this.releaseOrphans();
+            await this.adopt();
+            await this.reclaim(cursors);
+            nextReclaim = now + this.o.reclaimEveryMs;
+          }
+          if (now >= nextPromote) {
+            await this.promote();
+            nextPromote = now + 1000;
+          }
+        }
+      } catch (e) {
+        if (!this.stopping) console.warn(`rill: maintenance failed: ${e}`);
+      }
+      await sleep(Math.min(50, renewEvery));
+    }
+  }
+
+  protected async renew(): Promise<void> {
+    const byStream = new Map<string, Delivery[]>();
+    for (const d of this.held.values()) byStream.set(d.stream, [...(byStream.get(d.stream) ?? []), d]);
+    const sent = Date.now();
+    for (const [stream, ds] of byStream) {
+      const args: (string | number)[] = [GROUP, this.consumer];
+      for (const d of ds) args.push(d.env.entryId, d.token);
+      const codes = (await script("extend.lua").run(this.redis, [stream], args)) as number[];
+      ds.forEach((d, i) => (codes[i] === 1 ? (d.renewed = sent) : this.lose(d)));
+    }
+  }
+
+  /** Lets go before anyone may take over (SPEC.md section 9a): no renewal landed for 2/3 of the lease, or no
+   * heartbeat for 2/3 of crash_after (others may then adopt every job of this worker). */
+  protected giveUpOverdue(): void {
+    const now = Date.now();
+    const silent = now - this.beatLanded > (CRASH_AFTER_MS * 2) / 3;
+    for (const d of [...this.held.values()]) if (silent || now - d.renewed > (this.leaseMs * 2) / 3) this.lose(d);
+  }
+
+  protected async releaseOrphans(): Promise<void> {
+    const mine = new Set([...this.held.values()].map((d) => `${d.stream} ${d.env.entryId}`));
+    for (const stream of this.streams()) {
+      const pending = (await this.redis.xpending(stream, GROUP, "-", "+", 1000, this.consumer)) as [string, string, number, number][];
+      await this.release(stream, pending.filter((p) => !mine.has(`${stream} ${p[0]}`)).map((p) => [p[0], Number(p[3])]));
+    }
+  }
+
+  protected lose(d: Delivery): void {
+    this.leaseFailures++;
+    d.lost = true;
+    d.abort.abort(new Error("lease lost"));
+    if (this.held.get(d.address) === d) this.held.delete(d.address);
+  }
+
+  protected async beat(): Promise<void> {
+    const running = [...this.held.values()].map((d) => [d.startedMs, d.env.jobId] as const).sort((a, b) => a[0] - b[0]);
+    let status = this.stopping ? "draining" : running.length ? "busy" : "idle";
+    if (this.paused && !this.stopping) status = "paused";
+    const failures = this.leaseFailures;
+    const perBeat: (string | number)[] = ["status", status, "reason", "", "in_flight", running.length,
+      "processed", this.completed, "failed", this.failed + this.dead, "lease_failures", failures - this.beatenFailures];
+    const fields = [...perBeat, "running", running.slice(0, 100).map(([ms, id]) => `${ms}:${id}`).join(" ")];
+    if (!this.registered) {
+      fields.push("host", hostname(), "pid", process.pid, "queue", this.keys.queue, "concurrency",
+        this.o.concurrency, "version", "typescript-0.1.0", "started_ms", this.startedMs, "capabilities", "");
+    }
+    const k = this.keys;
+    const sent = Date.now();
+    const [, created, crashed] = (await script("heartbeat.lua").run(this.redis,
+      [k.workers, k.worker(this.consumer), k.heartbeats],
+      [this.consumer, 0, HEARTBEATS_MAXLEN, RECORD_TTL_MS, CRASH_AFTER_MS, perBeat.length / 2, ...fields])) as [
+      unknown, number, Buffer[]];
+    this.beatenFailures = failures;
+    this.beatLanded = sent;
+    if (!this.registered) this.registered = true;
+    else if (Number(created) > 0) this.registered = false; // no record was there: register again next beat
+    this.crashed = crashed.map(text);
+  }
+
+  protected async adopt(): Promise<void> {
+    const k = this.keys;
+    while (this.crashed.length && this.free() > 0) {
+      const crashed = this.crashed.shift()!;
+      const streams = this.streams();
+      for (const stream of streams) {
+        const [, taken] = (await script("adopt.lua").run(this.redis,
+          [stream, k.index, k.dead, k.dead_index, k.events, k.workers, k.worker(crashed),
+            ...streams.filter((s) => s !== stream)],
+          [GROUP, this.consumer, crashed, 0, CRASH_AFTER_MS, Math.max(1, this.free()), this.o.maxAttempts,
+            this.o.eventsMaxlen])) as [number, [Buffer, number, Buffer[]][]];
+        for (const [eid, token, flat] of taken) this.dispatch(stream, text(eid), flat, Number(token));
+      }
+    }
+  }
+
+  protected async reclaim(cursors: Map<string, string>): Promise<void> {
+    const k = this.keys;
+    for (const stream of this.streams()) {
+      const free = this.free();
+      if (free === 0) return;
+      const [next, taken] = (await script("reclaim.lua").run(this.redis,
+        [stream, k.index, k.dead, k.dead_index, k.events],
+        [GROUP, this.consumer, this.leaseMs, cursors.get(stream) ?? "0-0", free, Date.now(), this.o.maxAttempts,
+          this.o.eventsMaxlen])) as [Buffer, [Buffer, number, Buffer[]][]];
+      cursors.set(stream, text(next));
+      for (const [eid, token, flat] of taken) this.dispatch(stream, text(eid), flat, Number(token));
+    }
+  }
+
+  protected async promote(): Promise<void> {
+    const k = this.keys;
+    const out = (await script("promote.lua").run(this.redis,
+      [k.delayed, k.scheduled, k.ready, k.index, k.events, k.schedules, k.limit, ...k.levelTail()],
+      [0, 1000, this.o.eventsMaxlen])) as unknown[];
+    if (this.setLevels(text(out[5]), text(out[6]))) await this.createGroups();
+    this.limited = Number(out[3]) !== 0;
+  }
+
+  protected async shutdown(): Promise<void> {
+    const deadline = Date.now() + Math.max(30_000, this.leaseMs);
+    while (this.held.size > 0 && Date.now() < deadline) await sleep(20);
+    await Promise.allSettled([...this.running]);
+    for (const c of this.conns) c.disconnect();
+    await Promise.allSettled(this.loops);
+    try {
+      for (const stream of this.streams()) {
+        const pending = (await this.redis.xpending(stream, GROUP, "-", "+", 10_000, this.consumer)) as [string, string, number, number][];
+        await this.release(stream, pending.map((p) => [p[0], Number(p[3])]));
+        await script("retire.lua").run(this.redis, [stream], [GROUP, this.consumer]);
+      }
+      // A graceful exit leaves the registry (SPEC.md section 6c).
+      await this.redis.del(this.keys.worker(this.consumer));
+      await this.redis.zrem(this.keys.workers, this.consumer);
+    } catch (e) {
+      console.warn(`rill: could not retire ${this.consumer}: ${e}`);
+    }
+  }
+}
