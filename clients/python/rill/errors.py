@@ -59,5 +59,11 @@ class Retry(Exception):
         self.after = after
 
 
+class Interrupted(Exception):
+    """Raised by a handler that saw ``job.stopping``, saved a checkpoint and yields: the job goes back to the queue
+    without counting an attempt (or, paused on its own by a signal, is parked until resumed), and the next delivery
+    resumes from the checkpoint."""
+
+
 class Permanent(Exception):
     """Raised by a handler: the job cannot succeed; dead-letter it now, whatever attempts are left."""

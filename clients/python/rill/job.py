@@ -154,8 +154,10 @@ def decode_payload(env: Envelope, decode: Optional[Callable[[Any], Any]] = None)
 
 class Job:
     """What a handler gets: ``id``, ``attempt`` (1 for the first), ``payload`` (decoded), ``headers``,
-    ``max_attempts``, and ``cancelled`` (an Event set when the job is cancelled, its lease is lost, it times out or
-    the worker stops). A long handler should check ``cancelled.is_set()`` and return early."""
+    ``max_attempts``, ``cancelled`` (an Event set when the job is cancelled, its lease is lost or it times out: a
+    long handler should check ``cancelled.is_set()`` and return early), and ``stopping`` (set when the job should
+    checkpoint and yield: the worker stops, the queue is paused, the worker quieted, or the job paused by a signal;
+    raise ``rill.Interrupted`` after the checkpoint)."""
 
     def __init__(self, delivery, payload):
         env = delivery.envelope
@@ -167,6 +169,7 @@ class Job:
         self.headers = env.headers
         self.last_error = env.last_error
         self.cancelled = delivery.cancelled
+        self.stopping = delivery.stopping
         self._delivery = delivery
 
     def header(self, name):
@@ -208,6 +211,8 @@ class Delivery:
         self.token = token
         self.max_attempts = max_attempts
         self.cancelled = threading.Event()
+        self.stopping = threading.Event()
+        self.park_requested = False
         self.renewed = 0.0  # monotonic time the last successful renewal was sent
         self.lost = False
         self.settling = False

@@ -47,24 +47,36 @@ class Listening:
                 d.cancel_requested = True
                 d.cancelled.set()
                 self._outcome(sid, "applied", "cancelling the running job")
+            elif kind == "pause":
+                # A session: the job checkpoints and yields at `job.stopping`, and is parked until resumed.
+                d.park_requested = True
+                d.stopping.set()
+                self._outcome(sid, "applied", "parking the job once it yields")
             else:
-                self._outcome(sid, "ignored", f"{kind} of a running job is not supported by this client")
+                self._outcome(sid, "ignored", f"{kind} of a running job does not apply")
         elif not mine:
             return
         elif kind == "pause" and target == "queue":
             self._paused = True
-            self._outcome(sid, "applied", "taking no new jobs")
+            self._ask_to_yield()
+            self._outcome(sid, "applied", "taking no new jobs; running ones asked to yield")
         elif kind == "resume" and target == "queue":
             self._paused = False
             self._outcome(sid, "applied", "taking jobs again")
         elif kind == "quiet":
             self._quiet = True
-            self._outcome(sid, "applied", "taking no new jobs")
+            self._ask_to_yield()
+            self._outcome(sid, "applied", "taking no new jobs; running ones asked to yield")
         elif kind == "stop":
             self._outcome(sid, "applied", "stopping")
             self.stop()
         else:
             self._outcome(sid, "ignored", f"{kind} is not handled by this worker")
+
+    def _ask_to_yield(self):
+        with self._lock:
+            for d in self._held.values():
+                d.stopping.set()
 
     def _outcome(self, sid, outcome, reason):
         self.r.xadd(self.keys.outcomes, {"signal": sid, "receiver": self.consumer, "outcome": outcome,

@@ -35,6 +35,13 @@ class Settling:
                 self._fail(d, "dead", outcome[1], 0, "failed")
             elif outcome[0] == "cancel":
                 self._fail(d, "cancel", outcome[1], 0, "")
+            elif outcome[0] == "park":
+                k = self.keys
+                self.scripts["park.lua"](keys=[d.stream, k.scheduled, k.parked, k.index, k.events],
+                                         args=[GROUP, self.consumer, d.envelope.entry_id, d.token, now_ms(),
+                                               self.events_maxlen])
+            elif outcome[0] == "hand back":
+                self._release(d.stream, [(d.envelope.entry_id, d.token)])
             else:
                 after = outcome[2]
                 attempt = d.envelope.attempts + d.token

@@ -166,6 +166,7 @@ class Upkeep:
     # Shutdown
 
     def _shutdown(self):
+        self._ask_to_yield()  # long jobs checkpoint and yield: they resume elsewhere at once
         deadline = time.monotonic() + max(30.0, self.lease)
         while time.monotonic() < deadline:
             with self._lock:

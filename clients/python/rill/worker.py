@@ -17,8 +17,9 @@ on the stream of the delivery's level.
 A queue's rate, concurrency and per-key limits (SPEC.md sections 6f and 6h) are followed by reading through
 ``limit.lua``.
 
-Not yet in this client: sessions (``pause job:<id>`` of a running job is ignored, with an outcome saying
-so)."""
+Long jobs checkpoint and yield at ``job.stopping`` by raising ``rill.Interrupted``: handed back (shutdown, a
+paused queue, a quieted worker) or parked (a pause of that job: a session) without counting an attempt.
+"""
 
 import logging
 import os
@@ -31,7 +32,7 @@ import redis as _redis
 
 from . import wire
 from ._common import now_ms, pairs, text
-from .errors import InvalidOption, Permanent, Retry, RillError
+from .errors import Interrupted, InvalidOption, Permanent, Retry, RillError
 from .job import Delivery, Job, Refused, decode_payload, parse_entry
 from .keys import GROUP
 from .listener import Listening
@@ -314,6 +315,9 @@ class Worker(Settling, Listening, Upkeep):
         try:
             result = self.handler(job)
             outcome = ("ok", result)
+        except Interrupted:
+            # It yielded: parked if a signal paused this job, else back on the queue; no attempt counted.
+            outcome = ("park",) if d.park_requested else ("hand back",)
         except Retry as e:
             outcome = ("retry", str(e) or "retry", e.after)
             if d.cancel_requested:

@@ -340,5 +340,30 @@ class Working(RedisTest):
         self.assertEqual(w.completed, 0)
 
 
+    def test_a_paused_job_checkpoints_yields_is_parked_and_resumes_from_its_checkpoint(self):
+        q = self.client.queue("jobs")
+        jid = q.enqueue({"steps": 3}, id="session")
+        started = threading.Event()
+
+        def handler(job):
+            cp = job.resume()
+            if cp is None:
+                job.checkpoint({"step": 1})
+                started.set()
+                if job.stopping.wait(10):
+                    raise rill.Interrupted()
+                return "not paused"
+            return {"resumed_at": cp.state["step"], "attempt": job.attempt}
+
+        self.start(handler)
+        until("running", started.is_set)
+        self.assertEqual(q.signal("pause", f"job:{jid}")[1], 2)  # running: left to its worker
+        until("parked", lambda: q.state(jid) == "parked")
+        q.signal("resume", f"job:{jid}")
+        until("resumed and done", lambda: q.state(jid) == "completed")
+        # Parking counted no attempt.
+        self.assertEqual(q.result(jid), {"resumed_at": 1, "attempt": 1})
+
+
 if __name__ == "__main__":
     unittest.main()

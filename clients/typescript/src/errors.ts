@@ -55,6 +55,16 @@ export class Retry extends Error {
   }
 }
 
+/** Thrown by a handler that saw `job.stopping`, saved a checkpoint and yields: the job goes back to the queue
+ * without counting an attempt (or, paused on its own by a signal, is parked until resumed), and the next delivery
+ * resumes from the checkpoint. */
+export class Interrupted extends Error {
+  constructor(message = "interrupted") {
+    super(message);
+    this.name = "Interrupted";
+  }
+}
+
 /** Thrown by a handler: the job cannot succeed; dead-letter it now, whatever attempts are left. */
 export class Permanent extends Error {
   constructor(message = "failed permanently") {

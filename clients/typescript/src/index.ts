@@ -3,7 +3,7 @@
 
 export { Client, type ClientOptions } from "./client.js";
 export {
-  InvalidJobId, InvalidName, InvalidOption, NoSuchPriority, PayloadTooLarge, Permanent, ProtocolError, Retry, RillError,
+  Interrupted, InvalidJobId, InvalidName, InvalidOption, NoSuchPriority, PayloadTooLarge, Permanent, ProtocolError, Retry, RillError,
 } from "./errors.js";
 export { GROUP, QueueKeys, validateJobId, validateName } from "./keys.js";
 export {

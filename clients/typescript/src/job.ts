@@ -158,6 +158,9 @@ export interface Job<T = unknown> {
   readonly headers: Record<string, Buffer>;
   readonly lastError?: string;
   readonly signal: AbortSignal;
+  /** Aborts when the job should checkpoint and yield (the worker stops, the queue is paused, the worker quieted,
+   * or the job paused by a signal): throw `Interrupted` after the checkpoint. */
+  readonly stopping: AbortSignal;
   header(name: string): string | undefined;
   /** Records progress (any CBOR value); false if this delivery no longer owns the job. */
   progress(value: unknown): Promise<boolean>;

@@ -5,7 +5,7 @@
  * at shutdown. */
 
 import type { Redis } from "ioredis";
-import { Permanent, Retry, RillError } from "./errors.js";
+import { Interrupted, Permanent, Retry, RillError } from "./errors.js";
 import { type Envelope, type Job, Refused, decodePayload, parseEntry } from "./job.js";
 import { GROUP } from "./keys.js";
 import { script, text } from "./scripts.js";
@@ -206,7 +206,7 @@ export class Worker<T = unknown> extends Listening<T> {
     }
     const d: Delivery = {
       stream, address: eid + suffix, env, token, maxAttempts: env.maxAttempts ?? this.o.maxAttempts,
-      abort: new AbortController(), renewed: Date.now(), startedMs: Date.now(), lost: false, settling: false,
+      abort: new AbortController(), stopping: new AbortController(), parkRequested: false, renewed: Date.now(), startedMs: Date.now(), lost: false, settling: false,
       cancelRequested: false, touched: false, slotFreed: false,
     };
     this.held.set(d.address, d);
@@ -225,6 +225,7 @@ export class Worker<T = unknown> extends Listening<T> {
       headers: d.env.headers,
       lastError: d.env.lastError,
       signal: d.abort.signal,
+      stopping: d.stopping.signal,
       header: (name) => d.env.headers[name]?.toString("utf8"),
       progress: (value) => worker.update(d, "progress", value),
       checkpoint: (state, label = "") => worker.checkpoint(d, state, label),
@@ -248,7 +249,8 @@ export class Worker<T = unknown> extends Listening<T> {
       outcome = { kind: "ok", result: await this.handler(this.job(d, payload)) };
     } catch (e) {
       const message = e instanceof Error ? `${e.name}: ${e.message}` : String(e);
-      if (e instanceof Permanent) outcome = { kind: "dead", error: e.message };
+      if (e instanceof Interrupted) outcome = d.parkRequested ? { kind: "park" } : { kind: "hand back" };
+      else if (e instanceof Permanent) outcome = { kind: "dead", error: e.message };
       else if (d.cancelRequested) outcome = { kind: "cancel", error: `cancelled (${message})` };
       else if (e instanceof Retry) outcome = { kind: "retry", error: e.message, afterMs: e.afterMs };
       else outcome = { kind: "retry", error: message };

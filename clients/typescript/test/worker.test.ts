@@ -5,7 +5,7 @@
 
 import { after, before, test } from "node:test";
 import assert from "node:assert/strict";
-import { Client, GROUP, Permanent, Retry, Worker, type Handler, type WorkerOptions } from "../src/index.js";
+import { Client, GROUP, Interrupted, Permanent, Retry, Worker, type Handler, type WorkerOptions } from "../src/index.js";
 import { RedisServer, namespace, until } from "./support.js";
 
 let server: RedisServer;
@@ -249,4 +249,32 @@ test("a worker cut off from Redis lets its jobs go before others may take them",
     assert.ok(givenUpAfter < 3000, String(givenUpAfter));
     await sleep(2000);
     assert.equal(w.completed, 0);
+  }));
+
+test("a paused job checkpoints, yields, is parked and resumes from its checkpoint", () =>
+  withWorkers(async (c, start) => {
+    const q = c.queue("jobs");
+    const id = await q.enqueue({ steps: 3 }, { id: "session" });
+    let started = false;
+    start(async (job) => {
+      const cp = await job.resume();
+      if (!cp) {
+        await job.checkpoint({ step: 1 });
+        started = true;
+        await new Promise<void>((res) => job.stopping.addEventListener("abort", () => res()));
+        throw new Interrupted();
+      }
+      return { resumedAt: (cp.state as { step: number }).step, attempt: job.attempt };
+    });
+    await until("running", () => started);
+    const k = q.keys;
+    const { script } = await import("../src/scripts.js");
+    const send = (kind: string) => script("signal.lua").run(c.redis, [k.signals, k.outcomes, k.paused, k.ready,
+      k.delayed, k.scheduled, k.index, k.job(id), k.parked, ...k.levelTail()],
+    [kind, `job:${id}`, "test", Date.now(), "", 10_000, GROUP, 86_400_000]);
+    await send("pause");
+    await until("parked", async () => (await q.state(id)) === "parked");
+    await send("resume");
+    await until("resumed and done", async () => (await q.state(id)) === "completed");
+    assert.deepEqual(await q.result(id), { resumedAt: 1, attempt: 1 });
   }));

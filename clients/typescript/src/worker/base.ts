@@ -48,6 +48,10 @@ export interface Delivery {
   token: number;
   maxAttempts: number;
   abort: AbortController;
+  /** Aborted when the job should checkpoint and yield. */
+  stopping: AbortController;
+  /** A pause of this job asked: parked, not handed back, when it yields. */
+  parkRequested: boolean;
   renewed: number;
   startedMs: number;
   lost: boolean;
@@ -62,7 +66,9 @@ export type Outcome =
   | { kind: "ok"; result: unknown }
   | { kind: "retry"; error: string; afterMs?: number }
   | { kind: "dead"; error: string }
-  | { kind: "cancel"; error: string };
+  | { kind: "cancel"; error: string }
+  | { kind: "park" }
+  | { kind: "hand back" };
 
 export const sleep = (ms: number) => new Promise<void>((res) => setTimeout(res, ms));
 export type Raw = Buffer[] | null;
@@ -165,6 +171,11 @@ export abstract class WorkerCore<T> {
       this.wake();
     });
     this.running.add(q);
+  }
+
+  /** Asks every running job to checkpoint and yield. */
+  protected askToYield(): void {
+    for (const d of this.held.values()) d.stopping.abort(new Error("stopping"));
   }
 
   /** Checks and starts one delivery (the claiming part's). */

@@ -40,12 +40,20 @@ export abstract class Listening<T> extends Upkeep<T> {
         d.abort.abort(new Error("cancelled"));
         await this.outcome(sid, "applied", "cancelling the running job");
       } else {
-        await this.outcome(sid, "ignored", `${kind} of a running job is not supported by this client`);
+        if (kind === "pause") {
+          // A session: the job checkpoints and yields at `job.stopping`, and is parked until resumed.
+          d.parkRequested = true;
+          d.stopping.abort(new Error("paused"));
+          await this.outcome(sid, "applied", "parking the job once it yields");
+        } else {
+          await this.outcome(sid, "ignored", `${kind} of a running job does not apply`);
+        }
       }
     } else if (!mine) {
       return;
     } else if (kind === "pause" && target === "queue") {
       this.paused = true;
+      this.askToYield();
       await this.outcome(sid, "applied", "taking no new jobs");
     } else if (kind === "resume" && target === "queue") {
       this.paused = false;
@@ -53,6 +61,7 @@ export abstract class Listening<T> extends Upkeep<T> {
       await this.outcome(sid, "applied", "taking jobs again");
     } else if (kind === "quiet") {
       this.quiet = true;
+      this.askToYield();
       await this.outcome(sid, "applied", "taking no new jobs");
     } else if (kind === "stop") {
       await this.outcome(sid, "applied", "stopping");

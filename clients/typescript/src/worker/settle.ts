@@ -17,6 +17,11 @@ export abstract class Settling<T> extends WorkerCore<T> {
       if (outcome.kind === "ok") await this.ack(d, outcome.result);
       else if (outcome.kind === "dead") await this.fail(d, "dead", outcome.error, 0, "failed");
       else if (outcome.kind === "cancel") await this.fail(d, "cancel", outcome.error, 0, "");
+      else if (outcome.kind === "park") {
+        const k = this.keys;
+        await script("park.lua").run(this.redis, [d.stream, k.scheduled, k.parked, k.index, k.events],
+          [GROUP, this.consumer, d.env.entryId, d.token, Date.now(), this.o.eventsMaxlen]);
+      } else if (outcome.kind === "hand back") await this.release(d.stream, [[d.env.entryId, d.token]]);
       else {
         const attempt = d.env.attempts + d.token;
         const delay = outcome.afterMs ?? this.backoff(attempt);

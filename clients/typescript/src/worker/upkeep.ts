@@ -143,6 +143,7 @@ export abstract class Upkeep<T> extends Settling<T> {
   }
 
   protected async shutdown(): Promise<void> {
+    this.askToYield(); // long jobs checkpoint and yield: they resume elsewhere at once
     const deadline = Date.now() + Math.max(30_000, this.leaseMs);
     while (this.held.size > 0 && Date.now() < deadline) await sleep(20);
     await Promise.allSettled([...this.running]);
