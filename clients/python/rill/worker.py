@@ -57,7 +57,7 @@ class Worker(Settling, Listening, Upkeep):
         worker.run()           # until worker.stop() from another thread, or Ctrl-C
     """
 
-    def __init__(self, client, queue, handler, concurrency=8, lease=DEFAULT_LEASE, max_attempts=5,
+    def __init__(self, client, queue, handler=None, concurrency=8, lease=DEFAULT_LEASE, max_attempts=5,
                  backoff=1.0, max_backoff=3600.0, block=2.0, timeout=None, decode=None, retention=RETENTION,
                  events_maxlen=EVENTS_MAXLEN, consumer=None, reclaim_every=1.0):
         if concurrency < 1:
@@ -97,9 +97,13 @@ class Worker(Settling, Listening, Upkeep):
 
     # Running
 
-    def run(self):
-        """Works jobs until ``stop()`` (or KeyboardInterrupt); then waits for running jobs and hands back the
-        rest."""
+    def run(self, handler=None):
+        """Works jobs with ``handler`` (or the one given to the constructor) until ``stop()`` (or
+        KeyboardInterrupt); then waits for running jobs and hands back the rest."""
+        if handler is not None:
+            self.handler = handler
+        if self.handler is None:
+            raise InvalidOption("handler", "give one to Worker(...) or to run(...)")
         self._start()
         fetch = self._fetch_connection()
         try:

@@ -32,8 +32,12 @@ class Working(RedisTest):
         q = self.client.queue("jobs")
         ids = [q.enqueue({"n": i}) for i in range(20)] + [q.enqueue({"n": 20}, id="named")]
         seen = []
-        w, t = self.start(lambda job: (seen.append(job.attempt), {"double": job.payload["n"] * 2})[1],
-                          concurrency=4)
+        # The handler may go to run() instead of the constructor (rill.Worker(client, name, concurrency=N).run(h)).
+        w = rill.Worker(self.client, "jobs", concurrency=4, block=0.2)
+        t = threading.Thread(target=w.run, args=(lambda job: (seen.append(job.attempt),
+                                                          {"double": job.payload["n"] * 2})[1],), daemon=True)
+        t.start()
+        self.addCleanup(lambda: (w.stop(), t.join(timeout=30)))
         until("all done", lambda: w.completed == 21)
         for i, jid in enumerate(ids):
             self.assertEqual(q.job(jid).state, "completed", jid)

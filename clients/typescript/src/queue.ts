@@ -22,6 +22,8 @@ export interface EnqueueOptions {
   dedupTtlMs?: number;
   /** Run no earlier than this many ms from now. */
   delayMs?: number;
+  /** The same as `delayMs`, under BullMQ's name (ms). */
+  delay?: number;
   /** Run no earlier than this time. */
   runAt?: Date;
   maxAttempts?: number;
@@ -92,12 +94,13 @@ export class Queue {
     const priority = o.priority ?? 0;
     if (!Number.isInteger(priority) || priority < 0 || priority >= LEVELS)
       throw new InvalidOption("priority", "a level from 0 to 15");
-    if (o.delayMs !== undefined && !(o.delayMs >= 0)) throw new InvalidOption("delayMs", "not negative");
+    const delayMs = o.delayMs ?? o.delay;
+    if (delayMs !== undefined && !(delayMs >= 0)) throw new InvalidOption("delayMs", "not negative");
     const headers = headerFields(o.headers);
     const data = encode(payload, this.client.maxPayload);
     const now = Date.now();
     let due = 0;
-    if (o.delayMs !== undefined) due = now + Math.round(o.delayMs);
+    if (delayMs !== undefined) due = now + Math.round(delayMs);
     if (o.runAt !== undefined) due = Math.max(due, o.runAt.getTime());
     await this.client.listQueue(this.keys);
     if (o.id === undefined && o.dedupKey === undefined && due <= now && priority === 0) {

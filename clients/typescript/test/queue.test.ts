@@ -60,7 +60,7 @@ test("an id or a dedup key refuses a second job", () =>
 test("delayed jobs wait in the delayed set", () =>
   withClient(async (c) => {
     const q = c.queue("later");
-    const id = await q.enqueue("x", { delayMs: 60_000 });
+    const id = await q.enqueue("x", { delay: 60_000 }); // BullMQ's name, ms
     assert.equal(await q.state(id), "delayed");
     const due = Number(await c.redis.zscore(q.keys.delayed, id));
     assert.ok(Math.abs(due - (Date.now() + 60_000)) < 5000);
