@@ -184,6 +184,60 @@ class Queue:
         if code != 1:
             raise InvalidOption("levels", f"level {level} still holds a job")
 
+    # Limits (SPEC.md sections 6f and 6h): every worker of the queue follows them within about a second.
+
+    def set_rate_limit(self, max_starts, per):
+        """At most ``max_starts`` job starts in any window of ``per`` seconds, across all workers."""
+        per_ms = wire.ms(_seconds(per, "per"))
+        if not isinstance(max_starts, int) or max_starts < 1 or per_ms < 1:
+            raise InvalidOption("rate limit", "needs at least 1 job per at least 1 ms")
+        self.redis.hset(self.keys.limit, mapping={"rate": max_starts, "period_ms": per_ms})
+
+    def clear_rate_limit(self):
+        self.redis.hdel(self.keys.limit, "rate", "period_ms", "used")
+        self.redis.delete(self.keys.limit_starts)
+
+    def set_concurrency_limit(self, most):
+        """At most ``most`` jobs handed out and not finished at once, across all workers."""
+        if not isinstance(most, int) or most < 1:
+            raise InvalidOption("concurrency limit", "at least 1")
+        self.redis.hset(self.keys.limit, "concurrency", most)
+
+    def clear_concurrency_limit(self):
+        self.redis.hdel(self.keys.limit, "concurrency")
+
+    def set_key_limit(self, field, rate=None, per=None, concurrency=None):
+        """Limits each key, the value of header ``field`` (``x-tenant``): at most ``rate`` starts per ``per``
+        seconds and/or ``concurrency`` running at once per key; keys with a backlog take turns."""
+        if not isinstance(field, str) or not field.startswith("x-") or len(field) < 3:
+            raise InvalidOption("key limit", "the field is a header name starting with x-")
+        if rate is None and concurrency is None:
+            raise InvalidOption("key limit", "needs a rate, a concurrency or both")
+        fields = {"key_field": field}
+        drop = []
+        if rate is not None:
+            per_ms = wire.ms(_seconds(per, "per") if per is not None else -1)
+            if not isinstance(rate, int) or rate < 1 or per_ms < 1:
+                raise InvalidOption("key limit", "a rate needs at least 1 job per at least 1 ms")
+            fields.update(key_rate=rate, key_period_ms=per_ms)
+        else:
+            drop += ["key_rate", "key_period_ms"]
+        if concurrency is not None:
+            if not isinstance(concurrency, int) or concurrency < 1:
+                raise InvalidOption("key limit", "a concurrency needs at least 1 job")
+            fields["key_concurrency"] = concurrency
+        else:
+            drop.append("key_concurrency")
+        pipe = self.redis.pipeline(transaction=True)
+        pipe.hset(self.keys.limit, mapping=fields)
+        if drop:
+            pipe.hdel(self.keys.limit, *drop)
+        pipe.execute()
+
+    def clear_key_limit(self):
+        """Removes the per-key limits; jobs they hold back are then handed out in turn."""
+        self.redis.hdel(self.keys.limit, "key_field", "key_rate", "key_period_ms", "key_concurrency")
+
     # Steering (SPEC.md section 6b)
 
     def signal(self, kind, target="queue", payload=None, sender="python"):

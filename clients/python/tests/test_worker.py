@@ -270,7 +270,10 @@ class Working(RedisTest):
     def test_limits_hold_across_two_python_workers(self):
         q = self.client.queue("jobs")
         # At most 2 running at once across the fleet, and at most 1 at once per tenant.
-        self.r.hset(q.keys.limit, mapping={"concurrency": 2, "key_field": "x-t", "key_concurrency": 1})
+        q.set_concurrency_limit(2)
+        q.set_key_limit("x-t", concurrency=1)
+        self.assertEqual(self.r.hgetall(q.keys.limit),
+                         {b"concurrency": b"2", b"key_field": b"x-t", b"key_concurrency": b"1"})
         for i in range(6):
             q.enqueue({"i": i}, headers={"x-t": "a" if i < 4 else "b"})
         runs, lock = [], threading.Lock()
@@ -301,7 +304,8 @@ class Working(RedisTest):
 
     def test_a_rate_limit_holds_across_the_workers(self):
         q = self.client.queue("jobs")
-        self.r.hset(q.keys.limit, mapping={"rate": 4, "period_ms": 400})
+        q.set_rate_limit(4, 0.4)
+        self.assertEqual(self.r.hmget(q.keys.limit, "rate", "period_ms"), [b"4", b"400"])
         starts, lock = [], threading.Lock()
 
         def handler(job):

@@ -150,6 +150,73 @@ export class Queue {
     return ids;
   }
 
+  // Limits (SPEC.md sections 6f, 6h) and priority levels (6g): every worker of the queue follows them within a second.
+
+  /** At most `max` job starts in any window of `perMs`, across all workers. */
+  async setRateLimit(max: number, perMs: number): Promise<void> {
+    if (!Number.isInteger(max) || max < 1 || !(perMs >= 1)) throw new InvalidOption("rate limit", "at least 1 job per at least 1 ms");
+    await this.redis.hset(this.keys.limit, "rate", max, "period_ms", Math.round(perMs));
+  }
+
+  async clearRateLimit(): Promise<void> {
+    await this.redis.hdel(this.keys.limit, "rate", "period_ms", "used");
+    await this.redis.del(this.keys.limit_starts);
+  }
+
+  /** At most `max` jobs handed out and not finished at once, across all workers. */
+  async setConcurrencyLimit(max: number): Promise<void> {
+    if (!Number.isInteger(max) || max < 1) throw new InvalidOption("concurrency limit", "at least 1");
+    await this.redis.hset(this.keys.limit, "concurrency", max);
+  }
+
+  async clearConcurrencyLimit(): Promise<void> {
+    await this.redis.hdel(this.keys.limit, "concurrency");
+  }
+
+  /** Limits each key, the value of header `field` (`x-tenant`): a rate (`rate` per `perMs`) and/or a concurrency
+   * per key; keys with a backlog take turns. */
+  async setKeyLimit(field: string, limit: { rate?: number; perMs?: number; concurrency?: number }): Promise<void> {
+    if (!field.startsWith("x-") || field.length < 3) throw new InvalidOption("key limit", "the field is a header name starting with x-");
+    if (limit.rate === undefined && limit.concurrency === undefined)
+      throw new InvalidOption("key limit", "needs a rate, a concurrency or both");
+    const set: (string | number)[] = ["key_field", field];
+    const drop: string[] = [];
+    if (limit.rate !== undefined) {
+      if (!Number.isInteger(limit.rate) || limit.rate < 1 || !((limit.perMs ?? 0) >= 1))
+        throw new InvalidOption("key limit", "a rate needs at least 1 job per at least 1 ms");
+      set.push("key_rate", limit.rate, "key_period_ms", Math.round(limit.perMs!));
+    } else drop.push("key_rate", "key_period_ms");
+    if (limit.concurrency !== undefined) {
+      if (!Number.isInteger(limit.concurrency) || limit.concurrency < 1)
+        throw new InvalidOption("key limit", "a concurrency needs at least 1 job");
+      set.push("key_concurrency", limit.concurrency);
+    } else drop.push("key_concurrency");
+    const multi = this.redis.multi().hset(this.keys.limit, ...set);
+    if (drop.length) multi.hdel(this.keys.limit, ...drop);
+    await multi.exec();
+  }
+
+  /** Removes the per-key limits; jobs they hold back are then handed out in turn. */
+  async clearKeyLimit(): Promise<void> {
+    await this.redis.hdel(this.keys.limit, "key_field", "key_rate", "key_period_ms", "key_concurrency");
+  }
+
+  /** Gives the queue `levels` priority levels (1 to 16; 0 is taken first), read strictly in order, or with
+   * `weights` (one per level) each read starts at a level picked in proportion to its weight. */
+  async setPriorities(levels: number, weights?: number[]): Promise<void> {
+    if (weights) {
+      levels = weights.length;
+      if (levels < 2 || weights.some((w) => !Number.isInteger(w) || w < 1))
+        throw new InvalidOption("weights", "2 to 16 positive integers, one per level");
+    }
+    if (!Number.isInteger(levels) || levels < 1 || levels > LEVELS) throw new InvalidOption("levels", "1 to 16");
+    const k = this.keys;
+    const [code, level] = (await script("levels.lua").run(this.redis,
+      [k.priorities, ...Array.from({ length: LEVELS - 1 }, (_, p) => k.level(p + 1))],
+      [GROUP, levels, weights ? weights.join(",") : ""])) as number[];
+    if (Number(code) !== 1) throw new InvalidOption("levels", `level ${level} still holds a job`);
+  }
+
   /** Where job `id` is now, with its result once completed. */
   async job(id: string): Promise<JobInfo> {
     const k = this.keys;

@@ -197,9 +197,7 @@ test("signals cancel a running job, pause the queue and stop the worker", () =>
 test("priority levels are read in order; limits hold across two workers", () =>
   withWorkers(async (c, start) => {
     const q = c.queue("jobs");
-    const { script } = await import("../src/scripts.js");
-    await script("levels.lua").run(c.redis, [q.keys.priorities, ...Array.from({ length: 15 }, (_, i) => q.keys.level(i + 1))],
-      [GROUP, 3, ""]);
+    await q.setPriorities(3);
     for (const level of [2, 1, 0, 2, 1, 0]) await q.enqueue({ level }, { priority: level });
     const order: number[] = [];
     const w = start<{ level: number }>(async (job) => void order.push(job.payload.level), { concurrency: 1 });
@@ -207,7 +205,9 @@ test("priority levels are read in order; limits hold across two workers", () =>
     assert.deepEqual(order, [0, 0, 1, 1, 2, 2]);
     await w.close();
     // At most 2 at once across the fleet, 1 per tenant.
-    await c.redis.hset(q.keys.limit, "concurrency", 2, "key_field", "x-t", "key_concurrency", 1);
+    await q.setConcurrencyLimit(2);
+    await q.setKeyLimit("x-t", { concurrency: 1 });
+    assert.deepEqual(await c.redis.hgetall(q.keys.limit), { concurrency: "2", key_field: "x-t", key_concurrency: "1" });
     for (let i = 0; i < 6; i++) await q.enqueue({ i }, { headers: { "x-t": i < 4 ? "a" : "b" } });
     const runs: [string, number, number][] = [];
     const h = async (job: { header(n: string): string | undefined }) => {
