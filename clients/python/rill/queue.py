@@ -290,6 +290,25 @@ class Queue:
                        deliveries=int(row[4]), finished_ms=int(row[5]), level=int(row[6]) if len(row) > 6 else 0,
                        result=result, error=error)
 
+    def wait(self, job_id, timeout=60.0):
+        """Waits until job ``job_id`` ends (completed, dead, cancelled, or unknown) or ``timeout`` seconds pass, and
+        returns its ``JobInfo`` then (``info.state`` says which; ``info.decoded_result()`` its result). One
+        blocking read per queue and client serves every waiter (SPEC.md section 7)."""
+        import time as _time
+        from .wait import ENDED, RECHECK, follower
+        f = follower(self.client, self.keys.events)
+        ended = f.expect(job_id)
+        try:
+            deadline = _time.monotonic() + _seconds(timeout, "timeout")
+            while True:
+                info = self.job(job_id)
+                left = deadline - _time.monotonic()
+                if info.state in ENDED or left <= 0:
+                    return info
+                ended.wait(min(RECHECK, left))
+        finally:
+            f.forget(job_id, ended)
+
     def state(self, job_id):
         """The job's state: waiting, active, delayed, failed, parked, completed, cancelled, dead or unknown."""
         return self.job(job_id).state

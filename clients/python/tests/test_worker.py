@@ -373,5 +373,43 @@ class Working(RedisTest):
         self.assertEqual(q.result(jid), {"resumed_at": 1, "attempt": 1})
 
 
+    def test_waiting_for_a_result_needs_no_polling(self):
+        q = self.client.queue("jobs")
+        ok = q.enqueue({"n": 2}, id="ok")
+        bad = q.enqueue({"n": -1}, id="bad")
+        pending = q.enqueue({"n": 1}, id="later", delay=60)
+        gate = threading.Event()
+
+        def handler(job):
+            gate.wait(10)
+            if job.payload["n"] < 0:
+                raise rill.Permanent("negative")
+            return job.payload["n"] * 10
+
+        self.start(handler)
+        results = {}
+
+        def waiter(jid):
+            results[jid] = q.wait(jid, timeout=10)
+
+        threads = [threading.Thread(target=waiter, args=(j,)) for j in (ok, bad)]
+        for t in threads:
+            t.start()
+        time.sleep(0.3)
+        started = time.monotonic()
+        gate.set()
+        for t in threads:
+            t.join(timeout=20)
+        # Ended by the events, well before the 5 s recheck.
+        self.assertLess(time.monotonic() - started, 3)
+        self.assertEqual((results[ok].state, results[ok].decoded_result()), ("completed", 20))
+        self.assertEqual(results[bad].state, "dead")
+        self.assertIn("negative", results[bad].error)
+        t0 = time.monotonic()
+        self.assertEqual(q.wait(pending, timeout=0.5).state, "delayed")
+        self.assertLess(time.monotonic() - t0, 2)
+        self.assertEqual(q.wait("no-such-job", timeout=5).state, "unknown")
+
+
 if __name__ == "__main__":
     unittest.main()

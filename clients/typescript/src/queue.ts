@@ -5,6 +5,7 @@ import type { Client } from "./client.js";
 import { InvalidOption, NoSuchPriority, ProtocolError } from "./errors.js";
 import { GROUP, LEVELS, QueueKeys, validateJobId } from "./keys.js";
 import { script, text } from "./scripts.js";
+import { ENDED, RECHECK_MS, follower } from "./wait.js";
 import { decode, encode } from "./wire.js";
 
 /** Milliseconds a chosen id or dedup key refuses a second job after the first enqueue (every rill producer: 24 h). */
@@ -247,6 +248,37 @@ export class Queue {
       if (i >= 0) info.error = f[i + 1];
     }
     return info;
+  }
+
+  /** Waits until job `id` ends (completed, dead, cancelled, or unknown) or `timeoutMs` passes, and returns its
+   * info then (`state` says which; `result(id)` decodes a result). One blocking read per queue and client serves
+   * every waiter (SPEC.md section 7). */
+  async wait(id: string, timeoutMs = 60_000): Promise<JobInfo> {
+    const f = follower(this.client, this.keys.events);
+    await f.start();
+    let wake: () => void = () => {};
+    let woken = false;
+    const forget = f.expect(id, () => {
+      woken = true;
+      wake();
+    });
+    try {
+      const deadline = Date.now() + timeoutMs;
+      for (;;) {
+        const info = await this.job(id);
+        const left = deadline - Date.now();
+        if (ENDED.has(info.state) || left <= 0) return info;
+        if (!woken) {
+          await new Promise<void>((res) => {
+            wake = res;
+            setTimeout(res, Math.min(RECHECK_MS, left));
+          });
+        }
+        woken = false;
+      }
+    } finally {
+      forget();
+    }
   }
 
   /** The job's state: waiting, active, delayed, failed, parked, completed, cancelled, dead or unknown. */

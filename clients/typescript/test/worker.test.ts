@@ -278,3 +278,32 @@ test("a paused job checkpoints, yields, is parked and resumes from its checkpoin
     await until("resumed and done", async () => (await q.state(id)) === "completed");
     assert.deepEqual(await q.result(id), { resumedAt: 1, attempt: 1 });
   }));
+
+test("waiting for a result needs no polling", () =>
+  withWorkers(async (c, start) => {
+    const q = c.queue("jobs");
+    const ok = await q.enqueue({ n: 2 }, { id: "ok" });
+    const bad = await q.enqueue({ n: -1 }, { id: "bad" });
+    const later = await q.enqueue({ n: 1 }, { id: "later", delayMs: 60_000 });
+    let release!: () => void;
+    const gate = new Promise<void>((res) => (release = res));
+    start<{ n: number }>(async (job) => {
+      await gate;
+      if (job.payload.n < 0) throw new Permanent("negative");
+      return job.payload.n * 10;
+    });
+    const waits = Promise.all([q.wait(ok, 10_000), q.wait(bad, 10_000)]);
+    await sleep(300);
+    const t0 = Date.now();
+    release();
+    const [a, b] = await waits;
+    assert.ok(Date.now() - t0 < 3000, "ended by the events, before the 5 s recheck");
+    assert.equal(a.state, "completed");
+    assert.equal(await q.result(ok), 20);
+    assert.equal(b.state, "dead");
+    assert.match(b.error ?? "", /negative/);
+    const t1 = Date.now();
+    assert.equal((await q.wait(later, 500)).state, "delayed");
+    assert.ok(Date.now() - t1 < 2000);
+    assert.equal((await q.wait("no-such-job", 5000)).state, "unknown");
+  }));
