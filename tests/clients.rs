@@ -19,28 +19,6 @@ struct Email {
     n: u32,
 }
 
-/// The Python package (`clients/python`), run in place.
-fn package(redis: &TestRedis, ns: &str, args: &[&str]) -> String {
-    let driver = concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/clients/python/tests/interop_driver.py"
-    );
-    let out = Command::new(python())
-        .arg(driver)
-        .arg(redis.url())
-        .arg(ns)
-        .arg("emails")
-        .args(args)
-        .output()
-        .expect("the Python found above runs");
-    assert!(
-        out.status.success(),
-        "the Python package failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout).unwrap()
-}
-
 /// Python package producer → Rust worker → Python reads the outcome: a plain job, a named one (whose repeat is a
 /// duplicate), one with a dedup key and a header, and a delayed one with a timeout; the Rust worker sees the
 /// header and the options, and Python decodes the results.
@@ -50,7 +28,8 @@ async fn the_python_package_produces_for_a_rust_worker_and_reads_the_results() {
     let client = support::client(&redis);
     let ns = client.config().namespace.clone();
     let q = client.queue::<Email>("emails").unwrap();
-    let ids: Vec<String> = package(&redis, &ns, &["produce"])
+    let ids: Vec<String> = Lang::Python
+        .run(&redis, &ns, &["produce"])
         .lines()
         .map(str::to_owned)
         .collect();
@@ -75,7 +54,8 @@ async fn the_python_package_produces_for_a_rust_worker_and_reads_the_results() {
     assert_eq!(w.stop().await.malformed, 0);
     let mut args = vec!["inspect"];
     args.extend(ids.iter().map(String::as_str));
-    let seen: Vec<serde_json::Value> = package(&redis, &ns, &args)
+    let seen: Vec<serde_json::Value> = Lang::Python
+        .run(&redis, &ns, &args)
         .lines()
         .map(|l| serde_json::from_str(l).unwrap())
         .collect();
@@ -126,12 +106,11 @@ impl Lang {
     }
 
     /// `ms` in the driver's unit: seconds for Python, ms for TypeScript.
-    fn millis(self, ms: u32) -> &'static str {
-        let s = match self {
+    fn millis(self, ms: u32) -> String {
+        match self {
             Lang::Python => format!("{}", f64::from(ms) / 1000.0),
             Lang::TypeScript => ms.to_string(),
-        };
-        Box::leak(s.into_boxed_str())
+        }
     }
 
     /// The driver, on queue `emails` of `redis` under namespace `ns`, with `args`.
@@ -153,6 +132,18 @@ impl Lang {
         };
         c.arg(redis.url()).arg(ns).arg("emails").args(args);
         c
+    }
+
+    /// Runs the driver to its end, which must be a success; its output.
+    fn run(self, redis: &TestRedis, ns: &str, args: &[&str]) -> String {
+        let out = self.driver(redis, ns, args).output().unwrap();
+        assert!(
+            out.status.success(),
+            "the {} package failed: {}",
+            self.name(),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout).unwrap()
     }
 }
 
@@ -196,7 +187,7 @@ async fn a_foreign_worker_runs_rust_jobs_and_registers_itself(lang: Lang) {
         .unwrap();
     // Each job takes 100 ms on 4 threads: long enough to see the worker registered.
     let child = lang
-        .driver(&redis, &ns, &["work", "30", lang.millis(100)])
+        .driver(&redis, &ns, &["work", "30", &lang.millis(100)])
         .stdout(std::process::Stdio::piped())
         .spawn()
         .unwrap();
@@ -258,7 +249,7 @@ async fn a_stale_foreign_worker_is_refused_after_a_rust_worker_took_its_job(lang
         .await
         .unwrap();
     let child = lang
-        .driver(&redis, &ns, &["hold", lang.millis(1000)])
+        .driver(&redis, &ns, &["hold", &lang.millis(1000)])
         .stdout(std::process::Stdio::piped())
         .spawn()
         .unwrap();
@@ -315,24 +306,6 @@ async fn a_stale_foreign_worker_is_refused_after_a_rust_worker_took_its_job(lang
     w.stop().await;
 }
 
-fn typescript(redis: &TestRedis, ns: &str, args: &[&str]) -> String {
-    let dir = typescript_package();
-    let out = Command::new("node")
-        .arg(format!("{dir}/test/interop_driver.mjs"))
-        .arg(redis.url())
-        .arg(ns)
-        .arg("emails")
-        .args(args)
-        .output()
-        .expect("node runs");
-    assert!(
-        out.status.success(),
-        "the TypeScript package failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout).unwrap()
-}
-
 /// The TypeScript package's own suite (`node --test`): conformance vectors, shipped scripts identical to `lua/`,
 /// producing and inspecting against its private redis-server.
 #[test]
@@ -362,7 +335,8 @@ async fn the_typescript_package_produces_for_a_rust_worker_and_reads_the_results
     let client = support::client(&redis);
     let ns = client.config().namespace.clone();
     let q = client.queue::<Email>("emails").unwrap();
-    let ids: Vec<String> = typescript(&redis, &ns, &["produce"])
+    let ids: Vec<String> = Lang::TypeScript
+        .run(&redis, &ns, &["produce"])
         .lines()
         .map(str::to_owned)
         .collect();
@@ -387,7 +361,8 @@ async fn the_typescript_package_produces_for_a_rust_worker_and_reads_the_results
     assert_eq!(w.stop().await.malformed, 0);
     let mut args = vec!["inspect"];
     args.extend(ids.iter().map(String::as_str));
-    let seen: Vec<serde_json::Value> = typescript(&redis, &ns, &args)
+    let seen: Vec<serde_json::Value> = Lang::TypeScript
+        .run(&redis, &ns, &args)
         .lines()
         .map(|l| serde_json::from_str(l).unwrap())
         .collect();
@@ -409,25 +384,20 @@ async fn the_python_and_typescript_packages_feed_each_others_workers() {
     ] {
         let redis = TestRedis::start();
         let ns = support::namespace();
-        let run = |lang: Lang, args: &[&str]| {
-            let out = lang.driver(&redis, &ns, args).output().unwrap();
-            assert!(
-                out.status.success(),
-                "{} failed: {}",
-                lang.name(),
-                String::from_utf8_lossy(&out.stderr)
-            );
-            String::from_utf8(out.stdout).unwrap()
-        };
-        let ids: Vec<String> = run(producer, &["produce"])
+        let ids: Vec<String> = producer
+            .run(&redis, &ns, &["produce"])
             .lines()
             .map(str::to_owned)
             .collect();
         assert_eq!(ids.len(), 4);
-        assert!(run(worker, &["work", "4", "0"]).contains("completed 4"));
+        assert!(
+            worker
+                .run(&redis, &ns, &["work", "4", "0"])
+                .contains("completed 4")
+        );
         let mut args = vec!["inspect"];
         args.extend(ids.iter().map(String::as_str));
-        for (n, line) in run(producer, &args).lines().enumerate() {
+        for (n, line) in producer.run(&redis, &ns, &args).lines().enumerate() {
             let r: serde_json::Value = serde_json::from_str(line).unwrap();
             assert_eq!(r["state"], "completed", "{r}");
             assert_eq!(

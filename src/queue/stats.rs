@@ -53,8 +53,8 @@ impl<T: Serialize + DeserializeOwned> Queue<T> {
     /// Redis errors.
     pub async fn counts(&self) -> Result<Counts> {
         let mut conn = self.client.conn().await?;
-        type Sizes = (u64, u64, u64, u64, Option<String>, Vec<(String, u64)>);
-        let (ready_len, delayed, dead, parked, levels, held): Sizes = redis::pipe()
+        type Sizes = (u64, u64, u64, u64, Option<String>, Vec<(String, u64)>, u64);
+        let (ready_len, delayed, dead, parked, levels, held, held_count): Sizes = redis::pipe()
             .cmd("XLEN")
             .arg(&self.keys.ready)
             .cmd("ZCARD")
@@ -71,16 +71,10 @@ impl<T: Serialize + DeserializeOwned> Queue<T> {
             .arg(0)
             .arg(0)
             .arg("WITHSCORES")
+            .cmd("ZCARD")
+            .arg(&self.keys.held)
             .query_async(&mut conn)
             .await?;
-        let held_count: u64 = if held.is_empty() {
-            0
-        } else {
-            redis::cmd("ZCARD")
-                .arg(&self.keys.held)
-                .query_async(&mut conn)
-                .await?
-        };
         let levels = levels
             .and_then(|l| l.parse::<u8>().ok())
             .unwrap_or(1)

@@ -41,7 +41,7 @@ class Upkeep:
                     continue
                 if now >= next_reclaim:
                     if now < self._release_until:
-                        self._release_orphans()
+                        self._release_pending(skip_held=True)
                     self._adopt()
                     cursor = self._reclaim(cursor)
                     next_reclaim = now + self.reclaim_every
@@ -185,22 +185,19 @@ class Upkeep:
         except Exception as e:
             log.warning("rill: could not retire %s: %s", self.consumer, e)
 
-    def _release_pending(self):
+    def _release_pending(self, skip_held=False):
         # Whatever is still pending to this consumer (a read that landed late, a job given up) goes back to ready
-        # without counting an attempt.
+        # without counting an attempt; with skip_held, not the deliveries it still holds.
+        mine = set()
+        if skip_held:
+            with self._lock:
+                mine = {(d.stream, d.envelope.entry_id) for d in self._held.values()}
         for stream in self._streams():
             try:
                 pending = self.r.xpending_range(stream, GROUP, min="-", max="+", count=10000,
                                                 consumername=self.consumer)
             except _redis.ResponseError:
                 continue  # no such stream or group any more
-            self._release(stream, [(text(p["message_id"]), p["times_delivered"]) for p in pending])
-
-    def _release_orphans(self):
-        with self._lock:
-            mine = {(d.stream, d.envelope.entry_id) for d in self._held.values()}
-        for stream in self._streams():
-            pending = self.r.xpending_range(stream, GROUP, min="-", max="+", count=1000, consumername=self.consumer)
             self._release(stream, [(text(p["message_id"]), p["times_delivered"]) for p in pending
                                    if (stream, text(p["message_id"])) not in mine])
 

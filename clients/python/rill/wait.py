@@ -7,7 +7,7 @@ import threading
 
 import redis as _redis
 
-from ._common import text
+from ._common import dedicated, text
 
 RECHECK = 5.0
 """Seconds between looks at a waiting job's state when no event has come."""
@@ -19,9 +19,7 @@ class Follower:
 
     def __init__(self, redis, events):
         self.events = events
-        self.conn = redis.__class__(connection_pool=redis.connection_pool.__class__(
-            connection_class=redis.connection_pool.connection_class,
-            **{**redis.connection_pool.connection_kwargs, "socket_timeout": 5}))
+        self.conn = dedicated(redis, 5)
         newest = self.conn.xrevrange(events, count=1)
         self.after = text(newest[0][0]) if newest else "0-0"
         self.waiting = {}

@@ -31,7 +31,7 @@ import traceback
 import redis as _redis
 
 from . import wire
-from ._common import now_ms, pairs, text
+from ._common import dedicated, now_ms, pairs, text
 from .errors import Interrupted, InvalidOption, Permanent, Retry, RillError
 from .job import Delivery, Job, Refused, decode_payload, parse_entry
 from .keys import GROUP
@@ -269,11 +269,7 @@ class Worker(Settling, Listening, Upkeep):
         return out
 
     def _fetch_connection(self):
-        kw = dict(self.r.connection_pool.connection_kwargs)
-        kw["socket_timeout"] = self.block + 5  # above the block time (SPEC.md section 9, step 2)
-        kw.pop("connection_class", None)
-        conn = _redis.Redis(connection_pool=_redis.ConnectionPool(
-            connection_class=self.r.connection_pool.connection_class, **kw))
+        conn = dedicated(self.r, self.block + 5)
         # The raw field list: a dictionary would hide a field given twice (SPEC.md section 3).
         conn.set_response_callback("XREADGROUP", lambda r, **kw: r)
         return conn

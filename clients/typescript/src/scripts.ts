@@ -41,6 +41,13 @@ export function script(name: string): Script {
   return s;
 }
 
+/** A flat field list (`[name, value, ...]`) as an object of text values. */
+export function fields(flat: unknown[]): Record<string, string> {
+  const out: Record<string, string> = {};
+  for (let i = 0; i + 1 < flat.length; i += 2) out[text(flat[i])] = text(flat[i + 1]);
+  return out;
+}
+
 /** A reply's bytes as text. */
 export function text(v: unknown): string {
   if (v === null || v === undefined) return "";

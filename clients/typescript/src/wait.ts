@@ -3,6 +3,7 @@
  * the job's state once after it is registered (a job that ends in between is seen either way), then waits for its
  * event, looking at the state again every few seconds in case the event never comes. */
 
+import { fields } from "./scripts.js";
 import type { Redis } from "ioredis";
 import type { Client } from "./client.js";
 
@@ -67,8 +68,7 @@ export class Follower {
       for (const [, entries] of got ?? []) {
         for (const [eid, flat] of entries) {
           this.after = eid;
-          const f: Record<string, string> = {};
-          for (let i = 0; i + 1 < flat.length; i += 2) f[flat[i]] = flat[i + 1];
+          const f = fields(flat);
           if (f.event === "completed") for (const id of (f.ids ?? "").split(" ")) if (id) this.tell(id);
           if (f.event === "dead" || f.event === "cancelled") this.tell(f.id ?? "");
         }

@@ -1,6 +1,7 @@
 /** How a worker follows the queue's signals (SPEC.md section 6b): cancel a running job, pause and resume, quiet,
  * stop; each answered with an outcome. */
 
+import { fields } from "../scripts.js";
 import type { Redis } from "ioredis";
 import { sleep } from "./base.js";
 import { Upkeep } from "./upkeep.js";
@@ -20,8 +21,7 @@ export abstract class Listening<T> extends Upkeep<T> {
       for (const [, entries] of got ?? []) {
         for (const [sid, flat] of entries) {
           this.signalsAfter = sid;
-          const f: Record<string, string> = {};
-          for (let i = 0; i + 1 < flat.length; i += 2) f[flat[i]] = flat[i + 1];
+          const f = fields(flat);
           await this.apply(f, sid).catch((e) => console.warn(`rill: signal ${sid} not applied: ${e}`));
         }
       }

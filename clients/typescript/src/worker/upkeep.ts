@@ -26,7 +26,7 @@ export abstract class Upkeep<T> extends Settling<T> {
         }
         if (!this.stopping) {
           if (now >= nextReclaim) {
-            if (now < this.releaseUntil) await this.releaseOrphans();
+            if (now < this.releaseUntil) await this.releasePending(true);
             await this.adopt();
             await this.reclaim(cursors);
             nextReclaim = now + this.o.reclaimEveryMs;
@@ -63,10 +63,12 @@ export abstract class Upkeep<T> extends Settling<T> {
     for (const d of [...this.held.values()]) if (silent || now - d.renewed > (this.leaseMs * 2) / 3) this.lose(d);
   }
 
-  protected async releaseOrphans(): Promise<void> {
-    const mine = new Set([...this.held.values()].map((d) => `${d.stream} ${d.env.entryId}`));
+  /** Hands back, uncounted, what is pending to this consumer (a read that landed late, a job given up); with
+   * `skipHeld`, not the deliveries it still holds. */
+  protected async releasePending(skipHeld: boolean): Promise<void> {
+    const mine = new Set(skipHeld ? [...this.held.values()].map((d) => `${d.stream} ${d.env.entryId}`) : []);
     for (const stream of this.streams()) {
-      const pending = (await this.redis.xpending(stream, GROUP, "-", "+", 1000, this.consumer)) as [string, string, number, number][];
+      const pending = (await this.redis.xpending(stream, GROUP, "-", "+", 10_000, this.consumer)) as [string, string, number, number][];
       await this.release(stream, pending.filter((p) => !mine.has(`${stream} ${p[0]}`)).map((p) => [p[0], Number(p[3])]));
     }
   }
@@ -150,11 +152,8 @@ export abstract class Upkeep<T> extends Settling<T> {
     for (const c of this.conns) c.disconnect();
     await Promise.allSettled(this.loops);
     try {
-      for (const stream of this.streams()) {
-        const pending = (await this.redis.xpending(stream, GROUP, "-", "+", 10_000, this.consumer)) as [string, string, number, number][];
-        await this.release(stream, pending.map((p) => [p[0], Number(p[3])]));
-        await script("retire.lua").run(this.redis, [stream], [GROUP, this.consumer]);
-      }
+      await this.releasePending(false);
+      for (const stream of this.streams()) await script("retire.lua").run(this.redis, [stream], [GROUP, this.consumer]);
       // A graceful exit leaves the registry (SPEC.md section 6c).
       await this.redis.del(this.keys.worker(this.consumer));
       await this.redis.zrem(this.keys.workers, this.consumer);
