@@ -202,16 +202,26 @@ impl Schedule {
         })
     }
 
-    /// The first fire time after `after_ms` (`None`: the expression never matches again).
-    pub(crate) fn next_after(&self, after_ms: u64) -> Option<u64> {
+    /// The first fire time after `after_ms` (ms since the Unix epoch; `None`: it never fires again). Every rill
+    /// client computes the same times (SPEC.md §6e).
+    pub fn next_after(&self, after_ms: u64) -> Option<u64> {
         match &self.rule {
             Rule::Every(d) => Some(after_ms.saturating_add(d.as_millis() as u64)),
             Rule::Cron { expr, tz } => {
                 let cron: croner::Cron = expr.parse().ok()?;
                 let tz: chrono_tz::Tz = tz.parse().ok()?;
-                let after = tz.timestamp_millis_opt(after_ms as i64).single()?;
-                let next = cron.find_next_occurrence(&after, false).ok()?;
-                u64::try_from(next.timestamp_millis()).ok()
+                let mut from = tz.timestamp_millis_opt(after_ms as i64).single()?;
+                // croner searches wall-clock time: from inside the second pass of a repeated hour it can answer
+                // that hour's first pass, which is earlier; go on from there (at most a repeated hour's matches).
+                for _ in 0..100_000 {
+                    let next = cron.find_next_occurrence(&from, false).ok()?;
+                    let ms = u64::try_from(next.timestamp_millis()).ok()?;
+                    if ms > after_ms {
+                        return Some(ms);
+                    }
+                    from = next;
+                }
+                None
             }
         }
     }

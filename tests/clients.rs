@@ -5,6 +5,7 @@
 
 mod support;
 
+use std::collections::HashMap;
 use std::process::Command;
 use std::time::Duration;
 
@@ -407,4 +408,179 @@ async fn the_python_and_typescript_packages_feed_each_others_workers() {
             );
         }
     }
+}
+
+/// Every client computes the same fire times from the same definition (croner in Rust and TypeScript, croniter in
+/// Python): across daylight-saving changes in both hemispheres (from before them, and from inside a repeated
+/// hour), a half-hour shift, fixed times of day in a gap, croner's `L`, `#`, `W`, seconds and names.
+#[test]
+fn every_client_computes_the_same_fire_times() {
+    let redis = TestRedis::start();
+    let ms = |s: &str| {
+        chrono::DateTime::parse_from_rfc3339(s)
+            .unwrap()
+            .timestamp_millis() as u64
+    };
+    let exprs = [
+        "30 2 * * *",
+        "0 * * * *",
+        "*/30 * * * *",
+        "*/7 * * * *",
+        "15 1,2,3 * * *",
+        "0 0 * * 5L",
+        "0 0 L * *",
+        "0 0 15W * *",
+        "0 12 * * 1#1",
+        "0 0 13 * 5",
+        "*/20 * * * * *",
+        "@weekly",
+        "0 9-17/2 * * MON-FRI",
+        "0 0 1 JAN *",
+        "0 2 * * 0",
+        "45 2 29 3 *",
+        "0 30 2 * * *",
+    ];
+    // Just before a change: Berlin spring and autumn, New York's, Sydney's (southern), Lord Howe's 30 minutes.
+    let starts = [
+        ("Europe/Berlin", "2026-03-28T23:10:00Z"),
+        ("Europe/Berlin", "2026-10-24T23:10:00Z"),
+        ("Europe/Berlin", "2026-10-25T01:10:00Z"),
+        ("America/New_York", "2026-03-08T05:10:00Z"),
+        ("America/New_York", "2026-11-01T04:10:00Z"),
+        ("Australia/Sydney", "2026-04-04T14:10:00Z"),
+        ("Australia/Sydney", "2026-10-03T14:10:00Z"),
+        ("Australia/Lord_Howe", "2026-04-04T14:10:00Z"),
+        ("Asia/Kolkata", "2026-01-01T00:00:00Z"),
+        ("UTC", "2026-02-27T00:00:00Z"),
+    ];
+    let mut cases = Vec::new();
+    let mut want = Vec::new();
+    for (tz, start) in starts {
+        for expr in exprs {
+            let s = rill::Schedule::cron(expr).tz(tz);
+            let mut t = ms(start);
+            let mut got = Vec::new();
+            for _ in 0..8 {
+                t = s.next_after(t).unwrap();
+                got.push(t);
+            }
+            cases.push(serde_json::json!([expr, tz, ms(start), 8]));
+            want.push(got);
+        }
+    }
+    let arg = serde_json::Value::Array(cases.clone()).to_string();
+    for lang in [Lang::Python, Lang::TypeScript] {
+        let out = lang.run(&redis, "fire", &["fire-times", &arg]);
+        let got: Vec<Vec<u64>> = serde_json::from_str(out.trim()).unwrap();
+        for ((case, w), g) in cases.iter().zip(&want).zip(&got) {
+            assert_eq!(w, g, "{}: {case}", lang.name());
+        }
+    }
+}
+
+/// A schedule added by any client fires once per fire time while Rust, Python and TypeScript workers all run:
+/// each package's worker fires through the same `fire.lua` fence.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rust_python_and_typescript_workers_fire_each_time_once() {
+    let redis = TestRedis::start();
+    let client = support::client(&redis);
+    let ns = client.config().namespace.clone();
+    let q = client.queue::<String>("emails").unwrap();
+    // Python adds one, TypeScript another, Rust the third: all every second.
+    Lang::Python.run(&redis, &ns, &["add-schedule", "py", "every", "1000"]);
+    Lang::TypeScript.run(&redis, &ns, &["add-schedule", "ts", "every", "1000"]);
+    q.schedule(
+        "rs",
+        rill::Schedule::every(Duration::from_secs(1)),
+        &"rs".into(),
+    )
+    .await
+    .unwrap();
+    let names: Vec<String> = q
+        .schedules()
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|s| s.name)
+        .collect();
+    assert_eq!(names, ["py", "rs", "ts"]);
+    let ran: std::sync::Arc<std::sync::Mutex<Vec<(String, u64)>>> = Default::default();
+    let r2 = ran.clone();
+    let rust = spawn_worker(
+        Worker::new(client.clone(), "emails")
+            .unwrap()
+            .block(Duration::from_millis(200)),
+        move |job: Job<String>| {
+            let ran = r2.clone();
+            async move {
+                let (name, at) = job.schedule().unwrap();
+                ran.lock().unwrap().push((name.to_owned(), at));
+                Ok::<_, JobError>(())
+            }
+        },
+    );
+    let children: Vec<_> = [
+        (Lang::Python, Lang::Python.millis(5000)),
+        (Lang::TypeScript, Lang::TypeScript.millis(5000)),
+    ]
+    .into_iter()
+    .map(|(lang, d)| {
+        lang.driver(&redis, &ns, &["serve", &d])
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .unwrap()
+    })
+    .collect();
+    let outs = tokio::task::spawn_blocking(move || {
+        children
+            .into_iter()
+            .map(|c| c.wait_with_output().unwrap())
+            .collect::<Vec<_>>()
+    })
+    .await
+    .unwrap();
+    q.remove_schedule("py").await.unwrap();
+    q.remove_schedule("ts").await.unwrap();
+    q.remove_schedule("rs").await.unwrap();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    rust.stop().await;
+    let by_packages: u64 = outs
+        .iter()
+        .map(|o| {
+            assert!(o.status.success());
+            let s = String::from_utf8_lossy(&o.stdout);
+            s.trim()
+                .strip_prefix("completed ")
+                .unwrap()
+                .parse::<u64>()
+                .unwrap()
+        })
+        .sum();
+    // Every fire time once, none skipped, by the `fired` events (whichever worker ran the job).
+    let mut fired: HashMap<String, Vec<u64>> = HashMap::new();
+    let events: Vec<HashMap<String, String>> = q
+        .events(None, 100_000)
+        .await
+        .unwrap()
+        .into_iter()
+        .filter(|e| e.kind == "fired")
+        .map(|e| e.fields)
+        .collect();
+    for f in &events {
+        fired
+            .entry(f["schedule"].clone())
+            .or_default()
+            .push(f["fire_ms"].parse().unwrap());
+    }
+    for name in ["py", "ts", "rs"] {
+        let times = fired.remove(name).unwrap_or_default();
+        assert!(times.len() >= 3, "{name} fired {times:?}");
+        assert!(
+            times.windows(2).all(|w| w[1] - w[0] == 1000),
+            "{name}: each second once, none skipped: {times:?}"
+        );
+    }
+    // Every fired job ran, on one of the three workers.
+    let total = ran.lock().unwrap().len() as u64 + by_packages;
+    assert_eq!(total, events.len() as u64);
 }

@@ -133,3 +133,16 @@ fn definitions_round_trip_through_their_fields_and_bad_ones_are_refused() {
         );
     }
 }
+
+#[test]
+fn from_inside_a_repeated_hour_the_next_time_is_later() {
+    // 2026-10-25 01:10 UTC is 02:10 CET, the second pass of Berlin's 02:00-03:00: 02:30 CEST (00:30 UTC) is over.
+    let s = Schedule::cron("*/30 * * * *").tz("Europe/Berlin");
+    let inside = at("UTC", 2026, 10, 25, 1, 10);
+    assert_eq!(s.next_after(inside), Some(at("UTC", 2026, 10, 25, 2, 0)));
+    let fixed = Schedule::cron("30 2 * * *").tz("Europe/Berlin");
+    assert_eq!(
+        fixed.next_after(inside),
+        Some(at("UTC", 2026, 10, 26, 1, 30))
+    );
+}

@@ -1,4 +1,4 @@
-//! Other languages' runtimes for the cross-language tests: a Python with redis-py and cbor2, and the TypeScript
+//! Other languages' runtimes for the cross-language tests: a Python with redis-py, cbor2 and croniter, and the TypeScript
 //! package built with its dependencies.
 
 use std::path::{Path, PathBuf};
@@ -16,7 +16,7 @@ pub fn repo() -> &'static Path {
     })
 }
 
-/// The first Python that imports both `redis` and `cbor2`: `RILL_TEST_PYTHON`, then `python3` on PATH, then
+/// The first Python that imports `redis`, `cbor2` and `croniter`: `RILL_TEST_PYTHON`, then `python3` on PATH, then
 /// Debian's `/usr/bin/python3` (where `apt-get install python3-redis python3-cbor2` puts them when PATH leads to
 /// another Python, such as pyenv's).
 pub fn python() -> &'static str {
@@ -30,15 +30,16 @@ pub fn python() -> &'static str {
             .iter()
             .find(|py| {
                 Command::new(py.as_str())
-                    .args(["-c", "import redis, cbor2"])
+                    .args(["-c", "import redis, cbor2, croniter"])
                     .output()
                     .is_ok_and(|o| o.status.success())
             })
             .cloned()
             .unwrap_or_else(|| {
                 panic!(
-                    "no Python with the redis and cbor2 modules among {candidates:?}: \
-                     apt-get install python3-redis python3-cbor2 (or pip install redis cbor2)"
+                    "no Python with the redis, cbor2 and croniter modules among {candidates:?}: \
+                     apt-get install python3-redis python3-cbor2 python3-pip, then \
+                     pip install --break-system-packages 'croniter>=6' (or pip install redis cbor2 croniter)"
                 )
             })
     })

@@ -15,12 +15,13 @@ from .errors import (Interrupted, InvalidJobId, InvalidName, InvalidOption, NoSu
 from .keys import GROUP, QueueKeys
 from .job import Checkpoint, Job
 from .queue import DEFAULT_DEDUP_TTL, EnqueueOutcome, JobInfo, Queue
+from .schedule import Schedule, ScheduleInfo
 from .worker import Worker
 
 __all__ = [
     "Client", "Queue", "QueueKeys", "GROUP", "EnqueueOutcome", "JobInfo", "DEFAULT_DEDUP_TTL",
     "RillError", "InvalidName", "InvalidJobId", "InvalidOption", "NoSuchPriority", "PayloadTooLarge", "Protocol",
-    "Retry", "Permanent", "Interrupted", "Worker", "Job", "Checkpoint",
+    "Retry", "Permanent", "Interrupted", "Worker", "Job", "Checkpoint", "Schedule", "ScheduleInfo",
 ]
 
 __version__ = "0.1.0"

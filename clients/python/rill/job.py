@@ -175,6 +175,16 @@ class Job:
     def header(self, name):
         return self.headers.get(name)
 
+    @property
+    def schedule(self):
+        """For a job a schedule enqueued: ``(schedule name, fire time ms)`` from ``x-schedule`` and
+        ``x-fire-ms``; else None."""
+        name, at = self.headers.get("x-schedule"), self.headers.get("x-fire-ms")
+        try:
+            return (name.decode(), int(at)) if name is not None and at is not None else None
+        except (UnicodeDecodeError, ValueError):
+            return None
+
     def progress(self, value):
         """Records the job's progress (any CBOR value) in its record; ``False`` if this delivery no longer owns
         the job (it was reclaimed or cancelled)."""

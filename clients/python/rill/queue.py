@@ -9,6 +9,7 @@ from typing import Any, Optional
 from . import keys as _keys
 from . import wire
 from .errors import InvalidOption, NoSuchPriority, Protocol
+from .schedule import Scheduling
 
 DEFAULT_DEDUP_TTL = 24 * 3600.0
 """Seconds a chosen id or dedup key refuses a second job after the first enqueue (every rill producer: 24 h)."""
@@ -64,8 +65,8 @@ class JobInfo:
         return None if self.result is None else wire.decode(self.result)
 
 
-class Queue:
-    """A handle on one queue: enqueue, ``state``, ``result``, ``counts``."""
+class Queue(Scheduling):
+    """A handle on one queue: enqueue, ``state``, ``result``, ``counts``, limits, priorities and schedules."""
 
     def __init__(self, client, queue_keys):
         self.client = client

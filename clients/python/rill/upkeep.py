@@ -12,6 +12,7 @@ import redis as _redis
 from . import wire
 from ._common import now_ms, pairs, text
 from .keys import GROUP
+from .schedule import fire_due
 
 log = logging.getLogger("rill.worker")
 
@@ -27,6 +28,7 @@ class Upkeep:
         renew_every = self.lease / 3
         next_renew = next_reclaim = next_promote = next_beat = 0.0
         cursor = {}
+        self._hold_fires_until = 0.0
         while not self._stopping.is_set() or self._held:
             now = time.monotonic()
             try:
@@ -46,8 +48,8 @@ class Upkeep:
                     cursor = self._reclaim(cursor)
                     next_reclaim = now + self.reclaim_every
                 if now >= next_promote:
-                    self._promote()
-                    next_promote = now + 1.0
+                    next_promote = now + 1.0  # kept if it fails
+                    next_promote = now + self._promote()
             except Exception as e:
                 log.warning("rill: maintenance failed: %s", e)
             time.sleep(min(0.05, renew_every))
@@ -162,6 +164,17 @@ class Upkeep:
         if self._set_levels(text(out[5]), text(out[6])):
             self._create_group()
         self._limited = int(out[3]) != 0
+        next_fire, now = int(out[2]), now_ms()
+        if 0 <= next_fire <= now and time.monotonic() >= self._hold_fires_until:
+            hold = fire_due(self.r, self.scripts, k, self.events_maxlen, now, log)
+            if hold is not None:
+                self._hold_fires_until = time.monotonic() + hold
+            next_fire = -1  # looked at now; the next call reads what it became
+        # Sleep until the next due job or fire time, at most a second (others may add earlier ones); a fire time
+        # the server's clock has not reached yet waits for the hold.
+        soonest = [x for x in (int(out[1]), next_fire) if x >= 0]
+        wait = min([1.0] + [max(x - now, 10) / 1000 for x in soonest])
+        return max(wait, self._hold_fires_until - time.monotonic())
 
     # Shutdown
 

@@ -7,6 +7,11 @@
                                                            # {"by": "python", "n": payload["n"], "attempt": a}
     interop_driver.py URL NAMESPACE QUEUE hold LEASE       # works one job whose handler sleeps 3 s, then prints
                                                            # JSON: what the worker recorded and its lease failures
+    interop_driver.py URL NAMESPACE QUEUE serve SECONDS    # works (and fires schedules) for SECONDS, prints
+                                                           # "completed N"
+    interop_driver.py URL NAMESPACE QUEUE fire-times JSON  # JSON: [[expr, tz, after_ms, n], ...]; prints the n
+                                                           # fire times after after_ms of each, as a JSON list
+    interop_driver.py URL NAMESPACE QUEUE add-schedule NAME (cron EXPR TZ | every MS)   # adds it (payload NAME)
 """
 
 import threading
@@ -36,6 +41,28 @@ def main():
             info = q.job(jid)
             print(json.dumps({"id": jid, "state": info.state, "result": info.decoded_result(),
                               "attempts": info.attempts}))
+    elif cmd == "fire-times":
+        out = []
+        for expr, tz, after, n in json.loads(sys.argv[5]):
+            s, t, got = rill.Schedule.cron(expr, tz=tz), after, []
+            for _ in range(n):
+                t = s.next_after(t)
+                got.append(t)
+            out.append(got)
+        print(json.dumps(out))
+    elif cmd == "add-schedule":
+        name, kind = sys.argv[5:7]
+        s = (rill.Schedule.cron(sys.argv[7], tz=sys.argv[8]) if kind == "cron"
+             else rill.Schedule.every(int(sys.argv[7]) / 1000))
+        q.schedule(name, s, name)
+    elif cmd == "serve":
+        w = rill.Worker(rill.Client(url, namespace=ns), queue, lambda job: None, concurrency=4, block=0.2)
+        t = threading.Thread(target=w.run, daemon=True)
+        t.start()
+        time.sleep(float(sys.argv[5]))
+        w.stop()
+        t.join(timeout=60)
+        print(f"completed {w.completed}")
     elif cmd in ("work", "hold"):
         n = int(sys.argv[5]) if cmd == "work" else 1
         pause = float(sys.argv[6]) if cmd == "work" and len(sys.argv) > 6 else (3.0 if cmd == "hold" else 0.0)

@@ -9,6 +9,9 @@ export { GROUP, QueueKeys, validateJobId, validateName } from "./keys.js";
 export {
   Queue, DEFAULT_DEDUP_TTL_MS, type Counts, type EnqueueOptions, type EnqueueOutcome, type JobInfo, type JobState,
 } from "./queue.js";
+export {
+  Schedule, NEVER, ON_TIME_MS, schedulePayload, type Missed, type ScheduleInfo, type ScheduleOptions,
+} from "./schedule.js";
 export { decode, encode, DEFAULT_MAX_PAYLOAD } from "./wire.js";
 export { Worker, type Handler, type WorkerOptions } from "./worker.js";
 export { type Checkpoint, type Job } from "./job.js";

@@ -162,6 +162,9 @@ export interface Job<T = unknown> {
    * or the job paused by a signal): throw `Interrupted` after the checkpoint. */
   readonly stopping: AbortSignal;
   header(name: string): string | undefined;
+  /** For a job a schedule enqueued: its name and the fire time it ran for (ms), from `x-schedule` and
+   * `x-fire-ms`. */
+  readonly schedule?: { name: string; fireMs: number };
   /** Records progress (any CBOR value); false if this delivery no longer owns the job. */
   progress(value: unknown): Promise<boolean>;
   /** Saves a checkpoint; its version, or undefined if this delivery no longer owns the job. */

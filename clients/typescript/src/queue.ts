@@ -5,6 +5,9 @@ import type { Client } from "./client.js";
 import { InvalidOption, NoSuchPriority, ProtocolError } from "./errors.js";
 import { GROUP, LEVELS, QueueKeys, validateJobId } from "./keys.js";
 import { script, text } from "./scripts.js";
+import {
+  addSchedule, type Schedule, type ScheduleInfo, scheduleInfo, setScheduleState, NEVER,
+} from "./schedule.js";
 import { ENDED, RECHECK_MS, follower } from "./wait.js";
 import { decode, encode } from "./wire.js";
 
@@ -149,6 +152,53 @@ export class Queue {
       }
     }
     return ids;
+  }
+
+  // Schedules (SPEC.md section 6e): each change atomic; any worker of the queue fires them.
+
+  /** Adds schedule `name`, or replaces its definition and data (its counters stay; a paused one stays paused). Each
+   * fire enqueues `data` as a plain job with headers `x-schedule` and `x-fire-ms` (`job.schedule`). */
+  async schedule(name: string, schedule: Schedule, data: unknown = null): Promise<ScheduleInfo> {
+    await addSchedule(this.redis, this.keys, name, schedule, data, this.client.maxPayload);
+    await this.client.listQueue(this.keys);
+    const info = await scheduleInfo(this.redis, this.keys, name);
+    if (!info) throw new ProtocolError("HGETALL", `schedule ${name} vanished as it was written`);
+    return info;
+  }
+
+  /** Every schedule of this queue, by name. */
+  async schedules(): Promise<ScheduleInfo[]> {
+    const names = (await this.redis.zrange(this.keys.schedules, 0, -1)).sort();
+    const out: ScheduleInfo[] = [];
+    for (const n of names) {
+      const info = await scheduleInfo(this.redis, this.keys, n);
+      if (info) out.push(info);
+    }
+    return out;
+  }
+
+  /** Schedule `name` as stored, or undefined. */
+  async scheduleInfo(name: string): Promise<ScheduleInfo | undefined> {
+    return scheduleInfo(this.redis, this.keys, name);
+  }
+
+  /** Pauses schedule `name` (it fires nothing until resumed); false if there is none. */
+  async pauseSchedule(name: string): Promise<boolean> {
+    return setScheduleState(this.redis, this.keys, name, { paused: 1 }, "+inf");
+  }
+
+  /** Resumes schedule `name` from its next fire time after now; false if there is none. */
+  async resumeSchedule(name: string): Promise<boolean> {
+    const info = await scheduleInfo(this.redis, this.keys, name);
+    if (!info) return false;
+    const next = info.schedule.nextAfter(Date.now()) ?? NEVER.toString();
+    return setScheduleState(this.redis, this.keys, name, { paused: 0, next_ms: next.toString() }, next.toString());
+  }
+
+  /** Removes schedule `name` (jobs it enqueued stay); false if there was none. */
+  async removeSchedule(name: string): Promise<boolean> {
+    const r = await this.redis.multi().zrem(this.keys.schedules, name).del(this.keys.schedule(name)).exec();
+    return Number(r?.[0]?.[1] ?? 0) > 0;
   }
 
   // Limits (SPEC.md sections 6f, 6h) and priority levels (6g): every worker of the queue follows them within a second.

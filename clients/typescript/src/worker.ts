@@ -227,6 +227,7 @@ export class Worker<T = unknown> extends Listening<T> {
       signal: d.abort.signal,
       stopping: d.stopping.signal,
       header: (name) => d.env.headers[name]?.toString("utf8"),
+      schedule: scheduleOf(d.env.headers),
       progress: (value) => worker.update(d, "progress", value),
       checkpoint: (state, label = "") => worker.checkpoint(d, state, label),
       resume: () => worker.lastCheckpoint(d),
@@ -263,4 +264,9 @@ export class Worker<T = unknown> extends Listening<T> {
     }
     await this.settle(d, outcome);
   }
+}
+
+function scheduleOf(h: Record<string, Buffer>): { name: string; fireMs: number } | undefined {
+  const name = h["x-schedule"]?.toString("utf8"), at = Number(h["x-fire-ms"]?.toString("utf8"));
+  return name !== undefined && Number.isSafeInteger(at) ? { name, fireMs: at } : undefined;
 }

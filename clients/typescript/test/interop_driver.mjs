@@ -5,7 +5,11 @@
 //                                                    the handler returns {by: "typescript", n: payload.n, attempt}
 //   node interop_driver.mjs URL NAMESPACE QUEUE hold LEASE_MS     works one job whose handler takes 3 s, then prints
 //                                                    JSON: the ids it returned for, completions, lease failures
-import { Client, Worker } from "../dist/src/index.js";
+//   node interop_driver.mjs URL NAMESPACE QUEUE serve MS       works (and fires schedules) for MS, prints "completed N"
+//   node interop_driver.mjs URL NAMESPACE QUEUE fire-times JSON   JSON: [[expr, tz, after_ms, n], ...]; prints the n
+//                                                    fire times after after_ms of each, as a JSON list
+//   node interop_driver.mjs URL NAMESPACE QUEUE add-schedule NAME (cron EXPR TZ | every MS)   adds it (payload NAME)
+import { Client, Schedule, Worker } from "../dist/src/index.js";
 
 const sleep = (ms) => new Promise((res) => setTimeout(res, ms));
 
@@ -29,6 +33,24 @@ try {
       const result = info.result ? await q.result(id) : null;
       console.log(JSON.stringify({ id, state: info.state, result, attempts: info.attempts }));
     }
+  } else if (cmd === "fire-times") {
+    const out = JSON.parse(rest[0]).map(([expr, tz, after, n]) => {
+      const s = Schedule.cron(expr, { tz });
+      const got = [];
+      for (let t = after; got.length < n;) got.push((t = s.nextAfter(t)));
+      return got;
+    });
+    console.log(JSON.stringify(out));
+  } else if (cmd === "add-schedule") {
+    const [name, kind, a, b] = rest;
+    await q.schedule(name, kind === "cron" ? Schedule.cron(a, { tz: b }) : Schedule.every(Number(a)), name);
+  } else if (cmd === "serve") {
+    const w = new Worker(client, queue, async () => {}, { concurrency: 4, blockMs: 200 });
+    const done = w.run();
+    await sleep(Number(rest[0]));
+    await w.close();
+    await done;
+    console.log(`completed ${w.completed}`);
   } else if (cmd === "work" || cmd === "hold") {
     const n = cmd === "work" ? Number(rest[0]) : 1;
     const pause = cmd === "work" ? Number(rest[1] ?? 0) : 3000;

@@ -4,11 +4,15 @@
 
 import { hostname } from "node:os";
 import { GROUP } from "../keys.js";
+import { fireDue } from "../schedule.js";
 import { script, text } from "../scripts.js";
 import { CRASH_AFTER_MS, type Delivery, HEARTBEATS_MAXLEN, RECORD_TTL_MS, sleep } from "./base.js";
 import { Settling } from "./settle.js";
 
 export abstract class Upkeep<T> extends Settling<T> {
+  /** A fire time the server's clock has not reached (this host's runs ahead) is not tried again before this. */
+  private holdFiresUntil = 0;
+
   protected async maintain(): Promise<void> {
     const renewEvery = this.leaseMs / 3;
     let nextRenew = 0, nextBeat = 0, nextReclaim = 0, nextPromote = 0;
@@ -32,8 +36,8 @@ export abstract class Upkeep<T> extends Settling<T> {
             nextReclaim = now + this.o.reclaimEveryMs;
           }
           if (now >= nextPromote) {
-            await this.promote();
-            nextPromote = now + 1000;
+            nextPromote = now + 1000; // kept if it fails
+            nextPromote = now + (await this.promote());
           }
         }
       } catch (e) {
@@ -135,13 +139,25 @@ export abstract class Upkeep<T> extends Settling<T> {
     }
   }
 
-  protected async promote(): Promise<void> {
+  /** Promotes due jobs and fires due schedules; returns how long to wait before the next call (ms). */
+  protected async promote(): Promise<number> {
     const k = this.keys;
     const out = (await script("promote.lua").run(this.redis,
       [k.delayed, k.scheduled, k.ready, k.index, k.events, k.schedules, k.limit, ...k.levelTail()],
       [0, 1000, this.o.eventsMaxlen])) as unknown[];
     if (this.setLevels(text(out[5]), text(out[6]))) await this.createGroups();
     this.limited = Number(out[3]) !== 0;
+    let nextFire = Number(text(out[2]));
+    const now = Date.now();
+    if (nextFire >= 0 && nextFire <= now && now >= this.holdFiresUntil) {
+      const hold = await fireDue(this.redis, k, this.o.eventsMaxlen, now, k.levelTail());
+      if (hold !== undefined) this.holdFiresUntil = Date.now() + hold;
+      nextFire = -1; // looked at now; the next call reads what it became
+    }
+    // Until the next due job or fire time, at most a second (others may add earlier ones); a fire time the
+    // server's clock has not reached yet waits for the hold.
+    const soonest = [Number(text(out[1])), nextFire].filter((x) => x >= 0).map((x) => Math.max(x - now, 10));
+    return Math.max(Math.min(1000, ...soonest), this.holdFiresUntil - Date.now());
   }
 
   protected async shutdown(): Promise<void> {
