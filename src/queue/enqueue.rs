@@ -304,8 +304,11 @@ impl<T: Serialize + DeserializeOwned> Queue<T> {
         let mut fields: Vec<(&str, &[u8])> = vec![
             (field::V, wire::FORMAT_VERSION.as_bytes()),
             (field::PAYLOAD, &payload),
-            (field::ENQUEUED_MS, now_s.as_bytes()),
         ];
+        // A job added at once is timed by its entry id (SPEC §3); a delayed one gets a new entry when promoted.
+        if opts.due_ms(now) > now {
+            fields.push((field::ENQUEUED_MS, now_s.as_bytes()));
+        }
         if let Some(m) = &max {
             fields.push((field::MAX_ATTEMPTS, m.as_bytes()));
         }

@@ -36,6 +36,11 @@ async fn fail_schedules_retries_then_dead_letters() {
     assert_eq!(fields["id"], a.as_bytes());
     assert_eq!(fields["attempts"], b"1");
     assert_eq!(fields["last_error"], b"boom");
+    // The new entry's id is the retry's time: the job keeps its enqueue time, the old entry id's.
+    assert_eq!(
+        fields["enqueued_ms"],
+        a.split('-').next().unwrap().as_bytes()
+    );
     assert_eq!(
         fields["payload"], b"\x02",
         "updated data replaces the payload"

@@ -393,3 +393,38 @@ async fn a_scan_that_only_holds_entries_stops_at_its_budget_and_asks_to_be_calle
     assert_eq!(ids(&read(&mut f, "c1", 1).await), [b.as_str()]);
     assert_eq!(f.conn.zcard::<_, u64>(&keys.held).await.unwrap(), 99);
 }
+
+/// A key counted full only by a member whose job has finished (acked, left in the running set) is checked when it
+/// becomes full within a call, not only when a call first looks at it: the stale member goes and the key's room
+/// is used.
+#[tokio::test]
+async fn a_key_that_fills_up_within_a_call_drops_finished_members_before_holding() {
+    let mut f = fixture().await;
+    let keys = f.keys.clone();
+    per_key(&mut f, &[("key_field", "x-t"), ("key_concurrency", "2")]).await;
+    // 40 jobs of other keys keep running: the oldest pending entries (members after them are not dropped by
+    // position alone), and the random sweep of two members per call rarely looks at a1's.
+    for n in 0..40 {
+        f.add(&[("x-t", &format!("b{n}"))]).await;
+    }
+    let a1 = f.add(&[("x-t", "a")]).await;
+    assert_eq!(count(&read(&mut f, "c1", 41).await), 41);
+    // a1 ends: its member stays until a call finds a looking full.
+    let a2 = f.add(&[("x-t", "a")]).await;
+    let a3 = f.add(&[("x-t", "a")]).await;
+    let _: () = redis::cmd("XACK")
+        .arg(&keys.ready)
+        .arg(GROUP)
+        .arg(&a1)
+        .query_async(&mut f.conn)
+        .await
+        .unwrap();
+    // First look: 1 counted, room for one; after a2, 2 counted: the check finds a1 finished, and a3 starts too.
+    assert_eq!(
+        ids(&read(&mut f, "c1", 10).await),
+        [a2.as_str(), a3.as_str()]
+    );
+    assert!(members(&mut f, &keys.held).await.is_empty());
+    let running = members(&mut f, &keys.key_running).await;
+    assert_eq!(running.len(), 42, "b0..b39, a2, a3");
+}

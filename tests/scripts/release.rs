@@ -19,6 +19,11 @@ async fn release_hands_back_without_counting_the_attempt() {
     let fields = f.fields(&keys.ready, &nid).await;
     assert_eq!(fields["attempts"], b"2");
     assert_eq!(fields["id"], b"job-a");
+    // It keeps its enqueue time (the old entry id's) in the new entry.
+    assert_eq!(
+        fields["enqueued_ms"],
+        a.split('-').next().unwrap().as_bytes()
+    );
     // It is delivered again as a new entry.
     assert_eq!(f.read("w2", 10).await, vec![nid]);
     assert_eq!(f.pending(&b).await.unwrap().0, "w1");

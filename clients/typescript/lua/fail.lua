@@ -137,6 +137,12 @@ end
 
 if mode == 'retry' and made < max then
   local set = {{'id', jid}, {'attempts', tostring(made)}, {'last_error', err}}
+  -- The new entry's id is the retry's time: keep the job's enqueue time.
+  local timed = false
+  for i = 1, #fields, 2 do
+    if fields[i] == 'enqueued_ms' then timed = true end
+  end
+  if not timed then set[#set + 1] = {'enqueued_ms', string.match(eid, '^(%d+)')} end
   local data = redis.call('HGET', job, 'data')
   if data then
     set[#set + 1] = {'payload', data}

@@ -234,10 +234,7 @@ local function keyed_limits(conf, now, keys, group, by_level)
         redis.call('ZREMRANGEBYLEX', kstarts, '[' .. lo, '(' .. lo .. string.format('%015.0f', now - period + 1))
         c.starts = redis.call('ZLEXCOUNT', kstarts, '[' .. lo, hi)
       end
-      if cap then
-        c.running = redis.call('ZLEXCOUNT', running, '[' .. lo, hi)
-        if c.running >= cap then c.running = c.running - prune(lo, hi, nil) end
-      end
+      if cap then c.running = redis.call('ZLEXCOUNT', running, '[' .. lo, hi) end
       counts[k] = c
     end
     if rate and c.starts >= rate then
@@ -247,6 +244,12 @@ local function keyed_limits(conf, now, keys, group, by_level)
       if not self.wake or wake < self.wake then self.wake = wake end
       self.full[k] = true
       return false
+    end
+    -- Looking full: drop the members that finished, checked one by one, once per call (when first found full,
+    -- whether at the first look or after this call handed jobs out).
+    if cap and c.running >= cap and not c.pruned then
+      c.pruned = true
+      c.running = c.running - prune(lo, hi, nil)
     end
     if cap and c.running >= cap then
       self.full[k] = true
