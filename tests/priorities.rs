@@ -432,3 +432,45 @@ async fn a_schedule_enqueues_on_its_level() {
         .is_err()
     );
 }
+
+/// A level found drained is read in the same round trip as the next one: jobs added to it later still start first
+/// (at most what the slots and that one read held start after them), and the entries the shared round trip brought
+/// beyond the room are kept, not handed back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_drained_level_that_fills_again_still_goes_first_and_nothing_is_handed_back() {
+    let (_redis, client, q) = strict_queue(3).await;
+    for _ in 0..60 {
+        q.enqueue_with(&2, Enqueue::new().priority(2))
+            .await
+            .unwrap();
+    }
+    let started: Arc<Mutex<Vec<u8>>> = Arc::default();
+    let workers = recorders(&client, 1, 4, &started);
+    eventually(T, "ten level-2 jobs ran", || async {
+        started.lock().unwrap().len() >= 10
+    })
+    .await;
+    for _ in 0..8 {
+        q.enqueue_with(&0, Enqueue::new().priority(0))
+            .await
+            .unwrap();
+    }
+    let added_at = started.lock().unwrap().len();
+    eventually(T, "all 68 ran", || async {
+        started.lock().unwrap().len() == 68
+    })
+    .await;
+    let order = started.lock().unwrap().clone();
+    let last_high = order.iter().rposition(|l| *l == 0).unwrap();
+    let low_between = order[added_at..last_high]
+        .iter()
+        .filter(|l| **l == 2)
+        .count();
+    // The 4 slots' jobs, and at most 4 more read with the level-0 ones (kept, started after them).
+    assert!(
+        low_between <= 8,
+        "{low_between} level-2 jobs started between the level-0 ones: {order:?}"
+    );
+    let report = workers.into_iter().next().unwrap().stop().await;
+    assert_eq!(report.released, 0, "nothing read was handed back");
+}

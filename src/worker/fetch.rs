@@ -33,8 +33,9 @@ const MAX_READ: usize = 512;
 
 /// Why a read returned no entries to start.
 enum Read {
-    /// Entries read, with the priority level each came from, in the order to start them.
-    Entries(Vec<(u8, RawEntry)>),
+    /// Entries read, with the priority level each came from, in the order to start them, and room borrowed for
+    /// entries beyond what was asked (see [`Fetcher::borrowed`]).
+    Entries(Vec<(u8, RawEntry)>, Vec<OwnedSemaphorePermit>),
     /// Nothing to start now (an error was handled, or the gate closed mid-read): go round again.
     Again,
     Shutdown,
@@ -60,6 +61,8 @@ where
         order_seen: 0,
         next_reclaim: Instant::now() + shared.config.reclaim_interval,
         backlog: false,
+        drained: [false; crate::priority::MAX_LEVELS as usize],
+        borrowed: 0,
         gate: shared.control.gate(),
         shared,
     };
@@ -93,7 +96,10 @@ where
         }
         let requested = room.len();
         let entries = match f.read(requested, &mut shutdown).await {
-            Read::Entries(e) => e,
+            Read::Entries(e, extra) => {
+                room.extend(extra);
+                e
+            }
             Read::Again => continue,
             Read::Shutdown => return,
         };
@@ -132,6 +138,12 @@ struct Fetcher {
     next_reclaim: Instant,
     /// The last read was full: more is waiting.
     backlog: bool,
+    /// Priority levels whose last read found nothing new (or less than asked): the next read asks them and the
+    /// next level in one round trip, rather than one level after the other.
+    drained: [bool; crate::priority::MAX_LEVELS as usize],
+    /// Room added for entries read beyond what was asked (a level thought drained had new entries): the extra
+    /// deliveries are kept, as prefetched ones, rather than handed back; the room is taken away again as it frees.
+    borrowed: usize,
     gate: tokio::sync::watch::Receiver<super::control::Gate>,
 }
 
@@ -153,6 +165,9 @@ impl Fetcher {
             self.prefetch -= self.shared.room.forget_permits(self.prefetch - want);
         }
         self.max_batch = (config.concurrency + self.prefetch).min(MAX_READ);
+        if self.borrowed > 0 {
+            self.borrowed -= self.shared.room.forget_permits(self.borrowed);
+        }
     }
 
     /// Waits for room for a delivery, then takes all the room free (up to a read's worth). With a backlog (the
@@ -254,7 +269,15 @@ impl Fetcher {
         }
         let c = self.conn.as_mut().expect("connection set above");
         let block = self.block.as_millis().max(1) as u64;
-        let read = read_levels(c, &shared.keys, &shared.consumer, &order, count, block);
+        let read = read_levels(
+            c,
+            &shared.keys,
+            &shared.consumer,
+            &order,
+            count,
+            block,
+            &mut self.drained,
+        );
         let reply = tokio::select! {
             biased;
             // Dropping the connection (with the worker) makes the server unblock this client, so nothing is
@@ -270,14 +293,31 @@ impl Fetcher {
             r = read => r,
         };
         match reply {
-            Ok(mut entries) => {
+            Ok((mut entries, blocked)) => {
                 self.pause = Duration::from_millis(50);
+                let mut extra = Vec::new();
                 if entries.len() > count {
-                    // A blocking read over several levels can bring up to `count` from each.
-                    let excess = entries.split_off(count);
-                    hand_back_unread(&shared, excess).await;
+                    let over = entries.len() - count;
+                    // Levels read in one round trip: a level thought drained had new entries. Keep them.
+                    let borrowed = (!blocked)
+                        .then(|| {
+                            shared.room.add_permits(over);
+                            shared.room.clone().try_acquire_many_owned(over as u32).ok()
+                        })
+                        .flatten();
+                    if let Some(mut permits) = borrowed {
+                        self.borrowed += over;
+                        while permits.num_permits() > 1 {
+                            extra.extend(permits.split(1));
+                        }
+                        extra.push(permits);
+                    } else {
+                        // A blocking read over several levels can bring up to `count` from each.
+                        let excess = entries.split_off(count);
+                        hand_back_unread(&shared, excess).await;
+                    }
                 }
-                Read::Entries(entries)
+                Read::Entries(entries, extra)
             }
             Err(e) if e.code() == Some("NOGROUP") => {
                 self.conn = None;
@@ -347,6 +387,7 @@ impl Fetcher {
                     e.into_iter()
                         .map(|(at, raw)| (order.get(at).copied().unwrap_or(0), raw))
                         .collect(),
+                    Vec::new(),
                 );
             }
             Ok(scripts::LimitedRead::Rate(wait)) => {
@@ -419,9 +460,12 @@ impl Fetcher {
 }
 
 /// Reads up to `count` new entries from the priority levels in `order`: the first level that has entries first,
-/// then the next ones while room is left; with nothing on any level, one blocking read on all of them (which may
-/// bring up to `count` from each: the caller hands back the excess). A queue with one level is one blocking read,
-/// as before priorities.
+/// then the next ones while room is left. A level `drained` (its last read found less than asked) is read in the
+/// same round trip as the level after it, so a backlog on a low level costs one round trip per read, not one per
+/// level above it; if a drained level had new entries meanwhile, the read brings more than `count` (at most
+/// `count` per drained level). With nothing on any level, one blocking read on all of them (which may bring up to
+/// `count` from each). Returns the entries, highest level first, and whether they came from the blocking read.
+/// A queue with one level is one blocking read, as before priorities.
 async fn read_levels(
     c: &mut redis::aio::MultiplexedConnection,
     keys: &crate::keys::QueueKeys,
@@ -429,7 +473,8 @@ async fn read_levels(
     order: &[u8],
     count: usize,
     block_ms: u64,
-) -> redis::RedisResult<Vec<(u8, RawEntry)>> {
+    drained: &mut [bool],
+) -> redis::RedisResult<(Vec<(u8, RawEntry)>, bool)> {
     let read = |streams: Vec<&str>, count: usize, block: Option<u64>| {
         let mut cmd = redis::cmd("XREADGROUP");
         cmd.arg("GROUP")
@@ -467,25 +512,39 @@ async fn read_levels(
             .query_async(c)
             .await?;
         parse(v, &mut out);
-        return Ok(out);
+        return Ok((out, true));
     }
-    for &level in order {
-        let v = read(vec![keys.level(level)], count - out.len(), None)
-            .query_async(c)
-            .await?;
-        parse(v, &mut out);
-        if out.len() >= count {
-            return Ok(out);
+    let mut next = 0;
+    while next < order.len() && out.len() < count {
+        let want = count - out.len();
+        let mut pipe = redis::pipe();
+        let mut asked = Vec::new();
+        while let Some(&level) = order.get(next) {
+            pipe.add_command(read(vec![keys.level(level)], want, None));
+            asked.push(level);
+            next += 1;
+            if !drained.get(usize::from(level)).copied().unwrap_or(false) {
+                break;
+            }
+        }
+        let replies: Vec<redis::Value> = pipe.query_async(c).await?;
+        for (level, v) in asked.into_iter().zip(replies) {
+            let before = out.len();
+            parse(v, &mut out);
+            if let Some(d) = drained.get_mut(usize::from(level)) {
+                *d = out.len() - before < want;
+            }
         }
     }
-    if out.is_empty() {
-        let all = order.iter().map(|&l| keys.level(l)).collect();
-        let v = read(all, count, Some(block_ms)).query_async(c).await?;
-        parse(v, &mut out);
-        // Highest priority first (the reply's order is the streams').
-        out.sort_by_key(|(l, _)| order.iter().position(|o| o == l));
+    if !out.is_empty() {
+        return Ok((out, false));
     }
-    Ok(out)
+    let all = order.iter().map(|&l| keys.level(l)).collect();
+    let v = read(all, count, Some(block_ms)).query_async(c).await?;
+    parse(v, &mut out);
+    // Highest priority first (the reply's order is the streams').
+    out.sort_by_key(|(l, _)| order.iter().position(|o| o == l));
+    Ok((out, true))
 }
 
 /// Hands back entries read beyond the room for them, at once (they were never tracked or started).
