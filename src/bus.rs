@@ -232,7 +232,7 @@ impl<T: Serialize + DeserializeOwned> Topic<T> {
 /// (after a restart), then its share of new ones, and takes over messages another member left unacked for
 /// `claim_idle`.
 pub struct Subscriber<T> {
-    conn: redis::aio::MultiplexedConnection,
+    conn: crate::client::BlockingConn,
     key: String,
     group: String,
     consumer: String,

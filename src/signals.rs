@@ -451,7 +451,7 @@ impl<T: Serialize + DeserializeOwned> Queue<T> {
 
 /// Receives signals as they are sent (its own connection, blocking reads).
 pub struct SignalCollector {
-    conn: redis::aio::MultiplexedConnection,
+    conn: crate::client::BlockingConn,
     key: String,
     last: String,
     target: Option<Target>,

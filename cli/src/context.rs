@@ -59,7 +59,7 @@ pub fn client(
         Ok(c) => Ok(c),
         Err(rill::Error::InvalidUrl { url, .. }) => bail!(
             "invalid Redis URL {url:?}: use redis://host:6379, rediss://host:6380 (TLS), redis+unix:///path/redis.sock \
-             or redis+sentinel://host:26379,host2:26379/SERVICE"
+             , redis+sentinel://host:26379,host2:26379/SERVICE or redis+cluster://host:7000,host2:7001"
         ),
         Err(e) => Err(e.into()),
     }

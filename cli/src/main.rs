@@ -49,7 +49,8 @@ struct Cli {
 #[derive(Args, Debug, Clone)]
 struct Global {
     /// Redis to use: redis://host:6379, rediss://host:6380 (TLS: see --tls-*), redis+unix:///path,
-    /// redis+sentinel://host:26379,host2:26379/SERVICE (the primary Sentinels name), or host:port.
+    /// redis+sentinel://host:26379,host2:26379/SERVICE (the primary Sentinels name),
+    /// redis+cluster://host:7000,host2:7001 (a Redis Cluster, by any of its nodes), or host:port.
     #[arg(
         long = "redis",
         env = "REDIS_URL",

@@ -1,6 +1,8 @@
 //! The shared client: one per process, cloned into every queue and worker. It owns the one multiplexed
 //! command connection (reconnecting, opened lazily) and opens dedicated connections for blocking readers.
 
+mod link;
+mod scan;
 mod sentinel;
 mod server;
 mod tls;
@@ -15,7 +17,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use redis::aio::{ConnectionManager, ConnectionManagerConfig, MultiplexedConnection};
+use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 
 use crate::error::{Error, Result};
 use crate::keys::{self, QueueKeys};
@@ -75,10 +77,13 @@ struct Inner {
     generations: AtomicU64,
 }
 
-/// Where connections go: one server, or the primary the Sentinels name at the time.
+pub(crate) use link::{BlockingConn, Link};
+
+/// Where connections go: one server, the primary the Sentinels name at the time, or a Redis Cluster.
 enum Source {
     Direct(redis::Client),
     Sentinel(sentinel::Sentinel),
+    Cluster(redis::cluster::ClusterClient),
 }
 
 impl Source {
@@ -86,7 +91,30 @@ impl Source {
         match self {
             Source::Direct(c) => Ok(c.clone()),
             Source::Sentinel(s) => s.primary().await,
+            Source::Cluster(_) => Err(Error::InvalidOption {
+                option: "redis",
+                reason: "a cluster has no single server: use the cluster's nodes",
+            }),
         }
+    }
+
+    /// A connection of the cluster's whose replies may take up to `response` (None: not a cluster).
+    async fn cluster_conn(
+        &self,
+        connect: Duration,
+        response: Duration,
+    ) -> Option<Result<redis::cluster_async::ClusterConnection>> {
+        let Source::Cluster(c) = self else {
+            return None;
+        };
+        let config = redis::cluster::ClusterConfig::new()
+            .set_connection_timeout(connect)
+            .set_response_timeout(response);
+        Some(
+            c.get_async_connection_with_config(config)
+                .await
+                .map_err(Error::from),
+        )
     }
 }
 
@@ -99,7 +127,7 @@ enum Conn {
 /// The open shared connection.
 #[derive(Clone)]
 struct Open {
-    conn: ConnectionManager,
+    conn: Link,
     /// Which open this was.
     generation: u64,
     /// The server version found when it opened.
@@ -112,7 +140,7 @@ struct Open {
 /// connection, and the next call opens a new one.
 #[derive(Clone)]
 pub(crate) struct SharedConn {
-    conn: ConnectionManager,
+    conn: Link,
     generation: u64,
     server: ServerVersion,
     client: Client,
@@ -225,7 +253,30 @@ impl Client {
     /// [`Error::InvalidName`] for a bad namespace.
     pub fn with_config(url: &str, config: ClientConfig) -> Result<Self> {
         keys::validate_name(&config.namespace)?;
-        let redis = if url.starts_with(sentinel::SCHEME) {
+        let redis = if url.starts_with(link::SCHEME) {
+            if config.tls.is_set() {
+                return Err(Error::InvalidOption {
+                    option: "tls",
+                    reason: "TLS to a cluster is not supported yet",
+                });
+            }
+            let seeds = link::seeds(url).ok_or_else(|| Error::InvalidUrl {
+                url: url.to_owned(),
+                source: redis::RedisError::from((
+                    redis::ErrorKind::InvalidClientConfig,
+                    "a cluster URL names its nodes: redis+cluster://host:port[,host:port...]",
+                )),
+            })?;
+            let cluster = redis::cluster::ClusterClient::builder(seeds)
+                .connection_timeout(config.connect_timeout)
+                .response_timeout(config.response_timeout)
+                .build()
+                .map_err(|source| Error::InvalidUrl {
+                    url: url.to_owned(),
+                    source,
+                })?;
+            Source::Cluster(cluster)
+        } else if url.starts_with(sentinel::SCHEME) {
             if config.tls.is_set() {
                 return Err(Error::InvalidOption {
                     option: "tls",
@@ -264,34 +315,6 @@ impl Client {
         self.unlink_matching(&pattern).await
     }
 
-    /// Unlinks every key matching `pattern`, `SCAN` page by page (each call bounded); returns how many went.
-    pub(crate) async fn unlink_matching(&self, pattern: &str) -> Result<u64> {
-        let mut conn = self.conn().await?;
-        let mut cursor = 0u64;
-        let mut removed = 0;
-        loop {
-            let (next, found): (u64, Vec<String>) = redis::cmd("SCAN")
-                .arg(cursor)
-                .arg("MATCH")
-                .arg(pattern)
-                .arg("COUNT")
-                .arg(1_000)
-                .query_async(&mut conn)
-                .await?;
-            if !found.is_empty() {
-                let n: u64 = redis::cmd("UNLINK")
-                    .arg(&found)
-                    .query_async(&mut conn)
-                    .await?;
-                removed += n;
-            }
-            cursor = next;
-            if cursor == 0 {
-                return Ok(removed);
-            }
-        }
-    }
-
     /// A redis-rs client for the server this client uses now (same URL and TLS settings; behind Sentinels, the
     /// primary they name at the time of the call), for connections of your own.
     ///
@@ -314,45 +337,6 @@ impl Client {
             .await?;
         names.sort();
         Ok(names)
-    }
-
-    /// Every queue of this client's namespace that has a ready stream, found by `SCAN` (O(keys in the
-    /// database), for operator tools: it also finds queues a foreign producer never listed, which
-    /// [`Client::queues`] misses). Sorted by name.
-    ///
-    /// # Errors
-    /// Redis errors.
-    pub async fn discover_queues(&self) -> Result<Vec<String>> {
-        let mut conn = self.conn().await?;
-        let ns = &self.inner.config.namespace;
-        let pattern = format!("{ns}:{{*}}:ready");
-        let mut cursor = 0u64;
-        let mut names = std::collections::BTreeSet::new();
-        loop {
-            let (next, found): (u64, Vec<String>) = redis::cmd("SCAN")
-                .arg(cursor)
-                .arg("MATCH")
-                .arg(&pattern)
-                .arg("COUNT")
-                .arg(1000)
-                .arg("TYPE")
-                .arg("stream")
-                .query_async(&mut conn)
-                .await?;
-            for key in found {
-                let name = key
-                    .strip_prefix(ns.as_str())
-                    .and_then(|k| k.strip_prefix(":{"))
-                    .and_then(|k| k.strip_suffix("}:ready"));
-                if let Some(name) = name.filter(|n| keys::validate_name(n).is_ok()) {
-                    names.insert(name.to_owned());
-                }
-            }
-            if next == 0 {
-                return Ok(names.into_iter().collect());
-            }
-            cursor = next;
-        }
     }
 
     /// Adds `keys.queue` to the namespace's queue set once per process (SPEC.md, `<ns>:queues`).
@@ -474,15 +458,29 @@ impl Client {
             Conn::Idle => {}
         }
         let cfg = &self.inner.config;
-        let manager_config = ConnectionManagerConfig::new()
-            .set_connection_timeout(Some(cfg.connect_timeout))
-            .set_response_timeout(Some(cfg.response_timeout))
-            .set_number_of_retries(4)
-            .set_min_delay(Duration::from_millis(50))
-            .set_max_delay(Duration::from_secs(1));
-        let mut manager =
-            ConnectionManager::new_with_config(self.inner.redis.client().await?, manager_config)
-                .await?;
+        let mut manager = match self
+            .inner
+            .redis
+            .cluster_conn(cfg.connect_timeout, cfg.response_timeout)
+            .await
+        {
+            Some(cluster) => Link::Cluster(cluster?),
+            None => {
+                let manager_config = ConnectionManagerConfig::new()
+                    .set_connection_timeout(Some(cfg.connect_timeout))
+                    .set_response_timeout(Some(cfg.response_timeout))
+                    .set_number_of_retries(4)
+                    .set_min_delay(Duration::from_millis(50))
+                    .set_max_delay(Duration::from_secs(1));
+                Link::Single(
+                    ConnectionManager::new_with_config(
+                        self.inner.redis.client().await?,
+                        manager_config,
+                    )
+                    .await?,
+                )
+            }
+        };
         let server = inspect_server(&mut manager, cfg.allow_eviction).await?;
         let mut slot = self.inner.conn.lock().expect("client lock");
         match &*slot {
@@ -504,20 +502,26 @@ impl Client {
 
     /// A dedicated connection for a loop that blocks for up to `block`: its response timeout exceeds the block
     /// time, so the client never gives up on a read the server is still serving (a phantom delivery).
-    pub(crate) async fn blocking_conn(&self, block: Duration) -> Result<MultiplexedConnection> {
+    pub(crate) async fn blocking_conn(&self, block: Duration) -> Result<BlockingConn> {
         if self.is_closed() {
             return Err(Error::Closed);
         }
+        let connect = self.inner.config.connect_timeout;
+        let response = block + self.inner.config.response_timeout;
+        if let Some(cluster) = self.inner.redis.cluster_conn(connect, response).await {
+            return Ok(BlockingConn::Cluster(cluster?));
+        }
         let cfg = redis::AsyncConnectionConfig::new()
-            .set_connection_timeout(Some(self.inner.config.connect_timeout))
-            .set_response_timeout(Some(block + self.inner.config.response_timeout));
-        Ok(self
-            .inner
-            .redis
-            .client()
-            .await?
-            .get_multiplexed_async_connection_with_config(&cfg)
-            .await?)
+            .set_connection_timeout(Some(connect))
+            .set_response_timeout(Some(response));
+        Ok(BlockingConn::Single(
+            self.inner
+                .redis
+                .client()
+                .await?
+                .get_multiplexed_async_connection_with_config(&cfg)
+                .await?,
+        ))
     }
 }
 

@@ -1,8 +1,6 @@
 //! What a shared connection learns of its server when it opens: the version (which picks optional fast paths)
 //! and whether it may evict keys.
 
-use redis::aio::ConnectionManager;
-
 use crate::error::{Error, Result};
 
 /// The Redis version a shared connection found when it opened (`redis_version` of `INFO server`), which picks
@@ -54,16 +52,17 @@ impl std::fmt::Display for ServerVersion {
 /// whether it may evict keys, which fails with [`Error::EvictingRedis`]. A user not allowed `INFO` gets a
 /// warning instead (the policy cannot be checked) and the version stays unknown.
 pub(super) async fn inspect_server(
-    conn: &mut ConnectionManager,
+    conn: &mut super::Link,
     allow_eviction: bool,
 ) -> Result<ServerVersion> {
-    let info: String = match redis::cmd("INFO")
+    let info = match redis::cmd("INFO")
         .arg("server")
         .arg("memory")
-        .query_async(conn)
+        .query_async::<redis::Value>(conn)
         .await
     {
-        Ok(info) => info,
+        // A cluster answers with each node's INFO: the oldest version (and any evicting policy) rules.
+        Ok(info) => node_infos(info),
         Err(e) if e.code() == Some("NOPERM") => {
             if !allow_eviction {
                 tracing::warn!(
@@ -74,16 +73,34 @@ pub(super) async fn inspect_server(
         }
         Err(e) => return Err(e.into()),
     };
-    let policy = info
-        .lines()
-        .find_map(|l| l.strip_prefix("maxmemory_policy:"))
-        .map_or("noeviction", str::trim);
-    if !allow_eviction && policy != "noeviction" {
-        return Err(Error::EvictingRedis {
-            policy: policy.to_owned(),
-        });
+    let mut oldest: Option<ServerVersion> = None;
+    for node in &info {
+        let policy = node
+            .lines()
+            .find_map(|l| l.strip_prefix("maxmemory_policy:"))
+            .map_or("noeviction", str::trim);
+        if !allow_eviction && policy != "noeviction" {
+            return Err(Error::EvictingRedis {
+                policy: policy.to_owned(),
+            });
+        }
+        let v = ServerVersion::from_info(node).unwrap_or_default();
+        oldest = Some(oldest.map_or(v, |o| o.min(v)));
     }
-    Ok(ServerVersion::from_info(&info).unwrap_or_default())
+    Ok(oldest.unwrap_or_default())
+}
+
+/// The INFO text of each node in a reply: one server's text, or a cluster's map of node to text.
+fn node_infos(v: redis::Value) -> Vec<String> {
+    match v {
+        redis::Value::Map(nodes) => nodes
+            .into_iter()
+            .filter_map(|(_, info)| redis::from_redis_value::<String>(info).ok())
+            .collect(),
+        other => redis::from_redis_value::<String>(other)
+            .into_iter()
+            .collect(),
+    }
 }
 
 #[cfg(test)]

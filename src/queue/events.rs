@@ -63,7 +63,7 @@ impl<T: Serialize + DeserializeOwned> Queue<T> {
 
 /// Waits for lifecycle events as they are added; see [`Queue::follow_events`].
 pub struct EventFeed {
-    conn: redis::aio::MultiplexedConnection,
+    conn: crate::client::BlockingConn,
     key: String,
     last: String,
 }

@@ -124,7 +124,7 @@ struct Fetcher {
     prefetch: usize,
     block: Duration,
     /// The blocking read's own connection (dropped after an error, reopened on the next read).
-    conn: Option<redis::aio::MultiplexedConnection>,
+    conn: Option<crate::client::BlockingConn>,
     /// Backoff after connection errors.
     pause: Duration,
     /// Stalled-job recovery's XAUTOCLAIM position on each priority level.
@@ -467,7 +467,7 @@ impl Fetcher {
 /// `count` from each). Returns the entries, highest level first, and whether they came from the blocking read.
 /// A queue with one level is one blocking read, as before priorities.
 async fn read_levels(
-    c: &mut redis::aio::MultiplexedConnection,
+    c: &mut crate::client::BlockingConn,
     keys: &crate::keys::QueueKeys,
     consumer: &str,
     order: &[u8],

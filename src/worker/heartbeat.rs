@@ -90,11 +90,7 @@ impl Beats {
 
 /// One heartbeat. Failures are logged: a worker that cannot beat is judged crashed by the others, which then
 /// adopt its jobs (its own acks are then refused as stale).
-async fn beat(
-    shared: &Shared,
-    conn: &mut Option<redis::aio::MultiplexedConnection>,
-    beats: &mut Beats,
-) {
+async fn beat(shared: &Shared, conn: &mut Option<crate::client::BlockingConn>, beats: &mut Beats) {
     if conn.is_none() {
         match shared.client.blocking_conn(Duration::ZERO).await {
             Ok(c) => *conn = Some(c),

@@ -36,7 +36,7 @@ pub(super) async fn start(
 
 /// Applies the paused flag and returns the id of the newest signal (signals sent earlier are history: a pause
 /// among them is in the flag).
-async fn catch_up(shared: &Shared, conn: &mut redis::aio::MultiplexedConnection) -> Result<String> {
+async fn catch_up(shared: &Shared, conn: &mut crate::client::BlockingConn) -> Result<String> {
     let last = crate::queue::newest_entry_id(conn, &shared.keys.signals).await?;
     let paused: bool = redis::cmd("EXISTS")
         .arg(&shared.keys.paused)
@@ -49,7 +49,7 @@ async fn catch_up(shared: &Shared, conn: &mut redis::aio::MultiplexedConnection)
 async fn follow(
     shared: Arc<Shared>,
     stop: CancellationToken,
-    conn: redis::aio::MultiplexedConnection,
+    conn: crate::client::BlockingConn,
     mut last: String,
 ) {
     let mut conn = Some(conn);
@@ -152,7 +152,7 @@ fn apply(shared: &Shared, signal: &Signal) -> Option<(&'static str, String)> {
 /// Logs an outcome and appends it to the outcomes stream.
 async fn record(
     shared: &Shared,
-    conn: &mut redis::aio::MultiplexedConnection,
+    conn: &mut crate::client::BlockingConn,
     signal: &Signal,
     result: &str,
     reason: &str,

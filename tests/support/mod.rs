@@ -2,6 +2,7 @@
 //! namespaces. Never touches the shared server on 6379.
 #![allow(dead_code)]
 
+pub mod cluster;
 pub mod foreign;
 pub mod proxy;
 pub mod tls;
@@ -66,6 +67,8 @@ pub struct TestRedis {
     dir: tempfile::TempDir,
     aof: bool,
     cluster: bool,
+    /// A cluster node that takes every slot itself (`start_cluster`), not one of several (`cluster::TestCluster`).
+    own_slots: bool,
     binary: PathBuf,
 }
 
@@ -93,6 +96,11 @@ impl TestRedis {
         Self::start_with_mode(false, true)
     }
 
+    /// A cluster-enabled server owning no slots yet: one node of a [`cluster::TestCluster`].
+    pub fn start_cluster_node() -> Self {
+        Self::start_from_with(server_binary(), false, true, false)
+    }
+
     fn start_with(aof: bool) -> Self {
         Self::start_with_mode(aof, false)
     }
@@ -107,6 +115,10 @@ impl TestRedis {
     }
 
     fn start_from(binary: PathBuf, aof: bool, cluster: bool) -> Self {
+        Self::start_from_with(binary, aof, cluster, true)
+    }
+
+    fn start_from_with(binary: PathBuf, aof: bool, cluster: bool, own_slots: bool) -> Self {
         let dir = tempfile::tempdir().expect("temp dir");
         let mut r = TestRedis {
             child: None,
@@ -114,6 +126,7 @@ impl TestRedis {
             dir,
             aof,
             cluster,
+            own_slots,
             binary,
         };
         // Another process may take the port between probing and binding: try a few.
@@ -166,7 +179,7 @@ impl TestRedis {
                 return false;
             }
             if self.ping() {
-                if self.cluster {
+                if self.cluster && self.own_slots {
                     self.own_all_slots();
                 }
                 return true;

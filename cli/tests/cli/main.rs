@@ -7,6 +7,7 @@ mod support;
 mod admin;
 mod browser;
 mod clients;
+mod cluster;
 mod dashboard;
 mod limits;
 mod metrics;
@@ -27,6 +28,8 @@ use support::TestRedis;
 struct Cli {
     redis: TestRedis,
     ns: String,
+    /// A Redis Cluster the commands use instead of `redis` (which then only stands by).
+    cluster: Option<support::cluster::TestCluster>,
 }
 
 impl Cli {
@@ -34,12 +37,17 @@ impl Cli {
         Cli {
             redis: TestRedis::start(),
             ns: support::namespace(),
+            cluster: None,
         }
     }
 
     fn cmd(&self, args: &[&str]) -> Command {
         let mut c = Command::new(env!("CARGO_BIN_EXE_rill"));
-        c.args(["--redis", &self.redis.url(), "--namespace", &self.ns])
+        let url = self
+            .cluster
+            .as_ref()
+            .map_or_else(|| self.redis.url(), |c| c.url());
+        c.args(["--redis", &url, "--namespace", &self.ns])
             .args(args)
             .env_remove("REDIS_URL")
             // Quiet unless RILL_TEST_LOG asks (e.g. `RILL_TEST_LOG=info`: the processes log to the test output).

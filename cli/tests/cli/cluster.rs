@@ -1,0 +1,53 @@
+//! The `rill` command on a Redis Cluster (`--redis redis+cluster://...`): enqueue and wait, work, stats, jobs,
+//! schedules and queue removal, with the same arguments as on one server.
+
+use std::process::Stdio;
+use std::time::Duration;
+
+use super::support::ChildGuard;
+use super::support::cluster::TestCluster;
+use super::{Cli, sigterm, wait_exit};
+
+#[test]
+fn every_kind_of_subcommand_works_on_a_cluster() {
+    let mut cli = Cli::new();
+    cli.cluster = Some(TestCluster::start(3));
+    let mut w = ChildGuard(
+        cli.cmd(&[
+            "work",
+            "mail",
+            "--",
+            "sh",
+            "-c",
+            r#"cat >/dev/null; echo '{"sent":true}'"#,
+        ])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap(),
+    );
+    let done = cli.json(&[
+        "enqueue",
+        "mail",
+        r#"{"to":"ada"}"#,
+        "--wait",
+        "--timeout",
+        "20s",
+    ]);
+    assert_eq!(done["outcome"], "completed", "{done}");
+    assert_eq!(done["result"], serde_json::json!({"sent": true}), "{done}");
+    cli.ok(&["enqueue", "other", "{}"]);
+    let stats = cli.json(&["stats"]);
+    let text = stats.to_string();
+    assert!(text.contains("mail") && text.contains("other"), "{text}");
+    cli.ok(&["schedule", "add", "tick", "mail", "--every", "1s"]);
+    let list = cli.json(&["schedule", "list", "mail"]).to_string();
+    assert!(list.contains("tick"), "{list}");
+    cli.ok(&["schedule", "pause", "tick", "mail"]);
+    cli.ok(&["schedule", "remove", "tick", "mail"]);
+    sigterm(&w.0);
+    assert!(wait_exit(&mut w.0, Duration::from_secs(10)).success());
+    cli.ok(&["queue", "remove", "other", "--yes"]);
+    let stats = cli.json(&["stats"]).to_string();
+    assert!(!stats.contains("other"), "{stats}");
+}

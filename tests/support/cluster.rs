@@ -1,0 +1,105 @@
+//! A private Redis Cluster: `masters` cluster-enabled `redis-server`s (free ports, temp dirs, killed on drop),
+//! the 16,384 slots split evenly between them, joined with `CLUSTER MEET`. No `redis-cli` needed.
+
+use std::time::{Duration, Instant};
+
+use super::TestRedis;
+
+pub struct TestCluster {
+    pub nodes: Vec<TestRedis>,
+}
+
+impl TestCluster {
+    /// A cluster of `masters` masters, each owning an even share of the slots, ready (`cluster_state:ok` on
+    /// every node, every node knowing every other).
+    pub fn start(masters: usize) -> Self {
+        let nodes: Vec<TestRedis> = (0..masters)
+            .map(|_| TestRedis::start_cluster_node())
+            .collect();
+        for (i, node) in nodes.iter().enumerate() {
+            let from = i * 16_384 / masters;
+            let to = (i + 1) * 16_384 / masters - 1;
+            let () = redis::cmd("CLUSTER")
+                .arg("ADDSLOTSRANGE")
+                .arg(from)
+                .arg(to)
+                .query(&mut node.conn())
+                .expect("assign slots");
+        }
+        for node in &nodes[1..] {
+            let () = redis::cmd("CLUSTER")
+                .arg("MEET")
+                .arg("127.0.0.1")
+                .arg(nodes[0].port())
+                .query(&mut node.conn())
+                .expect("meet");
+        }
+        let deadline = Instant::now() + Duration::from_secs(30);
+        for node in &nodes {
+            loop {
+                let info: String = redis::cmd("CLUSTER")
+                    .arg("INFO")
+                    .query(&mut node.conn())
+                    .unwrap();
+                let known = info
+                    .lines()
+                    .find_map(|l| l.strip_prefix("cluster_known_nodes:"))
+                    .and_then(|n| n.trim().parse::<usize>().ok());
+                if info.contains("cluster_state:ok") && known == Some(masters) {
+                    break;
+                }
+                assert!(
+                    Instant::now() < deadline,
+                    "the cluster did not form: {info}"
+                );
+                std::thread::sleep(Duration::from_millis(50));
+            }
+        }
+        TestCluster { nodes }
+    }
+
+    /// `redis+cluster://` with every node as a seed.
+    pub fn url(&self) -> String {
+        let hosts: Vec<String> = self
+            .nodes
+            .iter()
+            .map(|n| format!("127.0.0.1:{}", n.port()))
+            .collect();
+        format!("redis+cluster://{}", hosts.join(","))
+    }
+
+    /// Which node owns `key`'s slot (its index in `nodes`).
+    pub fn owner(&self, key: &str) -> usize {
+        let slot: u16 = redis::cmd("CLUSTER")
+            .arg("KEYSLOT")
+            .arg(key)
+            .query(&mut self.nodes[0].conn())
+            .unwrap();
+        self.nodes
+            .iter()
+            .position(|n| {
+                let owned: Vec<redis::Value> = redis::cmd("CLUSTER")
+                    .arg("SLOTS")
+                    .query(&mut n.conn())
+                    .unwrap();
+                let me = format!("{}", n.port());
+                owned.iter().any(|r| match r {
+                    redis::Value::Array(parts) => {
+                        let num = |v: &redis::Value| redis::from_redis_value::<u16>(v.clone()).ok();
+                        let (lo, hi) = (num(&parts[0]), num(&parts[1]));
+                        let port = match &parts[2] {
+                            redis::Value::Array(p) => {
+                                redis::from_redis_value::<u16>(p[1].clone()).ok()
+                            }
+                            _ => None,
+                        };
+                        lo.is_some_and(|lo| lo <= slot)
+                            && hi.is_some_and(|hi| slot <= hi)
+                            && port.map(|p| p.to_string()) == Some(me.clone())
+                    }
+                    _ => false,
+                })
+            })
+            .expect("a node owns the slot")
+    }
+}
