@@ -160,3 +160,82 @@ async fn operator_calls_work_on_a_cluster() {
     assert!(client.remove_namespace().await.unwrap() > 0);
     assert!(client.discover_queues().await.unwrap().is_empty());
 }
+
+/// A live queue's slot moves to another master while a producer enqueues and two workers run (keys migrated two at
+/// a time, so scripts meet `ASK` and `TRYAGAIN` for a while, then `MOVED`): every job accepted runs, each
+/// completes once, and the workers go on without a restart.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_queue_keeps_running_while_its_slot_moves_to_another_master() {
+    let cluster = std::sync::Arc::new(TestCluster::start(3));
+    let client = cluster_client(&cluster);
+    let q = client.queue::<u32>("moving").unwrap();
+    let ready = q.keys().ready.clone();
+    let from = cluster.owner(&ready);
+    let to = (from + 1) % 3;
+    let runs: std::sync::Arc<std::sync::Mutex<Vec<u32>>> = Default::default();
+    let workers: Vec<_> = (0..2)
+        .map(|_| {
+            let runs = runs.clone();
+            spawn_worker(
+                fast(Worker::new(client.clone(), "moving").unwrap()).concurrency(4),
+                move |job: Job<u32>| {
+                    let runs = runs.clone();
+                    async move {
+                        tokio::time::sleep(Duration::from_millis(5)).await;
+                        runs.lock().unwrap().push(*job.data());
+                        Ok(())
+                    }
+                },
+            )
+        })
+        .collect();
+    let producer = {
+        let q = client.queue::<u32>("moving").unwrap();
+        tokio::spawn(async move {
+            let mut accepted = Vec::new();
+            for n in 0..600u32 {
+                // A call that meets the move may fail; the producer tries again, as an application would.
+                for _ in 0..50 {
+                    if q.enqueue(&n).await.is_ok() {
+                        accepted.push(n);
+                        break;
+                    }
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                }
+                tokio::time::sleep(Duration::from_millis(3)).await;
+            }
+            accepted
+        })
+    };
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let c2 = cluster.clone();
+    let key = ready.clone();
+    tokio::task::spawn_blocking(move || {
+        c2.migrate_slot_of(&key, from, to, Duration::from_millis(20))
+    })
+    .await
+    .unwrap();
+    assert_eq!(cluster.owner(&ready), to, "the slot moved");
+    let accepted = producer.await.unwrap();
+    assert_eq!(accepted.len(), 600, "every enqueue landed in the end");
+    eventually(T, "every accepted job ran", || async {
+        let seen: HashSet<u32> = runs.lock().unwrap().iter().copied().collect();
+        accepted.iter().all(|n| seen.contains(n))
+    })
+    .await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let c = q.counts().await.unwrap();
+    assert_eq!(
+        (c.waiting, c.active, c.delayed, c.dead),
+        (0, 0, 0, 0),
+        "{c:?}"
+    );
+    let runs = runs.lock().unwrap().clone();
+    let distinct: HashSet<u32> = runs.iter().copied().collect();
+    // At least once: a completion lost with the move may run a job again; report how many did.
+    eprintln!("{} runs of {} jobs", runs.len(), distinct.len());
+    for w in workers {
+        let report = w.stop().await;
+        eprintln!("worker: {report:?}");
+    }
+}

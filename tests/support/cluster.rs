@@ -103,3 +103,83 @@ impl TestCluster {
             .expect("a node owns the slot")
     }
 }
+
+impl TestCluster {
+    /// Node `i`'s cluster id.
+    pub fn id(&self, i: usize) -> String {
+        redis::cmd("CLUSTER")
+            .arg("MYID")
+            .query(&mut self.nodes[i].conn())
+            .unwrap()
+    }
+
+    /// Moves the slot of `key` from node `from` to node `to` while clients run, as `redis-cli --cluster reshard`
+    /// does for each slot: `IMPORTING`/`MIGRATING`, the keys moved in batches with `MIGRATE` (clients meanwhile
+    /// get `ASK` for moved keys, `TRYAGAIN` for commands that span moved and unmoved ones), then the slot
+    /// assigned to `to` on every node (clients then get `MOVED`). `pause` is slept between batches.
+    pub fn migrate_slot_of(&self, key: &str, from: usize, to: usize, pause: Duration) {
+        let slot: u16 = redis::cmd("CLUSTER")
+            .arg("KEYSLOT")
+            .arg(key)
+            .query(&mut self.nodes[0].conn())
+            .unwrap();
+        let (from_id, to_id) = (self.id(from), self.id(to));
+        let () = redis::cmd("CLUSTER")
+            .arg("SETSLOT")
+            .arg(slot)
+            .arg("IMPORTING")
+            .arg(&from_id)
+            .query(&mut self.nodes[to].conn())
+            .unwrap();
+        let () = redis::cmd("CLUSTER")
+            .arg("SETSLOT")
+            .arg(slot)
+            .arg("MIGRATING")
+            .arg(&to_id)
+            .query(&mut self.nodes[from].conn())
+            .unwrap();
+        loop {
+            let keys: Vec<String> = redis::cmd("CLUSTER")
+                .arg("GETKEYSINSLOT")
+                .arg(slot)
+                .arg(2)
+                .query(&mut self.nodes[from].conn())
+                .unwrap();
+            if keys.is_empty() {
+                break;
+            }
+            let () = redis::cmd("MIGRATE")
+                .arg("127.0.0.1")
+                .arg(self.nodes[to].port())
+                .arg("")
+                .arg(0)
+                .arg(5000)
+                .arg("REPLACE")
+                .arg("KEYS")
+                .arg(&keys)
+                .query(&mut self.nodes[from].conn())
+                .unwrap();
+            std::thread::sleep(pause);
+        }
+        for node in [to, from] {
+            let () = redis::cmd("CLUSTER")
+                .arg("SETSLOT")
+                .arg(slot)
+                .arg("NODE")
+                .arg(&to_id)
+                .query(&mut self.nodes[node].conn())
+                .unwrap();
+        }
+        for (i, node) in self.nodes.iter().enumerate() {
+            if i != to && i != from {
+                let () = redis::cmd("CLUSTER")
+                    .arg("SETSLOT")
+                    .arg(slot)
+                    .arg("NODE")
+                    .arg(&to_id)
+                    .query(&mut node.conn())
+                    .unwrap();
+            }
+        }
+    }
+}
