@@ -239,3 +239,59 @@ async fn a_queue_keeps_running_while_its_slot_moves_to_another_master() {
         eprintln!("worker: {report:?}");
     }
 }
+
+/// The master of a live queue fails over to its replica (`CLUSTER FAILOVER` on the replica) while a producer
+/// enqueues and a worker runs: every job accepted runs, and the worker goes on without a restart.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_queue_keeps_running_when_its_master_fails_over_to_its_replica() {
+    let cluster = std::sync::Arc::new(TestCluster::start_with_replicas(3, true));
+    let client = cluster_client(&cluster);
+    let q = client.queue::<u32>("failing").unwrap();
+    let master = cluster.owner(&q.keys().ready.clone());
+    let runs: std::sync::Arc<std::sync::Mutex<Vec<u32>>> = Default::default();
+    let r2 = runs.clone();
+    let worker = spawn_worker(
+        fast(Worker::new(client.clone(), "failing").unwrap()).concurrency(4),
+        move |job: Job<u32>| {
+            let runs = r2.clone();
+            async move {
+                tokio::time::sleep(Duration::from_millis(5)).await;
+                runs.lock().unwrap().push(*job.data());
+                Ok(())
+            }
+        },
+    );
+    let producer = {
+        let q = client.queue::<u32>("failing").unwrap();
+        tokio::spawn(async move {
+            let mut accepted = Vec::new();
+            for n in 0..400u32 {
+                for _ in 0..100 {
+                    if q.enqueue(&n).await.is_ok() {
+                        accepted.push(n);
+                        break;
+                    }
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                }
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+            accepted
+        })
+    };
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let c2 = cluster.clone();
+    tokio::task::spawn_blocking(move || c2.fail_over_to(master + 3))
+        .await
+        .unwrap();
+    let accepted = producer.await.unwrap();
+    assert_eq!(accepted.len(), 400, "every enqueue landed in the end");
+    eventually(T, "every accepted job ran", || async {
+        let seen: HashSet<u32> = runs.lock().unwrap().iter().copied().collect();
+        accepted.iter().all(|n| seen.contains(n))
+    })
+    .await;
+    let runs = runs.lock().unwrap().clone();
+    eprintln!("{} runs of {} jobs", runs.len(), accepted.len());
+    let report = worker.stop().await;
+    eprintln!("worker: {report:?}");
+}

@@ -13,10 +13,17 @@ impl TestCluster {
     /// A cluster of `masters` masters, each owning an even share of the slots, ready (`cluster_state:ok` on
     /// every node, every node knowing every other).
     pub fn start(masters: usize) -> Self {
-        let nodes: Vec<TestRedis> = (0..masters)
+        Self::start_with_replicas(masters, false)
+    }
+
+    /// As [`TestCluster::start`], and with `replicas`, one replica per master: node `masters + i` replicates
+    /// node `i`.
+    pub fn start_with_replicas(masters: usize, replicas: bool) -> Self {
+        let total = if replicas { masters * 2 } else { masters };
+        let nodes: Vec<TestRedis> = (0..total)
             .map(|_| TestRedis::start_cluster_node())
             .collect();
-        for (i, node) in nodes.iter().enumerate() {
+        for (i, node) in nodes.iter().enumerate().take(masters) {
             let from = i * 16_384 / masters;
             let to = (i + 1) * 16_384 / masters - 1;
             let () = redis::cmd("CLUSTER")
@@ -45,7 +52,7 @@ impl TestCluster {
                     .lines()
                     .find_map(|l| l.strip_prefix("cluster_known_nodes:"))
                     .and_then(|n| n.trim().parse::<usize>().ok());
-                if info.contains("cluster_state:ok") && known == Some(masters) {
+                if info.contains("cluster_state:ok") && known == Some(total) {
                     break;
                 }
                 assert!(
@@ -55,7 +62,58 @@ impl TestCluster {
                 std::thread::sleep(Duration::from_millis(50));
             }
         }
-        TestCluster { nodes }
+        let cluster = TestCluster { nodes };
+        if replicas {
+            for i in 0..masters {
+                let master = cluster.id(i);
+                let () = redis::cmd("CLUSTER")
+                    .arg("REPLICATE")
+                    .arg(&master)
+                    .query(&mut cluster.nodes[masters + i].conn())
+                    .expect("replicate");
+            }
+            for i in 0..masters {
+                loop {
+                    let info: String = redis::cmd("INFO")
+                        .arg("replication")
+                        .query(&mut cluster.nodes[masters + i].conn())
+                        .unwrap();
+                    if info.contains("master_link_status:up") {
+                        break;
+                    }
+                    assert!(
+                        Instant::now() < deadline,
+                        "replica {i} did not sync: {info}"
+                    );
+                    std::thread::sleep(Duration::from_millis(50));
+                }
+            }
+        }
+        cluster
+    }
+
+    /// Makes node `replica` take over from its master (`CLUSTER FAILOVER` on the replica, as an operator does for
+    /// maintenance) and waits until it says it is a master.
+    pub fn fail_over_to(&self, replica: usize) {
+        // A manual failover gives up if the master does not answer within its timeout (5 s; a loaded machine):
+        // ask again, as an operator would.
+        for _ in 0..4 {
+            let () = redis::cmd("CLUSTER")
+                .arg("FAILOVER")
+                .query(&mut self.nodes[replica].conn())
+                .expect("failover");
+            let deadline = Instant::now() + Duration::from_secs(10);
+            while Instant::now() < deadline {
+                let role: Vec<redis::Value> = redis::cmd("ROLE")
+                    .query(&mut self.nodes[replica].conn())
+                    .unwrap();
+                if matches!(role.first(), Some(redis::Value::BulkString(r)) if r == b"master") {
+                    return;
+                }
+                std::thread::sleep(Duration::from_millis(50));
+            }
+        }
+        panic!("the failover did not happen");
     }
 
     /// `redis+cluster://` with every node as a seed.
