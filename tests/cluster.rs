@@ -161,23 +161,20 @@ async fn operator_calls_work_on_a_cluster() {
     assert!(client.discover_queues().await.unwrap().is_empty());
 }
 
-/// A live queue's slot moves to another master while a producer enqueues and two workers run (keys migrated two at
-/// a time, so scripts meet `ASK` and `TRYAGAIN` for a while, then `MOVED`): every job accepted runs, each
-/// completes once, and the workers go on without a restart.
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn a_queue_keeps_running_while_its_slot_moves_to_another_master() {
-    let cluster = std::sync::Arc::new(TestCluster::start(3));
-    let client = cluster_client(&cluster);
-    let q = client.queue::<u32>("moving").unwrap();
-    let ready = q.keys().ready.clone();
-    let from = cluster.owner(&ready);
-    let to = (from + 1) % 3;
-    let runs: std::sync::Arc<std::sync::Mutex<Vec<u32>>> = Default::default();
-    let workers: Vec<_> = (0..2)
+type Runs = std::sync::Arc<std::sync::Mutex<Vec<u32>>>;
+
+/// `n` workers of `queue` that note each job's number as it runs (5 ms each).
+fn recording_workers(
+    client: &rill::Client,
+    queue: &str,
+    n: usize,
+    runs: &Runs,
+) -> Vec<support::Running> {
+    (0..n)
         .map(|_| {
             let runs = runs.clone();
             spawn_worker(
-                fast(Worker::new(client.clone(), "moving").unwrap()).concurrency(4),
+                fast(Worker::new(client.clone(), queue).unwrap()).concurrency(4),
                 move |job: Job<u32>| {
                     let runs = runs.clone();
                     async move {
@@ -188,25 +185,62 @@ async fn a_queue_keeps_running_while_its_slot_moves_to_another_master() {
                 },
             )
         })
-        .collect();
-    let producer = {
-        let q = client.queue::<u32>("moving").unwrap();
-        tokio::spawn(async move {
-            let mut accepted = Vec::new();
-            for n in 0..600u32 {
-                // A call that meets the move may fail; the producer tries again, as an application would.
-                for _ in 0..50 {
-                    if q.enqueue(&n).await.is_ok() {
-                        accepted.push(n);
-                        break;
-                    }
-                    tokio::time::sleep(Duration::from_millis(20)).await;
+        .collect()
+}
+
+/// A producer enqueueing jobs `0..jobs` to `queue`, one every few ms; a call that meets a move or a failover may
+/// fail, and is tried again, as an application would. Returns the numbers accepted.
+fn producing(client: &rill::Client, queue: &str, jobs: u32) -> tokio::task::JoinHandle<Vec<u32>> {
+    let q = client.queue::<u32>(queue).unwrap();
+    tokio::spawn(async move {
+        let mut accepted = Vec::new();
+        for n in 0..jobs {
+            for _ in 0..100 {
+                if q.enqueue(&n).await.is_ok() {
+                    accepted.push(n);
+                    break;
                 }
-                tokio::time::sleep(Duration::from_millis(3)).await;
+                tokio::time::sleep(Duration::from_millis(20)).await;
             }
-            accepted
-        })
-    };
+            tokio::time::sleep(Duration::from_millis(3)).await;
+        }
+        accepted
+    })
+}
+
+/// Waits until every accepted job ran, then stops the workers; prints how many runs there were (at least once: a
+/// completion lost with a move may run a job again) and what the workers saw.
+async fn all_ran(accepted: &[u32], runs: &Runs, workers: Vec<support::Running>) {
+    eventually(T, "every accepted job ran", || async {
+        let seen: HashSet<u32> = runs.lock().unwrap().iter().copied().collect();
+        accepted.iter().all(|n| seen.contains(n))
+    })
+    .await;
+    eprintln!(
+        "{} runs of {} jobs",
+        runs.lock().unwrap().len(),
+        accepted.len()
+    );
+    for w in workers {
+        let report = w.stop().await;
+        eprintln!("worker: {report:?}");
+    }
+}
+
+/// A live queue's slot moves to another master while a producer enqueues and two workers run (keys migrated two at
+/// a time, so scripts meet `ASK` and `TRYAGAIN` for a while, then `MOVED`): every job accepted runs, and the
+/// workers go on without a restart.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_queue_keeps_running_while_its_slot_moves_to_another_master() {
+    let cluster = std::sync::Arc::new(TestCluster::start(3));
+    let client = cluster_client(&cluster);
+    let q = client.queue::<u32>("moving").unwrap();
+    let ready = q.keys().ready.clone();
+    let from = cluster.owner(&ready);
+    let to = (from + 1) % 3;
+    let runs = Runs::default();
+    let workers = recording_workers(&client, "moving", 2, &runs);
+    let producer = producing(&client, "moving", 600);
     tokio::time::sleep(Duration::from_millis(500)).await;
     let c2 = cluster.clone();
     let key = ready.clone();
@@ -218,26 +252,13 @@ async fn a_queue_keeps_running_while_its_slot_moves_to_another_master() {
     assert_eq!(cluster.owner(&ready), to, "the slot moved");
     let accepted = producer.await.unwrap();
     assert_eq!(accepted.len(), 600, "every enqueue landed in the end");
-    eventually(T, "every accepted job ran", || async {
-        let seen: HashSet<u32> = runs.lock().unwrap().iter().copied().collect();
-        accepted.iter().all(|n| seen.contains(n))
-    })
-    .await;
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    all_ran(&accepted, &runs, workers).await;
     let c = q.counts().await.unwrap();
     assert_eq!(
         (c.waiting, c.active, c.delayed, c.dead),
         (0, 0, 0, 0),
         "{c:?}"
     );
-    let runs = runs.lock().unwrap().clone();
-    let distinct: HashSet<u32> = runs.iter().copied().collect();
-    // At least once: a completion lost with the move may run a job again; report how many did.
-    eprintln!("{} runs of {} jobs", runs.len(), distinct.len());
-    for w in workers {
-        let report = w.stop().await;
-        eprintln!("worker: {report:?}");
-    }
 }
 
 /// The master of a live queue fails over to its replica (`CLUSTER FAILOVER` on the replica) while a producer
@@ -248,36 +269,9 @@ async fn a_queue_keeps_running_when_its_master_fails_over_to_its_replica() {
     let client = cluster_client(&cluster);
     let q = client.queue::<u32>("failing").unwrap();
     let master = cluster.owner(&q.keys().ready.clone());
-    let runs: std::sync::Arc<std::sync::Mutex<Vec<u32>>> = Default::default();
-    let r2 = runs.clone();
-    let worker = spawn_worker(
-        fast(Worker::new(client.clone(), "failing").unwrap()).concurrency(4),
-        move |job: Job<u32>| {
-            let runs = r2.clone();
-            async move {
-                tokio::time::sleep(Duration::from_millis(5)).await;
-                runs.lock().unwrap().push(*job.data());
-                Ok(())
-            }
-        },
-    );
-    let producer = {
-        let q = client.queue::<u32>("failing").unwrap();
-        tokio::spawn(async move {
-            let mut accepted = Vec::new();
-            for n in 0..400u32 {
-                for _ in 0..100 {
-                    if q.enqueue(&n).await.is_ok() {
-                        accepted.push(n);
-                        break;
-                    }
-                    tokio::time::sleep(Duration::from_millis(20)).await;
-                }
-                tokio::time::sleep(Duration::from_millis(5)).await;
-            }
-            accepted
-        })
-    };
+    let runs = Runs::default();
+    let workers = recording_workers(&client, "failing", 1, &runs);
+    let producer = producing(&client, "failing", 400);
     tokio::time::sleep(Duration::from_millis(500)).await;
     let c2 = cluster.clone();
     tokio::task::spawn_blocking(move || c2.fail_over_to(master + 3))
@@ -285,13 +279,5 @@ async fn a_queue_keeps_running_when_its_master_fails_over_to_its_replica() {
         .unwrap();
     let accepted = producer.await.unwrap();
     assert_eq!(accepted.len(), 400, "every enqueue landed in the end");
-    eventually(T, "every accepted job ran", || async {
-        let seen: HashSet<u32> = runs.lock().unwrap().iter().copied().collect();
-        accepted.iter().all(|n| seen.contains(n))
-    })
-    .await;
-    let runs = runs.lock().unwrap().clone();
-    eprintln!("{} runs of {} jobs", runs.len(), accepted.len());
-    let report = worker.stop().await;
-    eprintln!("worker: {report:?}");
+    all_ran(&accepted, &runs, workers).await;
 }

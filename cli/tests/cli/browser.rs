@@ -88,8 +88,13 @@ async fn shot(c: &Client, name: &str) {
     }
 }
 
-async fn text(c: &Client, css: &str) -> String {
-    // The page refreshes itself: an element found just before a refresh goes stale; find it again.
+/// Runs `act` on the element at `css` (waiting up to 20 s for it). The page refreshes itself: an element found
+/// just before a refresh goes stale, so it is found again until `act` succeeds or 20 s pass.
+async fn on_element<T, F, Fut>(c: &Client, css: &str, act: F) -> T
+where
+    F: Fn(fantoccini::elements::Element) -> Fut,
+    Fut: std::future::Future<Output = Result<T, fantoccini::error::CmdError>>,
+{
     let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
     loop {
         let found = c
@@ -98,7 +103,7 @@ async fn text(c: &Client, css: &str) -> String {
             .for_element(Locator::Css(css))
             .await
             .unwrap_or_else(|e| panic!("{css}: {e}"));
-        match found.text().await {
+        match act(found).await {
             Ok(t) => return t,
             Err(_) if tokio::time::Instant::now() < deadline => {
                 tokio::time::sleep(Duration::from_millis(50)).await;
@@ -106,6 +111,10 @@ async fn text(c: &Client, css: &str) -> String {
             Err(e) => panic!("{css}: {e}"),
         }
     }
+}
+
+async fn text(c: &Client, css: &str) -> String {
+    on_element(c, css, |e| async move { e.text().await }).await
 }
 
 /// Waits until the element at `css` reads `want` (the page updating itself, or after a click).
@@ -127,23 +136,7 @@ async fn until_text(c: &Client, css: &str, want: impl Fn(&str) -> bool, what: &s
 }
 
 async fn click(c: &Client, css: &str) {
-    // As in `text`: an element found just before the page refreshed goes stale; find it again.
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
-    loop {
-        let found = c
-            .wait()
-            .at_most(Duration::from_secs(20))
-            .for_element(Locator::Css(css))
-            .await
-            .unwrap_or_else(|e| panic!("{css}: {e}"));
-        match found.click().await {
-            Ok(_) => return,
-            Err(_) if tokio::time::Instant::now() < deadline => {
-                tokio::time::sleep(Duration::from_millis(50)).await;
-            }
-            Err(e) => panic!("{css}: {e}"),
-        }
-    }
+    on_element(c, css, |e| async move { e.click().await.map(|_| ()) }).await
 }
 
 fn worker(cli: &Cli) -> ChildGuard {
