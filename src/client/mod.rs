@@ -267,9 +267,8 @@ impl Client {
                     "a cluster URL names its nodes: redis+cluster://host:port[,host:port...]",
                 )),
             })?;
+            // Timeouts are set per connection (`Source::cluster_conn`): blocking ones wait longer.
             let cluster = redis::cluster::ClusterClient::builder(seeds)
-                .connection_timeout(config.connect_timeout)
-                .response_timeout(config.response_timeout)
                 .build()
                 .map_err(|source| Error::InvalidUrl {
                     url: url.to_owned(),

@@ -187,14 +187,10 @@ impl Fetcher {
         let half = self.max_batch / 2;
         if self.backlog && room.len() < half {
             let want = (half - room.len()) as u32;
-            if let Ok(Ok(mut more)) =
+            if let Ok(Ok(more)) =
                 tokio::time::timeout(COALESCE, sem.clone().acquire_many_owned(want)).await
             {
-                // One permit per entry, as dispatch expects.
-                while more.num_permits() > 1 {
-                    room.extend(more.split(1));
-                }
-                room.push(more);
+                room.extend(one_each(more));
             }
         }
         Some(room)
@@ -305,12 +301,9 @@ impl Fetcher {
                             shared.room.clone().try_acquire_many_owned(over as u32).ok()
                         })
                         .flatten();
-                    if let Some(mut permits) = borrowed {
+                    if let Some(permits) = borrowed {
                         self.borrowed += over;
-                        while permits.num_permits() > 1 {
-                            extra.extend(permits.split(1));
-                        }
-                        extra.push(permits);
+                        extra = one_each(permits);
                     } else {
                         // A blocking read over several levels can bring up to `count` from each.
                         let excess = entries.split_off(count);
@@ -545,6 +538,16 @@ async fn read_levels(
     // Highest priority first (the reply's order is the streams').
     out.sort_by_key(|(l, _)| order.iter().position(|o| o == l));
     Ok((out, true))
+}
+
+/// `permits` as one permit per entry, as dispatch expects.
+fn one_each(mut permits: OwnedSemaphorePermit) -> Vec<OwnedSemaphorePermit> {
+    let mut out = Vec::with_capacity(permits.num_permits());
+    while permits.num_permits() > 1 {
+        out.extend(permits.split(1));
+    }
+    out.push(permits);
+    out
 }
 
 /// Hands back entries read beyond the room for them, at once (they were never tracked or started).

@@ -219,25 +219,16 @@ impl TestCluster {
                 .unwrap();
             std::thread::sleep(pause);
         }
-        for node in [to, from] {
+        // The new owner first, then the old one, then the rest (as redis-cli does).
+        let others = (0..self.nodes.len()).filter(|&i| i != to && i != from);
+        for i in [to, from].into_iter().chain(others) {
             let () = redis::cmd("CLUSTER")
                 .arg("SETSLOT")
                 .arg(slot)
                 .arg("NODE")
                 .arg(&to_id)
-                .query(&mut self.nodes[node].conn())
+                .query(&mut self.nodes[i].conn())
                 .unwrap();
-        }
-        for (i, node) in self.nodes.iter().enumerate() {
-            if i != to && i != from {
-                let () = redis::cmd("CLUSTER")
-                    .arg("SETSLOT")
-                    .arg(slot)
-                    .arg("NODE")
-                    .arg(&to_id)
-                    .query(&mut node.conn())
-                    .unwrap();
-            }
         }
     }
 }

@@ -110,7 +110,7 @@ export class Schedule {
   }
 
   private static max(o: ScheduleOptions): number {
-    return o.missedMax ?? (o.missed === "all" ? 0 : o.missed === "skip" ? 0 : 1);
+    return o.missedMax ?? ((o.missed ?? "once") === "once" ? 1 : 0);
   }
 
   private check(): void {
