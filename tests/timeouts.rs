@@ -141,3 +141,50 @@ async fn a_job_timeout_overrides_the_worker_default_and_a_finished_handler_still
     );
     w.stop().await;
 }
+
+/// The queue's default limit (stored with the queue) applies to the jobs of a worker given none of its own; a
+/// worker given its own keeps it; removing the default leaves jobs unlimited.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_queues_default_limit_applies_unless_the_worker_has_its_own() {
+    let redis = TestRedis::start();
+    let client = support::client(&redis);
+    let q = client.queue::<u32>("jobs").unwrap();
+    assert_eq!(q.default_timeout().await.unwrap(), None);
+    q.set_default_timeout(Some(Duration::from_millis(300)))
+        .await
+        .unwrap();
+    assert_eq!(
+        q.default_timeout().await.unwrap(),
+        Some(Duration::from_millis(300))
+    );
+    let limits: Arc<std::sync::Mutex<Vec<Option<Duration>>>> = Arc::default();
+    for own in [None, Some(Duration::from_secs(7))] {
+        let seen = limits.clone();
+        let mut worker = fast(Worker::new(client.clone(), "jobs").unwrap());
+        if let Some(d) = own {
+            worker = worker.timeout(d);
+        }
+        let w = spawn_worker(worker, move |job: Job<u32>| {
+            let seen = seen.clone();
+            async move {
+                seen.lock().unwrap().push(job.timeout());
+                Ok(())
+            }
+        });
+        let id = q.enqueue(&1).await.unwrap();
+        eventually(T, "completed", || async {
+            q.state(&id).await.unwrap() == JobState::Completed
+        })
+        .await;
+        w.stop().await;
+    }
+    q.set_default_timeout(None).await.unwrap();
+    assert_eq!(q.default_timeout().await.unwrap(), None);
+    assert_eq!(
+        *limits.lock().unwrap(),
+        [
+            Some(Duration::from_millis(300)),
+            Some(Duration::from_secs(7))
+        ]
+    );
+}

@@ -1,4 +1,4 @@
-//! `rill queue pause|resume|drain|remove|limit|priorities|lease QUEUE`: what an operator does to a whole queue. The
+//! `rill queue pause|resume|drain|remove|limit|priorities|lease|timeout QUEUE`: what an operator does to a whole queue. The
 //! destructive ones ask first on a terminal; scripts say `--yes`.
 
 use std::process::ExitCode;
@@ -48,6 +48,24 @@ pub enum QueueCommand {
     /// another worker takes it over. The first worker to start sets it; restart workers after changing it.
     #[command(after_help = "Examples:\n  rill queue lease emails\n  rill queue lease emails 2m")]
     Lease(LeaseArgs),
+    /// Show or set the queue's default time limit for one attempt of a job without a limit of its own (workers
+    /// given --timeout keep theirs). Workers read it when they start.
+    #[command(
+        after_help = "Examples:\n  rill queue timeout emails\n  rill queue timeout emails 5m\n  rill queue timeout emails --clear"
+    )]
+    Timeout(TimeoutArgs),
+}
+
+#[derive(Args, Debug)]
+pub struct TimeoutArgs {
+    /// The queue.
+    queue: String,
+    /// The new default limit (30s, 5m); without it, shows the current one.
+    #[arg(value_parser = crate::parse_duration, conflicts_with = "clear")]
+    limit: Option<std::time::Duration>,
+    /// Remove the default: jobs without a limit of their own run as long as they take.
+    #[arg(long)]
+    clear: bool,
 }
 
 #[derive(Args, Debug)]
@@ -140,6 +158,7 @@ pub async fn run(ctx: &Context, c: QueueCommand) -> anyhow::Result<ExitCode> {
         QueueCommand::Limit(a) => limit(ctx, a).await,
         QueueCommand::Priorities(a) => priorities(ctx, a).await,
         QueueCommand::Lease(a) => lease(ctx, a).await,
+        QueueCommand::Timeout(a) => timeout(ctx, a).await,
     }
 }
 
@@ -384,6 +403,31 @@ async fn lease(ctx: &Context, a: LeaseArgs) -> anyhow::Result<ExitCode> {
                 "{}: no lease set yet (the first worker to start sets its own)",
                 a.queue
             ),
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn timeout(ctx: &Context, a: TimeoutArgs) -> anyhow::Result<ExitCode> {
+    let q = ctx.queue(&a.queue)?;
+    ctx.connect().await?;
+    if a.clear || a.limit.is_some() {
+        q.set_default_timeout(a.limit).await?;
+    }
+    let limit = q.default_timeout().await?;
+    if ctx.json {
+        output::print_json(&json!({
+            "queue": a.queue,
+            "timeout_ms": limit.map(|d| d.as_millis() as u64),
+        }));
+    } else {
+        match limit {
+            Some(d) => println!(
+                "{}: jobs without a limit of their own stop after {} (workers read it when they start)",
+                a.queue,
+                humantime::format_duration(d)
+            ),
+            None => println!("{}: no default time limit", a.queue),
         }
     }
     Ok(ExitCode::SUCCESS)

@@ -287,4 +287,46 @@ impl<T: Serialize + DeserializeOwned> Queue<T> {
             .await?;
         Ok(ms.map(Duration::from_millis))
     }
+
+    /// Sets the queue's default time limit for one attempt of a job that carries none of its own
+    /// ([`crate::Enqueue::timeout`]); `None` removes it. Workers read it when they start; a worker given a limit
+    /// of its own ([`crate::Worker::timeout`], `rill work --timeout`) uses that instead. Zero removes it too.
+    ///
+    /// # Errors
+    /// Redis errors.
+    pub async fn set_default_timeout(&self, limit: Option<Duration>) -> Result<()> {
+        let mut conn = self.client.conn().await?;
+        match limit.filter(|d| !d.is_zero()) {
+            Some(d) => {
+                let () = redis::cmd("HSET")
+                    .arg(&self.keys.config)
+                    .arg("timeout_ms")
+                    .arg(d.as_millis().max(1) as u64)
+                    .query_async(&mut conn)
+                    .await?;
+            }
+            None => {
+                let () = redis::cmd("HDEL")
+                    .arg(&self.keys.config)
+                    .arg("timeout_ms")
+                    .query_async(&mut conn)
+                    .await?;
+            }
+        }
+        Ok(())
+    }
+
+    /// The queue's default attempt time limit ([`Queue::set_default_timeout`]), if it has one.
+    ///
+    /// # Errors
+    /// Redis errors.
+    pub async fn default_timeout(&self) -> Result<Option<Duration>> {
+        let mut conn = self.client.conn().await?;
+        let ms: Option<u64> = redis::cmd("HGET")
+            .arg(&self.keys.config)
+            .arg("timeout_ms")
+            .query_async(&mut conn)
+            .await?;
+        Ok(ms.filter(|ms| *ms > 0).map(Duration::from_millis))
+    }
 }

@@ -246,6 +246,11 @@ impl Worker {
             tracing::warn!(queue = %self.keys.queue, configured = ?self.config.lease, queue_lease = ?lease, "this queue's workers share one lease: using the queue's (change it with Queue::set_lease, `rill queue lease`)");
             self.config.lease = lease;
         }
+        // Jobs without a time limit of their own get the queue's default, unless this worker was given one.
+        if self.config.timeout.is_none() {
+            let queue = self.client.queue::<()>(&self.keys.queue)?;
+            self.config.timeout = queue.default_timeout().await?;
+        }
         // Before the first read: a limited queue is read through limit.lua from the start.
         let (rate, cap, keyed): (Option<String>, Option<String>, Option<String>) =
             redis::cmd("HMGET")

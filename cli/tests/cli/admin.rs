@@ -345,3 +345,21 @@ fn queue_lease_shows_and_sets_the_lease_workers_share() {
     assert_eq!(cli.json(&["queue", "lease", "mail"])["lease_ms"], 120_000);
     cli.fails(&["queue", "lease", "mail", "soon"], 2);
 }
+
+#[test]
+fn queue_timeout_shows_sets_and_clears_the_default_limit() {
+    let cli = Cli::new();
+    assert!(cli.json(&["queue", "timeout", "mail"])["timeout_ms"].is_null());
+    let text = cli.ok(&["queue", "timeout", "mail", "5m"]);
+    assert!(
+        text.starts_with("mail: jobs without a limit of their own stop after 5m"),
+        "{text}"
+    );
+    assert_eq!(
+        cli.json(&["queue", "timeout", "mail"])["timeout_ms"],
+        300_000
+    );
+    let cleared = cli.json(&["queue", "timeout", "mail", "--clear"]);
+    assert!(cleared["timeout_ms"].is_null(), "{cleared}");
+    cli.fails(&["queue", "timeout", "mail", "5m", "--clear"], 2);
+}
