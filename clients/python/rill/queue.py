@@ -198,6 +198,15 @@ class Queue(Scheduling):
         self.redis.hdel(self.keys.limit, "rate", "period_ms", "used")
         self.redis.delete(self.keys.limit_starts)
 
+    def set_default_timeout(self, limit):
+        """The queue's default limit on one attempt (seconds or timedelta) of a job without its own; None removes
+        it. Workers read it when they start; one given its own ``timeout`` keeps that."""
+        ms = wire.ms(_seconds(limit, "timeout")) if limit is not None else 0
+        if ms > 0:
+            self.redis.hset(self.keys.config, "timeout_ms", ms)
+        else:
+            self.redis.hdel(self.keys.config, "timeout_ms")
+
     def set_concurrency_limit(self, most):
         """At most ``most`` jobs handed out and not finished at once, across all workers."""
         if not isinstance(most, int) or most < 1:

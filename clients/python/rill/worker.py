@@ -149,9 +149,12 @@ class Worker(Settling, Listening, Upkeep):
         self._set_levels(text(levels or b""), text(weights or b""))
         self._create_group()
         self.r.hsetnx(self.keys.config, "lease_ms", wire.ms(self.lease))
-        stored = self.r.hget(self.keys.config, "lease_ms")
+        stored, default_timeout = self.r.hmget(self.keys.config, "lease_ms", "timeout_ms")
         if stored:
             self.lease = int(stored) / 1000
+        # The queue's default limit for jobs without their own, unless this worker was given one.
+        if self.timeout is None and default_timeout and int(default_timeout) > 0:
+            self.timeout = int(default_timeout) / 1000
         limits = self.r.hmget(self.keys.limit, "rate", "concurrency", "key_field")
         self._limited = any(limits) or bool(self.r.zcard(self.keys.held))
         self._paused = bool(self.r.exists(self.keys.paused))

@@ -143,6 +143,19 @@ class Working(RedisTest):
         until("the next job ran in the freed slot", lambda: q.state(nxt) == "completed", timeout=10)
 
 
+    def test_the_queues_default_limit_applies_to_jobs_without_their_own(self):
+        q = self.client.queue("jobs")
+        q.set_default_timeout(0.3)
+        self.assertEqual(self.r.hget(q.keys.config, "timeout_ms"), b"300")
+        jid = q.enqueue("stuck", max_attempts=1)
+        gate = threading.Event()
+        self.addCleanup(gate.set)
+        self.start(lambda job: gate.wait(30), concurrency=1, lease=1.2)
+        until("timed out and dead", lambda: q.state(jid) == "dead", timeout=10)
+        self.assertIn("timeout:", q.job(jid).error)
+        q.set_default_timeout(None)
+        self.assertIsNone(self.r.hget(q.keys.config, "timeout_ms"))
+
     def test_the_worker_beats_into_the_registry_and_adopts_a_crashed_ones_jobs(self):
         q = self.client.queue("jobs")
         # A worker that died holding a job: registered, its last beat 10 s ago, its lease (60 s) far from over.

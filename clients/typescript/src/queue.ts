@@ -203,6 +203,13 @@ export class Queue {
 
   // Limits (SPEC.md sections 6f, 6h) and priority levels (6g): every worker of the queue follows them within a second.
 
+  /** The queue's default limit on one attempt (ms) of a job without its own; undefined removes it. Workers read it
+   * when they start; one given its own `timeoutMs` keeps that. */
+  async setDefaultTimeout(ms?: number): Promise<void> {
+    if (ms !== undefined && ms > 0) await this.redis.hset(this.keys.config, "timeout_ms", Math.round(ms));
+    else await this.redis.hdel(this.keys.config, "timeout_ms");
+  }
+
   /** At most `max` job starts in any window of `perMs`, across all workers. */
   async setRateLimit(max: number, perMs: number): Promise<void> {
     if (!Number.isInteger(max) || max < 1 || !(perMs >= 1)) throw new InvalidOption("rate limit", "at least 1 job per at least 1 ms");

@@ -98,8 +98,10 @@ export class Worker<T = unknown> extends Listening<T> {
     this.setLevels(levels ?? "", weights ?? "");
     await this.createGroups();
     await this.redis.hsetnx(this.keys.config, "lease_ms", this.o.leaseMs);
-    const stored = await this.redis.hget(this.keys.config, "lease_ms");
+    const [stored, defaultTimeout] = await this.redis.hmget(this.keys.config, "lease_ms", "timeout_ms");
     if (stored) this.leaseMs = Number(stored);
+    // The queue's default limit for jobs without their own, unless this worker was given one.
+    if (this.o.timeoutMs === undefined && Number(defaultTimeout) > 0) this.o.timeoutMs = Number(defaultTimeout);
     const limits = await this.redis.hmget(this.keys.limit, "rate", "concurrency", "key_field");
     this.limited = limits.some((x) => x !== null) || (await this.redis.zcard(this.keys.held)) > 0;
     this.paused = (await this.redis.exists(this.keys.paused)) === 1;

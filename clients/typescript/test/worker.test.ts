@@ -161,6 +161,25 @@ test("a handler past its time limit loses its slot", () =>
     release();
   }));
 
+test("the queue's default limit applies to jobs without their own", () =>
+  withWorkers(async (c, start) => {
+    const q = c.queue("jobs");
+    await q.setDefaultTimeout(300);
+    assert.equal(await c.redis.hget(q.keys.config, "timeout_ms"), "300");
+    await q.enqueue("stuck", { id: "stuck", maxAttempts: 1 });
+    let release!: () => void;
+    const gate = new Promise<void>((res) => (release = res));
+    start(async () => {
+      await gate; // ignores job.signal
+      return "done";
+    }, { concurrency: 1, leaseMs: 1200 });
+    await until("timed out and dead", async () => (await q.state("stuck")) === "dead", 10_000);
+    assert.match((await q.job("stuck")).error ?? "", /^timeout:/);
+    release();
+    await q.setDefaultTimeout();
+    assert.equal(await c.redis.hget(q.keys.config, "timeout_ms"), null);
+  }));
+
 test("signals cancel a running job, pause the queue and stop the worker", () =>
   withWorkers(async (c, start) => {
     const q = c.queue("jobs");
