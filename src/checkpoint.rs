@@ -240,6 +240,9 @@ impl<T: Serialize + DeserializeOwned> Queue<T> {
     /// # Errors
     /// Redis errors.
     pub async fn checkpoints(&self, id: &str, count: usize) -> Result<Vec<CheckpointInfo>> {
+        if let Some(q) = self.holder(id).await? {
+            return Box::pin(q.checkpoints(id, count)).await;
+        }
         read_checkpoints(&self.client, &self.keys, id, count).await
     }
 
@@ -249,6 +252,9 @@ impl<T: Serialize + DeserializeOwned> Queue<T> {
     /// # Errors
     /// Redis errors.
     pub async fn restore_checkpoint(&self, id: &str, version: u64) -> Result<usize> {
+        if let Some(q) = self.holder(id).await? {
+            return Box::pin(q.restore_checkpoint(id, version)).await;
+        }
         let key = self.keys.checkpoints(id);
         let mut conn = self.client.conn().await?;
         let v: redis::Value = redis::cmd("XRANGE")
@@ -286,6 +292,9 @@ impl<T: Serialize + DeserializeOwned> Queue<T> {
     /// # Errors
     /// Redis errors.
     pub async fn clear_checkpoints(&self, id: &str) -> Result<()> {
+        if let Some(q) = self.holder(id).await? {
+            return Box::pin(q.clear_checkpoints(id)).await;
+        }
         let mut conn = self.client.conn().await?;
         let _: () = redis::cmd("DEL")
             .arg(self.keys.checkpoints(id))

@@ -37,6 +37,14 @@ pub enum Error {
         /// Consumer names of the workers that are not judged crashed.
         workers: Vec<String>,
     },
+    /// A call that partitioned queues (SPEC §2a) do not offer yet.
+    #[error("queue {queue:?} is partitioned: {what} is not available on partitioned queues")]
+    Partitioned {
+        /// The queue.
+        queue: String,
+        /// What was asked.
+        what: &'static str,
+    },
     /// The Redis URL could not be parsed.
     #[error("invalid Redis URL {url:?}: {source}")]
     InvalidUrl {

@@ -167,8 +167,24 @@ impl QueueKeys {
     pub fn new(namespace: &str, queue: &str) -> Result<Self> {
         validate_name(namespace)?;
         validate_name(queue)?;
-        let prefix = format!("{namespace}:{{{queue}}}");
-        Ok(QueueKeys {
+        Ok(Self::tagged(namespace, queue, queue))
+    }
+
+    /// Keys of one partition of partitioned queue `queue` (SPEC §2a): the same layout under the partition's hash
+    /// tag; [`QueueKeys::queue`] stays the queue's name. The tag comes from [`crate::partition::Partitions`].
+    pub(crate) fn partition(&self, tag: &str) -> Self {
+        let namespace = self.queues.strip_suffix(":queues").unwrap_or_default();
+        Self::tagged(namespace, &self.queue, tag)
+    }
+
+    /// Whether these are the keys of partition 1 or later of a partitioned queue (not the queue's own).
+    pub fn is_partition(&self) -> bool {
+        !self.prefix.ends_with(&format!("{{{}}}", self.queue))
+    }
+
+    fn tagged(namespace: &str, queue: &str, tag: &str) -> Self {
+        let prefix = format!("{namespace}:{{{tag}}}");
+        QueueKeys {
             queue: queue.to_owned(),
             ready: format!("{prefix}:ready"),
             delayed: format!("{prefix}:delayed"),
@@ -199,9 +215,9 @@ impl QueueKeys {
                     p => format!("{prefix}:ready:{p}"),
                 })
                 .collect(),
-            queues: queues_key(namespace)?,
+            queues: format!("{namespace}:queues"),
             prefix,
-        })
+        }
     }
 
     /// The stream of priority level `level` (0 is [`QueueKeys::ready`]; levels past the last are the last's).

@@ -75,7 +75,8 @@
 //!   [`wire`] (entry fields, CBOR, strict parsing of foreign entries), [`error`] ([`Error`]), `identity` (clock,
 //!   host name, ids), [`client`] ([`Client`]: one shared command connection, a dedicated one per blocking loop; TLS, and Sentinel
 //!   URLs whose connections find the current primary), [`priority`] (levels, the order a worker reads them in, a
-//!   delivery's address across levels).
+//!   delivery's address across levels), [`partition`] (partitioned queues: tags spread over the slot space, routing
+//!   by dedup key or id).
 //! - [`scripts`]: one file per Lua script of `lua/` (`lua/X.lua` is called from `scripts/X.rs`), with typed
 //!   arguments and outcomes.
 //! - [`queue`]: [`Queue`], by subject: `enqueue`, `jobs` (state, record, result), `list` (jobs by state, paged),
@@ -112,6 +113,7 @@ pub mod keys;
 pub mod metrics;
 #[cfg(feature = "otel")]
 mod otel;
+pub mod partition;
 pub mod priority;
 pub mod queue;
 pub mod registry;

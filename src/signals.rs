@@ -274,6 +274,35 @@ impl<T: Serialize + DeserializeOwned> Queue<T> {
         target: &Target,
         payload: Option<&P>,
     ) -> Result<scripts::SignalSent> {
+        // A partitioned queue (SPEC §2a): a job's signal runs where the job is; what is left for workers is copied
+        // to partition 0's signals stream, the one they listen on.
+        if let Target::Job(id) = target
+            && let Some(q) = self.holder(id).await?
+        {
+            let sent = Box::pin(q.signal_raw(kind, target, payload)).await?;
+            if sent.applied == SignalApplied::ForWorkers {
+                let payload = payload.map(wire::encode).transpose()?.unwrap_or_default();
+                let _: () = redis::cmd("XADD")
+                    .arg(&self.keys.signals)
+                    .arg("MAXLEN")
+                    .arg("~")
+                    .arg(HISTORY_MAXLEN)
+                    .arg("*")
+                    .arg("kind")
+                    .arg(kind.to_wire())
+                    .arg("target")
+                    .arg(target.to_wire())
+                    .arg("sender")
+                    .arg(sender_name())
+                    .arg("ms")
+                    .arg(now_ms())
+                    .arg("payload")
+                    .arg(payload)
+                    .query_async(&mut self.client.conn().await?)
+                    .await?;
+            }
+            return Ok(sent);
+        }
         let payload = payload.map(wire::encode).transpose()?.unwrap_or_default();
         let mut conn = self.client.conn().await?;
         let call = SignalSend {

@@ -1,4 +1,4 @@
-//! `rill queue pause|resume|drain|remove|limit|priorities|lease|timeout QUEUE`: what an operator does to a whole queue. The
+//! `rill queue create|pause|resume|drain|remove|limit|priorities|lease|timeout QUEUE`: what an operator does to a whole queue. The
 //! destructive ones ask first on a terminal; scripts say `--yes`.
 
 use std::process::ExitCode;
@@ -11,6 +11,12 @@ use crate::output;
 
 #[derive(Subcommand, Debug)]
 pub enum QueueCommand {
+    /// Create the queue, optionally spread over N partitions (hash tags) so it uses every master of a Redis
+    /// Cluster; every other command takes the queue's name unchanged. Do it before workers start.
+    #[command(
+        after_help = "Examples:\n  rill queue create orders --partitions 6\n  rill queue create orders --json"
+    )]
+    Create(CreateArgs),
     /// Stop every worker of the queue from taking jobs (running ones finish); kept across worker restarts.
     #[command(after_help = "Examples:\n  rill queue pause emails\n  rill queue pause emails --yes")]
     Pause(QueueArgs),
@@ -54,6 +60,15 @@ pub enum QueueCommand {
         after_help = "Examples:\n  rill queue timeout emails\n  rill queue timeout emails 5m\n  rill queue timeout emails --clear"
     )]
     Timeout(TimeoutArgs),
+}
+
+#[derive(Args, Debug)]
+pub struct CreateArgs {
+    /// The queue.
+    pub queue: String,
+    /// Partitions, 2 to 256 (none: one key set, one hash slot).
+    #[arg(long)]
+    pub partitions: Option<usize>,
 }
 
 #[derive(Args, Debug)]
@@ -151,6 +166,7 @@ pub struct RemoveArgs {
 
 pub async fn run(ctx: &Context, c: QueueCommand) -> anyhow::Result<ExitCode> {
     match c {
+        QueueCommand::Create(a) => create(ctx, a).await,
         QueueCommand::Pause(a) => pause_or_resume(ctx, a, true).await,
         QueueCommand::Resume(a) => pause_or_resume(ctx, a, false).await,
         QueueCommand::Drain(a) => drain(ctx, a).await,
@@ -371,6 +387,36 @@ async fn priorities(ctx: &Context, a: PrioritiesArgs) -> anyhow::Result<ExitCode
                 w.iter().map(u32::to_string).collect::<Vec<_>>().join(":")
             ),
         }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn create(ctx: &Context, a: CreateArgs) -> anyhow::Result<ExitCode> {
+    let q = ctx.queue(&a.queue)?;
+    ctx.connect().await?;
+    let parts = match a.partitions {
+        Some(n) => q.set_partitions(n).await?.tags().to_vec(),
+        None => {
+            q.create().await?;
+            q.partitions()
+                .await?
+                .map(|p| p.tags().to_vec())
+                .unwrap_or_default()
+        }
+    };
+    if ctx.json {
+        output::print_json(
+            &json!({"queue": a.queue, "partitions": parts.len().max(1), "tags": parts}),
+        );
+    } else if parts.is_empty() {
+        println!("{}: created", a.queue);
+    } else {
+        println!(
+            "{}: {} partitions ({})",
+            a.queue,
+            parts.len(),
+            parts.join(", ")
+        );
     }
     Ok(ExitCode::SUCCESS)
 }

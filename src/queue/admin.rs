@@ -48,6 +48,9 @@ impl<T: Serialize + DeserializeOwned> Queue<T> {
     /// # Errors
     /// Redis errors.
     pub async fn promote(&self, id: &str) -> Result<bool> {
+        if let Some(q) = self.holder(id).await? {
+            return Box::pin(q.promote(id)).await;
+        }
         let mut conn = self.client.conn().await?;
         let out =
             scripts::run_now(&mut conn, &self.keys, id, now_ms(), DEFAULT_EVENTS_MAXLEN).await?;
@@ -61,6 +64,9 @@ impl<T: Serialize + DeserializeOwned> Queue<T> {
     /// # Errors
     /// Redis errors.
     pub async fn delete(&self, id: &str) -> Result<Deleted> {
+        if let Some(q) = self.holder(id).await? {
+            return Box::pin(q.delete(id)).await;
+        }
         let mut conn = self.client.conn().await?;
         match scripts::delete(&mut conn, &self.keys, id, now_ms(), DEFAULT_EVENTS_MAXLEN).await? {
             scripts::Deleted::Deleted(state) => Ok(Deleted::Removed(JobState::parse(&state)?)),
@@ -79,6 +85,14 @@ impl<T: Serialize + DeserializeOwned> Queue<T> {
     /// # Errors
     /// Redis errors; what was deleted before one stays deleted.
     pub async fn drain(&self) -> Result<Drained> {
+        if let Some(parts) = self.partition_queues().await? {
+            let all =
+                futures::future::try_join_all(parts.iter().map(|q| Box::pin(q.drain()))).await?;
+            return Ok(all.into_iter().fold(Drained::default(), |a, b| Drained {
+                waiting: a.waiting + b.waiting,
+                delayed: a.delayed + b.delayed,
+            }));
+        }
         let levels = self.priorities().await?.levels();
         let mut conn = self.client.conn().await?;
         let mut total = Drained::default();
@@ -126,7 +140,18 @@ impl<T: Serialize + DeserializeOwned> Queue<T> {
                 });
             }
         }
-        let removed = self.client.unlink_matching(&self.keys.pattern()).await?;
+        // A partitioned queue's other partitions first: its settings (which name them) go last, with partition 0.
+        let mut removed = 0;
+        for q in self
+            .partition_queues()
+            .await?
+            .unwrap_or_default()
+            .iter()
+            .skip(1)
+        {
+            removed += self.client.unlink_matching(&q.keys.pattern()).await?;
+        }
+        removed += self.client.unlink_matching(&self.keys.pattern()).await?;
         let mut conn = self.client.conn().await?;
         let _: () = redis::cmd("SREM")
             .arg(&self.keys.queues)
@@ -143,6 +168,8 @@ impl<T: Serialize + DeserializeOwned> Queue<T> {
     /// # Errors
     /// [`Error::InvalidOption`] for `max` 0 or `per` under 1 ms; Redis errors.
     pub async fn set_rate_limit(&self, max: u32, per: Duration) -> Result<()> {
+        self.refuse_partitioned("rate and concurrency limits")
+            .await?;
         if max == 0 || per < Duration::from_millis(1) {
             return Err(Error::InvalidOption {
                 option: "rate limit",
@@ -166,6 +193,8 @@ impl<T: Serialize + DeserializeOwned> Queue<T> {
     /// # Errors
     /// Redis errors.
     pub async fn clear_rate_limit(&self) -> Result<bool> {
+        self.refuse_partitioned("rate and concurrency limits")
+            .await?;
         let mut conn = self.client.conn().await?;
         let (removed, _): (u64, u64) = redis::pipe()
             .atomic()
@@ -197,6 +226,8 @@ impl<T: Serialize + DeserializeOwned> Queue<T> {
     /// # Errors
     /// [`Error::InvalidOption`] for `max` 0; Redis errors.
     pub async fn set_concurrency_limit(&self, max: u32) -> Result<()> {
+        self.refuse_partitioned("rate and concurrency limits")
+            .await?;
         if max == 0 {
             return Err(Error::InvalidOption {
                 option: "concurrency limit",
@@ -218,6 +249,8 @@ impl<T: Serialize + DeserializeOwned> Queue<T> {
     /// # Errors
     /// Redis errors.
     pub async fn clear_concurrency_limit(&self) -> Result<bool> {
+        self.refuse_partitioned("rate and concurrency limits")
+            .await?;
         let mut conn = self.client.conn().await?;
         let removed: u64 = redis::cmd("HDEL")
             .arg(&self.keys.limit)

@@ -24,6 +24,14 @@ pub struct Requeue {
 }
 
 impl Requeue {
+    /// Two partitions' outcomes as one queue's.
+    pub(super) fn plus(mut self, o: Requeue) -> Requeue {
+        self.requeued.extend(o.requeued);
+        self.missing.extend(o.missing);
+        self.live.extend(o.live);
+        self
+    }
+
     fn record(&mut self, code: scripts::Requeued, job_id: &str) {
         let list = match code {
             scripts::Requeued::Ready => &mut self.requeued,
@@ -61,6 +69,20 @@ impl<T: Serialize + DeserializeOwned> Queue<T> {
     /// # Errors
     /// Redis errors.
     pub async fn retry_dead(&self, job_ids: &[&str]) -> Result<Requeue> {
+        if let Some(parts) = self.partition_queues().await? {
+            let all = futures::future::try_join_all(
+                parts.iter().map(|q| Box::pin(q.retry_dead(job_ids))),
+            )
+            .await?;
+            let mut out = all.into_iter().fold(Requeue::default(), Requeue::plus);
+            // Missing means missing from every partition.
+            out.missing = job_ids
+                .iter()
+                .filter(|id| !out.requeued.iter().chain(&out.live).any(|r| r == *id))
+                .map(|id| (*id).to_owned())
+                .collect();
+            return Ok(out);
+        }
         let mut out = Requeue::default();
         if job_ids.is_empty() {
             return Ok(out);
@@ -104,6 +126,12 @@ impl<T: Serialize + DeserializeOwned> Queue<T> {
     /// # Errors
     /// Redis errors; dead letters already requeued stay requeued.
     pub async fn retry_all_dead(&self) -> Result<Requeue> {
+        if let Some(parts) = self.partition_queues().await? {
+            let all =
+                futures::future::try_join_all(parts.iter().map(|q| Box::pin(q.retry_all_dead())))
+                    .await?;
+            return Ok(all.into_iter().fold(Requeue::default(), Requeue::plus));
+        }
         const BATCH: usize = 500;
         let mut out = Requeue::default();
         let mut after: Option<String> = None;
@@ -127,6 +155,13 @@ impl<T: Serialize + DeserializeOwned> Queue<T> {
     /// # Errors
     /// Redis errors.
     pub async fn purge_dead(&self, older_than: Option<std::time::Duration>) -> Result<u64> {
+        if let Some(parts) = self.partition_queues().await? {
+            let all = futures::future::try_join_all(
+                parts.iter().map(|q| Box::pin(q.purge_dead(older_than))),
+            )
+            .await?;
+            return Ok(all.into_iter().sum());
+        }
         const BATCH: usize = 1000;
         let cutoff = older_than.map_or(0, |d| now_ms().saturating_sub(d.as_millis() as u64).max(1));
         let mut conn = self.client.conn().await?;
@@ -160,6 +195,17 @@ impl<T: Serialize + DeserializeOwned> Queue<T> {
     /// # Errors
     /// Redis errors.
     pub async fn dead_letters(&self, after: Option<&str>, count: usize) -> Result<Vec<DeadLetter>> {
+        if let Some(parts) = self.partition_queues().await? {
+            // One page from each, merged by entry id (time order across partitions).
+            let all = futures::future::try_join_all(
+                parts.iter().map(|q| Box::pin(q.dead_letters(after, count))),
+            )
+            .await?;
+            let mut all: Vec<_> = all.into_iter().flatten().collect();
+            all.sort_by(|a, b| crate::wire::entry_id_order(&a.entry_id, &b.entry_id));
+            all.truncate(count);
+            return Ok(all);
+        }
         Ok(self
             .entries_after(&self.keys.dead, after, count)
             .await?

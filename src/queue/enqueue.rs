@@ -261,11 +261,32 @@ impl<T: Serialize + DeserializeOwned> Queue<T> {
                 reason,
             });
         }
+        match self
+            .route(opts.id.as_deref(), opts.dedup_key.as_deref())
+            .await?
+        {
+            Some((partition, id)) => {
+                let mut conn = self.client.conn().await?;
+                self.client.list_queue(&mut conn, &self.keys).await?;
+                partition.add(payload, opts, id).await
+            }
+            None => self.add(payload, opts, None).await,
+        }
+    }
+
+    /// Adds a checked job to this key set; `generated`: the id a partitioned queue gave a job without one (it
+    /// gets no dedup record).
+    async fn add(
+        &self,
+        payload: Vec<u8>,
+        opts: Enqueue,
+        generated: Option<String>,
+    ) -> Result<EnqueueOutcome> {
         let mut conn = self.client.conn().await?;
         self.client.list_queue(&mut conn, &self.keys).await?;
         let max = opts.max_attempts.map(|m| m.to_string());
         let timeout = opts.timeout.map(|t| t.as_millis().to_string());
-        if opts.is_plain() && opts.priority == 0 {
+        if opts.is_plain() && opts.priority == 0 && generated.is_none() {
             let mut cmd = redis::cmd("XADD");
             cmd.arg(&self.keys.ready)
                 .arg("*")
@@ -286,10 +307,11 @@ impl<T: Serialize + DeserializeOwned> Queue<T> {
         }
         let now = now_ms();
         // An unnamed job above level 0 stays unnamed (`<entry id>@<level>`): enqueue.lua checks the level.
-        let job_id = match &opts.id {
-            Some(id) => id.clone(),
-            None if opts.is_plain() => String::new(),
-            None => random_id(),
+        let job_id = match (&opts.id, generated) {
+            (Some(id), _) => id.clone(),
+            (None, Some(id)) => id,
+            (None, None) if opts.is_plain() => String::new(),
+            (None, None) => random_id(),
         };
         let dedup = opts.dedup_key.as_deref().unwrap_or(&job_id).to_owned();
         let ttl = opts.dedup_ttl.unwrap_or(DEFAULT_DEDUP_TTL).as_millis() as u64;
@@ -360,6 +382,15 @@ impl<T: Serialize + DeserializeOwned> Queue<T> {
         for j in jobs {
             wire::encode_into(j, &mut encoded, limit)?;
             ends.push(encoded.len());
+        }
+        if self.partitions().await?.is_some() {
+            // Each job through its partition's enqueue.lua (it needs an id there), many in flight at once.
+            use futures::{StreamExt, TryStreamExt};
+            return futures::stream::iter(jobs)
+                .map(|j| self.enqueue(j))
+                .buffered(BULK_CHUNK)
+                .try_collect()
+                .await;
         }
         #[cfg(feature = "otel")]
         let headers = crate::otel::current_context_headers();

@@ -34,6 +34,17 @@ impl<T: Serialize + DeserializeOwned> Queue<T> {
     /// # Errors
     /// Redis errors.
     pub async fn events(&self, after: Option<&str>, count: usize) -> Result<Vec<Event>> {
+        if let Some(parts) = self.partition_queues().await? {
+            // One page from each, merged by entry id (time order across partitions).
+            let all = futures::future::try_join_all(
+                parts.iter().map(|q| Box::pin(q.events(after, count))),
+            )
+            .await?;
+            let mut all: Vec<_> = all.into_iter().flatten().collect();
+            all.sort_by(|a, b| crate::wire::entry_id_order(&a.entry_id, &b.entry_id));
+            all.truncate(count);
+            return Ok(all);
+        }
         Ok(to_events(
             self.entries_after(&self.keys.events, after, count).await?,
         ))
@@ -45,6 +56,7 @@ impl<T: Serialize + DeserializeOwned> Queue<T> {
     /// # Errors
     /// Redis errors.
     pub async fn follow_events(&self, after: Option<&str>) -> Result<EventFeed> {
+        self.refuse_partitioned("following events").await?;
         let last = match after {
             Some(a) => a.to_owned(),
             // The newest id now, not `$`: `$` on every call would miss events added between two calls.

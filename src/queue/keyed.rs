@@ -101,6 +101,7 @@ impl<T: serde::Serialize + serde::de::DeserializeOwned> Queue<T> {
     /// [`Error::InvalidOption`] for a field that is not an `x-*` header name, no rate and no concurrency, a rate
     /// of 0 or per under 1 ms, or a concurrency of 0; Redis errors.
     pub async fn set_key_limit(&self, limit: &KeyLimit) -> Result<()> {
+        self.refuse_partitioned("per-key limits").await?;
         limit.check()?;
         let mut set = redis::cmd("HSET");
         set.arg(&self.keys.limit).arg("key_field").arg(&limit.field);

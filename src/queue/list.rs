@@ -96,6 +96,7 @@ impl<T: Serialize + DeserializeOwned> Queue<T> {
         after: Option<&str>,
         limit: usize,
     ) -> Result<JobPage> {
+        self.refuse_partitioned("listing jobs by state").await?;
         let limit = limit.max(1);
         match state {
             JobState::Waiting | JobState::Active => self.list_levels(state, after, limit).await,

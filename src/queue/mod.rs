@@ -7,12 +7,16 @@
 
 use std::collections::HashMap;
 use std::marker::PhantomData;
+use std::sync::Arc;
+use std::sync::atomic::AtomicUsize;
 
 use serde::{Serialize, de::DeserializeOwned};
+use tokio::sync::OnceCell;
 
 use crate::client::Client;
 use crate::error::Result;
 use crate::keys::QueueKeys;
+use crate::partition::Partitions;
 use crate::wire::{self, RawEntry};
 
 mod admin;
@@ -22,6 +26,7 @@ mod events;
 mod jobs;
 mod keyed;
 mod list;
+mod partitioned;
 mod priorities;
 mod stats;
 mod wait;
@@ -42,6 +47,11 @@ pub use wait::JobOutcome;
 pub struct Queue<T> {
     pub(crate) client: Client,
     pub(crate) keys: QueueKeys,
+    /// The queue's partitions (SPEC §2a), read from its settings on first use; `None` inside: not partitioned
+    /// (or this handle is one partition's).
+    parts: Arc<OnceCell<Option<Arc<Partitions>>>>,
+    /// The partition the next job without an id goes to.
+    turn: Arc<AtomicUsize>,
     _job: PhantomData<fn(T) -> T>,
 }
 
@@ -50,6 +60,8 @@ impl<T> Clone for Queue<T> {
         Queue {
             client: self.client.clone(),
             keys: self.keys.clone(),
+            parts: self.parts.clone(),
+            turn: self.turn.clone(),
             _job: PhantomData,
         }
     }
@@ -68,6 +80,8 @@ impl<T: Serialize + DeserializeOwned> Queue<T> {
         Queue {
             client,
             keys,
+            parts: Arc::default(),
+            turn: Arc::new(AtomicUsize::new(rand::random::<u16>().into())),
             _job: PhantomData,
         }
     }

@@ -24,6 +24,7 @@ impl<T: Serialize + DeserializeOwned> Queue<T> {
     /// # Errors
     /// [`crate::Error::LevelInUse`] (nothing changed), Redis errors.
     pub async fn set_priorities(&self, priorities: &Priorities) -> Result<()> {
+        self.refuse_partitioned("priority levels").await?;
         let mut conn = self.client.conn().await?;
         scripts::set_levels(&mut conn, &self.keys, priorities).await
     }

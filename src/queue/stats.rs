@@ -43,6 +43,36 @@ pub struct Recent {
     pub complete: bool,
 }
 
+impl Counts {
+    /// Two partitions' counts as one queue's.
+    pub(super) fn plus(self, o: Counts) -> Counts {
+        Counts {
+            waiting: self.waiting + o.waiting,
+            active: self.active + o.active,
+            delayed: self.delayed + o.delayed,
+            dead: self.dead + o.dead,
+            parked: self.parked + o.parked,
+            oldest_waiting_ms: match (self.oldest_waiting_ms, o.oldest_waiting_ms) {
+                (Some(a), Some(b)) => Some(a.min(b)),
+                (a, b) => a.or(b),
+            },
+        }
+    }
+}
+
+impl Recent {
+    /// Two partitions' counts as one queue's (complete only if both are).
+    pub(super) fn plus(self, o: Recent) -> Recent {
+        Recent {
+            completed: self.completed + o.completed,
+            retried: self.retried + o.retried,
+            dead: self.dead + o.dead,
+            stalled: self.stalled + o.stalled,
+            complete: self.complete && o.complete,
+        }
+    }
+}
+
 /// When Redis cannot tell a group's lag, waiting entries up to this many are counted one by one.
 const EXACT_WAITING_UP_TO: u64 = 1_000;
 
@@ -52,6 +82,11 @@ impl<T: Serialize + DeserializeOwned> Queue<T> {
     /// # Errors
     /// Redis errors.
     pub async fn counts(&self) -> Result<Counts> {
+        if let Some(parts) = self.partition_queues().await? {
+            let all =
+                futures::future::try_join_all(parts.iter().map(|q| Box::pin(q.counts()))).await?;
+            return Ok(all.into_iter().fold(Counts::default(), Counts::plus));
+        }
         let mut conn = self.client.conn().await?;
         type Sizes = (u64, u64, u64, u64, Option<String>, Vec<(String, u64)>, u64);
         let (ready_len, delayed, dead, parked, levels, held, held_count): Sizes = redis::pipe()
@@ -189,6 +224,12 @@ impl<T: Serialize + DeserializeOwned> Queue<T> {
     /// # Errors
     /// Redis errors.
     pub async fn recent(&self, window: std::time::Duration) -> Result<Recent> {
+        if let Some(parts) = self.partition_queues().await? {
+            let all =
+                futures::future::try_join_all(parts.iter().map(|q| Box::pin(q.recent(window))))
+                    .await?;
+            return Ok(all.into_iter().reduce(Recent::plus).unwrap_or_default());
+        }
         const PAGE: usize = 1000;
         let since = now_ms().saturating_sub(window.as_millis() as u64);
         let mut conn = self.client.conn().await?;

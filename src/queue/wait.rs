@@ -81,6 +81,9 @@ impl<T: Serialize + DeserializeOwned> Queue<T> {
     /// # Ok(()) }
     /// ```
     pub async fn wait(&self, id: &str, timeout: Duration) -> Result<JobOutcome> {
+        if let Some(q) = self.holder(id).await? {
+            return Box::pin(q.wait(id, timeout)).await;
+        }
         let deadline = Instant::now() + timeout;
         loop {
             let follower = Follower::of(self).await?;

@@ -213,6 +213,20 @@ pub fn field<'a>(fields: &'a [(Vec<u8>, Vec<u8>)], name: &str) -> Option<&'a [u8
         .map(|(_, v)| v.as_slice())
 }
 
+/// Orders stream entry ids (`<ms>-<seq>`) as Redis does; ids that do not parse sort last, by text.
+pub fn entry_id_order(a: &str, b: &str) -> std::cmp::Ordering {
+    let key = |id: &str| {
+        id.split_once('-')
+            .and_then(|(ms, seq)| Some((ms.parse::<u64>().ok()?, seq.parse::<u64>().ok()?)))
+    };
+    match (key(a), key(b)) {
+        (Some(x), Some(y)) => x.cmp(&y),
+        (Some(_), None) => std::cmp::Ordering::Less,
+        (None, Some(_)) => std::cmp::Ordering::Greater,
+        (None, None) => a.cmp(b),
+    }
+}
+
 /// Milliseconds part of a stream id `ms-seq`.
 pub fn entry_id_ms(id: &str) -> Option<u64> {
     let (ms, seq) = id.split_once('-')?;

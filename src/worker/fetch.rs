@@ -11,15 +11,15 @@ use std::time::{Duration, Instant};
 use serde::de::DeserializeOwned;
 use tokio::sync::OwnedSemaphorePermit;
 
+use super::levels::read_levels;
 use super::reclaim;
 use super::runner::{Handler, Runner};
 use super::settle::hand_back_pending;
 use super::shared::Shared;
 use super::{ensure_group, ensure_level_groups};
-use crate::keys::GROUP;
 use crate::priority::ReadOrder;
 use crate::scripts;
-use crate::wire::{self, RawEntry};
+use crate::wire::RawEntry;
 
 /// Longest wait for more room before a read while there is a backlog.
 const COALESCE: Duration = Duration::from_millis(1);
@@ -154,10 +154,14 @@ impl Fetcher {
     /// [`Control::prefetch_allowed`]: super::control::Control::prefetch_allowed
     fn adjust_prefetch(&mut self) {
         let config = &self.shared.config;
-        let want = self
-            .shared
-            .control
-            .prefetch_allowed(config.concurrency, config.prefetch);
+        // The room is the worker's: on a partitioned queue one member's loop sizes it.
+        let want = if self.shared.prefetch_adjuster {
+            self.shared
+                .control
+                .prefetch_allowed(config.concurrency, config.prefetch)
+        } else {
+            0
+        };
         if want > self.prefetch {
             self.shared.room.add_permits(want - self.prefetch);
             self.prefetch = want;
@@ -228,11 +232,41 @@ impl Fetcher {
         };
     }
 
-    /// One blocking read of up to `count` new entries.
+    /// One blocking read of up to `count` new entries; on a queue with more partitions than the worker keeps
+    /// blocking reads, in a turn (and on a connection) of the worker's [`ReadPool`](super::shared::ReadPool).
     async fn read(
         &mut self,
         count: usize,
         shutdown: &mut std::pin::Pin<&mut impl Future<Output = ()>>,
+    ) -> Read {
+        let Some(pool) = self.shared.reads.clone() else {
+            return self.read_once(count, shutdown, self.block).await;
+        };
+        let turn = tokio::select! {
+            biased;
+            _ = shutdown.as_mut() => return Read::Shutdown,
+            t = pool.turn() => t,
+        };
+        let Some((_turn, conn)) = turn else {
+            return Read::Shutdown;
+        };
+        if conn.is_some() {
+            self.conn = conn;
+        }
+        let read = self
+            .read_once(count, shutdown, pool.block(self.block))
+            .await;
+        if let Some(c) = self.conn.take() {
+            pool.put_back(c);
+        }
+        read
+    }
+
+    async fn read_once(
+        &mut self,
+        count: usize,
+        shutdown: &mut std::pin::Pin<&mut impl Future<Output = ()>>,
+        block: Duration,
     ) -> Read {
         let shared = self.shared.clone();
         if self.conn.is_none() {
@@ -264,7 +298,7 @@ impl Fetcher {
             return self.read_limited(count, &order, shutdown).await;
         }
         let c = self.conn.as_mut().expect("connection set above");
-        let block = self.block.as_millis().max(1) as u64;
+        let block = block.as_millis().max(1) as u64;
         let read = read_levels(
             c,
             &shared.keys,
@@ -450,94 +484,6 @@ impl Fetcher {
         self.pause = (self.pause * 2).min(Duration::from_secs(2));
         Read::Again
     }
-}
-
-/// Reads up to `count` new entries from the priority levels in `order`: the first level that has entries first,
-/// then the next ones while room is left. A level `drained` (its last read found less than asked) is read in the
-/// same round trip as the level after it, so a backlog on a low level costs one round trip per read, not one per
-/// level above it; if a drained level had new entries meanwhile, the read brings more than `count` (at most
-/// `count` per drained level). With nothing on any level, one blocking read on all of them (which may bring up to
-/// `count` from each). Returns the entries, highest level first, and whether they came from the blocking read.
-/// A queue with one level is one blocking read, as before priorities.
-async fn read_levels(
-    c: &mut crate::client::BlockingConn,
-    keys: &crate::keys::QueueKeys,
-    consumer: &str,
-    order: &[u8],
-    count: usize,
-    block_ms: u64,
-    drained: &mut [bool],
-) -> redis::RedisResult<(Vec<(u8, RawEntry)>, bool)> {
-    let read = |streams: Vec<&str>, count: usize, block: Option<u64>| {
-        let mut cmd = redis::cmd("XREADGROUP");
-        cmd.arg("GROUP")
-            .arg(GROUP)
-            .arg(consumer)
-            .arg("COUNT")
-            .arg(count);
-        if let Some(ms) = block {
-            cmd.arg("BLOCK").arg(ms);
-        }
-        cmd.arg("STREAMS").arg(&streams);
-        for _ in &streams {
-            cmd.arg(">");
-        }
-        cmd
-    };
-    let parse = |v: redis::Value, out: &mut Vec<(u8, RawEntry)>| {
-        match wire::parse_read_reply_by_stream(v) {
-            Ok(streams) => {
-                for (stream, entries) in streams {
-                    let level = order
-                        .iter()
-                        .copied()
-                        .find(|&l| keys.level(l) == stream)
-                        .unwrap_or(0);
-                    out.extend(entries.into_iter().map(|e| (level, e)));
-                }
-            }
-            Err(e) => tracing::error!(error = %e, "fetch: unreadable reply"),
-        }
-    };
-    let mut out = Vec::new();
-    if let [level] = order {
-        let v = read(vec![keys.level(*level)], count, Some(block_ms))
-            .query_async(c)
-            .await?;
-        parse(v, &mut out);
-        return Ok((out, true));
-    }
-    let mut next = 0;
-    while next < order.len() && out.len() < count {
-        let want = count - out.len();
-        let mut pipe = redis::pipe();
-        let mut asked = Vec::new();
-        while let Some(&level) = order.get(next) {
-            pipe.add_command(read(vec![keys.level(level)], want, None));
-            asked.push(level);
-            next += 1;
-            if !drained.get(usize::from(level)).copied().unwrap_or(false) {
-                break;
-            }
-        }
-        let replies: Vec<redis::Value> = pipe.query_async(c).await?;
-        for (level, v) in asked.into_iter().zip(replies) {
-            let before = out.len();
-            parse(v, &mut out);
-            if let Some(d) = drained.get_mut(usize::from(level)) {
-                *d = out.len() - before < want;
-            }
-        }
-    }
-    if !out.is_empty() {
-        return Ok((out, false));
-    }
-    let all = order.iter().map(|&l| keys.level(l)).collect();
-    let v = read(all, count, Some(block_ms)).query_async(c).await?;
-    parse(v, &mut out);
-    // Highest priority first (the reply's order is the streams').
-    out.sort_by_key(|(l, _)| order.iter().position(|o| o == l));
-    Ok((out, true))
 }
 
 /// `permits` as one permit per entry, as dispatch expects.

@@ -8,17 +8,18 @@ use std::time::Duration;
 
 use tokio_util::sync::CancellationToken;
 
-use super::shared::Shared;
+use super::shared::{Crew, Shared};
 use crate::registry::{HEARTBEATS_MAXLEN, RECORD_TTL, RUNNING_LISTED};
 use crate::scripts;
 use crate::scripts::Call;
 
 /// Beats until `stop` fires (the first one registers).
-pub(super) async fn run(shared: Arc<Shared>, stop: CancellationToken) {
+pub(super) async fn run(crew: Crew, stop: CancellationToken) {
+    let shared = crew[0].clone();
     let mut conn = None;
     let mut beats = Beats::default();
     loop {
-        beat(&shared, &mut conn, &mut beats).await;
+        beat(&crew, &mut conn, &mut beats).await;
         tokio::select! {
             _ = stop.cancelled() => return,
             _ = tokio::time::sleep(shared.config.health.beat_interval) => {}
@@ -39,15 +40,17 @@ struct Beats {
 impl Beats {
     /// The record fields of the next beat: status and counters (record and stream), the jobs running now
     /// (record only), and the static fields until one beat is in (empty after).
-    fn fields(&self, shared: &Shared) -> (Fields, Fields, Fields) {
+    fn fields(&self, crew: &[Arc<Shared>]) -> (Fields, Fields, Fields) {
+        let shared = &crew[0];
         let stats = shared.stats.snapshot();
+        let in_flight: u64 = crew.iter().map(|m| m.control.running()).sum();
         let per_beat: Fields = vec![
             ("status".into(), shared.control.status().to_owned()),
             (
                 "reason".into(),
                 shared.control.impairment().unwrap_or_default(),
             ),
-            ("in_flight".into(), shared.control.running().to_string()),
+            ("in_flight".into(), in_flight.to_string()),
             ("processed".into(), stats.completed.to_string()),
             ("failed".into(), (stats.retried + stats.dead).to_string()),
             (
@@ -75,7 +78,13 @@ impl Beats {
         }
         let record: Fields = vec![(
             "running".into(),
-            crate::registry::running_field(&shared.deliveries.running(RUNNING_LISTED)),
+            crate::registry::running_field(
+                &crew
+                    .iter()
+                    .flat_map(|m| m.deliveries.running(RUNNING_LISTED))
+                    .take(RUNNING_LISTED)
+                    .collect::<Vec<_>>(),
+            ),
         )];
         (per_beat, record, f)
     }
@@ -90,7 +99,12 @@ impl Beats {
 
 /// One heartbeat. Failures are logged: a worker that cannot beat is judged crashed by the others, which then
 /// adopt its jobs (its own acks are then refused as stale).
-async fn beat(shared: &Shared, conn: &mut Option<crate::client::BlockingConn>, beats: &mut Beats) {
+async fn beat(
+    crew: &[Arc<Shared>],
+    conn: &mut Option<crate::client::BlockingConn>,
+    beats: &mut Beats,
+) {
+    let shared = &crew[0];
     if conn.is_none() {
         match shared.client.blocking_conn(Duration::ZERO).await {
             Ok(c) => *conn = Some(c),
@@ -100,7 +114,7 @@ async fn beat(shared: &Shared, conn: &mut Option<crate::client::BlockingConn>, b
             }
         }
     }
-    let (per_beat, record, registration) = beats.fields(shared);
+    let (per_beat, record, registration) = beats.fields(crew);
     let c = conn.as_mut().expect("connection set above");
     let sent = std::time::Instant::now();
     let beat = scripts::heartbeat(
@@ -124,7 +138,11 @@ async fn beat(shared: &Shared, conn: &mut Option<crate::client::BlockingConn>, b
     match r {
         Ok(beat) => {
             beats.sent(shared, beat.registered);
-            shared.control.beat_landed(sent, beat.crashed);
+            // Every member learns of the beat (its contact watch) and of crashed workers (whose deliveries on
+            // its partition it adopts).
+            for m in crew {
+                m.control.beat_landed(sent, beat.crashed.clone());
+            }
         }
         Err(e) => {
             warn_throttled!(error = %e, "heartbeat failed");

@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 use tokio_util::sync::CancellationToken;
 
 use super::heartbeat;
-use super::shared::Shared;
+use super::shared::{Crew, Shared};
 use crate::priority::split_address;
 use crate::scripts::Call;
 use crate::scripts::{self, DeliveryRef};
@@ -24,11 +24,11 @@ const EXTEND_BATCH: usize = 500;
 
 /// Starts the keeper thread (lease renewal and heartbeats). It stops when `stop` fires.
 pub(super) fn spawn(
-    shared: Arc<Shared>,
+    crew: Crew,
     stop: CancellationToken,
 ) -> std::io::Result<std::thread::JoinHandle<()>> {
     std::thread::Builder::new()
-        .name(format!("rill-lease-{}", shared.keys.queue))
+        .name(format!("rill-lease-{}", crew[0].keys.queue))
         .spawn(move || {
             let rt = match tokio::runtime::Builder::new_current_thread()
                 .enable_all()
@@ -41,10 +41,18 @@ pub(super) fn spawn(
                 }
             };
             rt.block_on(async {
+                let keepers = crew.iter().map(|m| {
+                    let stop = stop.clone();
+                    async move {
+                        tokio::join!(
+                            renew(m.clone(), stop.clone()),
+                            watch_contact(m.clone(), stop)
+                        )
+                    }
+                });
                 tokio::join!(
-                    renew(shared.clone(), stop.clone()),
-                    watch_contact(shared.clone(), stop.clone()),
-                    heartbeat::run(shared, stop)
+                    futures::future::join_all(keepers),
+                    heartbeat::run(crew.clone(), stop.clone())
                 )
             });
         })

@@ -9,7 +9,7 @@ use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::AbortOnDropHandle;
 
-use super::shared::Shared;
+use super::shared::{Crew, Shared};
 use crate::error::{Error, Result};
 use crate::signals::{Signal, SignalKind, Target, parse_signal, record_outcome};
 use crate::wire;
@@ -23,35 +23,36 @@ const BLOCK: Duration = Duration::from_secs(2);
 ///
 /// # Errors
 /// Redis errors of the catch-up.
-pub(super) async fn start(
-    shared: Arc<Shared>,
-    stop: CancellationToken,
-) -> Result<AbortOnDropHandle<()>> {
-    let mut conn = shared.client.blocking_conn(BLOCK).await?;
-    let last = catch_up(&shared, &mut conn).await?;
+pub(super) async fn start(crew: Crew, stop: CancellationToken) -> Result<AbortOnDropHandle<()>> {
+    let mut conn = crew[0].client.blocking_conn(BLOCK).await?;
+    let last = catch_up(&crew, &mut conn).await?;
     Ok(AbortOnDropHandle::new(tokio::spawn(follow(
-        shared, stop, conn, last,
+        crew, stop, conn, last,
     ))))
 }
 
 /// Applies the paused flag and returns the id of the newest signal (signals sent earlier are history: a pause
 /// among them is in the flag).
-async fn catch_up(shared: &Shared, conn: &mut crate::client::BlockingConn) -> Result<String> {
+async fn catch_up(crew: &[Arc<Shared>], conn: &mut crate::client::BlockingConn) -> Result<String> {
+    let shared = &crew[0];
     let last = crate::queue::newest_entry_id(conn, &shared.keys.signals).await?;
     let paused: bool = redis::cmd("EXISTS")
         .arg(&shared.keys.paused)
         .query_async(conn)
         .await?;
-    shared.control.set_paused(paused);
+    for m in crew {
+        m.control.set_paused(paused);
+    }
     Ok(last)
 }
 
 async fn follow(
-    shared: Arc<Shared>,
+    crew: Crew,
     stop: CancellationToken,
     conn: crate::client::BlockingConn,
     mut last: String,
 ) {
+    let shared = crew[0].clone();
     let mut conn = Some(conn);
     loop {
         if stop.is_cancelled() {
@@ -96,7 +97,12 @@ async fn follow(
             let Some(signal) = parse_signal(raw) else {
                 continue;
             };
-            if let Some((result, reason)) = apply(&shared, &signal) {
+            // Partitions' members share the consumer name: the first outcome each signal has is recorded.
+            let outcome = crew.iter().fold(None, |first, m| {
+                let applied = apply(m, &signal);
+                first.or(applied)
+            });
+            if let Some((result, reason)) = outcome {
                 record(&shared, c, &signal, result, &reason).await;
             }
         }

@@ -2,7 +2,8 @@
 //!
 //! One file per role, started by [`Worker::run`] and stopped in order at shutdown:
 //! - `fetch`: takes free room (slots, plus an optional prefetch), reads new entries (`XREADGROUP ... BLOCK`, own
-//!   connection), and every `reclaim_interval` recovers stalled ones first (`reclaim`).
+//!   connection; the order of priority levels in `levels`), and every `reclaim_interval` recovers stalled ones first
+//!   (`reclaim`). On a partitioned queue a worker has a member per partition (`Crew`), sharing slots and room.
 //! - `runner`: one task per delivery, which waits in line for a handler slot (`slots`: read order, stalled jobs
 //!   first); the handler's outcome becomes an ending (`settle`), and completions go to
 //!   the `acker`, which acks them in batches.
@@ -18,6 +19,7 @@ mod deliveries;
 mod fetch;
 mod heartbeat;
 mod lease;
+mod levels;
 mod listener;
 mod promote;
 mod reclaim;
@@ -48,7 +50,7 @@ use crate::keys::{GROUP, QueueKeys};
 use crate::scripts;
 use runner::Runner;
 use settle::Settler;
-use shared::Shared;
+use shared::{Crew, ReadPool, Shared};
 
 /// A worker process's membership in one queue.
 ///
@@ -237,8 +239,17 @@ impl Worker {
         F: Fn(Job<T>) -> Fut + Send + Sync + 'static,
         Fut: Future<Output = std::result::Result<R, JobError>> + Send + 'static,
     {
-        check_permissions(&self.client, &self.keys, &self.consumer, &self.config).await?;
-        ensure_group(&self.client, &self.keys).await?;
+        // A partitioned queue (SPEC §2a) is worked as one: a member per partition, all sharing this worker's
+        // handler slots, room, counters and consumer name; partition 0's member keeps the registry and signals.
+        let logical = self.client.queue::<()>(&self.keys.queue)?;
+        let keysets: Vec<QueueKeys> = match logical.partitions().await? {
+            None => vec![self.keys.clone()],
+            Some(p) => p.tags().iter().map(|t| self.keys.partition(t)).collect(),
+        };
+        for keys in &keysets {
+            check_permissions(&self.client, keys, &self.consumer, &self.config).await?;
+            ensure_group(&self.client, keys).await?;
+        }
         // One lease for every worker of the queue: a worker with a shorter one would take the others' jobs
         // between their renewals.
         let lease = queue_lease(&self.client, &self.keys, self.config.lease).await?;
@@ -248,105 +259,158 @@ impl Worker {
         }
         // Jobs without a time limit of their own get the queue's default, unless this worker was given one.
         if self.config.timeout.is_none() {
-            let queue = self.client.queue::<()>(&self.keys.queue)?;
-            self.config.timeout = queue.default_timeout().await?;
+            self.config.timeout = logical.default_timeout().await?;
         }
-        // Before the first read: a limited queue is read through limit.lua from the start.
-        let (rate, cap, keyed): (Option<String>, Option<String>, Option<String>) =
-            redis::cmd("HMGET")
-                .arg(&self.keys.limit)
-                .arg("rate")
-                .arg("concurrency")
-                .arg("key_field")
-                .query_async(&mut self.client.conn().await?)
-                .await?;
-        let limits = scripts::Limits::from_fields(rate.is_some() || keyed.is_some(), cap.is_some());
-        // And a queue with priority levels is read level by level from the start.
-        let priorities =
-            crate::queue::read_priorities(&mut self.client.conn().await?, &self.keys).await?;
-        ensure_level_groups(&self.client, &self.keys, priorities.levels()).await?;
-        let shared = Arc::new(Shared {
-            client: self.client,
-            keys: self.keys,
-            consumer: self.consumer,
-            slots: slots::Slots::new(self.config.concurrency),
-            // Prefetch starts at none; the fetch loop widens it once handlers have run.
-            room: Arc::new(Semaphore::new(self.config.concurrency)),
-            config: self.config,
-            stats: self.stats,
-            deliveries: Default::default(),
-            control: Default::default(),
-            started_ms: now_ms(),
-        });
-        shared.control.set_limits(limits);
-        shared.control.set_priorities(priorities);
+        let slots = slots::Slots::new(self.config.concurrency);
+        // Prefetch starts at none; the fetch loop widens it once handlers have run.
+        let room = Arc::new(Semaphore::new(self.config.concurrency));
+        let reads = (keysets.len() > MAX_BLOCKED_READS)
+            .then(|| Arc::new(ReadPool::new(MAX_BLOCKED_READS, keysets.len())));
+        let mut crew = Vec::with_capacity(keysets.len());
+        for keys in keysets {
+            let member = Shared {
+                client: self.client.clone(),
+                keys,
+                consumer: self.consumer.clone(),
+                slots: slots.clone(),
+                room: room.clone(),
+                config: self.config.clone(),
+                stats: self.stats.clone(),
+                deliveries: Default::default(),
+                control: Default::default(),
+                started_ms: now_ms(),
+                reads: reads.clone(),
+                prefetch_adjuster: crew.is_empty(),
+            };
+            read_settings(&member).await?;
+            crew.push(Arc::new(member));
+        }
+        let crew: Crew = crew.into();
+        let home = crew[0].clone();
+        let handler = Arc::new(handler);
         let stopping = CancellationToken::new();
-        let ctx = Arc::new(JobContext {
-            client: shared.client.clone(),
-            keys: shared.keys.clone(),
-            // Progress and data written by a running job must outlive the job (ack deletes them when no record
-            // is kept).
-            record_ttl_ms: shared
-                .config
-                .retention
-                .max(Duration::from_secs(24 * 3600))
-                .as_millis() as u64,
-            checkpoints: shared.config.checkpoints,
-            stopping: stopping.clone(),
-        });
         let (ack_tx, ack_rx) = mpsc::unbounded_channel();
-        let settler = Settler::new(shared.clone(), ack_tx);
-        let runner = Arc::new(Runner::new(shared.clone(), handler, ctx, settler));
-        tracing::info!(queue = %shared.keys.queue, consumer = %shared.consumer, "worker started");
+        let stop_acker = CancellationToken::new();
+        let stop_background = CancellationToken::new();
+        let mut runners = Vec::with_capacity(crew.len());
+        let mut background = Vec::new();
+        let mut acks = Some((ack_tx, ack_rx));
+        for shared in crew.iter() {
+            let (ack_tx, ack_rx) = acks.take().unwrap_or_else(mpsc::unbounded_channel);
+            let ctx = Arc::new(JobContext {
+                client: shared.client.clone(),
+                keys: shared.keys.clone(),
+                // Progress and data written by a running job must outlive the job (ack deletes them when no
+                // record is kept).
+                record_ttl_ms: shared
+                    .config
+                    .retention
+                    .max(Duration::from_secs(24 * 3600))
+                    .as_millis() as u64,
+                checkpoints: shared.config.checkpoints,
+                stopping: stopping.clone(),
+            });
+            let settler = Settler::new(shared.clone(), ack_tx);
+            let h = handler.clone();
+            let each = move |job: Job<T>| h(job);
+            runners.push(Arc::new(Runner::new(shared.clone(), each, ctx, settler)));
+            background.push(AbortOnDropHandle::new(tokio::spawn(acker::run(
+                shared.clone(),
+                ack_rx,
+                stop_acker.clone(),
+            ))));
+        }
+        tracing::info!(queue = %home.keys.queue, consumer = %home.consumer, partitions = crew.len(), "worker started");
 
         let stop_lease = CancellationToken::new();
-        let lease_thread =
-            lease::spawn(shared.clone(), stop_lease.clone()).map_err(Error::Thread)?;
+        let lease_thread = lease::spawn(crew.clone(), stop_lease.clone()).map_err(Error::Thread)?;
         // If this future is dropped mid-run, the lease thread must stop too, or leases would never expire.
         let _lease_guard = stop_lease.clone().drop_guard();
-        let stop_acker = CancellationToken::new();
-        let acker = AbortOnDropHandle::new(tokio::spawn(acker::run(
-            shared.clone(),
-            ack_rx,
-            stop_acker.clone(),
-        )));
         // Dropping `run` (instead of resolving `shutdown`) is a crash: the background tasks end with it and
         // unfinished deliveries are reclaimed after their lease.
-        let stop_background = CancellationToken::new();
-        let promoter = AbortOnDropHandle::new(tokio::spawn(promote::run(
-            shared.clone(),
-            stop_background.clone(),
-        )));
-        let listener = listener::start(shared.clone(), stop_background.clone()).await?;
-        let stop_requested = shared.control.stop_requested();
-        fetch::run(&runner, async move {
-            tokio::select! {
-                _ = shutdown => {}
-                _ = stop_requested.cancelled() => {}
-            }
-        })
-        .await;
+        let promoters: Vec<_> = crew
+            .iter()
+            .map(|m| {
+                AbortOnDropHandle::new(tokio::spawn(promote::run(
+                    m.clone(),
+                    stop_background.clone(),
+                )))
+            })
+            .collect();
+        let listener = listener::start(crew.clone(), stop_background.clone()).await?;
+        let stop_all = CancellationToken::new();
+        let requested: Vec<_> = crew.iter().map(|m| m.control.stop_requested()).collect();
+        let fetching = futures::future::join_all(runners.iter().map(|r| {
+            let stop = stop_all.clone();
+            fetch::run(r, async move { stop.cancelled().await })
+        }));
+        tokio::select! {
+            _ = fetching => {}
+            _ = async {
+                tokio::select! {
+                    _ = shutdown => {}
+                    _ = futures::future::select_all(requested.iter().map(|t| Box::pin(t.cancelled()))) => {}
+                }
+                stop_all.cancel();
+                std::future::pending::<()>().await
+            } => {}
+        }
 
         // Graceful shutdown.
-        shared.control.begin_draining();
+        for m in crew.iter() {
+            m.control.begin_draining();
+        }
         stopping.cancel();
-        shared.deliveries.stop_all();
+        for m in crew.iter() {
+            m.deliveries.stop_all();
+        }
         stop_background.cancel();
-        let _ = promoter.await;
+        for p in promoters {
+            let _ = p.await;
+        }
         let _ = listener.await;
-        runner.finish(shared.config.shutdown_timeout).await;
-        // Every job task has ended, so every completion has been sent: let the acker drain and stop.
+        for r in &runners {
+            r.finish(home.config.shutdown_timeout).await;
+        }
+        // Every job task has ended, so every completion has been sent: let the ackers drain and stop.
         stop_acker.cancel();
-        let _ = acker.await;
-        settle::hand_back_pending(&shared, false).await;
-        leave_group(&shared).await;
+        for a in background {
+            let _ = a.await;
+        }
+        for m in crew.iter() {
+            settle::hand_back_pending(m, false).await;
+            leave_group(m).await;
+        }
         stop_lease.cancel();
         let _ = tokio::task::spawn_blocking(move || lease_thread.join()).await;
-        heartbeat::deregister(&shared).await;
-        let report = shared.stats.snapshot();
-        tracing::info!(queue = %shared.keys.queue, consumer = %shared.consumer, ?report, "worker stopped");
+        heartbeat::deregister(&home).await;
+        let report = home.stats.snapshot();
+        tracing::info!(queue = %home.keys.queue, consumer = %home.consumer, ?report, "worker stopped");
         Ok(report)
     }
+}
+
+/// Most blocking reads a worker of a partitioned queue has in flight at once (each its own connection): with more
+/// partitions, the partitions' fetch loops take turns at them.
+const MAX_BLOCKED_READS: usize = 8;
+
+/// Reads the queue's limits and priority levels into `shared` before its first read (a limited queue is read
+/// through limit.lua from the start; one with levels level by level).
+async fn read_settings(shared: &Shared) -> Result<()> {
+    let (rate, cap, keyed): (Option<String>, Option<String>, Option<String>) = redis::cmd("HMGET")
+        .arg(&shared.keys.limit)
+        .arg("rate")
+        .arg("concurrency")
+        .arg("key_field")
+        .query_async(&mut shared.client.conn().await?)
+        .await?;
+    let limits = scripts::Limits::from_fields(rate.is_some() || keyed.is_some(), cap.is_some());
+    let priorities =
+        crate::queue::read_priorities(&mut shared.client.conn().await?, &shared.keys).await?;
+    ensure_level_groups(&shared.client, &shared.keys, priorities.levels()).await?;
+    shared.control.set_limits(limits);
+    shared.control.set_priorities(priorities);
+    Ok(())
 }
 
 /// Fails with [`Error::Permission`] when the Redis user may not run a command the worker needs, so a

@@ -38,6 +38,60 @@ pub(super) struct Shared {
     pub(super) control: Control,
     /// When this worker started, ms since the Unix epoch.
     pub(super) started_ms: u64,
+    /// On a queue with more partitions than a worker blocks reads on at once: the turns at a blocking read.
+    pub(super) reads: Option<Arc<ReadPool>>,
+    /// Whether this member's fetch loop sets the prefetch room (one per worker: the room is shared).
+    pub(super) prefetch_adjuster: bool,
+}
+
+/// A worker's members: one per partition of a partitioned queue (SPEC §2a), partition 0's first; a queue that is
+/// not partitioned has one. They share handler slots, room, counters and the consumer name; the first keeps the
+/// registry record and follows the signals.
+pub(super) type Crew = Arc<[Arc<Shared>]>;
+
+/// Turns at a blocking read, for a worker whose queue has more partitions than it keeps blocking connections:
+/// each read holds a turn (and its connection) for a block shortened so every partition is read about once per
+/// configured block.
+pub(super) struct ReadPool {
+    turns: Arc<Semaphore>,
+    idle: std::sync::Mutex<Vec<crate::client::BlockingConn>>,
+    /// Blocking connections per partition (`turns / partitions`, below 1).
+    share: f64,
+}
+
+impl ReadPool {
+    pub(super) fn new(turns: usize, partitions: usize) -> Self {
+        ReadPool {
+            turns: Arc::new(Semaphore::new(turns)),
+            idle: Default::default(),
+            share: turns as f64 / partitions.max(1) as f64,
+        }
+    }
+
+    /// Waits for a turn; it comes with an idle connection when there is one.
+    pub(super) async fn turn(
+        &self,
+    ) -> Option<(
+        tokio::sync::OwnedSemaphorePermit,
+        Option<crate::client::BlockingConn>,
+    )> {
+        let permit = self.turns.clone().acquire_owned().await.ok()?;
+        let conn = self.idle.lock().expect("pool lock").pop();
+        Some((permit, conn))
+    }
+
+    /// Gives a healthy connection back at the end of a turn.
+    pub(super) fn put_back(&self, conn: crate::client::BlockingConn) {
+        self.idle.lock().expect("pool lock").push(conn);
+    }
+
+    /// The block of one read with a turn: `block` scaled by this worker's share of blocking connections (at
+    /// least 10 ms).
+    pub(super) fn block(&self, block: std::time::Duration) -> std::time::Duration {
+        block
+            .mul_f64(self.share)
+            .max(std::time::Duration::from_millis(10))
+    }
 }
 
 impl Shared {

@@ -51,3 +51,48 @@ fn every_kind_of_subcommand_works_on_a_cluster() {
     let stats = cli.json(&["stats"]).to_string();
     assert!(!stats.contains("other"), "{stats}");
 }
+
+#[test]
+fn a_partitioned_queue_is_created_worked_and_inspected_by_its_name() {
+    let mut cli = Cli::new();
+    cli.cluster = Some(TestCluster::start(3));
+    let created = cli.json(&["queue", "create", "orders", "--partitions", "3"]);
+    assert_eq!(created["partitions"], 3, "{created}");
+    let mut w = ChildGuard(
+        cli.cmd(&[
+            "work",
+            "orders",
+            "--",
+            "sh",
+            "-c",
+            r#"cat >/dev/null; echo '{"ok":1}'"#,
+        ])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap(),
+    );
+    for n in 0..6 {
+        let done = cli.json(&[
+            "enqueue",
+            "orders",
+            &format!(r#"{{"n":{n}}}"#),
+            "--wait",
+            "--timeout",
+            "20s",
+        ]);
+        assert_eq!(done["outcome"], "completed", "{done}");
+        let id = done["id"].as_str().unwrap().to_owned();
+        let job = cli
+            .json(&["jobs", "show", &id, "--queue", "orders"])
+            .to_string();
+        assert!(job.contains("completed"), "{job}");
+    }
+    let stats = cli.json(&["stats"]).to_string();
+    assert!(stats.contains("orders") && !stats.contains('~'), "{stats}");
+    sigterm(&w.0);
+    assert!(wait_exit(&mut w.0, Duration::from_secs(10)).success());
+    cli.ok(&["queue", "remove", "orders", "--yes"]);
+    let stats = cli.json(&["stats"]).to_string();
+    assert!(!stats.contains("orders"), "{stats}");
+}

@@ -1,0 +1,196 @@
+//! A partitioned queue (SPEC §2a) seen as one: partitioning a queue, the handles on its partitions, where a
+//! job goes, and which partition holds a job. The operator calls of the other files ask here first and, on a
+//! partitioned queue, run on the partition that holds the job or on every partition and combine the answers.
+
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+
+use serde::{Serialize, de::DeserializeOwned};
+
+use super::{JobState, Queue};
+use crate::error::{Error, Result};
+use crate::partition::Partitions;
+
+impl<T: Serialize + DeserializeOwned> Queue<T> {
+    /// Spreads this queue over `n` partitions (SPEC §2a), each its own hash tag, so on a Redis Cluster the queue
+    /// uses every master (`rill queue create QUEUE --partitions N`). Do it before producers and workers start:
+    /// they read the partitions once. Jobs already on the queue stay in partition 0 and run as before. Calling it
+    /// again with the same `n` changes nothing; a queue cannot be re-partitioned.
+    ///
+    /// # Errors
+    /// [`Error::InvalidOption`] for `n` outside 2 to 256, or when the queue already has another number of
+    /// partitions; a Redis error.
+    pub async fn set_partitions(&self, n: usize) -> Result<Arc<Partitions>> {
+        if self.keys.is_partition() {
+            return Err(Error::InvalidOption {
+                option: "partitions",
+                reason: "a partition cannot be partitioned",
+            });
+        }
+        let plan = Partitions::plan(&self.keys.queue, n)?;
+        let mut conn = self.client.conn().await?;
+        self.client.list_queue(&mut conn, &self.keys).await?;
+        // HSETNX: of two operators partitioning at once, one plan wins and both read it back.
+        let _: () = redis::pipe()
+            .cmd("HSETNX")
+            .arg(&self.keys.config)
+            .arg("partition_tags")
+            .arg(plan.tag_list())
+            .ignore()
+            .cmd("HSETNX")
+            .arg(&self.keys.config)
+            .arg("partitions")
+            .arg(n)
+            .ignore()
+            .query_async(&mut conn)
+            .await?;
+        match self.read_partitions().await? {
+            Some(p) if p.len() == n => {
+                for q in self.partition_handles(&p) {
+                    q.create_group().await?;
+                }
+                let p = Arc::new(p);
+                let _ = self.parts.set(Some(p.clone()));
+                Ok(p)
+            }
+            _ => Err(Error::InvalidOption {
+                option: "partitions",
+                reason: "the queue already has another number of partitions (it cannot be re-partitioned)",
+            }),
+        }
+    }
+
+    /// Creates the queue's consumer group(s) and lists the queue, so operators see it before any job (`rill queue
+    /// create`). Idempotent.
+    ///
+    /// # Errors
+    /// Redis errors.
+    pub async fn create(&self) -> Result<()> {
+        let mut conn = self.client.conn().await?;
+        self.client.list_queue(&mut conn, &self.keys).await?;
+        match self.partition_queues().await? {
+            Some(parts) => {
+                for q in parts {
+                    q.create_group().await?;
+                }
+                Ok(())
+            }
+            None => self.create_group().await,
+        }
+    }
+
+    /// The queue's partitions, `None` if it is not partitioned (read once per handle).
+    ///
+    /// # Errors
+    /// A Redis error; [`Error::Protocol`] for partitions stored in a shape SPEC §2a does not allow.
+    pub async fn partitions(&self) -> Result<Option<Arc<Partitions>>> {
+        self.parts
+            .get_or_try_init(|| async { Ok(self.read_partitions().await?.map(Arc::new)) })
+            .await
+            .cloned()
+    }
+
+    async fn read_partitions(&self) -> Result<Option<Partitions>> {
+        if self.keys.is_partition() {
+            return Ok(None);
+        }
+        let (count, tags): (Option<String>, Option<String>) = redis::cmd("HMGET")
+            .arg(&self.keys.config)
+            .arg("partitions")
+            .arg("partition_tags")
+            .query_async(&mut self.client.conn().await?)
+            .await?;
+        Partitions::from_config(&self.keys.queue, count.as_deref(), tags.as_deref())
+    }
+
+    /// Handles on each partition (each a plain queue), partition 0 first; `None` when the queue is not
+    /// partitioned.
+    pub(crate) async fn partition_queues(&self) -> Result<Option<Vec<Queue<T>>>> {
+        Ok(self.partitions().await?.map(|p| self.partition_handles(&p)))
+    }
+
+    fn partition_handles(&self, p: &Partitions) -> Vec<Queue<T>> {
+        p.tags()
+            .iter()
+            .map(|tag| {
+                let q = Queue::new(self.client.clone(), self.keys.partition(tag));
+                let _ = q.parts.set(None);
+                q
+            })
+            .collect()
+    }
+
+    /// Where a new job goes: `None` on a queue that is not partitioned; else the partition's handle and, for a
+    /// job without an id of its own, the id it gets (routed to the next partition in turn).
+    pub(super) async fn route(
+        &self,
+        id: Option<&str>,
+        dedup_key: Option<&str>,
+    ) -> Result<Option<(Queue<T>, Option<String>)>> {
+        let Some(p) = self.partitions().await? else {
+            return Ok(None);
+        };
+        let (index, generated) = match (dedup_key, id) {
+            (Some(key), Some(_)) => (p.of_key(key), None),
+            (Some(key), None) => {
+                let i = p.of_key(key);
+                (i, Some(p.id_in(i)))
+            }
+            (None, Some(id)) => (p.of_key(id), None),
+            (None, None) => {
+                let i = self.turn.fetch_add(1, Ordering::Relaxed) % p.len();
+                (i, Some(p.id_in(i)))
+            }
+        };
+        let q = Queue::new(self.client.clone(), self.keys.partition(&p.tags()[index]));
+        let _ = q.parts.set(None);
+        Ok(Some((q, generated)))
+    }
+
+    /// The partition that holds job `id`: `None` on a queue that is not partitioned; else the partition its id
+    /// routes to if the job is there (or is nowhere), or the one that has it (a job routed by a dedup key other
+    /// than its id).
+    pub(crate) async fn holder(&self, id: &str) -> Result<Option<Queue<T>>> {
+        let Some(p) = self.partitions().await? else {
+            return Ok(None);
+        };
+        let all = self.partition_handles(&p);
+        let first = p.of_key(id);
+        if Box::pin(all[first].state(id)).await? != JobState::Unknown {
+            return Ok(all.into_iter().nth(first));
+        }
+        for (i, q) in all.iter().enumerate() {
+            if i != first && Box::pin(q.state(id)).await? != JobState::Unknown {
+                return Ok(all.into_iter().nth(i));
+            }
+        }
+        Ok(all.into_iter().nth(first))
+    }
+
+    /// Fails with [`Error::Partitioned`] on a partitioned queue, for what partitioned queues do not offer yet.
+    pub(super) async fn refuse_partitioned(&self, what: &'static str) -> Result<()> {
+        if self.keys.is_partition() || self.partitions().await?.is_none() {
+            return Ok(());
+        }
+        Err(Error::Partitioned {
+            queue: self.keys.queue.clone(),
+            what,
+        })
+    }
+
+    /// Creates the consumer group on this queue's ready stream (and the stream).
+    async fn create_group(&self) -> Result<()> {
+        let r: redis::RedisResult<()> = redis::cmd("XGROUP")
+            .arg("CREATE")
+            .arg(&self.keys.ready)
+            .arg(crate::keys::GROUP)
+            .arg("0")
+            .arg("MKSTREAM")
+            .query_async(&mut self.client.conn().await?)
+            .await;
+        match r {
+            Err(e) if e.code() != Some("BUSYGROUP") => Err(e.into()),
+            _ => Ok(()),
+        }
+    }
+}
