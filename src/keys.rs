@@ -177,11 +177,6 @@ impl QueueKeys {
         Self::tagged(namespace, &self.queue, tag)
     }
 
-    /// Whether these are the keys of partition 1 or later of a partitioned queue (not the queue's own).
-    pub fn is_partition(&self) -> bool {
-        !self.prefix.ends_with(&format!("{{{}}}", self.queue))
-    }
-
     fn tagged(namespace: &str, queue: &str, tag: &str) -> Self {
         let prefix = format!("{namespace}:{{{tag}}}");
         QueueKeys {

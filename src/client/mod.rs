@@ -13,6 +13,7 @@ use server::inspect_server;
 pub use tls::Tls;
 use tls::open;
 
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -21,6 +22,7 @@ use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 
 use crate::error::{Error, Result};
 use crate::keys::{self, QueueKeys};
+use crate::partition::Partitions;
 
 /// Connection and limit settings shared by everything built from a [`Client`].
 #[derive(Debug, Clone)]
@@ -73,6 +75,9 @@ struct Inner {
     conn: Mutex<Conn>,
     /// Queues this process has added to `<ns>:queues`, so each costs one `SADD` per process, not per handle.
     listed: Mutex<std::collections::HashSet<String>>,
+    /// Each queue's partitions (SPEC §2a) as this process first read them: they never change once set, so each
+    /// costs one read per process, not per handle.
+    partitions: Mutex<HashMap<String, Option<Arc<Partitions>>>>,
     /// Shared connections opened so far (each open gets the next number).
     generations: AtomicU64,
 }
@@ -293,6 +298,7 @@ impl Client {
                 config,
                 conn: Mutex::new(Conn::Idle),
                 listed: Mutex::default(),
+                partitions: Mutex::default(),
                 generations: AtomicU64::new(0),
             }),
         })
@@ -370,6 +376,43 @@ impl Client {
             .lock()
             .expect("client lock")
             .remove(&keys.queue);
+    }
+
+    /// The partitions of the queue whose keys are `keys` (read from its settings the first time this process asks;
+    /// `None`: not partitioned).
+    pub(crate) async fn partitions_of(&self, keys: &QueueKeys) -> Result<Option<Arc<Partitions>>> {
+        if let Some(p) = self
+            .inner
+            .partitions
+            .lock()
+            .expect("client lock")
+            .get(&keys.queue)
+        {
+            return Ok(p.clone());
+        }
+        let p = self.read_partitions(keys).await?.map(Arc::new);
+        self.remember_partitions(keys, p.clone());
+        Ok(p)
+    }
+
+    /// The partitions stored in the settings of the queue whose keys are `keys`, read now.
+    pub(crate) async fn read_partitions(&self, keys: &QueueKeys) -> Result<Option<Partitions>> {
+        let (count, tags): (Option<String>, Option<String>) = redis::cmd("HMGET")
+            .arg(&keys.config)
+            .arg("partitions")
+            .arg("partition_tags")
+            .query_async(&mut self.conn().await?)
+            .await?;
+        Partitions::from_config(&keys.queue, count.as_deref(), tags.as_deref())
+    }
+
+    /// Records what a queue's partitions are now (set, or removed with the queue).
+    pub(crate) fn remember_partitions(&self, keys: &QueueKeys, p: Option<Arc<Partitions>>) {
+        self.inner
+            .partitions
+            .lock()
+            .expect("client lock")
+            .insert(keys.queue.clone(), p);
     }
 
     /// The keys of queue `name` under this client's namespace.

@@ -152,6 +152,7 @@ impl<T: Serialize + DeserializeOwned> Queue<T> {
             removed += self.client.unlink_matching(&q.keys.pattern()).await?;
         }
         removed += self.client.unlink_matching(&self.keys.pattern()).await?;
+        self.client.remember_partitions(&self.keys, None);
         let mut conn = self.client.conn().await?;
         let _: () = redis::cmd("SREM")
             .arg(&self.keys.queues)

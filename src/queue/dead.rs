@@ -196,15 +196,11 @@ impl<T: Serialize + DeserializeOwned> Queue<T> {
     /// Redis errors.
     pub async fn dead_letters(&self, after: Option<&str>, count: usize) -> Result<Vec<DeadLetter>> {
         if let Some(parts) = self.partition_queues().await? {
-            // One page from each, merged by entry id (time order across partitions).
-            let all = futures::future::try_join_all(
+            let pages = futures::future::try_join_all(
                 parts.iter().map(|q| Box::pin(q.dead_letters(after, count))),
             )
             .await?;
-            let mut all: Vec<_> = all.into_iter().flatten().collect();
-            all.sort_by(|a, b| crate::wire::entry_id_order(&a.entry_id, &b.entry_id));
-            all.truncate(count);
-            return Ok(all);
+            return Ok(Self::merge_pages(pages, count, |x| &x.entry_id));
         }
         Ok(self
             .entries_after(&self.keys.dead, after, count)

@@ -265,11 +265,8 @@ impl<T: Serialize + DeserializeOwned> Queue<T> {
             .route(opts.id.as_deref(), opts.dedup_key.as_deref())
             .await?
         {
-            Some((partition, id)) => {
-                let mut conn = self.client.conn().await?;
-                self.client.list_queue(&mut conn, &self.keys).await?;
-                partition.add(payload, opts, id).await
-            }
+            // The partition's keys carry the queue's name, so `add` lists the queue by it.
+            Some((partition, id)) => partition.add(payload, opts, id).await,
             None => self.add(payload, opts, None).await,
         }
     }

@@ -127,9 +127,6 @@ impl<T: Serialize + DeserializeOwned> Queue<T> {
     /// # Errors
     /// Redis errors.
     pub async fn state(&self, id: &str) -> Result<JobState> {
-        if let Some(q) = self.holder(id).await? {
-            return Box::pin(q.state(id)).await;
-        }
         Ok(self.job(id).await?.state)
     }
 
@@ -156,8 +153,8 @@ impl<T: Serialize + DeserializeOwned> Queue<T> {
     /// # Errors
     /// Redis errors.
     pub async fn job(&self, id: &str) -> Result<JobInfo> {
-        if let Some(q) = self.holder(id).await? {
-            return Box::pin(q.job(id)).await;
+        if let Some(info) = self.find_job(id).await? {
+            return Ok(info);
         }
         let mut conn = self.client.conn().await?;
         let scripts::StateRow {
@@ -238,9 +235,6 @@ impl<T: Serialize + DeserializeOwned> Queue<T> {
     /// # Errors
     /// Redis or decode errors.
     pub async fn result<R: DeserializeOwned>(&self, id: &str) -> Result<Option<R>> {
-        if let Some(q) = self.holder(id).await? {
-            return Box::pin(q.result(id)).await;
-        }
         self.job(id).await?.result()
     }
 }

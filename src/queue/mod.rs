@@ -11,12 +11,10 @@ use std::sync::Arc;
 use std::sync::atomic::AtomicUsize;
 
 use serde::{Serialize, de::DeserializeOwned};
-use tokio::sync::OnceCell;
 
 use crate::client::Client;
 use crate::error::Result;
 use crate::keys::QueueKeys;
-use crate::partition::Partitions;
 use crate::wire::{self, RawEntry};
 
 mod admin;
@@ -47,9 +45,8 @@ pub use wait::JobOutcome;
 pub struct Queue<T> {
     pub(crate) client: Client,
     pub(crate) keys: QueueKeys,
-    /// The queue's partitions (SPEC §2a), read from its settings on first use; `None` inside: not partitioned
-    /// (or this handle is one partition's).
-    parts: Arc<OnceCell<Option<Arc<Partitions>>>>,
+    /// This handle is one partition's of a partitioned queue (SPEC §2a): calls that span partitions end here.
+    one_partition: bool,
     /// The partition the next job without an id goes to.
     turn: Arc<AtomicUsize>,
     _job: PhantomData<fn(T) -> T>,
@@ -60,7 +57,7 @@ impl<T> Clone for Queue<T> {
         Queue {
             client: self.client.clone(),
             keys: self.keys.clone(),
-            parts: self.parts.clone(),
+            one_partition: self.one_partition,
             turn: self.turn.clone(),
             _job: PhantomData,
         }
@@ -80,7 +77,7 @@ impl<T: Serialize + DeserializeOwned> Queue<T> {
         Queue {
             client,
             keys,
-            parts: Arc::default(),
+            one_partition: false,
             turn: Arc::new(AtomicUsize::new(rand::random::<u16>().into())),
             _job: PhantomData,
         }

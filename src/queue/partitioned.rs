@@ -7,7 +7,7 @@ use std::sync::atomic::Ordering;
 
 use serde::{Serialize, de::DeserializeOwned};
 
-use super::{JobState, Queue};
+use super::{JobInfo, JobState, Queue};
 use crate::error::{Error, Result};
 use crate::partition::Partitions;
 
@@ -21,7 +21,7 @@ impl<T: Serialize + DeserializeOwned> Queue<T> {
     /// [`Error::InvalidOption`] for `n` outside 2 to 256, or when the queue already has another number of
     /// partitions; a Redis error.
     pub async fn set_partitions(&self, n: usize) -> Result<Arc<Partitions>> {
-        if self.keys.is_partition() {
+        if self.one_partition {
             return Err(Error::InvalidOption {
                 option: "partitions",
                 reason: "a partition cannot be partitioned",
@@ -44,13 +44,13 @@ impl<T: Serialize + DeserializeOwned> Queue<T> {
             .ignore()
             .query_async(&mut conn)
             .await?;
-        match self.read_partitions().await? {
+        match self.client.read_partitions(&self.keys).await? {
             Some(p) if p.len() == n => {
                 for q in self.partition_handles(&p) {
                     q.create_group().await?;
                 }
                 let p = Arc::new(p);
-                let _ = self.parts.set(Some(p.clone()));
+                self.client.remember_partitions(&self.keys, Some(p.clone()));
                 Ok(p)
             }
             _ => Err(Error::InvalidOption {
@@ -79,28 +79,15 @@ impl<T: Serialize + DeserializeOwned> Queue<T> {
         }
     }
 
-    /// The queue's partitions, `None` if it is not partitioned (read once per handle).
+    /// The queue's partitions, `None` if it is not partitioned (read once per process).
     ///
     /// # Errors
     /// A Redis error; [`Error::Protocol`] for partitions stored in a shape SPEC §2a does not allow.
     pub async fn partitions(&self) -> Result<Option<Arc<Partitions>>> {
-        self.parts
-            .get_or_try_init(|| async { Ok(self.read_partitions().await?.map(Arc::new)) })
-            .await
-            .cloned()
-    }
-
-    async fn read_partitions(&self) -> Result<Option<Partitions>> {
-        if self.keys.is_partition() {
+        if self.one_partition {
             return Ok(None);
         }
-        let (count, tags): (Option<String>, Option<String>) = redis::cmd("HMGET")
-            .arg(&self.keys.config)
-            .arg("partitions")
-            .arg("partition_tags")
-            .query_async(&mut self.client.conn().await?)
-            .await?;
-        Partitions::from_config(&self.keys.queue, count.as_deref(), tags.as_deref())
+        self.client.partitions_of(&self.keys).await
     }
 
     /// Handles on each partition (each a plain queue), partition 0 first; `None` when the queue is not
@@ -112,12 +99,15 @@ impl<T: Serialize + DeserializeOwned> Queue<T> {
     fn partition_handles(&self, p: &Partitions) -> Vec<Queue<T>> {
         p.tags()
             .iter()
-            .map(|tag| {
-                let q = Queue::new(self.client.clone(), self.keys.partition(tag));
-                let _ = q.parts.set(None);
-                q
-            })
+            .map(|tag| self.partition_handle(tag))
             .collect()
+    }
+
+    /// A handle on the partition with hash tag `tag`.
+    fn partition_handle(&self, tag: &str) -> Queue<T> {
+        let mut q = Queue::new(self.client.clone(), self.keys.partition(tag));
+        q.one_partition = true;
+        q
     }
 
     /// Where a new job goes: `None` on a queue that is not partitioned; else the partition's handle and, for a
@@ -142,34 +132,66 @@ impl<T: Serialize + DeserializeOwned> Queue<T> {
                 (i, Some(p.id_in(i)))
             }
         };
-        let q = Queue::new(self.client.clone(), self.keys.partition(&p.tags()[index]));
-        let _ = q.parts.set(None);
-        Ok(Some((q, generated)))
+        Ok(Some((self.partition_handle(&p.tags()[index]), generated)))
+    }
+
+    /// The partitions in the order to look for job `id`: the one its id routes to first; `None` on a queue that is
+    /// not partitioned.
+    async fn search_order(&self, id: &str) -> Result<Option<Vec<Queue<T>>>> {
+        let Some(p) = self.partitions().await? else {
+            return Ok(None);
+        };
+        let mut all = self.partition_handles(&p);
+        all.rotate_left(p.of_key(id));
+        Ok(Some(all))
     }
 
     /// The partition that holds job `id`: `None` on a queue that is not partitioned; else the partition its id
     /// routes to if the job is there (or is nowhere), or the one that has it (a job routed by a dedup key other
     /// than its id).
     pub(crate) async fn holder(&self, id: &str) -> Result<Option<Queue<T>>> {
-        let Some(p) = self.partitions().await? else {
+        let Some(all) = self.search_order(id).await? else {
             return Ok(None);
         };
-        let all = self.partition_handles(&p);
-        let first = p.of_key(id);
-        if Box::pin(all[first].state(id)).await? != JobState::Unknown {
-            return Ok(all.into_iter().nth(first));
-        }
-        for (i, q) in all.iter().enumerate() {
-            if i != first && Box::pin(q.state(id)).await? != JobState::Unknown {
-                return Ok(all.into_iter().nth(i));
+        for q in &all {
+            if Box::pin(q.job(id)).await?.state != JobState::Unknown {
+                return Ok(Some(q.clone()));
             }
         }
-        Ok(all.into_iter().nth(first))
+        Ok(all.into_iter().next())
+    }
+
+    /// Job `id`'s record on a partitioned queue, from the partition that holds it (`None`: not partitioned).
+    pub(super) async fn find_job(&self, id: &str) -> Result<Option<JobInfo>> {
+        let Some(all) = self.search_order(id).await? else {
+            return Ok(None);
+        };
+        let mut first = None;
+        for q in &all {
+            let info = Box::pin(q.job(id)).await?;
+            if info.state != JobState::Unknown {
+                return Ok(Some(info));
+            }
+            first.get_or_insert(info);
+        }
+        Ok(first)
+    }
+
+    /// One page from each partition, merged by entry id (time order across partitions), at most `count`.
+    pub(super) fn merge_pages<X>(
+        pages: Vec<Vec<X>>,
+        count: usize,
+        entry_id: impl Fn(&X) -> &str,
+    ) -> Vec<X> {
+        let mut all: Vec<X> = pages.into_iter().flatten().collect();
+        all.sort_by(|a, b| crate::wire::entry_id_order(entry_id(a), entry_id(b)));
+        all.truncate(count);
+        all
     }
 
     /// Fails with [`Error::Partitioned`] on a partitioned queue, for what partitioned queues do not offer yet.
     pub(super) async fn refuse_partitioned(&self, what: &'static str) -> Result<()> {
-        if self.keys.is_partition() || self.partitions().await?.is_none() {
+        if self.partitions().await?.is_none() {
             return Ok(());
         }
         Err(Error::Partitioned {

@@ -289,14 +289,12 @@ impl Worker {
         let home = crew[0].clone();
         let handler = Arc::new(handler);
         let stopping = CancellationToken::new();
-        let (ack_tx, ack_rx) = mpsc::unbounded_channel();
         let stop_acker = CancellationToken::new();
         let stop_background = CancellationToken::new();
         let mut runners = Vec::with_capacity(crew.len());
         let mut background = Vec::new();
-        let mut acks = Some((ack_tx, ack_rx));
         for shared in crew.iter() {
-            let (ack_tx, ack_rx) = acks.take().unwrap_or_else(mpsc::unbounded_channel);
+            let (ack_tx, ack_rx) = mpsc::unbounded_channel();
             let ctx = Arc::new(JobContext {
                 client: shared.client.clone(),
                 keys: shared.keys.clone(),
