@@ -24,7 +24,8 @@
 -- ARGV[5]      events stream MAXLEN (approximate); 0 = write no `completed` event
 -- ARGV[6]      keep: '1' = write a record for every completed job (with or without result), '0' = only for
 --              jobs with a result or a job id of their own (not their entry id, nor `<entry id>@<p>` on the stream
---              of level p: named or retried jobs, which callers look up by that id)
+--              of level p, nor a generated `~<ms>.<hex>` id of a partitioned queue: named or retried jobs, which
+--              callers look up by that id)
 -- ARGV[7]      n: number of deliveries
 -- ARGV[8]      lazy window, ms (0 = always delete entries outright); unused on the XACKDEL path
 -- ARGV[9]      '1' = XACKDEL allowed: used for batches of up to 8 when the server has it (Redis >= 8.2, checked
@@ -208,7 +209,10 @@ for j = 1, (#ARGV - X) / 5 do
     local eid, jid, attempt, result, touched = ARGV[8 + 2 * i], ARGV[b + 2], ARGV[b + 3], ARGV[b + 4], ARGV[b + 5]
     local job, ckpt = KEYS[3 + 2 * j], KEYS[4 + 2 * j]
     names[i] = jid
-    local named = jid ~= eid and jid ~= own_id(ready, eid)
+    -- Indexed: the id is not the entry's own. Named: and not one a producer generated for a partitioned queue
+    -- (`~<ms>.<hex>`, section 2a), which is looked up through events like an entry-id job, so keeps no record.
+    local indexed = jid ~= eid and jid ~= own_id(ready, eid)
+    local named = indexed and string.sub(jid, 1, 1) ~= '~'
     if retention > 0 and (keep or result ~= '' or named) then
       if result ~= '' then
         redis.call('HSET', job, 'state', 'completed', 'finished_ms', now, 'attempt', attempt, 'result', result)
@@ -222,7 +226,7 @@ for j = 1, (#ARGV - X) / 5 do
     if touched == '1' then
       if retention > 0 then redis.call('PEXPIRE', ckpt, retention) else redis.call('DEL', ckpt) end
     end
-    if named then
+    if indexed then
       redis.call('HDEL', index, jid)
     end
   end

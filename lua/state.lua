@@ -24,7 +24,7 @@
 --   'waiting'    on the ready stream, not delivered         (entry id: ready entry)
 --   'active'     on the ready stream and pending            (owner: consumer, deliveries: delivery count)
 --   'completed'  finished: its record is within retention, or (attempts 0: not recorded; only for a job whose
---                id is its entry id, or `<entry id>@<level>`) the newest of the last ARGV[3] events that names it is a `completed` one
+--                id is its entry id, `<entry id>@<level>`, or a generated `~<ms>.<hex>`) the newest of the last ARGV[3] events that names it is a `completed` one
 --                (entry id: ''; finished ms from the record or the event)
 --   'cancelled'  cancelled by a signal; its record is within retention
 --   'dead'       in the dead-letter stream                   (entry id: dead-letter entry; attempts: its
@@ -191,10 +191,13 @@ if did then
   end
   return {'dead', did, made, '', 0, 0, 0}
 end
--- No record. A job whose id is its entry id (enqueued by a plain XADD; named and retried jobs get records) may
--- still be named by a `completed` event: the newest event that names it decides. Newest first, a page at a time
+-- No record. A job whose id is its entry id (enqueued by a plain XADD; named and retried jobs get records), or a
+-- generated `~<ms>.<hex>` one, may still be named by a `completed` event: the newest event that names it decides. Newest first, a page at a time
 -- (each event can list many ids); the job completed after its entry was added, so older events need no look.
 local since = tonumber(string.match(jid, '^(%d+)%-%d+$') or string.match(jid, '^(%d+)%-%d+@%d+$'))
+-- A generated id of a partitioned queue (section 2a) carries its producer's clock: a minute's leeway for skew.
+local generated = tonumber(string.match(jid, '^~(%d+)%.%x+$'))
+if generated then since = generated - 60000 end
 if not since then return {'unknown', '', 0, '', 0, 0, 0} end
 local needle = ' ' .. jid .. ' '
 local upper, read, size = '+', 0, 4

@@ -6,8 +6,8 @@
 //!
 //! A job goes to partition `fnv1a32(routing key) mod N`, where the routing key is its dedup key if it has one, its
 //! job id otherwise (so a dedup check stays atomic in one partition); a producer gives a job without an id of its
-//! own a random one that routes to the next partition in turn, so id-less jobs spread evenly and can still be
-//! found by id.
+//! own a generated one (`~<ms>.<hex>`) that routes to the next partition in turn, so id-less jobs spread evenly
+//! and can still be found by id.
 
 use crate::error::{Error, Result};
 use crate::keys::validate_name;
@@ -119,10 +119,12 @@ impl Partitions {
         (fnv1a32(key.as_bytes()) % self.tags.len() as u32) as usize
     }
 
-    /// A random job id that routes to `partition`.
-    pub fn id_in(&self, partition: usize) -> String {
+    /// A generated job id that routes to `partition`: `~<now, ms>.<16 random hex digits>`. The `~` tells the
+    /// scripts it was not chosen by the caller (its job keeps no record unless it has a result, SPEC §2a), and the
+    /// time bounds the look for its completion among the queue's events.
+    pub fn id_in(&self, partition: usize, now_ms: u64) -> String {
         loop {
-            let id = crate::identity::random_id();
+            let id = format!("~{now_ms}.{:016x}", rand::random::<u64>());
             if self.of_key(&id) == partition % self.tags.len() {
                 return id;
             }
@@ -214,8 +216,9 @@ mod tests {
         let p = Partitions::plan("q", 6).unwrap();
         let mut seen = [0usize; 6];
         for i in 0..600 {
-            let id = p.id_in(i);
+            let id = p.id_in(i, 1_700_000_000_000);
             assert_eq!(p.of_key(&id), i % 6);
+            assert!(id.starts_with("~1700000000000.") && id.len() == 31, "{id}");
             seen[p.of_key(&format!("key-{i}"))] += 1;
         }
         // FNV spreads sequential keys over every partition.

@@ -124,12 +124,12 @@ impl<T: Serialize + DeserializeOwned> Queue<T> {
             (Some(key), Some(_)) => (p.of_key(key), None),
             (Some(key), None) => {
                 let i = p.of_key(key);
-                (i, Some(p.id_in(i)))
+                (i, Some(p.id_in(i, crate::identity::now_ms())))
             }
             (None, Some(id)) => (p.of_key(id), None),
             (None, None) => {
                 let i = self.turn.fetch_add(1, Ordering::Relaxed) % p.len();
-                (i, Some(p.id_in(i)))
+                (i, Some(p.id_in(i, crate::identity::now_ms())))
             }
         };
         Ok(Some((self.partition_handle(&p.tags()[index]), generated)))

@@ -119,6 +119,58 @@ async fn ack_completes_owned_deliveries_and_rejects_stale_ones() {
 }
 
 #[tokio::test]
+async fn a_generated_id_keeps_no_record_but_leaves_the_index() {
+    let mut f = fixture().await;
+    let generated = "~1700000000000.00000000000000ff";
+    let a = f.add(&[("id", generated)]).await;
+    let b = f.add(&[("id", "chosen")]).await;
+    f.read("w1", 2).await;
+    let _: () = f.conn.hset(&f.keys.index, generated, &a).await.unwrap();
+    let _: () = f.conn.hset(&f.keys.index, "chosen", &b).await.unwrap();
+    let items = [
+        AckItem {
+            delivery: d(&a, 1),
+            job_id: generated,
+            attempt: 1,
+            result: b"",
+            touched: false,
+        },
+        AckItem {
+            delivery: d(&b, 1),
+            job_id: "chosen",
+            attempt: 1,
+            result: b"",
+            touched: false,
+        },
+    ];
+    let keys = f.keys.clone();
+    let codes = scripts::ack(
+        &mut f.conn,
+        &caller(&keys, "w1"),
+        Ack {
+            now_ms: 1234,
+            retention: Retention {
+                ms: 60_000,
+                keep_all: false,
+            },
+            completed_event: true,
+            items: &items,
+            xackdel: false,
+        },
+    )
+    .await
+    .unwrap();
+    assert_eq!(codes, vec![true, true]);
+    // The generated id's job is found by its event, like an entry-id job: no record. The chosen id keeps one.
+    let generated_record: bool = f.conn.exists(keys.job(generated)).await.unwrap();
+    let chosen_record: bool = f.conn.exists(keys.job("chosen")).await.unwrap();
+    assert!(!generated_record && chosen_record);
+    let index: usize = f.conn.hlen(&keys.index).await.unwrap();
+    assert_eq!(index, 0, "both leave the index");
+    assert_eq!(f.xlen(&keys.events).await, 1);
+}
+
+#[tokio::test]
 async fn ack_without_retention_or_events_keeps_nothing() {
     let mut f = fixture().await;
     let a = f.add(&[]).await;

@@ -173,3 +173,43 @@ async fn a_completed_job_without_a_record_is_found_by_its_completed_event_within
     let row = scripts::state(&mut f.conn, &keys, "2590-1").await.unwrap();
     assert_eq!((row.attempts, row.finished_ms), (2, 2_600));
 }
+
+#[tokio::test]
+async fn a_generated_id_of_a_partitioned_queue_is_found_by_its_completed_event() {
+    let mut f = fixture().await;
+    let keys = f.keys.clone();
+    let add = |id: &str, ids: &str| {
+        redis::cmd("XADD")
+            .arg(&keys.events)
+            .arg(id)
+            .arg("event")
+            .arg("completed")
+            .arg("ids")
+            .arg(ids)
+            .arg("count")
+            .arg(1)
+            .arg("ms")
+            .arg(7)
+            .clone()
+    };
+    // Completed at 100,000 ms; the producer's clock said 130,000 (skewed ahead, within the minute allowed).
+    let _: String = add("100000-0", "~130000.00000000000000aa")
+        .query_async(&mut f.conn)
+        .await
+        .unwrap();
+    let _: String = add("300000-0", "other")
+        .query_async(&mut f.conn)
+        .await
+        .unwrap();
+    assert_eq!(
+        scripts_state(&mut f, "~130000.00000000000000aa").await.0,
+        "completed"
+    );
+    // Generated after every kept event (or beyond the leeway): the scan stops at once.
+    assert_eq!(
+        scripts_state(&mut f, "~170000.00000000000000aa").await.0,
+        "unknown"
+    );
+    // Only the generated form counts: a caller's id that starts with `~` is not looked for in events.
+    assert_eq!(scripts_state(&mut f, "~130000").await.0, "unknown");
+}
