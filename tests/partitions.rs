@@ -286,3 +286,52 @@ async fn a_worker_of_many_partitions_takes_turns_at_a_few_blocking_reads() {
     assert_eq!(runs.lock().unwrap().len(), 96);
     worker.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn listings_and_the_event_feed_cover_every_partition() {
+    let redis = TestRedis::start();
+    let client = client(&redis);
+    let q = client.queue::<u32>("listed").unwrap();
+    q.set_partitions(3).await.unwrap();
+    let ids = q.enqueue_many(&(0..10).collect::<Vec<_>>()).await.unwrap();
+    // Pages of 4, partition after partition: every waiting job once.
+    let mut seen = Vec::new();
+    let mut after = None;
+    loop {
+        let page = q
+            .jobs(JobState::Waiting, after.as_deref(), 4)
+            .await
+            .unwrap();
+        assert!(page.jobs.len() <= 4);
+        seen.extend(page.jobs.into_iter().map(|j| j.id));
+        match page.next {
+            Some(c) => after = Some(c),
+            None => break,
+        }
+    }
+    let mut want = ids.clone();
+    want.sort();
+    seen.sort();
+    assert_eq!(seen, want);
+    assert!(matches!(
+        q.jobs(JobState::Waiting, Some("7/"), 4).await,
+        Err(rill::Error::InvalidOption { .. })
+    ));
+    // The feed follows every partition's events: one completion in each.
+    let mut feed = q.follow_events(None).await.unwrap();
+    let worker = recording(&client, "listed", &Arc::new(Mutex::new(HashMap::new())));
+    let mut completed = HashSet::new();
+    let deadline = std::time::Instant::now() + T;
+    while completed.len() < ids.len() {
+        assert!(std::time::Instant::now() < deadline, "{completed:?}");
+        for e in feed.next(100).await.unwrap() {
+            if e.kind == "completed" {
+                for id in e.fields["ids"].split(' ') {
+                    completed.insert(id.to_owned());
+                }
+            }
+        }
+    }
+    assert_eq!(completed, ids.iter().cloned().collect());
+    worker.stop().await;
+}

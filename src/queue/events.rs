@@ -52,19 +52,27 @@ impl<T: Serialize + DeserializeOwned> Queue<T> {
     /// # Errors
     /// Redis errors.
     pub async fn follow_events(&self, after: Option<&str>) -> Result<EventFeed> {
-        self.refuse_partitioned("following events").await?;
-        let last = match after {
-            Some(a) => a.to_owned(),
-            // The newest id now, not `$`: `$` on every call would miss events added between two calls.
-            None => {
-                let mut conn = self.client.conn().await?;
-                newest_entry_id(&mut conn, &self.keys.events).await?
-            }
+        // A partitioned queue's events are each partition's (SPEC §2a): the feed reads them all.
+        let keys: Vec<String> = match self.partition_queues().await? {
+            Some(parts) => parts.iter().map(|q| q.keys.events.clone()).collect(),
+            None => vec![self.keys.events.clone()],
         };
+        let mut streams = Vec::with_capacity(keys.len());
+        for key in keys {
+            let last = match after {
+                Some(a) => a.to_owned(),
+                // The newest id now, not `$`: `$` on every call would miss events added between two calls.
+                None => {
+                    let mut conn = self.client.conn().await?;
+                    newest_entry_id(&mut conn, &key).await?
+                }
+            };
+            streams.push((key, last));
+        }
         Ok(EventFeed {
             conn: self.client.blocking_conn(EventFeed::BLOCK).await?,
-            key: self.keys.events.clone(),
-            last,
+            streams,
+            turn: 0,
         })
     }
 }
@@ -72,32 +80,63 @@ impl<T: Serialize + DeserializeOwned> Queue<T> {
 /// Waits for lifecycle events as they are added; see [`Queue::follow_events`].
 pub struct EventFeed {
     conn: crate::client::BlockingConn,
-    key: String,
-    last: String,
+    /// Each events stream followed (one, or one per partition) and the last id read from it.
+    streams: Vec<(String, String)>,
+    /// On a partitioned queue, the partition whose stream the next wait blocks on.
+    turn: usize,
 }
 
 impl EventFeed {
     /// Longest wait of one [`EventFeed::next`] call.
     pub const BLOCK: std::time::Duration = std::time::Duration::from_secs(1);
 
-    /// The next events (up to `count`), waiting up to [`EventFeed::BLOCK`]; empty if none came.
+    /// The next events (up to `count` per events stream), waiting up to [`EventFeed::BLOCK`]; empty if none came.
+    /// On a partitioned queue the partitions' streams are read in turn without blocking, and when none has
+    /// anything the wait blocks on one of them (in turn) for its share of the block, so a new event anywhere is
+    /// seen within about a block (a blocking read cannot span a cluster's slots).
     ///
     /// # Errors
     /// Redis errors.
     pub async fn next(&mut self, count: usize) -> Result<Vec<Event>> {
-        let v: redis::Value = redis::cmd("XREAD")
-            .arg("COUNT")
-            .arg(count.max(1))
-            .arg("BLOCK")
-            .arg(Self::BLOCK.as_millis() as u64)
+        let n = self.streams.len();
+        if n == 1 {
+            return self.read(0, count, Some(Self::BLOCK)).await;
+        }
+        let mut events = Vec::new();
+        for i in 0..n {
+            events.extend(self.read(i, count, None).await?);
+        }
+        if events.is_empty() {
+            let share = (Self::BLOCK / n as u32).max(std::time::Duration::from_millis(50));
+            self.turn = (self.turn + 1) % n;
+            events = self.read(self.turn, count, Some(share)).await?;
+        }
+        events.sort_by(|a, b| wire::entry_id_order(&a.entry_id, &b.entry_id));
+        Ok(events)
+    }
+
+    /// Up to `count` events of stream `i` after the last read, blocking up to `block` (`None`: not at all).
+    async fn read(
+        &mut self,
+        i: usize,
+        count: usize,
+        block: Option<std::time::Duration>,
+    ) -> Result<Vec<Event>> {
+        let (key, last) = &mut self.streams[i];
+        let mut cmd = redis::cmd("XREAD");
+        cmd.arg("COUNT").arg(count.max(1));
+        if let Some(b) = block {
+            cmd.arg("BLOCK").arg(b.as_millis() as u64);
+        }
+        let v: redis::Value = cmd
             .arg("STREAMS")
-            .arg(&self.key)
-            .arg(&self.last)
+            .arg(&*key)
+            .arg(&*last)
             .query_async(&mut self.conn)
             .await?;
         let events = to_events(wire::parse_read_reply(v)?);
         if let Some(e) = events.last() {
-            self.last = e.entry_id.clone();
+            *last = e.entry_id.clone();
         }
         Ok(events)
     }

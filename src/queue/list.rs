@@ -67,6 +67,38 @@ fn bad_cursor(after: &str) -> Error {
     }
 }
 
+/// A page of a partitioned queue's jobs in `state` (SPEC §2a): partition after partition, each in its own order.
+/// A cursor is `<partition>/<that partition's cursor>` (empty after the `/`: the partition's start).
+async fn list_partitions<T: Serialize + DeserializeOwned>(
+    parts: &[Queue<T>],
+    state: JobState,
+    after: Option<&str>,
+    limit: usize,
+) -> Result<JobPage> {
+    let (mut at, mut inner) = match after {
+        None => (0, None),
+        Some(a) => {
+            let (p, c) = a.split_once('/').ok_or_else(|| bad_cursor(a))?;
+            let p: usize = p.parse().map_err(|_| bad_cursor(a))?;
+            if p >= parts.len() {
+                return Err(bad_cursor(a));
+            }
+            (p, (!c.is_empty()).then(|| c.to_owned()))
+        }
+    };
+    let mut jobs = Vec::new();
+    while at < parts.len() && jobs.len() < limit {
+        let page = Box::pin(parts[at].jobs(state, inner.as_deref(), limit - jobs.len())).await?;
+        jobs.extend(page.jobs);
+        inner = page.next;
+        if inner.is_none() {
+            at += 1;
+        }
+    }
+    let next = (at < parts.len()).then(|| format!("{at}/{}", inner.unwrap_or_default()));
+    Ok(JobPage { jobs, next })
+}
+
 impl<T: Serialize + DeserializeOwned> Queue<T> {
     /// Up to `limit` jobs in `state` (waiting, active, delayed, failed, parked, dead or completed), starting
     /// after the cursor `after` of the previous page. Completed jobs come from the events stream, so they are
@@ -96,8 +128,10 @@ impl<T: Serialize + DeserializeOwned> Queue<T> {
         after: Option<&str>,
         limit: usize,
     ) -> Result<JobPage> {
-        self.refuse_partitioned("listing jobs by state").await?;
         let limit = limit.max(1);
+        if let Some(parts) = self.partition_queues().await? {
+            return list_partitions(&parts, state, after, limit).await;
+        }
         match state {
             JobState::Waiting | JobState::Active => self.list_levels(state, after, limit).await,
             JobState::Delayed | JobState::Failed | JobState::Parked => {

@@ -90,6 +90,13 @@ fn a_partitioned_queue_is_created_worked_and_inspected_by_its_name() {
     }
     let stats = cli.json(&["stats"]).to_string();
     assert!(stats.contains("orders") && !stats.contains('~'), "{stats}");
+    // Listings and events span the partitions.
+    let listed = cli
+        .json(&["jobs", "list", "orders", "--state", "completed"])
+        .to_string();
+    assert!(listed.contains("\"id\""), "{listed}");
+    let events = cli.ok(&["events", "tail", "orders", "-n", "20", "--no-follow"]);
+    assert!(events.contains("completed"), "{events}");
     sigterm(&w.0);
     assert!(wait_exit(&mut w.0, Duration::from_secs(10)).success());
     cli.ok(&["queue", "remove", "orders", "--yes"]);
