@@ -25,10 +25,25 @@ struct Email {
 /// header and the options, and Python decodes the results.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_python_package_produces_for_a_rust_worker_and_reads_the_results() {
+    python_produces_for_a_rust_worker(None).await;
+}
+
+/// The same on a queue of 3 partitions (SPEC §2a): the Python producer routes each job as the Rust client does,
+/// the Rust worker runs every partition, and Python finds each job in its partition.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_python_package_routes_jobs_of_a_partitioned_queue_as_rust_does() {
+    python_produces_for_a_rust_worker(Some(3)).await;
+}
+
+async fn python_produces_for_a_rust_worker(partitions: Option<usize>) {
     let redis = TestRedis::start();
     let client = support::client(&redis);
     let ns = client.config().namespace.clone();
     let q = client.queue::<Email>("emails").unwrap();
+    let parts = match partitions {
+        Some(n) => Some(q.set_partitions(n).await.unwrap()),
+        None => None,
+    };
     let ids: Vec<String> = Lang::Python
         .run(&redis, &ns, &["produce"])
         .lines()
@@ -67,6 +82,18 @@ async fn the_python_package_produces_for_a_rust_worker_and_reads_the_results() {
     assert_eq!(seen[1]["result"]["max"], 2);
     assert_eq!(seen[2]["result"]["tenant"], "acme");
     assert_eq!(seen[0]["result"]["tenant"], serde_json::Value::Null);
+    if let Some(parts) = parts {
+        // Each job's record is in the partition Rust routes its id (or dedup key) to.
+        for (id, key) in [(&ids[1], "py-named"), (&ids[2], "py-dedup")] {
+            let record = format!("{ns}:{{{}}}:job:{id}", parts.tags()[parts.of_key(key)]);
+            let there: bool = redis::cmd("EXISTS")
+                .arg(&record)
+                .query_async(&mut redis.aconn().await)
+                .await
+                .unwrap();
+            assert!(there, "{record}");
+        }
+    }
 }
 
 /// The Python package's own suite (`python3 -m unittest discover -s clients/python/tests`): conformance vectors,

@@ -10,8 +10,8 @@ Rust library and CLI, by the wire format and scripts of SPEC.md.
 """
 
 from .client import Client
-from .errors import (Interrupted, InvalidJobId, InvalidName, InvalidOption, NoSuchPriority, PayloadTooLarge,
-                     Permanent, Protocol, RillError, Retry)
+from .errors import (Interrupted, InvalidJobId, InvalidName, InvalidOption, NoSuchPriority, Partitioned,
+                     PayloadTooLarge, Permanent, Protocol, RillError, Retry)
 from .keys import GROUP, QueueKeys
 from .job import Checkpoint, Job
 from .queue import DEFAULT_DEDUP_TTL, EnqueueOutcome, JobInfo, Queue
@@ -20,7 +20,7 @@ from .worker import Worker
 
 __all__ = [
     "Client", "Queue", "QueueKeys", "GROUP", "EnqueueOutcome", "JobInfo", "DEFAULT_DEDUP_TTL",
-    "RillError", "InvalidName", "InvalidJobId", "InvalidOption", "NoSuchPriority", "PayloadTooLarge", "Protocol",
+    "RillError", "InvalidName", "InvalidJobId", "InvalidOption", "NoSuchPriority", "Partitioned", "PayloadTooLarge", "Protocol",
     "Retry", "Permanent", "Interrupted", "Worker", "Job", "Checkpoint", "Schedule", "ScheduleInfo",
 ]
 

@@ -5,6 +5,7 @@ import threading
 import redis as _redis
 
 from . import keys as _keys
+from .partition import Partitions
 from .scripts import Scripts
 from .wire import DEFAULT_MAX_PAYLOAD
 
@@ -25,6 +26,7 @@ class Client:
         self.redis = redis if redis is not None else _redis.Redis.from_url(url)
         self.scripts = Scripts(self.redis)
         self._listed = set()
+        self._partitions = {}
         self._lock = threading.Lock()
 
     def queue(self, name):
@@ -40,6 +42,18 @@ class Client:
                 return
             self._listed.add(queue_keys.queue)
         self.redis.sadd(queue_keys.queues, queue_keys.queue)
+
+    def partitions(self, queue_keys):
+        """The queue's partitions (SPEC.md section 2a), None if it is not partitioned; read once per client (they
+        never change once set)."""
+        with self._lock:
+            if queue_keys.queue in self._partitions:
+                return self._partitions[queue_keys.queue]
+        count, tags = self.redis.hmget(queue_keys.config, "partitions", "partition_tags")
+        parts = Partitions.from_config(queue_keys.queue, count, tags)
+        with self._lock:
+            self._partitions[queue_keys.queue] = parts
+        return parts
 
     def close(self):
         self.redis.close()

@@ -43,6 +43,14 @@ class NoSuchPriority(RillError, ValueError):
         self.level, self.levels = level, levels
 
 
+class Partitioned(RillError):
+    """The queue is partitioned (SPEC.md section 2a) and this call does not work on partitioned queues yet."""
+
+    def __init__(self, queue, what):
+        super().__init__(f"queue {queue!r} is partitioned: {what}")
+        self.queue, self.what = queue, what
+
+
 class Protocol(RillError):
     """Redis answered something SPEC.md does not allow (a script's unknown code, a malformed reply)."""
 

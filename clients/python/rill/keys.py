@@ -55,12 +55,12 @@ def queues_key(namespace):
 class QueueKeys:
     """All the keys of one queue (SPEC.md section 2)."""
 
-    def __init__(self, namespace, queue):
+    def __init__(self, namespace, queue, tag=None):
         validate_name(namespace)
         validate_name(queue)
         self.namespace = namespace
         self.queue = queue
-        p = f"{namespace}:{{{queue}}}"
+        p = f"{namespace}:{{{tag or queue}}}"
         self.prefix = p
         self.ready = f"{p}:ready"
         self.delayed = f"{p}:delayed"
@@ -86,6 +86,10 @@ class QueueKeys:
         self.priorities = f"{p}:priorities"
         self.config = f"{p}:config"
         self.queues = queues_key(namespace)
+
+    def partition(self, tag):
+        """The keys of the partition with hash tag ``tag`` of this partitioned queue (SPEC.md section 2a)."""
+        return QueueKeys(self.namespace, self.queue, tag)
 
     def level(self, level):
         """The stream of priority level ``level`` (0 is ``ready``; past the last, the last)."""

@@ -72,6 +72,7 @@ class Queue(Scheduling):
         self.client = client
         self.keys = queue_keys
         self.redis = client.redis
+        self._turn = int.from_bytes(os.urandom(2), "big")  # the partition the next id-less job goes to
 
     @property
     def name(self):
@@ -113,7 +114,21 @@ class Queue(Scheduling):
             at = run_at.timestamp() if isinstance(run_at, datetime) else float(run_at)
             due = max(due, int(at * 1000))
         self.client.list_queue(self.keys)
-        plain = id is None and dedup_key is None and due <= now and priority == 0
+        # A partitioned queue (SPEC.md section 2a): the job goes to the partition of its dedup key, else of its id;
+        # one without an id gets a generated one, routed to the next partition in turn.
+        k = self.keys
+        generated = None
+        parts = self.client.partitions(self.keys)
+        if parts is not None:
+            if dedup_key is not None or id is not None:
+                index = parts.of_key(dedup_key if dedup_key is not None else id)
+            else:
+                self._turn += 1
+                index = self._turn % len(parts)
+            if id is None:
+                generated = parts.id_in(index, now)
+            k = self.keys.partition(parts.tags[index])
+        plain = id is None and generated is None and dedup_key is None and due <= now and priority == 0
         if plain:
             # SPEC.md section 8: a plain job is one XADD; its entry id is its job id.
             fields = {"v": "1", "payload": data}
@@ -122,9 +137,11 @@ class Queue(Scheduling):
             if timeout_ms is not None:
                 fields["timeout_ms"] = str(timeout_ms)
             fields.update(header_fields)
-            return EnqueueOutcome(_text(self.redis.xadd(self.keys.ready, fields)), False)
+            return EnqueueOutcome(_text(self.redis.xadd(k.ready, fields)), False)
         if id is not None:
             job_id = id
+        elif generated is not None:
+            job_id = generated
         elif dedup_key is None and due <= now:
             job_id = ""  # unnamed above level 0: its id is `<entry id>@<level>`
         else:
@@ -140,9 +157,8 @@ class Queue(Scheduling):
             fields += ["timeout_ms", str(timeout_ms)]
         if priority > 0:
             fields += ["priority", str(priority)]
-        for k, v in header_fields.items():
-            fields += [k, v]
-        k = self.keys
+        for name, value in header_fields.items():
+            fields += [name, value]
         script_keys = [k.level(priority), k.delayed, k.scheduled, k.index, k.dedup(dedup_key or job_id)]
         if priority > 0:
             script_keys.append(k.priorities)
@@ -159,6 +175,9 @@ class Queue(Scheduling):
     def enqueue_many(self, payloads, chunk=1000):
         """Adds plain jobs, pipelined ``chunk`` at a time; returns their ids in order."""
         data = [wire.encode(p, self.client.max_payload) for p in payloads]
+        if self.client.partitions(self.keys) is not None:
+            # Each job through its partition's enqueue.lua (it needs an id there).
+            return [self.enqueue(p) for p in payloads]
         self.client.list_queue(self.keys)
         ids = []
         for i in range(0, len(data), chunk):
@@ -256,12 +275,20 @@ class Queue(Scheduling):
         queue pause or resume; a job cancelled, parked or resumed before it ran), 2 left to the workers (a running
         job, quiet, stop, custom), 0 ignored."""
         k = self.keys
+        if target.startswith("job:"):
+            # On a partitioned queue the job's partition applies it; what is left for workers is copied to
+            # partition 0's signals stream, which they follow (SPEC.md section 2a).
+            k = self._holder(target[4:])
         job_key = k.job(target[4:]) if target.startswith("job:") else k.paused
         data = b"" if payload is None else wire.encode(payload, self.client.max_payload)
+        now = _now_ms()
         sid, code = self.client.scripts["signal.lua"](
             keys=[k.signals, k.outcomes, k.paused, k.ready, k.delayed, k.scheduled, k.index, job_key, k.parked]
             + k.level_tail(),
-            args=[kind, target, sender, _now_ms(), data, 10_000, _keys.GROUP, wire.ms(RECORD_RETENTION)])
+            args=[kind, target, sender, now, data, 10_000, _keys.GROUP, wire.ms(RECORD_RETENTION)])
+        if k is not self.keys and int(code) == 2:
+            self.redis.xadd(self.keys.signals, {"kind": kind, "target": target, "sender": sender, "ms": now,
+                                                "payload": data}, maxlen=10_000, approximate=True)
         return _text(sid), int(code)
 
     def cancel(self, job_id):
@@ -281,9 +308,36 @@ class Queue(Scheduling):
 
     # Looking
 
+    def _partitions(self):
+        """The keys of each partition (SPEC.md section 2a), partition 0 first; just this queue's when it is not
+        partitioned."""
+        parts = self.client.partitions(self.keys)
+        return [self.keys] if parts is None else [self.keys.partition(t) for t in parts.tags]
+
+    def _search(self, job_id):
+        """The partitions' keys in the order to look for ``job_id``: the one its id routes to first."""
+        parts = self.client.partitions(self.keys)
+        if parts is None:
+            return [self.keys]
+        first = parts.of_key(job_id)
+        return [self.keys.partition(t) for t in parts.tags[first:] + parts.tags[:first]]
+
+    def _holder(self, job_id):
+        """The keys of the partition that holds ``job_id`` (the one its id routes to when none has it)."""
+        order = self._search(job_id)
+        return next((k for k in order if self._job_in(k, job_id).state != "unknown"), order[0])
+
     def job(self, job_id):
         """Where job ``job_id`` is now, with its result once completed (``JobInfo``)."""
-        k = self.keys
+        first = None
+        for k in self._search(job_id):
+            info = self._job_in(k, job_id)
+            if info.state != "unknown":
+                return info
+            first = first or info
+        return first
+
+    def _job_in(self, k, job_id):
         row = self.client.scripts["state.lua"](
             keys=[k.index, k.delayed, k.scheduled, k.ready, k.job(job_id), k.dead_index, k.parked, k.events,
                   k.dead] + k.level_tail(),
@@ -306,7 +360,7 @@ class Queue(Scheduling):
         blocking read per queue and client serves every waiter (SPEC.md section 7)."""
         import time as _time
         from .wait import ENDED, RECHECK, follower
-        f = follower(self.client, self.keys.events)
+        f = follower(self.client, self._holder(job_id).events)
         ended = f.expect(job_id)
         try:
             deadline = _time.monotonic() + _seconds(timeout, "timeout")
@@ -330,7 +384,13 @@ class Queue(Scheduling):
     def counts(self):
         """``{"waiting", "active", "delayed", "dead", "parked"}``: waiting and active summed over priority levels,
         jobs held back by per-key limits counted as waiting."""
-        k = self.keys
+        total = {}
+        for k in self._partitions():
+            for name, n in self._counts_in(k).items():
+                total[name] = total.get(name, 0) + n
+        return total
+
+    def _counts_in(self, k):
         levels = int(self.redis.hget(k.priorities, "levels") or 1)
         out = {"waiting": int(self.redis.zcard(k.held)), "active": 0, "delayed": int(self.redis.zcard(k.delayed)),
                "dead": int(self.redis.xlen(k.dead)), "parked": int(self.redis.zcard(k.parked))}

@@ -32,7 +32,7 @@ import redis as _redis
 
 from . import wire
 from ._common import dedicated, now_ms, pairs, text
-from .errors import Interrupted, InvalidOption, Permanent, Retry, RillError
+from .errors import Interrupted, InvalidOption, Partitioned, Permanent, Retry, RillError
 from .job import Delivery, Job, Refused, decode_payload, parse_entry
 from .keys import GROUP
 from .listener import Listening
@@ -145,6 +145,11 @@ class Worker(Settling, Listening, Upkeep):
         self._stopping.set()
 
     def _start(self):
+        # This package's worker reads one key set: on a partitioned queue it would leave the other partitions'
+        # jobs waiting, so it refuses to start rather than work part of the queue.
+        if self.client.partitions(self.keys) is not None:
+            raise Partitioned(self.keys.queue, "this package's worker runs one partition; run a Rust worker "
+                              "(`rill work QUEUE -- CMD` runs any program) for partitioned queues")
         levels, weights = self.r.hmget(self.keys.priorities, "levels", "weights")
         self._set_levels(text(levels or b""), text(weights or b""))
         self._create_group()

@@ -2,6 +2,7 @@
 
 import { Redis } from "ioredis";
 import { DEFAULT_NAMESPACE, QueueKeys, validateName } from "./keys.js";
+import { Partitions } from "./partition.js";
 import { Queue } from "./queue.js";
 import { DEFAULT_MAX_PAYLOAD } from "./wire.js";
 
@@ -25,6 +26,7 @@ export class Client {
   readonly maxPayload: number;
   readonly redis: Redis;
   private readonly listed = new Set<string>();
+  private readonly partitionsOf = new Map<string, Partitions | undefined>();
 
   constructor(readonly url = "redis://127.0.0.1:6379", options: ClientOptions = {}) {
     this.namespace = options.namespace ?? DEFAULT_NAMESPACE;
@@ -48,6 +50,16 @@ export class Client {
     if (this.listed.has(keys.queue)) return;
     this.listed.add(keys.queue);
     await this.redis.sadd(keys.queues, keys.queue);
+  }
+
+  /** The queue's partitions (SPEC.md section 2a), undefined if it is not partitioned; read once per client (they
+   * never change once set). */
+  async partitions(keys: QueueKeys): Promise<Partitions | undefined> {
+    if (this.partitionsOf.has(keys.queue)) return this.partitionsOf.get(keys.queue);
+    const [count, tags] = await this.redis.hmget(keys.config, "partitions", "partition_tags");
+    const parts = Partitions.fromConfig(keys.queue, count, tags);
+    this.partitionsOf.set(keys.queue, parts);
+    return parts;
   }
 
   async close(): Promise<void> {

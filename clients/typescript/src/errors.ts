@@ -34,6 +34,13 @@ export class PayloadTooLarge extends RillError {
   }
 }
 
+/** The queue is partitioned (SPEC.md section 2a) and this call does not work on partitioned queues yet. */
+export class Partitioned extends RillError {
+  constructor(readonly queue: string, readonly what: string) {
+    super(`queue ${quoted(queue)} is partitioned: ${what}`);
+  }
+}
+
 export class NoSuchPriority extends RillError {
   constructor(readonly level: number, readonly levels: number) {
     super(`priority ${level} is not one of the queue's ${levels} levels`);

@@ -3,9 +3,11 @@
 
 export { Client, type ClientOptions } from "./client.js";
 export {
-  Interrupted, InvalidJobId, InvalidName, InvalidOption, NoSuchPriority, PayloadTooLarge, Permanent, ProtocolError, Retry, RillError,
+  Interrupted, InvalidJobId, InvalidName, InvalidOption, NoSuchPriority, Partitioned, PayloadTooLarge, Permanent, ProtocolError,
+  Retry, RillError,
 } from "./errors.js";
 export { GROUP, QueueKeys, validateJobId, validateName } from "./keys.js";
+export { Partitions, fnv1a32 } from "./partition.js";
 export {
   Queue, DEFAULT_DEDUP_TTL_MS, type Counts, type EnqueueOptions, type EnqueueOutcome, type JobInfo, type JobState,
 } from "./queue.js";

@@ -57,10 +57,10 @@ export class QueueKeys {
   readonly config: string;
   readonly queues: string;
 
-  constructor(readonly namespace: string, readonly queue: string) {
+  constructor(readonly namespace: string, readonly queue: string, tag?: string) {
     validateName(namespace);
     validateName(queue);
-    const p = `${namespace}:{${queue}}`;
+    const p = `${namespace}:{${tag ?? queue}}`;
     this.prefix = p;
     this.ready = `${p}:ready`;
     this.delayed = `${p}:delayed`;
@@ -89,6 +89,11 @@ export class QueueKeys {
   }
 
   /** The stream of priority level `level` (0 is `ready`; past the last, the last). */
+  /** The keys of the partition with hash tag `tag` of this partitioned queue (SPEC.md section 2a). */
+  partition(tag: string): QueueKeys {
+    return new QueueKeys(this.namespace, this.queue, tag);
+  }
+
   level(level: number): string {
     const p = Math.min(Math.max(Math.trunc(level), 0), LEVELS - 1);
     return p === 0 ? this.ready : `${this.ready}:${p}`;

@@ -72,6 +72,9 @@ export interface Counts {
 }
 
 export class Queue {
+  /** The partition the next job without an id goes to (on a partitioned queue). */
+  private turn = randomBytes(2).readUInt16BE(0);
+
   constructor(readonly client: Client, readonly keys: QueueKeys) {}
 
   get name(): string {
@@ -107,17 +110,29 @@ export class Queue {
     if (delayMs !== undefined) due = now + Math.round(delayMs);
     if (o.runAt !== undefined) due = Math.max(due, o.runAt.getTime());
     await this.client.listQueue(this.keys);
-    if (o.id === undefined && o.dedupKey === undefined && due <= now && priority === 0) {
+    // A partitioned queue (SPEC.md section 2a): the job goes to the partition of its dedup key, else of its id; one
+    // without an id gets a generated one, routed to the next partition in turn.
+    let k = this.keys;
+    let generated: string | undefined;
+    const parts = await this.client.partitions(this.keys);
+    if (parts) {
+      const routing = o.dedupKey ?? o.id;
+      const index = routing !== undefined ? parts.ofKey(routing) : ++this.turn % parts.length;
+      if (o.id === undefined) generated = parts.idIn(index, now);
+      k = this.keys.partition(parts.tags[index]);
+    }
+    if (o.id === undefined && generated === undefined && o.dedupKey === undefined && due <= now && priority === 0) {
       // SPEC.md section 8: a plain job is one XADD; its entry id is its job id.
       const fields: (string | Buffer)[] = ["v", "1", "payload", data];
       if (o.maxAttempts !== undefined) fields.push("max_attempts", String(o.maxAttempts));
       if (o.timeoutMs !== undefined) fields.push("timeout_ms", String(o.timeoutMs));
       fields.push(...headers);
-      const id = await this.redis.xadd(this.keys.ready, "*", ...fields);
+      const id = await this.redis.xadd(k.ready, "*", ...fields);
       return { id: text(id), duplicate: false };
     }
     let jobId: string;
     if (o.id !== undefined) jobId = o.id;
+    else if (generated !== undefined) jobId = generated;
     else if (o.dedupKey === undefined && due <= now) jobId = ""; // unnamed above level 0: `<entry id>@<level>`
     else jobId = randomBytes(16).toString("hex");
     const ttl = jobId !== "" && (o.id !== undefined || o.dedupKey !== undefined)
@@ -127,7 +142,6 @@ export class Queue {
     if (o.timeoutMs !== undefined) fields.push("timeout_ms", String(o.timeoutMs));
     if (priority > 0) fields.push("priority", String(priority));
     fields.push(...headers);
-    const k = this.keys;
     const keys = [k.level(priority), k.delayed, k.scheduled, k.index, k.dedup(o.dedupKey ?? jobId)];
     if (priority > 0) keys.push(k.priorities);
     const reply = (await script("enqueue.lua").run(this.redis, keys, [jobId, ttl, due > now ? due : 0, now, ...fields])) as unknown[];
@@ -141,6 +155,12 @@ export class Queue {
   /** Adds plain jobs, pipelined `chunk` at a time; their ids in order. */
   async enqueueMany(payloads: unknown[], chunk = 1000): Promise<string[]> {
     const data = payloads.map((p) => encode(p, this.client.maxPayload));
+    if (await this.client.partitions(this.keys)) {
+      // Each job through its partition's enqueue.lua (it needs an id there).
+      const ids: string[] = [];
+      for (const p of payloads) ids.push(await this.enqueue(p));
+      return ids;
+    }
     await this.client.listQueue(this.keys);
     const ids: string[] = [];
     for (let i = 0; i < data.length; i += chunk) {
@@ -275,9 +295,32 @@ export class Queue {
     if (Number(code) !== 1) throw new InvalidOption("levels", `level ${level} still holds a job`);
   }
 
+  /** The keys of each partition (SPEC.md section 2a), partition 0 first; just this queue's when not partitioned. */
+  private async partitionKeys(): Promise<QueueKeys[]> {
+    const parts = await this.client.partitions(this.keys);
+    return parts ? parts.tags.map((t) => this.keys.partition(t)) : [this.keys];
+  }
+
+  /** The partitions' keys in the order to look for job `id`: the one its id routes to first. */
+  private async search(id: string): Promise<QueueKeys[]> {
+    const parts = await this.client.partitions(this.keys);
+    if (!parts) return [this.keys];
+    const first = parts.ofKey(id);
+    return [...parts.tags.slice(first), ...parts.tags.slice(0, first)].map((t) => this.keys.partition(t));
+  }
+
   /** Where job `id` is now, with its result once completed. */
   async job(id: string): Promise<JobInfo> {
-    const k = this.keys;
+    let first: JobInfo | undefined;
+    for (const k of await this.search(id)) {
+      const info = await this.jobIn(k, id);
+      if (info.state !== "unknown") return info;
+      first ??= info;
+    }
+    return first as JobInfo;
+  }
+
+  private async jobIn(k: QueueKeys, id: string): Promise<JobInfo> {
     const row = (await script("state.lua").run(
       this.redis,
       [k.index, k.delayed, k.scheduled, k.ready, k.job(id), k.dead_index, k.parked, k.events, k.dead, ...k.levelTail()],
@@ -311,7 +354,16 @@ export class Queue {
    * info then (`state` says which; `result(id)` decodes a result). One blocking read per queue and client serves
    * every waiter (SPEC.md section 7). */
   async wait(id: string, timeoutMs = 60_000): Promise<JobInfo> {
-    const f = follower(this.client, this.keys.events);
+    // The events of the partition that holds the job (the one its id routes to while none does).
+    const order = await this.search(id);
+    let holder = order[0];
+    for (const k of order) {
+      if ((await this.jobIn(k, id)).state !== "unknown") {
+        holder = k;
+        break;
+      }
+    }
+    const f = follower(this.client, holder.events);
     await f.start();
     let wake: () => void = () => {};
     let woken = false;
@@ -351,7 +403,15 @@ export class Queue {
 
   /** Waiting and active summed over priority levels (held jobs of per-key limits count as waiting). */
   async counts(): Promise<Counts> {
-    const k = this.keys;
+    const total: Counts = { waiting: 0, active: 0, delayed: 0, dead: 0, parked: 0 };
+    for (const k of await this.partitionKeys()) {
+      const c = await this.countsIn(k);
+      for (const name of Object.keys(total) as (keyof Counts)[]) total[name] += c[name];
+    }
+    return total;
+  }
+
+  private async countsIn(k: QueueKeys): Promise<Counts> {
     const levels = Math.min(Math.max(Number((await this.redis.hget(k.priorities, "levels")) ?? 1), 1), LEVELS);
     const out: Counts = {
       waiting: await this.redis.zcard(k.held),

@@ -5,7 +5,7 @@
  * at shutdown. */
 
 import type { Redis } from "ioredis";
-import { Interrupted, Permanent, Retry, RillError } from "./errors.js";
+import { Interrupted, Partitioned, Permanent, Retry, RillError } from "./errors.js";
 import { type Envelope, type Job, Refused, decodePayload, parseEntry } from "./job.js";
 import { GROUP } from "./keys.js";
 import { script, text } from "./scripts.js";
@@ -94,6 +94,10 @@ export class Worker<T = unknown> extends Listening<T> {
   }
 
   protected async start(): Promise<void> {
+    // This package's worker reads one key set: on a partitioned queue it would leave the other partitions' jobs
+    // waiting, so it refuses to start rather than work part of the queue.
+    if (await this.client.partitions(this.keys))
+      throw new Partitioned(this.keys.queue, "this package's worker runs one partition; run a Rust worker (`rill work QUEUE -- CMD` runs any program) for partitioned queues");
     const [levels, weights] = await this.redis.hmget(this.keys.priorities, "levels", "weights");
     this.setLevels(levels ?? "", weights ?? "");
     await this.createGroups();
