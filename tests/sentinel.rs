@@ -92,8 +92,8 @@ impl Drop for SentinelProcess {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn producers_and_workers_follow_a_failover_by_themselves() {
-    let primary = TestRedis::start();
-    let replica = TestRedis::start();
+    let primary = TestRedis::start_single();
+    let replica = TestRedis::start_single();
     let _: () = redis::cmd("REPLICAOF")
         .arg("127.0.0.1")
         .arg(primary.port())

@@ -1,7 +1,7 @@
 //! Scans over the keyspace (`SCAN`, page by page, each call bounded): one server's, or on a Redis Cluster every
 //! master's in turn, since each node holds only its slots' keys.
 
-use redis::cluster_routing::{RoutingInfo, SingleNodeRoutingInfo};
+use redis::cluster_routing::{MultipleNodeRoutingInfo, RoutingInfo, SingleNodeRoutingInfo};
 
 use super::{Client, Link, SharedConn};
 use crate::error::Result;
@@ -22,8 +22,22 @@ impl Scan {
         let nodes = match &mut conn.conn {
             Link::Single(_) => vec![None],
             Link::Cluster(c) => {
-                let text: String = redis::cmd("CLUSTER").arg("NODES").query_async(c).await?;
-                masters(&text).into_iter().map(Some).collect()
+                // The primaries as the cluster client addresses them (its slot map): a `CLUSTER NODES` line can
+                // lack the host (a node that never met another reports `:port`).
+                let all = RoutingInfo::MultiNode((MultipleNodeRoutingInfo::AllMasters, None));
+                match c.route_command(redis::cmd("PING"), all).await? {
+                    redis::Value::Map(replies) => replies
+                        .iter()
+                        .filter_map(|(addr, _)| host_port(crate::wire::bytes(addr)?))
+                        .map(Some)
+                        .collect(),
+                    other => {
+                        return Err(crate::Error::Protocol {
+                            what: "PING to every primary",
+                            detail: format!("{other:?}"),
+                        });
+                    }
+                }
             }
         };
         Ok(Scan {
@@ -68,24 +82,10 @@ impl Scan {
     }
 }
 
-/// The primaries of a `CLUSTER NODES` reply that are not failing, as (host, port).
-fn masters(nodes: &str) -> Vec<(String, u16)> {
-    nodes
-        .lines()
-        .filter_map(|line| {
-            let mut parts = line.split_whitespace();
-            let addr = parts.nth(1)?;
-            let flags = parts.next()?;
-            let is_master = flags.split(',').any(|f| f == "master");
-            let failing = flags.split(',').any(|f| f == "fail" || f == "noaddr");
-            if !is_master || failing {
-                return None;
-            }
-            let hostport = addr.split(['@', ',']).next()?;
-            let (host, port) = hostport.rsplit_once(':')?;
-            Some((host.to_owned(), port.parse().ok()?))
-        })
-        .collect()
+/// `host:port` (the address form of the cluster client's replies) as host and port.
+fn host_port(addr: &[u8]) -> Option<(String, u16)> {
+    let (host, port) = std::str::from_utf8(addr).ok()?.rsplit_once(':')?;
+    Some((host.to_owned(), port.parse().ok()?))
 }
 
 /// `keys` grouped by hash tag (the text between the first `{` and the next `}`, as Redis Cluster reads it), so
@@ -183,19 +183,13 @@ mod tests {
     }
 
     #[test]
-    fn cluster_nodes_give_their_live_primaries() {
-        let text = "\
-07c3 127.0.0.1:30004@31004 slave e7d1 0 1426238317239 4 connected
-67ed 127.0.0.1:30002@31002,host-b master - 0 1426238316232 2 connected 5461-10922
-292f 127.0.0.1:30003@31003 master,fail - 0 1426238318243 3 connected 10923-16383
-e7d1 127.0.0.1:30001@31001 myself,master - 0 0 1 connected 0-5460
-";
+    fn addresses_split_at_the_last_colon() {
         assert_eq!(
-            masters(text),
-            [
-                ("127.0.0.1".to_owned(), 30002),
-                ("127.0.0.1".to_owned(), 30001)
-            ]
+            host_port(b"127.0.0.1:7000"),
+            Some(("127.0.0.1".to_owned(), 7000))
         );
+        assert_eq!(host_port(b"::1:7000"), Some(("::1".to_owned(), 7000)));
+        assert_eq!(host_port(b"nohost"), None);
+        assert_eq!(host_port(b"h:port"), None);
     }
 }

@@ -126,39 +126,46 @@ impl TestCluster {
         format!("redis+cluster://{}", hosts.join(","))
     }
 
-    /// Which node owns `key`'s slot (its index in `nodes`).
+    /// Which node owns `key`'s slot (its index in `nodes`). Right after a slot moved, the new owner may not list
+    /// itself yet (its config epoch settles through the cluster bus): asked again for up to 10 s.
     pub fn owner(&self, key: &str) -> usize {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            if let Some(i) = self.owner_now(key) {
+                return i;
+            }
+            assert!(Instant::now() < deadline, "no node owns the slot of {key}");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    fn owner_now(&self, key: &str) -> Option<usize> {
         let slot: u16 = redis::cmd("CLUSTER")
             .arg("KEYSLOT")
             .arg(key)
             .query(&mut self.nodes[0].conn())
             .unwrap();
-        self.nodes
-            .iter()
-            .position(|n| {
-                let owned: Vec<redis::Value> = redis::cmd("CLUSTER")
-                    .arg("SLOTS")
-                    .query(&mut n.conn())
-                    .unwrap();
-                let me = format!("{}", n.port());
-                owned.iter().any(|r| match r {
-                    redis::Value::Array(parts) => {
-                        let num = |v: &redis::Value| redis::from_redis_value::<u16>(v.clone()).ok();
-                        let (lo, hi) = (num(&parts[0]), num(&parts[1]));
-                        let port = match &parts[2] {
-                            redis::Value::Array(p) => {
-                                redis::from_redis_value::<u16>(p[1].clone()).ok()
-                            }
-                            _ => None,
-                        };
-                        lo.is_some_and(|lo| lo <= slot)
-                            && hi.is_some_and(|hi| slot <= hi)
-                            && port.map(|p| p.to_string()) == Some(me.clone())
-                    }
-                    _ => false,
-                })
+        self.nodes.iter().position(|n| {
+            let owned: Vec<redis::Value> = redis::cmd("CLUSTER")
+                .arg("SLOTS")
+                .query(&mut n.conn())
+                .unwrap();
+            let me = format!("{}", n.port());
+            owned.iter().any(|r| match r {
+                redis::Value::Array(parts) => {
+                    let num = |v: &redis::Value| redis::from_redis_value::<u16>(v.clone()).ok();
+                    let (lo, hi) = (num(&parts[0]), num(&parts[1]));
+                    let port = match &parts[2] {
+                        redis::Value::Array(p) => redis::from_redis_value::<u16>(p[1].clone()).ok(),
+                        _ => None,
+                    };
+                    lo.is_some_and(|lo| lo <= slot)
+                        && hi.is_some_and(|hi| slot <= hi)
+                        && port.map(|p| p.to_string()) == Some(me.clone())
+                }
+                _ => false,
             })
-            .expect("a node owns the slot")
+        })
     }
 }
 

@@ -80,8 +80,18 @@ fn free_port() -> u16 {
 }
 
 impl TestRedis {
-    /// A fresh server without persistence.
+    /// A fresh server without persistence; with `RILL_TEST_CLUSTER` set, a single-node Redis Cluster owning every
+    /// slot, which [`client`] then reaches through a `redis+cluster://` URL (the suite run on a cluster: `.ci/run`).
     pub fn start() -> Self {
+        if cluster_mode() {
+            return Self::start_cluster();
+        }
+        Self::start_with(false)
+    }
+
+    /// A fresh single server without persistence, also when the run is on a cluster (tests that build their own
+    /// topology, such as a primary and replica behind Sentinels).
+    pub fn start_single() -> Self {
         Self::start_with(false)
     }
 
@@ -308,10 +318,21 @@ pub fn namespace() -> String {
     )
 }
 
-/// A rill client on `redis` with its own namespace.
+/// Whether this run puts the suite on a cluster (`RILL_TEST_CLUSTER` set): see [`TestRedis::start`].
+pub fn cluster_mode() -> bool {
+    std::env::var_os("RILL_TEST_CLUSTER").is_some()
+}
+
+/// A rill client on `redis` with its own namespace (through the cluster client when `redis` is a cluster node
+/// owning every slot and the run is on a cluster, [`cluster_mode`]).
 pub fn client(redis: &TestRedis) -> rill::Client {
+    let url = if cluster_mode() && redis.cluster && redis.own_slots {
+        format!("redis+cluster://127.0.0.1:{}", redis.port)
+    } else {
+        redis.url()
+    };
     rill::Client::with_config(
-        &redis.url(),
+        &url,
         rill::ClientConfig {
             namespace: namespace(),
             ..Default::default()
