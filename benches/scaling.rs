@@ -151,7 +151,7 @@ async fn drain_on(masters: usize, jobs: u64) -> (Vec<Shard>, f64) {
     }
     let mut conns = Vec::new();
     for node in &cluster.nodes {
-        conns.push(node.aconn().await);
+        conns.push(node.node_aconn().await);
     }
     let mut before = Vec::new();
     for c in &mut conns {

@@ -114,7 +114,7 @@ async fn raw_drain(
 
 /// Raw pipelined `XADD` of `jobs` entries: jobs/s.
 async fn raw_enqueue(redis: &TestRedis, jobs: u64) -> f64 {
-    let mut c = redis.aconn().await;
+    let mut c = redis.node_aconn().await;
     let key = "raw:{bench}:ready";
     let per_s = jobs as f64
         / raw::enqueue(&mut c, key, jobs, payload)
@@ -156,7 +156,8 @@ async fn drain(
     let lean = variant == Variant::Lean;
     // The raw loop runs right before rill, so both see the same machine (it is shared and its load drifts).
     let (raw_loop, raw_count, raw_jobs) = raw_loop_for(concurrency, jobs);
-    let (raw_per_s, raw_cpu_us) = raw_drain(&mut redis.aconn().await, raw_jobs, raw_count).await;
+    let (raw_per_s, raw_cpu_us) =
+        raw_drain(&mut redis.node_aconn().await, raw_jobs, raw_count).await;
     let client = support::client(redis);
     let q = client.queue::<serde_bytes_like::Bytes>("bench").unwrap();
     let batch: Vec<_> = (0..jobs)
@@ -199,7 +200,7 @@ async fn drain(
     if variant == Variant::Capped {
         q.set_concurrency_limit(100_000).await.unwrap();
     }
-    let mut c = redis.aconn().await;
+    let mut c = redis.node_aconn().await;
     let mut w = Worker::new(client.clone(), "bench")
         .unwrap()
         .concurrency(concurrency)
@@ -283,7 +284,7 @@ async fn used_memory(c: &mut redis::aio::MultiplexedConnection) -> f64 {
 /// record is kept (`keep_completed`, a small result each).
 async fn memory(redis: &TestRedis, waiting: u64, completed: u64) {
     let client = support::client(redis);
-    let mut c = redis.aconn().await;
+    let mut c = redis.node_aconn().await;
     let q = client.queue::<serde_bytes_like::Bytes>("mem").unwrap();
     let base = used_memory(&mut c).await;
     let chunk = 100_000u64;
@@ -396,7 +397,7 @@ fn main() {
 async fn run_all(server: &std::path::Path, jobs: u64, full: bool) {
     let redis = TestRedis::start_binary(server);
     {
-        let mut c = redis.aconn().await;
+        let mut c = redis.node_aconn().await;
         *SERVER.lock().unwrap() = support::server_version(&mut c).await.to_string();
     }
     // The one-at-a-time loop pays a round trip per job: a tenth of the jobs measure it well enough.
@@ -413,7 +414,7 @@ async fn run_all(server: &std::path::Path, jobs: u64, full: bool) {
         json!({"bench": "enqueue_bulk", "jobs": jobs, "jobs_per_s": per_s.round(), "raw_jobs_per_s": raw_enqueue_per_s.round(),
                    "ratio_to_raw": (per_s / raw_enqueue_per_s * 1000.0).round() / 1000.0}),
     );
-    let mut c = redis.aconn().await;
+    let mut c = redis.node_aconn().await;
     fresh_server(&mut c).await;
     let cases = std::env::var("RILL_BENCH_CASES").unwrap_or_else(|_| "enqueue,drain1,drain1n,drain16,drain64,drain64n,drain256,lean64,memory,latency,checkpoint,resume,registry,idle,limited64,capped64,prio64,keyed64".into());
     let want = |c: &str| cases.split(',').any(|x| x == c);

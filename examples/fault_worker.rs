@@ -38,22 +38,39 @@ async fn main() -> anyhow::Result<()> {
         },
     )?;
     let ready = client.keys(&queue)?.ready;
-    let effects_key = format!("{ready}:effects");
-    let started_key = format!("{ready}:started");
-    let runs_key = format!("{ready}:runs");
-    let recorder = redis::Client::open(url.as_str())?
-        .get_multiplexed_async_connection()
-        .await?;
     let worker = rill::Worker::new(client, &queue)?
         .concurrency(concurrency)
         .lease(lease)
         .reclaim_interval(lease / 4);
-    println!("ready {}", worker.consumer());
-    if env("RILL_MODE", "") == "steps" {
-        let steps_key = format!("{ready}:steps");
+    // The records share the queue's hash tag, so on a Redis Cluster they sit on the master that owns the queue.
+    if let Some(nodes) = url.strip_prefix("redis+cluster://") {
+        let seeds: Vec<String> = nodes
+            .trim_end_matches('/')
+            .split(',')
+            .map(|n| format!("redis://{n}"))
+            .collect();
+        let recorder = redis::cluster::ClusterClient::new(seeds)?
+            .get_async_connection()
+            .await?;
+        work(worker, &ready, recorder).await
+    } else {
         let recorder = redis::Client::open(url.as_str())?
             .get_multiplexed_async_connection()
             .await?;
+        work(worker, &ready, recorder).await
+    }
+}
+
+async fn work<C>(worker: rill::Worker, ready: &str, recorder: C) -> anyhow::Result<()>
+where
+    C: redis::aio::ConnectionLike + Clone + Send + Sync + 'static,
+{
+    let effects_key = format!("{ready}:effects");
+    let started_key = format!("{ready}:started");
+    let runs_key = format!("{ready}:runs");
+    println!("ready {}", worker.consumer());
+    if env("RILL_MODE", "") == "steps" {
+        let steps_key = format!("{ready}:steps");
         worker
             .run(
                 move |job: rill::Job<u64>| {

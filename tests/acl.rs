@@ -38,8 +38,18 @@ async fn readme_user(redis: &TestRedis, ns: &str, role: &str) -> String {
             w => w.to_owned(),
         });
     }
+    if support::cluster_mode() {
+        // README's addition for a cluster.
+        let addition = readme
+            .lines()
+            .find_map(|l| l.strip_prefix("On a Redis Cluster, add `"))
+            .and_then(|rest| rest.split('`').next())
+            .expect("README gives the cluster's addition to the ACL rules");
+        cmd.arg(addition);
+    }
+    // Through the cluster client, ACL SETUSER goes to every node.
     let _: () = cmd.query_async(&mut redis.aconn().await).await.unwrap();
-    format!("redis://rill-{role}:pw@127.0.0.1:{}", redis.port())
+    redis.client_url_as(&format!("rill-{role}"), "pw")
 }
 
 /// Whether `e` is Redis refusing a command for the user's ACL: directly (`NOPERM`) or inside a script.
@@ -105,11 +115,7 @@ async fn a_producer_cannot_take_ack_delete_or_purge_jobs() {
         .await
         .unwrap();
     // Its own connection, raw: the group's commands are refused.
-    let mut raw = redis::Client::open(purl.as_str())
-        .unwrap()
-        .get_multiplexed_async_connection()
-        .await
-        .unwrap();
+    let mut raw = redis.aconn_as("rill-producer", "pw").await;
     let keys = q.keys().clone();
     for cmd in [
         redis::cmd("XREADGROUP")
@@ -160,7 +166,7 @@ async fn a_producer_cannot_take_ack_delete_or_purge_jobs() {
         .await
         .expect_err("a producer cannot work");
     assert!(refused(&e), "{e}");
-    let admin = client(&redis.url(), &ns).queue::<u32>("q").unwrap();
+    let admin = client(&redis.client_url(), &ns).queue::<u32>("q").unwrap();
     assert_eq!(admin.state(&id).await.unwrap(), rill::JobState::Waiting);
 }
 

@@ -300,7 +300,7 @@ async fn a_paused_session_parks_without_a_worker_and_resumes_on_another_process(
 }
 
 /// Takes the delivery of `job` away from its worker (as a reclaim by another worker would).
-async fn steal(conn: &mut redis::aio::MultiplexedConnection, ready: &str, entry: &str) {
+async fn steal(conn: &mut support::AConn, ready: &str, entry: &str) {
     let _: redis::Value = redis::cmd("XCLAIM")
         .arg(ready)
         .arg(rill::keys::GROUP)

@@ -1,7 +1,8 @@
 //! The Python (`clients/python`) and TypeScript (`clients/typescript`) packages beside the Rust library: each
 //! package's own suite (conformance vectors, shipped scripts identical to `lua/`, producing, working), and across
 //! languages: their producers feed Rust workers, their workers run Rust jobs and show in the registry, and a stale
-//! worker of theirs is refused once a Rust worker took its job over.
+//! worker of theirs is refused once a Rust worker took its job over. The packages speak to one server (they have
+//! no cluster client), so these tests run on one also when the suite runs on clusters.
 
 mod support;
 
@@ -36,7 +37,7 @@ async fn the_python_package_routes_jobs_of_a_partitioned_queue_as_rust_does() {
 }
 
 async fn python_produces_for_a_rust_worker(partitions: Option<usize>) {
-    let redis = TestRedis::start();
+    let redis = TestRedis::start_single();
     let client = support::client(&redis);
     let ns = client.config().namespace.clone();
     let q = client.queue::<Email>("emails").unwrap();
@@ -198,7 +199,7 @@ async fn a_stale_typescript_worker_is_refused_after_a_rust_worker_took_its_job()
 /// Rust producer → a package's worker → Rust reads the results; while it runs, the Rust operator API sees the
 /// worker in the registry, healthy.
 async fn a_foreign_worker_runs_rust_jobs_and_registers_itself(lang: Lang) {
-    let redis = TestRedis::start();
+    let redis = TestRedis::start_single();
     let client = support::client(&redis);
     let ns = client.config().namespace.clone();
     let q = client.queue::<Email>("emails").unwrap();
@@ -261,7 +262,7 @@ async fn a_foreign_worker_runs_rust_jobs_and_registers_itself(lang: Lang) {
 /// A Python or TypeScript worker frozen mid-job (SIGSTOP) loses its lease; a Rust worker takes the job over and
 /// completes it; thawed, the frozen worker finishes its handler but writes nothing: the result is the Rust worker's.
 async fn a_stale_foreign_worker_is_refused_after_a_rust_worker_took_its_job(lang: Lang) {
-    let redis = TestRedis::start();
+    let redis = TestRedis::start_single();
     let client = support::client(&redis);
     let ns = client.config().namespace.clone();
     let q = client.queue::<Email>("emails").unwrap();
@@ -359,7 +360,7 @@ fn the_typescript_package_passes_its_own_tests() {
 /// producer test.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_typescript_package_produces_for_a_rust_worker_and_reads_the_results() {
-    let redis = TestRedis::start();
+    let redis = TestRedis::start_single();
     let client = support::client(&redis);
     let ns = client.config().namespace.clone();
     let q = client.queue::<Email>("emails").unwrap();
@@ -410,7 +411,7 @@ async fn the_python_and_typescript_packages_feed_each_others_workers() {
         (Lang::Python, Lang::TypeScript),
         (Lang::TypeScript, Lang::Python),
     ] {
-        let redis = TestRedis::start();
+        let redis = TestRedis::start_single();
         let ns = support::namespace();
         let ids: Vec<String> = producer
             .run(&redis, &ns, &["produce"])
@@ -442,7 +443,7 @@ async fn the_python_and_typescript_packages_feed_each_others_workers() {
 /// hour), a half-hour shift, fixed times of day in a gap, croner's `L`, `#`, `W`, seconds and names.
 #[test]
 fn every_client_computes_the_same_fire_times() {
-    let redis = TestRedis::start();
+    let redis = TestRedis::start_single();
     let ms = |s: &str| {
         chrono::DateTime::parse_from_rfc3339(s)
             .unwrap()
@@ -509,7 +510,7 @@ fn every_client_computes_the_same_fire_times() {
 /// each package's worker fires through the same `fire.lua` fence.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn rust_python_and_typescript_workers_fire_each_time_once() {
-    let redis = TestRedis::start();
+    let redis = TestRedis::start_single();
     let client = support::client(&redis);
     let ns = client.config().namespace.clone();
     let q = client.queue::<String>("emails").unwrap();

@@ -19,7 +19,7 @@ fn client(url: &str, ns: &str, allow_eviction: bool) -> rill::Client {
     .unwrap()
 }
 
-async fn config_set(c: &mut redis::aio::MultiplexedConnection, key: &str, value: &str) {
+async fn config_set(c: &mut support::AConn, key: &str, value: &str) {
     let _: () = redis::cmd("CONFIG")
         .arg("SET")
         .arg(key)
@@ -36,7 +36,7 @@ async fn a_redis_that_may_evict_keys_is_refused_unless_allowed() {
     let mut admin = redis.aconn().await;
     config_set(&mut admin, "maxmemory-policy", "allkeys-lru").await;
 
-    let strict = client(&redis.url(), &ns, false);
+    let strict = client(&redis.client_url(), &ns, false);
     let q = strict.queue::<u32>("q").unwrap();
     match q.enqueue(&1).await {
         Err(rill::Error::EvictingRedis { policy }) => assert_eq!(policy, "allkeys-lru"),
@@ -60,7 +60,7 @@ async fn a_redis_that_may_evict_keys_is_refused_unless_allowed() {
     );
 
     // Explicitly allowed: it runs.
-    let lenient = client(&redis.url(), &ns, true);
+    let lenient = client(&redis.client_url(), &ns, true);
     lenient
         .queue::<u32>("q")
         .unwrap()
@@ -85,7 +85,7 @@ async fn a_user_who_may_not_read_info_is_warned_not_refused() {
         .query_async(&mut admin)
         .await
         .unwrap();
-    let url = format!("redis://p:pw@127.0.0.1:{}", redis.port());
+    let url = redis.client_url_as("p", "pw");
     let c = client(&url, &support::namespace(), false);
     c.queue::<u32>("q").unwrap().enqueue(&1).await.unwrap();
 }
@@ -93,7 +93,7 @@ async fn a_user_who_may_not_read_info_is_warned_not_refused() {
 #[tokio::test]
 async fn a_client_connects_closes_and_connects_again() {
     let redis = TestRedis::start();
-    let c = client(&redis.url(), &support::namespace(), false);
+    let c = client(&redis.client_url(), &support::namespace(), false);
     let q = c.queue::<u32>("q").unwrap();
     assert!(!c.is_connected().await, "nothing opened yet");
     c.connect().await.unwrap();
@@ -110,7 +110,7 @@ async fn a_client_connects_closes_and_connects_again() {
         matches!(q.follow_events(None).await, Err(rill::Error::Closed)),
         "blocking connections are refused too"
     );
-    assert!(format!("{c:?}").contains(&redis.url()));
+    assert!(format!("{c:?}").contains(&redis.client_url()));
 
     c.connect().await.unwrap();
     assert!(!c.is_closed());
@@ -144,7 +144,7 @@ async fn a_worker_whose_user_lacks_a_command_fails_at_start_naming_it() {
             .unwrap();
     }
     let ns = support::namespace();
-    let url = |u: &str| format!("redis://{u}:pw@127.0.0.1:{}", redis.port());
+    let url = |u: &str| redis.client_url_as(u, "pw");
     let run = |c: rill::Client| async move {
         rill::Worker::new(c, "q")
             .unwrap()
@@ -167,7 +167,7 @@ async fn a_worker_whose_user_lacks_a_command_fails_at_start_naming_it() {
 async fn a_queue_key_of_another_type_stops_a_worker_at_start_with_the_redis_error() {
     let redis = TestRedis::start();
     let ns = support::namespace();
-    let c = client(&redis.url(), &ns, false);
+    let c = client(&redis.client_url(), &ns, false);
     let keys = rill::keys::QueueKeys::new(&ns, "q").unwrap();
     let mut admin = redis.aconn().await;
     let _: () = redis::cmd("SET")

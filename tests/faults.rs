@@ -353,7 +353,7 @@ async fn repeated_sigkills_lose_nothing_and_duplicate_only_killed_runs() {
 /// gets two accepted completions.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_paused_redis_never_yields_two_accepted_completions() {
-    let redis = TestRedis::start();
+    let redis = TestRedis::start_single(); // One server to freeze.
     let client = support::client(&redis);
     let q = client.queue::<u64>("pause").unwrap();
     let ids = q.enqueue_many(&vec![150u64; 60]).await.unwrap();

@@ -1,5 +1,6 @@
 //! Interoperability: a Python client written from SPEC.md alone enqueues with a plain XADD, reads results,
-//! and works jobs through lua/ack.lua, side by side with the Rust library.
+//! and works jobs through lua/ack.lua, side by side with the Rust library. That client speaks to one server, so
+//! these tests run on one also when the suite runs on clusters.
 
 mod support;
 
@@ -39,7 +40,7 @@ fn python(redis: &TestRedis, ns: &str, args: &[&str]) -> String {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_python_producer_and_a_rust_worker_interoperate() {
-    let redis = TestRedis::start();
+    let redis = TestRedis::start_single();
     let client = support::client(&redis);
     let ns = client.config().namespace.clone();
     let q = client.queue::<Email>("emails").unwrap();
@@ -80,7 +81,7 @@ async fn a_python_producer_and_a_rust_worker_interoperate() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_python_worker_completes_rust_jobs_through_the_scripts() {
-    let redis = TestRedis::start();
+    let redis = TestRedis::start_single();
     let client = support::client(&redis);
     let ns = client.config().namespace.clone();
     let q = client.queue::<Email>("emails").unwrap();
@@ -128,7 +129,7 @@ async fn a_python_worker_completes_rust_jobs_through_the_scripts() {
 /// CBOR payloads and script calls, the same files `tests/vectors.rs` runs for the Rust library.
 #[test]
 fn a_python_client_passes_the_conformance_vectors() {
-    let redis = TestRedis::start();
+    let redis = TestRedis::start_single();
     let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/interop/vectors.py");
     let out = Command::new(support::foreign::python())
         .arg(script)

@@ -1,6 +1,7 @@
 //! Faults a healthy Redis can bring to a worker: network faults injected by a TCP fault proxy
 //! (tests/support/proxy.rs: connections that stop forwarding without closing, one-way black holes, resets) and
-//! memory pressure (`maxmemory` with `noeviction`).
+//! memory pressure (`maxmemory` with `noeviction`). A proxy fronts one server and `maxmemory` is one server's, so
+//! those tests run on one also when the suite runs on clusters.
 
 mod support;
 
@@ -41,7 +42,7 @@ fn counting(worker: rill::Worker) -> (support::Running, Arc<Mutex<HashMap<u64, u
 /// A client straight to `redis` in `namespace` (the producer side, unaffected by the proxy).
 fn client_direct(redis: &TestRedis, namespace: &str) -> rill::Client {
     rill::Client::with_config(
-        &redis.url(),
+        &redis.client_url(),
         rill::ClientConfig {
             namespace: namespace.to_owned(),
             ..Default::default()
@@ -52,7 +53,7 @@ fn client_direct(redis: &TestRedis, namespace: &str) -> rill::Client {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn half_open_connections_are_replaced_and_jobs_complete_once() {
-    let redis = TestRedis::start();
+    let redis = TestRedis::start_single();
     let proxy = FaultProxy::start(redis.port()).await;
     let ns = support::namespace();
     let worker = rill::Worker::new(client_via(&proxy, &ns), "q")
@@ -90,7 +91,7 @@ async fn half_open_connections_are_replaced_and_jobs_complete_once() {
 
 /// Fills Redis past `maxmemory` (a script without the shebang may write past the limit) and sets the limit, so
 /// every denied-under-OOM command fails until the filler is deleted.
-async fn fill_memory(c: &mut redis::aio::MultiplexedConnection) {
+async fn fill_memory(c: &mut support::AConn) {
     let _: () = redis::cmd("EVAL")
         .arg("for i = 1, 8000 do redis.call('SET', 'filler:' .. i, string.rep('x', 256)) end")
         .arg(0)
@@ -129,7 +130,7 @@ async fn fill_memory(c: &mut redis::aio::MultiplexedConnection) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn at_maxmemory_a_worker_starts_completes_every_job_once_and_producers_get_a_retryable_error()
 {
-    let redis = TestRedis::start();
+    let redis = TestRedis::start_single();
     let ns = support::namespace();
     let client = client_direct(&redis, &ns);
     let queue = client.queue::<u64>("q").unwrap();
@@ -192,12 +193,12 @@ async fn at_maxmemory_a_worker_starts_completes_every_job_once_and_producers_get
 
 /// Creates ACL user `w` with every permission (tests take some away later) and returns a client logged in as it.
 async fn as_acl_user(
-    admin: &mut redis::aio::MultiplexedConnection,
+    admin: &mut support::AConn,
     redis: &TestRedis,
     namespace: &str,
 ) -> rill::Client {
     acl(admin, "w", &["on", ">pw", "~*", "&*", "+@all"]).await;
-    let url = format!("redis://w:pw@127.0.0.1:{}", redis.port());
+    let url = redis.client_url_as("w", "pw");
     rill::Client::with_config(
         &url,
         rill::ClientConfig {
@@ -209,7 +210,7 @@ async fn as_acl_user(
 }
 
 /// Sets `rules` on ACL user `user`.
-async fn acl(c: &mut redis::aio::MultiplexedConnection, user: &str, rules: &[&str]) {
+async fn acl(c: &mut support::AConn, user: &str, rules: &[&str]) {
     let _: () = redis::cmd("ACL")
         .arg("SETUSER")
         .arg(user)
@@ -336,7 +337,7 @@ fn logging_handler(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_blip_longer_than_crash_after_never_runs_a_job_twice_at_once_even_with_a_long_lease() {
-    let redis = TestRedis::start();
+    let redis = TestRedis::start_single();
     let proxy = FaultProxy::start(redis.port()).await;
     let ns = support::namespace();
     let runs: Arc<Mutex<Vec<Run>>> = Arc::default();
@@ -539,7 +540,7 @@ async fn a_worker_stopping_while_completions_are_refused_gives_up_a_lease_later(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_connection_reset_and_redis_unreachable_for_a_while_loses_nothing() {
-    let redis = TestRedis::start();
+    let redis = TestRedis::start_single();
     let proxy = FaultProxy::start(redis.port()).await;
     let ns = support::namespace();
     let worker = rill::Worker::new(client_via(&proxy, &ns), "q")
@@ -572,7 +573,7 @@ async fn every_connection_reset_and_redis_unreachable_for_a_while_loses_nothing(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_long_job_outlives_failed_renewals_and_completes_once() {
-    let redis = TestRedis::start();
+    let redis = TestRedis::start_single();
     let proxy = FaultProxy::start(redis.port()).await;
     let ns = support::namespace();
     let release = Arc::new(tokio::sync::Notify::new());
@@ -694,7 +695,7 @@ async fn refused_upkeep_calls_cost_recovery_not_jobs() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn endings_sent_into_a_reset_connection_are_retried_and_land_once() {
-    let redis = TestRedis::start();
+    let redis = TestRedis::start_single();
     let proxy = Arc::new(FaultProxy::start(redis.port()).await);
     let ns = support::namespace();
     let p = proxy.clone();

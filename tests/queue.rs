@@ -386,7 +386,7 @@ async fn retries_back_off_then_succeed_or_die() {
 async fn malformed_entries_are_dead_lettered_with_their_reason() {
     let redis = TestRedis::start();
     let client = rill::Client::with_config(
-        &redis.url(),
+        &redis.client_url(),
         rill::ClientConfig {
             namespace: support::namespace(),
             max_payload_bytes: 1024,
@@ -761,7 +761,7 @@ async fn connection_lifecycle() {
     assert!(err.is_retryable(), "{err}");
     // Oversized payloads are refused before touching Redis.
     let small = rill::Client::with_config(
-        &redis.url(),
+        &redis.client_url(),
         rill::ClientConfig {
             max_payload_bytes: 10,
             ..Default::default()
@@ -973,7 +973,7 @@ async fn a_bulk_enqueue_keeps_the_order_of_its_jobs_across_chunks() {
     );
     // A payload over the limit anywhere refuses the whole batch before anything is sent.
     let small = rill::Client::with_config(
-        &redis.url(),
+        &redis.client_url(),
         rill::ClientConfig {
             namespace: support::namespace(),
             max_payload_bytes: 16,

@@ -232,7 +232,7 @@ async fn producers_and_workers_follow_a_failover_by_themselves() {
         accepted.len(),
         after.len()
     );
-    let mut on_new: redis::aio::MultiplexedConnection = replica.aconn().await;
+    let mut on_new = replica.aconn().await;
     let role: Vec<redis::Value> = redis::cmd("ROLE").query_async(&mut on_new).await.unwrap();
     assert_eq!(role[0], redis::Value::BulkString(b"master".to_vec()));
     assert_eq!(

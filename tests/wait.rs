@@ -11,17 +11,16 @@ use support::{TestRedis, fast, spawn_worker};
 
 const T: Duration = Duration::from_secs(20);
 
-/// Redis's count of `XREAD` calls so far.
-async fn xreads(c: &mut redis::aio::MultiplexedConnection) -> u64 {
-    let info: String = redis::cmd("INFO")
-        .arg("commandstats")
-        .query_async(c)
-        .await
-        .unwrap();
-    info.lines()
-        .find_map(|l| l.strip_prefix("cmdstat_xread:calls="))
-        .and_then(|rest| rest.split(',').next())
-        .map_or(0, |n| n.parse().unwrap())
+/// Redis's count of `XREAD` calls so far (every master's, on a cluster).
+fn xreads(redis: &TestRedis) -> u64 {
+    redis
+        .every_node(redis::cmd("INFO").arg("commandstats"))
+        .iter()
+        .flat_map(|info| info.lines())
+        .filter_map(|l| l.strip_prefix("cmdstat_xread:calls="))
+        .filter_map(|rest| rest.split(',').next())
+        .map(|n| n.parse::<u64>().unwrap())
+        .sum()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -41,8 +40,7 @@ async fn many_waiters_share_one_read_and_get_their_results() {
         };
         ids.push((i, id));
     }
-    let mut c = redis.aconn().await;
-    let before = xreads(&mut c).await;
+    let before = xreads(&redis);
     let waits: Vec<_> = ids
         .iter()
         .map(|(i, id)| {
@@ -73,7 +71,7 @@ async fn many_waiters_share_one_read_and_get_their_results() {
         started.elapsed()
     );
     // One follower's blocking reads (each up to 1 s) and the worker's signal reads, not one read per waiter.
-    let reads = xreads(&mut c).await - before;
+    let reads = xreads(&redis) - before;
     assert!(reads < 15, "{reads} XREAD calls for 50 waiters");
     w.stop().await;
 }

@@ -22,7 +22,7 @@ async fn baseline(c: &mut redis::aio::MultiplexedConnection, secs: u64) -> f64 {
 pub async fn idle_workers(redis: &TestRedis, secs: u64) {
     const WORKERS: usize = 64;
     let client = support::client(redis);
-    let mut c = redis.aconn().await;
+    let mut c = redis.node_aconn().await;
     let before = baseline(&mut c, secs).await;
     let (tx, _) = tokio::sync::broadcast::channel::<()>(1);
     let mut running = Vec::new();
@@ -65,7 +65,7 @@ pub async fn idle_workers(redis: &TestRedis, secs: u64) {
 pub async fn heartbeats(redis: &TestRedis) {
     let client = support::client(redis);
     let keys = client.keys("beats").unwrap();
-    let mut c = redis.aconn().await;
+    let mut c = redis.node_aconn().await;
     let r = |x: f64| (x * 1000.0).round() / 1000.0;
     let static_fields: Vec<(String, String)> = [
         ("host", "bench-host"),

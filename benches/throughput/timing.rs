@@ -18,7 +18,7 @@ pub async fn latency(redis: &TestRedis, rate: u64, secs: u64) {
     // Raw: one blocked reader, one producer.
     let raw_p99 = {
         let key = "raw:{lat}:ready";
-        let mut c = redis.aconn().await;
+        let mut c = redis.node_aconn().await;
         let _: () = redis::cmd("XGROUP")
             .arg("CREATE")
             .arg(key)
@@ -28,7 +28,7 @@ pub async fn latency(redis: &TestRedis, rate: u64, secs: u64) {
             .query_async(&mut c)
             .await
             .unwrap();
-        let mut reader = redis.aconn().await;
+        let mut reader = redis.node_aconn().await;
         let got = tokio::spawn(async move {
             let mut lat = Vec::with_capacity(n as usize);
             while (lat.len() as u64) < n {
@@ -150,7 +150,7 @@ pub async fn checkpoint_latency(redis: &TestRedis) {
     }
     let _ = tx.send(());
     h.await.unwrap().unwrap();
-    let mut c = redis.aconn().await;
+    let mut c = redis.node_aconn().await;
     let r = |x: f64| (x * 1000.0).round() / 1000.0;
     let measured = results.lock().unwrap().clone();
     for (size, mut lat) in measured {

@@ -3,11 +3,7 @@
 use super::*;
 
 impl Harness {
-    pub(super) async fn new(
-        conn: redis::aio::MultiplexedConnection,
-        limits: Limits,
-        levels: u8,
-    ) -> Self {
+    pub(super) async fn new(conn: support::AConn, limits: Limits, levels: u8) -> Self {
         let keys = QueueKeys::new(&support::namespace(), "model").unwrap();
         let mut conn = conn;
         support::create_group(&mut conn, &keys).await;

@@ -164,7 +164,7 @@ fn caller_at<'a>(keys: &'a QueueKeys, consumer: &'a str, level: u8) -> Caller<'a
 }
 
 struct Harness {
-    conn: redis::aio::MultiplexedConnection,
+    conn: support::AConn,
     keys: QueueKeys,
     model: Model,
     limits: Limits,

@@ -44,7 +44,7 @@ use rill::scripts::{
 use rill::wire::DeadReason;
 use support::{TestRedis, caller};
 
-type Conn = redis::aio::MultiplexedConnection;
+type Conn = support::AConn;
 
 /// A heartbeat call of `consumer` at `now_ms` (heartbeats MAXLEN 100, record TTL 60 s) that lists no crashed
 /// workers.

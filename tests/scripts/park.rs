@@ -76,7 +76,7 @@ async fn park_and_resume_a_session() {
     .unwrap();
     assert_eq!(sent.applied, SignalApplied::Applied);
     assert_eq!(scripts_state(&mut f, &a).await.0, "parked");
-    let resume = |c: redis::aio::MultiplexedConnection, keys: QueueKeys, a: String| async move {
+    let resume = |c: support::AConn, keys: QueueKeys, a: String| async move {
         let mut c = c;
         scripts::signal(
             &mut c,

@@ -11,11 +11,13 @@ async fn try_as(f: &Fixture, user: Option<&str>) -> rill::Result<Option<String>>
         None => f.conn.clone(),
         Some(u) => {
             let url = format!("redis://{u}:pw@127.0.0.1:{}", f._redis.port());
-            redis::Client::open(url)
-                .unwrap()
-                .get_multiplexed_async_connection()
-                .await
-                .unwrap()
+            support::AConn::Node(
+                redis::Client::open(url)
+                    .unwrap()
+                    .get_multiplexed_async_connection()
+                    .await
+                    .unwrap(),
+            )
         }
     };
     scripts::permissions(&mut conn, &caller(&f.keys, "w1")).await

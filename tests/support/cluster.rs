@@ -30,23 +30,26 @@ impl TestCluster {
                 .arg("ADDSLOTSRANGE")
                 .arg(from)
                 .arg(to)
-                .query(&mut node.conn())
+                .query(&mut node.node_conn())
                 .expect("assign slots");
         }
-        for node in &nodes[1..] {
-            let () = redis::cmd("CLUSTER")
-                .arg("MEET")
-                .arg("127.0.0.1")
-                .arg(nodes[0].port())
-                .query(&mut node.conn())
-                .expect("meet");
+        // Every pair meets directly: waiting for gossip to introduce them takes seconds.
+        for (i, node) in nodes.iter().enumerate().skip(1) {
+            for other in &nodes[..i] {
+                let () = redis::cmd("CLUSTER")
+                    .arg("MEET")
+                    .arg("127.0.0.1")
+                    .arg(other.port())
+                    .query(&mut node.node_conn())
+                    .expect("meet");
+            }
         }
         let deadline = Instant::now() + Duration::from_secs(30);
         for node in &nodes {
             loop {
                 let info: String = redis::cmd("CLUSTER")
                     .arg("INFO")
-                    .query(&mut node.conn())
+                    .query(&mut node.node_conn())
                     .unwrap();
                 let known = info
                     .lines()
@@ -59,7 +62,7 @@ impl TestCluster {
                     Instant::now() < deadline,
                     "the cluster did not form: {info}"
                 );
-                std::thread::sleep(Duration::from_millis(50));
+                std::thread::sleep(Duration::from_millis(10));
             }
         }
         let cluster = TestCluster { nodes };
@@ -69,14 +72,14 @@ impl TestCluster {
                 let () = redis::cmd("CLUSTER")
                     .arg("REPLICATE")
                     .arg(&master)
-                    .query(&mut cluster.nodes[masters + i].conn())
+                    .query(&mut cluster.nodes[masters + i].node_conn())
                     .expect("replicate");
             }
             for i in 0..masters {
                 loop {
                     let info: String = redis::cmd("INFO")
                         .arg("replication")
-                        .query(&mut cluster.nodes[masters + i].conn())
+                        .query(&mut cluster.nodes[masters + i].node_conn())
                         .unwrap();
                     if info.contains("master_link_status:up") {
                         break;
@@ -100,12 +103,12 @@ impl TestCluster {
         for _ in 0..4 {
             let () = redis::cmd("CLUSTER")
                 .arg("FAILOVER")
-                .query(&mut self.nodes[replica].conn())
+                .query(&mut self.nodes[replica].node_conn())
                 .expect("failover");
             let deadline = Instant::now() + Duration::from_secs(10);
             while Instant::now() < deadline {
                 let role: Vec<redis::Value> = redis::cmd("ROLE")
-                    .query(&mut self.nodes[replica].conn())
+                    .query(&mut self.nodes[replica].node_conn())
                     .unwrap();
                 if matches!(role.first(), Some(redis::Value::BulkString(r)) if r == b"master") {
                     return;
@@ -143,12 +146,12 @@ impl TestCluster {
         let slot: u16 = redis::cmd("CLUSTER")
             .arg("KEYSLOT")
             .arg(key)
-            .query(&mut self.nodes[0].conn())
+            .query(&mut self.nodes[0].node_conn())
             .unwrap();
         self.nodes.iter().position(|n| {
             let owned: Vec<redis::Value> = redis::cmd("CLUSTER")
                 .arg("SLOTS")
-                .query(&mut n.conn())
+                .query(&mut n.node_conn())
                 .unwrap();
             let me = format!("{}", n.port());
             owned.iter().any(|r| match r {
@@ -174,7 +177,7 @@ impl TestCluster {
     pub fn id(&self, i: usize) -> String {
         redis::cmd("CLUSTER")
             .arg("MYID")
-            .query(&mut self.nodes[i].conn())
+            .query(&mut self.nodes[i].node_conn())
             .unwrap()
     }
 
@@ -186,7 +189,7 @@ impl TestCluster {
         let slot: u16 = redis::cmd("CLUSTER")
             .arg("KEYSLOT")
             .arg(key)
-            .query(&mut self.nodes[0].conn())
+            .query(&mut self.nodes[0].node_conn())
             .unwrap();
         let (from_id, to_id) = (self.id(from), self.id(to));
         let () = redis::cmd("CLUSTER")
@@ -194,21 +197,21 @@ impl TestCluster {
             .arg(slot)
             .arg("IMPORTING")
             .arg(&from_id)
-            .query(&mut self.nodes[to].conn())
+            .query(&mut self.nodes[to].node_conn())
             .unwrap();
         let () = redis::cmd("CLUSTER")
             .arg("SETSLOT")
             .arg(slot)
             .arg("MIGRATING")
             .arg(&to_id)
-            .query(&mut self.nodes[from].conn())
+            .query(&mut self.nodes[from].node_conn())
             .unwrap();
         loop {
             let keys: Vec<String> = redis::cmd("CLUSTER")
                 .arg("GETKEYSINSLOT")
                 .arg(slot)
                 .arg(2)
-                .query(&mut self.nodes[from].conn())
+                .query(&mut self.nodes[from].node_conn())
                 .unwrap();
             if keys.is_empty() {
                 break;
@@ -222,7 +225,7 @@ impl TestCluster {
                 .arg("REPLACE")
                 .arg("KEYS")
                 .arg(&keys)
-                .query(&mut self.nodes[from].conn())
+                .query(&mut self.nodes[from].node_conn())
                 .unwrap();
             std::thread::sleep(pause);
         }
@@ -234,7 +237,7 @@ impl TestCluster {
                 .arg(slot)
                 .arg("NODE")
                 .arg(&to_id)
-                .query(&mut self.nodes[i].conn())
+                .query(&mut self.nodes[i].node_conn())
                 .unwrap();
         }
     }

@@ -51,12 +51,19 @@ pub fn bench_servers() -> Vec<PathBuf> {
 }
 
 /// The version of the server behind `conn` (`INFO server`).
-pub async fn server_version(conn: &mut redis::aio::MultiplexedConnection) -> rill::ServerVersion {
-    let info: String = redis::cmd("INFO")
+pub async fn server_version(conn: &mut impl redis::aio::ConnectionLike) -> rill::ServerVersion {
+    // Through the cluster client, INFO goes to every master and comes back as a map by node: any one will do
+    // (the test cluster's masters are the same binary).
+    let info: redis::Value = redis::cmd("INFO")
         .arg("server")
         .query_async(conn)
         .await
         .expect("INFO server");
+    let info = match info {
+        redis::Value::Map(nodes) => nodes.into_iter().next().expect("a node's INFO").1,
+        one => one,
+    };
+    let info: String = redis::from_redis_value(info).expect("INFO server as text");
     rill::ServerVersion::from_info(&info).expect("redis_version in INFO")
 }
 
@@ -69,6 +76,9 @@ pub struct TestRedis {
     cluster: bool,
     /// A cluster node that takes every slot itself (`start_cluster`), not one of several (`cluster::TestCluster`).
     own_slots: bool,
+    /// The other masters when this is the first of a cluster started for the suite's cluster run ([`cluster_mode`]):
+    /// killed with it.
+    peers: Vec<TestRedis>,
     binary: PathBuf,
 }
 
@@ -80,17 +90,22 @@ fn free_port() -> u16 {
 }
 
 impl TestRedis {
-    /// A fresh server without persistence; with `RILL_TEST_CLUSTER` set, a single-node Redis Cluster owning every
-    /// slot, which [`client`] then reaches through a `redis+cluster://` URL (the suite run on a cluster: `.ci/run`).
+    /// A fresh server without persistence; with `RILL_TEST_CLUSTER` set (the suite's cluster run, `.ci/run`), the
+    /// first master of a fresh 3-master Redis Cluster: [`client`], [`TestRedis::conn`] and [`TestRedis::aconn`]
+    /// then go through the cluster client, so every queue's keys live on whichever master owns their slot.
     pub fn start() -> Self {
         if cluster_mode() {
-            return Self::start_cluster();
+            let mut nodes = cluster::TestCluster::start(3).nodes;
+            let mut first = nodes.remove(0);
+            first.peers = nodes;
+            return first;
         }
         Self::start_with(false)
     }
 
-    /// A fresh single server without persistence, also when the run is on a cluster (tests that build their own
-    /// topology, such as a primary and replica behind Sentinels).
+    /// A fresh single server without persistence, also when the run is on a cluster: tests that build their own
+    /// topology (a primary and replica behind Sentinels), stop or freeze the server, put a proxy in front of it, or
+    /// drive a client that does not speak the cluster protocol.
     pub fn start_single() -> Self {
         Self::start_with(false)
     }
@@ -137,6 +152,7 @@ impl TestRedis {
             aof,
             cluster,
             own_slots,
+            peers: Vec::new(),
             binary,
         };
         // Another process may take the port between probing and binding: try a few.
@@ -201,7 +217,7 @@ impl TestRedis {
     }
 
     fn own_all_slots(&self) {
-        let mut c = self.conn();
+        let mut c = self.node_conn();
         let _: redis::RedisResult<()> = redis::cmd("CLUSTER")
             .arg("ADDSLOTSRANGE")
             .arg(0)
@@ -225,8 +241,48 @@ impl TestRedis {
             .is_ok()
     }
 
+    /// This server's own URL (on a cluster, this one node's).
     pub fn url(&self) -> String {
         format!("redis://127.0.0.1:{}", self.port)
+    }
+
+    /// The URL a rill client is given: this server's, or on the suite's cluster run a `redis+cluster://` URL
+    /// with every master as a seed.
+    pub fn client_url(&self) -> String {
+        if !self.is_cluster_entry() {
+            return self.url();
+        }
+        let hosts: Vec<String> = std::iter::once(self)
+            .chain(&self.peers)
+            .map(|n| format!("127.0.0.1:{}", n.port))
+            .collect();
+        format!("redis+cluster://{}", hosts.join(","))
+    }
+
+    /// [`TestRedis::client_url`] with `user`'s credentials.
+    pub fn client_url_as(&self, user: &str, password: &str) -> String {
+        self.client_url()
+            .replacen("://", &format!("://{user}:{password}@"), 1)
+    }
+
+    /// Whether clients reach this server through the cluster client: a cluster started for the suite's cluster
+    /// run, or a single node owning every slot during that run.
+    fn is_cluster_entry(&self) -> bool {
+        cluster_mode() && self.cluster && (self.own_slots || !self.peers.is_empty())
+    }
+
+    fn cluster_client(&self, user: Option<(&str, &str)>) -> redis::cluster::ClusterClient {
+        let nodes: Vec<String> = std::iter::once(self)
+            .chain(&self.peers)
+            .map(|n| n.url())
+            .collect();
+        let mut builder = redis::cluster::ClusterClientBuilder::new(nodes)
+            .connection_timeout(Duration::from_secs(5))
+            .response_timeout(Duration::from_secs(30));
+        if let Some((user, password)) = user {
+            builder = builder.username(user).password(password);
+        }
+        builder.build().expect("cluster client")
     }
 
     pub fn port(&self) -> u16 {
@@ -276,21 +332,179 @@ impl TestRedis {
         self.signal("-CONT");
     }
 
-    /// A synchronous connection for seeding and asserting raw state.
-    pub fn conn(&self) -> redis::Connection {
+    /// A synchronous connection for seeding and asserting raw state: through the cluster client on the suite's
+    /// cluster run, so a key is read and written on the master that owns it.
+    pub fn conn(&self) -> Conn {
+        if self.is_cluster_entry() {
+            return Conn::Cluster(Box::new(
+                self.cluster_client(None)
+                    .get_connection()
+                    .expect("connect to the test cluster"),
+            ));
+        }
+        Conn::Node(self.node_conn())
+    }
+
+    /// `cmd`'s text answer from this server and, on the suite's cluster run, from each other master: for commands
+    /// about a server rather than a key (`INFO`, `CLIENT LIST`), which the cluster client would send to any one
+    /// node.
+    pub fn every_node(&self, cmd: &redis::Cmd) -> Vec<String> {
+        std::iter::once(self)
+            .chain(&self.peers)
+            .map(|n| cmd.query(&mut n.node_conn()).expect("a node's answer"))
+            .collect()
+    }
+
+    /// A synchronous connection to this one server, also on a cluster (node-level commands: `CLUSTER`, `ROLE`).
+    pub fn node_conn(&self) -> redis::Connection {
         redis::Client::open(self.url())
             .unwrap()
             .get_connection_with_timeout(Duration::from_secs(5))
             .expect("connect to test redis")
     }
 
-    /// An async multiplexed connection.
-    pub async fn aconn(&self) -> redis::aio::MultiplexedConnection {
+    /// An async connection, multiplexed (through the cluster client on the suite's cluster run).
+    pub async fn aconn(&self) -> AConn {
+        self.connect_as(None).await
+    }
+
+    /// As [`TestRedis::aconn`], logged in as ACL user `user`.
+    pub async fn aconn_as(&self, user: &str, password: &str) -> AConn {
+        self.connect_as(Some((user, password))).await
+    }
+
+    async fn connect_as(&self, user: Option<(&str, &str)>) -> AConn {
+        if self.is_cluster_entry() {
+            return AConn::Cluster(
+                self.cluster_client(user)
+                    .get_async_connection()
+                    .await
+                    .expect("connect to the test cluster"),
+            );
+        }
+        let url = match user {
+            Some((user, password)) => {
+                self.url()
+                    .replacen("://", &format!("://{user}:{password}@"), 1)
+            }
+            None => self.url(),
+        };
+        AConn::Node(
+            redis::Client::open(url)
+                .unwrap()
+                .get_multiplexed_async_connection()
+                .await
+                .expect("connect to test redis"),
+        )
+    }
+
+    /// An async multiplexed connection to this one server, also on a cluster (benchmarks' raw loops, `INFO`).
+    pub async fn node_aconn(&self) -> redis::aio::MultiplexedConnection {
         redis::Client::open(self.url())
             .unwrap()
             .get_multiplexed_async_connection()
             .await
             .expect("connect to test redis")
+    }
+}
+
+/// A raw synchronous connection of a test: to one server, or through the cluster client.
+pub enum Conn {
+    Node(redis::Connection),
+    Cluster(Box<redis::cluster::ClusterConnection>),
+}
+
+impl redis::ConnectionLike for Conn {
+    fn req_packed_command(&mut self, cmd: &[u8]) -> redis::RedisResult<redis::Value> {
+        match self {
+            Conn::Node(c) => c.req_packed_command(cmd),
+            Conn::Cluster(c) => c.req_packed_command(cmd),
+        }
+    }
+
+    fn req_packed_commands(
+        &mut self,
+        cmd: &[u8],
+        offset: usize,
+        count: usize,
+    ) -> redis::RedisResult<Vec<redis::Value>> {
+        match self {
+            Conn::Node(c) => c.req_packed_commands(cmd, offset, count),
+            Conn::Cluster(c) => c.req_packed_commands(cmd, offset, count),
+        }
+    }
+
+    fn req_command(&mut self, cmd: &redis::Cmd) -> redis::RedisResult<redis::Value> {
+        match self {
+            Conn::Node(c) => c.req_command(cmd),
+            Conn::Cluster(c) => c.req_command(cmd),
+        }
+    }
+
+    fn supports_pipelining(&self) -> bool {
+        match self {
+            Conn::Node(c) => c.supports_pipelining(),
+            Conn::Cluster(c) => c.supports_pipelining(),
+        }
+    }
+
+    fn get_db(&self) -> i64 {
+        match self {
+            Conn::Node(c) => c.get_db(),
+            Conn::Cluster(c) => c.get_db(),
+        }
+    }
+
+    fn check_connection(&mut self) -> bool {
+        match self {
+            Conn::Node(c) => c.check_connection(),
+            Conn::Cluster(c) => c.check_connection(),
+        }
+    }
+
+    fn is_open(&self) -> bool {
+        match self {
+            Conn::Node(c) => c.is_open(),
+            Conn::Cluster(c) => c.is_open(),
+        }
+    }
+}
+
+/// A raw async connection of a test: multiplexed to one server, or through the cluster client.
+#[derive(Clone)]
+pub enum AConn {
+    Node(redis::aio::MultiplexedConnection),
+    Cluster(redis::cluster_async::ClusterConnection),
+}
+
+impl redis::aio::ConnectionLike for AConn {
+    fn req_packed_command<'a>(
+        &'a mut self,
+        cmd: &'a redis::Cmd,
+    ) -> redis::RedisFuture<'a, redis::Value> {
+        match self {
+            AConn::Node(c) => c.req_packed_command(cmd),
+            AConn::Cluster(c) => c.req_packed_command(cmd),
+        }
+    }
+
+    fn req_packed_commands<'a>(
+        &'a mut self,
+        cmd: &'a redis::Pipeline,
+        offset: usize,
+        count: usize,
+    ) -> redis::RedisFuture<'a, Vec<redis::Value>> {
+        match self {
+            AConn::Node(c) => c.req_packed_commands(cmd, offset, count),
+            AConn::Cluster(c) => c.req_packed_commands(cmd, offset, count),
+        }
+    }
+
+    fn get_db(&self) -> i64 {
+        match self {
+            AConn::Node(c) => c.get_db(),
+            AConn::Cluster(c) => c.get_db(),
+        }
     }
 }
 
@@ -326,13 +540,8 @@ pub fn cluster_mode() -> bool {
 /// A rill client on `redis` with its own namespace (through the cluster client when `redis` is a cluster node
 /// owning every slot and the run is on a cluster, [`cluster_mode`]).
 pub fn client(redis: &TestRedis) -> rill::Client {
-    let url = if cluster_mode() && redis.cluster && redis.own_slots {
-        format!("redis+cluster://127.0.0.1:{}", redis.port)
-    } else {
-        redis.url()
-    };
     rill::Client::with_config(
-        &url,
+        &redis.client_url(),
         rill::ClientConfig {
             namespace: namespace(),
             ..Default::default()
@@ -344,7 +553,7 @@ pub fn client(redis: &TestRedis) -> rill::Client {
 /// Creates the queue's consumer group at `0` with its stream, as a worker does (for tests that drive the
 /// scripts directly).
 pub async fn create_group(
-    conn: &mut redis::aio::MultiplexedConnection,
+    conn: &mut impl redis::aio::ConnectionLike,
     keys: &rill::keys::QueueKeys,
 ) {
     let _: () = redis::cmd("XGROUP")
@@ -515,7 +724,7 @@ pub fn fault_worker(
 ) -> (ChildGuard, String) {
     use std::io::BufRead;
     let mut cmd = Command::new(example_bin("fault_worker"));
-    cmd.env("RILL_URL", redis.url())
+    cmd.env("RILL_URL", redis.client_url())
         .env("RILL_NAMESPACE", namespace)
         .env("RILL_QUEUE", queue)
         .env(

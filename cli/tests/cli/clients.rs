@@ -10,7 +10,7 @@ use super::support::foreign::{python, repo, typescript_package};
 
 #[test]
 fn rill_sees_the_packages_jobs_dead_letters_and_workers() {
-    let cli = Cli::new();
+    let cli = Cli::single();
     let url = cli.redis.url();
     let out = Command::new(python())
         .arg(repo().join("clients/python/tests/interop_driver.py"))

@@ -477,7 +477,7 @@ fn changes(cli: &Cli) -> u64 {
 
 #[test]
 fn a_refresh_reads_a_bounded_amount_and_writes_nothing() {
-    let cli = Cli::new();
+    let cli = Cli::single();
     let file = cli.redis.dir().join("jobs.jsonl");
     std::fs::write(&file, "{\"n\":1}\n".repeat(20_000)).unwrap();
     for q in ["a", "b", "c"] {

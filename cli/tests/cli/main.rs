@@ -41,12 +41,27 @@ impl Cli {
         }
     }
 
+    /// On one plain server also when the suite runs on clusters (`RILL_TEST_CLUSTER`): a test that stops the
+    /// server, reaches it as a bare `host:port`, counts one server's commands, or drives a package without cluster
+    /// support.
+    fn single() -> Self {
+        Cli {
+            redis: TestRedis::start_single(),
+            ns: support::namespace(),
+            cluster: None,
+        }
+    }
+
+    /// The URL the commands are given.
+    fn url(&self) -> String {
+        self.cluster
+            .as_ref()
+            .map_or_else(|| self.redis.client_url(), |c| c.url())
+    }
+
     fn cmd(&self, args: &[&str]) -> Command {
         let mut c = Command::new(env!("CARGO_BIN_EXE_rill"));
-        let url = self
-            .cluster
-            .as_ref()
-            .map_or_else(|| self.redis.url(), |c| c.url());
+        let url = self.url();
         c.args(["--redis", &url, "--namespace", &self.ns])
             .args(args)
             .env_remove("REDIS_URL")
@@ -311,7 +326,7 @@ fn enqueue_stats_show_and_errors_a_person_can_act_on() {
     );
     let env_url = Command::new(env!("CARGO_BIN_EXE_rill"))
         .args(["--namespace", &cli.ns, "stats", "emails", "--json"])
-        .env("REDIS_URL", cli.redis.url())
+        .env("REDIS_URL", cli.url())
         .output()
         .unwrap();
     assert!(env_url.status.success(), "REDIS_URL is honoured");
@@ -319,7 +334,7 @@ fn enqueue_stats_show_and_errors_a_person_can_act_on() {
 
 #[test]
 fn command_line_slips_get_a_tip_and_text_views_refuse_json() {
-    let cli = Cli::new();
+    let cli = Cli::single();
     let err = cli.fails(&["work", "emails", "./send-email.sh"], 2);
     assert!(
         err.contains("tip: put `--` before the worker command"),
@@ -437,7 +452,7 @@ fn stderr_of(child: &mut std::process::Child) -> String {
 #[test]
 fn enqueue_streams_its_input_and_says_how_far_it_got() {
     use std::io::Write;
-    let mut cli = Cli::new();
+    let mut cli = Cli::single();
     let (mut child, mut stdin, mut ids) = enqueue_from_stdin(&cli);
     // The first job lands, and its id is printed, while the producer is still writing.
     writeln!(stdin, "{{\"n\": 1}}").unwrap();

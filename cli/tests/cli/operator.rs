@@ -17,7 +17,7 @@ use super::{Cli, wait_exit};
 /// A worker elsewhere (consumer `w1`) that holds deliveries and ends them through the scripts.
 struct Elsewhere {
     rt: tokio::runtime::Runtime,
-    conn: redis::aio::MultiplexedConnection,
+    conn: super::support::AConn,
     keys: QueueKeys,
 }
 
@@ -122,23 +122,14 @@ fn empty_namespaces_and_missing_arguments_say_so() {
             .contains("(searched: none)")
     );
     let bad = std::process::Command::new(env!("CARGO_BIN_EXE_rill"))
-        .args([
-            "--redis",
-            &cli.redis.url(),
-            "--namespace",
-            "bad name",
-            "stats",
-        ])
+        .args(["--redis", &cli.url(), "--namespace", "bad name", "stats"])
         .output()
         .unwrap();
     assert_eq!(bad.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&bad.stderr).contains("bad name"));
     // A queue another client wrote to without listing it is found by its entries.
     let raw = QueueKeys::new(&cli.ns, "unlisted").unwrap();
-    let mut c = redis::Client::open(cli.redis.url().as_str())
-        .unwrap()
-        .get_connection()
-        .unwrap();
+    let mut c = cli.redis.conn();
     let _: String = redis::cmd("XADD")
         .arg(&raw.ready)
         .arg("*")
@@ -365,10 +356,9 @@ fn events_are_followed_live_as_json_lines_until_interrupted() {
     let mut lines = BufReader::new(child.0.stdout.take().unwrap()).lines();
     // `-n 0` follows from the newest event when the command starts: produce the next one only once it is
     // blocked reading (on a loaded machine the process may start after the event, which it then never shows).
-    let mut conn = cli.redis.conn();
     cli.wait_for("the follower blocked on XREAD", || {
-        let clients: String = redis::cmd("CLIENT").arg("LIST").query(&mut conn).unwrap();
-        clients.lines().any(|c| c.contains(" cmd=xread "))
+        let clients = cli.redis.every_node(redis::cmd("CLIENT").arg("LIST"));
+        clients.concat().lines().any(|c| c.contains(" cmd=xread "))
     });
     cli.ok(&["enqueue", "q", "2", "--id", "after"]);
     let entry = w.take();

@@ -9,7 +9,7 @@ use super::{Cli, wait_exit};
 
 #[test]
 fn top_bench_and_demo() {
-    let cli = Cli::new();
+    let cli = Cli::single(); // `rill bench` measures one server (README).
     cli.ok(&["enqueue", "pics", r#"{"w":1}"#]);
     let dir = tempfile::tempdir().unwrap();
     let _w = worker(&cli, "pics", &dir.path().join("m"));
@@ -90,7 +90,7 @@ fn top_bench_and_demo() {
 fn demo_cleans_up_after_ctrl_c_and_names_an_unreachable_redis_once() {
     let cli = Cli::new();
     let mut conn = cli.redis.conn();
-    let demo_keys = |conn: &mut redis::Connection| -> usize {
+    let demo_keys = |conn: &mut super::support::Conn| -> usize {
         let keys: Vec<String> = redis::cmd("KEYS").arg("rill-demo-*").query(conn).unwrap();
         keys.len()
     };
@@ -168,7 +168,7 @@ fn top_on_a_terminal(cli: &Cli, cols: u16) -> String {
     let rill = format!(
         "stty rows 20 cols {cols}; {} --redis {} --namespace {} top --interval 200ms",
         env!("CARGO_BIN_EXE_rill"),
-        cli.redis.url(),
+        cli.url(),
         cli.ns
     );
     let mut child = ChildGuard(
