@@ -1,5 +1,6 @@
 //! What an operator does to a live queue through the library: list jobs by state a page at a time, promote a
-//! delayed job, delete jobs in every state (a running one is cancelled, not yanked), drain, and remove a queue.
+//! delayed job, delete jobs in every state (a running one is cancelled, not yanked), drain, retry every dead letter
+//! while workers run, and remove a queue.
 
 mod support;
 
@@ -310,4 +311,35 @@ async fn a_queue_is_removed_whole_but_not_from_under_live_workers() {
     assert!(keep.remove(false).await.is_err());
     keep.remove(true).await.unwrap();
     w2.stop().await;
+}
+
+/// Retrying every dead letter while a worker fails the requeued jobs again at once: the call requeues the dead
+/// letters there were when it started, each once, and leaves the ones written meanwhile for the next call.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn retrying_every_dead_letter_never_chases_the_ones_it_causes() {
+    let redis = TestRedis::start();
+    let client = support::client(&redis);
+    let q = client.queue::<u32>("doomed").unwrap();
+    // More than one page of the call's batches (500).
+    const N: usize = 700;
+    let jobs: Vec<u32> = vec![DIE; N];
+    q.enqueue_many(&jobs).await.unwrap();
+    let worker = spawn_worker(
+        support::fast(Worker::new(client.clone(), "doomed").unwrap()).concurrency(64),
+        |_job: Job<u32>| async { Err::<(), _>(JobError::permanent("always")) },
+    );
+    eventually(T, "every job dead", || async {
+        q.counts().await.unwrap().dead == N as u64
+    })
+    .await;
+    let out = q.retry_all_dead().await.unwrap();
+    assert_eq!(out.requeued.len(), N, "each dead letter there was, once");
+    assert_eq!(out.requeued.iter().collect::<BTreeSet<_>>().len(), N);
+    // They die again, and the next call finds them.
+    eventually(T, "every job dead again", || async {
+        q.counts().await.unwrap().dead == N as u64
+    })
+    .await;
+    worker.stop().await;
+    assert_eq!(q.retry_all_dead().await.unwrap().requeued.len(), N);
 }

@@ -121,7 +121,9 @@ impl<T: Serialize + DeserializeOwned> Queue<T> {
         .await
     }
 
-    /// Puts every dead letter back on the ready stream (see [`Queue::retry_dead`]), oldest first, in batches.
+    /// Puts every dead letter there is when it is called back on the ready stream (see [`Queue::retry_dead`]),
+    /// oldest first, in batches. Dead letters written while it runs (a requeued job that fails again at once,
+    /// say) stay for the next call: it never chases its own.
     ///
     /// # Errors
     /// Redis errors; dead letters already requeued stay requeued.
@@ -134,9 +136,27 @@ impl<T: Serialize + DeserializeOwned> Queue<T> {
         }
         const BATCH: usize = 500;
         let mut out = Requeue::default();
+        let newest: Vec<redis::streams::StreamId> = {
+            let mut conn = self.client.conn().await?;
+            let reply: redis::streams::StreamRangeReply = redis::cmd("XREVRANGE")
+                .arg(&self.keys.dead)
+                .arg("+")
+                .arg("-")
+                .arg("COUNT")
+                .arg(1)
+                .query_async(&mut conn)
+                .await?;
+            reply.ids
+        };
+        let Some(newest) = newest.into_iter().next().map(|e| e.id) else {
+            return Ok(out);
+        };
         let mut after: Option<String> = None;
         loop {
-            let page = self.dead_letters(after.as_deref(), BATCH).await?;
+            let mut page = self.dead_letters(after.as_deref(), BATCH).await?;
+            let beyond = |d: &DeadLetter| crate::wire::entry_id_order(&d.entry_id, &newest).is_gt();
+            let done = page.iter().any(beyond);
+            page.retain(|d| !beyond(d));
             let Some(last) = page.last() else {
                 return Ok(out);
             };
@@ -145,6 +165,9 @@ impl<T: Serialize + DeserializeOwned> Queue<T> {
             let codes = self.requeue_entries(&ids).await?;
             for (d, code) in page.iter().zip(codes) {
                 out.record(code, &d.job_id);
+            }
+            if done {
+                return Ok(out);
             }
         }
     }
