@@ -198,7 +198,8 @@ impl<T: Serialize + DeserializeOwned> Queue<T> {
         }
     }
 
-    /// Up to `count` dead letters, oldest first, starting after entry id `after` (`None` = from the start).
+    /// Up to `count` dead letters, oldest first, starting after entry id `after` (`None` = from the start). On a
+    /// partitioned queue a page can hold a few more, when partitions share its last entry id (SPEC §2a).
     ///
     /// ```no_run
     /// # async fn f(queue: rill::Queue<String>) -> rill::Result<()> {

@@ -28,8 +28,9 @@ pub struct Event {
 
 impl<T: Serialize + DeserializeOwned> Queue<T> {
     /// Up to `count` lifecycle events after entry id `after` (`None` = the oldest kept), without a consumer
-    /// group. To process events at least once across restarts, read the events stream with your own consumer
-    /// group instead (SPEC.md, "Events").
+    /// group (on a partitioned queue a few more when partitions share the page's last entry id, SPEC §2a). To
+    /// process events at least once across restarts, read the events stream with your own consumer group instead
+    /// (SPEC.md, "Events").
     ///
     /// # Errors
     /// Redis errors.

@@ -177,7 +177,10 @@ impl<T: Serialize + DeserializeOwned> Queue<T> {
         Ok(first)
     }
 
-    /// One page from each partition, merged by entry id (time order across partitions), at most `count`.
+    /// One page from each partition, merged by entry id (time order across partitions): `count` entries, and
+    /// past them any other partition's entries with the last one's id. Partitions' streams make their ids
+    /// independently, so two may share one; the next page starts after that id, so cutting between them would
+    /// skip the rest.
     pub(super) fn merge_pages<X>(
         pages: Vec<Vec<X>>,
         count: usize,
@@ -185,7 +188,13 @@ impl<T: Serialize + DeserializeOwned> Queue<T> {
     ) -> Vec<X> {
         let mut all: Vec<X> = pages.into_iter().flatten().collect();
         all.sort_by(|a, b| crate::wire::entry_id_order(entry_id(a), entry_id(b)));
-        all.truncate(count);
+        let mut end = count.min(all.len());
+        if end > 0 {
+            while end < all.len() && entry_id(&all[end]) == entry_id(&all[end - 1]) {
+                end += 1;
+            }
+        }
+        all.truncate(end);
         all
     }
 
@@ -214,5 +223,31 @@ impl<T: Serialize + DeserializeOwned> Queue<T> {
             Err(e) if e.code() != Some("BUSYGROUP") => Err(e.into()),
             _ => Ok(()),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Queue;
+
+    fn merged(pages: &[&[&'static str]], count: usize) -> Vec<&'static str> {
+        let pages = pages.iter().map(|p| p.to_vec()).collect();
+        Queue::<u32>::merge_pages(pages, count, |id| id)
+    }
+
+    #[test]
+    fn merged_pages_are_in_id_order_and_never_cut_between_equal_ids() {
+        assert_eq!(
+            merged(&[&["1-0", "3-0"], &["2-0", "4-0"]], 3),
+            ["1-0", "2-0", "3-0"]
+        );
+        // Two partitions' entries share 2-0: both come, or the next page (after 2-0) would skip one.
+        assert_eq!(
+            merged(&[&["1-0", "2-0"], &["2-0", "3-0"], &["2-0"]], 2),
+            ["1-0", "2-0", "2-0", "2-0"]
+        );
+        assert_eq!(merged(&[&["10-0"], &["9-1"]], 5), ["9-1", "10-0"]);
+        assert!(merged(&[&[], &[]], 5).is_empty());
+        assert!(merged(&[&["1-0"]], 0).is_empty());
     }
 }
