@@ -38,33 +38,12 @@ async fn main() -> anyhow::Result<()> {
         },
     )?;
     let ready = client.keys(&queue)?.ready;
+    // The records share the queue's hash tag, so on a Redis Cluster they sit on the master that owns the queue.
+    let recorder = client.connection().await?;
     let worker = rill::Worker::new(client, &queue)?
         .concurrency(concurrency)
         .lease(lease)
         .reclaim_interval(lease / 4);
-    // The records share the queue's hash tag, so on a Redis Cluster they sit on the master that owns the queue.
-    if let Some(nodes) = url.strip_prefix("redis+cluster://") {
-        let seeds: Vec<String> = nodes
-            .trim_end_matches('/')
-            .split(',')
-            .map(|n| format!("redis://{n}"))
-            .collect();
-        let recorder = redis::cluster::ClusterClient::new(seeds)?
-            .get_async_connection()
-            .await?;
-        work(worker, &ready, recorder).await
-    } else {
-        let recorder = redis::Client::open(url.as_str())?
-            .get_multiplexed_async_connection()
-            .await?;
-        work(worker, &ready, recorder).await
-    }
-}
-
-async fn work<C>(worker: rill::Worker, ready: &str, recorder: C) -> anyhow::Result<()>
-where
-    C: redis::aio::ConnectionLike + Clone + Send + Sync + 'static,
-{
     let effects_key = format!("{ready}:effects");
     let started_key = format!("{ready}:started");
     let runs_key = format!("{ready}:runs");

@@ -137,7 +137,7 @@ pub mod inspect {
 }
 
 pub use checkpoint::{CheckpointInfo, CheckpointPolicy, CheckpointSettings, PreviousEnd, Resume};
-pub use client::{Client, ClientConfig, ServerVersion, Tls};
+pub use client::{Client, ClientConfig, Connection, ServerVersion, Tls};
 pub use error::{Error, Result};
 pub use job::{Delivery, Job, JobError, JobResult};
 pub use priority::Priorities;

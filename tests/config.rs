@@ -100,8 +100,17 @@ async fn a_client_connects_closes_and_connects_again() {
     c.connect().await.unwrap();
     assert!(c.is_connected().await);
     q.enqueue(&1).await.unwrap();
+    // Commands of one's own on the client's connection (through the cluster client on a cluster).
+    let mut own = c.connection().await.unwrap();
+    let probe = format!("{}:probe", q.keys().ready);
+    let () = redis::AsyncCommands::set(&mut own, &probe, "mine")
+        .await
+        .unwrap();
+    let read: String = redis::AsyncCommands::get(&mut own, &probe).await.unwrap();
+    assert_eq!(read, "mine");
 
     c.close();
+    assert!(matches!(c.connection().await, Err(rill::Error::Closed)));
     c.close();
     assert!(c.is_closed());
     assert!(!c.is_connected().await);

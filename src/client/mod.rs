@@ -1,11 +1,14 @@
 //! The shared client: one per process, cloned into every queue and worker. It owns the one multiplexed
 //! command connection (reconnecting, opened lazily) and opens dedicated connections for blocking readers.
 
+mod connection;
 mod link;
 mod scan;
 mod sentinel;
 mod server;
 mod tls;
+
+pub use connection::Connection;
 
 pub use server::ServerVersion;
 use server::inspect_server;
@@ -139,92 +142,6 @@ struct Open {
     server: ServerVersion,
 }
 
-/// The shared command connection as handed out by [`Client::conn`]. It reconnects by itself after I/O errors
-/// (redis-rs `ConnectionManager`), but a link that stops answering without closing (a half-open connection
-/// behind a stuck middlebox or a dropped NAT entry) only ever times out; so a reply that times out retires the
-/// connection, and the next call opens a new one.
-#[derive(Clone)]
-pub(crate) struct SharedConn {
-    conn: Link,
-    generation: u64,
-    server: ServerVersion,
-    client: Client,
-}
-
-impl SharedConn {
-    /// The server version this connection found when it opened.
-    pub(crate) fn server(&self) -> ServerVersion {
-        self.server
-    }
-
-    /// Whether `r` is a write refused by a replica: a primary demoted by a failover. Nothing was applied (Redis
-    /// refuses the command, or a script that may write, before running it), so the call can go again.
-    fn refused_by_replica<T>(r: &redis::RedisResult<T>) -> bool {
-        matches!(r, Err(e) if e.kind() == redis::ErrorKind::Server(redis::ServerErrorKind::ReadOnly))
-    }
-
-    /// After a write refused by a demoted primary: the next connection (behind Sentinels: to the primary they
-    /// name now), or `None` if none opens.
-    async fn moved(&mut self) -> Option<()> {
-        let fresh = self.client.conn().await.ok()?;
-        *self = fresh;
-        Some(())
-    }
-
-    fn check<T>(&self, r: &redis::RedisResult<T>) {
-        let Err(e) = r else { return };
-        // A primary demoted by a failover answers writes with READONLY; behind Sentinels, a lost link may mean
-        // the primary moved: the next connection asks where it is now.
-        let sentinel = matches!(self.client.inner.redis, Source::Sentinel(_));
-        let moved = e.kind() == redis::ErrorKind::Server(redis::ServerErrorKind::ReadOnly)
-            || (sentinel
-                && (e.is_io_error() || e.is_connection_dropped() || e.is_connection_refusal()));
-        if e.is_timeout() || moved {
-            self.client.retire(self.generation, e);
-        }
-    }
-}
-
-impl redis::aio::ConnectionLike for SharedConn {
-    fn req_packed_command<'a>(
-        &'a mut self,
-        cmd: &'a redis::Cmd,
-    ) -> redis::RedisFuture<'a, redis::Value> {
-        Box::pin(async move {
-            let r = self.conn.req_packed_command(cmd).await;
-            self.check(&r);
-            if Self::refused_by_replica(&r) && self.moved().await.is_some() {
-                let again = self.conn.req_packed_command(cmd).await;
-                self.check(&again);
-                return again;
-            }
-            r
-        })
-    }
-
-    fn req_packed_commands<'a>(
-        &'a mut self,
-        pipeline: &'a redis::Pipeline,
-        offset: usize,
-        count: usize,
-    ) -> redis::RedisFuture<'a, Vec<redis::Value>> {
-        Box::pin(async move {
-            let r = self.conn.req_packed_commands(pipeline, offset, count).await;
-            self.check(&r);
-            if Self::refused_by_replica(&r) && self.moved().await.is_some() {
-                let again = self.conn.req_packed_commands(pipeline, offset, count).await;
-                self.check(&again);
-                return again;
-            }
-            r
-        })
-    }
-
-    fn get_db(&self) -> i64 {
-        self.conn.get_db()
-    }
-}
-
 impl std::fmt::Debug for Client {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Client")
@@ -321,12 +238,31 @@ impl Client {
     }
 
     /// A redis-rs client for the server this client uses now (same URL and TLS settings; behind Sentinels, the
-    /// primary they name at the time of the call), for connections of your own.
+    /// primary they name at the time of the call), for connections of your own. On a cluster there is no one
+    /// server: use [`Client::connection`].
     ///
     /// # Errors
-    /// With Sentinels: Redis errors asking them.
+    /// With Sentinels: Redis errors asking them; on a cluster, [`Error::InvalidOption`].
     pub async fn redis(&self) -> Result<redis::Client> {
         self.inner.redis.client().await
+    }
+
+    /// This client's shared command connection, for commands of your own beside rill's (records of a job's side
+    /// effects, say), whatever the deployment: one server, Sentinels, or a cluster. It is multiplexed with rill's
+    /// own calls, so send no blocking commands on it (`BLPOP`, `XREAD BLOCK`): they would hold up every caller.
+    ///
+    /// ```no_run
+    /// # async fn f(client: rill::Client) -> rill::Result<()> {
+    /// use redis::AsyncCommands;
+    /// let mut conn = client.connection().await?;
+    /// let _: () = conn.rpush("audit", "sent").await?;
+    /// # Ok(()) }
+    /// ```
+    ///
+    /// # Errors
+    /// Connecting ([`Error::Closed`] after [`Client::close`]).
+    pub async fn connection(&self) -> Result<Connection> {
+        self.conn().await
     }
 
     /// The queues of this client's namespace that producers or workers have used, sorted by name (SPEC.md,
@@ -345,7 +281,7 @@ impl Client {
     }
 
     /// Adds `keys.queue` to the namespace's queue set once per process (SPEC.md, `<ns>:queues`).
-    pub(crate) async fn list_queue(&self, conn: &mut SharedConn, keys: &QueueKeys) -> Result<()> {
+    pub(crate) async fn list_queue(&self, conn: &mut Connection, keys: &QueueKeys) -> Result<()> {
         if self
             .inner
             .listed
@@ -487,8 +423,8 @@ impl Client {
 
     /// The shared command connection, opened on first use. It reconnects by itself after errors, and is replaced
     /// when a reply times out.
-    pub(crate) async fn conn(&self) -> Result<SharedConn> {
-        let shared = |open: &Open| SharedConn {
+    pub(crate) async fn conn(&self) -> Result<Connection> {
+        let shared = |open: &Open| Connection {
             conn: open.conn.clone(),
             generation: open.generation,
             server: open.server,

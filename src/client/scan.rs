@@ -3,7 +3,7 @@
 
 use redis::cluster_routing::{MultipleNodeRoutingInfo, RoutingInfo, SingleNodeRoutingInfo};
 
-use super::{Client, Link, SharedConn};
+use super::{Client, Connection, Link};
 use crate::error::Result;
 use crate::keys;
 
@@ -18,7 +18,7 @@ struct Scan {
 
 impl Scan {
     /// A scan of keys matching `pattern` (of type `kind`, if given) on every node `conn` reaches.
-    async fn new(conn: &mut SharedConn, pattern: &str, kind: Option<&'static str>) -> Result<Self> {
+    async fn new(conn: &mut Connection, pattern: &str, kind: Option<&'static str>) -> Result<Self> {
         let nodes = match &mut conn.conn {
             Link::Single(_) => vec![None],
             Link::Cluster(c) => {
@@ -50,7 +50,7 @@ impl Scan {
     }
 
     /// The next page of keys (possibly empty), or `None` once every node has been scanned.
-    async fn next_page(&mut self, conn: &mut SharedConn) -> Result<Option<Vec<String>>> {
+    async fn next_page(&mut self, conn: &mut Connection) -> Result<Option<Vec<String>>> {
         let Some(node) = self.nodes.get(self.at) else {
             return Ok(None);
         };

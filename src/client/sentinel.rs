@@ -2,7 +2,7 @@
 //! Sentinels (port 26379 by default) and the monitored primary's service name; the password and database are the
 //! primary's. Every connection the client opens asks the Sentinels for the current primary, so after a failover
 //! the next connection goes to the new one; the shared connection is retired when it meets a demoted primary
-//! (`READONLY`) or loses its link (see `SharedConn`).
+//! (`READONLY`) or loses its link (see `Connection`).
 
 use redis::sentinel::{SentinelClient, SentinelNodeConnectionInfo, SentinelServerType};
 

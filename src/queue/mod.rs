@@ -119,7 +119,7 @@ impl<T: Serialize + DeserializeOwned> Queue<T> {
     /// was delivered).
     async fn group_info(
         &self,
-        conn: &mut crate::client::SharedConn,
+        conn: &mut crate::client::Connection,
         stream: &str,
     ) -> Option<HashMap<String, redis::Value>> {
         let groups: Vec<HashMap<String, redis::Value>> = redis::cmd("XINFO")

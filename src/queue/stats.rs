@@ -144,7 +144,7 @@ impl<T: Serialize + DeserializeOwned> Queue<T> {
     /// stream's length, when already read).
     pub(crate) async fn level_counts(
         &self,
-        conn: &mut crate::client::SharedConn,
+        conn: &mut crate::client::Connection,
         level: u8,
         len: Option<u64>,
     ) -> Result<(u64, u64, Option<u64>)> {
@@ -201,7 +201,7 @@ impl<T: Serialize + DeserializeOwned> Queue<T> {
     /// The time part of the first entry of `stream` from `start` on.
     async fn first_entry_ms(
         &self,
-        conn: &mut crate::client::SharedConn,
+        conn: &mut crate::client::Connection,
         stream: &str,
         start: &str,
     ) -> Result<Option<u64>> {

@@ -531,7 +531,7 @@ async fn ensure_level_groups(client: &Client, keys: &QueueKeys, levels: u8) -> R
 }
 
 /// Whether the queue's consumer group exists (a read, possible at `maxmemory`).
-async fn group_exists(conn: &mut crate::client::SharedConn, keys: &QueueKeys) -> Result<bool> {
+async fn group_exists(conn: &mut crate::client::Connection, keys: &QueueKeys) -> Result<bool> {
     let groups: redis::RedisResult<Vec<std::collections::HashMap<String, redis::Value>>> =
         redis::cmd("XINFO")
             .arg("GROUPS")

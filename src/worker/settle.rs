@@ -320,7 +320,7 @@ pub(super) async fn hand_back_pending(shared: &Shared, only_orphans: bool) -> bo
 /// [`hand_back_pending`] on one priority level's stream.
 async fn hand_back_level(
     shared: &Shared,
-    conn: &mut crate::client::SharedConn,
+    conn: &mut crate::client::Connection,
     level: u8,
     only_orphans: bool,
 ) -> bool {
