@@ -45,22 +45,7 @@ async fn ack_completes_owned_deliveries_and_rejects_stale_ones() {
         },
     ];
     let keys = f.keys.clone();
-    let codes = scripts::ack(
-        &mut f.conn,
-        &caller(&keys, "w1"),
-        Ack {
-            now_ms: 1234,
-            retention: Retention {
-                ms: 60_000,
-                keep_all: false,
-            },
-            completed_event: true,
-            items: &items,
-            xackdel: true,
-        },
-    )
-    .await
-    .unwrap();
+    let codes = ack_recorded(&mut f, &items, true).await;
     assert_eq!(codes, vec![true, true, false]);
     // a and b are gone from stream and PEL; c is untouched and still owned by w2 with 2 deliveries.
     assert!(!f.exists_in(&keys.ready, &a).await);
@@ -144,22 +129,7 @@ async fn a_generated_id_keeps_no_record_but_leaves_the_index() {
         },
     ];
     let keys = f.keys.clone();
-    let codes = scripts::ack(
-        &mut f.conn,
-        &caller(&keys, "w1"),
-        Ack {
-            now_ms: 1234,
-            retention: Retention {
-                ms: 60_000,
-                keep_all: false,
-            },
-            completed_event: true,
-            items: &items,
-            xackdel: false,
-        },
-    )
-    .await
-    .unwrap();
+    let codes = ack_recorded(&mut f, &items, false).await;
     assert_eq!(codes, vec![true, true]);
     // The generated id's job is found by its event, like an entry-id job: no record. The chosen id keeps one.
     let generated_record: bool = f.conn.exists(keys.job(generated)).await.unwrap();
@@ -225,6 +195,25 @@ async fn ack_without_retention_or_events_keeps_nothing() {
     .await
     .unwrap();
     assert_eq!(codes, vec![false]);
+}
+
+/// Acks `items` as `w1` at 1234 ms, records kept 60 s (for named jobs and results), with a `completed` event;
+/// `xackdel` as [`Ack::xackdel`].
+async fn ack_recorded(f: &mut Fixture, items: &[AckItem<'_>], xackdel: bool) -> Vec<bool> {
+    let keys = f.keys.clone();
+    let call = Ack {
+        now_ms: 1234,
+        retention: Retention {
+            ms: 60_000,
+            keep_all: false,
+        },
+        completed_event: true,
+        items,
+        xackdel,
+    };
+    scripts::ack(&mut f.conn, &caller(&keys, "w1"), call)
+        .await
+        .unwrap()
 }
 
 /// Acks `ids` (delivery 1 to `w1`) in one call, without records or events; `xackdel` as [`Ack::xackdel`].

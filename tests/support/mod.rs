@@ -261,8 +261,7 @@ impl TestRedis {
 
     /// [`TestRedis::client_url`] with `user`'s credentials.
     pub fn client_url_as(&self, user: &str, password: &str) -> String {
-        self.client_url()
-            .replacen("://", &format!("://{user}:{password}@"), 1)
+        logged_in(&self.client_url(), user, password)
     }
 
     /// Whether clients reach this server through the cluster client: a cluster started for the suite's cluster
@@ -383,10 +382,7 @@ impl TestRedis {
             );
         }
         let url = match user {
-            Some((user, password)) => {
-                self.url()
-                    .replacen("://", &format!("://{user}:{password}@"), 1)
-            }
+            Some((user, password)) => logged_in(&self.url(), user, password),
             None => self.url(),
         };
         AConn::Node(
@@ -406,6 +402,11 @@ impl TestRedis {
             .await
             .expect("connect to test redis")
     }
+}
+
+/// `url` with `user`'s credentials.
+fn logged_in(url: &str, user: &str, password: &str) -> String {
+    url.replacen("://", &format!("://{user}:{password}@"), 1)
 }
 
 /// A raw synchronous connection of a test: to one server, or through the cluster client.
