@@ -29,6 +29,37 @@ use support::TestRedis;
 
 const PAYLOAD: usize = 100;
 
+/// The system allocator, counting allocations: each drain reports how many the benchmark process made per job
+/// (one relaxed atomic add per allocation, the same for every build compared).
+struct Counting;
+
+static ALLOCATIONS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
+// SAFETY: every call is forwarded unchanged to the system allocator.
+unsafe impl std::alloc::GlobalAlloc for Counting {
+    unsafe fn alloc(&self, layout: std::alloc::Layout) -> *mut u8 {
+        ALLOCATIONS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        // SAFETY: the caller's contract is the system allocator's.
+        unsafe { std::alloc::System.alloc(layout) }
+    }
+    unsafe fn dealloc(&self, ptr: *mut u8, layout: std::alloc::Layout) {
+        // SAFETY: as above.
+        unsafe { std::alloc::System.dealloc(ptr, layout) }
+    }
+    unsafe fn realloc(&self, ptr: *mut u8, layout: std::alloc::Layout, new_size: usize) -> *mut u8 {
+        ALLOCATIONS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        // SAFETY: as above.
+        unsafe { std::alloc::System.realloc(ptr, layout, new_size) }
+    }
+}
+
+#[global_allocator]
+static GLOBAL: Counting = Counting;
+
+fn allocations() -> u64 {
+    ALLOCATIONS.load(std::sync::atomic::Ordering::Relaxed)
+}
+
 fn payload(i: u64) -> Vec<u8> {
     let mut p = vec![b'x'; PAYLOAD];
     p[..8].copy_from_slice(&i.to_le_bytes());
@@ -211,6 +242,7 @@ async fn drain(
     let stats = w.stats();
     let (tx, rx) = tokio::sync::oneshot::channel::<()>();
     let before = raw::Cpu::now(&mut c).await;
+    let allocs = allocations();
     let t = Instant::now();
     let h = tokio::spawn(w.run(
         |_job: Job<serde_bytes_like::Bytes>| async { Ok::<_, JobError>(()) },
@@ -222,6 +254,7 @@ async fn drain(
         tokio::time::sleep(Duration::from_millis(1)).await;
     }
     let secs = t.elapsed().as_secs_f64();
+    let allocs = allocations() - allocs;
     let used = raw::Cpu::now(&mut c).await.since(before);
     let (cpu, own) = (used.redis.expect("INFO cpu"), used.own.unwrap_or(0.0));
     let _ = tx.send(());
@@ -250,6 +283,7 @@ async fn drain(
         },
         "jobs_per_s": jobs_per_s.round(), "redis_cpu_us_per_job": r2(redis_cpu_us),
         "client_cpu_us_per_job": r2(own * 1e6 / jobs as f64),
+        "client_allocations_per_job": r2(allocs as f64 / jobs as f64),
         "raw_loop": raw_loop, "raw_jobs_per_s": raw_per_s.round(), "raw_redis_cpu_us_per_job": r2(raw_cpu_us),
         "ratio_to_raw": (jobs_per_s / raw_per_s * 1000.0).round() / 1000.0,
         "redis_cpu_ratio_to_raw": r2(redis_cpu_us / raw_cpu_us),

@@ -186,9 +186,12 @@ where
             );
             drop(job);
             self.tasks.spawn(async move {
-                me.settler
+                if let Some(end) = me
+                    .settler
                     .settle(d, Ending::Dead(DeadReason::Exhausted), &why)
-                    .await;
+                {
+                    end.await;
+                }
                 drop(place);
             });
             return;
@@ -219,16 +222,21 @@ where
             job_id: job.id().to_owned(),
             attempt: job.attempt(),
         };
+        // The slot first: a free one is taken without registering a waiter on each token (three locks and list
+        // operations per job); what fired meanwhile is checked right after.
         let slot = tokio::select! {
             biased;
+            s = ticket.slot() => Some(s),
             _ = fence.cancelled() => None,
             _ = job.cancelled().cancelled() => None,
             _ = job.stopping().cancelled() => None,
-            s = ticket.slot() => Some(s),
         };
-        let Some(slot) = slot else {
+        let unwanted =
+            fence.is_cancelled() || job.cancelled().is_cancelled() || job.stopping().is_cancelled();
+        let Some(slot) = slot.filter(|_| !unwanted) else {
             drop(job);
-            self.end_unstarted(d, &fence).await;
+            // Boxed: rare, and its future would otherwise make every job task's larger.
+            Box::pin(self.end_unstarted(d, &fence)).await;
             drop(place);
             return;
         };
@@ -276,7 +284,9 @@ where
         if let Ending::Complete { touched: t, .. } = &mut ending {
             *t = touched.load(Ordering::Relaxed);
         }
-        self.settler.settle(d, ending, &message).await;
+        if let Some(end) = self.settler.settle(d, ending, &message) {
+            end.await;
+        }
         drop(place);
     }
 
@@ -307,7 +317,10 @@ where
             }
         };
         tokio::pin!(run, fenced);
+        // The handler first: one that is done at its first poll ends without a waiter registered on the
+        // worker-wide abort token (a lock every running job would share) or on its own tokens.
         tokio::select! {
+            biased;
             r = &mut run => return returned(r),
             _ = self.abort.cancelled() => return Outcome::Dropped,
             _ = &mut fenced => return Outcome::Dropped,
@@ -345,7 +358,9 @@ where
                 "not started: the worker is stopping or paused",
             )
         };
-        self.settler.settle(d, ending, why).await;
+        if let Some(end) = self.settler.settle(d, ending, why) {
+            end.await;
+        }
     }
 
     /// A fenced delivery whose handler has stopped (or never started): another worker may own it now, so nothing

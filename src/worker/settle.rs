@@ -136,22 +136,41 @@ impl Settler {
         Settler { shared, acks }
     }
 
-    /// Ends delivery `d` as `ending`; `message` is the error text stored with a failure.
-    pub(super) async fn settle(&self, d: Finished, ending: Ending, message: &str) {
+    /// Ends delivery `d` as `ending`; `message` is the error text stored with a failure. A completion ends here
+    /// at once (the acker takes it); every other ending returns the Redis call that ends it, boxed: its future
+    /// is kilobytes, and a job task that held it inline would copy that much at every spawn and poll.
+    pub(super) fn settle<'a>(
+        &'a self,
+        d: Finished,
+        ending: Ending,
+        message: &'a str,
+    ) -> Option<futures::future::BoxFuture<'a, ()>> {
+        match ending {
+            Ending::Complete { result, touched } => {
+                self.complete(d, result, touched);
+                None
+            }
+            ending => Some(Box::pin(self.end(d, ending, message))),
+        }
+    }
+
+    /// Hands a completed delivery to the acker, which counts it and stops holding it once the ack is in.
+    fn complete(&self, d: Finished, result: Vec<u8>, touched: bool) {
+        let _ = self.acks.send(Completion {
+            entry_id: d.entry_id,
+            token: d.token,
+            job_id: d.job_id,
+            attempt: d.attempt,
+            result,
+            touched,
+        });
+    }
+
+    /// Ends delivery `d` as `ending` (not a completion) through Redis.
+    async fn end(&self, d: Finished, ending: Ending, message: &str) {
         let shared = &*self.shared;
         let mode = match ending {
-            Ending::Complete { result, touched } => {
-                // The acker counts it and stops holding it once the ack is in.
-                let _ = self.acks.send(Completion {
-                    entry_id: d.entry_id,
-                    token: d.token,
-                    job_id: d.job_id,
-                    attempt: d.attempt,
-                    result,
-                    touched,
-                });
-                return;
-            }
+            Ending::Complete { result, touched } => return self.complete(d, result, touched),
             Ending::Abandon => {
                 shared.deliveries.forget(&d.entry_id, d.token);
                 return;
