@@ -11,7 +11,7 @@ script!("heartbeat.lua");
 /// What [`heartbeat`] did.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Beat {
-    /// The beat's entry id on the heartbeats stream.
+    /// The beat's entry id on the heartbeats stream (empty: it sent no per-beat fields, so it added none).
     pub id: String,
     /// Whether the record holds the static fields (`host`, `pid`, `queue`, ...); if not, send them again.
     pub registered: bool,
@@ -29,7 +29,7 @@ pub struct Heartbeat<'a> {
     pub now_ms: u64,
     /// Approximate length the heartbeats stream is trimmed to.
     pub maxlen: u64,
-    /// How long the record outlives its last beat, ms.
+    /// How long the record outlives its last beat, ms; 0 = leave the record's expiry as it is.
     pub record_ttl_ms: u64,
     /// List workers whose last beat is older than this, ms (0 = list none).
     pub crash_after_ms: u64,
@@ -40,15 +40,17 @@ pub struct Heartbeat<'a> {
 /// The record fields a beat writes.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct BeatFields<'a> {
-    /// Written to the record and to the heartbeats stream every beat: status and counters.
+    /// Written to the record and to the heartbeats stream: status and counters (empty: none changed, and the
+    /// beat adds no entry to the stream).
     pub per_beat: &'a [(String, String)],
-    /// Written to the record only, every beat: what it runs (`running`).
+    /// Written to the record only: what it runs (`running`; left out when it did not change).
     pub record: &'a [(String, String)],
     /// Written to the record only, on registration (empty on an ordinary beat): host, pid, queue, ...
     pub registration: &'a [(String, String)],
 }
 
-/// Registers or refreshes a worker, appends its beat, and lists the workers that look crashed.
+/// Registers or refreshes a worker, appends its beat to the heartbeats stream if it sends per-beat fields, and
+/// lists the workers that look crashed.
 ///
 /// # Errors
 /// [`crate::Error::Redis`] or [`crate::Error::Protocol`].
@@ -63,7 +65,7 @@ pub async fn heartbeat<C: ConnectionLike + Send>(
     inv.arg(call.consumer)
         .arg(call.now_ms)
         .arg(call.maxlen.max(1))
-        .arg(call.record_ttl_ms.max(1))
+        .arg(call.record_ttl_ms)
         .arg(call.crash_after_ms)
         .arg(fields.per_beat.len());
     for (k, v) in fields

@@ -1,17 +1,18 @@
 //! The heartbeat: registers the worker on start, beats every `health.beat_interval` through `heartbeat.lua`
-//! (the record hash, the sorted set of last beats, an entry on the heartbeats stream) and deregisters on a
-//! graceful exit. It runs on the lease keeper's thread ([`super::lease`]) with its own connection. What a beat
-//! says is built here; how others read it is [`crate::registry`].
+//! (the record hash, the sorted set of last beats, an entry on the heartbeats stream when status or counters
+//! changed; a beat sends only the fields that changed since the last one) and deregisters on a graceful exit.
+//! It runs on the lease keeper's thread ([`super::lease`]) with its own connection. What a beat says is built
+//! here; how others read it is [`crate::registry`].
 
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use tokio_util::sync::CancellationToken;
 
 use super::shared::{Crew, Shared};
 use crate::registry::{HEARTBEATS_MAXLEN, RECORD_TTL, RUNNING_LISTED};
 use crate::scripts;
-use crate::scripts::Call;
+use crate::scripts::{BeatFields, Call};
 
 /// Beats until `stop` fires (the first one registers).
 pub(super) async fn run(crew: Crew, stop: CancellationToken) {
@@ -30,17 +31,40 @@ pub(super) async fn run(crew: Crew, stop: CancellationToken) {
 /// Record fields, in order.
 type Fields = Vec<(String, String)>;
 
-/// What the next beat must say beyond the counters.
+/// How often a beat sets the record's expiry again ([`RECORD_TTL`], a day, outlasts a silent worker's record by
+/// that much less at most): every beat doing it would be a command per worker per second for nothing.
+const TTL_REFRESH: Duration = Duration::from_secs(3600);
+
+/// What the record has been told, so a beat sends only what changed.
 #[derive(Debug, Default)]
 struct Beats {
     registered: bool,
     lease_failures_at_last_beat: u64,
+    /// The per-beat fields (status and counters) and the record-only ones (`running`) of the last beat that
+    /// landed; empty: send them all.
+    per_beat: Fields,
+    record: Fields,
+    /// When a beat that landed last set the record's expiry.
+    ttl_set: Option<Instant>,
+}
+
+/// The fields of one beat.
+#[derive(Debug, Default)]
+struct Beat {
+    /// Status and counters: to the record and the heartbeats stream.
+    per_beat: Fields,
+    /// To the record only, every beat: what runs now.
+    record: Fields,
+    /// To the record only, on registration: the static fields.
+    registration: Fields,
+    /// Lease failures counted so far (`lease_failures` is those since the previous beat).
+    lease_failures: u64,
 }
 
 impl Beats {
-    /// The record fields of the next beat: status and counters (record and stream), the jobs running now
-    /// (record only), and the static fields until one beat is in (empty after).
-    fn fields(&self, crew: &[Arc<Shared>]) -> (Fields, Fields, Fields) {
+    /// Everything the record says of this worker now: status and counters, the jobs running now, and the
+    /// static fields until one beat is in (empty after).
+    fn now(&self, crew: &[Arc<Shared>]) -> Beat {
         let shared = &crew[0];
         let stats = shared.stats.snapshot();
         let in_flight: u64 = crew.iter().map(|m| m.control.running()).sum();
@@ -61,9 +85,9 @@ impl Beats {
                     .to_string(),
             ),
         ];
-        let mut f = Vec::new();
+        let mut registration = Vec::new();
         if !self.registered {
-            f.extend([
+            registration.extend([
                 ("host".into(), crate::identity::hostname()),
                 ("pid".into(), std::process::id().to_string()),
                 ("queue".into(), shared.keys.queue.clone()),
@@ -73,7 +97,7 @@ impl Beats {
                 ("capabilities".into(), shared.config.capabilities.join(",")),
             ]);
             for (k, v) in &shared.config.metadata {
-                f.push((format!("meta:{k}"), v.clone()));
+                registration.push((format!("meta:{k}"), v.clone()));
             }
         }
         let record: Fields = vec![(
@@ -86,14 +110,55 @@ impl Beats {
                     .collect::<Vec<_>>(),
             ),
         )];
-        (per_beat, record, f)
+        Beat {
+            per_beat,
+            record,
+            registration,
+            lease_failures: stats.lease_failures,
+        }
     }
 
-    /// A beat landed; `registered`: the record holds the static fields (false after Redis lost its data or the
-    /// worker was judged crashed and its record removed: they go out again with the next beat).
-    fn sent(&mut self, shared: &Shared, registered: bool) {
+    /// What of `now` the next beat sends, and whether it sets the record's expiry: all of it until a beat
+    /// registered the worker; after that the per-beat fields only when one changed (all of them then, since each
+    /// stream entry carries them all: an unchanged beat adds no entry), `running` only when it changed.
+    fn changes<'a>(&self, now: &'a Beat) -> (BeatFields<'a>, bool) {
+        if !self.registered {
+            let all = BeatFields {
+                per_beat: &now.per_beat,
+                record: &now.record,
+                registration: &now.registration,
+            };
+            return (all, true);
+        }
+        let changed = |then: &Fields, now: &'a Fields| -> &'a [(String, String)] {
+            if *then == *now { &[] } else { now }
+        };
+        let fields = BeatFields {
+            per_beat: changed(&self.per_beat, &now.per_beat),
+            record: changed(&self.record, &now.record),
+            registration: &[],
+        };
+        let ttl = self.ttl_set.is_none_or(|t| t.elapsed() >= TTL_REFRESH);
+        (fields, ttl)
+    }
+
+    /// A beat carrying `now` landed; `registered`: the record holds the static fields (false after Redis lost
+    /// its data, the worker was judged crashed and its record removed, or the record expired: everything goes out
+    /// again with the next beat).
+    fn sent(&mut self, registered: bool, now: Beat, ttl_set: bool) {
         self.registered = registered;
-        self.lease_failures_at_last_beat = shared.stats.snapshot().lease_failures;
+        self.lease_failures_at_last_beat = now.lease_failures;
+        if registered {
+            self.per_beat = now.per_beat;
+            self.record = now.record;
+            if ttl_set {
+                self.ttl_set = Some(Instant::now());
+            }
+        } else {
+            self.per_beat.clear();
+            self.record.clear();
+            self.ttl_set = None;
+        }
     }
 }
 
@@ -114,7 +179,8 @@ async fn beat(
             }
         }
     }
-    let (per_beat, record, registration) = beats.fields(crew);
+    let now = beats.now(crew);
+    let (fields, set_ttl) = beats.changes(&now);
     let c = conn.as_mut().expect("connection set above");
     let sent = std::time::Instant::now();
     let beat = scripts::heartbeat(
@@ -125,19 +191,19 @@ async fn beat(
             // The server's clock: every host judges beats by the same clock.
             now_ms: 0,
             maxlen: HEARTBEATS_MAXLEN,
-            record_ttl_ms: RECORD_TTL.as_millis() as u64,
-            crash_after_ms: shared.config.health.crash_after.as_millis() as u64,
-            fields: scripts::BeatFields {
-                per_beat: &per_beat,
-                record: &record,
-                registration: &registration,
+            record_ttl_ms: if set_ttl {
+                RECORD_TTL.as_millis() as u64
+            } else {
+                0
             },
+            crash_after_ms: shared.config.health.crash_after.as_millis() as u64,
+            fields,
         },
     );
     let r = shared.stats.timed(Call::Heartbeat, beat).await;
     match r {
         Ok(beat) => {
-            beats.sent(shared, beat.registered);
+            beats.sent(beat.registered, now, set_ttl);
             // Every member learns of the beat (its contact watch) and of crashed workers (whose deliveries on
             // its partition it adopts).
             for m in crew {
@@ -168,5 +234,69 @@ pub(super) async fn deregister(shared: &Shared) {
         .await;
     if let Err(e) = r {
         tracing::warn!(error = %e, "could not leave the worker registry");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn beat(processed: &str, running: &str, registration: bool) -> Beat {
+        let pair = |k: &str, v: &str| (k.to_owned(), v.to_owned());
+        Beat {
+            per_beat: vec![pair("status", "busy"), pair("processed", processed)],
+            record: vec![pair("running", running)],
+            registration: if registration {
+                vec![pair("host", "h")]
+            } else {
+                Vec::new()
+            },
+            lease_failures: 0,
+        }
+    }
+
+    #[test]
+    fn a_beat_sends_what_changed_and_everything_after_the_record_was_lost() {
+        let mut beats = Beats::default();
+        let first = beat("0", "", true);
+        let (f, ttl) = beats.changes(&first);
+        assert_eq!(
+            (f.per_beat.len(), f.record.len(), f.registration.len(), ttl),
+            (2, 1, 1, true),
+            "registration: everything, and the expiry"
+        );
+        beats.sent(true, first, ttl);
+        let idle = beat("0", "", false);
+        let (f, ttl) = beats.changes(&idle);
+        assert_eq!(
+            (f.per_beat.len(), f.record.len(), f.registration.len(), ttl),
+            (0, 0, 0, false),
+            "nothing changed: no fields (and no stream entry), the expiry left alone"
+        );
+        beats.sent(true, idle, ttl);
+        let busy = beat("5", "", false);
+        let (f, _) = beats.changes(&busy);
+        assert_eq!(
+            (f.per_beat.len(), f.record.len()),
+            (2, 0),
+            "a counter changed: every per-beat field (the stream entry carries them all)"
+        );
+        beats.sent(true, busy, false);
+        let running = beat("5", "1:j", false);
+        let (f, _) = beats.changes(&running);
+        assert_eq!((f.per_beat.len(), f.record.len()), (0, 1));
+        // The beat found no record: the next one sends everything again, with the expiry.
+        beats.sent(false, running, false);
+        let again = beat("5", "1:j", true);
+        let (f, ttl) = beats.changes(&again);
+        assert_eq!(
+            (f.per_beat.len(), f.record.len(), f.registration.len(), ttl),
+            (2, 1, 1, true)
+        );
+        // The expiry is set again once TTL_REFRESH has passed.
+        beats.sent(true, again, true);
+        beats.ttl_set = Instant::now().checked_sub(TTL_REFRESH);
+        let later = beat("5", "1:j", false);
+        assert!(beats.changes(&later).1);
     }
 }

@@ -68,6 +68,34 @@ async fn heartbeat_registers_and_stamps_beats() {
     let mut names: Vec<&str> = last[0].1.keys().map(String::as_str).collect();
     names.sort();
     assert_eq!(names, vec!["ms", "status", "worker"]);
+    // A beat that changed nothing: the registry score and `last_beat_ms` only, no stream entry; TTL 0 leaves
+    // the record's expiry as the last beat set it.
+    let mut quiet = beating("w1", 2_000, BeatFields::default());
+    quiet.record_ttl_ms = 0;
+    let _: () = f.conn.pexpire(keys.worker("w1"), 5_000).await.unwrap();
+    let beat = scripts::heartbeat(&mut f.conn, &keys, quiet).await.unwrap();
+    assert_eq!((beat.id.as_str(), beat.registered), ("", true));
+    assert_eq!(f.xlen(&keys.heartbeats).await, 4, "no entry");
+    let ttl: i64 = f.conn.pttl(keys.worker("w1")).await.unwrap();
+    assert!((1..=5_000).contains(&ttl), "expiry untouched: {ttl}");
+    let rec: std::collections::HashMap<String, String> =
+        f.conn.hgetall(keys.worker("w1")).await.unwrap();
+    assert_eq!(
+        (rec["last_beat_ms"].as_str(), rec["status"].as_str()),
+        ("2000", "busy")
+    );
+    let score: Option<f64> = f.conn.zscore(&keys.workers, "w1").await.unwrap();
+    assert_eq!(score, Some(2000.0));
+    // With a TTL, the expiry is set again.
+    scripts::heartbeat(
+        &mut f.conn,
+        &keys,
+        beating("w1", 2_000, BeatFields::default()),
+    )
+    .await
+    .unwrap();
+    let ttl: i64 = f.conn.pttl(keys.worker("w1")).await.unwrap();
+    assert!(ttl > 5_000, "expiry set: {ttl}");
     // With now = 0 the server's clock stamps the beat (hosts with skewed clocks still agree).
     scripts::heartbeat(&mut f.conn, &keys, beating("w0", 0, fields))
         .await
