@@ -67,8 +67,14 @@ where
         shared,
     };
     tokio::pin!(shutdown);
+    // Entries read but not started yet: they start while the next read is on its way, so the round trip of one
+    // read overlaps the dispatch of the one before (and the jobs, which run when this loop waits).
+    let mut unstarted: Option<Batch> = None;
     loop {
         // A paused queue or a quiet worker takes nothing new (running ones go on).
+        if !f.gate.borrow().is_open() {
+            start(runner, unstarted.take());
+        }
         while !f.gate.borrow_and_update().is_open() {
             tokio::select! {
                 biased;
@@ -77,15 +83,25 @@ where
             }
         }
         f.adjust_prefetch();
-        let mut room = tokio::select! {
-            biased;
-            _ = &mut shutdown => return,
-            s = f.take_room() => match s { Some(s) => s, None => return },
+        // With entries waiting to start, read on only if half a read's worth of room is free at once (batches
+        // stay big, which keeps per-call costs down); otherwise start them and wait for room as usual.
+        let mut room = match unstarted.as_ref().and_then(|_| f.free_room()) {
+            Some(room) => room,
+            None => {
+                start(runner, unstarted.take());
+                tokio::select! {
+                    biased;
+                    _ = &mut shutdown => return,
+                    s = f.take_room() => match s { Some(s) => s, None => return },
+                }
+            }
         };
         if f.shared.client.is_closed() {
+            start(runner, unstarted.take());
             return;
         }
         if Instant::now() >= f.next_reclaim {
+            start(runner, unstarted.take());
             // Stalled jobs have waited a lease already: take as many as can start at once (at least one, which
             // starts at the next free slot, ahead of prefetched jobs), before anything new is read.
             let free = room.len().min(f.shared.slots.available().max(1));
@@ -95,7 +111,20 @@ where
             }
         }
         let requested = room.len();
-        let entries = match f.read(requested, &mut shutdown).await {
+        let read = {
+            let read = f.read(requested, &mut shutdown);
+            tokio::pin!(read);
+            // The first poll sends the read; the entries before it start meanwhile. They are tracked before
+            // this loop waits again, so a hand-back the read may run first (a sweep, a pause mid-read) sees them
+            // as held: it looks at what is held only once its own `XPENDING` answers.
+            let first = futures::poll!(&mut read);
+            start(runner, unstarted.take());
+            match first {
+                std::task::Poll::Ready(r) => r,
+                std::task::Poll::Pending => read.await,
+            }
+        };
+        let entries = match read {
             Read::Entries(e, extra) => {
                 room.extend(extra);
                 e
@@ -104,14 +133,32 @@ where
             Read::Shutdown => return,
         };
         f.backlog = entries.len() == requested;
-        for (level, raw) in entries {
-            let Some(place) = room.pop() else {
-                tracing::error!("fetch: more entries than requested");
-                break;
-            };
-            // A new entry's delivery count is 1.
-            runner.dispatch(raw, level, 1, place, false);
-        }
+        unstarted = Some(Batch { entries, room });
+    }
+}
+
+/// Entries read, with the room they take.
+struct Batch {
+    entries: Vec<(u8, RawEntry)>,
+    room: Vec<OwnedSemaphorePermit>,
+}
+
+/// Hands `batch`'s entries to the runner, in the order they were read.
+fn start<T, H>(runner: &Arc<Runner<T, H>>, batch: Option<Batch>)
+where
+    T: DeserializeOwned + Send + 'static,
+    H: Handler<T>,
+{
+    let Some(Batch { entries, mut room }) = batch else {
+        return;
+    };
+    for (level, raw) in entries {
+        let Some(place) = room.pop() else {
+            tracing::error!("fetch: more entries than requested");
+            break;
+        };
+        // A new entry's delivery count is 1.
+        runner.dispatch(raw, level, 1, place, false);
     }
 }
 
@@ -168,10 +215,27 @@ impl Fetcher {
         } else if want < self.prefetch {
             self.prefetch -= self.shared.room.forget_permits(self.prefetch - want);
         }
-        self.max_batch = (config.concurrency + self.prefetch).min(MAX_READ);
+        // Half the room: one read can be on its way while the entries of the one before start.
+        self.max_batch = (config.concurrency + self.prefetch)
+            .div_ceil(2)
+            .min(MAX_READ);
         if self.borrowed > 0 {
             self.borrowed -= self.shared.room.forget_permits(self.borrowed);
         }
+    }
+
+    /// The room free now (up to a read's worth), if it is at least half a read's worth.
+    fn free_room(&self) -> Option<Vec<OwnedSemaphorePermit>> {
+        let sem = &self.shared.room;
+        let want = (self.max_batch / 2).max(1);
+        if sem.available_permits() < want {
+            return None;
+        }
+        let take = sem.available_permits().min(self.max_batch);
+        sem.clone()
+            .try_acquire_many_owned(take as u32)
+            .ok()
+            .map(one_each)
     }
 
     /// Waits for room for a delivery, then takes all the room free (up to a read's worth). With a backlog (the

@@ -243,12 +243,22 @@ where
         let span = job_span(shared, &d, &job);
         let timeout = job.timeout();
         let cancel = job.cancelled().clone();
-        let run = AssertUnwindSafe(self.handler.call(job).instrument(span)).catch_unwind();
+        let mut run = AssertUnwindSafe(self.handler.call(job).instrument(span)).catch_unwind();
         shared.control.job_started();
         shared.deliveries.started(&d.entry_id, d.token);
         let started = std::time::Instant::now();
         let grace = shared.config.fence_grace();
-        let outcome = self.watch(run, &fence, timeout, &cancel, grace).await;
+        // A handler done at its first poll needs no watching; one that waits is watched in a future of its own
+        // (its timers and selects are most of a job task's size, which every spawn copies).
+        let outcome = match futures::poll!(&mut run) {
+            std::task::Poll::Ready(r) => match r {
+                Ok(returned) => Outcome::Returned(returned),
+                Err(panic) => Outcome::Panicked(panic),
+            },
+            std::task::Poll::Pending => {
+                Box::pin(self.watch(run, &fence, timeout, &cancel, grace)).await
+            }
+        };
         shared.control.job_ended();
         let took = started.elapsed();
         shared.control.record_run(took);
