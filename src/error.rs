@@ -138,8 +138,9 @@ pub enum Error {
         /// The server's `maxmemory-policy`.
         policy: String,
     },
-    /// A worker could not start its lease keeper thread.
-    #[error("cannot start the lease keeper thread: {0}")]
+    /// A worker could not start a thread of its own (the lease keeper's, or its own with
+    /// [`crate::WorkerConfig::dedicated_thread`]), or that thread ended without a report.
+    #[error("worker thread: {0}")]
     Thread(std::io::Error),
 }
 

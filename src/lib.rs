@@ -83,7 +83,8 @@
 //!   `stats` (counts, recent), `dead` (dead letters), `events`, `wait` (a job's outcome, one shared events read per
 //!   process), `admin` (promote, delete, drain, remove).
 //! - [`worker`]: [`Worker`], one file per role: `fetch`, `runner`, `settle`, `acker`, `lease`, `heartbeat`,
-//!   `listener`, `reclaim`, `promote`, over shared state owned by `deliveries`, `control` and `slots`.
+//!   `listener`, `reclaim`, `promote`, `dedicated` (a thread of its own), over shared state owned by `deliveries`,
+//!   `control` and `slots`.
 //! - [`job`]: what a handler gets ([`Job`]) and returns ([`JobResult`], [`JobError`]).
 //! - [`checkpoint`], [`signals`], [`registry`], [`schedule`] (the worker's sides are `worker::listener`,
 //!   `worker::heartbeat` and `worker::promote`), [`bus`].

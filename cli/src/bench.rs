@@ -26,6 +26,9 @@ pub struct BenchArgs {
     /// default; 0 = off).
     #[arg(long, default_value_t = rill::DEFAULT_PREFETCH as u64, value_parser = clap::value_parser!(u64).range(0..=10_000))]
     prefetch: u64,
+    /// Run the drain's worker on a thread of its own (`Worker::dedicated_thread`).
+    #[arg(long)]
+    dedicated_thread: bool,
 }
 
 struct Case {
@@ -59,10 +62,12 @@ async fn rill_drain(
     n: u64,
     concurrency: u64,
     prefetch: u64,
+    dedicated_thread: bool,
 ) -> anyhow::Result<Duration> {
     let worker = rill::Worker::new(client.clone(), "drain")?
         .concurrency(concurrency as usize)
-        .prefetch(prefetch as usize);
+        .prefetch(prefetch as usize)
+        .dedicated_thread(dedicated_thread);
     let stats = worker.stats();
     let done = Arc::new(tokio::sync::Notify::new());
     let t = Instant::now();
@@ -117,7 +122,7 @@ pub async fn run(ctx: &Context, a: BenchArgs) -> anyhow::Result<ExitCode> {
             })
             .collect();
         output::print_json(
-            &json!({ "redis": ctx.url, "server": server.to_string(), "concurrency": a.concurrency, "prefetch": a.prefetch, "cases": items }),
+            &json!({ "redis": ctx.url, "server": server.to_string(), "concurrency": a.concurrency, "prefetch": a.prefetch, "dedicated_thread": a.dedicated_thread, "cases": items }),
         );
     } else {
         let rows: Vec<Vec<String>> = cases
@@ -215,7 +220,14 @@ async fn bench(ctx: &Context, ns: &str, a: &BenchArgs) -> anyhow::Result<Vec<Cas
         cpu: Cpu::now(&mut conn).await.since(cpu),
     });
     let cpu = Cpu::now(&mut conn).await;
-    let took = rill_drain(&client, a.jobs, a.concurrency, a.prefetch).await?;
+    let took = rill_drain(
+        &client,
+        a.jobs,
+        a.concurrency,
+        a.prefetch,
+        a.dedicated_thread,
+    )
+    .await?;
     cases.push(Case {
         name: "rill worker drain",
         jobs: a.jobs,

@@ -83,6 +83,8 @@ struct Inner {
     partitions: Mutex<HashMap<String, Option<Arc<Partitions>>>>,
     /// Shared connections opened so far (each open gets the next number).
     generations: AtomicU64,
+    /// The client this one was split from ([`Client::split`]): closing that one closes this one too.
+    parent: Option<Client>,
 }
 
 pub(crate) use link::{BlockingConn, Link};
@@ -174,6 +176,10 @@ impl Client {
     /// [`Error::InvalidOption`] for TLS settings with a URL that is not `rediss://` or unreadable PEM, or
     /// [`Error::InvalidName`] for a bad namespace.
     pub fn with_config(url: &str, config: ClientConfig) -> Result<Self> {
+        Self::build(url, config, None)
+    }
+
+    fn build(url: &str, config: ClientConfig, parent: Option<Client>) -> Result<Self> {
         keys::validate_name(&config.namespace)?;
         let redis = if url.starts_with(link::SCHEME) {
             if config.tls.is_set() {
@@ -217,8 +223,16 @@ impl Client {
                 listed: Mutex::default(),
                 partitions: Mutex::default(),
                 generations: AtomicU64::new(0),
+                parent,
             }),
         })
+    }
+
+    /// A client to the same Redis with the same settings but connections of its own (opened on first use, on
+    /// the runtime that uses them), closed when this one is: a worker on a thread of its own uses one, so no
+    /// reply it waits for has to cross from another runtime's threads.
+    pub(crate) fn split(&self) -> Result<Client> {
+        Client::build(self.url(), self.config().clone(), Some(self.clone()))
     }
 
     /// The settings this client was built with.
@@ -406,9 +420,10 @@ impl Client {
         *self.inner.conn.lock().expect("client lock") = Conn::Closed;
     }
 
-    /// Whether [`Client::close`] was called.
+    /// Whether [`Client::close`] was called (on this client, or on the one it was split from).
     pub fn is_closed(&self) -> bool {
         matches!(*self.inner.conn.lock().expect("client lock"), Conn::Closed)
+            || self.inner.parent.as_ref().is_some_and(Client::is_closed)
     }
 
     /// Drops the shared connection of `generation` (if it is still the current one) after `error`, so the next

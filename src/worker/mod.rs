@@ -9,12 +9,14 @@
 //!   the `acker`, which acks them in batches.
 //! - `lease` (its own thread): renews held deliveries' leases; `heartbeat` beats on the same thread.
 //! - `listener`: applies signals (cancel, pause, quiet, stop); `promote`: moves due delayed jobs.
+//! - `dedicated`: all of the above but `lease` on a thread of its own, when configured.
 //! - Shared state: `shared` (settings), `deliveries` (the held deliveries, one owner), `control` (gate, status),
 //!   `stats`; settings in `config`.
 
 mod acker;
 mod config;
 mod control;
+mod dedicated;
 mod deliveries;
 mod fetch;
 mod heartbeat;
@@ -104,6 +106,13 @@ impl Worker {
     /// Jobs run at once (at least 1).
     pub fn concurrency(mut self, n: usize) -> Self {
         self.config.concurrency = n.max(1);
+        self
+    }
+
+    /// Runs the worker on a thread of its own with a single-threaded runtime; see
+    /// [`WorkerConfig::dedicated_thread`].
+    pub fn dedicated_thread(mut self, on: bool) -> Self {
+        self.config.dedicated_thread = on;
         self
     }
 
@@ -229,6 +238,24 @@ impl Worker {
     /// Only start-up errors (the consumer group cannot be created, the lease thread cannot start, the signals
     /// cannot be read). Redis trouble while running is logged and retried.
     pub async fn run<T, R, F, Fut>(
+        self,
+        handler: F,
+        shutdown: impl Future<Output = ()>,
+    ) -> Result<WorkerReport>
+    where
+        T: DeserializeOwned + Send + 'static,
+        R: Serialize + Send + 'static,
+        F: Fn(Job<T>) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = std::result::Result<R, JobError>> + Send + 'static,
+    {
+        if self.config.dedicated_thread {
+            return dedicated::run(self, handler, shutdown).await;
+        }
+        self.run_here(handler, shutdown).await
+    }
+
+    /// [`Worker::run`] on the runtime that polls it.
+    async fn run_here<T, R, F, Fut>(
         mut self,
         handler: F,
         shutdown: impl Future<Output = ()>,

@@ -57,6 +57,16 @@ fn top_bench_and_demo() {
     // At concurrency 1 the raw loop it is compared with reads one entry at a time.
     let one = cli.json(&["bench", "--jobs", "200", "--concurrency", "1"]);
     assert_eq!(one["cases"][2]["case"], "raw XREADGROUP COUNT 1+XACK");
+    // The drain's worker on a thread of its own: the same cases, and the document says so.
+    let own = cli.json(&["bench", "--jobs", "200", "--dedicated-thread"]);
+    assert_eq!(
+        (
+            own["dedicated_thread"].as_bool(),
+            own["cases"].as_array().map(Vec::len)
+        ),
+        (Some(true), Some(4))
+    );
+    assert!(own["cases"][3]["jobs_per_s"].as_f64().unwrap() > 0.0);
     // The benchmark cleans up after itself: only the test's own keys are left.
     let mut conn = cli.redis.conn();
     let keys: Vec<String> = redis::cmd("KEYS")
