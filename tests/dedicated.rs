@@ -54,22 +54,28 @@ async fn a_worker_on_its_own_thread_runs_every_job_there_and_shuts_down_cleanly(
     assert_eq!((counts.waiting, counts.active), (0, 0), "{counts:?}");
 }
 
+/// A worker on its own thread for queue `own`, once it has registered.
+async fn registered(client: &rill::Client, threads: Arc<Mutex<Vec<String>>>) -> support::Running {
+    let q = client.queue::<u32>("own").unwrap();
+    let w = Worker::new(client.clone(), "own")
+        .unwrap()
+        .dedicated_thread(true);
+    let w = spawn_worker(w, recording(threads));
+    eventually(T, "registered", || async {
+        q.workers(&rill::HealthRule::default()).await.unwrap().len() == 1
+    })
+    .await;
+    w
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn closing_the_client_or_dropping_the_run_stops_a_worker_on_its_own_thread() {
     let redis = TestRedis::start();
     let client = support::client(&redis);
-    let q = client.queue::<u32>("own").unwrap();
     let rule = rill::HealthRule::default();
     let threads = Arc::new(Mutex::new(Vec::new()));
     // The client it was given closed: the worker (whose connections are its own) stops all the same.
-    let w = Worker::new(client.clone(), "own")
-        .unwrap()
-        .dedicated_thread(true);
-    let w = spawn_worker(w, recording(threads.clone()));
-    eventually(T, "registered", || async {
-        q.workers(&rule).await.unwrap().len() == 1
-    })
-    .await;
+    let w = registered(&client, threads.clone()).await;
     client.close();
     let report = tokio::time::timeout(T, w.handle)
         .await
@@ -79,14 +85,7 @@ async fn closing_the_client_or_dropping_the_run_stops_a_worker_on_its_own_thread
     // Its future dropped (the task aborted): it shuts down gracefully on its thread and leaves the registry.
     let client = support::client(&redis);
     let q = client.queue::<u32>("own").unwrap();
-    let w = Worker::new(client.clone(), "own")
-        .unwrap()
-        .dedicated_thread(true);
-    let w = spawn_worker(w, recording(threads.clone()));
-    eventually(T, "registered", || async {
-        q.workers(&rule).await.unwrap().len() == 1
-    })
-    .await;
+    let w = registered(&client, threads.clone()).await;
     w.handle.abort();
     eventually(T, "deregistered after its future was dropped", || async {
         q.workers(&rule).await.unwrap().is_empty()

@@ -251,10 +251,7 @@ where
         // A handler done at its first poll needs no watching; one that waits is watched in a future of its own
         // (its timers and selects are most of a job task's size, which every spawn copies).
         let outcome = match futures::poll!(&mut run) {
-            std::task::Poll::Ready(r) => match r {
-                Ok(returned) => Outcome::Returned(returned),
-                Err(panic) => Outcome::Panicked(panic),
-            },
+            std::task::Poll::Ready(r) => returned(r),
             std::task::Poll::Pending => {
                 Box::pin(self.watch(run, &fence, timeout, &cancel, grace)).await
             }
@@ -312,10 +309,6 @@ where
         cancel: &CancellationToken,
         grace: Duration,
     ) -> Outcome<R> {
-        let returned = |r: std::thread::Result<_>| match r {
-            Ok(returned) => Outcome::Returned(returned),
-            Err(panic) => Outcome::Panicked(panic),
-        };
         let fenced = async {
             fence.cancelled().await;
             tokio::time::sleep(grace).await
@@ -327,8 +320,8 @@ where
             }
         };
         tokio::pin!(run, fenced);
-        // The handler first: one that is done at its first poll ends without a waiter registered on the
-        // worker-wide abort token (a lock every running job would share) or on its own tokens.
+        // The handler first: what it returned wins over an abort or fence that fired at the same time (a fenced
+        // result is then not written: `run_one` checks the fence).
         tokio::select! {
             biased;
             r = &mut run => return returned(r),
@@ -382,6 +375,14 @@ where
         shared.deliveries.take_park(&d.entry_id, d.token);
         shared.deliveries.let_go(&d.entry_id, d.token);
         shared.control.request_sweep();
+    }
+}
+
+/// What a handler's run came to: its result, or its panic.
+fn returned<R>(r: std::thread::Result<std::result::Result<R, JobError>>) -> Outcome<R> {
+    match r {
+        Ok(returned) => Outcome::Returned(returned),
+        Err(panic) => Outcome::Panicked(panic),
     }
 }
 
