@@ -320,14 +320,16 @@ where
             }
         };
         tokio::pin!(run, fenced);
-        // The handler first: what it returned wins over an abort or fence that fired at the same time (a fenced
-        // result is then not written: `run_one` checks the fence).
+        // The deadline first: a handler that gives up at its time limit too (its own timer of the same length,
+        // as `rill work` has) is a timeout, not its own error; one that returns a value then still completes
+        // (below). Then what it returned, over an abort or a fence that fired at the same time (a fenced result
+        // is not written: `run_one` checks the fence).
         tokio::select! {
             biased;
+            _ = deadline => {}
             r = &mut run => return returned(r),
             _ = self.abort.cancelled() => return Outcome::Dropped,
             _ = &mut fenced => return Outcome::Dropped,
-            _ = deadline => {}
         }
         let after = timeout.unwrap_or_default();
         cancel.cancel();
