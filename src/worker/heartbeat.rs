@@ -41,7 +41,7 @@ struct Beats {
     registered: bool,
     lease_failures_at_last_beat: u64,
     /// The per-beat fields (status and counters) and the record-only ones (`running`) of the last beat that
-    /// landed; empty: send them all.
+    /// landed (what the record holds, when `registered`).
     per_beat: Fields,
     record: Fields,
     /// When a beat that landed last set the record's expiry.
@@ -148,16 +148,11 @@ impl Beats {
     fn sent(&mut self, registered: bool, now: Beat, ttl_set: bool) {
         self.registered = registered;
         self.lease_failures_at_last_beat = now.lease_failures;
-        if registered {
-            self.per_beat = now.per_beat;
-            self.record = now.record;
-            if ttl_set {
-                self.ttl_set = Some(Instant::now());
-            }
-        } else {
-            self.per_beat.clear();
-            self.record.clear();
-            self.ttl_set = None;
+        // Unregistered, the next beat sends everything whatever these say.
+        self.per_beat = now.per_beat;
+        self.record = now.record;
+        if ttl_set {
+            self.ttl_set = Some(Instant::now());
         }
     }
 }
