@@ -115,7 +115,7 @@ pub struct WorkerInfo {
     pub version: String,
     /// Start time, ms since the Unix epoch.
     pub started_ms: u64,
-    /// Last beat, ms since the Unix epoch.
+    /// Last beat, ms since the Unix epoch (the registry score).
     pub last_beat_ms: u64,
     /// `idle`, `busy`, `paused`, `draining` or `degraded` (it cannot end deliveries, so it takes no jobs).
     pub status: String,
@@ -172,7 +172,9 @@ pub fn health(info: Option<&WorkerInfo>, now_ms: u64, rule: &HealthRule) -> Heal
     Health::Healthy
 }
 
-fn parse_record(id: &str, fields: HashMap<String, String>) -> WorkerInfo {
+/// `score`: the worker's registry score, its last beat (the record's `last_beat_ms` is the last beat that wrote
+/// the record, which may be older).
+fn parse_record(id: &str, fields: HashMap<String, String>, score: Option<f64>) -> WorkerInfo {
     let num = |k: &str| fields.get(k).and_then(|v| v.parse().ok()).unwrap_or(0u64);
     WorkerInfo {
         id: id.to_owned(),
@@ -182,7 +184,7 @@ fn parse_record(id: &str, fields: HashMap<String, String>) -> WorkerInfo {
         concurrency: num("concurrency"),
         version: fields.get("version").cloned().unwrap_or_default(),
         started_ms: num("started_ms"),
-        last_beat_ms: num("last_beat_ms"),
+        last_beat_ms: num("last_beat_ms").max(score.map_or(0, |s| s as u64)),
         status: fields.get("status").cloned().unwrap_or_default(),
         reason: fields.get("reason").cloned().unwrap_or_default(),
         in_flight: num("in_flight"),
@@ -227,26 +229,28 @@ impl<T: Serialize + DeserializeOwned> Queue<T> {
     /// Redis errors.
     pub async fn workers(&self, rule: &HealthRule) -> Result<Vec<(WorkerInfo, Health)>> {
         let mut conn = self.client.conn().await?;
-        let ids: Vec<String> = redis::cmd("ZRANGE")
+        // The registry score is the last beat (a beat that changed nothing writes only the score).
+        let beats: Vec<(String, f64)> = redis::cmd("ZRANGE")
             .arg(&self.keys.workers)
             .arg(0)
             .arg(-1)
+            .arg("WITHSCORES")
             .query_async(&mut conn)
             .await?;
         let now = server_ms(&mut conn).await?;
         // Every record in one round trip.
         let mut pipe = redis::pipe();
-        for id in &ids {
+        for (id, _) in &beats {
             pipe.cmd("HGETALL").arg(self.keys.worker(id));
         }
-        let records: Vec<HashMap<String, String>> = if ids.is_empty() {
+        let records: Vec<HashMap<String, String>> = if beats.is_empty() {
             Vec::new()
         } else {
             pipe.query_async(&mut conn).await?
         };
-        let mut out = Vec::with_capacity(ids.len());
-        for (id, fields) in ids.into_iter().zip(records) {
-            let info = (!fields.is_empty()).then(|| parse_record(&id, fields));
+        let mut out = Vec::with_capacity(beats.len());
+        for ((id, score), fields) in beats.into_iter().zip(records) {
+            let info = (!fields.is_empty()).then(|| parse_record(&id, fields, Some(score)));
             let h = health(info.as_ref(), now, rule);
             out.push((
                 info.unwrap_or_else(|| WorkerInfo {
@@ -269,11 +273,15 @@ impl<T: Serialize + DeserializeOwned> Queue<T> {
         rule: &HealthRule,
     ) -> Result<(Option<WorkerInfo>, Health)> {
         let mut conn = self.client.conn().await?;
-        let fields: HashMap<String, String> = redis::cmd("HGETALL")
+        let (fields, score): (HashMap<String, String>, Option<f64>) = redis::pipe()
+            .cmd("HGETALL")
             .arg(self.keys.worker(id))
+            .cmd("ZSCORE")
+            .arg(&self.keys.workers)
+            .arg(id)
             .query_async(&mut conn)
             .await?;
-        let info = (!fields.is_empty()).then(|| parse_record(id, fields));
+        let info = (!fields.is_empty()).then(|| parse_record(id, fields, score));
         let h = health(info.as_ref(), server_ms(&mut conn).await?, rule);
         Ok((info, h))
     }

@@ -193,6 +193,44 @@ async fn a_lost_registry_record_is_written_whole_again() {
     w.stop().await;
 }
 
+/// An idle worker's beats write only its registry score (plain commands, no script): the record keeps the
+/// `last_beat_ms` of its last written beat, and health reads the score, so it stays healthy past crash_after.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_idle_worker_beats_with_its_registry_score_only() {
+    let redis = TestRedis::start();
+    let client = support::client(&redis);
+    let q = client.queue::<u32>("reg").unwrap();
+    let w = spawn_worker(
+        Worker::new(client.clone(), "reg").unwrap(),
+        |_job: Job<u32>| async { Ok::<_, JobError>(()) },
+    );
+    let rule = HealthRule::default();
+    eventually(Duration::from_secs(10), "registered", || async {
+        q.worker(&w.consumer, &rule).await.unwrap().0.is_some()
+    })
+    .await;
+    let mut c = redis.aconn().await;
+    let written = || async {
+        let mut c = redis.aconn().await;
+        let ms: u64 = c
+            .hget(q.keys().worker(&w.consumer), "last_beat_ms")
+            .await
+            .unwrap();
+        ms
+    };
+    let record0 = written().await;
+    let score0: f64 = c.zscore(&q.keys().workers, &w.consumer).await.unwrap();
+    // Past crash_after (3 s): judged by the score, it is healthy.
+    tokio::time::sleep(rule.crash_after + Duration::from_millis(500)).await;
+    let score: f64 = c.zscore(&q.keys().workers, &w.consumer).await.unwrap();
+    assert!(score > score0 + 2_000.0, "{score0} -> {score}");
+    assert_eq!(written().await, record0, "the record was not written");
+    let (info, health) = q.worker(&w.consumer, &rule).await.unwrap();
+    assert_eq!(health, Health::Healthy);
+    assert_eq!(info.unwrap().last_beat_ms, score as u64);
+    w.stop().await;
+}
+
 #[tokio::test]
 async fn entries_written_by_others_are_read_without_guessing() {
     let redis = TestRedis::start();

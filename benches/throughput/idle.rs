@@ -63,10 +63,11 @@ pub async fn idle_workers(redis: &TestRedis, secs: u64) {
 
 /// Registration and heartbeat round trips, and the Redis CPU of a beat as a worker sends it: a busy worker's
 /// (its counters and running jobs changed: every per-beat field and `running`, a stream entry), an idle one's
-/// (nothing changed: no fields, no entry), and, for comparison in the same run, a beat that sends everything and
-/// sets the record's expiry (what every beat did before beats sent only what changed). Each is measured over
-/// 2,000 beats of 500 workers in four interleaved rounds, against as many `PING` round trips (what any one-call
-/// beat costs Redis in network handling on this machine).
+/// (nothing changed: the plain-command refresh of its registry score), and, for comparison in the same run, an
+/// unchanged beat through the script (as the Python and TypeScript workers send it) and a beat that sends
+/// everything and sets the record's expiry (what every beat did before beats sent only what changed). Each is
+/// measured over 2,000 beats of 500 workers in four interleaved rounds, against as many `PING` round trips (what
+/// any one-call beat costs Redis in network handling on this machine), back to back and again paced 1 ms apart.
 pub async fn heartbeats(redis: &TestRedis) {
     let client = support::client(redis);
     let keys = client.keys("beats").unwrap();
@@ -124,57 +125,106 @@ pub async fn heartbeats(redis: &TestRedis) {
     const ROUNDS: usize = 4;
     let n = 500;
     let mut beat = Vec::new();
-    let mut beats =
-        async |fields: rill::scripts::BeatFields<'_>, ttl_ms: u64, times: &mut Vec<f64>| {
-            let cpu0 = redis_cpu(&mut c).await;
-            for i in 0..n {
-                let t = Instant::now();
-                rill::scripts::heartbeat(
-                    &mut c,
-                    &keys,
-                    rill::scripts::Heartbeat {
-                        consumer: &format!("w{}", i % 500),
-                        now_ms: 2,
-                        maxlen: 10_000,
-                        // As a worker beats: it also looks for crashed workers.
-                        crash_after_ms: 3_000,
-                        record_ttl_ms: ttl_ms,
-                        fields,
-                    },
-                )
-                .await
-                .unwrap();
-                times.push(t.elapsed().as_secs_f64() * 1e3);
+    // One beat of each kind; `pace`: beats that far apart (a fleet's beats reach Redis spread out, each on its
+    // own wake-up), else back to back.
+    #[derive(Clone, Copy)]
+    enum Kind<'a> {
+        Script(rill::scripts::BeatFields<'a>, u64),
+        Refresh,
+        Ping,
+    }
+    let mut beats = async |kind: Kind<'_>, pace: Option<Duration>, times: &mut Vec<f64>| {
+        let mut tick = pace.map(|p| {
+            let mut t = tokio::time::interval(p);
+            t.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            t
+        });
+        let cpu0 = redis_cpu(&mut c).await;
+        for i in 0..n {
+            if let Some(t) = tick.as_mut() {
+                t.tick().await;
             }
-            (redis_cpu(&mut c).await - cpu0) * 1e6 / n as f64
-        };
+            let consumer = format!("w{}", i % 500);
+            let t = Instant::now();
+            match kind {
+                Kind::Script(fields, ttl_ms) => {
+                    rill::scripts::heartbeat(
+                        &mut c,
+                        &keys,
+                        rill::scripts::Heartbeat {
+                            consumer: &consumer,
+                            now_ms: 2,
+                            maxlen: 10_000,
+                            // As a worker beats: it also looks for crashed workers.
+                            crash_after_ms: 3_000,
+                            record_ttl_ms: ttl_ms,
+                            fields,
+                        },
+                    )
+                    .await
+                    .unwrap();
+                }
+                Kind::Refresh => {
+                    rill::scripts::refresh(&mut c, &keys, &consumer, 2, 3_000)
+                        .await
+                        .unwrap();
+                }
+                Kind::Ping => {
+                    let _: () = redis::cmd("PING").query_async(&mut c).await.unwrap();
+                }
+            }
+            times.push(t.elapsed().as_secs_f64() * 1e3);
+        }
+        (redis_cpu(&mut c).await - cpu0) * 1e6 / n as f64
+    };
     let changed = rill::scripts::BeatFields {
         per_beat,
         record: &running,
         registration: &[],
     };
-    // Interleaved rounds, so no kind is measured only first (or last) in the run.
-    let (mut busy_us, mut idle_us, mut full_us) = (0.0, 0.0, 0.0);
+    let kinds = [
+        ("beat", Kind::Script(changed, 0)),
+        ("refresh", Kind::Refresh),
+        (
+            "idle_script",
+            Kind::Script(rill::scripts::BeatFields::default(), 0),
+        ),
+        ("full", Kind::Script(changed, 86_400_000)),
+        ("ping", Kind::Ping),
+    ];
+    // Interleaved rounds, so no kind is measured only first (or last) in the run; back to back, then paced at
+    // 1 ms (a fleet of a thousand workers).
+    let mut us = [[0.0f64; 5]; 2];
     for _ in 0..ROUNDS {
-        busy_us += beats(changed, 0, &mut beat).await / ROUNDS as f64;
-        idle_us +=
-            beats(rill::scripts::BeatFields::default(), 0, &mut Vec::new()).await / ROUNDS as f64;
-        full_us += beats(changed, 86_400_000, &mut Vec::new()).await / ROUNDS as f64;
+        for (p, pace) in [None, Some(Duration::from_millis(1))]
+            .into_iter()
+            .enumerate()
+        {
+            for (k, (name, kind)) in kinds.iter().enumerate() {
+                let times = if *name == "beat" && pace.is_none() {
+                    &mut beat
+                } else {
+                    &mut Vec::new()
+                };
+                us[p][k] += beats(*kind, pace, times).await / ROUNDS as f64;
+            }
+        }
     }
     commandstats(&mut c, "heartbeats").await;
-    let cpu0 = redis_cpu(&mut c).await;
-    for _ in 0..n * ROUNDS {
-        let _: () = redis::cmd("PING").query_async(&mut c).await.unwrap();
-    }
-    let ping_us = (redis_cpu(&mut c).await - cpu0) * 1e6 / (n * ROUNDS) as f64;
     reg.sort_by(f64::total_cmp);
     beat.sort_by(f64::total_cmp);
     emit(
         json!({"bench": "registry", "register_p50_ms": r(percentile(&reg, 0.5)), "register_p99_ms": r(percentile(&reg, 0.99)),
                "heartbeat_p50_ms": r(percentile(&beat, 0.5)), "heartbeat_p99_ms": r(percentile(&beat, 0.99)),
-               "redis_cpu_us_per_beat": r2(busy_us),
-               "redis_cpu_us_per_idle_beat": r2(idle_us),
-               "redis_cpu_us_per_full_beat": r2(full_us),
-               "redis_cpu_us_per_ping": r2(ping_us)}),
+               "redis_cpu_us_per_beat": r2(us[0][0]),
+               "redis_cpu_us_per_idle_beat": r2(us[0][1]),
+               "redis_cpu_us_per_idle_script_beat": r2(us[0][2]),
+               "redis_cpu_us_per_full_beat": r2(us[0][3]),
+               "redis_cpu_us_per_ping": r2(us[0][4]),
+               "paced_1ms": {"redis_cpu_us_per_beat": r2(us[1][0]),
+                             "redis_cpu_us_per_idle_beat": r2(us[1][1]),
+                             "redis_cpu_us_per_idle_script_beat": r2(us[1][2]),
+                             "redis_cpu_us_per_full_beat": r2(us[1][3]),
+                             "redis_cpu_us_per_ping": r2(us[1][4])}}),
     );
 }

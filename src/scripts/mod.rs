@@ -52,7 +52,7 @@ pub use enqueue::{Enqueued, NewJob, enqueue};
 pub use extend::extend;
 pub use fail::{Fail, FailMode, FailOutcome, fail};
 pub use fire::{Fire, Fired, fire};
-pub use heartbeat::{Beat, BeatFields, Heartbeat, heartbeat};
+pub use heartbeat::{Beat, BeatFields, Heartbeat, heartbeat, refresh};
 pub use levels::set_levels;
 pub use limit::{LimitedRead, Limits, read_limited};
 pub use park::park;

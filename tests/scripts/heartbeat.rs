@@ -158,3 +158,69 @@ async fn heartbeat_lists_the_workers_silent_past_the_threshold() {
     .unwrap();
     assert!(beat.crashed.is_empty());
 }
+
+/// The plain-command beat of a worker that changed nothing: the score moves, nothing else is written, a worker
+/// missing from the registry is told so (and not added), and the crash check lists what `heartbeat.lua` would.
+#[tokio::test]
+async fn refresh_moves_only_the_score_and_lists_the_same_crashed_workers() {
+    let mut f = fixture().await;
+    let keys = f.keys.clone();
+    let status = vec![("status".to_owned(), "idle".to_owned())];
+    let fields = BeatFields {
+        per_beat: &status,
+        record: &[],
+        registration: &[],
+    };
+    scripts::heartbeat(&mut f.conn, &keys, beating("w1", 1_000, fields))
+        .await
+        .unwrap();
+    let ttl0: i64 = f.conn.pttl(keys.worker("w1")).await.unwrap();
+    let beat = scripts::refresh(&mut f.conn, &keys, "w1", 2_000, 0)
+        .await
+        .unwrap();
+    assert_eq!(
+        (beat.id.as_str(), beat.registered, beat.crashed.len()),
+        ("", true, 0)
+    );
+    let score: Option<f64> = f.conn.zscore(&keys.workers, "w1").await.unwrap();
+    assert_eq!(score, Some(2_000.0));
+    let rec: std::collections::HashMap<String, String> =
+        f.conn.hgetall(keys.worker("w1")).await.unwrap();
+    assert_eq!(rec["last_beat_ms"], "1000", "the record is not written");
+    assert_eq!(f.xlen(&keys.heartbeats).await, 1, "no stream entry");
+    let ttl: i64 = f.conn.pttl(keys.worker("w1")).await.unwrap();
+    assert!(ttl <= ttl0 && ttl > 0, "expiry untouched: {ttl}");
+    // Not in the registry (lost with Redis's data, or judged crashed): said so, and not added.
+    let beat = scripts::refresh(&mut f.conn, &keys, "ghost", 2_000, 0)
+        .await
+        .unwrap();
+    assert!(!beat.registered);
+    let ghost: Option<f64> = f.conn.zscore(&keys.workers, "ghost").await.unwrap();
+    assert_eq!(ghost, None);
+    // The crash check, against heartbeat.lua's on the same registry (the edge: exactly crash_after is not
+    // silence past it).
+    for (w, at) in [
+        ("old", 1_000),
+        ("edge", 2_000),
+        ("late", 1_999),
+        ("fresh", 4_000),
+    ] {
+        scripts::heartbeat(&mut f.conn, &keys, beating(w, at, BeatFields::default()))
+            .await
+            .unwrap();
+    }
+    let beat = scripts::refresh(&mut f.conn, &keys, "w1", 5_000, 3_000)
+        .await
+        .unwrap();
+    assert_eq!(beat.crashed, vec!["old", "late"]);
+    let mut call = beating("w1", 5_000, BeatFields::default());
+    call.crash_after_ms = 3_000;
+    let lua = scripts::heartbeat(&mut f.conn, &keys, call).await.unwrap();
+    assert_eq!(lua.crashed, beat.crashed);
+    // In the registry but its record deleted: register again too.
+    let _: () = f.conn.del(keys.worker("w1")).await.unwrap();
+    let beat = scripts::refresh(&mut f.conn, &keys, "w1", 6_000, 0)
+        .await
+        .unwrap();
+    assert!(!beat.registered);
+}
