@@ -128,16 +128,18 @@ fn raw_loop_for(concurrency: usize, jobs: u64) -> (&'static str, usize, u64) {
     }
 }
 
-/// Drains `jobs` entries of a fresh raw stream `count` per read: (jobs/s, Redis CPU µs per job).
+/// Drains `jobs` entries of a fresh raw stream `count` per read (and deletes them, with `delete`): (jobs/s,
+/// Redis CPU µs per job).
 async fn raw_drain(
     c: &mut redis::aio::MultiplexedConnection,
     jobs: u64,
     count: usize,
+    delete: bool,
 ) -> (f64, f64) {
     let key = "raw:{bench}:drain";
     raw::enqueue(c, key, jobs, payload).await.unwrap();
     let cpu0 = redis_cpu(c).await;
-    let took = raw::drain(c, key, jobs, count).await.unwrap();
+    let took = raw::drain(c, key, jobs, count, delete).await.unwrap();
     let cpu_us = (redis_cpu(c).await - cpu0) * 1e6 / jobs as f64;
     let _: () = redis::cmd("DEL").arg(key).query_async(c).await.unwrap();
     (jobs as f64 / took.as_secs_f64(), cpu_us)
@@ -190,7 +192,10 @@ async fn drain(
     // The raw loop runs right before rill, so both see the same machine (it is shared and its load drifts).
     let (raw_loop, raw_count, raw_jobs) = raw_loop_for(concurrency, jobs);
     let (raw_per_s, raw_cpu_us) =
-        raw_drain(&mut redis.node_aconn().await, raw_jobs, raw_count).await;
+        raw_drain(&mut redis.node_aconn().await, raw_jobs, raw_count, false).await;
+    // And the same loop deleting what it acked (rill frees finished entries; the raw loop above leaves them).
+    let (raw_del_per_s, raw_del_cpu_us) =
+        raw_drain(&mut redis.node_aconn().await, raw_jobs, raw_count, true).await;
     let client = support::client(redis);
     let q = client.queue::<serde_bytes_like::Bytes>("bench").unwrap();
     let batch: Vec<_> = (0..jobs)
@@ -293,6 +298,9 @@ async fn drain(
         "raw_loop": raw_loop, "raw_jobs_per_s": raw_per_s.round(), "raw_redis_cpu_us_per_job": r2(raw_cpu_us),
         "ratio_to_raw": (jobs_per_s / raw_per_s * 1000.0).round() / 1000.0,
         "redis_cpu_ratio_to_raw": r2(redis_cpu_us / raw_cpu_us),
+        "raw_deleting_jobs_per_s": raw_del_per_s.round(),
+        "raw_deleting_redis_cpu_us_per_job": r2(raw_del_cpu_us),
+        "redis_cpu_ratio_to_raw_deleting": r2(redis_cpu_us / raw_del_cpu_us),
     }));
     fresh_server(&mut c).await;
 }

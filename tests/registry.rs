@@ -227,7 +227,8 @@ async fn an_idle_worker_beats_with_its_registry_score_only() {
     assert_eq!(written().await, record0, "the record was not written");
     let (info, health) = q.worker(&w.consumer, &rule).await.unwrap();
     assert_eq!(health, Health::Healthy);
-    assert_eq!(info.unwrap().last_beat_ms, score as u64);
+    // The score (a later beat may have moved it since it was read above), not the record's older field.
+    assert!(info.unwrap().last_beat_ms >= score as u64);
     w.stop().await;
 }
 

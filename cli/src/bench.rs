@@ -206,7 +206,7 @@ async fn bench(ctx: &Context, ns: &str, a: &BenchArgs) -> anyhow::Result<Vec<Cas
         cpu: Cpu::now(&mut conn).await.since(cpu),
     });
     let cpu = Cpu::now(&mut conn).await;
-    let took = raw::drain(&mut conn, &raw_key, a.jobs, raw_read).await?;
+    let took = raw::drain(&mut conn, &raw_key, a.jobs, raw_read, false).await?;
     cases.push(Case {
         name: if raw_read == 1 {
             "raw XREADGROUP COUNT 1+XACK"

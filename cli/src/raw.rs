@@ -37,12 +37,15 @@ pub async fn enqueue(
     Ok(t.elapsed())
 }
 
-/// Reads and acks `n` entries of `key` through a new group, `count` per read; returns how long it took.
+/// Reads and acks `n` entries of `key` through a new group, `count` per read; returns how long it took. With
+/// `delete`, each batch is also deleted (`XDEL`, in the same round trip as its `XACK`): what a queue that frees
+/// the entries it finished must do at least.
 pub async fn drain(
     conn: &mut redis::aio::MultiplexedConnection,
     key: &str,
     n: u64,
     count: usize,
+    delete: bool,
 ) -> anyhow::Result<Duration> {
     let _: () = redis::cmd("XGROUP")
         .arg("CREATE")
@@ -72,12 +75,12 @@ pub async fn drain(
         if ids.is_empty() {
             bail!("raw drain ran dry after {done} of {n} entries");
         }
-        let _: () = redis::cmd("XACK")
-            .arg(key)
-            .arg("g")
-            .arg(&ids)
-            .query_async(conn)
-            .await?;
+        let mut pipe = redis::pipe();
+        pipe.cmd("XACK").arg(key).arg("g").arg(&ids).ignore();
+        if delete {
+            pipe.cmd("XDEL").arg(key).arg(&ids).ignore();
+        }
+        let _: () = pipe.query_async(conn).await?;
         done += ids.len() as u64;
     }
     Ok(t.elapsed())

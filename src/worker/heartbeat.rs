@@ -213,7 +213,11 @@ async fn beat(
     let shared = &crew[0];
     if conn.is_none() {
         match shared.client.blocking_conn(Duration::ZERO).await {
-            Ok(c) => *conn = Some(c),
+            Ok(c) => {
+                *conn = Some(c);
+                // Perhaps another server now (a failover), whose clock may differ: read it again.
+                *clock = None;
+            }
             Err(e) => {
                 warn_throttled!(error = %e, "heartbeat: cannot connect");
                 return;
@@ -238,7 +242,8 @@ async fn beat(
     let sent = std::time::Instant::now();
     let beat = async {
         match clock.filter(|_| unchanged) {
-            // Nothing to write but the score: plain commands, a third of a script's cost to Redis.
+            // Nothing to write but the score: plain commands, which cost Redis a third of what the script does
+            // above the round trip's own cost.
             Some(k) => {
                 scripts::refresh(
                     c,
