@@ -109,9 +109,9 @@ async fn heartbeat_registers_and_stamps_beats() {
     let _: () = f.conn.zrem(&keys.workers, "w0").await.unwrap();
 }
 
-#[tokio::test]
-async fn heartbeat_lists_the_workers_silent_past_the_threshold() {
-    let mut f = fixture().await;
+/// Workers whose last beats sit around a 3 s threshold at 5,000: `old` and `late` (1,999) are past it, `edge`
+/// (2,000) and `fresh` are not.
+async fn beats_at_the_edge(f: &mut Fixture) {
     let keys = f.keys.clone();
     for (w, at) in [
         ("old", 1_000),
@@ -123,6 +123,13 @@ async fn heartbeat_lists_the_workers_silent_past_the_threshold() {
             .await
             .unwrap();
     }
+}
+
+#[tokio::test]
+async fn heartbeat_lists_the_workers_silent_past_the_threshold() {
+    let mut f = fixture().await;
+    let keys = f.keys.clone();
+    beats_at_the_edge(&mut f).await;
     // "me" itself last beat long ago: its own beat now is never counted as silence.
     scripts::heartbeat(&mut f.conn, &keys, beating("me", 10, BeatFields::default()))
         .await
@@ -199,16 +206,7 @@ async fn refresh_moves_only_the_score_and_lists_the_same_crashed_workers() {
     assert_eq!(ghost, None);
     // The crash check, against heartbeat.lua's on the same registry (the edge: exactly crash_after is not
     // silence past it).
-    for (w, at) in [
-        ("old", 1_000),
-        ("edge", 2_000),
-        ("late", 1_999),
-        ("fresh", 4_000),
-    ] {
-        scripts::heartbeat(&mut f.conn, &keys, beating(w, at, BeatFields::default()))
-            .await
-            .unwrap();
-    }
+    beats_at_the_edge(&mut f).await;
     let beat = scripts::refresh(&mut f.conn, &keys, "w1", 5_000, 3_000)
         .await
         .unwrap();
