@@ -92,10 +92,10 @@ pub async fn heartbeat<C: ConnectionLike + Send>(
 
 /// Refreshes a registered worker's registry score with plain commands, no script: all a beat needs when none
 /// of the record's fields changed and its expiry need not be set (SPEC.md, section 6c). One round trip of
-/// `ZADD XX CH` (which never adds: a worker missing from the registry must register again) and the crash check
-/// of [`heartbeat`], judged by `now_ms` (the caller's reading of the server's clock: a plain command cannot read
-/// it), and `EXISTS` of the record. It costs Redis about a third of an unchanged [`heartbeat`] call over a round trip's own cost, since a
-/// script call converts its arguments and each command's reply.
+/// `EXISTS` of the record, `ZADD XX CH` of the score (which never adds: a worker missing from the registry must
+/// register again) and the crash check of [`heartbeat`], judged by `now_ms` (the caller's reading of the
+/// server's clock, which a plain command cannot read). Above a round trip's own cost it costs Redis about a
+/// third of an unchanged [`heartbeat`] call, which converts its arguments and each command's reply in Lua.
 ///
 /// `registered` in the answer is false when the worker was not in the registry or its record is gone (Redis
 /// lost its data, it was judged crashed and removed, or someone deleted the record); `id` is always empty.
@@ -135,8 +135,8 @@ pub async fn refresh<C: ConnectionLike + Send>(
     };
     Ok(Beat {
         id: String::new(),
-        // Not added and not changed: the member is missing (a score equal to the last beat's, the other way to
-        // get 0, would need two beats in one millisecond).
+        // `ZADD XX CH` answers 0 when the member is missing (or its score is unchanged, which would need two
+        // beats in one millisecond).
         registered: exists == 1 && changed == 1,
         crashed: crashed.unwrap_or_default(),
     })
