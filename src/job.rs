@@ -31,11 +31,6 @@ pub struct Delivery {
 }
 
 impl Delivery {
-    /// Its address inside the worker (entry ids repeat across priority levels).
-    pub(crate) fn address(&self) -> std::borrow::Cow<'_, str> {
-        crate::priority::address(self.level, &self.entry_id)
-    }
-
     pub(crate) fn as_ref(&self) -> DeliveryRef<'_> {
         DeliveryRef {
             entry_id: &self.entry_id,

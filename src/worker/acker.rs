@@ -20,9 +20,9 @@ const COALESCE: Duration = Duration::from_millis(1);
 
 /// A completion on its way to `ack.lua`.
 pub(super) struct Completion {
-    pub(super) entry_id: String,
+    pub(super) entry_id: Arc<str>,
     pub(super) token: u64,
-    pub(super) job_id: String,
+    pub(super) job_id: Arc<str>,
     pub(super) attempt: u32,
     /// CBOR result; empty = none.
     pub(super) result: Vec<u8>,
@@ -76,7 +76,7 @@ pub(super) async fn run(
         let flags = complete(&shared, &batch).await;
         shared
             .deliveries
-            .forget_many(batch.iter().map(|c| (c.entry_id.as_str(), c.token)));
+            .forget_many(batch.iter().map(|c| (&*c.entry_id, c.token)));
         for (i, c) in batch.drain(..).enumerate() {
             match flags.as_ref().map(|f| f[i]) {
                 Some(true) => shared.stats.add_completed(),

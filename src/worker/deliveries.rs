@@ -7,7 +7,7 @@
 //! that names a token leaves a newer delivery alone.
 
 use std::collections::{HashMap, HashSet};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use tokio_util::sync::CancellationToken;
@@ -16,7 +16,7 @@ use tokio_util::sync::CancellationToken;
 #[derive(Debug)]
 struct Held {
     token: u64,
-    job_id: String,
+    job_id: Arc<str>,
     /// The job's `stopping()` token: asked to checkpoint and yield (shutdown, pause, quiet).
     stopping: CancellationToken,
     /// The job's `cancelled()` token: stop now (cancel signal, lease lost, shutdown deadline).
@@ -35,9 +35,9 @@ pub(super) type DeliveryKey = (String, u64);
 
 /// What [`Deliveries::track`] needs of a new delivery.
 pub(super) struct Tracked {
-    pub(super) entry_id: String,
+    pub(super) entry_id: Arc<str>,
     pub(super) token: u64,
-    pub(super) job_id: String,
+    pub(super) job_id: Arc<str>,
     pub(super) stopping: CancellationToken,
     pub(super) cancel: CancellationToken,
 }
@@ -45,7 +45,7 @@ pub(super) struct Tracked {
 /// The held deliveries of one worker and the signals' requests about them.
 #[derive(Debug, Default)]
 pub(super) struct Deliveries {
-    held: Mutex<HashMap<String, Held>>,
+    held: Mutex<HashMap<Arc<str>, Held>>,
     /// Deliveries whose job a signal cancelled: they end as cancelled when the handler returns an error.
     cancel_requested: Mutex<HashSet<DeliveryKey>>,
     /// Deliveries whose job a signal paused: parked instead of handed back when they yield.
@@ -58,7 +58,7 @@ pub(super) struct Deliveries {
 }
 
 impl Deliveries {
-    fn held(&self) -> std::sync::MutexGuard<'_, HashMap<String, Held>> {
+    fn held(&self) -> std::sync::MutexGuard<'_, HashMap<Arc<str>, Held>> {
         self.held.lock().expect("held deliveries lock")
     }
 
@@ -125,7 +125,7 @@ impl Deliveries {
             .held()
             .values()
             .filter(|h| h.started_ms > 0)
-            .map(|h| (h.started_ms, h.job_id.clone()))
+            .map(|h| (h.started_ms, h.job_id.to_string()))
             .collect();
         running.sort_unstable();
         running.truncate(limit);
@@ -136,7 +136,7 @@ impl Deliveries {
     pub(super) fn snapshot(&self) -> Vec<DeliveryKey> {
         self.held()
             .iter()
-            .map(|(e, h)| (e.clone(), h.token))
+            .map(|(e, h)| (e.to_string(), h.token))
             .collect()
     }
 
@@ -179,7 +179,7 @@ impl Deliveries {
         let mut held = self.held();
         let mut lost = Vec::new();
         for ((entry, token), &ok) in checked.iter().zip(renewed) {
-            let Some(h) = held.get_mut(entry) else {
+            let Some(h) = held.get_mut(entry.as_str()) else {
                 continue;
             };
             if h.token != *token {
@@ -187,7 +187,7 @@ impl Deliveries {
             }
             if ok {
                 h.renewed = sent;
-            } else if let Some(h) = held.remove(entry) {
+            } else if let Some(h) = held.remove(entry.as_str()) {
                 self.give_up(entry, &h);
                 lost.push(entry.clone());
             }
@@ -202,10 +202,10 @@ impl Deliveries {
         let overdue: Vec<String> = held
             .iter()
             .filter(|(_, h)| h.renewed.elapsed() > limit)
-            .map(|(entry, _)| entry.clone())
+            .map(|(entry, _)| entry.to_string())
             .collect();
         for entry in &overdue {
-            if let Some(h) = held.remove(entry) {
+            if let Some(h) = held.remove(entry.as_str()) {
                 self.give_up(entry, &h);
             }
         }
@@ -243,11 +243,11 @@ impl Deliveries {
     ) -> bool {
         let held = self.held();
         let mut hit = false;
-        for (entry, h) in held.iter().filter(|(_, h)| h.job_id == job_id) {
+        for (entry, h) in held.iter().filter(|(_, h)| &*h.job_id == job_id) {
             requests
                 .lock()
                 .expect("requests lock")
-                .insert((entry.clone(), h.token));
+                .insert((entry.to_string(), h.token));
             fire(h);
             hit = true;
         }

@@ -152,14 +152,17 @@ where
     let Some(Batch { entries, mut room }) = batch else {
         return;
     };
-    for (level, raw) in entries {
-        let Some(place) = room.pop() else {
-            tracing::error!("fetch: more entries than requested");
-            break;
-        };
-        // A new entry's delivery count is 1.
-        runner.dispatch(raw, level, 1, place, false);
+    if entries.len() > room.len() {
+        tracing::error!("fetch: more entries than requested");
     }
+    // Each entry takes a place; `room` is in no order.
+    let places = std::iter::from_fn(move || room.pop());
+    runner.dispatch_read(
+        entries
+            .into_iter()
+            .zip(places)
+            .map(|((level, raw), place)| (level, raw, place)),
+    );
 }
 
 /// The fetch loop's state between rounds.

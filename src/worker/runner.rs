@@ -1,6 +1,6 @@
-//! The runner: starts one task per delivery. It parses and decodes the entry (quarantining what cannot run),
-//! tracks the delivery, runs the handler, and hands what the handler did to the settler. At shutdown it waits
-//! for running jobs, then cancels and finally drops them.
+//! The runner: starts one task per delivery (on a current-thread runtime, one per read). It parses and decodes
+//! the entry (quarantining what cannot run), tracks the delivery, runs the handler, and hands what the handler
+//! did to the settler. At shutdown it waits for running jobs, then cancels and finally drops them.
 
 use std::future::Future;
 use std::panic::AssertUnwindSafe;
@@ -58,6 +58,8 @@ pub(super) struct Runner<T, H> {
     ctx: Arc<JobContext>,
     settler: Settler,
     tasks: TaskTracker,
+    /// Start a read's deliveries in one task rather than one each (see [`Runner::dispatch_read`]).
+    one_task_per_read: bool,
     /// Fires when jobs still running after the shutdown deadline and its grace second are dropped.
     abort: CancellationToken,
 }
@@ -80,6 +82,8 @@ where
             ctx,
             settler,
             tasks: TaskTracker::new(),
+            one_task_per_read: tokio::runtime::Handle::try_current()
+                .is_ok_and(|h| h.runtime_flavor() == tokio::runtime::RuntimeFlavor::CurrentThread),
             abort: CancellationToken::new(),
         }
     }
@@ -99,10 +103,50 @@ where
         place: OwnedSemaphorePermit,
         front: bool,
     ) {
+        if let Some(job) = self.prepare(raw, level, token, place, front) {
+            self.tasks.spawn(job);
+        }
+    }
+
+    /// Starts the new deliveries of one read (delivery count 1), in the order read, as [`Runner::dispatch`]
+    /// does. On a multi-threaded runtime each job has a task of its own, so handlers run in parallel; on a
+    /// current-thread runtime (such as [`dedicated_thread`](super::WorkerConfig::dedicated_thread)'s), where
+    /// nothing runs in parallel anyway, the read's jobs share one task: there a spawn per job cost more than the
+    /// rest of a no-op job's start.
+    pub(super) fn dispatch_read(
+        self: &Arc<Self>,
+        entries: impl Iterator<Item = (u8, RawEntry, OwnedSemaphorePermit)>,
+    ) {
+        if !self.one_task_per_read {
+            for (level, raw, place) in entries {
+                self.dispatch(raw, level, 1, place, false);
+            }
+            return;
+        }
+        let jobs: futures::stream::FuturesUnordered<_> = entries
+            .filter_map(|(level, raw, place)| self.prepare(raw, level, 1, place, false))
+            .collect();
+        if !jobs.is_empty() {
+            use futures::StreamExt;
+            self.tasks.spawn(jobs.for_each(|()| std::future::ready(())));
+        }
+    }
+
+    /// Tracks one delivery and gives the future that runs it, or quarantines it (or dead-letters it, its
+    /// attempts used up) in a task of its own and gives nothing.
+    fn prepare(
+        self: &Arc<Self>,
+        raw: RawEntry,
+        level: u8,
+        token: u64,
+        place: OwnedSemaphorePermit,
+        front: bool,
+    ) -> Option<impl Future<Output = ()> + Send + 'static> {
         let shared = &self.shared;
         let limit = shared.client.config().max_payload_bytes;
-        // Its address here: entry ids repeat across priority levels.
-        let entry_id = crate::priority::address(level, &raw.id).into_owned();
+        // Its address here: entry ids repeat across priority levels. Shared by everything that follows the
+        // delivery (held deliveries, its ending, the acker), as its job id is: one allocation each per job.
+        let entry_id: Arc<str> = Arc::from(&*crate::priority::address(level, &raw.id));
         let named = wire::job_id_of(&raw);
         let decoded =
             wire::parse_entry(raw, limit).and_then(|env| match wire::decode::<T>(&env.payload) {
@@ -119,7 +163,7 @@ where
             Ok(ok) => ok,
             Err(m) => {
                 // Held while it is dead-lettered, so the orphan sweep leaves it alone.
-                let job_id = named.unwrap_or_else(|| entry_id.clone());
+                let job_id: Arc<str> = named.map_or_else(|| entry_id.clone(), Arc::from);
                 shared.deliveries.track(Tracked {
                     entry_id: entry_id.clone(),
                     token,
@@ -135,13 +179,18 @@ where
                     me.shared.deliveries.forget(&entry_id, token);
                     drop(place);
                 });
-                return;
+                return None;
             }
         };
-        if named.is_none() {
+        let job_id = if named.is_none() {
             // Unnamed: on level 0 its entry id, above it `<entry id>@<level>` (SPEC §1).
-            env.job_id.clone_from(&entry_id);
-        }
+            if *env.job_id != *entry_id {
+                env.job_id = entry_id.to_string();
+            }
+            entry_id.clone()
+        } else {
+            Arc::from(env.job_id.as_str())
+        };
         let max_attempts = env.max_attempts.unwrap_or(shared.config.max_attempts);
         let cancel = CancellationToken::new();
         // Not a child of the worker's token (children share one lock across every running job): shutdown fires
@@ -150,7 +199,7 @@ where
         let fence = shared.deliveries.track(Tracked {
             entry_id: entry_id.clone(),
             token,
-            job_id: env.job_id.clone(),
+            job_id: job_id.clone(),
             stopping: stopping.clone(),
             cancel: cancel.clone(),
         });
@@ -170,16 +219,16 @@ where
             ctx: self.ctx.clone(),
         };
         let job = Job::new(data, env, start);
+        let d = Finished {
+            entry_id,
+            token,
+            job_id,
+            attempt: job.attempt(),
+        };
         if job.attempt() > max_attempts {
             // Its attempts were used up before this delivery (attempts recorded on the entry by another client,
             // say): dead-letter it without running it.
             let me = self.clone();
-            let d = Finished {
-                entry_id: job.delivery().address().into_owned(),
-                token,
-                job_id: job.id().to_owned(),
-                attempt: job.attempt(),
-            };
             let why = format!(
                 "attempts used up before this delivery ran (attempt {} of {max_attempts})",
                 job.attempt()
@@ -194,13 +243,12 @@ where
                 }
                 drop(place);
             });
-            return;
+            return None;
         }
         // In line now, in dispatch order: prefetched jobs start in the order they were read.
         let ticket = shared.slots.queue(front);
         let me = self.clone();
-        self.tasks
-            .spawn(async move { me.run_one(job, touched, fence, place, ticket).await });
+        Some(async move { me.run_one(job, d, touched, fence, place, ticket).await })
     }
 
     /// Waits for a handler slot, runs the handler on `job`, decides how the delivery ends and settles it. A
@@ -210,18 +258,13 @@ where
     async fn run_one(
         self: Arc<Self>,
         job: Job<T>,
+        d: Finished,
         touched: Arc<AtomicBool>,
         fence: CancellationToken,
         place: OwnedSemaphorePermit,
         ticket: Ticket,
     ) {
         let shared = &self.shared;
-        let d = Finished {
-            entry_id: job.delivery().address().into_owned(),
-            token: job.delivery().token,
-            job_id: job.id().to_owned(),
-            attempt: job.attempt(),
-        };
         // The slot first: a free one is taken without registering a waiter on each token (three locks and list
         // operations per job); what fired meanwhile is checked right after.
         let slot = tokio::select! {
@@ -436,7 +479,7 @@ impl<T, H> Runner<T, H> {
         {
             return;
         }
-        tracing::warn!(queue = %self.shared.keys.queue, running = self.tasks.len(), "shutdown timeout: cancelling running jobs");
+        tracing::warn!(queue = %self.shared.keys.queue, running = self.shared.control.running(), "shutdown timeout: cancelling running jobs");
         self.shared.deliveries.cancel_all();
         if tokio::time::timeout(Duration::from_secs(1), self.tasks.wait())
             .await

@@ -58,7 +58,7 @@ pub(super) enum Ending {
 impl Ending {
     /// The ending for a handler's `outcome` and its error text. `cancelled` / `parked`: a signal asked to cancel
     /// or park this delivery. `jitter` in [0, 1) spreads retry delays.
-    pub(super) fn decide<R: Serialize>(
+    pub(super) fn decide<R: Serialize + 'static>(
         outcome: Outcome<R>,
         cancelled: bool,
         parked: bool,
@@ -90,6 +90,16 @@ impl Ending {
                 return (retry(), format!("handler panicked: {msg}"));
             }
             // It finished before a cancellation reached it: it completes.
+            // `()`, what most handlers return, stores no result: known without encoding it (an allocation).
+            Outcome::Returned(Ok(_))
+                if std::any::TypeId::of::<R>() == std::any::TypeId::of::<()>() =>
+            {
+                let ending = Ending::Complete {
+                    result: Vec::new(),
+                    touched: false,
+                };
+                return (ending, String::new());
+            }
             Outcome::Returned(Ok(value)) => match wire::encode(&value) {
                 Ok(bytes) => {
                     let result = if bytes == [0xf6] { Vec::new() } else { bytes };
@@ -119,9 +129,9 @@ impl Ending {
 /// The delivery that ends.
 pub(super) struct Finished {
     /// Its address ([`crate::priority::address`]: the entry id, with its level above 0).
-    pub(super) entry_id: String,
+    pub(super) entry_id: Arc<str>,
     pub(super) token: u64,
-    pub(super) job_id: String,
+    pub(super) job_id: Arc<str>,
     pub(super) attempt: u32,
 }
 
@@ -209,8 +219,8 @@ impl Settler {
     /// (the id its `id` field names, if a valid one, else the entry id: [`wire::job_id_of`]).
     pub(super) async fn quarantine(
         &self,
-        entry_id: String,
-        job_id: String,
+        entry_id: Arc<str>,
+        job_id: Arc<str>,
         token: u64,
         m: wire::Malformed,
     ) {
@@ -406,6 +416,27 @@ mod tests {
 
     fn decide(outcome: Outcome<u32>, cancelled: bool, parked: bool) -> (Ending, String) {
         Ending::decide(outcome, cancelled, parked, 2, &WorkerConfig::default(), 1.0)
+    }
+
+    #[test]
+    fn a_result_that_encodes_to_null_stores_none() {
+        let stored = |ending: (Ending, String)| match ending.0 {
+            Ending::Complete { result, .. } => result,
+            other => panic!("not a completion: {other:?}"),
+        };
+        let config = WorkerConfig::default();
+        let unit = Ending::decide(Outcome::Returned(Ok(())), false, false, 1, &config, 0.0);
+        assert_eq!(stored(unit), Vec::<u8>::new());
+        let none = Outcome::Returned(Ok(None::<u32>));
+        assert_eq!(
+            stored(Ending::decide(none, false, false, 1, &config, 0.0)),
+            Vec::<u8>::new()
+        );
+        let some = Outcome::Returned(Ok(Some(7u32)));
+        assert_eq!(
+            stored(Ending::decide(some, false, false, 1, &config, 0.0)),
+            vec![7]
+        );
     }
 
     #[test]
