@@ -61,10 +61,10 @@ pub async fn idle_workers(redis: &TestRedis, secs: u64) {
     fresh_server(&mut c).await;
 }
 
-/// Registration and heartbeat round trips, and the Redis CPU of a beat as a worker sends it: a busy worker's
-/// (its counters and running jobs changed: every per-beat field and `running`, a stream entry), an idle one's
-/// (nothing changed: the plain-command refresh of its registry score), and, for comparison in the same run, an
-/// unchanged beat through the script (as the Python and TypeScript workers send it) and a beat that sends
+/// Registration and heartbeat round trips, and the Redis CPU of a beat as a worker sends it, in plain commands: a
+/// busy worker's (its counters and running jobs changed: every per-beat field and `running`, a stream entry) and
+/// an idle one's (nothing changed: the refresh of its registry score); and, for comparison in the same run, the
+/// same two beats through the script (as the Python and TypeScript workers send them) and a beat that sends
 /// everything and sets the record's expiry (what every beat did before beats sent only what changed). Each is
 /// measured over 2,000 beats of 500 workers in four interleaved rounds, against as many `PING` round trips (what
 /// any one-call beat costs Redis in network handling on this machine), back to back and again paced 1 ms apart.
@@ -130,7 +130,7 @@ pub async fn heartbeats(redis: &TestRedis) {
     #[derive(Clone, Copy)]
     enum Kind<'a> {
         Script(rill::scripts::BeatFields<'a>, u64),
-        Refresh,
+        Plain(rill::scripts::BeatFields<'a>),
         Ping,
     }
     let mut beats = async |kind: Kind<'_>, pace: Option<Duration>, times: &mut Vec<f64>| {
@@ -164,10 +164,16 @@ pub async fn heartbeats(redis: &TestRedis) {
                     .await
                     .unwrap();
                 }
-                Kind::Refresh => {
-                    rill::scripts::refresh(&mut c, &keys, &consumer, 2, 3_000)
-                        .await
-                        .unwrap();
+                Kind::Plain(fields) => {
+                    let call = rill::scripts::Heartbeat {
+                        consumer: &consumer,
+                        now_ms: 2,
+                        maxlen: 10_000,
+                        record_ttl_ms: 0,
+                        crash_after_ms: 3_000,
+                        fields,
+                    };
+                    rill::scripts::refresh(&mut c, &keys, call).await.unwrap();
                 }
                 Kind::Ping => {
                     let _: () = redis::cmd("PING").query_async(&mut c).await.unwrap();
@@ -183,18 +189,19 @@ pub async fn heartbeats(redis: &TestRedis) {
         registration: &[],
     };
     let kinds = [
-        ("beat", Kind::Script(changed, 0)),
-        ("refresh", Kind::Refresh),
+        ("beat", Kind::Plain(changed)),
+        ("refresh", Kind::Plain(rill::scripts::BeatFields::default())),
         (
             "idle_script",
             Kind::Script(rill::scripts::BeatFields::default(), 0),
         ),
         ("full", Kind::Script(changed, 86_400_000)),
         ("ping", Kind::Ping),
+        ("script", Kind::Script(changed, 0)),
     ];
     // Interleaved rounds, so no kind is measured only first (or last) in the run; back to back, then paced at
     // 1 ms (a fleet of a thousand workers).
-    let mut us = [[0.0f64; 5]; 2];
+    let mut us = [[0.0f64; 6]; 2];
     for _ in 0..ROUNDS {
         for (p, pace) in [None, Some(Duration::from_millis(1))]
             .into_iter()
@@ -221,10 +228,12 @@ pub async fn heartbeats(redis: &TestRedis) {
                "redis_cpu_us_per_idle_script_beat": r2(us[0][2]),
                "redis_cpu_us_per_full_beat": r2(us[0][3]),
                "redis_cpu_us_per_ping": r2(us[0][4]),
+               "redis_cpu_us_per_script_beat": r2(us[0][5]),
                "paced_1ms": {"redis_cpu_us_per_beat": r2(us[1][0]),
                              "redis_cpu_us_per_idle_beat": r2(us[1][1]),
                              "redis_cpu_us_per_idle_script_beat": r2(us[1][2]),
                              "redis_cpu_us_per_full_beat": r2(us[1][3]),
-                             "redis_cpu_us_per_ping": r2(us[1][4])}}),
+                             "redis_cpu_us_per_ping": r2(us[1][4]),
+                             "redis_cpu_us_per_script_beat": r2(us[1][5])}}),
     );
 }

@@ -90,54 +90,97 @@ pub async fn heartbeat<C: ConnectionLike + Send>(
     })
 }
 
-/// Refreshes a registered worker's registry score with plain commands, no script: all a beat needs when none
-/// of the record's fields changed and its expiry need not be set (SPEC.md, section 6c). One round trip of
-/// `EXISTS` of the record, `ZADD XX CH` of the score (which never adds: a worker missing from the registry must
-/// register again) and the crash check of [`heartbeat`], judged by `now_ms` (the caller's reading of the
-/// server's clock, which a plain command cannot read). Above a round trip's own cost it costs Redis about a
-/// third of an unchanged [`heartbeat`] call, which converts its arguments and each command's reply in Lua.
+/// A registered worker's beat in plain commands, no script (SPEC.md, section 6c): what every beat but the
+/// registering ones and those that set the record's expiry can be. One round trip of `HSET` of `last_beat_ms` and
+/// the changed fields on the record (`EXISTS` of it when none changed), `ZADD XX CH` of the registry score (which
+/// never adds: a worker missing from the registry must register again), the crash check of [`heartbeat`], and,
+/// when per-beat fields changed, their `XADD` to the heartbeats stream. The same writes as [`heartbeat`], judged
+/// by `call.now_ms`: the caller's reading of the server's clock, which a plain command cannot read. Redis spends
+/// less on it than on the script, which converts its arguments and each command's reply in Lua.
 ///
-/// `registered` in the answer is false when the worker was not in the registry or its record is gone (Redis
-/// lost its data, it was judged crashed and removed, or someone deleted the record); `id` is always empty.
+/// A call that needs the script (`now_ms` 0, the record's expiry to set, registration fields) goes through
+/// [`heartbeat`]. `registered` in the answer is false when the worker was not in the registry or its record was
+/// gone (Redis lost its data, it was judged crashed and removed, or someone deleted the record).
 ///
 /// # Errors
 /// [`crate::Error::Redis`] or [`crate::Error::Protocol`].
 pub async fn refresh<C: ConnectionLike + Send>(
     con: &mut C,
     keys: &QueueKeys,
-    consumer: &str,
-    now_ms: u64,
-    crash_after_ms: u64,
+    call: Heartbeat<'_>,
 ) -> Result<Beat> {
+    let fields = call.fields;
+    if call.now_ms == 0 || call.record_ttl_ms > 0 || !fields.registration.is_empty() {
+        return heartbeat(con, keys, call).await;
+    }
+    let (consumer, now) = (call.consumer, call.now_ms);
+    let writes = !fields.per_beat.is_empty() || !fields.record.is_empty();
     let mut pipe = redis::pipe();
-    pipe.cmd("EXISTS").arg(keys.worker(consumer));
+    if writes {
+        let hset = pipe
+            .cmd("HSET")
+            .arg(keys.worker(consumer))
+            .arg("last_beat_ms")
+            .arg(now);
+        for (k, v) in fields.per_beat.iter().chain(fields.record) {
+            hset.arg(k).arg(v);
+        }
+    } else {
+        pipe.cmd("EXISTS").arg(keys.worker(consumer));
+    }
     pipe.cmd("ZADD")
         .arg(&keys.workers)
         .arg("XX")
         .arg("CH")
-        .arg(now_ms)
+        .arg(now)
         .arg(consumer);
-    if crash_after_ms > 0 {
+    if call.crash_after_ms > 0 {
         pipe.cmd("ZRANGEBYSCORE")
             .arg(&keys.workers)
             .arg("-inf")
-            .arg(format!("({}", now_ms.saturating_sub(crash_after_ms)))
+            .arg(format!("({}", now.saturating_sub(call.crash_after_ms)))
             .arg("LIMIT")
             .arg(0)
             .arg(8);
     }
-    let (exists, changed, crashed): (i64, i64, Option<Vec<String>>) = if crash_after_ms > 0 {
-        let (exists, changed, crashed) = pipe.query_async(con).await?;
-        (exists, changed, Some(crashed))
+    if !fields.per_beat.is_empty() {
+        let xadd = pipe
+            .cmd("XADD")
+            .arg(&keys.heartbeats)
+            .arg("MAXLEN")
+            .arg("~")
+            .arg(call.maxlen.max(1))
+            .arg("*")
+            .arg("worker")
+            .arg(consumer)
+            .arg("ms")
+            .arg(now);
+        for (k, v) in fields.per_beat {
+            xadd.arg(k).arg(v);
+        }
+    }
+    let n = 2 + usize::from(call.crash_after_ms > 0) + usize::from(!fields.per_beat.is_empty());
+    let replies: Vec<Value> = pipe.query_async(con).await?;
+    let v = Value::Array(replies);
+    let mut r = Reply::new(&v, "heartbeat (plain commands)", n)?;
+    let record = r.int()?;
+    let scored = r.int()?;
+    let crashed = if call.crash_after_ms > 0 {
+        r.strings()?
     } else {
-        let (exists, changed) = pipe.query_async(con).await?;
-        (exists, changed, None)
+        Vec::new()
+    };
+    let id = if fields.per_beat.is_empty() {
+        String::new()
+    } else {
+        r.string()?
     };
     Ok(Beat {
-        id: String::new(),
-        // `ZADD XX CH` answers 0 when the member is missing (or its score is unchanged, which would need two
-        // beats in one millisecond).
-        registered: exists == 1 && changed == 1,
-        crashed: crashed.unwrap_or_default(),
+        id,
+        // The record was there: `EXISTS` answers 1, `HSET` creates no field (every field exists after the first
+        // beat). `ZADD XX CH` answers 0 when the member is missing (or its score is unchanged, which would need
+        // two beats in one millisecond).
+        registered: (if writes { record == 0 } else { record == 1 }) && scored == 1,
+        crashed,
     })
 }

@@ -1,7 +1,7 @@
-//! The heartbeat: registers the worker on start, beats every `health.beat_interval` through `heartbeat.lua`
+//! The heartbeat: registers the worker on start through `heartbeat.lua`, beats every `health.beat_interval`
 //! (the record hash, the sorted set of last beats, an entry on the heartbeats stream when status or counters
-//! changed; a beat sends only the fields that changed since the last one; a beat that changed nothing only
-//! refreshes the registry score with plain commands, [`scripts::refresh`]) and deregisters on a graceful exit.
+//! changed; a beat sends only the fields that changed since the last one, in plain commands,
+//! [`scripts::refresh`], unless it registers or sets the record's expiry) and deregisters on a graceful exit.
 //! It runs on the lease keeper's thread ([`super::lease`]) with its own connection. What a beat says is built
 //! here; how others read it is [`crate::registry`].
 
@@ -37,8 +37,7 @@ type Fields = Vec<(String, String)>;
 /// that much less at most): every beat doing it would be a command per worker per second for nothing.
 const TTL_REFRESH: Duration = Duration::from_secs(3600);
 
-/// How often a worker reads the server's clock again for the beats that refresh only the registry score
-/// (between readings it adds the monotonic clock's elapsed time, which drifts from the server's by well under a
+/// How often a worker reads the server's clock again for the beats in plain commands (between readings it adds the monotonic clock's elapsed time, which drifts from the server's by well under a
 /// millisecond a minute, against a crash threshold of seconds).
 const CLOCK_READ: Duration = Duration::from_secs(60);
 
@@ -178,13 +177,10 @@ impl Beats {
         (fields, ttl)
     }
 
-    /// Whether a beat of `fields` (and `set_ttl`) would write nothing but the registry score.
-    fn unchanged(&self, fields: &BeatFields<'_>, set_ttl: bool) -> bool {
-        self.registered
-            && !set_ttl
-            && fields.per_beat.is_empty()
-            && fields.record.is_empty()
-            && fields.registration.is_empty()
+    /// Whether the next beat can be plain commands: the worker is registered (the beat sends no static fields)
+    /// and the record's expiry is not due.
+    fn plain(&self, set_ttl: bool) -> bool {
+        self.registered && !set_ttl
     }
 
     /// A beat carrying `now` landed; `registered`: the record holds the static fields (false after Redis lost
@@ -228,8 +224,8 @@ async fn beat(
     let (fields, set_ttl) = beats.changes(&now);
     let c = conn.as_mut().expect("connection set above");
     let crash_after_ms = shared.config.health.crash_after.as_millis() as u64;
-    let unchanged = beats.unchanged(&fields, set_ttl);
-    if unchanged && !clock.is_some_and(|k| k.fresh()) {
+    let plain = beats.plain(set_ttl);
+    if plain && !clock.is_some_and(|k| k.fresh()) {
         match ServerClock::read(c).await {
             Ok(k) => *clock = Some(k),
             Err(e) => {
@@ -240,40 +236,26 @@ async fn beat(
         }
     }
     let sent = std::time::Instant::now();
+    let call = scripts::Heartbeat {
+        consumer: &shared.consumer,
+        // The server's clock: every host judges beats by the same clock (0: the script reads it).
+        now_ms: clock.filter(|_| plain).map_or(0, |k| k.now_ms()),
+        maxlen: HEARTBEATS_MAXLEN,
+        record_ttl_ms: if set_ttl {
+            RECORD_TTL.as_millis() as u64
+        } else {
+            0
+        },
+        crash_after_ms,
+        fields,
+    };
+    // Registered, with the expiry not due: plain commands, which cost Redis less than the script (its
+    // arguments and each command's reply converted in Lua); else `heartbeat.lua`.
     let beat = async {
-        match clock.filter(|_| unchanged) {
-            // Nothing to write but the score: plain commands, which cost Redis a third of what the script does
-            // above the round trip's own cost.
-            Some(k) => {
-                scripts::refresh(
-                    c,
-                    &shared.keys,
-                    &shared.consumer,
-                    k.now_ms(),
-                    crash_after_ms,
-                )
-                .await
-            }
-            None => {
-                scripts::heartbeat(
-                    c,
-                    &shared.keys,
-                    scripts::Heartbeat {
-                        consumer: &shared.consumer,
-                        // The server's clock: every host judges beats by the same clock.
-                        now_ms: 0,
-                        maxlen: HEARTBEATS_MAXLEN,
-                        record_ttl_ms: if set_ttl {
-                            RECORD_TTL.as_millis() as u64
-                        } else {
-                            0
-                        },
-                        crash_after_ms,
-                        fields,
-                    },
-                )
-                .await
-            }
+        if call.now_ms > 0 {
+            scripts::refresh(c, &shared.keys, call).await
+        } else {
+            scripts::heartbeat(c, &shared.keys, call).await
         }
     };
     let r = shared.stats.timed(Call::Heartbeat, beat).await;

@@ -166,6 +166,18 @@ async fn heartbeat_lists_the_workers_silent_past_the_threshold() {
     assert!(beat.crashed.is_empty());
 }
 
+/// A plain-command beat that writes nothing but the score (no field changed), judged at `now_ms`.
+fn idle(consumer: &str, now_ms: u64, crash_after_ms: u64) -> Heartbeat<'_> {
+    Heartbeat {
+        consumer,
+        now_ms,
+        maxlen: 100,
+        record_ttl_ms: 0,
+        crash_after_ms,
+        fields: BeatFields::default(),
+    }
+}
+
 /// The plain-command beat of a worker that changed nothing: the score moves, nothing else is written, a worker
 /// missing from the registry is told so (and not added), and the crash check lists what `heartbeat.lua` would.
 #[tokio::test]
@@ -182,7 +194,7 @@ async fn refresh_moves_only_the_score_and_lists_the_same_crashed_workers() {
         .await
         .unwrap();
     let ttl0: i64 = f.conn.pttl(keys.worker("w1")).await.unwrap();
-    let beat = scripts::refresh(&mut f.conn, &keys, "w1", 2_000, 0)
+    let beat = scripts::refresh(&mut f.conn, &keys, idle("w1", 2_000, 0))
         .await
         .unwrap();
     assert_eq!(
@@ -198,7 +210,7 @@ async fn refresh_moves_only_the_score_and_lists_the_same_crashed_workers() {
     let ttl: i64 = f.conn.pttl(keys.worker("w1")).await.unwrap();
     assert!(ttl <= ttl0 && ttl > 0, "expiry untouched: {ttl}");
     // Not in the registry (lost with Redis's data, or judged crashed): said so, and not added.
-    let beat = scripts::refresh(&mut f.conn, &keys, "ghost", 2_000, 0)
+    let beat = scripts::refresh(&mut f.conn, &keys, idle("ghost", 2_000, 0))
         .await
         .unwrap();
     assert!(!beat.registered);
@@ -207,7 +219,7 @@ async fn refresh_moves_only_the_score_and_lists_the_same_crashed_workers() {
     // The crash check, against heartbeat.lua's on the same registry (the edge: exactly crash_after is not
     // silence past it).
     beats_at_the_edge(&mut f).await;
-    let beat = scripts::refresh(&mut f.conn, &keys, "w1", 5_000, 3_000)
+    let beat = scripts::refresh(&mut f.conn, &keys, idle("w1", 5_000, 3_000))
         .await
         .unwrap();
     assert_eq!(beat.crashed, vec!["old", "late"]);
@@ -217,8 +229,123 @@ async fn refresh_moves_only_the_score_and_lists_the_same_crashed_workers() {
     assert_eq!(lua.crashed, beat.crashed);
     // In the registry but its record deleted: register again too.
     let _: () = f.conn.del(keys.worker("w1")).await.unwrap();
-    let beat = scripts::refresh(&mut f.conn, &keys, "w1", 6_000, 0)
+    let beat = scripts::refresh(&mut f.conn, &keys, idle("w1", 6_000, 0))
         .await
         .unwrap();
     assert!(!beat.registered);
+}
+
+/// The plain-command beat of a worker whose counters and running jobs changed writes what `heartbeat.lua` writes
+/// for the same beat: the record's fields and `last_beat_ms`, the score, the same stream entry (and no TTL); a
+/// lost record is told apart as the script tells it.
+#[tokio::test]
+async fn refresh_with_changed_fields_writes_what_the_script_writes() {
+    let mut f = fixture().await;
+    let keys = f.keys.clone();
+    let host = vec![("host".to_owned(), "h1".to_owned())];
+    let before = vec![
+        ("status".to_owned(), "idle".to_owned()),
+        ("processed".to_owned(), "0".to_owned()),
+    ];
+    let idle_running = vec![("running".to_owned(), String::new())];
+    for w in ["lua", "plain"] {
+        let fields = BeatFields {
+            per_beat: &before,
+            record: &idle_running,
+            registration: &host,
+        };
+        scripts::heartbeat(&mut f.conn, &keys, beating(w, 1_000, fields))
+            .await
+            .unwrap();
+    }
+    let ttl0: i64 = f.conn.pttl(keys.worker("plain")).await.unwrap();
+    let now = vec![
+        ("status".to_owned(), "busy".to_owned()),
+        ("processed".to_owned(), "7".to_owned()),
+    ];
+    let running = vec![("running".to_owned(), "1500:j1".to_owned())];
+    let changed = BeatFields {
+        per_beat: &now,
+        record: &running,
+        registration: &[],
+    };
+    let mut call = beating("lua", 2_000, changed);
+    call.record_ttl_ms = 0;
+    let lua = scripts::heartbeat(&mut f.conn, &keys, call).await.unwrap();
+    call.consumer = "plain";
+    let plain = scripts::refresh(&mut f.conn, &keys, call).await.unwrap();
+    assert!(plain.registered && lua.registered);
+    assert!(!plain.id.is_empty(), "a stream entry was added");
+    let record = |w: &str| keys.worker(w);
+    let lua_rec: std::collections::HashMap<String, String> =
+        f.conn.hgetall(record("lua")).await.unwrap();
+    let plain_rec: std::collections::HashMap<String, String> =
+        f.conn.hgetall(record("plain")).await.unwrap();
+    assert_eq!(plain_rec, lua_rec);
+    assert_eq!(
+        (
+            plain_rec["last_beat_ms"].as_str(),
+            plain_rec["running"].as_str()
+        ),
+        ("2000", "1500:j1")
+    );
+    let scores: Vec<(String, f64)> = f
+        .conn
+        .zrange_withscores(&keys.workers, 0, -1)
+        .await
+        .unwrap();
+    assert_eq!(
+        scores,
+        [("lua".to_owned(), 2_000.0), ("plain".to_owned(), 2_000.0)]
+    );
+    let ttl: i64 = f.conn.pttl(record("plain")).await.unwrap();
+    assert!(ttl <= ttl0 && ttl > 0, "expiry untouched: {ttl}");
+    // The two beats' entries carry the same fields but `worker`.
+    let entries: Vec<(String, Vec<(String, String)>)> = redis::cmd("XREVRANGE")
+        .arg(&keys.heartbeats)
+        .arg("+")
+        .arg("-")
+        .arg("COUNT")
+        .arg(2)
+        .query_async(&mut f.conn)
+        .await
+        .unwrap();
+    assert_eq!(entries[0].0, plain.id);
+    let without_worker = |e: &(String, Vec<(String, String)>)| -> Vec<(String, String)> {
+        e.1.iter().filter(|(k, _)| k != "worker").cloned().collect()
+    };
+    assert_eq!(without_worker(&entries[0]), without_worker(&entries[1]));
+    assert_eq!(
+        without_worker(&entries[0]),
+        [
+            ("ms".to_owned(), "2000".to_owned()),
+            ("status".to_owned(), "busy".to_owned()),
+            ("processed".to_owned(), "7".to_owned())
+        ]
+    );
+    // Only `running` changed: the record is written, no stream entry added.
+    let only_running = BeatFields {
+        per_beat: &[],
+        record: &running,
+        registration: &[],
+    };
+    let mut call = beating("plain", 3_000, only_running);
+    call.record_ttl_ms = 0;
+    let beat = scripts::refresh(&mut f.conn, &keys, call).await.unwrap();
+    assert_eq!((beat.id.as_str(), beat.registered), ("", true));
+    assert_eq!(f.xlen(&keys.heartbeats).await, 4);
+    // The record lost: not registered (the next beat sends every field through the script).
+    let _: () = f.conn.del(record("plain")).await.unwrap();
+    let mut call = beating("plain", 4_000, changed);
+    call.record_ttl_ms = 0;
+    let beat = scripts::refresh(&mut f.conn, &keys, call).await.unwrap();
+    assert!(!beat.registered);
+    // Out of the registry: not registered, and not added back.
+    let _: () = f.conn.zrem(&keys.workers, "lua").await.unwrap();
+    let mut call = beating("lua", 4_000, changed);
+    call.record_ttl_ms = 0;
+    let beat = scripts::refresh(&mut f.conn, &keys, call).await.unwrap();
+    assert!(!beat.registered);
+    let gone: Option<f64> = f.conn.zscore(&keys.workers, "lua").await.unwrap();
+    assert_eq!(gone, None);
 }
