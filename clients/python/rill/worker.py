@@ -89,6 +89,9 @@ class Worker(Settling, Listening, Upkeep):
         self.completed = self.failed = self.dead = 0
         self.lease_failures = 0
         self._registered = False
+        # When a beat last set the record's expiry (monotonic), and the server's clock as tracked: (ms, at).
+        self._ttl_set = float("-inf")
+        self._clock = None
         self._crashed = []
         self._started_ms = now_ms()
         self._lease_failures_beaten = 0

@@ -178,6 +178,26 @@ class Working(RedisTest):
         self.assertEqual(self.r.exists(q.keys.worker(w.consumer)), 0)
         self.assertIsNone(self.r.zscore(q.keys.workers, w.consumer))
 
+    def test_beats_after_registration_are_plain_commands_that_notice_a_lost_record(self):
+        q = self.client.queue("jobs")
+        w, t = self.start(lambda job: None)
+        record = q.keys.worker(w.consumer)
+        until("registered", lambda: self.r.hget(record, "host") is not None)
+        self.r.config_resetstat()
+        first, ttl = self.r.zscore(q.keys.workers, w.consumer), self.r.pttl(record)
+        until("two more beats", lambda: self.r.zscore(q.keys.workers, w.consumer) >= first + 1500, timeout=10)
+        stats = self.r.info("commandstats")
+        # Beats of their own (HSET, ZADD, XADD), not heartbeat.lua, which would set the expiry every time.
+        for command in ("hset", "zadd", "xadd"):
+            self.assertGreaterEqual(stats[f"cmdstat_{command}"]["calls"], 2, stats)
+        self.assertLess(self.r.pttl(record), ttl - 1000, "the registration's expiry is left as it was")
+        # The record lost (Redis lost it, or others judged this worker crashed): the next beats register again.
+        self.r.delete(record)
+        until("registered again", lambda: self.r.hget(record, "host") is not None, timeout=10)
+        self.assertGreater(self.r.pttl(record), 0)
+        # Out of the registry: a plain beat does not add it back, the script that registers does.
+        self.r.zrem(q.keys.workers, w.consumer)
+        until("back in the registry", lambda: self.r.zscore(q.keys.workers, w.consumer) is not None, timeout=10)
 
     def test_signals_cancel_a_running_job_pause_the_queue_and_stop_the_worker(self):
         q = self.client.queue("jobs")

@@ -144,6 +144,29 @@ test("a crashed worker is adopted and its job resumes from its checkpoint", () =
     assert.ok(ttl > 0 && ttl <= 24 * 3600 * 1000, String(ttl));
   }));
 
+test("beats after registration are plain commands that notice a lost record", () =>
+  withWorkers(async (c, start) => {
+    const q = c.queue("jobs");
+    const w = start(async () => null);
+    const record = q.keys.worker(w.consumer);
+    await until("registered", async () => (await c.redis.hget(record, "host")) !== null);
+    const first = Number(await c.redis.zscore(q.keys.workers, w.consumer));
+    const ttl = await c.redis.pttl(record);
+    await until("two more beats", async () => Number(await c.redis.zscore(q.keys.workers, w.consumer)) >= first + 1500,
+      10_000);
+    // heartbeat.lua would have set the expiry again every time.
+    assert.ok((await c.redis.pttl(record)) < ttl - 1000, "the registration's expiry is left as it was");
+    assert.equal(await c.redis.hget(record, "status"), "idle");
+    // The record lost (Redis lost it, or others judged this worker crashed): the next beats register again.
+    await c.redis.del(record);
+    await until("registered again", async () => (await c.redis.hget(record, "host")) !== null, 10_000);
+    assert.ok((await c.redis.pttl(record)) > 0);
+    // Out of the registry: a plain beat does not add it back, the script that registers does.
+    await c.redis.zrem(q.keys.workers, w.consumer);
+    await until("back in the registry", async () => (await c.redis.zscore(q.keys.workers, w.consumer)) !== null,
+      10_000);
+  }));
+
 test("a handler past its time limit loses its slot", () =>
   withWorkers(async (c, start) => {
     const q = c.queue("jobs");
