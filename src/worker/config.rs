@@ -71,7 +71,7 @@ pub struct WorkerConfig {
     /// connections (from a client split off the one it was given; closing that one still stops it) and its
     /// handlers (default false: on the runtime that runs [`Worker::run`](super::Worker::run)). No step of a job
     /// then waits for a wake-up from another thread, which at high throughput costs more than the work itself
-    /// (README, Benchmarks: 0.8× the raw Streams loop against 0.57× on a multi-threaded runtime). The handlers
+    /// (README, Benchmarks: 0.8× the raw Streams loop against 0.55× on a multi-threaded runtime). The handlers
     /// share that one thread: for CPU-heavy ones use `tokio::task::spawn_blocking`, or leave this off
     /// (`block_in_place` is not available on such a runtime). Leases and heartbeats keep their own thread either
     /// way.

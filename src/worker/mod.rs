@@ -4,8 +4,8 @@
 //! - `fetch`: takes free room (slots, plus an optional prefetch), reads new entries (`XREADGROUP ... BLOCK`, own
 //!   connection; the order of priority levels in `levels`), and every `reclaim_interval` recovers stalled ones first
 //!   (`reclaim`). On a partitioned queue a worker has a member per partition (`Crew`), sharing slots and room.
-//! - `runner`: one task per delivery, which waits in line for a handler slot (`slots`: read order, stalled jobs
-//!   first); the handler's outcome becomes an ending (`settle`), and completions go to
+//! - `runner`: one task per delivery (per read on a current-thread runtime), which waits in line for a handler
+//!   slot (`slots`: read order, stalled jobs first); the handler's outcome becomes an ending (`settle`), and completions go to
 //!   the `acker`, which acks them in batches.
 //! - `lease` (its own thread): renews held deliveries' leases; `heartbeat` beats on the same thread.
 //! - `listener`: applies signals (cancel, pause, quiet, stop); `promote`: moves due delayed jobs.
