@@ -37,8 +37,9 @@ type Fields = Vec<(String, String)>;
 /// that much less at most): every beat doing it would be a command per worker per second for nothing.
 const TTL_REFRESH: Duration = Duration::from_secs(3600);
 
-/// How often a worker reads the server's clock again for the beats in plain commands (between readings it adds the monotonic clock's elapsed time, which drifts from the server's by well under a
-/// millisecond a minute, against a crash threshold of seconds).
+/// How often a worker reads the server's clock again for the beats in plain commands (between readings it adds
+/// the monotonic clock's elapsed time, which drifts from the server's by well under a millisecond a minute,
+/// against a crash threshold of seconds).
 const CLOCK_READ: Duration = Duration::from_secs(60);
 
 /// The Redis server's clock as the worker tracks it: a `TIME` reading and the instant it stands for (the middle
@@ -249,15 +250,9 @@ async fn beat(
         crash_after_ms,
         fields,
     };
-    // Registered, with the expiry not due: plain commands, which cost Redis less than the script (its
-    // arguments and each command's reply converted in Lua); else `heartbeat.lua`.
-    let beat = async {
-        if call.now_ms > 0 {
-            scripts::refresh(c, &shared.keys, call).await
-        } else {
-            scripts::heartbeat(c, &shared.keys, call).await
-        }
-    };
+    // Registered, with the expiry not due (and the clock read): plain commands, which cost Redis less than the
+    // script (its arguments and each command's reply converted in Lua); otherwise `heartbeat.lua`.
+    let beat = scripts::refresh(c, &shared.keys, call);
     let r = shared.stats.timed(Call::Heartbeat, beat).await;
     match r {
         Ok(beat) => {
