@@ -790,9 +790,10 @@ async fn the_events_stream_stays_bounded() {
         .unwrap();
     let mut cfg = rill::WorkerConfig::default();
     cfg.events_maxlen = 50;
-    // One at a time and no prefetch: small ack batches, so many events.
+    // One completion per ack call, so one event per job whatever the timing (a batch writes one event).
     cfg.concurrency = 1;
     cfg.prefetch = 0;
+    cfg.ack_batch = 1;
     let w = spawn_worker(
         Worker::new(client.clone(), "nums").unwrap().config(cfg),
         |_job: Job<u32>| async { Ok::<_, JobError>(()) },
