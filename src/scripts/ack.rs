@@ -3,7 +3,7 @@
 use redis::{Value, aio::ConnectionLike};
 
 use super::reply::{self, codes};
-use super::{Caller, DeliveryRef};
+use super::{Caller, DeliveryRef, Eval};
 use crate::error::Result;
 use crate::keys::GROUP;
 
@@ -86,8 +86,34 @@ pub async fn ack<C: ConnectionLike + Send>(
     // The script checks ownership over the batch's id range, so it wants ascending ids.
     let mut order: Vec<usize> = (0..items.len()).collect();
     order.sort_by_cached_key(|&i| id_key(items[i].delivery.entry_id));
-    let mut inv = SCRIPT.key(caller.stream());
-    inv.key(&keys.index).key(&keys.events).key(&keys.held);
+    // Only deliveries with something beyond the ack itself pass their job id, result and record key.
+    let extra = |it: &AckItem<'_>| {
+        let needs_record = retention.ms > 0 && (retention.keep_all || !it.result.is_empty());
+        // An unnamed job's id is its entry id (`<entry id>@<level>` above level 0): nothing to pass for it.
+        let unnamed = it.job_id == crate::priority::address(caller.level, it.delivery.entry_id);
+        !unnamed || needs_record || it.touched
+    };
+    let extras = || {
+        order
+            .iter()
+            .enumerate()
+            .map(|(pos, &i)| (pos + 1, &items[i]))
+            .filter(|(_, it)| extra(it))
+    };
+    let n_extras = extras().count();
+    let mut inv = Eval::new(
+        &SCRIPT,
+        4 + 2 * n_extras,
+        4 + 9 + 2 * items.len() + 7 * n_extras,
+    );
+    inv.arg(caller.stream())
+        .arg(&keys.index)
+        .arg(&keys.events)
+        .arg(&keys.held);
+    for (_, it) in extras() {
+        inv.arg(keys.job(it.job_id))
+            .arg(keys.checkpoints(it.job_id));
+    }
     inv.arg(GROUP)
         .arg(caller.consumer)
         .arg(call.now_ms)
@@ -105,23 +131,14 @@ pub async fn ack<C: ConnectionLike + Send>(
         inv.arg(items[i].delivery.entry_id)
             .arg(items[i].delivery.token);
     }
-    // Only deliveries with something beyond the ack itself pass their job id, result and record key.
-    for (pos, &i) in order.iter().enumerate() {
-        let it = &items[i];
-        let needs_record = retention.ms > 0 && (retention.keep_all || !it.result.is_empty());
-        // An unnamed job's id is its entry id (`<entry id>@<level>` above level 0): nothing to pass for it.
-        let unnamed = it.job_id == crate::priority::address(caller.level, it.delivery.entry_id);
-        if !unnamed || needs_record || it.touched {
-            inv.key(keys.job(it.job_id))
-                .key(keys.checkpoints(it.job_id));
-            inv.arg(pos + 1)
-                .arg(it.job_id)
-                .arg(it.attempt)
-                .arg(it.result)
-                .arg(if it.touched { "1" } else { "0" });
-        }
+    for (pos, it) in extras() {
+        inv.arg(pos)
+            .arg(it.job_id)
+            .arg(it.attempt)
+            .arg(it.result)
+            .arg(if it.touched { "1" } else { "0" });
     }
-    let v: Value = inv.invoke_async(con).await?;
+    let v: Value = inv.query(con).await?;
     // Every delivery completed: the count alone.
     if let Value::Int(n) = v {
         if n as usize == items.len() {

@@ -161,6 +161,43 @@ impl LevelKeys for redis::ScriptInvocation<'_> {
     }
 }
 
+/// A script call built straight into one `EVALSHA` command, for the calls made per batch of jobs (`ack`):
+/// redis-rs's `ScriptInvocation` first puts every key and argument in a buffer of its own, then copies them into
+/// the command, two allocations per job of a batch. Like it, a server that does not know the script
+/// (`NOSCRIPT`: restarted, flushed, failed over) gets it loaded and the call sent again.
+struct Eval {
+    script: &'static redis::Script,
+    cmd: redis::Cmd,
+}
+
+impl Eval {
+    /// A call of `script` with `keys` keys, which the first `keys` [`Eval::arg`]s must be.
+    fn new(script: &'static redis::Script, keys: usize, args: usize) -> Self {
+        let mut cmd = redis::Cmd::with_capacity(3 + args, 64 * (3 + args));
+        cmd.arg("EVALSHA").arg(script.get_hash()).arg(keys);
+        Eval { script, cmd }
+    }
+
+    fn arg<T: redis::ToRedisArgs>(&mut self, arg: T) -> &mut Self {
+        self.cmd.arg(arg);
+        self
+    }
+
+    async fn query<T, C>(&self, con: &mut C) -> redis::RedisResult<T>
+    where
+        T: redis::FromRedisValue,
+        C: redis::aio::ConnectionLike + Send,
+    {
+        match self.cmd.query_async(con).await {
+            Err(e) if e.kind() == redis::ErrorKind::Server(redis::ServerErrorKind::NoScript) => {
+                self.script.load_async(con).await?;
+                self.cmd.query_async(con).await
+            }
+            answer => answer,
+        }
+    }
+}
+
 /// One delivery as the scripts see it: the entry it came from and the delivery count it was handed with.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct DeliveryRef<'a> {

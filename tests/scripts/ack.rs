@@ -400,3 +400,42 @@ async fn ack_answers_the_count_when_all_completed_and_codes_otherwise() {
     f.read("w1", 2).await;
     assert_eq!(raw_ack(&mut f, &more, &[1, 1]).await, Int(2));
 }
+
+#[tokio::test]
+async fn ack_loads_its_script_again_where_the_server_has_lost_it() {
+    let mut f = fixture().await;
+    let ids = [
+        add_at(&mut f, "8000-0").await,
+        add_at(&mut f, "8001-0").await,
+    ];
+    f.read("w1", 2).await;
+    // As after a restart without persistence or a failover to a replica that never ran it: the first call answers
+    // NOSCRIPT, and the call loads the script and is sent again.
+    let _: () = redis::cmd("SCRIPT")
+        .arg("FLUSH")
+        .query_async(&mut f.conn)
+        .await
+        .unwrap();
+    let sha = redis::Script::new(scripts::ack::SOURCE)
+        .get_hash()
+        .to_owned();
+    let known = |v: Vec<i64>| v == vec![1];
+    let before: Vec<i64> = redis::cmd("SCRIPT")
+        .arg("EXISTS")
+        .arg(&sha)
+        .query_async(&mut f.conn)
+        .await
+        .unwrap();
+    assert!(!known(before));
+    let refs: Vec<&str> = ids.iter().map(String::as_str).collect();
+    assert_eq!(ack_ids(&mut f, &refs, false).await, vec![true, true]);
+    let after: Vec<i64> = redis::cmd("SCRIPT")
+        .arg("EXISTS")
+        .arg(&sha)
+        .query_async(&mut f.conn)
+        .await
+        .unwrap();
+    assert!(known(after));
+    assert!(f.pending(&ids[0]).await.is_none());
+    assert!(f.pending(&ids[1]).await.is_none());
+}
