@@ -21,7 +21,8 @@ RECORD_TTL_MS = 24 * 3600 * 1000
 HEARTBEATS_MAXLEN = 10_000
 # The record's expiry is set on registration and then hourly (a beat in plain commands leaves it).
 TTL_REFRESH_S = 3600.0
-# How often the server's clock is read again for beats in plain commands (the monotonic clock fills in between).
+# The longest a reading of the server's clock serves beats in plain commands (the monotonic clock fills in between);
+# each such beat takes a new one.
 CLOCK_READ_S = 60.0
 
 
@@ -128,7 +129,12 @@ class Upkeep:
             p.execute_command("ZRANGEBYSCORE", k.workers, "-inf", f"({now - CRASH_AFTER_MS}", "LIMIT", 0, 8)
             p.execute_command("XADD", k.heartbeats, "MAXLEN", "~", HEARTBEATS_MAXLEN, "*", "worker", self.consumer,
                               "ms", now, *per_beat)
-            new, scored, crashed, _beat_id = p.execute()
+            # The server's clock read with every beat, for the next one: redis-py reconnects out of sight (after a
+            # failover, to a server whose clock may differ), so a reading kept for a minute could be off that long.
+            p.execute_command("TIME")
+            asked = time.monotonic()
+            new, scored, crashed, _beat_id, (secs, micros) = p.execute()
+            self._clock = (int(secs) * 1000 + int(micros) // 1000, (asked + time.monotonic()) / 2)
             # A field created: no record was there; not scored: not in the registry (XX never adds it).
             registered = int(new) == 0 and int(scored) == 1
         else:
@@ -147,8 +153,8 @@ class Upkeep:
         self._crashed = [text(c) for c in crashed]
 
     def _server_now_ms(self):
-        """The Redis server's clock, ms: a `TIME` reading (taken again every minute) plus the monotonic time since,
-        counted from the middle of its round trip. Beats are judged by the server's clock, so hosts whose clocks
+        """The Redis server's clock, ms: a `TIME` reading (the last beat's, or taken here when it is over a minute
+        old) plus the monotonic time since, counted from the middle of its round trip. Beats are judged by the server's clock, so hosts whose clocks
         disagree agree on them."""
         if self._clock is None or time.monotonic() - self._clock[1] >= CLOCK_READ_S:
             sent = time.monotonic()

@@ -167,6 +167,31 @@ test("beats after registration are plain commands that notice a lost record", ()
       10_000);
   }));
 
+test("plain beats follow the server's clock after it changed", () =>
+  withWorkers(async (c, start) => {
+    const q = c.queue("jobs");
+    const w = start(async () => null);
+    // The tracked clock is private: reached here as a test may.
+    const tracked = w as unknown as { clock?: { ms: number; at: number } };
+    await until("beating in plain commands", async () => tracked.clock !== undefined);
+    const aheadMs = async () => {
+      const [secs, micros] = await c.redis.time();
+      const score = Number(await c.redis.zscore(q.keys.workers, w.consumer));
+      return score - (Number(secs) * 1000 + Math.floor(Number(micros) / 1000));
+    };
+    // As after a failover to a server whose clock is ten minutes behind the old one's, which ioredis hides: the
+    // clock this worker tracks runs ahead of the server's, and one beat carries it (set again if a beat in flight
+    // read the clock first).
+    let carried = false;
+    for (let i = 0; i < 5 && !carried; i++) {
+      tracked.clock = { ms: tracked.clock!.ms + 600_000, at: tracked.clock!.at };
+      carried = await until("a beat on the old clock", async () => (await aheadMs()) > 300_000, 2500)
+        .then(() => true, () => false);
+    }
+    assert.ok(carried, "no beat carried the old clock");
+    await until("beats on the server's clock again", async () => Math.abs(await aheadMs()) < 2000, 5000);
+  }));
+
 test("a handler past its time limit loses its slot", () =>
   withWorkers(async (c, start) => {
     const q = c.queue("jobs");

@@ -11,7 +11,8 @@ import { Settling } from "./settle.js";
 
 /** The record's expiry is set on registration and then hourly (a beat in plain commands leaves it). */
 const TTL_REFRESH_MS = 3600_000;
-/** How often the server's clock is read again for beats in plain commands (the monotonic clock fills in between). */
+/** The longest a reading of the server's clock serves beats in plain commands (the monotonic clock fills in
+ * between); each such beat takes a new one. */
 const CLOCK_READ_MS = 60_000;
 
 export abstract class Upkeep<T> extends Settling<T> {
@@ -113,13 +114,19 @@ export abstract class Upkeep<T> extends Settling<T> {
       // Registered, the expiry not due: the same writes in plain commands, which cost Redis less than the script
       // (SPEC.md section 6c), judged by the server's clock as this worker tracks it.
       const now = await this.serverNowMs();
+      const asked = performance.now();
       const replies = await this.redis.pipeline()
         .hset(k.worker(this.consumer), "last_beat_ms", now, ...fields)
         .zadd(k.workers, "XX", "CH", now, this.consumer)
         .zrangebyscoreBuffer(k.workers, "-inf", `(${now - CRASH_AFTER_MS}`, "LIMIT", 0, 8)
         .xadd(k.heartbeats, "MAXLEN", "~", HEARTBEATS_MAXLEN, "*", "worker", this.consumer, "ms", now, ...perBeat)
+        // The server's clock read with every beat, for the next one: ioredis reconnects out of sight (after a
+        // failover, to a server whose clock may differ), so a reading kept for a minute could be off that long.
+        .time()
         .exec();
       for (const [err] of replies ?? []) if (err) throw err;
+      const [secs, micros] = replies![4][1] as [string, string];
+      this.clock = { ms: Number(secs) * 1000 + Math.floor(Number(micros) / 1000), at: (asked + performance.now()) / 2 };
       const [created, scored] = [Number(replies![0][1]), Number(replies![1][1])];
       crashed = replies![2][1] as Buffer[];
       // A field created: no record was there; not scored: not in the registry (XX never adds it).
@@ -143,7 +150,8 @@ export abstract class Upkeep<T> extends Settling<T> {
     this.crashed = crashed.map(text);
   }
 
-  /** The Redis server's clock, ms: a `TIME` reading (taken again every minute) plus the monotonic time since,
+  /** The Redis server's clock, ms: a `TIME` reading (the last beat's, or taken here when over a minute old) plus
+   * the monotonic time since,
    * counted from the middle of its round trip. Beats are judged by the server's clock, so hosts whose clocks
    * disagree agree on them. */
   private async serverNowMs(): Promise<number> {
