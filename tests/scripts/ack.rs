@@ -419,23 +419,20 @@ async fn ack_loads_its_script_again_where_the_server_has_lost_it() {
     let sha = redis::Script::new(scripts::ack::SOURCE)
         .get_hash()
         .to_owned();
-    let known = |v: Vec<i64>| v == vec![1];
-    let before: Vec<i64> = redis::cmd("SCRIPT")
-        .arg("EXISTS")
-        .arg(&sha)
-        .query_async(&mut f.conn)
-        .await
-        .unwrap();
-    assert!(!known(before));
+    assert!(!script_known(&mut f, &sha).await);
     let refs: Vec<&str> = ids.iter().map(String::as_str).collect();
     assert_eq!(ack_ids(&mut f, &refs, false).await, vec![true, true]);
-    let after: Vec<i64> = redis::cmd("SCRIPT")
+    assert!(script_known(&mut f, &sha).await);
+    assert!(f.pending(&ids[0]).await.is_none());
+    assert!(f.pending(&ids[1]).await.is_none());
+}
+
+async fn script_known(f: &mut Fixture, sha: &str) -> bool {
+    let known: Vec<i64> = redis::cmd("SCRIPT")
         .arg("EXISTS")
-        .arg(&sha)
+        .arg(sha)
         .query_async(&mut f.conn)
         .await
         .unwrap();
-    assert!(known(after));
-    assert!(f.pending(&ids[0]).await.is_none());
-    assert!(f.pending(&ids[1]).await.is_none());
+    known == [1]
 }
