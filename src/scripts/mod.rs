@@ -171,7 +171,8 @@ struct Eval {
 }
 
 impl Eval {
-    /// A call of `script` with `keys` keys, which the first `keys` [`Eval::arg`]s must be.
+    /// A call of `script` with `keys` keys, which the first `keys` [`Eval::arg`]s must be; `args`, the keys and
+    /// arguments to come, sizes the command's buffers.
     fn new(script: &'static redis::Script, keys: usize, args: usize) -> Self {
         let mut cmd = redis::Cmd::with_capacity(3 + args, 64 * (3 + args));
         cmd.arg("EVALSHA").arg(script.get_hash()).arg(keys);

@@ -154,8 +154,8 @@ class Upkeep:
 
     def _server_now_ms(self):
         """The Redis server's clock, ms: a `TIME` reading (the last beat's, or taken here when it is over a minute
-        old) plus the monotonic time since, counted from the middle of its round trip. Beats are judged by the server's clock, so hosts whose clocks
-        disagree agree on them."""
+        old) plus the monotonic time since, counted from the middle of its round trip. Beats are judged by the
+        server's clock, so hosts whose clocks disagree agree on them."""
         if self._clock is None or time.monotonic() - self._clock[1] >= CLOCK_READ_S:
             sent = time.monotonic()
             secs, micros = self.r.time()

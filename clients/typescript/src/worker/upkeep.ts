@@ -151,9 +151,8 @@ export abstract class Upkeep<T> extends Settling<T> {
   }
 
   /** The Redis server's clock, ms: a `TIME` reading (the last beat's, or taken here when over a minute old) plus
-   * the monotonic time since,
-   * counted from the middle of its round trip. Beats are judged by the server's clock, so hosts whose clocks
-   * disagree agree on them. */
+   * the monotonic time since, counted from the middle of its round trip. Beats are judged by the server's clock, so
+   * hosts whose clocks disagree agree on them. */
   private async serverNowMs(): Promise<number> {
     if (!this.clock || performance.now() - this.clock.at >= CLOCK_READ_MS) {
       const sent = performance.now();
