@@ -56,15 +56,8 @@ async fn heartbeat_registers_and_stamps_beats() {
         4,
         "the beat is on the stream; host and running are not"
     );
-    let last: Vec<(String, std::collections::HashMap<String, String>)> = redis::cmd("XREVRANGE")
-        .arg(&keys.heartbeats)
-        .arg("+")
-        .arg("-")
-        .arg("COUNT")
-        .arg(1)
-        .query_async(&mut f.conn)
-        .await
-        .unwrap();
+    let last: Vec<(String, std::collections::HashMap<String, String>)> =
+        newest(&mut f, &keys.heartbeats, 1).await;
     let mut names: Vec<&str> = last[0].1.keys().map(String::as_str).collect();
     names.sort();
     assert_eq!(names, vec!["ms", "status", "worker"]);
@@ -301,15 +294,7 @@ async fn refresh_with_changed_fields_writes_what_the_script_writes() {
     let ttl: i64 = f.conn.pttl(record("plain")).await.unwrap();
     assert!(ttl <= ttl0 && ttl > 0, "expiry untouched: {ttl}");
     // The two beats' entries carry the same fields but `worker`.
-    let entries: Vec<(String, Vec<(String, String)>)> = redis::cmd("XREVRANGE")
-        .arg(&keys.heartbeats)
-        .arg("+")
-        .arg("-")
-        .arg("COUNT")
-        .arg(2)
-        .query_async(&mut f.conn)
-        .await
-        .unwrap();
+    let entries: Vec<(String, Vec<(String, String)>)> = newest(&mut f, &keys.heartbeats, 2).await;
     assert_eq!(entries[0].0, plain.id);
     let without_worker = |e: &(String, Vec<(String, String)>)| -> Vec<(String, String)> {
         e.1.iter().filter(|(k, _)| k != "worker").cloned().collect()

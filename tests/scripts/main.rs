@@ -340,17 +340,23 @@ async fn enqueue_job(f: &mut Fixture, id: &str, due_ms: u64, extra: &[(&str, &[u
     .unwrap();
 }
 
-/// The newest entry of the events stream.
-async fn last_event(f: &mut Fixture) -> std::collections::HashMap<String, String> {
-    let v: redis::Value = redis::cmd("XREVRANGE")
-        .arg(&f.keys.events)
+/// The newest `count` entries of `stream`, newest first, as `T` reads them.
+async fn newest<T: redis::FromRedisValue>(f: &mut Fixture, stream: &str, count: usize) -> T {
+    redis::cmd("XREVRANGE")
+        .arg(stream)
         .arg("+")
         .arg("-")
         .arg("COUNT")
-        .arg(1)
+        .arg(count)
         .query_async(&mut f.conn)
         .await
-        .unwrap();
+        .unwrap()
+}
+
+/// The newest entry of the events stream.
+async fn last_event(f: &mut Fixture) -> std::collections::HashMap<String, String> {
+    let events = f.keys.events.clone();
+    let v: redis::Value = newest(f, &events, 1).await;
     rill::wire::parse_entries(v)
         .unwrap()
         .remove(0)

@@ -134,7 +134,7 @@ class Upkeep:
             p.execute_command("TIME")
             asked = time.monotonic()
             new, scored, crashed, _beat_id, (secs, micros) = p.execute()
-            self._clock = (int(secs) * 1000 + int(micros) // 1000, (asked + time.monotonic()) / 2)
+            self._read_clock(secs, micros, asked)
             # A field created: no record was there; not scored: not in the registry (XX never adds it).
             registered = int(new) == 0 and int(scored) == 1
         else:
@@ -159,9 +159,14 @@ class Upkeep:
         if self._clock is None or time.monotonic() - self._clock[1] >= CLOCK_READ_S:
             sent = time.monotonic()
             secs, micros = self.r.time()
-            self._clock = (secs * 1000 + micros // 1000, (sent + time.monotonic()) / 2)
+            self._read_clock(secs, micros, sent)
         ms, at = self._clock
         return ms + int((time.monotonic() - at) * 1000)
+
+    def _read_clock(self, secs, micros, asked):
+        """Tracks the server's clock from a `TIME` reply to a call sent at `asked` (monotonic): the reading stands
+        for the middle of the round trip."""
+        self._clock = (int(secs) * 1000 + int(micros) // 1000, (asked + time.monotonic()) / 2)
 
     def _adopt(self):
         k = self.keys

@@ -126,7 +126,7 @@ export abstract class Upkeep<T> extends Settling<T> {
         .exec();
       for (const [err] of replies ?? []) if (err) throw err;
       const [secs, micros] = replies![4][1] as [string, string];
-      this.clock = { ms: Number(secs) * 1000 + Math.floor(Number(micros) / 1000), at: (asked + performance.now()) / 2 };
+      this.readClock(secs, micros, asked);
       const [created, scored] = [Number(replies![0][1]), Number(replies![1][1])];
       crashed = replies![2][1] as Buffer[];
       // A field created: no record was there; not scored: not in the registry (XX never adds it).
@@ -157,9 +157,15 @@ export abstract class Upkeep<T> extends Settling<T> {
     if (!this.clock || performance.now() - this.clock.at >= CLOCK_READ_MS) {
       const sent = performance.now();
       const [secs, micros] = await this.redis.time();
-      this.clock = { ms: Number(secs) * 1000 + Math.floor(Number(micros) / 1000), at: (sent + performance.now()) / 2 };
+      this.readClock(secs, micros, sent);
     }
-    return this.clock.ms + Math.floor(performance.now() - this.clock.at);
+    return this.clock!.ms + Math.floor(performance.now() - this.clock!.at);
+  }
+
+  /** Tracks the server's clock from a `TIME` reply to a call sent at `asked` (monotonic ms): the reading stands for
+   * the middle of the round trip. */
+  private readClock(secs: string | number, micros: string | number, asked: number): void {
+    this.clock = { ms: Number(secs) * 1000 + Math.floor(Number(micros) / 1000), at: (asked + performance.now()) / 2 };
   }
 
   protected async adopt(): Promise<void> {
